@@ -1,0 +1,255 @@
+//! Client partitioners (seeded, deterministic), following flwr-datasets where they overlap.
+//!
+//! One `ChaCha8Rng` seeded with `seed` drives each partitioner. Every train row goes to exactly one
+//! client; the result lists each client's row indices.
+//!
+//! - **iid**: shuffle all rows, then cut contiguous shards; the first `n % clients` clients get one
+//!   row more (`datasets.shard(contiguous=True)` after `FederatedDataset(shuffle=True)`).
+//! - **dirichlet** (`DirichletPartitioner`, self_balancing off): for each label in sorted order draw
+//!   `p ~ Dirichlet(alpha, …, alpha)` (normalised Gamma(alpha, 1) draws) and split that label's rows,
+//!   in dataset order, at `floor(cumsum(p) * n_label)`. If a client ends up with fewer than
+//!   `min_client_size` rows the whole draw is repeated with the advanced RNG, up to 10 re-draws
+//!   (11 draws), then an error. Finally each client's rows are shuffled.
+//! - **pathological** (`PathologicalPartitioner` with deterministic assignment): the labels present
+//!   are put in a seeded random order `L`; client `i` holds labels `L[(i*k + j) mod |L|]`, `j < k`,
+//!   so every client holds exactly `k` distinct labels and every label is held when
+//!   `clients * k >= |L|`. Each label's rows are shuffled and split as evenly as possible among the
+//!   clients holding it (`array_split`). Impossible settings are errors rather than dropped rows.
+
+use crate::DataError;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use rand_distr::{Distribution, Gamma};
+
+/// Re-draws allowed after the first Dirichlet draw.
+pub const MAX_REDRAWS: usize = 10;
+
+/// A partitioning scheme with its settings.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Scheme {
+    /// Shuffle and shard evenly.
+    Iid,
+    /// Per-label Dirichlet proportions.
+    Dirichlet {
+        /// Concentration (> 0); smaller = more skew.
+        alpha: f64,
+        /// Every client gets at least this many rows.
+        min_client_size: usize,
+    },
+    /// Exactly `classes_per_client` labels per client.
+    Pathological {
+        /// Labels per client.
+        classes_per_client: usize,
+    },
+}
+
+/// Splits rows with `labels` (ids `< num_labels`) among `clients`.
+pub fn partition(
+    labels: &[u32],
+    num_labels: usize,
+    clients: usize,
+    scheme: &Scheme,
+    seed: u64,
+) -> Result<Vec<Vec<usize>>, DataError> {
+    if clients == 0 {
+        return Err(DataError::Partition("partition.clients must be >= 1 (got 0)".into()));
+    }
+    if labels.len() < clients {
+        return Err(DataError::Partition(format!(
+            "partition.clients = {clients} exceeds the {} train rows",
+            labels.len()
+        )));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    match *scheme {
+        Scheme::Iid => Ok(iid(labels.len(), clients, &mut rng)),
+        Scheme::Dirichlet { alpha, min_client_size } => {
+            dirichlet(labels, num_labels, clients, alpha, min_client_size, &mut rng)
+        }
+        Scheme::Pathological { classes_per_client } => {
+            pathological(labels, num_labels, clients, classes_per_client, &mut rng)
+        }
+    }
+}
+
+fn iid(n: usize, clients: usize, rng: &mut ChaCha8Rng) -> Vec<Vec<usize>> {
+    let mut rows: Vec<usize> = (0..n).collect();
+    rows.shuffle(rng);
+    let (div, rem) = (n / clients, n % clients);
+    (0..clients)
+        .map(|i| {
+            let start = div * i + i.min(rem);
+            let len = div + usize::from(i < rem);
+            rows[start..start + len].to_vec()
+        })
+        .collect()
+}
+
+fn rows_by_label(labels: &[u32], num_labels: usize) -> Vec<Vec<usize>> {
+    let mut by = vec![Vec::new(); num_labels];
+    for (i, &l) in labels.iter().enumerate() {
+        by[l as usize].push(i);
+    }
+    by
+}
+
+/// One Dirichlet(alpha, …, alpha) draw of length `k` (re-drawn in the rare case every Gamma draw
+/// underflows to 0).
+fn dirichlet_draw(gamma: &Gamma<f64>, k: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
+    loop {
+        let g: Vec<f64> = (0..k).map(|_| gamma.sample(rng)).collect();
+        let sum: f64 = g.iter().sum();
+        if sum > 0.0 && sum.is_finite() {
+            return g.into_iter().map(|x| x / sum).collect();
+        }
+    }
+}
+
+fn dirichlet(
+    labels: &[u32],
+    num_labels: usize,
+    clients: usize,
+    alpha: f64,
+    min_client_size: usize,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<Vec<usize>>, DataError> {
+    if !(alpha > 0.0 && alpha.is_finite()) {
+        return Err(DataError::Partition(format!("partition.alpha must be > 0 (got {alpha})")));
+    }
+    let gamma = Gamma::new(alpha, 1.0).map_err(|e| DataError::Partition(format!("partition.alpha = {alpha}: {e}")))?;
+    let by_label = rows_by_label(labels, num_labels);
+    let mut smallest = 0;
+    for draw in 0..=MAX_REDRAWS {
+        let mut parts = vec![Vec::new(); clients];
+        for rows in &by_label {
+            let p = dirichlet_draw(&gamma, clients, rng);
+            let n = rows.len();
+            let mut cum = 0.0;
+            let mut start = 0;
+            for (c, part) in parts.iter_mut().enumerate() {
+                cum += p[c];
+                let end = if c + 1 == clients { n } else { ((cum * n as f64).floor() as usize).clamp(start, n) };
+                part.extend_from_slice(&rows[start..end]);
+                start = end;
+            }
+        }
+        smallest = parts.iter().map(Vec::len).min().unwrap_or(0);
+        if smallest >= min_client_size {
+            for part in &mut parts {
+                part.shuffle(rng);
+            }
+            return Ok(parts);
+        }
+        tracing::warn!(
+            "dirichlet draw {} of {}: smallest client has {smallest} < partition.min_client_size = {min_client_size} rows; re-drawing",
+            draw + 1,
+            MAX_REDRAWS + 1
+        );
+    }
+    Err(DataError::Partition(format!(
+        "partition: dirichlet(alpha = {alpha}) left a client with {smallest} < partition.min_client_size = \
+         {min_client_size} rows in {} draws; lower partition.min_client_size or partition.clients, or raise partition.alpha",
+        MAX_REDRAWS + 1
+    )))
+}
+
+fn pathological(
+    labels: &[u32],
+    num_labels: usize,
+    clients: usize,
+    k: usize,
+    rng: &mut ChaCha8Rng,
+) -> Result<Vec<Vec<usize>>, DataError> {
+    let by_label = rows_by_label(labels, num_labels);
+    let mut present: Vec<usize> = (0..num_labels).filter(|&l| !by_label[l].is_empty()).collect();
+    let n_present = present.len();
+    if k == 0 || k > n_present {
+        return Err(DataError::Partition(format!(
+            "partition.classes_per_client must be in 1 ..= {n_present} (the labels present) (got {k})"
+        )));
+    }
+    if clients * k < n_present {
+        return Err(DataError::Partition(format!(
+            "partition: {clients} clients x {k} classes hold only {} of the {n_present} labels; raise \
+             partition.clients or partition.classes_per_client so that clients x classes_per_client >= {n_present}",
+            clients * k
+        )));
+    }
+    present.shuffle(rng);
+    let mut holders: Vec<Vec<usize>> = vec![Vec::new(); num_labels];
+    for c in 0..clients {
+        for j in 0..k {
+            holders[present[(c * k + j) % n_present]].push(c);
+        }
+    }
+    let mut parts = vec![Vec::new(); clients];
+    for (label, rows) in by_label.iter().enumerate() {
+        let h = &holders[label];
+        if h.is_empty() {
+            continue;
+        }
+        if rows.len() < h.len() {
+            return Err(DataError::Partition(format!(
+                "partition: label {label} has {} rows but {} clients hold it; lower partition.clients or \
+                 partition.classes_per_client",
+                rows.len(),
+                h.len()
+            )));
+        }
+        let mut rows = rows.clone();
+        rows.shuffle(rng);
+        let (div, rem) = (rows.len() / h.len(), rows.len() % h.len());
+        let mut start = 0;
+        for (i, &c) in h.iter().enumerate() {
+            let len = div + usize::from(i < rem);
+            parts[c].extend_from_slice(&rows[start..start + len]);
+            start += len;
+        }
+    }
+    for part in &mut parts {
+        part.shuffle(rng);
+    }
+    Ok(parts)
+}
+
+/// `counts[client][label]`: rows of each label per client.
+pub fn label_counts(labels: &[u32], parts: &[Vec<usize>], num_labels: usize) -> Vec<Vec<u64>> {
+    parts
+        .iter()
+        .map(|rows| {
+            let mut c = vec![0u64; num_labels];
+            for &r in rows {
+                c[labels[r] as usize] += 1;
+            }
+            c
+        })
+        .collect()
+}
+
+/// Shannon entropy, in bits, of a label histogram (0 for an empty one).
+pub fn label_entropy_bits(counts: &[u64]) -> f64 {
+    let total: u64 = counts.iter().sum();
+    if total == 0 {
+        return 0.0;
+    }
+    counts
+        .iter()
+        .filter(|&&c| c > 0)
+        .map(|&c| {
+            let p = c as f64 / total as f64;
+            -p * p.log2()
+        })
+        .sum()
+}
+
+/// Mean over clients of [`label_entropy_bits`].
+pub fn mean_label_entropy_bits(counts: &[Vec<u64>]) -> f64 {
+    if counts.is_empty() {
+        return 0.0;
+    }
+    counts.iter().map(|c| label_entropy_bits(c)).sum::<f64>() / counts.len() as f64
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,114 @@
+//! Partitioner properties: coverage, disjointness, determinism, skew vs alpha, exactly k labels.
+
+use super::*;
+
+/// 20 labels with uneven sizes (40 ..= 135 rows), in a scrambled order.
+fn labels() -> Vec<u32> {
+    let mut v = Vec::new();
+    for l in 0..20u32 {
+        v.extend(std::iter::repeat_n(l, 40 + 5 * l as usize));
+    }
+    let mut rng = ChaCha8Rng::seed_from_u64(99);
+    v.shuffle(&mut rng);
+    v
+}
+
+fn assert_exact_cover(parts: &[Vec<usize>], n: usize) {
+    let mut seen = vec![0u8; n];
+    for p in parts {
+        for &r in p {
+            seen[r] += 1;
+        }
+    }
+    assert!(seen.iter().all(|&s| s == 1), "every row exactly once");
+}
+
+fn schemes() -> Vec<Scheme> {
+    vec![
+        Scheme::Iid,
+        Scheme::Dirichlet { alpha: 0.5, min_client_size: 10 },
+        Scheme::Pathological { classes_per_client: 2 },
+    ]
+}
+
+#[test]
+fn every_scheme_covers_each_row_once_and_is_deterministic() {
+    let l = labels();
+    for s in schemes() {
+        let a = partition(&l, 20, 10, &s, 42).unwrap();
+        assert_eq!(a.len(), 10);
+        assert_exact_cover(&a, l.len());
+        assert_eq!(a, partition(&l, 20, 10, &s, 42).unwrap(), "{s:?} deterministic");
+        assert_ne!(a, partition(&l, 20, 10, &s, 43).unwrap(), "{s:?} depends on the seed");
+    }
+}
+
+#[test]
+fn iid_shards_differ_by_at_most_one_row() {
+    let l = labels();
+    let parts = partition(&l, 20, 7, &Scheme::Iid, 1).unwrap();
+    let sizes: Vec<usize> = parts.iter().map(Vec::len).collect();
+    let n = l.len();
+    assert_eq!(sizes.iter().sum::<usize>(), n);
+    assert_eq!(sizes[0], n / 7 + 1);
+    assert!(sizes.iter().max().unwrap() - sizes.iter().min().unwrap() <= 1);
+}
+
+#[test]
+fn label_entropy_falls_as_alpha_falls() {
+    let l = labels();
+    let entropy = |alpha: f64| {
+        let parts = partition(&l, 20, 10, &Scheme::Dirichlet { alpha, min_client_size: 1 }, 42).unwrap();
+        mean_label_entropy_bits(&label_counts(&l, &parts, 20))
+    };
+    let iid = {
+        let parts = partition(&l, 20, 10, &Scheme::Iid, 42).unwrap();
+        mean_label_entropy_bits(&label_counts(&l, &parts, 20))
+    };
+    let (e100, e1, e01) = (entropy(100.0), entropy(1.0), entropy(0.1));
+    assert!(iid > 4.2, "iid ~ log2(20) = 4.32, got {iid}");
+    assert!(e100 > e1 && e1 > e01, "entropy {e100} > {e1} > {e01}");
+    assert!(e01 < 2.5, "alpha 0.1 is strongly skewed, got {e01}");
+}
+
+#[test]
+fn dirichlet_respects_min_size_or_fails_clearly() {
+    let l = labels();
+    let parts = partition(&l, 20, 10, &Scheme::Dirichlet { alpha: 0.1, min_client_size: 30 }, 42).unwrap();
+    assert!(parts.iter().all(|p| p.len() >= 30));
+    let err = partition(&l, 20, 10, &Scheme::Dirichlet { alpha: 0.1, min_client_size: 1000 }, 42).unwrap_err();
+    let msg = err.to_string();
+    assert!(msg.contains("partition.min_client_size") && msg.contains("11 draws"), "{msg}");
+    let err = partition(&l, 20, 10, &Scheme::Dirichlet { alpha: -1.0, min_client_size: 1 }, 42).unwrap_err();
+    assert!(err.to_string().contains("partition.alpha must be > 0 (got -1)"), "{err}");
+}
+
+#[test]
+fn pathological_gives_exactly_k_labels_per_client() {
+    let l = labels();
+    for (clients, k) in [(10, 2), (20, 2), (7, 3), (3, 7), (20, 20), (1, 20)] {
+        let parts = partition(&l, 20, clients, &Scheme::Pathological { classes_per_client: k }, 5).unwrap();
+        assert_exact_cover(&parts, l.len());
+        for counts in label_counts(&l, &parts, 20) {
+            assert_eq!(counts.iter().filter(|&&c| c > 0).count(), k, "{clients} clients, k = {k}");
+        }
+    }
+    let err = partition(&l, 20, 5, &Scheme::Pathological { classes_per_client: 2 }, 5).unwrap_err();
+    assert!(err.to_string().contains("clients x classes_per_client >= 20"), "{err}");
+    let err = partition(&l, 20, 5, &Scheme::Pathological { classes_per_client: 21 }, 5).unwrap_err();
+    assert!(err.to_string().contains("partition.classes_per_client"), "{err}");
+}
+
+#[test]
+fn entropy_of_known_histograms() {
+    assert_eq!(label_entropy_bits(&[5, 0, 0]), 0.0);
+    assert!((label_entropy_bits(&[1, 1]) - 1.0).abs() < 1e-12);
+    assert!((label_entropy_bits(&[1, 1, 1, 1]) - 2.0).abs() < 1e-12);
+    assert_eq!(label_entropy_bits(&[]), 0.0);
+}
+
+#[test]
+fn too_many_clients_is_an_error() {
+    let err = partition(&[0, 1, 0], 2, 4, &Scheme::Iid, 1).unwrap_err();
+    assert!(err.to_string().contains("partition.clients = 4"), "{err}");
+}

@@ -1,0 +1,86 @@
+//! JSON lines (optionally gzip-compressed): one object per line; blank lines are skipped.
+
+use super::{join_parts, Columns, RawLabels, RawRows};
+use crate::DataError;
+use serde_json::{Map, Value};
+use std::io::{BufRead, BufReader, Read};
+use std::path::Path;
+
+pub(crate) fn read_jsonl(path: &Path, cols: &Columns, gz: bool) -> Result<RawRows, DataError> {
+    let file = std::fs::File::open(path).map_err(|e| DataError::io(path, e))?;
+    let reader: Box<dyn Read> = if gz { Box::new(flate2::read::GzDecoder::new(file)) } else { Box::new(file) };
+    let mut texts = Vec::new();
+    let mut int_labels = Vec::new();
+    let mut str_labels = Vec::new();
+    let mut splits = cols.split.map(|_| Vec::new());
+    let mut label_names: Option<Vec<String>> = None;
+    for (line_no, line) in BufReader::new(reader).lines().enumerate() {
+        let line = line.map_err(|e| DataError::io(path, e))?;
+        if line.trim().is_empty() {
+            continue;
+        }
+        let row = texts.len();
+        let obj: Map<String, Value> = serde_json::from_str(&line)
+            .map_err(|e| DataError::format(path, format!("line {}: not a JSON object: {e}", line_no + 1)))?;
+        if row == 0 {
+            check_keys(path, &obj, cols)?;
+            if obj.contains_key(&cols.label_name) {
+                label_names = Some(Vec::new());
+            }
+        }
+        texts.push(join_parts(cols.text_parts.iter().map(|p| obj.get(*p).and_then(Value::as_str).unwrap_or(""))));
+        let bad = |message: &str| DataError::BadValue {
+            path: path.to_path_buf(),
+            row,
+            column: cols.label.to_string(),
+            message: message.to_string(),
+        };
+        match obj.get(cols.label) {
+            Some(Value::Number(n)) if str_labels.is_empty() => {
+                int_labels.push(n.as_i64().ok_or_else(|| bad("label ids must be integers"))?)
+            }
+            Some(Value::String(s)) if int_labels.is_empty() => str_labels.push(s.clone()),
+            Some(Value::Number(_)) | Some(Value::String(_)) => return Err(bad("labels mix numbers and strings")),
+            _ => return Err(bad("missing label")),
+        }
+        if let (Some(out), Some(col)) = (splits.as_mut(), cols.split) {
+            out.push(obj.get(col).map(value_text).unwrap_or_default());
+        }
+        if let Some(out) = label_names.as_mut() {
+            out.push(obj.get(&cols.label_name).map(value_text).unwrap_or_default());
+        }
+    }
+    let labels = if str_labels.is_empty() { RawLabels::Int(int_labels) } else { RawLabels::Str(str_labels) };
+    Ok(RawRows { texts, labels, splits, label_names })
+}
+
+fn value_text(v: &Value) -> String {
+    match v {
+        Value::String(s) => s.clone(),
+        Value::Null => String::new(),
+        other => other.to_string(),
+    }
+}
+
+fn check_keys(path: &Path, obj: &Map<String, Value>, cols: &Columns) -> Result<(), DataError> {
+    let missing = |column: &str, key: &'static str| DataError::MissingColumn {
+        path: path.to_path_buf(),
+        column: column.to_string(),
+        key,
+        available: obj.keys().cloned().collect::<Vec<_>>().join(", "),
+    };
+    for part in &cols.text_parts {
+        if !obj.contains_key(*part) {
+            return Err(missing(part, "data.text_column"));
+        }
+    }
+    if !obj.contains_key(cols.label) {
+        return Err(missing(cols.label, "data.label_column"));
+    }
+    if let Some(split) = cols.split {
+        if !obj.contains_key(split) {
+            return Err(missing(split, "data.split_column (or set data.test_source)"));
+        }
+    }
+    Ok(())
+}

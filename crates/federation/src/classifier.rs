@@ -1,0 +1,109 @@
+//! [`Learner`] for `slora_model::Classifier`: client-side AdamW (fresh per client per round) with an
+//! optional linear warm-up / decay schedule over the client's local steps.
+
+use slora_model::optim::{AdamW, AdamWConfig, LrSchedule};
+use slora_model::{Batch, Classifier};
+
+use crate::aggregate::State;
+use crate::error::Result;
+use crate::learner::{EvalSums, Learner};
+
+/// Learning-rate schedule within one client's local training.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Schedule {
+    /// The base rate throughout.
+    Constant,
+    /// Linear warm-up over `warmup_steps`, then linear decay to 0 at the client's last local step.
+    Linear {
+        /// Warm-up steps.
+        warmup_steps: u64,
+    },
+}
+
+/// Client optimizer settings.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct OptimSettings {
+    /// AdamW hyper-parameters (`lr` is the base rate).
+    pub adamw: AdamWConfig,
+    /// Schedule within a client's local steps.
+    pub schedule: Schedule,
+}
+
+/// A classifier plus the client optimizer the engine recreates for every client and round.
+pub struct ClassifierLearner {
+    model: Classifier,
+    settings: OptimSettings,
+    optimizer: Option<AdamW>,
+    schedule: LrSchedule,
+    step: u64,
+}
+
+impl ClassifierLearner {
+    /// Wraps `model`; its current trainable state is the initial global state.
+    pub fn new(model: Classifier, settings: OptimSettings) -> Self {
+        Self { model, settings, optimizer: None, schedule: LrSchedule::Constant, step: 0 }
+    }
+
+    /// The wrapped model.
+    pub fn model(&self) -> &Classifier {
+        &self.model
+    }
+
+    /// Unwraps the model.
+    pub fn into_model(self) -> Classifier {
+        self.model
+    }
+
+    fn batch(&self, ids: &[&[u32]], labels: &[u32]) -> Result<Batch> {
+        Ok(Batch::collate(ids, labels, self.model.config().pad_token_id)?)
+    }
+}
+
+impl Learner for ClassifierLearner {
+    fn trainable_state(&self) -> Result<State> {
+        Ok(self.model.trainable_state()?)
+    }
+
+    fn set_trainable_state(&mut self, state: &State) -> Result<()> {
+        Ok(self.model.set_trainable_state(state)?)
+    }
+
+    fn begin_local(&mut self, total_steps: usize) -> Result<()> {
+        // Standard FedAvg: no optimizer moments survive a client's round.
+        self.optimizer = Some(AdamW::new(self.model.trainable_vars(), self.settings.adamw)?);
+        self.schedule = match self.settings.schedule {
+            Schedule::Constant => LrSchedule::Constant,
+            Schedule::Linear { warmup_steps } => {
+                LrSchedule::LinearWarmupDecay { warmup_steps, total_steps: total_steps as u64 }
+            }
+        };
+        self.step = 0;
+        Ok(())
+    }
+
+    fn train_step(&mut self, ids: &[&[u32]], labels: &[u32], dropout_seed: u64) -> Result<f64> {
+        let batch = self.batch(ids, labels)?;
+        let (loss, _) = self.model.loss(&batch, Some(dropout_seed))?;
+        let value = loss.to_scalar::<f32>()? as f64;
+        if !value.is_finite() {
+            return Ok(value); // the engine stops with the round and client; no update applied
+        }
+        let grads = loss.backward()?;
+        let optimizer = self.optimizer.as_mut().expect("begin_local before train_step");
+        optimizer.set_lr(self.schedule.lr(self.settings.adamw.lr, self.step));
+        optimizer.step(&grads)?;
+        self.step += 1;
+        Ok(value)
+    }
+
+    fn eval_batch(&self, ids: &[&[u32]], labels: &[u32]) -> Result<EvalSums> {
+        let batch = self.batch(ids, labels)?;
+        let (loss, logits) = self.model.eval_loss(&batch)?;
+        let predicted = logits.argmax(1)?.to_vec1::<u32>()?;
+        Ok(EvalSums {
+            loss_sum: loss.to_scalar::<f32>()? as f64 * labels.len() as f64,
+            correct: predicted.iter().zip(labels).filter(|(p, l)| p == l).count() as u64,
+            rows: labels.len() as u64,
+        })
+    }
+}

@@ -1,0 +1,412 @@
+//! The FedAvg simulation loop: sample clients, train each locally from the global state, average
+//! weighted by sample counts, evaluate, checkpoint.
+//!
+//! Standard FedAvg (McMahan et al. 2017) with a client-side AdamW: every sampled client starts each round
+//! from the global trainable state with a FRESH optimizer (no moments carried across rounds or clients),
+//! so the server state is the whole state of the run. Rounds are numbered globally
+//! (`round_offset + local round`): SLoRA's stage 2 continues stage 1's numbering and so samples the same
+//! clients in its round k as a baseline does in round `stage1.rounds + k`.
+
+use std::time::Instant;
+
+use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
+
+use crate::aggregate::{State, WeightedAverage};
+use crate::checkpoint::CheckpointStore;
+use crate::comm::state_bytes;
+use crate::error::{FederationError, Result};
+use crate::learner::{EvalSums, Learner, Shard};
+use crate::metrics::RoundMetrics;
+use crate::sampling::{epoch_order, sample_clients};
+use crate::seeds::{self, Stream};
+
+/// Settings of one federated run.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FedAvgConfig {
+    /// Value of the metrics `method` column.
+    pub method: String,
+    /// Rounds to run (≥ 1).
+    pub rounds: u32,
+    /// Global number of this run's round 0 (stage 2 continues after stage 1's rounds).
+    pub round_offset: u32,
+    /// Clients sampled per round (1 ..= number of clients).
+    pub clients_per_round: usize,
+    /// Local epochs over a client's shard per round (≥ 1).
+    pub local_epochs: u32,
+    /// Training batch size (≥ 1).
+    pub batch_size: usize,
+    /// Evaluate every this many rounds (≥ 1); the last round is always evaluated.
+    pub eval_every: u32,
+    /// Batch size for evaluation (≥ 1).
+    pub eval_batch_size: usize,
+    /// Run seed: client sampling, shuffling and dropout derive from it (see [`crate::seeds`]).
+    pub seed: u64,
+    /// Upload bytes already spent before this run (stage 2 continues stage 1's count).
+    pub cum_bytes_up_start: u64,
+    /// Wall seconds already spent before this run (stage 2 continues stage 1's clock).
+    pub wall_seconds_start: f64,
+}
+
+impl FedAvgConfig {
+    fn validate(&self, clients: &[Shard], test: &Shard) -> Result<()> {
+        let bad = |key, message: String| Err(FederationError::InvalidConfig { key, message });
+        if self.rounds == 0 {
+            return bad("rounds", "must be >= 1 (got 0)".into());
+        }
+        if self.clients_per_round == 0 || self.clients_per_round > clients.len() {
+            return bad(
+                "federation.clients_per_round",
+                format!("must be in 1..={} (the number of clients), got {}", clients.len(), self.clients_per_round),
+            );
+        }
+        if self.local_epochs == 0 {
+            return bad("federation.local_epochs", "must be >= 1 (got 0)".into());
+        }
+        if self.batch_size == 0 || self.eval_batch_size == 0 {
+            return bad("federation.batch_size", "must be >= 1 (got 0)".into());
+        }
+        if self.eval_every == 0 {
+            return bad("federation.eval_every", "must be >= 1 (got 0)".into());
+        }
+        if let Some(client) = clients.iter().position(Shard::is_empty) {
+            return Err(FederationError::EmptyClient { client });
+        }
+        if test.is_empty() {
+            return Err(FederationError::EmptyTest);
+        }
+        Ok(())
+    }
+}
+
+/// The result of a federated run.
+#[derive(Debug)]
+pub struct FedOutcome {
+    /// One row per round, round 0 (before training) included.
+    pub metrics: Vec<RoundMetrics>,
+    /// The final global trainable state.
+    pub state: State,
+    /// The local round this run resumed after, if it resumed from a checkpoint.
+    pub resumed_from: Option<u32>,
+}
+
+/// Runs FedAvg. The learner's current trainable state is the initial global state (unless a checkpoint
+/// in `checkpoints` is resumed); on return the learner holds the final global state.
+pub fn run_fedavg<L: Learner>(
+    learner: &mut L,
+    clients: &[Shard],
+    test: &Shard,
+    cfg: &FedAvgConfig,
+    checkpoints: Option<&CheckpointStore>,
+) -> Result<FedOutcome> {
+    cfg.validate(clients, test)?;
+    let eval_batches = length_sorted_batches(test, cfg.eval_batch_size);
+    let progress = MultiProgress::new();
+
+    let resumed = match checkpoints {
+        Some(store) => store.latest()?,
+        None => None,
+    };
+    let (mut global, mut metrics, mut wall, first_round, resumed_from) = match resumed {
+        Some(cp) => {
+            progress.suspend(|| {
+                tracing::info!(
+                    "{}: resuming after round {} from {}",
+                    cfg.method,
+                    cfg.round_offset + cp.completed_rounds,
+                    checkpoints.unwrap().dir().display()
+                )
+            });
+            learner.set_trainable_state(&cp.state)?;
+            (cp.state, cp.metrics, cp.wall_seconds, cp.completed_rounds + 1, Some(cp.completed_rounds))
+        }
+        None => {
+            let start = Instant::now();
+            let global = learner.trainable_state()?;
+            let eval = evaluate(learner, test, &eval_batches)?;
+            let wall = cfg.wall_seconds_start + start.elapsed().as_secs_f64();
+            let row = RoundMetrics {
+                method: cfg.method.clone(),
+                round: cfg.round_offset,
+                accuracy: Some(eval.accuracy()),
+                loss: Some(eval.mean_loss()),
+                train_loss: None,
+                bytes_up_per_client: 0,
+                bytes_down_per_client: 0,
+                cum_bytes_up: cfg.cum_bytes_up_start,
+                wall_seconds: wall,
+                clients: 0,
+            };
+            progress.suspend(|| {
+                tracing::info!("{} round {}: accuracy {:.4}, loss {:.4} (before training)", cfg.method, row.round, eval.accuracy(), eval.mean_loss())
+            });
+            let metrics = vec![row];
+            if let Some(store) = checkpoints {
+                store.save(0, &global, &metrics, wall)?;
+            }
+            (global, metrics, wall, 1, None)
+        }
+    };
+
+    let rounds_bar = progress.add(ProgressBar::new(cfg.rounds as u64));
+    rounds_bar.set_style(bar_style("rounds"));
+    rounds_bar.set_prefix(cfg.method.clone());
+    rounds_bar.set_position(first_round as u64 - 1);
+
+    for local_round in first_round..=cfg.rounds {
+        let start = Instant::now();
+        let round = cfg.round_offset + local_round;
+        let chosen = sample_clients(clients.len(), cfg.clients_per_round, cfg.seed, round);
+        let bytes_down = state_bytes(&global);
+        let mut bytes_up = 0;
+        let mut sum = WeightedAverage::new();
+        let (mut train_loss_sum, mut train_rows) = (0.0f64, 0u64);
+        for &client in &chosen {
+            let shard = &clients[client];
+            learner.set_trainable_state(&global)?;
+            let steps = cfg.local_epochs as usize * shard.len().div_ceil(cfg.batch_size);
+            learner.begin_local(steps)?;
+            let steps_bar = progress.add(ProgressBar::new(steps as u64));
+            steps_bar.set_style(bar_style("steps"));
+            steps_bar.set_prefix(format!("round {round} client {client}"));
+            let mut step = 0usize;
+            for epoch in 0..cfg.local_epochs {
+                let order = epoch_order(shard.len(), cfg.seed, round, client, epoch);
+                for rows in order.chunks(cfg.batch_size) {
+                    let ids: Vec<&[u32]> = rows.iter().map(|&i| shard.input_ids[i].as_slice()).collect();
+                    let labels: Vec<u32> = rows.iter().map(|&i| shard.labels[i]).collect();
+                    let dropout_seed = seeds::derive(cfg.seed, Stream::Dropout, &[round as u64, client as u64, step as u64]);
+                    let loss = learner.train_step(&ids, &labels, dropout_seed)?;
+                    if !loss.is_finite() {
+                        steps_bar.abandon();
+                        return Err(FederationError::NonFiniteLoss { round, client, step, loss });
+                    }
+                    train_loss_sum += loss * rows.len() as f64;
+                    train_rows += rows.len() as u64;
+                    step += 1;
+                    steps_bar.inc(1);
+                }
+            }
+            steps_bar.finish_and_clear();
+            progress.remove(&steps_bar);
+            let uploaded = learner.trainable_state()?;
+            bytes_up = state_bytes(&uploaded);
+            sum.add(&uploaded, shard.len() as u64)?;
+        }
+        global = sum.finish()?;
+        learner.set_trainable_state(&global)?;
+
+        let evaluated = local_round % cfg.eval_every == 0 || local_round == cfg.rounds;
+        let eval = if evaluated { Some(evaluate(learner, test, &eval_batches)?) } else { None };
+        wall += start.elapsed().as_secs_f64();
+        let cum_before = metrics.last().map_or(cfg.cum_bytes_up_start, |m| m.cum_bytes_up);
+        let row = RoundMetrics {
+            method: cfg.method.clone(),
+            round,
+            accuracy: eval.map(|e| e.accuracy()),
+            loss: eval.map(|e| e.mean_loss()),
+            train_loss: Some(train_loss_sum / train_rows as f64),
+            bytes_up_per_client: bytes_up,
+            bytes_down_per_client: bytes_down,
+            cum_bytes_up: cum_before + bytes_up * chosen.len() as u64,
+            wall_seconds: wall,
+            clients: chosen.len() as u32,
+        };
+        progress.suspend(|| {
+            tracing::info!(
+                "{} round {round}/{}: clients {chosen:?}, train loss {:.4}, {}, up {} B/client, {:.1} s",
+                cfg.method,
+                cfg.round_offset + cfg.rounds,
+                row.train_loss.unwrap_or(f64::NAN),
+                eval.map_or("not evaluated".to_string(), |e| format!("test accuracy {:.4}, loss {:.4}", e.accuracy(), e.mean_loss())),
+                bytes_up,
+                wall
+            )
+        });
+        metrics.push(row);
+        if let Some(store) = checkpoints {
+            store.save(local_round, &global, &metrics, wall)?;
+        }
+        rounds_bar.inc(1);
+    }
+    rounds_bar.finish_and_clear();
+    Ok(FedOutcome { metrics, state: global, resumed_from })
+}
+
+fn bar_style(unit: &str) -> ProgressStyle {
+    ProgressStyle::with_template(&format!("{{prefix}} {{bar:30}} {{pos}}/{{len}} {unit} [{{elapsed_precise}} < {{eta_precise}}]"))
+        .expect("valid progress template")
+}
+
+/// Test accuracy and mean loss.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evaluation {
+    sums: EvalSums,
+}
+
+impl Evaluation {
+    /// Fraction of rows classified correctly.
+    pub fn accuracy(&self) -> f64 {
+        self.sums.correct as f64 / self.sums.rows as f64
+    }
+    /// Mean cross-entropy per row.
+    pub fn mean_loss(&self) -> f64 {
+        self.sums.loss_sum / self.sums.rows as f64
+    }
+    /// Rows evaluated.
+    pub fn rows(&self) -> u64 {
+        self.sums.rows
+    }
+}
+
+/// Row indices of `shard` in batches of rows of similar length (sorted by length, then index), so that
+/// padding to the longest row wastes little. Deterministic.
+pub fn length_sorted_batches(shard: &Shard, batch_size: usize) -> Vec<Vec<usize>> {
+    let mut order: Vec<usize> = (0..shard.len()).collect();
+    order.sort_by_key(|&i| (shard.input_ids[i].len(), i));
+    order.chunks(batch_size).map(<[usize]>::to_vec).collect()
+}
+
+/// Evaluates the learner's current state on `shard` in the given batches (sums in a fixed order).
+pub fn evaluate<L: Learner>(learner: &L, shard: &Shard, batches: &[Vec<usize>]) -> Result<Evaluation> {
+    let mut sums = EvalSums::default();
+    for rows in batches {
+        let ids: Vec<&[u32]> = rows.iter().map(|&i| shard.input_ids[i].as_slice()).collect();
+        let labels: Vec<u32> = rows.iter().map(|&i| shard.labels[i]).collect();
+        let b = learner.eval_batch(&ids, &labels)?;
+        sums.loss_sum += b.loss_sum;
+        sums.correct += b.correct;
+        sums.rows += b.rows;
+    }
+    Ok(Evaluation { sums })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::toy::{toy_data, toy_vocab, ToyLearner};
+
+    fn config(rounds: u32) -> FedAvgConfig {
+        FedAvgConfig {
+            method: "fft".into(),
+            rounds,
+            round_offset: 0,
+            clients_per_round: 3,
+            local_epochs: 1,
+            batch_size: 8,
+            eval_every: 1,
+            eval_batch_size: 16,
+            seed: 42,
+            cum_bytes_up_start: 0,
+            wall_seconds_start: 0.0,
+        }
+    }
+
+    fn same(a: &[RoundMetrics], b: &[RoundMetrics]) -> bool {
+        a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same_results(y))
+    }
+
+    #[test]
+    fn learns_and_accounts_bytes() -> anyhow::Result<()> {
+        let (clients, test) = toy_data(6, 4, 30);
+        let mut learner = ToyLearner::new(toy_vocab(4), 4, 20.0);
+        let out = run_fedavg(&mut learner, &clients, &test, &config(8), None)?;
+        assert_eq!(out.metrics.len(), 9);
+        let first = out.metrics[0].accuracy.unwrap();
+        let last = out.metrics[8].accuracy.unwrap();
+        assert_eq!(first, 0.25, "zero model predicts class 0 on a balanced test set");
+        assert!(last > 0.8, "accuracy {last}");
+        // 3 clients per round, fresh optimizer each.
+        assert_eq!(learner.optimizers_created, 8 * 3);
+        let state_bytes = ((toy_vocab(4) * 4 + 4) * 4) as u64;
+        for (i, m) in out.metrics.iter().enumerate() {
+            assert_eq!(m.round, i as u32);
+            let (up, clients) = if i == 0 { (0, 0) } else { (state_bytes, 3) };
+            assert_eq!((m.bytes_up_per_client, m.bytes_down_per_client, m.clients), (up, up, clients));
+            assert_eq!(m.cum_bytes_up, state_bytes * 3 * i as u64);
+        }
+        assert!(out.metrics[0].train_loss.is_none() && out.metrics[1].train_loss.is_some());
+        Ok(())
+    }
+
+    #[test]
+    fn deterministic_and_resumes_bit_identically() -> anyhow::Result<()> {
+        let (clients, test) = toy_data(6, 4, 30);
+        let mut cfg = config(4);
+        cfg.eval_every = 3; // rounds 3 and 4 (the last) are evaluated
+        let full_dir = tempfile::tempdir()?;
+        let store = CheckpointStore::open(full_dir.path(), "toy")?;
+        let full = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients, &test, &cfg, Some(&store))?;
+        assert!(full.resumed_from.is_none());
+        assert!(full.metrics[1].accuracy.is_none() && full.metrics[3].accuracy.is_some() && full.metrics[4].accuracy.is_some());
+        let again = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients, &test, &cfg, None)?;
+        assert!(same(&full.metrics, &again.metrics));
+
+        // A run that "died" after round 3: drop round 4's checkpoint and rerun from a fresh learner.
+        std::fs::remove_file(full_dir.path().join("round-00004.json"))?;
+        let resumed = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients, &test, &cfg, Some(&store))?;
+        assert_eq!(resumed.resumed_from, Some(3));
+        assert!(same(&full.metrics, &resumed.metrics));
+        for (name, t) in &full.state {
+            let diff = (t - &resumed.state[name])?.abs()?.max_all()?.to_scalar::<f32>()?;
+            assert_eq!(diff, 0.0, "{name}");
+        }
+        // A finished run resumes to its end without training.
+        let mut idle = ToyLearner::new(toy_vocab(4), 4, 20.0);
+        let done = run_fedavg(&mut idle, &clients, &test, &cfg, Some(&store))?;
+        assert_eq!((done.resumed_from, idle.optimizers_created), (Some(4), 0));
+        assert!(same(&full.metrics, &done.metrics));
+        Ok(())
+    }
+
+    #[test]
+    fn round_offset_continues_numbering_sampling_and_bytes() -> anyhow::Result<()> {
+        let (clients, test) = toy_data(6, 4, 30);
+        let mut cfg = config(2);
+        cfg.round_offset = 5;
+        cfg.cum_bytes_up_start = 1000;
+        let out = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients, &test, &cfg, None)?;
+        assert_eq!(out.metrics.iter().map(|m| m.round).collect::<Vec<_>>(), vec![5, 6, 7]);
+        assert_eq!(out.metrics[0].cum_bytes_up, 1000);
+        assert_eq!(out.metrics[2].cum_bytes_up, 1000 + 2 * 3 * out.metrics[1].bytes_up_per_client);
+        Ok(())
+    }
+
+    #[test]
+    fn diverging_loss_names_round_and_client_and_keeps_last_checkpoint() -> anyhow::Result<()> {
+        let (clients, test) = toy_data(6, 4, 30);
+        let dir = tempfile::tempdir()?;
+        let store = CheckpointStore::open(dir.path(), "toy")?;
+        let err = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, f64::INFINITY), &clients, &test, &config(3), Some(&store))
+            .unwrap_err();
+        let FederationError::NonFiniteLoss { round, client, .. } = err else { panic!("wrong error {err}") };
+        assert_eq!(round, 1);
+        assert!(sample_clients(6, 3, 42, 1).contains(&client));
+        assert!(err.to_string().contains("round 1"), "{err}");
+        assert_eq!(store.latest()?.unwrap().completed_rounds, 0, "round 0 checkpoint kept");
+        Ok(())
+    }
+
+    #[test]
+    fn bad_settings_are_rejected() {
+        let (clients, test) = toy_data(3, 4, 5);
+        let mut cfg = config(1);
+        cfg.clients_per_round = 4;
+        let err = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients, &test, &cfg, None).unwrap_err();
+        assert!(err.to_string().contains("federation.clients_per_round"), "{err}");
+        let mut empty = clients.clone();
+        empty[1] = Shard::default();
+        let err = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &empty, &test, &config(1), None).unwrap_err();
+        assert!(matches!(err, FederationError::EmptyClient { client: 1 }));
+    }
+
+    #[test]
+    fn eval_batches_cover_every_row_once_sorted_by_length() {
+        let (_, test) = toy_data(1, 4, 5);
+        let batches = length_sorted_batches(&test, 16);
+        let mut all: Vec<usize> = batches.concat();
+        let lens: Vec<usize> = all.iter().map(|&i| test.input_ids[i].len()).collect();
+        assert!(lens.windows(2).all(|w| w[0] <= w[1]));
+        all.sort_unstable();
+        assert_eq!(all, (0..test.len()).collect::<Vec<_>>());
+    }
+}

@@ -1,0 +1,29 @@
+//! FedAvg simulation: client sampling, local training, weighted aggregation, byte accounting,
+//! per-round metrics and resumable round checkpoints.
+//!
+//! The crate knows nothing of the CLI, config files or the artifact store: a caller hands
+//! [`run_fedavg`] a [`Learner`] (normally a [`ClassifierLearner`] around `slora_model::Classifier`),
+//! the client shards, the test shard, a [`FedAvgConfig`] and optionally a [`CheckpointStore`].
+#![deny(missing_docs)]
+
+pub mod aggregate;
+pub mod checkpoint;
+pub mod classifier;
+pub mod comm;
+pub mod engine;
+pub mod error;
+pub mod learner;
+pub mod metrics;
+pub mod sampling;
+pub mod seeds;
+#[cfg(test)]
+mod toy;
+
+pub use aggregate::{State, WeightedAverage};
+pub use classifier::{ClassifierLearner, OptimSettings, Schedule};
+pub use checkpoint::{read_safetensors, write_safetensors, CheckpointStore};
+pub use comm::state_bytes;
+pub use engine::{evaluate, length_sorted_batches, run_fedavg, Evaluation, FedAvgConfig, FedOutcome};
+pub use error::{FederationError, Result};
+pub use learner::{EvalSums, Learner, Shard};
+pub use metrics::RoundMetrics;

@@ -1,0 +1,272 @@
+//! Resolve Hugging Face hub ids from a local cache (offline-first).
+//!
+//! The cache directory is `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`
+//! (the layout `huggingface_hub` writes: `models--ORG--NAME/refs/<revision>` holding a commit hash,
+//! and `snapshots/<commit>/<file>`). This build of `hf-hub` has no download features, so a file that
+//! is not in the cache is an error that names the repo, revision, file and cache directory and says
+//! how to fill the cache. `HF_HUB_OFFLINE=1` is honoured (nothing here ever touches the network; the
+//! flag only changes the wording of the error).
+//!
+//! A source string is either a local path (returned as is) or a hub id (`org/name` or `name`):
+//! see [`Source::parse`].
+#![deny(missing_docs)]
+
+mod source;
+
+pub use source::{is_hub_id, Source};
+
+use std::path::{Path, PathBuf};
+
+/// The kind of hub repository a file is resolved from.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RepoKind {
+    /// A model repository (`models--ORG--NAME`).
+    Model,
+    /// A dataset repository (`datasets--ORG--NAME`).
+    Dataset,
+}
+
+impl RepoKind {
+    fn hf(self) -> hf_hub::RepoType {
+        match self {
+            RepoKind::Model => hf_hub::RepoType::Model,
+            RepoKind::Dataset => hf_hub::RepoType::Dataset,
+        }
+    }
+
+    fn cli_flag(self) -> &'static str {
+        match self {
+            RepoKind::Model => "",
+            RepoKind::Dataset => " --repo-type dataset",
+        }
+    }
+}
+
+impl std::fmt::Display for RepoKind {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            RepoKind::Model => "model",
+            RepoKind::Dataset => "dataset",
+        })
+    }
+}
+
+/// Errors from resolving a source.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum HubError {
+    /// The file (or the revision) is not in the local hub cache.
+    #[error(
+        "{kind} `{repo_id}` (revision `{revision}`): file `{filename}` is not in the Hugging Face cache \
+         {cache_dir}{offline_note}; fill the cache with `huggingface-cli download {repo_id}{flag} {filename} \
+         --revision {revision}` (HF_HOME/HF_HUB_CACHE pointing at this cache) or pass a local path instead"
+    )]
+    NotCached {
+        /// Model or dataset.
+        kind: RepoKind,
+        /// The hub id, `org/name`.
+        repo_id: String,
+        /// The revision asked for (branch, tag or commit hash).
+        revision: String,
+        /// The file inside the repository.
+        filename: String,
+        /// The cache directory that was searched.
+        cache_dir: PathBuf,
+        /// Extra words saying HF_HUB_OFFLINE is set, or that this build is cache-only.
+        offline_note: String,
+        /// `--repo-type dataset` for datasets.
+        flag: &'static str,
+    },
+    /// A local path that does not exist.
+    #[error("{path}: no such file or directory")]
+    LocalNotFound {
+        /// The path as given.
+        path: PathBuf,
+    },
+    /// A local model folder lacks a required file.
+    #[error("{dir}: missing `{filename}` (a Hugging Face-layout folder needs it)")]
+    LocalFileMissing {
+        /// The folder.
+        dir: PathBuf,
+        /// The missing file.
+        filename: String,
+    },
+    /// A hub dataset id was given without naming the file to read from it.
+    #[error("dataset `{repo_id}` is a hub id: name the file inside the repo (data.hub_file)")]
+    NoFileNamed {
+        /// The hub id.
+        repo_id: String,
+    },
+}
+
+/// True when `HF_HUB_OFFLINE` is set to a true value (`1`, `true`, `yes`, `on`).
+pub fn is_offline() -> bool {
+    std::env::var("HF_HUB_OFFLINE")
+        .map(|v| matches!(v.trim().to_ascii_lowercase().as_str(), "1" | "true" | "yes" | "on"))
+        .unwrap_or(false)
+}
+
+/// The hub cache directory: `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`.
+pub fn cache_dir() -> PathBuf {
+    if let Some(dir) = non_empty_env("HF_HUB_CACHE") {
+        return PathBuf::from(dir);
+    }
+    if let Some(home) = non_empty_env("HF_HOME") {
+        return PathBuf::from(home).join("hub");
+    }
+    // `Cache::default` is `~/.cache/huggingface/hub`; it panics without a home directory.
+    match std::env::var_os("HOME") {
+        Some(home) => PathBuf::from(home).join(".cache").join("huggingface").join("hub"),
+        None => hf_hub::Cache::default().path().clone(),
+    }
+}
+
+fn non_empty_env(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+/// A local Hugging Face hub cache.
+#[derive(Debug, Clone)]
+pub struct HubCache {
+    cache: hf_hub::Cache,
+    offline: bool,
+}
+
+impl HubCache {
+    /// The cache named by the environment (see [`cache_dir`], [`is_offline`]).
+    pub fn from_env() -> Self {
+        Self { cache: hf_hub::Cache::new(cache_dir()), offline: is_offline() }
+    }
+
+    /// A cache at an explicit directory (the `hub` folder itself).
+    pub fn new(dir: impl Into<PathBuf>) -> Self {
+        Self { cache: hf_hub::Cache::new(dir.into()), offline: is_offline() }
+    }
+
+    /// The cache directory.
+    pub fn dir(&self) -> &Path {
+        self.cache.path()
+    }
+
+    /// The path of `filename` in `repo_id` at `revision` (a branch/tag name with a `refs/` entry, or
+    /// a commit hash with a `snapshots/` folder).
+    pub fn resolve_file(
+        &self,
+        repo_id: &str,
+        kind: RepoKind,
+        revision: &str,
+        filename: &str,
+    ) -> Result<PathBuf, HubError> {
+        let repo = self.cache.repo(hf_hub::Repo::with_revision(
+            repo_id.to_string(),
+            kind.hf(),
+            revision.to_string(),
+        ));
+        if let Some(path) = repo.get(filename) {
+            return Ok(path);
+        }
+        // hf-hub does not trim the ref file, nor accept a commit hash as the revision: do both.
+        let ref_path = self
+            .cache
+            .path()
+            .join(hf_hub::Repo::with_revision(repo_id.to_string(), kind.hf(), revision.to_string()).folder_name())
+            .join("refs")
+            .join(revision);
+        let commit = std::fs::read_to_string(&ref_path)
+            .map(|c| c.trim().to_string())
+            .unwrap_or_else(|_| revision.to_string());
+        let candidate = repo.pointer_path(&commit).join(filename);
+        if candidate.exists() {
+            return Ok(candidate);
+        }
+        tracing::debug!(repo_id, revision, filename, cache = %self.dir().display(), "not in hub cache");
+        Err(HubError::NotCached {
+            kind,
+            repo_id: repo_id.to_string(),
+            revision: revision.to_string(),
+            filename: filename.to_string(),
+            cache_dir: self.dir().to_path_buf(),
+            offline_note: if self.offline {
+                " (HF_HUB_OFFLINE=1: the network is never used)".to_string()
+            } else {
+                " (this build resolves hub ids from the local cache only)".to_string()
+            },
+            flag: kind.cli_flag(),
+        })
+    }
+
+    /// A folder holding every file of `required_files`: a local folder as is, or the snapshot folder
+    /// of a hub model id.
+    pub fn resolve_model_dir(
+        &self,
+        source: &str,
+        revision: &str,
+        required_files: &[&str],
+    ) -> Result<PathBuf, HubError> {
+        match Source::parse(source) {
+            Source::Local(dir) => {
+                if !dir.is_dir() {
+                    return Err(HubError::LocalNotFound { path: dir });
+                }
+                for file in required_files {
+                    if !dir.join(file).exists() {
+                        return Err(HubError::LocalFileMissing { dir, filename: file.to_string() });
+                    }
+                }
+                Ok(dir)
+            }
+            Source::Hub(repo_id) => {
+                let mut snapshot = None;
+                for file in required_files {
+                    let path = self.resolve_file(&repo_id, RepoKind::Model, revision, file)?;
+                    if snapshot.is_none() {
+                        snapshot = path.parent().map(Path::to_path_buf);
+                    }
+                }
+                match snapshot {
+                    Some(dir) => Ok(dir),
+                    // No file required: the snapshot folder of the revision, if any.
+                    None => self.resolve_file(&repo_id, RepoKind::Model, revision, ""),
+                }
+            }
+        }
+    }
+
+    /// A data file: a local file as is, or `hub_file` inside the hub dataset repo `source`.
+    pub fn resolve_dataset_file(
+        &self,
+        source: &str,
+        revision: &str,
+        hub_file: &str,
+    ) -> Result<PathBuf, HubError> {
+        match Source::parse(source) {
+            Source::Local(path) if path.exists() => Ok(path),
+            Source::Local(path) => Err(HubError::LocalNotFound { path }),
+            Source::Hub(repo_id) if hub_file.is_empty() => Err(HubError::NoFileNamed { repo_id }),
+            Source::Hub(repo_id) => self.resolve_file(&repo_id, RepoKind::Dataset, revision, hub_file),
+        }
+    }
+}
+
+/// [`HubCache::resolve_file`] on the cache named by the environment.
+pub fn resolve_file(
+    repo_id: &str,
+    kind: RepoKind,
+    revision: &str,
+    filename: &str,
+) -> Result<PathBuf, HubError> {
+    HubCache::from_env().resolve_file(repo_id, kind, revision, filename)
+}
+
+/// [`HubCache::resolve_model_dir`] on the cache named by the environment.
+pub fn resolve_model_dir(source: &str, revision: &str, required_files: &[&str]) -> Result<PathBuf, HubError> {
+    HubCache::from_env().resolve_model_dir(source, revision, required_files)
+}
+
+/// [`HubCache::resolve_dataset_file`] on the cache named by the environment.
+pub fn resolve_dataset_file(source: &str, revision: &str, hub_file: &str) -> Result<PathBuf, HubError> {
+    HubCache::from_env().resolve_dataset_file(source, revision, hub_file)
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,198 @@
+//! The post-LN transformer encoder shared by BERT, DistilBERT and ALBERT, and the classification
+//! head. Modules hold [`LinearId`]s into the classifier's arena of [`AdaptableLinear`]s, so adapters
+//! can be merged in place and a shared ALBERT layer is one module however often it runs.
+//!
+//! Ports transformers' `BertEmbeddings`/`BertLayer`, `DistilBert` `Embeddings`/`TransformerBlock`,
+//! `AlbertEmbeddings`/`AlbertLayer` (eager attention, post-LN).
+
+use candle_core::{DType, Tensor};
+
+use crate::config::Activation;
+use crate::error::Result;
+use crate::linear::AdaptableLinear;
+use crate::ops;
+use crate::param::{Ctx, Param};
+
+/// Index of a linear in the classifier's arena.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct LinearId(pub usize);
+
+/// LayerNorm over the last dimension.
+#[derive(Debug, Clone)]
+pub(crate) struct LayerNorm {
+    pub weight: Param,
+    pub bias: Param,
+    pub eps: f64,
+}
+
+impl LayerNorm {
+    pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
+        Ok(ops::layer_norm(x, &self.weight.get(ctx), &self.bias.get(ctx), self.eps)?)
+    }
+}
+
+/// Applies an activation with the backward-capable ops.
+pub(crate) fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
+    Ok(match act {
+        Activation::GeluErf => ops::gelu_erf(x)?,
+        Activation::GeluTanh => ops::gelu_tanh(x)?,
+        Activation::Relu => x.relu()?,
+    })
+}
+
+/// Word + position (+ token type) embeddings, LayerNorm, dropout; ALBERT then projects E -> H.
+#[derive(Debug, Clone)]
+pub(crate) struct Embeddings {
+    pub word: Param,
+    pub position: Param,
+    pub token_type: Option<Param>,
+    pub norm: LayerNorm,
+    pub projection: Option<LinearId>,
+}
+
+/// One post-LN layer: `n1 = LN(h + drop(O(attn(h))))`, `out = LN(n1 + drop(W2(act(W1(n1)))))`.
+#[derive(Debug, Clone)]
+pub(crate) struct Block {
+    pub query: LinearId,
+    pub key: LinearId,
+    pub value: LinearId,
+    pub attn_out: LinearId,
+    pub attn_norm: LayerNorm,
+    pub ffn_in: LinearId,
+    pub ffn_out: LinearId,
+    pub ffn_norm: LayerNorm,
+    /// Dropout on the attention output projection before the residual (BERT, ALBERT).
+    pub attn_residual_dropout: bool,
+    /// Dropout on the feed-forward output before the residual (BERT, DistilBERT).
+    pub ffn_residual_dropout: bool,
+}
+
+/// Dropout probabilities in effect when training.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct DropoutRates {
+    pub hidden: f64,
+    pub attention: f64,
+    pub classifier: f64,
+}
+
+/// Embeddings, the distinct blocks, and the order they run in (ALBERT repeats shared blocks).
+#[derive(Debug, Clone)]
+pub(crate) struct Encoder {
+    pub embeddings: Embeddings,
+    pub blocks: Vec<Block>,
+    pub schedule: Vec<usize>,
+    pub num_heads: usize,
+    pub act: Activation,
+    pub dropout: DropoutRates,
+}
+
+/// Head activation between the dense layer and the classifier.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum HeadAct {
+    /// BERT / ALBERT pooler.
+    Tanh,
+    /// DistilBERT pre_classifier.
+    Relu,
+}
+
+/// `classifier(dropout(act(dense(h_cls))))`.
+#[derive(Debug, Clone)]
+pub(crate) struct Head {
+    pub dense: LinearId,
+    pub act: HeadAct,
+    pub classifier: LinearId,
+}
+
+/// `[B, T]` 0/1 attention mask -> additive bias `[B, 1, 1, T]`: 0 at kept keys, `f32::MIN` at padding.
+pub(crate) fn mask_bias(attention_mask: &Tensor) -> Result<Tensor> {
+    let (b, t) = attention_mask.dims2()?;
+    let m = attention_mask.to_dtype(DType::F32)?;
+    // (1 - m) * MIN == m * (-MIN) + MIN, exact for m in {0, 1}.
+    Ok(m.affine(-(f32::MIN as f64), f32::MIN as f64)?.reshape((b, 1, 1, t))?)
+}
+
+impl Encoder {
+    /// Hidden states `[B, T, H]` of the last layer.
+    pub fn forward(
+        &self,
+        linears: &[AdaptableLinear],
+        input_ids: &Tensor,
+        token_type_ids: &Tensor,
+        attention_mask: &Tensor,
+        ctx: &Ctx,
+    ) -> Result<Tensor> {
+        let (b, t) = input_ids.dims2()?;
+        let e = &self.embeddings;
+        let word = e.word.get(ctx);
+        let dim = word.dim(1)?;
+        let mut x = word.index_select(&input_ids.flatten_all()?, 0)?.reshape((b, t, dim))?;
+        x = x.broadcast_add(&e.position.get(ctx).narrow(0, 0, t)?)?;
+        if let Some(tt) = &e.token_type {
+            let types = tt.get(ctx).index_select(&token_type_ids.flatten_all()?, 0)?.reshape((b, t, dim))?;
+            x = (x + types)?;
+        }
+        x = e.norm.forward(&x, ctx)?;
+        x = ctx.dropout(&x, self.dropout.hidden)?;
+        if let Some(p) = e.projection {
+            x = linears[p.0].forward(&x, ctx)?;
+        }
+        let bias = mask_bias(attention_mask)?;
+        for &i in &self.schedule {
+            x = self.block_forward(&self.blocks[i], linears, &x, &bias, ctx)?;
+        }
+        Ok(x)
+    }
+
+    fn block_forward(
+        &self,
+        block: &Block,
+        linears: &[AdaptableLinear],
+        h: &Tensor,
+        bias: &Tensor,
+        ctx: &Ctx,
+    ) -> Result<Tensor> {
+        let (b, t, hidden) = h.dims3()?;
+        let heads = self.num_heads;
+        let d = hidden / heads;
+        let split = |id: LinearId| -> Result<Tensor> {
+            Ok(linears[id.0].forward(h, ctx)?.reshape((b, t, heads, d))?.transpose(1, 2)?.contiguous()?)
+        };
+        let (q, k, v) = (split(block.query)?, split(block.key)?, split(block.value)?);
+        let scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? * (1.0 / (d as f64).sqrt()))?;
+        let probs = ops::softmax_last_dim(&scores.broadcast_add(bias)?)?;
+        let probs = ctx.dropout(&probs, self.dropout.attention)?;
+        let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, hidden))?;
+        let mut attn = linears[block.attn_out.0].forward(&context, ctx)?;
+        if block.attn_residual_dropout {
+            attn = ctx.dropout(&attn, self.dropout.hidden)?;
+        }
+        let n1 = block.attn_norm.forward(&(attn + h)?, ctx)?;
+        let inner = activate(&linears[block.ffn_in.0].forward(&n1, ctx)?, self.act)?;
+        let mut ffn = linears[block.ffn_out.0].forward(&inner, ctx)?;
+        if block.ffn_residual_dropout {
+            ffn = ctx.dropout(&ffn, self.dropout.hidden)?;
+        }
+        block.ffn_norm.forward(&(ffn + n1)?, ctx)
+    }
+}
+
+impl Head {
+    /// `(classifier_input, logits)` from the last hidden states `[B, T, H]`.
+    pub fn forward(
+        &self,
+        linears: &[AdaptableLinear],
+        hidden: &Tensor,
+        classifier_dropout: f64,
+        ctx: &Ctx,
+    ) -> Result<(Tensor, Tensor)> {
+        let cls = hidden.narrow(1, 0, 1)?.squeeze(1)?;
+        let pooled = linears[self.dense.0].forward(&cls, ctx)?;
+        let pooled = match self.act {
+            HeadAct::Tanh => pooled.tanh()?,
+            HeadAct::Relu => pooled.relu()?,
+        };
+        let input = ctx.dropout(&pooled, classifier_dropout)?;
+        let logits = linears[self.classifier.0].forward(&input, ctx)?;
+        Ok((input, logits))
+    }
+}

@@ -1,0 +1,93 @@
+//! The transformers `save_pretrained` tensor names of each architecture, with their shapes.
+//!
+//! One place decides names: weight loading validates against it and the encoders build from it.
+
+use crate::config::{EncoderConfig, ModelType};
+
+/// Module path (weight name without `.weight`/`.bias`) of BERT layer `i`'s sub-module `sub`.
+pub(crate) fn bert_layer(i: usize, sub: &str) -> String {
+    format!("bert.encoder.layer.{i}.{sub}")
+}
+
+/// Module path of DistilBERT layer `i`'s sub-module `sub`.
+pub(crate) fn distilbert_layer(i: usize, sub: &str) -> String {
+    format!("distilbert.transformer.layer.{i}.{sub}")
+}
+
+/// Module path of ALBERT group `g`, inner layer `j`, sub-module `sub`.
+pub(crate) fn albert_layer(g: usize, j: usize, sub: &str) -> String {
+    format!("albert.encoder.albert_layer_groups.{g}.albert_layers.{j}.{sub}")
+}
+
+/// The head's module paths, in the order new ones are initialised: the dense layer before the
+/// classifier (`bert.pooler.dense`, `pre_classifier`, `albert.pooler`), then `classifier`.
+pub(crate) fn head_modules(ty: ModelType) -> [&'static str; 2] {
+    match ty {
+        ModelType::Bert => ["bert.pooler.dense", "classifier"],
+        ModelType::DistilBert => ["pre_classifier", "classifier"],
+        ModelType::Albert => ["albert.pooler", "classifier"],
+    }
+}
+
+fn linear(out: &mut Vec<(String, Vec<usize>)>, module: &str, rows: usize, cols: usize) {
+    out.push((format!("{module}.weight"), vec![rows, cols]));
+    out.push((format!("{module}.bias"), vec![rows]));
+}
+
+fn norm(out: &mut Vec<(String, Vec<usize>)>, module: &str, dim: usize) {
+    out.push((format!("{module}.weight"), vec![dim]));
+    out.push((format!("{module}.bias"), vec![dim]));
+}
+
+/// Every encoder tensor (heads excluded) with its shape, in forward order.
+pub(crate) fn encoder_tensors(cfg: &EncoderConfig) -> Vec<(String, Vec<usize>)> {
+    let (h, e, i) = (cfg.hidden_size, cfg.embedding_size, cfg.intermediate_size);
+    let p = cfg.model_type.prefix();
+    let mut out = vec![
+        (format!("{p}.embeddings.word_embeddings.weight"), vec![cfg.vocab_size, e]),
+        (format!("{p}.embeddings.position_embeddings.weight"), vec![cfg.max_position_embeddings, e]),
+    ];
+    if cfg.type_vocab_size > 0 {
+        out.push((format!("{p}.embeddings.token_type_embeddings.weight"), vec![cfg.type_vocab_size, e]));
+    }
+    norm(&mut out, &format!("{p}.embeddings.LayerNorm"), e);
+    match cfg.model_type {
+        ModelType::Bert => {
+            for l in 0..cfg.num_layers {
+                for sub in ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"] {
+                    linear(&mut out, &bert_layer(l, sub), h, h);
+                }
+                norm(&mut out, &bert_layer(l, "attention.output.LayerNorm"), h);
+                linear(&mut out, &bert_layer(l, "intermediate.dense"), i, h);
+                linear(&mut out, &bert_layer(l, "output.dense"), h, i);
+                norm(&mut out, &bert_layer(l, "output.LayerNorm"), h);
+            }
+        }
+        ModelType::DistilBert => {
+            for l in 0..cfg.num_layers {
+                for sub in ["attention.q_lin", "attention.k_lin", "attention.v_lin", "attention.out_lin"] {
+                    linear(&mut out, &distilbert_layer(l, sub), h, h);
+                }
+                norm(&mut out, &distilbert_layer(l, "sa_layer_norm"), h);
+                linear(&mut out, &distilbert_layer(l, "ffn.lin1"), i, h);
+                linear(&mut out, &distilbert_layer(l, "ffn.lin2"), h, i);
+                norm(&mut out, &distilbert_layer(l, "output_layer_norm"), h);
+            }
+        }
+        ModelType::Albert => {
+            linear(&mut out, "albert.encoder.embedding_hidden_mapping_in", h, e);
+            for g in 0..cfg.num_hidden_groups {
+                for j in 0..cfg.inner_group_num {
+                    for sub in ["attention.query", "attention.key", "attention.value", "attention.dense"] {
+                        linear(&mut out, &albert_layer(g, j, sub), h, h);
+                    }
+                    norm(&mut out, &albert_layer(g, j, "attention.LayerNorm"), h);
+                    linear(&mut out, &albert_layer(g, j, "ffn"), i, h);
+                    linear(&mut out, &albert_layer(g, j, "ffn_output"), h, i);
+                    norm(&mut out, &albert_layer(g, j, "full_layer_layer_norm"), h);
+                }
+            }
+        }
+    }
+    out
+}

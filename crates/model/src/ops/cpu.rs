@@ -1,0 +1,184 @@
+//! Plumbing shared by the custom ops: contiguous f32 access, row-parallel loops, GEMM, transpose.
+
+use candle_core::backend::BackendStorage;
+use candle_core::{bail, CpuStorage, Device, Layout, Result, Shape, Storage, Tensor};
+use rayon::prelude::*;
+
+/// Elements one rayon task handles at least: below this, splitting costs more than it saves.
+const MIN_TASK_ELEMS: usize = 16 * 1024;
+
+/// The f32 data of a contiguous CPU storage.
+pub(crate) fn slice<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+    let data = match s {
+        CpuStorage::F32(v) => v.as_slice(),
+        other => bail!("{op}: expected f32, got {:?}", other.dtype()),
+    };
+    match l.contiguous_offsets() {
+        Some((start, end)) => Ok(&data[start..end]),
+        None => bail!("{op}: input is not contiguous"),
+    }
+}
+
+/// Runs `f` on the f32 data of `t` (made contiguous first; a no-op when it already is).
+pub(crate) fn with_f32<R>(t: &Tensor, op: &str, f: impl FnOnce(&[f32]) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    match &*storage {
+        Storage::Cpu(cpu) => Ok(f(slice(cpu, layout, op)?)),
+        _ => bail!("{op}: only the CPU device is supported"),
+    }
+}
+
+/// A CPU tensor owning `data`.
+pub(crate) fn tensor(data: Vec<f32>, shape: impl Into<Shape>) -> Result<Tensor> {
+    Tensor::from_vec(data, shape, &Device::Cpu)
+}
+
+/// Checks `t` is f32 on the CPU: the ops have no other kernels.
+pub(crate) fn check_f32_cpu(t: &Tensor, op: &str, what: &str) -> Result<()> {
+    if t.dtype() != candle_core::DType::F32 {
+        bail!("{op}: {what} must be f32, got {:?}", t.dtype());
+    }
+    if !t.device().is_cpu() {
+        bail!("{op}: {what} must be on the CPU");
+    }
+    Ok(())
+}
+
+/// Rows per rayon task for rows of `cols` elements.
+pub(crate) fn rows_per_task(cols: usize) -> usize {
+    (MIN_TASK_ELEMS / cols.max(1)).max(1)
+}
+
+/// Calls `f(first_row, rows)` on blocks of whole rows of `out`, in parallel.
+pub(crate) fn par_row_blocks<F>(out: &mut [f32], cols: usize, f: F)
+where
+    F: Fn(usize, &mut [f32]) + Sync + Send,
+{
+    if cols == 0 {
+        return;
+    }
+    let per = rows_per_task(cols);
+    out.par_chunks_mut(per * cols)
+        .enumerate()
+        .for_each(|(block, rows)| f(block * per, rows));
+}
+
+/// A strided read-only matrix view for [`gemm`]: element (i, j) is `data[i * rs + j * cs]`.
+#[derive(Clone, Copy)]
+pub(crate) struct MatView<'a> {
+    pub data: &'a [f32],
+    pub rs: usize,
+    pub cs: usize,
+}
+
+impl<'a> MatView<'a> {
+    /// Row-major `rows × cols`.
+    pub fn rows(data: &'a [f32], cols: usize) -> Self {
+        Self { data, rs: cols, cs: 1 }
+    }
+    /// The transpose of a row-major matrix with `cols` columns.
+    pub fn transposed(data: &'a [f32], cols: usize) -> Self {
+        Self { data, rs: 1, cs: cols }
+    }
+    fn check(&self, rows: usize, cols: usize, what: &str) {
+        if rows > 0 && cols > 0 {
+            let last = (rows - 1) * self.rs + (cols - 1) * self.cs;
+            assert!(last < self.data.len(), "gemm: {what} view out of bounds");
+        }
+    }
+}
+
+/// `dst (m×n, row-major) = [dst +] lhs (m×k) · rhs (k×n)` through the `gemm` crate, with
+/// candle's thread count (RAYON_NUM_THREADS).
+pub(crate) fn gemm(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: MatView, rhs: MatView) {
+    assert_eq!(dst.len(), m * n, "gemm: destination size");
+    lhs.check(m, k, "lhs");
+    rhs.check(k, n, "rhs");
+    if m == 0 || n == 0 {
+        return;
+    }
+    if k == 0 {
+        if !accumulate {
+            dst.fill(0.0);
+        }
+        return;
+    }
+    let threads = candle_core::utils::get_num_threads();
+    let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
+    // SAFETY: every view was bounds-checked above for its m/n/k extent; dst is m×n row-major.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            dst.as_mut_ptr(),
+            1,
+            n as isize,
+            accumulate,
+            lhs.data.as_ptr(),
+            lhs.cs as isize,
+            lhs.rs as isize,
+            rhs.data.as_ptr(),
+            rhs.cs as isize,
+            rhs.rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            parallelism,
+        )
+    }
+}
+
+/// Row-major `rows × cols` -> row-major `cols × rows`, in cache blocks, in parallel.
+pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+    const BLOCK: usize = 32;
+    assert_eq!(src.len(), rows * cols);
+    let mut dst = vec![0f32; rows * cols];
+    if rows == 0 || cols == 0 {
+        return dst;
+    }
+    // Each task owns BLOCK rows of dst (= BLOCK columns of src).
+    dst.par_chunks_mut(BLOCK * rows).enumerate().for_each(|(b, out)| {
+        let c0 = b * BLOCK;
+        let cn = out.len() / rows;
+        for r0 in (0..rows).step_by(BLOCK) {
+            let rn = BLOCK.min(rows - r0);
+            for c in 0..cn {
+                let o = &mut out[c * rows + r0..c * rows + r0 + rn];
+                for (i, v) in o.iter_mut().enumerate() {
+                    *v = src[(r0 + i) * cols + c0 + c];
+                }
+            }
+        }
+    });
+    dst
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ops_cpu_gemm_and_transpose() {
+        let (m, n, k) = (37, 19, 53);
+        let a: Vec<f32> = (0..m * k).map(|i| ((i * 7) % 13) as f32 - 6.0).collect();
+        let b: Vec<f32> = (0..n * k).map(|i| ((i * 5) % 11) as f32 - 5.0).collect(); // n×k
+        let mut c = vec![1f32; m * n];
+        gemm(m, n, k, &mut c, true, MatView::rows(&a, k), MatView::transposed(&b, k));
+        for i in 0..m {
+            for j in 0..n {
+                let want: f32 = 1.0 + (0..k).map(|p| a[i * k + p] * b[j * k + p]).sum::<f32>();
+                assert_eq!(c[i * n + j], want);
+            }
+        }
+        let t = transpose(&a, m, k);
+        for i in 0..m {
+            for p in 0..k {
+                assert_eq!(t[p * m + i], a[i * k + p]);
+            }
+        }
+    }
+}

@@ -1,0 +1,154 @@
+//! Linear layer through a frozen weight: `y = x wᵀ + b` whose backward computes only dL/dx.
+//!
+//! candle's matmul backward always computes the weight gradient too (one of the three GEMMs of a
+//! training step's linear layer); for a frozen weight that work is thrown away.
+
+use super::cpu::{check_f32_cpu, gemm, slice, tensor, with_f32, MatView};
+use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, D};
+
+/// `y[.., out] = x[.., in] · wᵀ + b` with `w: [out, in]` and `b: [out]` treated as constants
+/// (no gradient flows to them, even if they are `Var`s). Leading dims of `x` are folded into
+/// one GEMM.
+pub fn frozen_linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let op = FrozenLinear::new(x, w, b, "frozen_linear")?;
+    x.contiguous()?.apply_op1(op)
+}
+
+/// The same function composed from candle ops (reference for tests; its backward also computes
+/// the weight gradient).
+pub fn frozen_linear_slow(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let (in_dim, out_dim) = (w.dim(1)?, w.dim(0)?);
+    let mut out_dims = x.dims().to_vec();
+    *out_dims.last_mut().unwrap() = out_dim;
+    let y = x.reshape(((), in_dim))?.matmul(&w.t()?)?;
+    let y = match b {
+        Some(b) => y.broadcast_add(b)?,
+        None => y,
+    };
+    y.reshape(out_dims)
+}
+
+/// Validated shapes shared by the dense and sparse linear ops.
+pub(crate) struct LinearShape {
+    pub in_dim: usize,
+    pub out_dim: usize,
+    pub out_dims: Vec<usize>,
+}
+
+impl LinearShape {
+    pub(crate) fn check(x: &Tensor, w: &Tensor, b: Option<&Tensor>, op: &str) -> Result<Self> {
+        check_f32_cpu(x, op, "x")?;
+        check_f32_cpu(w, op, "weight")?;
+        let (out_dim, in_dim) = w.dims2().map_err(|_| candle_core::Error::Msg(format!("{op}: weight must be 2-D [out, in], got {:?}", w.dims())))?;
+        if x.dim(D::Minus1)? != in_dim {
+            bail!("{op}: input's last dim {} does not match weight [out={out_dim}, in={in_dim}]", x.dim(D::Minus1)?);
+        }
+        if let Some(b) = b {
+            check_f32_cpu(b, op, "bias")?;
+            if b.dims() != [out_dim] {
+                bail!("{op}: bias {:?} must be [{out_dim}]", b.dims());
+            }
+        }
+        let mut out_dims = x.dims().to_vec();
+        *out_dims.last_mut().unwrap() = out_dim;
+        Ok(Self { in_dim, out_dim, out_dims })
+    }
+}
+
+/// `dst[t, :] = b` for every row, so a GEMM can accumulate onto it.
+pub(crate) fn bias_rows(b: Option<&Tensor>, rows: usize, out_dim: usize, op: &str) -> Result<(Vec<f32>, bool)> {
+    match b {
+        Some(b) => {
+            let mut dst = Vec::with_capacity(rows * out_dim);
+            with_f32(b, op, |b| {
+                for _ in 0..rows {
+                    dst.extend_from_slice(b);
+                }
+            })?;
+            Ok((dst, true))
+        }
+        None => Ok((vec![0f32; rows * out_dim], false)),
+    }
+}
+
+struct FrozenLinear {
+    w: Tensor,
+    b: Option<Tensor>,
+    shape: LinearShape,
+}
+
+impl FrozenLinear {
+    fn new(x: &Tensor, w: &Tensor, b: Option<&Tensor>, op: &str) -> Result<Self> {
+        let shape = LinearShape::check(x, w, b, op)?;
+        // Detached: the op owns constants, the graph never reaches them.
+        let w = w.detach().contiguous()?;
+        let b = b.map(|b| b.detach().contiguous()).transpose()?;
+        Ok(Self { w, b, shape })
+    }
+}
+
+impl CustomOp1 for FrozenLinear {
+    fn name(&self) -> &'static str {
+        "slora-frozen-linear"
+    }
+
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s, l, "frozen_linear")?;
+        let LinearShape { in_dim, out_dim, .. } = self.shape;
+        let rows = x.len() / in_dim.max(1);
+        let (mut y, has_bias) = bias_rows(self.b.as_ref(), rows, out_dim, "frozen_linear")?;
+        with_f32(&self.w, "frozen_linear", |w| {
+            gemm(rows, out_dim, in_dim, &mut y, has_bias, MatView::rows(x, in_dim), MatView::transposed(w, in_dim))
+        })?;
+        Ok((CpuStorage::F32(y), Shape::from(self.shape.out_dims.clone())))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let LinearShape { in_dim, out_dim, .. } = self.shape;
+        let dx = with_f32(grad, "frozen_linear bwd", |g| {
+            with_f32(&self.w, "frozen_linear bwd", |w| {
+                let rows = g.len() / out_dim.max(1);
+                let mut dx = vec![0f32; rows * in_dim];
+                gemm(rows, in_dim, out_dim, &mut dx, false, MatView::rows(g, out_dim), MatView::rows(w, in_dim));
+                dx
+            })
+        })??;
+        Ok(Some(tensor(dx, x.shape())?))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::test_util::{assert_close, rand_tensor};
+    use candle_core::Var;
+
+    #[test]
+    fn ops_frozen_linear_matches_matmul_and_gives_only_dx() -> Result<()> {
+        let x = Var::from_tensor(&rand_tensor(&[4, 32, 384], 31)?)?;
+        let w = Var::from_tensor(&(rand_tensor(&[1536, 384], 32)? * 0.05)?)?;
+        let b = Var::from_tensor(&rand_tensor(&[1536], 33)?)?;
+        let upstream = rand_tensor(&[4, 32, 1536], 34)?;
+        for bias in [Some(b.as_tensor()), None] {
+            let fast = frozen_linear(&x, &w, bias)?;
+            let slow = frozen_linear_slow(&x, &w, bias)?;
+            assert_eq!(fast.dims(), &[4, 32, 1536]);
+            assert_close(&fast, &slow, 1e-5, "forward")?;
+            let gf = (fast * &upstream)?.sum_all()?.backward()?;
+            let gs = (slow * &upstream)?.sum_all()?.backward()?;
+            assert_close(gf.get(&x).unwrap(), gs.get(&x).unwrap(), 1e-5, "dx")?;
+            assert!(gf.get(&w).is_none(), "frozen weight gets no gradient");
+            assert!(gf.get(&b).is_none(), "frozen bias gets no gradient");
+            assert!(gs.get(&w).is_some(), "candle's matmul computes it (the work we skip)");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn ops_frozen_linear_rejects_mismatched_input() {
+        let x = Tensor::zeros((2, 5), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+        let w = Tensor::zeros((3, 4), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+        let err = frozen_linear(&x, &w, None).unwrap_err().to_string();
+        assert!(err.contains("does not match weight"), "{err}");
+    }
+}

@@ -1,0 +1,27 @@
+//! Custom candle ops with hand-written backward, working on contiguous f32 CPU slices.
+//!
+//! candle-nn's fused LayerNorm and softmax have no backward, and candle's matmul backward always
+//! computes the weight gradient, frozen or not. Every op here has a fused forward, a fused
+//! backward, and a composed twin (`*_slow` or candle's own op) its tests compare against.
+
+mod cpu;
+mod math;
+
+pub mod dropout;
+pub mod gelu;
+pub mod layer_norm;
+pub mod linear;
+pub mod softmax;
+pub mod sparse_linear;
+
+pub use dropout::dropout;
+pub use gelu::{gelu_erf, gelu_tanh};
+pub use layer_norm::{layer_norm, layer_norm_slow};
+pub use linear::{frozen_linear, frozen_linear_slow};
+pub use softmax::{softmax_last_dim, softmax_last_dim_slow};
+pub use sparse_linear::{sparse_delta_linear, sparse_delta_linear_slow};
+
+#[cfg(test)]
+pub(crate) mod test_util;
+
+pub(crate) use cpu::slice as cpu_slice;

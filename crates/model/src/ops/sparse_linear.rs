@@ -1,0 +1,183 @@
+//! Linear layer with a frozen dense base plus a trainable sparse delta on a fixed index set.
+//!
+//! `y = x (W0 + scatter(values))ᵀ + b`. Backward gives dL/dx = g · W_eff and, for the values, a
+//! sampled dense-dense product over the index set: `dvalues[k] = Σ_t g[t, row_k] · x[t, col_k]`,
+//! work ∝ nnz × tokens instead of the out × in × tokens of a dense weight gradient.
+
+use super::cpu::{gemm, slice, tensor, transpose, with_f32, MatView};
+use super::linear::{bias_rows, LinearShape};
+use super::math::{self, simd_dispatch};
+use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+use std::sync::Arc;
+
+/// `y[.., out] = x[.., in] · (w_base + delta)ᵀ + b`, where `delta` is zero except at the sorted,
+/// distinct flat indices `idx` (`row * in + col`), which hold `values` (`[nnz]`, usually a `Var`).
+/// Gradients flow to `x` and `values` only.
+pub fn sparse_delta_linear(
+    x: &Tensor,
+    w_base: &Tensor,
+    idx: &Arc<Vec<u32>>,
+    values: &Tensor,
+    b: Option<&Tensor>,
+) -> Result<Tensor> {
+    const OP: &str = "sparse_delta_linear";
+    let shape = LinearShape::check(x, w_base, b, OP)?;
+    check_index(idx, values, shape.out_dim * shape.in_dim, OP)?;
+    let op = SparseDeltaLinear {
+        w_base: w_base.detach().contiguous()?,
+        idx: Arc::clone(idx),
+        b: b.map(|b| b.detach().contiguous()).transpose()?,
+        shape,
+    };
+    x.contiguous()?.apply_op2(&values.contiguous()?, op)
+}
+
+/// The same function composed from candle ops (reference for tests; dense weight gradient).
+pub fn sparse_delta_linear_slow(
+    x: &Tensor,
+    w_base: &Tensor,
+    idx: &Arc<Vec<u32>>,
+    values: &Tensor,
+    b: Option<&Tensor>,
+) -> Result<Tensor> {
+    let (out_dim, in_dim) = w_base.dims2()?;
+    let ids = Tensor::from_slice(idx.as_slice(), idx.len(), values.device())?;
+    let delta = Tensor::zeros(out_dim * in_dim, values.dtype(), values.device())?.index_add(&ids, values, 0)?;
+    let w_eff = (w_base.detach() + delta.reshape((out_dim, in_dim))?)?;
+    super::linear::frozen_linear_slow(x, &w_eff, b.map(|b| b.detach()).as_ref())
+}
+
+/// Indices must be sorted, distinct, inside the matrix, and as many as the values.
+fn check_index(idx: &[u32], values: &Tensor, size: usize, op: &str) -> Result<()> {
+    if values.dims() != [idx.len()] {
+        bail!("{op}: values {:?} must be 1-D with one entry per index ({})", values.dims(), idx.len());
+    }
+    if let Some(w) = idx.windows(2).find(|w| w[0] >= w[1]) {
+        bail!("{op}: index set must be sorted and distinct ({} then {})", w[0], w[1]);
+    }
+    if let Some(&last) = idx.last() {
+        if last as usize >= size {
+            bail!("{op}: index {last} outside the {size}-entry weight");
+        }
+    }
+    super::cpu::check_f32_cpu(values, op, "values")
+}
+
+struct SparseDeltaLinear {
+    w_base: Tensor,
+    idx: Arc<Vec<u32>>,
+    b: Option<Tensor>,
+    shape: LinearShape,
+}
+
+impl SparseDeltaLinear {
+    /// W0 with the delta added at the index set (one copy of the weight; the GEMM dominates).
+    fn effective_weight(&self, values: &[f32]) -> Result<Vec<f32>> {
+        let mut w = with_f32(&self.w_base, "sparse_delta_linear", |w| w.to_vec())?;
+        for (&i, &v) in self.idx.iter().zip(values) {
+            w[i as usize] += v;
+        }
+        Ok(w)
+    }
+}
+
+/// `out[k] = dot(gt[row_k], xt[col_k])` over token-major transposes `gt: [out, T]`, `xt: [in, T]`.
+#[inline(always)]
+fn sampled_dots_inner(gt: &[f32], xt: &[f32], tokens: usize, in_dim: usize, idx: &[u32], out: &mut [f32]) {
+    for (o, &flat) in out.iter_mut().zip(idx) {
+        let (row, col) = (flat as usize / in_dim, flat as usize % in_dim);
+        *o = math::dot(&gt[row * tokens..(row + 1) * tokens], &xt[col * tokens..(col + 1) * tokens]);
+    }
+}
+simd_dispatch!(fn sampled_dots(gt: &[f32], xt: &[f32], tokens: usize, in_dim: usize, idx: &[u32], out: &mut [f32]) => sampled_dots_inner);
+
+impl CustomOp2 for SparseDeltaLinear {
+    fn name(&self) -> &'static str {
+        "slora-sparse-delta-linear"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = slice(s1, l1, "sparse_delta_linear")?;
+        let values = slice(s2, l2, "sparse_delta_linear")?;
+        let LinearShape { in_dim, out_dim, .. } = self.shape;
+        let rows = x.len() / in_dim.max(1);
+        let w = self.effective_weight(values)?;
+        let (mut y, has_bias) = bias_rows(self.b.as_ref(), rows, out_dim, "sparse_delta_linear")?;
+        gemm(rows, out_dim, in_dim, &mut y, has_bias, MatView::rows(x, in_dim), MatView::transposed(&w, in_dim));
+        Ok((CpuStorage::F32(y), Shape::from(self.shape.out_dims.clone())))
+    }
+
+    fn bwd(&self, x: &Tensor, values: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        const OP: &str = "sparse_delta_linear bwd";
+        let LinearShape { in_dim, out_dim, .. } = self.shape;
+        let w = with_f32(values, OP, |v| self.effective_weight(v))??;
+        let (dx, dvalues) = with_f32(grad, OP, |g| {
+            with_f32(x, OP, |x| {
+                let tokens = g.len() / out_dim.max(1);
+                let mut dx = vec![0f32; tokens * in_dim];
+                gemm(tokens, in_dim, out_dim, &mut dx, false, MatView::rows(g, out_dim), MatView::rows(&w, in_dim));
+                let gt = transpose(g, tokens, out_dim);
+                let xt = transpose(x, tokens, in_dim);
+                let mut dvalues = vec![0f32; self.idx.len()];
+                // ~64k multiply-adds per task at least.
+                let per = (65_536 / tokens.max(1)).max(16);
+                dvalues.par_chunks_mut(per).zip(self.idx.par_chunks(per)).for_each(|(out, idx)| {
+                    sampled_dots(&gt, &xt, tokens, in_dim, idx, out)
+                });
+                (dx, dvalues)
+            })
+        })??;
+        Ok((Some(tensor(dx, x.shape())?), Some(tensor(dvalues, values.shape())?)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::test_util::{assert_close, rand_tensor};
+    use candle_core::Var;
+
+    #[test]
+    fn ops_sparse_delta_linear_matches_dense_scatter() -> Result<()> {
+        let (out_dim, in_dim) = (1536, 384);
+        let idx = Arc::new(crate::sparse::random_mask(out_dim, in_dim, 0.01, 7));
+        let x = Var::from_tensor(&rand_tensor(&[4, 32, in_dim], 41)?)?;
+        let w0 = Var::from_tensor(&(rand_tensor(&[out_dim, in_dim], 42)? * 0.05)?)?;
+        let values = Var::from_tensor(&rand_tensor(&[idx.len()], 43)?)?;
+        let b = rand_tensor(&[out_dim], 44)?;
+        let upstream = rand_tensor(&[4, 32, out_dim], 45)?;
+        let fast = sparse_delta_linear(&x, &w0, &idx, &values, Some(&b))?;
+        let slow = sparse_delta_linear_slow(&x, &w0, &idx, &values, Some(&b))?;
+        assert_close(&fast, &slow, 1e-5, "forward")?;
+        let gf = (fast * &upstream)?.sum_all()?.backward()?;
+        let gs = (slow * &upstream)?.sum_all()?.backward()?;
+        assert_close(gf.get(&x).unwrap(), gs.get(&x).unwrap(), 1e-5, "dx")?;
+        assert_close(gf.get(&values).unwrap(), gs.get(&values).unwrap(), 1e-5, "dvalues")?;
+        assert!(gf.get(&w0).is_none(), "base weight gets no gradient");
+        Ok(())
+    }
+
+    #[test]
+    fn ops_sparse_delta_linear_zero_values_is_base_linear() -> Result<()> {
+        let idx = Arc::new(vec![0u32, 5, 11]);
+        let x = rand_tensor(&[3, 4], 1)?;
+        let w0 = rand_tensor(&[3, 4], 2)?;
+        let zeros = Tensor::zeros(3, candle_core::DType::F32, &candle_core::Device::Cpu)?;
+        let y = sparse_delta_linear(&x, &w0, &idx, &zeros, None)?;
+        assert_close(&y, &x.matmul(&w0.t()?)?, 1e-6, "zero delta")
+    }
+
+    #[test]
+    fn ops_sparse_delta_linear_rejects_bad_index() {
+        let x = Tensor::zeros((2, 4), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+        let w = Tensor::zeros((3, 4), candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+        let v = Tensor::zeros(2, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap();
+        let unsorted = Arc::new(vec![5u32, 2]);
+        let err = sparse_delta_linear(&x, &w, &unsorted, &v, None).unwrap_err().to_string();
+        assert!(err.contains("sorted"), "{err}");
+        let outside = Arc::new(vec![2u32, 12]);
+        let err = sparse_delta_linear(&x, &w, &outside, &v, None).unwrap_err().to_string();
+        assert!(err.contains("outside"), "{err}");
+    }
+}

@@ -1,0 +1,116 @@
+//! Parameters that are either frozen tensors or trainable `Var`s, and the per-forward context
+//! (gradient tracking on/off, seeded dropout) every module receives.
+
+use std::cell::Cell;
+
+use candle_core::{Tensor, Var};
+
+use crate::error::Result;
+use crate::ops;
+
+/// One parameter tensor: frozen (no gradient, no optimizer state) or trainable.
+#[derive(Debug, Clone)]
+pub enum Param {
+    /// A constant of the graph.
+    Frozen(Tensor),
+    /// A variable the optimizer updates.
+    Trainable(Var),
+}
+
+impl Param {
+    /// A frozen parameter.
+    pub fn frozen(t: Tensor) -> Self {
+        Param::Frozen(t)
+    }
+
+    /// A trainable parameter holding a copy of `t`.
+    pub fn trainable(t: &Tensor) -> Result<Self> {
+        Ok(Param::Trainable(Var::from_tensor(&t.copy()?)?))
+    }
+
+    /// The current value, detached from any graph.
+    pub fn value(&self) -> Tensor {
+        match self {
+            Param::Frozen(t) => t.clone(),
+            Param::Trainable(v) => v.as_detached_tensor(),
+        }
+    }
+
+    /// The tensor to compute with: the variable itself when `ctx` tracks gradients, else detached.
+    pub fn get(&self, ctx: &Ctx) -> Tensor {
+        match self {
+            Param::Trainable(v) if ctx.grad => v.as_tensor().clone(),
+            _ => self.value(),
+        }
+    }
+
+    /// The variable, when trainable.
+    pub fn var(&self) -> Option<&Var> {
+        match self {
+            Param::Trainable(v) => Some(v),
+            Param::Frozen(_) => None,
+        }
+    }
+
+    /// True for a trainable parameter.
+    pub fn is_trainable(&self) -> bool {
+        matches!(self, Param::Trainable(_))
+    }
+}
+
+/// splitmix64: a bijective 64-bit mixer, used to derive independent seeds.
+pub(crate) fn splitmix64(mut z: u64) -> u64 {
+    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    z ^ (z >> 31)
+}
+
+/// A seed derived from `seed` and a label (e.g. a module name): stable across runs and platforms.
+pub fn derive_seed(seed: u64, label: &str) -> u64 {
+    // FNV-1a over the label, then mixed with the seed.
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in label.bytes() {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0000_0100_0000_01B3);
+    }
+    splitmix64(seed ^ splitmix64(h))
+}
+
+/// What one forward pass does: track gradients or not, and where dropout draws its seeds.
+#[derive(Debug)]
+pub struct Ctx {
+    grad: bool,
+    dropout_seed: Option<u64>,
+    site: Cell<u64>,
+}
+
+impl Ctx {
+    /// A training or gradient-checking pass (`dropout_seed = None`: no dropout).
+    pub fn train(dropout_seed: Option<u64>) -> Self {
+        Self { grad: true, dropout_seed, site: Cell::new(0) }
+    }
+
+    /// An evaluation pass: no gradient graph, no dropout.
+    pub fn eval() -> Self {
+        Self { grad: false, dropout_seed: None, site: Cell::new(0) }
+    }
+
+    /// Whether parameters enter the graph as variables.
+    pub fn tracks_grad(&self) -> bool {
+        self.grad
+    }
+
+    /// Dropout with probability `p`, seeded per call site so a pass is reproducible; identity when
+    /// the pass has no dropout seed or `p` is 0.
+    pub fn dropout(&self, x: &Tensor, p: f64) -> Result<Tensor> {
+        match self.dropout_seed {
+            Some(seed) if p > 0.0 => {
+                let site = self.site.get();
+                self.site.set(site + 1);
+                Ok(ops::dropout(x, p as f32, splitmix64(seed ^ splitmix64(site)))?)
+            }
+            _ => Ok(x.clone()),
+        }
+    }
+}

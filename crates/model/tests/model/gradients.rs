@@ -1,0 +1,95 @@
+//! Every trainable parameter receives a nonzero gradient in every mode (full, LoRA, sparse,
+//! frozen-head) and architecture. This is what catches an op without backward (candle-nn's fused
+//! LayerNorm / softmax silently stop the gradient).
+
+use std::collections::BTreeMap;
+
+use anyhow::{anyhow, Result};
+use candle_core::Tensor;
+use slora_model::{Classifier, LoraSpec, Mode, SparseSpec, TrainSpec};
+
+use crate::common::{fixture_batch, fixture_dir, fixture_model, Expected};
+
+fn modes() -> Vec<(&'static str, Mode)> {
+    vec![
+        ("full", Mode::Full),
+        ("lora", Mode::Lora(LoraSpec::new(4, 8.0))),
+        ("sparse", Mode::Sparse(SparseSpec::new(0.05))),
+        ("frozen", Mode::Frozen),
+    ]
+}
+
+fn check_all_grads(name: &str) -> Result<()> {
+    let expected = Expected::load(&fixture_dir(name), "expected")?;
+    let batch = fixture_batch(name, &expected)?;
+    let (cfg, weights) = fixture_model(name)?;
+    for (mode_name, mode) in modes() {
+        let spec = TrainSpec::new(mode, 5, 3);
+        let (model, _) = Classifier::new(&cfg, &weights, &spec)?;
+        if mode_name == "lora" {
+            // peft starts B at zero, which makes A's gradient exactly zero: give B values first.
+            let mut state = model.trainable_state()?;
+            for (k, t) in state.iter_mut() {
+                if k.ends_with("lora_B.weight") {
+                    *t = (Tensor::randn(0f32, 0.02, t.dims(), t.device())?).to_dtype(t.dtype())?;
+                }
+            }
+            model.set_trainable_state(&state)?;
+        }
+        let vars = model.trainable_vars();
+        let expect_count = match mode_name {
+            "full" => weights_count(&model)?,
+            _ => vars.len(),
+        };
+        assert_eq!(vars.len(), expect_count, "{name}/{mode_name}: every parameter trains in full mode");
+        let (loss, _) = model.loss(&batch, Some(11))?;
+        let grads = loss.backward()?;
+        let mut zero = Vec::new();
+        for (var_name, var) in &vars {
+            let g = grads.get(var).ok_or_else(|| anyhow!("{name}/{mode_name}: `{var_name}` got no gradient"))?;
+            if g.abs()?.sum_all()?.to_scalar::<f32>()? == 0.0 {
+                zero.push(var_name.clone());
+            }
+        }
+        assert!(zero.is_empty(), "{name}/{mode_name}: zero gradient for {zero:?}");
+        let kinds: BTreeMap<&str, usize> = vars.iter().fold(BTreeMap::new(), |mut m, (k, _)| {
+            let kind = if k.ends_with(".lora_A.weight") || k.ends_with(".lora_B.weight") {
+                "lora"
+            } else if k.ends_with(".sparse_delta") {
+                "sparse"
+            } else {
+                "dense"
+            };
+            *m.entry(kind).or_default() += 1;
+            m
+        });
+        println!("{name}/{mode_name}: {} trainable tensors {kinds:?}, all with nonzero gradients", vars.len());
+        match mode_name {
+            "lora" => assert!(kinds["lora"] > 0 && kinds["dense"] == 4),
+            "sparse" => assert!(kinds["sparse"] > 0 && kinds["dense"] == 4),
+            "frozen" => assert_eq!(vars.len(), 4),
+            _ => {}
+        }
+    }
+    Ok(())
+}
+
+/// Every weight of the model (encoder + head).
+fn weights_count(model: &Classifier) -> Result<usize> {
+    Ok(model.effective_weights()?.len())
+}
+
+#[test]
+fn every_trainable_parameter_gets_a_gradient_bert() -> Result<()> {
+    check_all_grads("bert-tiny")
+}
+
+#[test]
+fn every_trainable_parameter_gets_a_gradient_distilbert() -> Result<()> {
+    check_all_grads("distilbert-tiny")
+}
+
+#[test]
+fn every_trainable_parameter_gets_a_gradient_albert() -> Result<()> {
+    check_all_grads("albert-tiny")
+}

@@ -1,0 +1,15 @@
+//! Integration tests of slora-model: parity with transformers/peft fixtures
+//! (../shared/fixtures/parity, produced by the generator its README describes: Python 3.11.7,
+//! torch 2.15.0, transformers 5.24.0, peft 0.21.2), gradient coverage per mode, sparse-mask
+//! invariance, peft round trip, parameter counts and learning on SST-2.
+//!
+//! One test binary for the crate: every theme is a module here.
+
+mod common;
+mod counts;
+mod gradients;
+mod loading;
+mod lora;
+mod parity;
+mod sparse_mode;
+mod sst2;

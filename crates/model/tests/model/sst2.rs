@@ -1,0 +1,100 @@
+//! Learning on real data: LoRA (r=8 on the six linears per layer) on paraphrase-MiniLM-L3-v2 over a
+//! seeded 2,000-row sample of SST-2's train split reaches >= 80% accuracy on its validation split
+//! (872 rows). max_len 64, batch 32, AdamW lr 2e-3; evaluation after each epoch, at most 3 epochs.
+
+use std::fs::File;
+use std::time::Instant;
+
+use anyhow::{Context, Result};
+use arrow::array::{Array, AsArray};
+use arrow::datatypes::{DataType, Int64Type};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use slora_model::optim::{AdamW, AdamWConfig};
+use slora_model::{evaluate, Batch, Classifier, EncoderConfig, LoraSpec, Mode, TrainSpec, Weights};
+
+use crate::common::{encode_rows, shared, tokenizer};
+
+/// `(text, label)` rows of one split.
+fn read_split(split: &str) -> Result<Vec<(String, u32)>> {
+    let path = shared().join("datasets/sst2.parquet");
+    let reader = ParquetRecordBatchReaderBuilder::try_new(File::open(&path).context("sst2.parquet")?)?.build()?;
+    let mut rows = Vec::new();
+    for batch in reader {
+        let batch = batch?;
+        let col = |name: &str| -> Result<std::sync::Arc<dyn Array>> {
+            let c = batch.column_by_name(name).with_context(|| format!("column {name}"))?;
+            Ok(arrow::compute::cast(c, &DataType::Utf8)?)
+        };
+        let (text, splits) = (col("text")?, col("split")?);
+        let labels = arrow::compute::cast(batch.column_by_name("label").context("label")?, &DataType::Int64)?;
+        let (text, splits, labels) = (text.as_string::<i32>(), splits.as_string::<i32>(), labels.as_primitive::<Int64Type>());
+        for i in 0..batch.num_rows() {
+            if splits.value(i) == split {
+                rows.push((text.value(i).to_string(), labels.value(i) as u32));
+            }
+        }
+    }
+    Ok(rows)
+}
+
+fn batches(tok: &tokenizers::Tokenizer, rows: &[(String, u32)], size: usize) -> Result<Vec<Batch>> {
+    rows.chunks(size)
+        .map(|chunk| {
+            let texts: Vec<String> = chunk.iter().map(|(t, _)| t.clone()).collect();
+            let labels: Vec<u32> = chunk.iter().map(|(_, l)| *l).collect();
+            Ok(Batch::collate(&encode_rows(tok, &texts)?, &labels, 0)?)
+        })
+        .collect()
+}
+
+#[test]
+fn lora_minilm_l3_learns_sst2() -> Result<()> {
+    let dir = shared().join("models/paraphrase-MiniLM-L3-v2");
+    let cfg = EncoderConfig::from_file(&dir.join("config.json"))?;
+    let weights = Weights::load(&dir.join("model.safetensors"), &cfg)?;
+    let tok = tokenizer(&dir, 64, false)?;
+
+    let mut train = read_split("train")?;
+    let validation = read_split("validation")?;
+    assert_eq!(validation.len(), 872);
+    let mut rng = ChaCha8Rng::seed_from_u64(0);
+    train.shuffle(&mut rng);
+    train.truncate(2000);
+    let val_batches = batches(&tok, &validation, 64)?;
+
+    let spec = TrainSpec::new(Mode::Lora(LoraSpec::new(8, 16.0)), 2, 0);
+    let (model, _) = Classifier::new(&cfg, &weights, &spec)?;
+    let before = evaluate(&model, &val_batches)?;
+    let mut opt = AdamW::new(
+        model.trainable_vars(),
+        AdamWConfig { lr: 2e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },
+    )?;
+    let started = Instant::now();
+    let (mut steps, mut metrics) = (0u64, before);
+    for epoch in 1..=3 {
+        train.shuffle(&mut rng);
+        for batch in batches(&tok, &train, 32)? {
+            let (loss, _) = model.loss(&batch, Some(steps))?;
+            opt.step(&loss.backward()?)?;
+            steps += 1;
+        }
+        metrics = evaluate(&model, &val_batches)?;
+        println!(
+            "sst2 LoRA epoch {epoch}: {steps} steps, validation accuracy {:.4} loss {:.4} ({} rows), {:.1}s",
+            metrics.accuracy,
+            metrics.loss,
+            metrics.rows,
+            started.elapsed().as_secs_f64()
+        );
+        if metrics.accuracy >= 0.80 {
+            break;
+        }
+    }
+    println!("sst2 before training: accuracy {:.4}", before.accuracy);
+    assert_eq!(metrics.rows, 872);
+    assert!(metrics.accuracy >= 0.80, "validation accuracy {:.4} after {steps} steps", metrics.accuracy);
+    Ok(())
+}

@@ -1,0 +1,200 @@
+//! The `pipeline` command line (clap) and its dispatch. The binary calls [`Cli::parse`] then [`run`].
+
+use crate::config::{parse_set, Config, ConfigOverride};
+use crate::error::PipelineError;
+use crate::runner::{Force, Runner};
+use crate::stages::PLAN;
+use crate::store::Store;
+use clap::{Parser, Subcommand};
+use std::path::{Path, PathBuf};
+
+/// Federated sparse-then-LoRA fine-tuning (SLoRA) as a staged, cached, resumable pipeline.
+#[derive(Debug, Parser)]
+#[command(name = "pipeline", version, about)]
+pub struct Cli {
+    /// Config file (default: ./pipeline.toml when present, else built-in defaults).
+    #[arg(long, global = true, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Override a config key, parsed with the key's type (repeatable): --set partition.alpha=0.5
+    #[arg(long = "set", global = true, value_name = "KEY=VALUE", value_parser = parse_set_arg)]
+    pub set: Vec<ConfigOverride>,
+    /// Artifacts directory (default: `artifacts/` next to the config file).
+    #[arg(long, global = true, value_name = "DIR")]
+    pub artifacts: Option<PathBuf>,
+    /// Rebuild the named stage even when up to date (`all`: every stage).
+    #[arg(long, global = true)]
+    pub force: bool,
+    /// Compute threads (default: run.threads).
+    #[arg(long, global = true, value_name = "N")]
+    pub threads: Option<usize>,
+    /// More logging (-v debug, -vv trace); RUST_LOG overrides.
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    pub verbose: u8,
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+impl Cli {
+    /// Parses the process arguments (exits with clap's message and code on bad flags).
+    pub fn parse_env() -> Cli {
+        Cli::parse()
+    }
+}
+
+fn parse_set_arg(s: &str) -> Result<ConfigOverride, String> {
+    parse_set(s).map_err(|e| e.to_string())
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+pub enum Command {
+    /// Load, tokenize and split the data into client shards.
+    Partition,
+    /// Federated sparse fine-tuning.
+    Stage1,
+    /// SVD of the stage-1 update into LoRA factors.
+    Decompose,
+    /// Federated LoRA from the decomposed init.
+    Stage2,
+    /// FFT / LoRA / SFT baselines.
+    Baselines,
+    /// Tables and plots.
+    Report,
+    /// Every stage, in order.
+    All,
+    /// Each stage: up to date / stale (why) / missing.
+    Status {
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+    /// Show an artifact: a stage name or an artifact folder.
+    Inspect {
+        /// Stage name or artifact path.
+        target: String,
+        /// Machine-readable output.
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+impl Command {
+    /// The stage a stage command runs.
+    fn stage(&self) -> Option<&'static str> {
+        Some(match self {
+            Command::Partition => "partition",
+            Command::Stage1 => "stage1",
+            Command::Decompose => "decompose",
+            Command::Stage2 => "stage2",
+            Command::Baselines => "baselines",
+            Command::Report => "report",
+            _ => return None,
+        })
+    }
+}
+
+/// Sets up logging (once per process; later calls are ignored).
+pub fn init_logging(verbose: u8) {
+    let default = match verbose {
+        0 => "info",
+        1 => "debug",
+        _ => "trace",
+    };
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    let _ = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr)
+        .with_target(verbose > 0)
+        .without_time()
+        .try_init();
+}
+
+/// Sets the compute threads before any compute: `RAYON_NUM_THREADS` (read by candle) and rayon's
+/// global pool (used by tokenizers, faer, gemm).
+pub fn set_threads(threads: usize) {
+    // Single-threaded here: called before any worker thread exists.
+    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
+    if rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().is_err() {
+        tracing::debug!("rayon global pool already built; keeping it");
+    }
+}
+
+/// Loads and validates the config named by the flags.
+pub fn load_config(cli: &Cli) -> Result<Config, PipelineError> {
+    let cfg = Config::load(cli.config.as_deref(), &cli.set)?;
+    cfg.validate()?;
+    Ok(cfg)
+}
+
+/// The artifacts directory: `--artifacts`, else `artifacts/` next to the config file.
+pub fn artifacts_dir(cli: &Cli, cfg: &Config) -> PathBuf {
+    match &cli.artifacts {
+        Some(d) => d.clone(),
+        None => cfg.base_dir.join("artifacts"),
+    }
+}
+
+/// Runs one command. Nothing is created before the config is valid.
+pub fn run(cli: Cli) -> Result<(), PipelineError> {
+    init_logging(cli.verbose);
+    let cfg = load_config(&cli)?;
+    set_threads(cli.threads.unwrap_or(cfg.run.threads).max(1));
+    let root = artifacts_dir(&cli, &cfg);
+    match &cli.command {
+        Command::Status { json } => {
+            let store = Store::open_read_only(&root);
+            crate::hashing::load_cache(&root);
+            let lines = crate::status::status(&cfg, &store)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "stages": lines }))?);
+            } else {
+                print!("{}", crate::status::render(&lines));
+            }
+            Ok(())
+        }
+        Command::Inspect { target, json } => {
+            let store = Store::open_read_only(&root);
+            crate::hashing::load_cache(&root);
+            let artifact = crate::inspect::resolve_target(&cfg, &store, target)?;
+            let (value, text) = crate::inspect::inspect(&artifact)?;
+            if *json {
+                println!("{}", serde_json::to_string_pretty(&value)?);
+            } else {
+                print!("{text}");
+            }
+            Ok(())
+        }
+        Command::All => {
+            let force = if cli.force { Force::All } else { Force::Nothing };
+            run_stages(&cfg, &root, force, PLAN)
+        }
+        cmd => {
+            let stage = cmd.stage().expect("every other command runs a stage");
+            // Fail before touching the artifacts dir when the stage has no code yet.
+            crate::runner::lookup_stage(stage)?;
+            let force = if cli.force { Force::Stages(vec![stage.to_string()]) } else { Force::Nothing };
+            run_stages(&cfg, &root, force, &[stage])
+        }
+    }
+}
+
+/// Runs `stages` in order under the store lock; stops at the first error (e.g. "not implemented
+/// yet" for a planned stage without code).
+pub fn run_stages(cfg: &Config, root: &Path, force: Force, stages: &[&str]) -> Result<(), PipelineError> {
+    let store = Store::open(root)?;
+    crate::hashing::load_cache(store.root());
+    let mut runner = Runner::new(cfg, &store, force);
+    let mut result = Ok(());
+    for stage in stages {
+        if let Err(e) = runner.run(stage) {
+            result = Err(e);
+            break;
+        }
+    }
+    if let Err(e) = crate::hashing::save_cache(store.root()) {
+        tracing::warn!("could not save the hash cache: {e}");
+    }
+    result
+}

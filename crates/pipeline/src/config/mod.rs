@@ -1,0 +1,402 @@
+//! `pipeline.toml`: typed sections with defaults, loading with `--set` overrides, validation.
+//!
+//! Parsing is pure ([`Config::from_toml_str`]); [`Config::load`] reads the file, applies `--set`
+//! overrides (each parsed with the type of its key) and resolves relative paths (values from the file
+//! against the file's folder, values from `--set` against the current directory). [`Config::validate`]
+//! checks ranges and names the key, the value and what is allowed.
+
+mod load;
+mod validate;
+
+pub use load::{parse_set, ConfigOverride};
+
+use serde::{Deserialize, Serialize};
+use std::path::PathBuf;
+
+/// The whole configuration. Every section and key is optional; see `pipeline.toml` for the meaning
+/// of each key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    /// `[run]`.
+    pub run: RunConfig,
+    /// `[data]`.
+    pub data: DataConfig,
+    /// `[model]`.
+    pub model: ModelConfig,
+    /// `[partition]`.
+    pub partition: PartitionConfig,
+    /// `[federation]`.
+    pub federation: FederationConfig,
+    /// `[optim]`.
+    pub optim: OptimConfig,
+    /// `[adapter]`.
+    pub adapter: AdapterConfig,
+    /// `[stage1]`.
+    pub stage1: Stage1Config,
+    /// `[decompose]`.
+    pub decompose: DecomposeConfig,
+    /// `[stage2]`.
+    pub stage2: Stage2Config,
+    /// `[baselines]`.
+    pub baselines: BaselinesConfig,
+    /// `[report]`.
+    pub report: ReportConfig,
+    /// The folder relative paths in the file were resolved against (the config file's folder, or the
+    /// current directory without a file). Not a config key.
+    #[serde(skip)]
+    pub base_dir: PathBuf,
+    /// The config file read, if any. Not a config key.
+    #[serde(skip)]
+    pub config_path: Option<PathBuf>,
+}
+
+/// `[run]`: experiment name, seed, threads.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RunConfig {
+    /// Experiment name; the report goes to `<report.dir>/<name>/`.
+    pub name: String,
+    /// Seed for head init, masks, client sampling, shuffling, dropout.
+    pub seed: u64,
+    /// Compute threads (not part of any cache key).
+    pub threads: usize,
+}
+
+impl Default for RunConfig {
+    fn default() -> Self {
+        Self { name: "news20-dirichlet0.1".into(), seed: 42, threads: 2 }
+    }
+}
+
+/// `[data]`: where the text-classification rows come from and how they are tokenized.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DataConfig {
+    /// A local .parquet / .jsonl / .jsonl.gz / .csv file (resolved to an absolute path), or a hub
+    /// dataset id. Required (no default: the product names no data of its own).
+    pub source: String,
+    /// File inside a hub dataset repo (hub ids only).
+    pub hub_file: String,
+    /// Hub revision (hub ids only).
+    pub revision: String,
+    /// Optional second source holding the test rows.
+    pub test_source: String,
+    /// Column holding the split name (used when `test_source` is empty).
+    pub split_column: String,
+    /// Split value meaning train.
+    pub train_split: String,
+    /// Split value meaning test.
+    pub test_split: String,
+    /// Text column; `a+b` joins columns with ". ".
+    pub text_column: String,
+    /// Label column (integers, or strings mapped to ids in sorted order).
+    pub label_column: String,
+    /// Tokenizer truncation length (special tokens included).
+    pub max_len: usize,
+    /// Seeded stratified subsample of the train rows (0 = all).
+    pub max_train: usize,
+    /// Seeded stratified subsample of the test rows (0 = all).
+    pub max_test: usize,
+}
+
+impl Default for DataConfig {
+    fn default() -> Self {
+        Self {
+            source: String::new(),
+            hub_file: String::new(),
+            revision: "main".into(),
+            test_source: String::new(),
+            split_column: "split".into(),
+            train_split: "train".into(),
+            test_split: "test".into(),
+            text_column: "text_clean".into(),
+            label_column: "label".into(),
+            max_len: 128,
+            max_train: 0,
+            max_test: 0,
+        }
+    }
+}
+
+/// `[model]`: the encoder checkpoint.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ModelConfig {
+    /// A local Hugging Face-layout folder (resolved to an absolute path) or a hub id. Required.
+    pub source: String,
+    /// Hub revision (hub ids only).
+    pub revision: String,
+}
+
+impl Default for ModelConfig {
+    fn default() -> Self {
+        Self { source: String::new(), revision: "main".into() }
+    }
+}
+
+/// How train rows are split among clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PartitionScheme {
+    /// Shuffle, then equal contiguous shards.
+    Iid,
+    /// Per-label Dirichlet(alpha) proportions (label skew).
+    Dirichlet,
+    /// Each client holds exactly `classes_per_client` labels.
+    Pathological,
+}
+
+/// `[partition]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PartitionConfig {
+    /// Number of clients.
+    pub clients: usize,
+    /// iid | dirichlet | pathological.
+    pub scheme: PartitionScheme,
+    /// Dirichlet concentration (> 0).
+    pub alpha: f64,
+    /// Pathological: labels per client.
+    pub classes_per_client: usize,
+    /// Dirichlet: minimum rows per client.
+    pub min_client_size: usize,
+    /// Seed of the partition (and of the data subsampling).
+    pub seed: u64,
+}
+
+impl Default for PartitionConfig {
+    fn default() -> Self {
+        Self {
+            clients: 20,
+            scheme: PartitionScheme::Dirichlet,
+            alpha: 0.1,
+            classes_per_client: 2,
+            min_client_size: 10,
+            seed: 42,
+        }
+    }
+}
+
+/// `[federation]`: FedAvg rounds.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FederationConfig {
+    /// Clients sampled per round.
+    pub clients_per_round: usize,
+    /// Local epochs per round.
+    pub local_epochs: usize,
+    /// Local batch size.
+    pub batch_size: usize,
+    /// Evaluate every this many rounds (and after the last).
+    pub eval_every: usize,
+    /// Evaluate on at most this many test rows (0 = all).
+    pub eval_max_rows: usize,
+}
+
+impl Default for FederationConfig {
+    fn default() -> Self {
+        Self { clients_per_round: 4, local_epochs: 1, batch_size: 32, eval_every: 1, eval_max_rows: 0 }
+    }
+}
+
+/// Learning-rate schedule.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Schedule {
+    /// Constant learning rate.
+    Constant,
+    /// Linear warm-up, then linear decay to 0 over one client's local steps.
+    Linear,
+}
+
+/// `[optim]`: AdamW settings shared by every method.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct OptimConfig {
+    /// Decoupled weight decay.
+    pub weight_decay: f64,
+    /// First-moment decay.
+    pub beta1: f64,
+    /// Second-moment decay.
+    pub beta2: f64,
+    /// Denominator epsilon.
+    pub eps: f64,
+    /// constant | linear.
+    pub schedule: Schedule,
+    /// Linear warm-up steps.
+    pub warmup_steps: usize,
+    /// Dropout during training (< 0: the model config's value).
+    pub dropout: f64,
+}
+
+impl Default for OptimConfig {
+    fn default() -> Self {
+        Self {
+            weight_decay: 0.0,
+            beta1: 0.9,
+            beta2: 0.999,
+            eps: 1e-8,
+            schedule: Schedule::Constant,
+            warmup_steps: 0,
+            dropout: -1.0,
+        }
+    }
+}
+
+/// `[adapter]`: which modules are adapted and which always train densely.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AdapterConfig {
+    /// peft `target_modules`: exact name or `.`+name suffix match.
+    pub target_modules: Vec<String>,
+    /// peft `modules_to_save`.
+    pub modules_to_save: Vec<String>,
+}
+
+impl Default for AdapterConfig {
+    fn default() -> Self {
+        Self {
+            target_modules: ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]
+                .map(String::from)
+                .to_vec(),
+            modules_to_save: ["pooler.dense", "pre_classifier", "classifier"].map(String::from).to_vec(),
+        }
+    }
+}
+
+/// `[stage1]`: federated sparse fine-tuning.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Stage1Config {
+    /// Rounds.
+    pub rounds: usize,
+    /// Mask density per adapted matrix, in (0, 1].
+    pub density: f64,
+    /// Learning rate.
+    pub lr: f64,
+}
+
+impl Default for Stage1Config {
+    fn default() -> Self {
+        Self { rounds: 3, density: 0.01, lr: 1e-3 }
+    }
+}
+
+/// LoRA initialisation from the stage-1 update.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum DecomposeInit {
+    /// Truncated SVD split symmetrically between A and B.
+    #[serde(rename = "svd")]
+    Svd,
+    /// Truncated SVD with the singular values in B.
+    #[serde(rename = "svd-b")]
+    SvdB,
+    /// Random A, zero B (ignores the stage-1 update).
+    #[serde(rename = "random")]
+    Random,
+}
+
+/// `[decompose]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct DecomposeConfig {
+    /// LoRA rank.
+    pub rank: usize,
+    /// LoRA alpha (scaling = lora_alpha / rank).
+    pub lora_alpha: f64,
+    /// svd | svd-b | random.
+    pub init: DecomposeInit,
+}
+
+impl Default for DecomposeConfig {
+    fn default() -> Self {
+        Self { rank: 8, lora_alpha: 16.0, init: DecomposeInit::Svd }
+    }
+}
+
+/// `[stage2]`: federated LoRA from the decomposed init.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Stage2Config {
+    /// Rounds.
+    pub rounds: usize,
+    /// Learning rate.
+    pub lr: f64,
+    /// Dropout on the LoRA input, in [0, 1).
+    pub lora_dropout: f64,
+}
+
+impl Default for Stage2Config {
+    fn default() -> Self {
+        Self { rounds: 3, lr: 1e-3, lora_dropout: 0.0 }
+    }
+}
+
+/// A baseline method.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum BaselineMethod {
+    /// Full fine-tuning.
+    Fft,
+    /// LoRA from random A, zero B.
+    Lora,
+    /// Sparse fine-tuning alone.
+    Sft,
+}
+
+/// `[baselines]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct BaselinesConfig {
+    /// Methods to run.
+    pub methods: Vec<BaselineMethod>,
+    /// FFT learning rate.
+    pub fft_lr: f64,
+    /// LoRA learning rate.
+    pub lora_lr: f64,
+    /// SFT learning rate.
+    pub sft_lr: f64,
+}
+
+impl Default for BaselinesConfig {
+    fn default() -> Self {
+        Self {
+            methods: vec![BaselineMethod::Fft, BaselineMethod::Lora, BaselineMethod::Sft],
+            fft_lr: 1e-4,
+            lora_lr: 1e-3,
+            sft_lr: 1e-3,
+        }
+    }
+}
+
+/// `[report]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ReportConfig {
+    /// Reports go to `<dir>/<run.name>/` (resolved to an absolute path).
+    pub dir: PathBuf,
+}
+
+impl Default for ReportConfig {
+    fn default() -> Self {
+        Self { dir: PathBuf::from("reports") }
+    }
+}
+
+macro_rules! display_as_serde_name {
+    ($($t:ty),*) => {$(
+        impl std::fmt::Display for $t {
+            fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+                match serde_json::to_value(self) {
+                    Ok(serde_json::Value::String(s)) => f.write_str(&s),
+                    _ => write!(f, "{self:?}"),
+                }
+            }
+        }
+    )*};
+}
+display_as_serde_name!(PartitionScheme, Schedule, DecomposeInit, BaselineMethod);
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,133 @@
+//! Range checks: each error names the key, the value and what is allowed.
+
+use super::{Config, PartitionScheme};
+use crate::error::PipelineError;
+
+fn fail(key: &str, rule: &str, got: impl std::fmt::Display) -> Result<(), PipelineError> {
+    Err(PipelineError::config(format!("{key} must be {rule} (got {got})")))
+}
+
+fn positive(key: &str, v: f64) -> Result<(), PipelineError> {
+    if v > 0.0 && v.is_finite() {
+        Ok(())
+    } else {
+        fail(key, "> 0", v)
+    }
+}
+
+fn at_least(key: &str, v: usize, min: usize) -> Result<(), PipelineError> {
+    if v >= min {
+        Ok(())
+    } else {
+        fail(key, &format!(">= {min}"), v)
+    }
+}
+
+fn in_unit(key: &str, v: f64, rule: &str, ok: bool) -> Result<(), PipelineError> {
+    if ok && v.is_finite() {
+        Ok(())
+    } else {
+        fail(key, rule, v)
+    }
+}
+
+fn non_empty(key: &str, v: &str, what: &str) -> Result<(), PipelineError> {
+    if v.trim().is_empty() {
+        Err(PipelineError::config(format!("{key} is required: {what}")))
+    } else {
+        Ok(())
+    }
+}
+
+impl Config {
+    /// Checks every key's range. Pure: touches no file (missing files are reported by the stage that
+    /// reads them).
+    pub fn validate(&self) -> Result<(), PipelineError> {
+        let r = &self.run;
+        non_empty("run.name", &r.name, "the experiment name")?;
+        if r.name.contains(['/', '\\']) || r.name.starts_with('.') {
+            return fail("run.name", "a plain folder name (no `/`, not starting with `.`)", format!("{:?}", r.name));
+        }
+        at_least("run.threads", r.threads, 1)?;
+
+        let d = &self.data;
+        non_empty("data.source", &d.source, "a .parquet/.jsonl/.jsonl.gz/.csv file or a hub dataset id")?;
+        non_empty("data.text_column", &d.text_column, "the column holding the text")?;
+        non_empty("data.label_column", &d.label_column, "the column holding the label")?;
+        if d.test_source.is_empty() {
+            non_empty("data.split_column", &d.split_column, "it tells train from test when data.test_source is empty")?;
+            if d.train_split == d.test_split {
+                return fail("data.test_split", "different from data.train_split", format!("{:?}", d.test_split));
+            }
+        }
+        at_least("data.max_len", d.max_len, 2)?;
+        if d.max_len > 8192 {
+            return fail("data.max_len", "<= 8192", d.max_len);
+        }
+
+        non_empty("model.source", &self.model.source, "a local Hugging Face-layout folder or a hub model id")?;
+        non_empty("model.revision", &self.model.revision, "a branch, tag or commit")?;
+
+        let p = &self.partition;
+        at_least("partition.clients", p.clients, 1)?;
+        positive("partition.alpha", p.alpha)?;
+        at_least("partition.classes_per_client", p.classes_per_client, 1)?;
+        if p.scheme == PartitionScheme::Dirichlet && p.min_client_size.saturating_mul(p.clients) > 100_000_000 {
+            return fail("partition.min_client_size", "reasonable (clients * min_client_size <= 1e8)", p.min_client_size);
+        }
+
+        let f = &self.federation;
+        at_least("federation.clients_per_round", f.clients_per_round, 1)?;
+        if f.clients_per_round > p.clients {
+            return fail(
+                "federation.clients_per_round",
+                &format!("<= partition.clients = {}", p.clients),
+                f.clients_per_round,
+            );
+        }
+        at_least("federation.local_epochs", f.local_epochs, 1)?;
+        at_least("federation.batch_size", f.batch_size, 1)?;
+        at_least("federation.eval_every", f.eval_every, 1)?;
+
+        let o = &self.optim;
+        in_unit("optim.weight_decay", o.weight_decay, ">= 0", o.weight_decay >= 0.0)?;
+        in_unit("optim.beta1", o.beta1, "in [0, 1)", (0.0..1.0).contains(&o.beta1))?;
+        in_unit("optim.beta2", o.beta2, "in [0, 1)", (0.0..1.0).contains(&o.beta2))?;
+        positive("optim.eps", o.eps)?;
+        in_unit("optim.dropout", o.dropout, "< 1 (negative = the model's value)", o.dropout < 1.0)?;
+
+        if self.adapter.target_modules.iter().all(|m| m.trim().is_empty()) {
+            return fail("adapter.target_modules", "a non-empty list of module names", "[]");
+        }
+
+        let s1 = &self.stage1;
+        at_least("stage1.rounds", s1.rounds, 1)?;
+        in_unit("stage1.density", s1.density, "in (0, 1]", s1.density > 0.0 && s1.density <= 1.0)?;
+        positive("stage1.lr", s1.lr)?;
+
+        let dc = &self.decompose;
+        at_least("decompose.rank", dc.rank, 1)?;
+        positive("decompose.lora_alpha", dc.lora_alpha)?;
+
+        let s2 = &self.stage2;
+        at_least("stage2.rounds", s2.rounds, 1)?;
+        positive("stage2.lr", s2.lr)?;
+        in_unit("stage2.lora_dropout", s2.lora_dropout, "in [0, 1)", (0.0..1.0).contains(&s2.lora_dropout))?;
+
+        let b = &self.baselines;
+        positive("baselines.fft_lr", b.fft_lr)?;
+        positive("baselines.lora_lr", b.lora_lr)?;
+        positive("baselines.sft_lr", b.sft_lr)?;
+        let mut seen = b.methods.clone();
+        seen.sort();
+        seen.dedup();
+        if seen.len() != b.methods.len() {
+            return fail("baselines.methods", "a list without repeats", format!("{:?}", b.methods));
+        }
+
+        if self.report.dir.as_os_str().is_empty() {
+            return fail("report.dir", "a folder", "\"\"");
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,133 @@
+//! The pipeline's error type: one enum, each variant naming what went wrong and where.
+
+use std::path::PathBuf;
+
+/// Everything that can stop a pipeline command.
+///
+/// Stages return it from [`crate::Stage::run`]; library errors convert with `?`, and
+/// [`PipelineError::Stage`] is the catch-all for a stage's own checks.
+#[derive(Debug, thiserror::Error)]
+#[non_exhaustive]
+pub enum PipelineError {
+    /// A bad config value, unknown key, wrong type or bad `--set`; the message names the key.
+    #[error("{0}")]
+    Config(String),
+    /// The config file cannot be read or is not TOML.
+    #[error("config file {path}: {message}")]
+    ConfigFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong (one line).
+        message: String,
+    },
+    /// Another process holds the artifacts directory.
+    #[error("artifacts dir {dir} locked by pid {pid}")]
+    Locked {
+        /// The artifacts directory.
+        dir: PathBuf,
+        /// The pid recorded in the lock file (`?` when unreadable).
+        pid: String,
+    },
+    /// A stage named by the CLI exists in the plan but has no implementation yet.
+    #[error("{stage}: not implemented yet")]
+    NotImplemented {
+        /// The stage or command.
+        stage: String,
+    },
+    /// A name that is neither a stage nor an artifact path.
+    #[error("unknown stage or artifact `{name}` (stages: {known})")]
+    UnknownTarget {
+        /// What was asked for.
+        name: String,
+        /// The known stage names, comma separated.
+        known: String,
+    },
+    /// A stage asked for an upstream artifact it did not declare in `deps()`.
+    #[error("{stage}: no upstream artifact `{dep}` (declare it in deps())")]
+    MissingInput {
+        /// The stage.
+        stage: String,
+        /// The upstream stage name.
+        dep: String,
+    },
+    /// An artifact directory that cannot be used.
+    #[error("artifact {dir}: {message}")]
+    Artifact {
+        /// The artifact directory.
+        dir: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+    /// A stage's own error (the catch-all for stage code).
+    #[error("{stage}: {message}")]
+    Stage {
+        /// The stage.
+        stage: String,
+        /// What went wrong (one line).
+        message: String,
+    },
+    /// An I/O error on a named path.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file or folder.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// An I/O error without a path (prefer [`PipelineError::io`]).
+    #[error(transparent)]
+    IoBare(#[from] std::io::Error),
+    /// Hub cache resolution.
+    #[error(transparent)]
+    Hub(#[from] slora_hub::HubError),
+    /// Data loading, tokenization, partitioning, shards.
+    #[error(transparent)]
+    Data(#[from] slora_data::DataError),
+    /// JSON (manifests, summaries).
+    #[error("json: {0}")]
+    Json(#[from] serde_json::Error),
+    /// Arrow arrays and record batches.
+    #[error("arrow: {0}")]
+    Arrow(#[from] arrow::error::ArrowError),
+    /// Parquet files.
+    #[error("parquet: {0}")]
+    Parquet(#[from] parquet::errors::ParquetError),
+    /// Tensors.
+    #[error("candle: {0}")]
+    Candle(#[from] candle_core::Error),
+    /// safetensors files.
+    #[error("safetensors: {0}")]
+    Safetensors(#[from] safetensors::SafeTensorError),
+    /// polars tables.
+    #[error("polars: {0}")]
+    Polars(#[from] polars::error::PolarsError),
+}
+
+impl PipelineError {
+    /// An I/O error on `path`.
+    pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
+        PipelineError::Io { path: path.into(), source }
+    }
+
+    /// A stage's own error.
+    pub fn stage(stage: &str, message: impl Into<String>) -> Self {
+        PipelineError::Stage { stage: stage.to_string(), message: message.into() }
+    }
+
+    /// A config error (the message must name the key).
+    pub fn config(message: impl Into<String>) -> Self {
+        PipelineError::Config(message.into())
+    }
+}
+
+/// Attaches a path to I/O errors: `fs::read(&p).at(&p)?`.
+pub trait IoContext<T> {
+    /// Maps an `io::Error` to [`PipelineError::Io`] naming `path`.
+    fn at(self, path: impl Into<PathBuf>) -> Result<T, PipelineError>;
+}
+
+impl<T> IoContext<T> for Result<T, std::io::Error> {
+    fn at(self, path: impl Into<PathBuf>) -> Result<T, PipelineError> {
+        self.map_err(|e| PipelineError::io(path, e))
+    }
+}

@@ -1,0 +1,63 @@
+//! `pipeline inspect TARGET`: what an artifact holds, for people and (`--json`) for machines.
+//!
+//! TARGET is a stage name (its artifact under the current config, else the one `pipeline.lock`
+//! records) or an artifact folder. Stages with a dedicated view are dispatched in [`inspect`];
+//! others show their manifest summary and files.
+
+use crate::config::Config;
+use crate::error::PipelineError;
+use crate::runner::{lookup_stage, plan_stage};
+use crate::stages;
+use crate::store::{Artifact, Store, MANIFEST_FILE};
+use serde_json::{json, Value};
+use std::path::Path;
+
+/// The artifact TARGET names.
+pub fn resolve_target(cfg: &Config, store: &Store, target: &str) -> Result<Artifact, PipelineError> {
+    let path = Path::new(target);
+    if path.join(MANIFEST_FILE).is_file() {
+        return Artifact::load(path);
+    }
+    let stage = lookup_stage(target)?;
+    let plan = plan_stage(cfg, stage.as_ref())?;
+    if let Some(a) = store.lookup(target, &plan.key) {
+        return Ok(a);
+    }
+    if let Some(entry) = store.read_lock().stages.get(target) {
+        if let Some(a) = store.lookup(target, &entry.key) {
+            tracing::warn!("{target}: showing the artifact recorded in pipeline.lock (the config has changed since)");
+            return Ok(a);
+        }
+    }
+    Err(PipelineError::Stage {
+        stage: target.to_string(),
+        message: format!("no artifact in {} yet; run `pipeline {target}`", store.root().display()),
+    })
+}
+
+/// The JSON view and the text view of an artifact.
+pub fn inspect(artifact: &Artifact) -> Result<(Value, String), PipelineError> {
+    match artifact.stage.as_str() {
+        "partition" => stages::partition::inspect(artifact),
+        "stage1" => stages::stage1::inspect(artifact),
+        "decompose" => stages::decompose::inspect(artifact),
+        "stage2" => stages::stage2::inspect(artifact),
+        "baselines" => stages::baselines::inspect_metrics(artifact),
+        _ => Ok(generic(artifact)),
+    }
+}
+
+fn generic(a: &Artifact) -> (Value, String) {
+    let files: serde_json::Map<String, Value> =
+        a.manifest.files.iter().map(|(k, v)| (k.clone(), json!(v.bytes))).collect();
+    let value = json!({
+        "stage": a.stage, "key": a.key, "dir": a.dir, "summary": a.manifest.summary, "files": files,
+    });
+    let mut text = format!("{} {} at {}\n", a.stage, a.short_key(), a.dir.display());
+    text.push_str(&serde_json::to_string_pretty(&a.manifest.summary).unwrap_or_default());
+    text.push('\n');
+    for (name, rec) in &a.manifest.files {
+        text.push_str(&format!("  {name} ({} bytes)\n", rec.bytes));
+    }
+    (value, text)
+}

@@ -1,0 +1,62 @@
+//! The `Stage` trait (DVC's deps + params + outs) and the context a stage runs in.
+
+use crate::config::Config;
+use crate::error::PipelineError;
+use crate::store::{Artifact, Store};
+use indicatif::ProgressBar;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+/// One pipeline stage. Its key hashes `{stage, code_version, params, upstream keys}`; see
+/// [`crate::hashing::stage_key`].
+pub trait Stage {
+    /// "partition", "stage1", …
+    fn name(&self) -> &'static str;
+    /// Bump when outputs change meaning.
+    fn code_version(&self) -> u32;
+    /// Upstream stage names.
+    fn deps(&self) -> &'static [&'static str];
+    /// Only the keys it reads (+ input file hashes, under keys ending in `sha256`).
+    fn params(&self, cfg: &Config) -> serde_json::Value;
+    /// Writes the outputs into `out` (a fresh temporary folder); the returned summary goes into the
+    /// manifest.
+    fn run(&self, ctx: &StageCtx, out: &Path) -> Result<serde_json::Value, PipelineError>;
+}
+
+/// What a running stage can see.
+pub struct StageCtx<'a> {
+    /// The validated config.
+    pub config: &'a Config,
+    /// The artifact store (locked for writing).
+    pub store: &'a Store,
+    /// `--force` was given for this stage.
+    pub force: bool,
+    /// This run's stage name.
+    pub stage: &'static str,
+    /// This run's key.
+    pub key: String,
+    /// Persistent resume folder `artifacts/<stage>/.work-<key>/` (exists; removed after the commit).
+    /// Write checkpoints there with [`crate::fsutil::write_atomic`] or temp-name + rename.
+    pub work_dir: PathBuf,
+    /// Upstream artifacts by stage name.
+    pub inputs: BTreeMap<String, Artifact>,
+}
+
+impl StageCtx<'_> {
+    /// The upstream artifact of `stage` (which must be in `deps()`).
+    pub fn input(&self, stage: &str) -> Result<&Artifact, PipelineError> {
+        self.inputs
+            .get(stage)
+            .ok_or_else(|| PipelineError::MissingInput { stage: self.stage.to_string(), dep: stage.to_string() })
+    }
+
+    /// A progress bar labelled `<stage> <what>`.
+    pub fn progress(&self, len: u64, what: &str) -> ProgressBar {
+        crate::progress::progress_bar(len, format!("{} {what}", self.stage))
+    }
+
+    /// A [`PipelineError::Stage`] of this stage.
+    pub fn error(&self, message: impl Into<String>) -> PipelineError {
+        PipelineError::stage(self.stage, message)
+    }
+}

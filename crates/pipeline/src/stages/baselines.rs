@@ -1,0 +1,106 @@
+//! `baselines`: FFT, LoRA (random A, zero B) and SFT alone, each a federated run on the same shards,
+//! client sampling and total round budget (`stage1.rounds + stage2.rounds`) as SLoRA.
+//!
+//! Methods run in `baselines.methods` order; each keeps its own round checkpoints
+//! (`<work>/<method>/`), so a killed run resumes inside the method it was in and does not redo finished
+//! ones. LoRA uses `decompose.rank` / `decompose.lora_alpha` and `stage2.lora_dropout`; SFT uses
+//! `stage1.density` (the same masks as stage 1). Outputs: one `metrics.parquet` with a `method` column
+//! and, when LoRA ran, its final adapter in peft's format in `lora-adapter/`.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+use slora_federation::{ClassifierLearner, RoundMetrics};
+use slora_model::peft::{save_adapter, PeftAdapter};
+use slora_model::{LoraSpec, Mode, SparseSpec};
+
+use super::federated::{self as fed, OrStage};
+use crate::config::{BaselineMethod, Config};
+use crate::error::PipelineError;
+use crate::stage::{Stage, StageCtx};
+
+/// The `baselines` stage.
+pub struct Baselines;
+
+/// Folder of the LoRA baseline's final adapter.
+pub const LORA_ADAPTER_DIR: &str = "lora-adapter";
+
+impl Stage for Baselines {
+    fn name(&self) -> &'static str {
+        "baselines"
+    }
+
+    fn code_version(&self) -> u32 {
+        1
+    }
+
+    fn deps(&self) -> &'static [&'static str] {
+        &["partition"]
+    }
+
+    fn params(&self, cfg: &Config) -> Value {
+        let mut p = fed::federated_params(cfg);
+        p["rounds"] = json!(cfg.stage1.rounds + cfg.stage2.rounds);
+        p["stage1"] = json!({ "density": cfg.stage1.density });
+        p["stage2"] = json!({ "lora_dropout": cfg.stage2.lora_dropout });
+        p["decompose"] = json!({ "rank": cfg.decompose.rank, "lora_alpha": cfg.decompose.lora_alpha });
+        p["baselines"] = json!(cfg.baselines);
+        p
+    }
+
+    fn run(&self, ctx: &StageCtx, out: &Path) -> Result<Value, PipelineError> {
+        let cfg = ctx.config;
+        let stage = ctx.stage;
+        if cfg.baselines.methods.is_empty() {
+            return Err(ctx.error("baselines.methods is empty: nothing to run"));
+        }
+        let data = fed::load_data(ctx, ctx.input("partition")?)?;
+        let base = fed::load_base_model(cfg, stage)?;
+        let rounds = cfg.stage1.rounds + cfg.stage2.rounds;
+        let mut all_rows: Vec<RoundMetrics> = Vec::new();
+        let mut methods = serde_json::Map::new();
+        for method in &cfg.baselines.methods {
+            let b = &cfg.baselines;
+            let (mode, lr) = match method {
+                BaselineMethod::Fft => (Mode::Full, b.fft_lr),
+                BaselineMethod::Lora => {
+                    let mut lora = LoraSpec::new(cfg.decompose.rank, cfg.decompose.lora_alpha);
+                    lora.dropout = cfg.stage2.lora_dropout;
+                    (Mode::Lora(lora), b.lora_lr)
+                }
+                BaselineMethod::Sft => (Mode::Sparse(SparseSpec::new(cfg.stage1.density)), b.sft_lr),
+            };
+            let name = method.to_string();
+            let spec = fed::train_spec(cfg, mode, data.num_labels);
+            let (model, _) = fed::build_classifier(stage, &base.config, &base.weights, &spec)?;
+            let mut learner = ClassifierLearner::new(model, fed::optim_settings(cfg, lr));
+            let fedcfg = fed::fedavg_config(cfg, &name, rounds, 0, 0);
+            let outcome = fed::run_federated(ctx, &mut learner, &data, &fedcfg)?;
+            if *method == BaselineMethod::Lora {
+                let adapter = PeftAdapter::from_classifier(learner.model(), Some(&cfg.model.source)).or_stage(stage)?;
+                save_adapter(&out.join(LORA_ADAPTER_DIR), &adapter).or_stage(stage)?;
+            }
+            let mut summary = fed::run_summary(&outcome, learner.model());
+            summary["lr"] = json!(lr);
+            methods.insert(name, summary);
+            all_rows.extend(outcome.metrics);
+        }
+        fed::write_metrics(out, &all_rows, stage)?;
+        Ok(json!({ "rounds": rounds, "methods": methods }))
+    }
+}
+
+/// `pipeline inspect` for stages whose output is a metrics table (stage2, baselines).
+pub fn inspect_metrics(artifact: &crate::store::Artifact) -> Result<(Value, String), PipelineError> {
+    let rows = slora_federation::metrics::read_parquet(&artifact.file("metrics.parquet")).or_stage(&artifact.stage)?;
+    let mut text = format!("{} {} at {}\n", artifact.stage, artifact.short_key(), artifact.dir.display());
+    text.push_str(&slora_federation::metrics::format_table(&rows));
+    let value = json!({
+        "stage": artifact.stage,
+        "key": artifact.key,
+        "dir": artifact.dir,
+        "summary": artifact.manifest.summary,
+        "metrics": slora_federation::metrics::rows_json(&rows),
+    });
+    Ok((value, text))
+}

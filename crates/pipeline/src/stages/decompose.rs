@@ -1,0 +1,265 @@
+//! `decompose`: SLoRA's switch from the sparse update to LoRA.
+//!
+//! Per adapted matrix, ΔW = scatter(stage-1 values at their indices) is factored by
+//! `svd_init::lora_from_delta` into rank-`decompose.rank` factors with scaling s = lora_alpha / rank
+//! (`svd`: B = U_r√(S_r/s), A = √(S_r/s)V_rᵀ, base W0 + ΔW − s·BA; `svd-b`: singular values in B, base
+//! W0; `random`: kaiming A, zero B, base W0 + ΔW). Outputs:
+//! - `lora_init.safetensors`: `<module>.lora_A.weight` `[r, in]`, `<module>.lora_B.weight` `[out, r]`,
+//!   the new base `<module>.weight`, and the stage-1 head tensors;
+//! - `spectrum.parquet`: module, index, singular value, cumulative energy up to that index, and the
+//!   energy kept at rank r.
+//!
+//! The manifest records the largest logit change across the switch on a test batch (the sparse model
+//! of stage 1 against the LoRA-initialised model); with `svd` it must be ≤ [`SWITCH_TOLERANCE`].
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Arc;
+
+use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array};
+use arrow::datatypes::{DataType, Field, Schema};
+use candle_core::{Device, Tensor};
+use serde_json::{json, Value};
+use slora_model::svd_init::{lora_from_delta, InitMode};
+use slora_model::{derive_seed, Batch, LoraFactors, LoraSpec, Mode, SparseSpec};
+
+use super::federated::{self as fed, OrStage};
+use crate::config::{Config, DecomposeInit};
+use crate::error::{IoContext, PipelineError};
+use crate::stage::{Stage, StageCtx};
+
+/// The `decompose` stage.
+pub struct Decompose;
+
+/// The output holding the LoRA factors, the corrected base tensors and the head.
+pub const LORA_INIT_FILE: &str = "lora_init.safetensors";
+/// Largest logit change allowed across the switch with `decompose.init = svd`.
+pub const SWITCH_TOLERANCE: f64 = 1e-4;
+
+/// One factored matrix.
+struct Factored {
+    module: String,
+    singular_values: Vec<f32>,
+    energy_kept: f64,
+}
+
+impl Stage for Decompose {
+    fn name(&self) -> &'static str {
+        "decompose"
+    }
+
+    fn code_version(&self) -> u32 {
+        1
+    }
+
+    fn deps(&self) -> &'static [&'static str] {
+        &["partition", "stage1"]
+    }
+
+    fn params(&self, cfg: &Config) -> Value {
+        json!({
+            "seed": cfg.run.seed,
+            "model": fed::model_params(cfg),
+            "adapter": cfg.adapter,
+            "decompose": cfg.decompose,
+            "switch_check_rows": fed::SWITCH_CHECK_ROWS,
+        })
+    }
+
+    fn run(&self, ctx: &StageCtx, out: &Path) -> Result<Value, PipelineError> {
+        let cfg = ctx.config;
+        let stage = ctx.stage;
+        let d = &cfg.decompose;
+        let base = fed::load_base_model(cfg, stage)?;
+        let stage1 = ctx.input("stage1")?;
+        let sparse = slora_federation::read_safetensors(&stage1.file(super::stage1::SPARSE_DELTA_FILE)).or_stage(stage)?;
+        let modules: Vec<String> = sparse.keys().filter_map(|k| k.strip_suffix(".indices")).map(str::to_string).collect();
+        let head: BTreeMap<String, Tensor> =
+            sparse.iter().filter(|(k, _)| !k.ends_with(".indices") && !k.ends_with(".values")).map(|(k, v)| (k.clone(), v.clone())).collect();
+        let scale = d.lora_alpha / d.rank as f64;
+
+        let bar = ctx.progress(modules.len() as u64, "svd");
+        let mut lora_init: BTreeMap<String, Tensor> = head.clone();
+        let mut factors: BTreeMap<String, LoraFactors> = BTreeMap::new();
+        let mut masks = BTreeMap::new();
+        let mut values = BTreeMap::new();
+        let mut lora_weights = base.weights.clone();
+        let mut factored = Vec::new();
+        for module in &modules {
+            let w_name = format!("{module}.weight");
+            let w0 = base.weights.get(&w_name).ok_or_else(|| ctx.error(format!("base model has no `{w_name}`")))?;
+            let (rows, cols) = w0.dims2().or_stage(stage)?;
+            let idx = sparse[&format!("{module}.indices")].to_vec1::<u32>().or_stage(stage)?;
+            let vals_t = sparse
+                .get(&format!("{module}.values"))
+                .ok_or_else(|| ctx.error(format!("{} lacks `{module}.values`", super::stage1::SPARSE_DELTA_FILE)))?;
+            let vals = vals_t.to_vec1::<f32>().or_stage(stage)?;
+            let mut delta = vec![0f32; rows * cols];
+            for (&i, &v) in idx.iter().zip(&vals) {
+                *delta.get_mut(i as usize).ok_or_else(|| ctx.error(format!("`{module}.indices` has {i} >= {rows}x{cols}")))? = v;
+            }
+            let mode = match d.init {
+                DecomposeInit::Svd => InitMode::Svd,
+                DecomposeInit::SvdB => InitMode::SvdB,
+                DecomposeInit::Random => InitMode::Random { seed: derive_seed(cfg.run.seed, &format!("{module}.lora_A")) },
+            };
+            let init = lora_from_delta(&delta, rows, cols, d.rank, scale, mode).map_err(|e| ctx.error(format!("{module}: {e}")))?;
+            let dev = Device::Cpu;
+            let a = Tensor::from_vec(init.a, (d.rank, cols), &dev).or_stage(stage)?;
+            let b = Tensor::from_vec(init.b, (rows, d.rank), &dev).or_stage(stage)?;
+            let correction = Tensor::from_vec(init.base_correction, (rows, cols), &dev).or_stage(stage)?;
+            let new_base = (w0 + correction).or_stage(stage)?;
+            lora_init.insert(format!("{module}.lora_A.weight"), a.clone());
+            lora_init.insert(format!("{module}.lora_B.weight"), b.clone());
+            lora_init.insert(w_name.clone(), new_base.clone());
+            lora_weights.insert(w_name, new_base);
+            factors.insert(module.clone(), LoraFactors { a, b });
+            masks.insert(module.clone(), Arc::new(idx));
+            values.insert(module.clone(), vals_t.clone());
+            factored.push(Factored { module: module.clone(), singular_values: init.singular_values, energy_kept: init.energy_kept });
+            bar.inc(1);
+        }
+        bar.finish_and_clear();
+        if factored.is_empty() {
+            return Err(ctx.error(format!("{} holds no sparse matrices", super::stage1::SPARSE_DELTA_FILE)));
+        }
+
+        // Switch check: stage 1's sparse model against the LoRA-initialised model on one test batch.
+        let partition = ctx.input("partition")?;
+        let data_labels = slora_data::LabelSet::read(&partition.file("labels.json")).or_stage(stage)?;
+        let test = slora_data::read_shard(&partition.file("test.parquet")).or_stage(stage)?;
+        let n = test.len().min(fed::SWITCH_CHECK_ROWS);
+        if n == 0 {
+            return Err(ctx.error("the test shard is empty: no batch for the switch check"));
+        }
+        let batch = Batch::collate(&test.input_ids[..n], &test.labels[..n], base.config.pad_token_id).or_stage(stage)?;
+        let mut sparse_weights = base.weights.clone();
+        for (k, v) in &head {
+            sparse_weights.insert(k.clone(), v.clone());
+            lora_weights.insert(k.clone(), v.clone());
+        }
+        let sparse_spec = fed::train_spec(cfg, Mode::Sparse(SparseSpec { density: cfg.stage1.density, masks, values }), data_labels.num_labels);
+        let (sparse_model, _) = fed::build_classifier(stage, &base.config, &sparse_weights, &sparse_spec)?;
+        let lora_spec = LoraSpec { r: d.rank, lora_alpha: d.lora_alpha, dropout: 0.0, init: factors };
+        let lora_spec = fed::train_spec(cfg, Mode::Lora(lora_spec), data_labels.num_labels);
+        let (lora_model, _) = fed::build_classifier(stage, &base.config, &lora_weights, &lora_spec)?;
+        let before = sparse_model.predict(&batch).or_stage(stage)?;
+        let after = lora_model.predict(&batch).or_stage(stage)?;
+        let max_change = (before - after)
+            .and_then(|t| t.abs())
+            .and_then(|t| t.max_all())
+            .and_then(|t| t.to_scalar::<f32>())
+            .or_stage(stage)? as f64;
+        let passed = max_change <= SWITCH_TOLERANCE;
+        tracing::info!("{stage}: largest logit change across the switch {max_change:.3e} on {n} test rows ({} init)", d.init);
+        if d.init == DecomposeInit::Svd && !passed {
+            return Err(ctx.error(format!(
+                "switch check failed: the largest logit change across the switch is {max_change:.3e} > {SWITCH_TOLERANCE:e}"
+            )));
+        }
+
+        slora_federation::write_safetensors(&out.join(LORA_INIT_FILE), &lora_init).or_stage(stage)?;
+        write_spectrum(&out.join("spectrum.parquet"), &factored, d.rank)?;
+        let energies: Vec<f64> = factored.iter().map(|f| f.energy_kept).collect();
+        let per_module: serde_json::Map<String, Value> = factored
+            .iter()
+            .map(|f| {
+                (f.module.clone(), json!({ "energy_kept": f.energy_kept, "top_singular_values": &f.singular_values[..f.singular_values.len().min(d.rank)] }))
+            })
+            .collect();
+        Ok(json!({
+            "rank": d.rank,
+            "lora_alpha": d.lora_alpha,
+            "scale": scale,
+            "init": d.init.to_string(),
+            "matrices": factored.len(),
+            "energy_kept_mean": energies.iter().sum::<f64>() / energies.len() as f64,
+            "energy_kept_min": energies.iter().cloned().fold(f64::INFINITY, f64::min),
+            "energy_kept_max": energies.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+            "modules": per_module,
+            "switch_check": {
+                "max_abs_logit_change": max_change,
+                "rows": n,
+                "tolerance": SWITCH_TOLERANCE,
+                "passed": passed,
+                "enforced": d.init == DecomposeInit::Svd,
+            },
+        }))
+    }
+}
+
+/// Writes `spectrum.parquet`: one row per (module, singular value index).
+fn write_spectrum(path: &Path, factored: &[Factored], rank: usize) -> Result<(), PipelineError> {
+    let (mut module, mut index, mut sv, mut cum, mut kept, mut ranks) = (vec![], vec![], vec![], vec![], vec![], vec![]);
+    for f in factored {
+        let total: f64 = f.singular_values.iter().map(|&s| (s as f64).powi(2)).sum();
+        let mut acc = 0.0;
+        for (i, &s) in f.singular_values.iter().enumerate() {
+            acc += (s as f64).powi(2);
+            module.push(f.module.clone());
+            index.push(i as u32);
+            sv.push(s as f64);
+            cum.push(if total > 0.0 { acc / total } else { 1.0 });
+            kept.push(f.energy_kept);
+            ranks.push(rank as u32);
+        }
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("module", DataType::Utf8, false),
+        Field::new("index", DataType::UInt32, false),
+        Field::new("singular_value", DataType::Float64, false),
+        Field::new("cumulative_energy", DataType::Float64, false),
+        Field::new("energy_kept", DataType::Float64, false),
+        Field::new("rank", DataType::UInt32, false),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(StringArray::from(module)),
+        Arc::new(UInt32Array::from(index)),
+        Arc::new(Float64Array::from(sv)),
+        Arc::new(Float64Array::from(cum)),
+        Arc::new(Float64Array::from(kept)),
+        Arc::new(UInt32Array::from(ranks)),
+    ];
+    let batch = RecordBatch::try_new(schema.clone(), columns)?;
+    let file = std::fs::File::create(path).at(path)?;
+    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None)?;
+    writer.write(&batch)?;
+    writer.close()?;
+    Ok(())
+}
+
+/// `pipeline inspect decompose`: rank, energy kept per matrix, the switch check.
+pub fn inspect(artifact: &crate::store::Artifact) -> Result<(Value, String), PipelineError> {
+    let s = &artifact.manifest.summary;
+    let sc = &s["switch_check"];
+    let mut text = format!(
+        "decompose {} at {}\n  rank {} | lora_alpha {} | init {} | {} matrices\n  energy kept at rank {}: mean {:.4}, min {:.4}, max {:.4}\n  switch check: max |Δlogit| = {:.3e} on {} rows (tolerance {:e}{}) -> {}\n",
+        artifact.short_key(),
+        artifact.dir.display(),
+        s["rank"],
+        s["lora_alpha"],
+        s["init"].as_str().unwrap_or("?"),
+        s["matrices"],
+        s["rank"],
+        s["energy_kept_mean"].as_f64().unwrap_or(f64::NAN),
+        s["energy_kept_min"].as_f64().unwrap_or(f64::NAN),
+        s["energy_kept_max"].as_f64().unwrap_or(f64::NAN),
+        sc["max_abs_logit_change"].as_f64().unwrap_or(f64::NAN),
+        sc["rows"],
+        SWITCH_TOLERANCE,
+        if sc["enforced"].as_bool() == Some(true) { ", enforced" } else { ", not enforced for this init" },
+        if sc["passed"].as_bool() == Some(true) { "ok" } else { "exceeded" },
+    );
+    text.push_str(&format!("  {:<58} {:>8}  top singular values\n", "matrix", "energy"));
+    if let Some(m) = s["modules"].as_object() {
+        for (name, v) in m {
+            let top: Vec<String> = v["top_singular_values"]
+                .as_array()
+                .map(|a| a.iter().take(4).map(|x| format!("{:.4}", x.as_f64().unwrap_or(f64::NAN))).collect())
+                .unwrap_or_default();
+            text.push_str(&format!("  {name:<58} {:>8.4}  {}\n", v["energy_kept"].as_f64().unwrap_or(f64::NAN), top.join(" ")));
+        }
+    }
+    let value = json!({ "stage": "decompose", "key": artifact.key, "dir": artifact.dir, "summary": s });
+    Ok((value, text))
+}

@@ -1,0 +1,201 @@
+//! What the federated stages (stage1, stage2, baselines) share: loading the model and the partition
+//! shards, the training spec and optimizer settings from the config, the params that key them, and
+//! one call that runs FedAvg with round checkpoints in the stage's work folder.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+use slora_federation::{
+    run_fedavg, CheckpointStore, ClassifierLearner, FedAvgConfig, FedOutcome, OptimSettings, Schedule, Shard,
+};
+use slora_model::optim::AdamWConfig;
+use slora_model::{Classifier, EncoderConfig, InitReport, Mode, ModelFiles, TargetModules, TrainSpec, Weights};
+
+use crate::config::{self, Config};
+use crate::error::PipelineError;
+use crate::stage::StageCtx;
+use crate::store::Artifact;
+
+/// Rows of the test batch used for the switch check (decompose).
+pub const SWITCH_CHECK_ROWS: usize = 32;
+
+/// Maps a library error into this stage's [`PipelineError::Stage`] (one line, cause included).
+pub trait OrStage<T> {
+    /// `stage: <error>`.
+    fn or_stage(self, stage: &str) -> Result<T, PipelineError>;
+}
+
+impl<T, E: std::fmt::Display> OrStage<T> for Result<T, E> {
+    fn or_stage(self, stage: &str) -> Result<T, PipelineError> {
+        self.map_err(|e| PipelineError::stage(stage, e.to_string()))
+    }
+}
+
+/// The encoder: its files, config and base weights.
+pub struct BaseModel {
+    /// Where the files are.
+    pub files: ModelFiles,
+    /// The architecture.
+    pub config: EncoderConfig,
+    /// Base weights (normalised names, f32).
+    pub weights: Weights,
+}
+
+/// Resolves and loads `model.source` at `model.revision`.
+pub fn load_base_model(cfg: &Config, stage: &str) -> Result<BaseModel, PipelineError> {
+    let files = ModelFiles::resolve(&cfg.model.source, &cfg.model.revision).or_stage(stage)?;
+    let config = EncoderConfig::from_file(&files.config).or_stage(stage)?;
+    let weights = Weights::load(&files.weights, &config).or_stage(stage)?;
+    Ok(BaseModel { files, config, weights })
+}
+
+/// The params every model-reading stage is keyed by: model id, revision and file hashes.
+pub fn model_params(cfg: &Config) -> Value {
+    let (config_sha256, weights_sha256) = match ModelFiles::resolve(&cfg.model.source, &cfg.model.revision) {
+        Ok(f) => (crate::hashing::input_hash(&f.config), crate::hashing::input_hash(&f.weights)),
+        Err(e) => (format!("unresolved: {e}"), format!("unresolved: {e}")),
+    };
+    json!({
+        "source": cfg.model.source,
+        "revision": cfg.model.revision,
+        "config_sha256": config_sha256,
+        "weights_sha256": weights_sha256,
+    })
+}
+
+/// Params shared by every federated run: seed, model, `[federation]`, `[optim]`, `[adapter]`.
+pub fn federated_params(cfg: &Config) -> Value {
+    json!({
+        "seed": cfg.run.seed,
+        "model": model_params(cfg),
+        "federation": cfg.federation,
+        "optim": cfg.optim,
+        "adapter": cfg.adapter,
+    })
+}
+
+/// The partition artifact's client shards, test shard and label count.
+pub struct Data {
+    /// One shard per client.
+    pub clients: Vec<Shard>,
+    /// The evaluation rows (the test shard, or its stratified subsample of `federation.eval_max_rows`).
+    pub test: Shard,
+    /// Classifier size.
+    pub num_labels: usize,
+}
+
+/// Reads the shards of the partition artifact.
+pub fn load_data(ctx: &StageCtx, partition: &Artifact) -> Result<Data, PipelineError> {
+    let stage = ctx.stage;
+    let labels = slora_data::LabelSet::read(&partition.file("labels.json")).or_stage(stage)?;
+    let mut clients = Vec::new();
+    for i in 0..ctx.config.partition.clients {
+        let path = partition.file(&slora_data::shard::client_file_name(i));
+        let s = slora_data::read_shard(&path).or_stage(stage)?;
+        clients.push(Shard { input_ids: s.input_ids, labels: s.labels });
+    }
+    let test = slora_data::read_shard(&partition.file("test.parquet")).or_stage(stage)?;
+    let keep = slora_data::stratified_subsample(&test.labels, ctx.config.federation.eval_max_rows, ctx.config.run.seed);
+    let test = Shard { input_ids: test.input_ids, labels: test.labels }.select(&keep);
+    Ok(Data { clients, test, num_labels: labels.num_labels })
+}
+
+/// A training spec in `mode` with the config's targets, `modules_to_save`, seed and dropout.
+pub fn train_spec(cfg: &Config, mode: Mode, num_labels: usize) -> TrainSpec {
+    let mut spec = TrainSpec::new(mode, num_labels, cfg.run.seed);
+    spec.targets = TargetModules::Names(cfg.adapter.target_modules.clone());
+    spec.modules_to_save = cfg.adapter.modules_to_save.clone();
+    spec.dropout = (cfg.optim.dropout >= 0.0).then_some(cfg.optim.dropout);
+    spec
+}
+
+/// Client optimizer settings from `[optim]` with learning rate `lr`.
+pub fn optim_settings(cfg: &Config, lr: f64) -> OptimSettings {
+    let o = &cfg.optim;
+    OptimSettings {
+        adamw: AdamWConfig { lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weight_decay: o.weight_decay },
+        schedule: match o.schedule {
+            config::Schedule::Constant => Schedule::Constant,
+            config::Schedule::Linear => Schedule::Linear { warmup_steps: o.warmup_steps as u64 },
+        },
+    }
+}
+
+/// The FedAvg settings of one run from `[federation]` and `[run]`.
+pub fn fedavg_config(cfg: &Config, method: &str, rounds: usize, round_offset: u32, cum_bytes_up_start: u64) -> FedAvgConfig {
+    let f = &cfg.federation;
+    FedAvgConfig {
+        method: method.to_string(),
+        rounds: rounds as u32,
+        round_offset,
+        clients_per_round: f.clients_per_round,
+        local_epochs: f.local_epochs as u32,
+        batch_size: f.batch_size,
+        eval_every: f.eval_every as u32,
+        eval_batch_size: f.batch_size.max(64),
+        seed: cfg.run.seed,
+        cum_bytes_up_start,
+        wall_seconds_start: 0.0,
+    }
+}
+
+/// Builds the classifier and logs what the head initialisation did.
+pub fn build_classifier(
+    stage: &str,
+    base: &EncoderConfig,
+    weights: &Weights,
+    spec: &TrainSpec,
+) -> Result<(Classifier, InitReport), PipelineError> {
+    let (model, report) = Classifier::new(base, weights, spec).or_stage(stage)?;
+    tracing::info!(
+        "{stage}: {} trainable parameters in {} tensors{}",
+        model.num_trainable_params(),
+        model.trainable_vars().len(),
+        if report.initialised.is_empty() { String::new() } else { format!("; head initialised from the seed: {:?}", report.initialised) }
+    );
+    Ok((model, report))
+}
+
+/// Runs FedAvg for `learner` with round checkpoints in `<work_dir>/<method>/` (resumed when present).
+pub fn run_federated(
+    ctx: &StageCtx,
+    learner: &mut ClassifierLearner,
+    data: &Data,
+    fed: &FedAvgConfig,
+) -> Result<FedOutcome, PipelineError> {
+    let dir = ctx.work_dir.join(&fed.method);
+    let store = CheckpointStore::open(&dir, format!("{}:{}:{}", ctx.stage, ctx.key, fed.method)).or_stage(ctx.stage)?;
+    run_fedavg(learner, &data.clients, &data.test, fed, Some(&store)).or_stage(ctx.stage)
+}
+
+/// A JSON summary of a finished run for the manifest.
+pub fn run_summary(outcome: &FedOutcome, model: &Classifier) -> Value {
+    let last = outcome.metrics.last();
+    let last_eval = outcome.metrics.iter().rev().find(|m| m.accuracy.is_some());
+    json!({
+        "rounds": outcome.metrics.len().saturating_sub(1),
+        "final_accuracy": last_eval.and_then(|m| m.accuracy),
+        "final_loss": last_eval.and_then(|m| m.loss),
+        "initial_accuracy": outcome.metrics.first().and_then(|m| m.accuracy),
+        "trainable_params": model.num_trainable_params(),
+        "bytes_up_per_client": last.map(|m| m.bytes_up_per_client),
+        "bytes_down_per_client": last.map(|m| m.bytes_down_per_client),
+        "cum_bytes_up": last.map(|m| m.cum_bytes_up),
+        "wall_seconds": last.map(|m| m.wall_seconds),
+        "resumed_from_round": outcome.resumed_from,
+    })
+}
+
+/// Writes `metrics.parquet` into `out`.
+pub fn write_metrics(out: &Path, rows: &[slora_federation::RoundMetrics], stage: &str) -> Result<(), PipelineError> {
+    slora_federation::metrics::write_parquet(&out.join("metrics.parquet"), rows).or_stage(stage)
+}
+
+/// The head tensors of a trainable state (everything that is not an adapter tensor).
+pub fn head_tensors(state: &slora_federation::State) -> slora_federation::State {
+    state
+        .iter()
+        .filter(|(k, _)| !k.ends_with(".sparse_delta") && !k.ends_with(".lora_A.weight") && !k.ends_with(".lora_B.weight"))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}

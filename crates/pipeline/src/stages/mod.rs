@@ -1,0 +1,53 @@
+//! The stage registry: every stage of the plan, in order, with its deps.
+//!
+//! Adding a stage = `pub mod <name>;` plus one line in [`registry`]. Stages of [`PLAN`] that are not
+//! registered yet answer "not implemented yet".
+
+pub mod baselines;
+pub mod decompose;
+pub mod federated;
+pub mod partition;
+pub mod stage1;
+pub mod stage2;
+
+use crate::stage::Stage;
+
+/// Every stage of the pipeline, in run order (`pipeline all` runs them in this order).
+pub const PLAN: &[&str] = &["partition", "stage1", "decompose", "stage2", "baselines", "report"];
+
+/// The implemented stages, in [`PLAN`] order.
+pub fn registry() -> Vec<Box<dyn Stage>> {
+    vec![
+        Box::new(partition::Partition),
+        Box::new(stage1::Stage1),
+        Box::new(decompose::Decompose),
+        Box::new(stage2::Stage2),
+        Box::new(baselines::Baselines),
+        // Box::new(report::Report),
+    ]
+}
+
+/// The registered stage called `name`.
+pub fn find(name: &str) -> Option<Box<dyn Stage>> {
+    registry().into_iter().find(|s| s.name() == name)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn registry_follows_plan_and_deps_come_first() {
+        let reg = registry();
+        let pos = |n: &str| PLAN.iter().position(|p| *p == n);
+        let mut last = None;
+        for s in &reg {
+            let p = pos(s.name()).unwrap_or_else(|| panic!("{} is not in PLAN", s.name()));
+            assert!(last < Some(p), "{} out of PLAN order", s.name());
+            last = Some(p);
+            for d in s.deps() {
+                assert!(pos(d) < Some(p), "{} depends on later stage {d}", s.name());
+            }
+        }
+    }
+}

@@ -1,0 +1,244 @@
+//! Stage `partition`: load the data, subsample, tokenize, split the train rows among clients, and
+//! write `client-NNNNN.parquet`, `test.parquet`, `stats.parquet` and `labels.json`.
+//!
+//! Shard columns: `input_ids` List<UInt32>, `label` UInt32, `row_id` UInt64 (see
+//! `slora_data::shard`). `labels.json` holds `num_labels` and the label names; the manifest summary
+//! repeats them with the row counts. Subsampling (`data.max_train` / `data.max_test`) and
+//! partitioning are seeded with `partition.seed`.
+
+use crate::config::{Config, PartitionScheme};
+use crate::error::PipelineError;
+use crate::hashing::input_hash;
+use crate::stage::{Stage, StageCtx};
+use crate::store::Artifact;
+use rayon::prelude::*;
+use serde_json::{json, Value};
+use slora_data::partition::{label_counts, label_entropy_bits, mean_label_entropy_bits};
+use slora_data::shard::{client_file_name, read_stats, write_rows, write_stats};
+use slora_data::{DatasetSpec, LabelSet, Scheme};
+use std::path::{Path, PathBuf};
+
+/// The file holding the test rows.
+pub const TEST_FILE: &str = "test.parquet";
+/// The client x label counts.
+pub const STATS_FILE: &str = "stats.parquet";
+/// `num_labels` and the label names.
+pub const LABELS_FILE: &str = "labels.json";
+
+/// The partition stage.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Partition;
+
+/// The data file(s) the config names, resolved (local path, or a file in the hub cache).
+pub fn resolve_data_files(cfg: &Config) -> Result<(PathBuf, Option<PathBuf>), PipelineError> {
+    let d = &cfg.data;
+    let source = slora_hub::resolve_dataset_file(&d.source, &d.revision, &d.hub_file)?;
+    let test = if d.test_source.is_empty() {
+        None
+    } else {
+        Some(slora_hub::resolve_dataset_file(&d.test_source, &d.revision, &d.hub_file)?)
+    };
+    Ok((source, test))
+}
+
+/// The model's `tokenizer.json`, resolved.
+pub fn resolve_tokenizer(cfg: &Config) -> Result<PathBuf, PipelineError> {
+    let dir = slora_hub::resolve_model_dir(&cfg.model.source, &cfg.model.revision, &["tokenizer.json"])?;
+    Ok(dir.join("tokenizer.json"))
+}
+
+fn hash_or_error<T>(r: Result<T, PipelineError>, path: impl Fn(&T) -> &Path) -> String {
+    match r {
+        Ok(v) => input_hash(path(&v)),
+        Err(e) => format!("unresolved: {e}"),
+    }
+}
+
+impl Partition {
+    fn scheme(cfg: &Config) -> Scheme {
+        let p = &cfg.partition;
+        match p.scheme {
+            PartitionScheme::Iid => Scheme::Iid,
+            PartitionScheme::Dirichlet => Scheme::Dirichlet { alpha: p.alpha, min_client_size: p.min_client_size },
+            PartitionScheme::Pathological => Scheme::Pathological { classes_per_client: p.classes_per_client },
+        }
+    }
+}
+
+impl Stage for Partition {
+    fn name(&self) -> &'static str {
+        "partition"
+    }
+
+    fn code_version(&self) -> u32 {
+        1
+    }
+
+    fn deps(&self) -> &'static [&'static str] {
+        &[]
+    }
+
+    fn params(&self, cfg: &Config) -> Value {
+        let d = &cfg.data;
+        let files = resolve_data_files(cfg);
+        let mut data = json!({
+            "source_sha256": hash_or_error(files.as_ref().map_err(clone_err), |f| &f.0),
+            "text_column": d.text_column,
+            "label_column": d.label_column,
+            "max_len": d.max_len,
+            "max_train": d.max_train,
+            "max_test": d.max_test,
+        });
+        if let Ok((_, Some(test))) = &files {
+            data["test_source_sha256"] = json!(input_hash(test));
+        } else if !d.test_source.is_empty() {
+            data["test_source_sha256"] = json!("unresolved");
+        } else {
+            data["split_column"] = json!(d.split_column);
+            data["train_split"] = json!(d.train_split);
+            data["test_split"] = json!(d.test_split);
+        }
+        let p = &cfg.partition;
+        let mut part = json!({ "clients": p.clients, "scheme": p.scheme.to_string(), "seed": p.seed });
+        match p.scheme {
+            PartitionScheme::Iid => {}
+            PartitionScheme::Dirichlet => {
+                part["alpha"] = json!(p.alpha);
+                part["min_client_size"] = json!(p.min_client_size);
+            }
+            PartitionScheme::Pathological => part["classes_per_client"] = json!(p.classes_per_client),
+        }
+        json!({
+            "data": data,
+            "tokenizer_sha256": hash_or_error(resolve_tokenizer(cfg), |p| p.as_path()),
+            "partition": part,
+        })
+    }
+
+    fn run(&self, ctx: &StageCtx, out: &Path) -> Result<Value, PipelineError> {
+        let cfg = ctx.config;
+        let (source, test_source) = resolve_data_files(cfg)?;
+        let d = &cfg.data;
+        let spec = DatasetSpec {
+            source: source.clone(),
+            test_source,
+            text_column: d.text_column.clone(),
+            label_column: d.label_column.clone(),
+            split_column: d.split_column.clone(),
+            train_split: d.train_split.clone(),
+            test_split: d.test_split.clone(),
+        };
+        let ds = slora_data::load_dataset(&spec)?;
+        let seed = cfg.partition.seed;
+        let train = ds.train.select(&slora_data::stratified_subsample(&ds.train.labels, d.max_train, seed));
+        let test = ds.test.select(&slora_data::stratified_subsample(&ds.test.labels, d.max_test, seed));
+        tracing::info!(
+            "partition: {} train / {} test rows, {} labels from {}",
+            train.len(),
+            test.len(),
+            ds.labels.num_labels,
+            source.display()
+        );
+
+        let tokenizer = slora_data::load_tokenizer(&resolve_tokenizer(cfg)?, d.max_len)?;
+        let train_tok = slora_data::tokenize(&tokenizer, &train.texts, &ctx.progress(train.len() as u64, "tokenize train"))?;
+        let test_tok = slora_data::tokenize(&tokenizer, &test.texts, &ctx.progress(test.len() as u64, "tokenize test"))?;
+
+        let num_labels = ds.labels.num_labels;
+        let parts = slora_data::partition(&train.labels, num_labels, cfg.partition.clients, &Self::scheme(cfg), seed)?;
+
+        // Shards: every client, then the test set; written in parallel.
+        let bar = ctx.progress(parts.len() as u64 + 1, "write shards");
+        let jobs: Vec<(String, Vec<usize>, bool)> = parts
+            .iter()
+            .enumerate()
+            .map(|(i, rows)| (client_file_name(i), rows.clone(), false))
+            .chain(std::iter::once((TEST_FILE.to_string(), (0..test.len()).collect(), true)))
+            .collect();
+        jobs.par_iter().try_for_each(|(name, rows, is_test)| {
+            let (split, tok) = if *is_test { (&test, &test_tok) } else { (&train, &train_tok) };
+            let ids: Vec<&[u32]> = rows.iter().map(|&r| tok.ids[r].as_slice()).collect();
+            let labels: Vec<u32> = rows.iter().map(|&r| split.labels[r]).collect();
+            let row_ids: Vec<u64> = rows.iter().map(|&r| split.row_ids[r]).collect();
+            write_rows(&out.join(name), &ids, &labels, &row_ids)?;
+            bar.inc(1);
+            Ok::<(), PipelineError>(())
+        })?;
+        bar.finish_and_clear();
+
+        let counts = label_counts(&train.labels, &parts, num_labels);
+        write_stats(&out.join(STATS_FILE), &counts, &ds.labels.names)?;
+        LabelSet::new(ds.labels.names.clone()).write(&out.join(LABELS_FILE))?;
+
+        let token_rows = |t: &slora_data::Tokenized| t.ids.iter().map(Vec::len).sum::<usize>();
+        Ok(json!({
+            "clients": parts.len(),
+            "train_rows": train.len(),
+            "test_rows": test.len(),
+            "num_labels": num_labels,
+            "label_names": ds.labels.names,
+            "rows_per_client": parts.iter().map(Vec::len).collect::<Vec<_>>(),
+            "mean_label_entropy_bits": mean_label_entropy_bits(&counts),
+            "empty_texts": { "train": train_tok.empty_texts, "test": test_tok.empty_texts },
+            "truncated": { "train": train_tok.truncated, "test": test_tok.truncated },
+            "tokens": { "train": token_rows(&train_tok), "test": token_rows(&test_tok) },
+            "scheme": cfg.partition.scheme.to_string(),
+        }))
+    }
+}
+
+fn clone_err(e: &PipelineError) -> PipelineError {
+    PipelineError::config(e.to_string())
+}
+
+/// `pipeline inspect partition`: clients, rows per client, label histograms, entropy, test rows.
+pub fn inspect(a: &Artifact) -> Result<(Value, String), PipelineError> {
+    let (counts, names) = read_stats(&a.file(STATS_FILE))?;
+    let test_rows = a.manifest.summary.get("test_rows").and_then(Value::as_u64).unwrap_or(0);
+    let rows: Vec<u64> = counts.iter().map(|c| c.iter().sum()).collect();
+    let mut sorted = rows.clone();
+    sorted.sort_unstable();
+    let n = sorted.len();
+    let median = match n {
+        0 => 0.0,
+        _ if n % 2 == 1 => sorted[n / 2] as f64,
+        _ => (sorted[n / 2 - 1] + sorted[n / 2]) as f64 / 2.0,
+    };
+    let (min, max) = (sorted.first().copied().unwrap_or(0), sorted.last().copied().unwrap_or(0));
+    let entropy: Vec<f64> = counts.iter().map(|c| label_entropy_bits(c)).collect();
+    let mean_entropy = mean_label_entropy_bits(&counts);
+    let value = json!({
+        "stage": a.stage,
+        "key": a.key,
+        "dir": a.dir,
+        "clients": n,
+        "num_labels": names.len(),
+        "label_names": names,
+        "train_rows": rows.iter().sum::<u64>(),
+        "test_rows": test_rows,
+        "rows_per_client": rows,
+        "rows_per_client_stats": { "min": min, "median": median, "max": max },
+        "label_histogram": counts,
+        "label_entropy_bits": entropy,
+        "mean_label_entropy_bits": mean_entropy,
+    });
+    let mut text = format!("partition {} at {}\n", a.short_key(), a.dir.display());
+    text.push_str(&format!(
+        "clients {n}, train rows {} (per client min {min} / median {median} / max {max}), test rows {test_rows}, labels {}\n",
+        rows.iter().sum::<u64>(),
+        names.len()
+    ));
+    text.push_str(&format!(
+        "mean per-client label entropy {mean_entropy:.3} bits (uniform over {} labels: {:.3})\n",
+        names.len(),
+        (names.len().max(1) as f64).log2()
+    ));
+    text.push_str("client   rows  entropy  labels (id:rows, largest first)\n");
+    for (c, hist) in counts.iter().enumerate() {
+        let mut nz: Vec<(usize, u64)> = hist.iter().copied().enumerate().filter(|(_, k)| *k > 0).collect();
+        nz.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
+        let labels: Vec<String> = nz.iter().map(|(l, k)| format!("{l}:{k}")).collect();
+        text.push_str(&format!("{c:>6} {:>6} {:>8.3}  {}\n", rows[c], entropy[c], labels.join(" ")));
+    }
+    Ok((value, text))
+}

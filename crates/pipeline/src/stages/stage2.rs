@@ -1,0 +1,101 @@
+//! `stage2`: SLoRA's second stage, federated LoRA from the decompose artifact.
+//!
+//! The base is the corrected base of `lora_init.safetensors`, the factors start from its A and B, and
+//! the head continues from stage 1's head; clients train and upload A, B and the head, which the
+//! server averages. Rounds continue stage 1's numbering (round `stage1.rounds + k`, so client
+//! sampling matches a baseline's round of the same number) and its cumulative upload bytes and wall
+//! time. Outputs: `metrics.parquet` (method `slora-stage2`, its first row the evaluation right after
+//! the switch) and the final adapter in peft's format in `adapter/`.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use serde_json::{json, Value};
+use slora_federation::ClassifierLearner;
+use slora_model::peft::{save_adapter, PeftAdapter};
+use slora_model::{LoraFactors, LoraSpec, Mode};
+
+use super::federated::{self as fed, OrStage};
+use crate::config::Config;
+use crate::error::PipelineError;
+use crate::stage::{Stage, StageCtx};
+
+/// The `stage2` stage.
+pub struct Stage2;
+
+/// The metrics `method` of this stage.
+pub const METHOD: &str = "slora-stage2";
+/// Folder of the final adapter in peft's format.
+pub const ADAPTER_DIR: &str = "adapter";
+
+impl Stage for Stage2 {
+    fn name(&self) -> &'static str {
+        "stage2"
+    }
+
+    fn code_version(&self) -> u32 {
+        1
+    }
+
+    fn deps(&self) -> &'static [&'static str] {
+        &["partition", "stage1", "decompose"]
+    }
+
+    fn params(&self, cfg: &Config) -> Value {
+        let mut p = fed::federated_params(cfg);
+        p["stage2"] = json!(cfg.stage2);
+        p
+    }
+
+    fn run(&self, ctx: &StageCtx, out: &Path) -> Result<Value, PipelineError> {
+        let cfg = ctx.config;
+        let stage = ctx.stage;
+        let data = fed::load_data(ctx, ctx.input("partition")?)?;
+        let base = fed::load_base_model(cfg, stage)?;
+
+        // Stage 1's last metrics row: where round numbers, upload bytes and wall time continue from.
+        let stage1 = ctx.input("stage1")?;
+        let stage1_rows = slora_federation::metrics::read_parquet(&stage1.file("metrics.parquet")).or_stage(stage)?;
+        let last = stage1_rows.last().ok_or_else(|| ctx.error("stage1 metrics.parquet has no rows"))?;
+
+        let decompose = ctx.input("decompose")?;
+        let init = slora_federation::read_safetensors(&decompose.file(super::decompose::LORA_INIT_FILE)).or_stage(stage)?;
+        let mut weights = base.weights.clone();
+        let mut factors: BTreeMap<String, LoraFactors> = BTreeMap::new();
+        for (name, t) in &init {
+            if let Some(module) = name.strip_suffix(".lora_A.weight") {
+                let b = init
+                    .get(&format!("{module}.lora_B.weight"))
+                    .ok_or_else(|| ctx.error(format!("lora_init lacks `{module}.lora_B.weight`")))?;
+                factors.insert(module.to_string(), LoraFactors { a: t.clone(), b: b.clone() });
+            } else if !name.ends_with(".lora_B.weight") {
+                weights.insert(name.clone(), t.clone()); // corrected base tensors and the stage-1 head
+            }
+        }
+        let d = &cfg.decompose;
+        let rank = factors.values().next().map(|f| f.a.dims()[0]).ok_or_else(|| ctx.error("lora_init holds no LoRA factors"))?;
+        let lora = LoraSpec { r: rank, lora_alpha: d.lora_alpha, dropout: cfg.stage2.lora_dropout, init: factors };
+        let spec = fed::train_spec(cfg, Mode::Lora(lora), data.num_labels);
+        let (model, _) = fed::build_classifier(stage, &base.config, &weights, &spec)?;
+        let mut learner = ClassifierLearner::new(model, fed::optim_settings(cfg, cfg.stage2.lr));
+        let mut fedcfg = fed::fedavg_config(cfg, METHOD, cfg.stage2.rounds, last.round, last.cum_bytes_up);
+        fedcfg.wall_seconds_start = last.wall_seconds;
+        let outcome = fed::run_federated(ctx, &mut learner, &data, &fedcfg)?;
+
+        let model = learner.model();
+        let adapter = PeftAdapter::from_classifier(model, Some(&cfg.model.source)).or_stage(stage)?;
+        save_adapter(&out.join(ADAPTER_DIR), &adapter).or_stage(stage)?;
+        fed::write_metrics(out, &outcome.metrics, stage)?;
+        let mut summary = fed::run_summary(&outcome, model);
+        summary["method"] = json!(METHOD);
+        summary["rank"] = json!(rank);
+        summary["lora_alpha"] = json!(d.lora_alpha);
+        summary["round_offset"] = json!(last.round);
+        Ok(summary)
+    }
+}
+
+/// `pipeline inspect stage2`: the metrics table.
+pub fn inspect(artifact: &crate::store::Artifact) -> Result<(Value, String), PipelineError> {
+    super::baselines::inspect_metrics(artifact)
+}

@@ -1,0 +1,193 @@
+//! The content-addressed artifact store: `artifacts/<stage>/<key>/` folders with a `manifest.json`,
+//! `artifacts/pipeline.lock`, and a process lock on the whole directory.
+//!
+//! A stage writes into `artifacts/<stage>/.tmp-<key>-<pid>/`; [`Store::commit`] hashes every file
+//! into the manifest and renames the folder to `artifacts/<stage>/<key>/`. A folder is only taken as
+//! an artifact when its manifest exists and every listed file matches its sha256 ([`Store::lookup`]);
+//! temporary folders are never looked at, and leftovers of a killed process are removed when the
+//! next process takes the lock.
+
+mod artifact;
+mod manifest;
+
+pub use artifact::Artifact;
+pub use manifest::{flatten, input_hashes, FileRecord, LockEntry, Manifest, PipelineLock, MANIFEST_FILE};
+
+use crate::error::{IoContext, PipelineError};
+use crate::fsutil::{remove_dir_if_exists, write_atomic};
+use std::fs::File;
+use std::io::{Read, Seek, Write};
+use std::path::{Path, PathBuf};
+
+/// The lock file name inside the artifacts directory.
+pub const PROCESS_LOCK_FILE: &str = ".lock";
+/// The pipeline lock file name inside the artifacts directory.
+pub const PIPELINE_LOCK_FILE: &str = "pipeline.lock";
+
+/// An artifacts directory. [`Store::open`] holds an exclusive lock for the life of the value.
+#[derive(Debug)]
+pub struct Store {
+    root: PathBuf,
+    _lock: Option<File>,
+}
+
+impl Store {
+    /// Opens (creating) `root` for writing: takes the process lock or fails at once with
+    /// "artifacts dir locked by pid N", then removes leftovers (`.tmp-*`, `.old-*`) of dead processes.
+    pub fn open(root: &Path) -> Result<Store, PipelineError> {
+        std::fs::create_dir_all(root).at(root)?;
+        let root = std::path::absolute(root).at(root)?;
+        let lock_path = root.join(PROCESS_LOCK_FILE);
+        let mut file = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&lock_path)
+            .at(&lock_path)?;
+        let locked = fs4::fs_std::FileExt::try_lock_exclusive(&file).at(&lock_path)?;
+        if !locked {
+            let mut pid = String::new();
+            let _ = file.read_to_string(&mut pid);
+            let pid = if pid.trim().is_empty() { "?".to_string() } else { pid.trim().to_string() };
+            return Err(PipelineError::Locked { dir: root, pid });
+        }
+        file.set_len(0).at(&lock_path)?;
+        file.rewind().at(&lock_path)?;
+        write!(file, "{}", std::process::id()).at(&lock_path)?;
+        let store = Store { root, _lock: Some(file) };
+        store.remove_leftovers()?;
+        Ok(store)
+    }
+
+    /// Opens `root` for reading only (status, inspect): no lock, nothing created.
+    pub fn open_read_only(root: &Path) -> Store {
+        let root = std::path::absolute(root).unwrap_or_else(|_| root.to_path_buf());
+        Store { root, _lock: None }
+    }
+
+    /// The artifacts directory.
+    pub fn root(&self) -> &Path {
+        &self.root
+    }
+
+    /// Whether this value holds the process lock.
+    pub fn is_writable(&self) -> bool {
+        self._lock.is_some()
+    }
+
+    /// `artifacts/<stage>/`.
+    pub fn stage_dir(&self, stage: &str) -> PathBuf {
+        self.root.join(stage)
+    }
+
+    /// `artifacts/<stage>/<key>/`.
+    pub fn artifact_dir(&self, stage: &str, key: &str) -> PathBuf {
+        self.stage_dir(stage).join(key)
+    }
+
+    /// `artifacts/<stage>/.work-<key>/`: resumable state (round checkpoints) of an unfinished run.
+    pub fn work_dir(&self, stage: &str, key: &str) -> PathBuf {
+        self.stage_dir(stage).join(format!(".work-{key}"))
+    }
+
+    /// The verified artifact of `stage` with `key`, or `None` when absent. A folder whose manifest is
+    /// unreadable or whose files do not match their hashes is a miss: warned about, not used.
+    pub fn lookup(&self, stage: &str, key: &str) -> Option<Artifact> {
+        let dir = self.artifact_dir(stage, key);
+        if !dir.exists() {
+            return None;
+        }
+        match Artifact::load(&dir) {
+            Ok(a) if a.manifest.stage == stage && a.manifest.key == key => Some(a),
+            Ok(_) => {
+                tracing::warn!("{}: manifest names another stage or key; rebuilding", dir.display());
+                None
+            }
+            Err(e) => {
+                tracing::warn!("{e}; rebuilding");
+                None
+            }
+        }
+    }
+
+    /// Creates a fresh temporary output folder for `stage`/`key`.
+    pub fn begin(&self, stage: &str, key: &str) -> Result<PathBuf, PipelineError> {
+        let tmp = self.stage_dir(stage).join(format!(".tmp-{key}-{}", std::process::id()));
+        remove_dir_if_exists(&tmp)?;
+        std::fs::create_dir_all(&tmp).at(&tmp)?;
+        Ok(tmp)
+    }
+
+    /// Hashes every file of `tmp` into `manifest.files`, writes `manifest.json`, and renames `tmp` to
+    /// `artifacts/<stage>/<key>/` (replacing an existing folder of the same key).
+    pub fn commit(&self, tmp: &Path, mut manifest: Manifest) -> Result<Artifact, PipelineError> {
+        manifest.files.clear();
+        for rel in crate::fsutil::list_files(tmp)? {
+            if rel == MANIFEST_FILE {
+                continue;
+            }
+            let path = tmp.join(&rel);
+            let bytes = std::fs::metadata(&path).at(&path)?.len();
+            let sha256 = crate::hashing::hash_file(&path)?;
+            manifest.files.insert(rel, FileRecord { sha256, bytes });
+        }
+        write_atomic(&tmp.join(MANIFEST_FILE), &serde_json::to_vec_pretty(&manifest)?)?;
+        let dest = self.artifact_dir(&manifest.stage, &manifest.key);
+        if dest.exists() {
+            let old = self.stage_dir(&manifest.stage).join(format!(".old-{}-{}", manifest.key, std::process::id()));
+            std::fs::rename(&dest, &old).at(&dest)?;
+            remove_dir_if_exists(&old)?;
+        }
+        std::fs::rename(tmp, &dest).at(&dest)?;
+        Artifact::load(&dest)
+    }
+
+    /// Reads `pipeline.lock` (empty when absent or unreadable).
+    pub fn read_lock(&self) -> PipelineLock {
+        std::fs::read(self.root.join(PIPELINE_LOCK_FILE))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or_default()
+    }
+
+    /// Records `artifact` as the current one of its stage in `pipeline.lock` (atomic write).
+    pub fn record(&self, artifact: &Artifact) -> Result<(), PipelineError> {
+        let mut lock = self.read_lock();
+        let m = &artifact.manifest;
+        lock.stages.insert(
+            m.stage.clone(),
+            LockEntry {
+                key: m.key.clone(),
+                code_version: m.code_version,
+                params: m.params.clone(),
+                upstream: m.upstream.clone(),
+                outs: m.files.iter().map(|(k, v)| (k.clone(), v.sha256.clone())).collect(),
+            },
+        );
+        write_atomic(&self.root.join(PIPELINE_LOCK_FILE), &serde_json::to_vec_pretty(&lock)?)
+    }
+
+    /// Removes `.tmp-*` and `.old-*` folders (only called while holding the lock, so their writers
+    /// are gone).
+    fn remove_leftovers(&self) -> Result<(), PipelineError> {
+        let Ok(stages) = std::fs::read_dir(&self.root) else { return Ok(()) };
+        for stage in stages.flatten() {
+            if !stage.path().is_dir() {
+                continue;
+            }
+            let Ok(entries) = std::fs::read_dir(stage.path()) else { continue };
+            for entry in entries.flatten() {
+                let name = entry.file_name().to_string_lossy().into_owned();
+                if name.starts_with(".tmp-") || name.starts_with(".old-") {
+                    tracing::warn!("removing unfinished output {}", entry.path().display());
+                    remove_dir_if_exists(&entry.path())?;
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,234 @@
+//! The metrics table every federated stage writes (`metrics.parquet`, schema in ARCHITECTURE.md),
+//! and the per-method learning curves the report draws from it.
+//!
+//! SLoRA is reported as one method: its Stage-1 rows followed by its Stage-2 rows. When Stage 2 counts
+//! its rounds, bytes and seconds from zero again, they are shifted by Stage 1's totals so the combined
+//! curve is cumulative over the whole run, like every baseline's.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use polars::prelude::*;
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ReportError, Result};
+use crate::table_io::ParquetTable;
+
+/// `method` value of SLoRA's sparse phase.
+pub const SLORA_STAGE1: &str = "slora-stage1";
+/// `method` value of SLoRA's LoRA phase.
+pub const SLORA_STAGE2: &str = "slora-stage2";
+/// Name of the combined SLoRA curve (Stage 1 then Stage 2).
+pub const SLORA: &str = "slora";
+/// The reference method for time-to-target and gap-to-FFT.
+pub const FFT: &str = "fft";
+
+/// One row of `metrics.parquet`: one evaluation of one method after one round.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricRow {
+    /// fft | lora | sft | slora-stage1 | slora-stage2.
+    pub method: String,
+    /// 1-based round; 0 = before training.
+    pub round: u32,
+    /// Test accuracy in [0, 1].
+    pub accuracy: f64,
+    /// Test loss (mean cross-entropy).
+    pub loss: f64,
+    /// Mean training loss of this round's clients (NaN for round 0).
+    pub train_loss: f64,
+    /// Bytes one sampled client uploaded this round.
+    pub bytes_up_per_client: u64,
+    /// Bytes one sampled client downloaded this round.
+    pub bytes_down_per_client: u64,
+    /// Bytes uploaded by all sampled clients so far.
+    pub cum_bytes_up: u64,
+    /// Cumulative training + evaluation wall time, seconds.
+    pub wall_seconds: f64,
+    /// Clients sampled this round.
+    pub clients: u32,
+}
+
+/// All metric rows of a run (any number of methods, any order).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metrics {
+    /// The rows as read.
+    pub rows: Vec<MetricRow>,
+}
+
+impl Metrics {
+    /// Reads and concatenates `metrics.parquet` files (one per federated stage).
+    pub fn read_parquet_files<P: AsRef<Path>>(paths: &[P]) -> Result<Self> {
+        let mut rows = Vec::new();
+        for path in paths {
+            rows.extend(read_metric_rows(path.as_ref())?);
+        }
+        Ok(Self { rows })
+    }
+
+    /// Methods present, in the report's canonical order (FFT, LoRA, SFT, SLoRA phases, then others).
+    pub fn methods(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.rows.iter().map(|r| r.method.clone()).collect();
+        names.sort_by_key(|m| (method_rank(m), m.clone()));
+        names.dedup();
+        names
+    }
+
+    /// The metrics as a polars table with the ARCHITECTURE.md column names and types.
+    pub fn to_dataframe(&self) -> Result<DataFrame> {
+        rows_to_dataframe(&self.rows)
+    }
+
+    /// One learning curve per reported method, sorted by round; the two SLoRA phases become one curve.
+    pub fn curves(&self) -> Result<Vec<Curve>> {
+        let mut by_method: BTreeMap<String, Vec<MetricRow>> = BTreeMap::new();
+        for row in &self.rows {
+            by_method.entry(row.method.clone()).or_default().push(row.clone());
+        }
+        for rows in by_method.values_mut() {
+            rows.sort_by_key(|r| r.round);
+            if let Some(w) = rows.windows(2).find(|w| w[0].round == w[1].round) {
+                return Err(ReportError::Invalid(format!(
+                    "method `{}` has two rows for round {}",
+                    w[0].method, w[0].round
+                )));
+            }
+        }
+        let stage1 = by_method.remove(SLORA_STAGE1);
+        let stage2 = by_method.remove(SLORA_STAGE2);
+        let mut curves: Vec<Curve> = by_method
+            .into_iter()
+            .map(|(method, points)| Curve { method, points, switch_round: None })
+            .collect();
+        match (stage1, stage2) {
+            (Some(s1), Some(s2)) => curves.push(combine_slora(s1, s2)),
+            (Some(s1), None) => curves.push(Curve { method: SLORA_STAGE1.into(), points: s1, switch_round: None }),
+            (None, Some(s2)) => curves.push(Curve { method: SLORA_STAGE2.into(), points: s2, switch_round: None }),
+            (None, None) => {}
+        }
+        curves.sort_by_key(|c| (method_rank(&c.method), c.method.clone()));
+        Ok(curves)
+    }
+}
+
+/// A method's rows over the whole run, rounds ascending.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Curve {
+    /// Method id (`slora` for the combined SLoRA curve).
+    pub method: String,
+    /// Rows in round order; for SLoRA rounds, bytes and seconds are cumulative over both phases.
+    pub points: Vec<MetricRow>,
+    /// For SLoRA: the round at which Stage 2 took over (= Stage-1 rounds).
+    pub switch_round: Option<u32>,
+}
+
+impl Curve {
+    /// The last evaluated row.
+    pub fn last(&self) -> Option<&MetricRow> {
+        self.points.last()
+    }
+
+    /// Human-readable method name for legends and tables.
+    pub fn label(&self) -> String {
+        method_label(&self.method)
+    }
+}
+
+/// Legend / table name of a method id.
+pub fn method_label(method: &str) -> String {
+    match method {
+        "fft" => "FFT".into(),
+        "lora" => "LoRA".into(),
+        "sft" => "SFT (sparse)".into(),
+        SLORA => "SLoRA".into(),
+        SLORA_STAGE1 => "SLoRA stage 1".into(),
+        SLORA_STAGE2 => "SLoRA stage 2".into(),
+        other => other.to_string(),
+    }
+}
+
+/// Canonical ordering of methods in tables and legends.
+pub fn method_rank(method: &str) -> u8 {
+    match method {
+        "fft" => 0,
+        "lora" => 1,
+        "sft" => 2,
+        SLORA => 3,
+        SLORA_STAGE1 => 4,
+        SLORA_STAGE2 => 5,
+        _ => 6,
+    }
+}
+
+/// Stage 1 then Stage 2 as one curve; Stage 2's counters are shifted when they restart from zero.
+fn combine_slora(stage1: Vec<MetricRow>, stage2: Vec<MetricRow>) -> Curve {
+    let last1 = stage1.last().cloned();
+    let first2 = stage2.first().cloned();
+    let (round_shift, bytes_shift, wall_shift) = match (&last1, &first2) {
+        (Some(l), Some(f)) => (
+            if f.round <= l.round { l.round } else { 0 },
+            if f.cum_bytes_up < l.cum_bytes_up { l.cum_bytes_up } else { 0 },
+            if f.wall_seconds < l.wall_seconds { l.wall_seconds } else { 0.0 },
+        ),
+        _ => (0, 0, 0.0),
+    };
+    let mut points = stage1;
+    points.extend(stage2.into_iter().map(|mut r| {
+        r.round += round_shift;
+        r.cum_bytes_up += bytes_shift;
+        r.wall_seconds += wall_shift;
+        r.method = SLORA.into();
+        r
+    }));
+    for p in &mut points {
+        p.method = SLORA.into();
+    }
+    Curve { method: SLORA.into(), points, switch_round: last1.map(|l| l.round) }
+}
+
+fn read_metric_rows(path: &Path) -> Result<Vec<MetricRow>> {
+    let t = ParquetTable::read(path)?;
+    let method = t.strings("method")?;
+    let round = t.u32s("round")?;
+    let accuracy = t.f64s("accuracy")?;
+    let loss = t.f64s("loss")?;
+    let train_loss = t.f64s("train_loss")?;
+    let up = t.u64s("bytes_up_per_client")?;
+    let down = t.u64s("bytes_down_per_client")?;
+    let cum = t.u64s("cum_bytes_up")?;
+    let wall = t.f64s("wall_seconds")?;
+    let clients = t.u32s("clients")?;
+    Ok((0..t.num_rows())
+        .map(|i| MetricRow {
+            method: method[i].clone(),
+            round: round[i],
+            accuracy: accuracy[i],
+            loss: loss[i],
+            train_loss: train_loss[i],
+            bytes_up_per_client: up[i],
+            bytes_down_per_client: down[i],
+            cum_bytes_up: cum[i],
+            wall_seconds: wall[i],
+            clients: clients[i],
+        })
+        .collect())
+}
+
+/// Builds the polars table of `rows` (column names and dtypes as in `metrics.parquet`).
+pub fn rows_to_dataframe(rows: &[MetricRow]) -> Result<DataFrame> {
+    let col_f = |name: &str, f: fn(&MetricRow) -> f64| Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>());
+    let col_u64 = |name: &str, f: fn(&MetricRow) -> u64| Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>());
+    let col_u32 = |name: &str, f: fn(&MetricRow) -> u32| Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>());
+    let df = DataFrame::new_infer_height(vec![
+        Column::new("method".into(), rows.iter().map(|r| r.method.as_str()).collect::<Vec<_>>()),
+        col_u32("round", |r| r.round),
+        col_f("accuracy", |r| r.accuracy),
+        col_f("loss", |r| r.loss),
+        col_f("train_loss", |r| r.train_loss),
+        col_u64("bytes_up_per_client", |r| r.bytes_up_per_client),
+        col_u64("bytes_down_per_client", |r| r.bytes_down_per_client),
+        col_u64("cum_bytes_up", |r| r.cum_bytes_up),
+        col_f("wall_seconds", |r| r.wall_seconds),
+        col_u32("clients", |r| r.clients),
+    ])?;
+    Ok(df)
+}

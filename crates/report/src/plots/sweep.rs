@@ -1,0 +1,123 @@
+//! Sweep figures over heterogeneity levels (categorical x): final accuracy per method, and the
+//! paper's central figure, the gap to FFT (percentage points) per method.
+
+use plotters::prelude::*;
+use plotters::style::text_anchor::{HPos, Pos, VPos};
+
+use super::style::{
+    legend_entry, marker_element, method_color, method_marker, padded_range, AXIS_TITLE_SIZE, CAPTION_SIZE,
+    FIGURE_SIZE, FONT, TICK_SIZE,
+};
+use crate::error::{ReportError, Result};
+use crate::metrics::method_label;
+
+/// One line per method over the sweep points; `None` = the method did not run at that point.
+pub type SweepSeries = Vec<(String, Vec<Option<f64>>)>;
+
+fn categorical_chart(
+    id: &str,
+    caption: &str,
+    y_desc: &str,
+    points: &[String],
+    series: &SweepSeries,
+    zero_line: Option<&str>,
+) -> Result<String> {
+    let err = |e: &dyn std::fmt::Display| ReportError::plot(id, e);
+    let n = points.len().max(1);
+    let mut values: Vec<f64> = series.iter().flat_map(|(_, v)| v.iter().flatten().copied()).collect();
+    if zero_line.is_some() {
+        values.push(0.0);
+    }
+    let y_range = padded_range(values, 0.12);
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, FIGURE_SIZE).into_drawing_area();
+        root.fill(&WHITE).map_err(|e| err(&e))?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(caption, (FONT, CAPTION_SIZE))
+            .margin(12)
+            .margin_right(24)
+            .x_label_area_size(48)
+            .y_label_area_size(62)
+            .build_cartesian_2d((0..n).into_segmented(), y_range.clone())
+            .map_err(|e| err(&e))?;
+        let x_fmt = |v: &SegmentValue<usize>| match v {
+            SegmentValue::CenterOf(i) if *i < points.len() => points[*i].clone(),
+            _ => String::new(),
+        };
+        chart
+            .configure_mesh()
+            .disable_x_mesh()
+            .x_desc("Label heterogeneity across clients (sweep point)")
+            .y_desc(y_desc)
+            .x_labels(n)
+            .x_label_formatter(&x_fmt)
+            .y_label_formatter(&|v| format!("{v:.1}"))
+            .axis_desc_style((FONT, AXIS_TITLE_SIZE))
+            .label_style((FONT, TICK_SIZE))
+            .light_line_style(RGBColor(235, 235, 235))
+            .bold_line_style(RGBColor(215, 215, 215))
+            .draw()
+            .map_err(|e| err(&e))?;
+        if let Some(label) = zero_line {
+            let grey = RGBColor(90, 90, 90);
+            let ends = vec![(SegmentValue::Exact(0), 0.0), (SegmentValue::Exact(n), 0.0)];
+            chart.draw_series(DashedLineSeries::new(ends, 5, 4, grey.stroke_width(1))).map_err(|e| err(&e))?;
+            chart
+                .draw_series(std::iter::once(Text::new(
+                    label.to_string(),
+                    (SegmentValue::Exact(0), 0.0),
+                    TextStyle::from((FONT, 12).into_font()).color(&grey).pos(Pos::new(HPos::Left, VPos::Bottom)),
+                )))
+                .map_err(|e| err(&e))?;
+        }
+        for (method, vals) in series {
+            let color = method_color(method);
+            let pts: Vec<(SegmentValue<usize>, f64)> =
+                vals.iter().enumerate().filter_map(|(i, v)| v.map(|v| (SegmentValue::CenterOf(i), v))).collect();
+            let width = if method == "slora" { 3 } else { 2 };
+            chart
+                .draw_series(LineSeries::new(pts.clone(), color.stroke_width(width)))
+                .map_err(|e| err(&e))?
+                .label(method_label(method))
+                .legend(legend_entry(method));
+            let marker = method_marker(method);
+            chart.draw_series(pts.into_iter().map(|p| marker_element(marker, p, color))).map_err(|e| err(&e))?;
+        }
+        chart
+            .configure_series_labels()
+            .position(SeriesLabelPosition::UpperLeft)
+            .label_font((FONT, TICK_SIZE))
+            .background_style(WHITE.mix(0.9))
+            .border_style(RGBColor(160, 160, 160))
+            .margin(8)
+            .draw()
+            .map_err(|e| err(&e))?;
+        root.present().map_err(|e| err(&e))?;
+    }
+    Ok(svg)
+}
+
+/// Gap to FFT = FFT's final accuracy − the method's final accuracy, in percentage points, per sweep point.
+pub fn gap_vs_heterogeneity(points: &[String], gaps: &SweepSeries) -> Result<String> {
+    categorical_chart(
+        "gap_vs_heterogeneity",
+        "Gap to full fine-tuning vs label heterogeneity",
+        "FFT accuracy − method accuracy (pp)",
+        points,
+        gaps,
+        Some("FFT (gap 0)"),
+    )
+}
+
+/// Final test accuracy (%) per method and sweep point.
+pub fn accuracy_vs_heterogeneity(points: &[String], accuracy: &SweepSeries) -> Result<String> {
+    categorical_chart(
+        "accuracy_vs_heterogeneity",
+        "Final test accuracy vs label heterogeneity",
+        "Final test accuracy (%)",
+        points,
+        accuracy,
+        None,
+    )
+}
