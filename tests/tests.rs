@@ -1,1 +1,4 @@
 
+mod federation;
+mod foundation;
+mod report;

@@ -98,7 +98,7 @@ impl Learner for ToyLearner {
 pub fn toy_data(clients: usize, classes: usize, rows_per_client: usize) -> (Vec<Shard>, Shard) {
     use rand::{Rng, SeedableRng};
     let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
-    let mut row = |label: u32, rng: &mut rand_chacha::ChaCha8Rng| -> Vec<u32> {
+    let row = |label: u32, rng: &mut rand_chacha::ChaCha8Rng| -> Vec<u32> {
         let len = rng.random_range(3..9);
         (0..len)
             .map(|_| if rng.random_bool(0.6) { 4 * label + rng.random_range(0..4) } else { 4 * classes as u32 + rng.random_range(0..8) })

@@ -58,8 +58,11 @@ pub enum HubError {
     /// The file (or the revision) is not in the local hub cache.
     #[error(
         "{kind} `{repo_id}` (revision `{revision}`): file `{filename}` is not in the Hugging Face cache \
-         {cache_dir}{offline_note}; fill the cache with `huggingface-cli download {repo_id}{flag} {filename} \
-         --revision {revision}` (HF_HOME/HF_HUB_CACHE pointing at this cache) or pass a local path instead"
+         {cache_dir}{note}; fill the cache with `huggingface-cli download {repo_id}{flag} {filename} \
+         --revision {revision}` (HF_HOME/HF_HUB_CACHE pointing at this cache) or pass a local path instead",
+        cache_dir = cache_dir.display(),
+        note = offline_note(*offline),
+        flag = kind.cli_flag()
     )]
     NotCached {
         /// Model or dataset.
@@ -72,10 +75,8 @@ pub enum HubError {
         filename: String,
         /// The cache directory that was searched.
         cache_dir: PathBuf,
-        /// Extra words saying HF_HUB_OFFLINE is set, or that this build is cache-only.
-        offline_note: String,
-        /// `--repo-type dataset` for datasets.
-        flag: &'static str,
+        /// Whether HF_HUB_OFFLINE was set.
+        offline: bool,
     },
     /// A local path that does not exist.
     #[error("{path}: no such file or directory")]
@@ -97,6 +98,14 @@ pub enum HubError {
         /// The hub id.
         repo_id: String,
     },
+}
+
+fn offline_note(offline: bool) -> &'static str {
+    if offline {
+        " (HF_HUB_OFFLINE=1: the network is never used)"
+    } else {
+        " (this build resolves hub ids from the local cache only)"
+    }
 }
 
 /// True when `HF_HUB_OFFLINE` is set to a true value (`1`, `true`, `yes`, `on`).
@@ -186,12 +195,7 @@ impl HubCache {
             revision: revision.to_string(),
             filename: filename.to_string(),
             cache_dir: self.dir().to_path_buf(),
-            offline_note: if self.offline {
-                " (HF_HUB_OFFLINE=1: the network is never used)".to_string()
-            } else {
-                " (this build resolves hub ids from the local cache only)".to_string()
-            },
-            flag: kind.cli_flag(),
+            offline: self.offline,
         })
     }
 

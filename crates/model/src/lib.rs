@@ -10,6 +10,7 @@ pub mod ops;
 pub mod optim;
 pub mod sparse;
 pub mod svd_init;
+pub mod bench;
 
 mod architectures;
 mod batch;

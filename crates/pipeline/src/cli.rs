@@ -69,6 +69,12 @@ pub enum Command {
         #[arg(long)]
         json: bool,
     },
+    /// Run every stage over a grid of config overrides, then render one comparison report.
+    Sweep(crate::commands::sweep::SweepArgs),
+    /// Check a run's final metrics against a baseline JSON (exit 1 on drift).
+    Compare(crate::commands::compare::CompareArgs),
+    /// Export a LoRA adapter in peft's format (and, with --merged, the merged transformers model).
+    Export(crate::commands::export::ExportArgs),
     /// Show an artifact: a stage name or an artifact folder.
     Inspect {
         /// Stage name or artifact path.
@@ -107,6 +113,7 @@ pub fn init_logging(verbose: u8) {
         .with_env_filter(filter)
         .with_writer(std::io::stderr)
         .with_target(verbose > 0)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
         .without_time()
         .try_init();
 }
@@ -139,6 +146,13 @@ pub fn artifacts_dir(cli: &Cli, cfg: &Config) -> PathBuf {
 /// Runs one command. Nothing is created before the config is valid.
 pub fn run(cli: Cli) -> Result<(), PipelineError> {
     init_logging(cli.verbose);
+    if let Command::Compare(args) = &cli.command {
+        // Needs no config. Drift is not an error (exit 2) but a failed check: exit 1.
+        if !crate::commands::compare::run(args)? {
+            std::process::exit(1);
+        }
+        return Ok(());
+    }
     let cfg = load_config(&cli)?;
     set_threads(cli.threads.unwrap_or(cfg.run.threads).max(1));
     let root = artifacts_dir(&cli, &cfg);
@@ -166,9 +180,24 @@ pub fn run(cli: Cli) -> Result<(), PipelineError> {
             }
             Ok(())
         }
+        Command::Sweep(args) => {
+            let ctx = crate::commands::sweep::SweepContext {
+                config_path: cli.config.as_deref(),
+                base_sets: &cli.set,
+                artifacts: cli.artifacts.as_deref(),
+            };
+            crate::commands::sweep::run(&ctx, args).map(|_| ())
+        }
+        Command::Export(args) => crate::commands::export::run(&cfg, &root, args).map(|_| ()),
         Command::All => {
             let force = if cli.force { Force::All } else { Force::Nothing };
-            run_stages(&cfg, &root, force, PLAN)
+            // Planned stages without code yet (e.g. `report`) are skipped with a warning.
+            let (ready, missing): (Vec<&str>, Vec<&str>) =
+                PLAN.iter().copied().partition(|s| crate::stages::find(s).is_some());
+            for stage in &missing {
+                tracing::warn!("{stage}: not implemented yet, skipped");
+            }
+            run_stages(&cfg, &root, force, &ready)
         }
         cmd => {
             let stage = cmd.stage().expect("every other command runs a stage");
@@ -188,9 +217,19 @@ pub fn run_stages(cfg: &Config, root: &Path, force: Force, stages: &[&str]) -> R
     let mut runner = Runner::new(cfg, &store, force);
     let mut result = Ok(());
     for stage in stages {
-        if let Err(e) = runner.run(stage) {
-            result = Err(e);
-            break;
+        match runner.run(stage) {
+            // The report is published after every run, cached or not (see stages::report::publish).
+            Ok(artifact) if *stage == "report" => {
+                if let Err(e) = crate::stages::report::publish(cfg, &artifact) {
+                    result = Err(e);
+                    break;
+                }
+            }
+            Ok(_) => {}
+            Err(e) => {
+                result = Err(e);
+                break;
+            }
         }
     }
     if let Err(e) = crate::hashing::save_cache(store.root()) {

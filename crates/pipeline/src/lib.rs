@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod cli;
+pub mod commands;
 pub mod config;
 pub mod error;
 pub mod fsutil;

@@ -126,8 +126,10 @@ impl<'a> Runner<'a> {
         let summary = match stage.run(&ctx, &tmp) {
             Ok(s) => s,
             Err(e) => {
-                // The temp folder is never reused; the work folder is kept so the stage can resume.
+                // The temp folder is never reused; the work folder is kept (when not empty) so the
+                // stage can resume.
                 let _ = crate::fsutil::remove_dir_if_exists(&tmp);
+                let _ = std::fs::remove_dir(&work_dir);
                 return Err(e);
             }
         };

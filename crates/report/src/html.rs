@@ -26,7 +26,7 @@ const STYLE: &str = r#"
 * { box-sizing: border-box; }
 body { margin: 0; color: var(--fg); background: #fff;
   font: 16px/1.55 "Source Serif Pro", "Georgia", "Times New Roman", serif; }
-main { max-width: 980px; margin: 0 auto; padding: 32px 28px 64px; }
+main { max-width: 1080px; margin: 0 auto; padding: 32px 28px 64px; }
 h1 { font: 600 28px/1.25 system-ui, sans-serif; margin: 0 0 6px; }
 h2 { font: 600 21px/1.3 system-ui, sans-serif; margin: 40px 0 12px; padding-bottom: 4px; border-bottom: 1px solid var(--rule); }
 nav { font: 14px system-ui, sans-serif; margin: 8px 0 18px; }
@@ -42,6 +42,8 @@ table { border-collapse: collapse; font: 13.5px/1.4 system-ui, sans-serif; margi
 th, td { padding: 4px 10px; border-bottom: 1px solid var(--rule); vertical-align: top; }
 thead th { border-bottom: 2px solid #888; text-align: left; }
 td.num, th.num { text-align: right; font-variant-numeric: tabular-nums; }
+td.num { white-space: nowrap; }
+ul { padding-left: 22px; } li { margin: 3px 0; }
 .table-wrap { overflow-x: auto; margin: 18px 0; }
 details { margin: 10px 0; font: 14px system-ui, sans-serif; }
 pre { background: #f6f6f6; padding: 12px 14px; overflow-x: auto; font-size: 12.5px; line-height: 1.4; border: 1px solid var(--rule); }
@@ -115,6 +117,13 @@ pub fn render_html(report: &Report) -> String {
             match b {
                 Block::Paragraph(p) => {
                     let _ = writeln!(out, "<p>{}</p>", escape(p));
+                }
+                Block::List(items) => {
+                    out.push_str("<ul>\n");
+                    for item in items {
+                        let _ = writeln!(out, "<li>{}</li>", escape(item));
+                    }
+                    out.push_str("</ul>\n");
                 }
                 Block::Figure(f) => {
                     fig_no += 1;

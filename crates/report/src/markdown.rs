@@ -41,6 +41,12 @@ pub fn render_markdown(report: &Report) -> String {
                 Block::Paragraph(p) => {
                     let _ = writeln!(out, "{p}\n");
                 }
+                Block::List(items) => {
+                    for item in items {
+                        let _ = writeln!(out, "- {item}");
+                    }
+                    out.push('\n');
+                }
                 Block::Figure(f) => {
                     fig_no += 1;
                     let _ = writeln!(out, "![{}](figures/{}.svg)\n", f.title, f.id);

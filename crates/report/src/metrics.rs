@@ -1,9 +1,10 @@
 //! The metrics table every federated stage writes (`metrics.parquet`, schema in ARCHITECTURE.md),
 //! and the per-method learning curves the report draws from it.
 //!
-//! SLoRA is reported as one method: its Stage-1 rows followed by its Stage-2 rows. When Stage 2 counts
-//! its rounds, bytes and seconds from zero again, they are shifted by Stage 1's totals so the combined
-//! curve is cumulative over the whole run, like every baseline's.
+//! SLoRA is reported as one method: its Stage-1 rows followed by its Stage-2 rows (whose first row is
+//! the evaluation right after the switch, at Stage 1's last round). When Stage 2 counts its rounds,
+//! bytes or seconds from zero again, they are shifted by Stage 1's totals so the combined curve is
+//! cumulative over the whole run, like every baseline's.
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -30,9 +31,9 @@ pub struct MetricRow {
     pub method: String,
     /// 1-based round; 0 = before training.
     pub round: u32,
-    /// Test accuracy in [0, 1].
+    /// Test accuracy in [0, 1] (NaN in rounds without evaluation).
     pub accuracy: f64,
-    /// Test loss (mean cross-entropy).
+    /// Test loss, mean cross-entropy (NaN in rounds without evaluation).
     pub loss: f64,
     /// Mean training loss of this round's clients (NaN for round 0).
     pub train_loss: f64,
@@ -122,9 +123,19 @@ pub struct Curve {
 }
 
 impl Curve {
-    /// The last evaluated row.
+    /// The last row.
     pub fn last(&self) -> Option<&MetricRow> {
         self.points.last()
+    }
+
+    /// The last row with an evaluation (finite accuracy).
+    pub fn last_evaluated(&self) -> Option<&MetricRow> {
+        self.points.iter().rev().find(|p| p.accuracy.is_finite())
+    }
+
+    /// Rows with an evaluation, in round order.
+    pub fn evaluated(&self) -> impl Iterator<Item = &MetricRow> {
+        self.points.iter().filter(|p| p.accuracy.is_finite())
     }
 
     /// Human-readable method name for legends and tables.
@@ -165,7 +176,9 @@ fn combine_slora(stage1: Vec<MetricRow>, stage2: Vec<MetricRow>) -> Curve {
     let first2 = stage2.first().cloned();
     let (round_shift, bytes_shift, wall_shift) = match (&last1, &first2) {
         (Some(l), Some(f)) => (
-            if f.round <= l.round { l.round } else { 0 },
+            // Stage 2 continuing Stage 1's numbering starts at Stage 1's last round (the post-switch
+            // evaluation); a restart starts below it.
+            if f.round < l.round { l.round - f.round } else { 0 },
             if f.cum_bytes_up < l.cum_bytes_up { l.cum_bytes_up } else { 0 },
             if f.wall_seconds < l.wall_seconds { l.wall_seconds } else { 0.0 },
         ),
@@ -216,14 +229,18 @@ fn read_metric_rows(path: &Path) -> Result<Vec<MetricRow>> {
 /// Builds the polars table of `rows` (column names and dtypes as in `metrics.parquet`).
 pub fn rows_to_dataframe(rows: &[MetricRow]) -> Result<DataFrame> {
     let col_f = |name: &str, f: fn(&MetricRow) -> f64| Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>());
+    // NaN (not evaluated / not trained) becomes null, which polars' aggregations skip.
+    let col_opt = |name: &str, f: fn(&MetricRow) -> f64| {
+        Column::new(name.into(), rows.iter().map(|r| Some(f(r)).filter(|v| v.is_finite())).collect::<Vec<_>>())
+    };
     let col_u64 = |name: &str, f: fn(&MetricRow) -> u64| Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>());
     let col_u32 = |name: &str, f: fn(&MetricRow) -> u32| Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>());
     let df = DataFrame::new_infer_height(vec![
         Column::new("method".into(), rows.iter().map(|r| r.method.as_str()).collect::<Vec<_>>()),
         col_u32("round", |r| r.round),
-        col_f("accuracy", |r| r.accuracy),
-        col_f("loss", |r| r.loss),
-        col_f("train_loss", |r| r.train_loss),
+        col_opt("accuracy", |r| r.accuracy),
+        col_opt("loss", |r| r.loss),
+        col_opt("train_loss", |r| r.train_loss),
         col_u64("bytes_up_per_client", |r| r.bytes_up_per_client),
         col_u64("bytes_down_per_client", |r| r.bytes_down_per_client),
         col_u64("cum_bytes_up", |r| r.cum_bytes_up),

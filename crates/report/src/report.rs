@@ -68,6 +68,8 @@ pub struct CaptionedTable {
 pub enum Block {
     /// A paragraph of plain text.
     Paragraph(String),
+    /// A bulleted list.
+    List(Vec<String>),
     /// A figure.
     Figure(Figure),
     /// A table.
@@ -128,7 +130,7 @@ pub fn build_report(inputs: &ReportInputs) -> Result<(Report, Summary)> {
     let mut sections = Vec::new();
 
     // Results: headline, final table, curves.
-    let mut results = vec![Block::Paragraph(headline(&curves, &summary))];
+    let mut results = vec![headline(&curves, &summary)];
     if !curves.is_empty() {
         let df = final_table(&curves, &inputs.trainable_params)?;
         results.push(Block::Table(CaptionedTable {
@@ -200,35 +202,33 @@ pub fn build_report(inputs: &ReportInputs) -> Result<(Report, Summary)> {
     Ok((report, summary))
 }
 
-/// One sentence per method comparing its final accuracy and per-client upload with FFT's.
-fn headline(curves: &[Curve], summary: &Summary) -> String {
+/// One line per method: final accuracy and per-client upload, compared with FFT's.
+fn headline(curves: &[Curve], summary: &Summary) -> Block {
     if curves.is_empty() {
-        return "No federated stage has written metrics yet.".into();
+        return Block::Paragraph("No federated stage has written metrics yet.".into());
     }
     let fft = summary.methods.get(FFT);
-    let mut parts = Vec::new();
-    for (method, m) in &summary.methods {
-        let mut s = format!(
-            "{} reaches {:.2} % test accuracy after {} rounds, each client uploading {} if sampled every round",
-            method_label(method),
-            100.0 * m.accuracy,
-            m.rounds,
-            format_bytes(m.bytes_up_per_client_total as f64)
-        );
-        if let Some(f) = fft.filter(|_| method != FFT) {
-            let ratio = f.bytes_up_per_client_total as f64 / m.bytes_up_per_client_total.max(1) as f64;
-            s.push_str(&format!(
-                " ({:+.2} pp vs FFT, {:.1}× less upload)",
-                100.0 * (m.accuracy - f.accuracy),
-                ratio
-            ));
-        }
-        parts.push(s);
-    }
-    let mut ordered: Vec<(u8, String)> =
-        summary.methods.keys().map(|k| crate::metrics::method_rank(k)).zip(parts).collect();
-    ordered.sort();
-    ordered.into_iter().map(|(_, s)| s).collect::<Vec<_>>().join(". ") + "."
+    let mut methods: Vec<&String> = summary.methods.keys().collect();
+    methods.sort_by_key(|m| (crate::metrics::method_rank(m), (*m).clone()));
+    let lines = methods
+        .into_iter()
+        .map(|method| {
+            let m = &summary.methods[method];
+            let mut s = format!(
+                "{}: {:.2} % test accuracy after {} rounds; one client uploads {} over the run",
+                method_label(method),
+                100.0 * m.accuracy,
+                m.rounds,
+                format_bytes(m.bytes_up_per_client_total as f64)
+            );
+            if let Some(f) = fft.filter(|_| method != FFT) {
+                let ratio = f.bytes_up_per_client_total as f64 / m.bytes_up_per_client_total.max(1) as f64;
+                s.push_str(&format!(" ({:+.2} pp accuracy and {:.1}× less upload than FFT)", 100.0 * (m.accuracy - f.accuracy), ratio));
+            }
+            s
+        })
+        .collect();
+    Block::List(lines)
 }
 
 fn partition_section(p: &PartitionCounts) -> Result<Section> {
@@ -336,7 +336,7 @@ fn switch_section(check: Option<&serde_json::Value>, metrics: &Metrics) -> Secti
             .into(),
     )];
     let last1 = metrics.rows.iter().filter(|r| r.method == SLORA_STAGE1).max_by_key(|r| r.round);
-    let first2 = metrics.rows.iter().find(|r| r.method == SLORA_STAGE2 && r.round == 0);
+    let first2 = metrics.rows.iter().filter(|r| r.method == SLORA_STAGE2).min_by_key(|r| r.round);
     if let (Some(a), Some(b)) = (last1, first2) {
         blocks.push(Block::Table(CaptionedTable {
             id: "switch-metrics".into(),
@@ -347,7 +347,7 @@ fn switch_section(check: Option<&serde_json::Value>, metrics: &Metrics) -> Secti
                 headers: vec!["".into(), "Accuracy (%)".into(), "Test loss".into()],
                 rows: vec![
                     vec!["End of stage 1".into(), format!("{:.2}", 100.0 * a.accuracy), format!("{:.4}", a.loss)],
-                    vec!["Stage 2, round 0".into(), format!("{:.2}", 100.0 * b.accuracy), format!("{:.4}", b.loss)],
+                    vec!["Start of stage 2 (after the switch)".into(), format!("{:.2}", 100.0 * b.accuracy), format!("{:.4}", b.loss)],
                 ],
                 align: vec![Align::Left, Align::Right, Align::Right],
             },

@@ -55,13 +55,14 @@ pub struct Spectra {
 
 impl Spectra {
     /// Reads `spectrum.parquet`: one row per (module, index) with columns `module`, `index`
-    /// (0- or 1-based rank position), `singular_value`, `energy_kept`.
+    /// (0- or 1-based rank position), `singular_value` and `cumulative_energy` (the energy a
+    /// truncation to this index keeps; older files: `energy_kept`).
     pub fn read_parquet(path: &Path) -> Result<Self> {
         let t = ParquetTable::read(path)?;
         let modules = t.strings("module")?;
         let index = t.u32s("index")?;
         let sv = t.f64s("singular_value")?;
-        let energy = t.f64s("energy_kept")?;
+        let energy = if t.has_column("cumulative_energy") { t.f64s("cumulative_energy")? } else { t.f64s("energy_kept")? };
         let base = index.iter().copied().min().unwrap_or(0);
         let mut by_module: BTreeMap<String, Vec<(u32, f64, f64)>> = BTreeMap::new();
         for i in 0..t.num_rows() {
@@ -104,6 +105,15 @@ impl Spectra {
             })
             .collect();
         Self { matrices }
+    }
+
+    /// The LoRA rank recorded in `spectrum.parquet` (column `rank`), when present.
+    pub fn read_rank(path: &Path) -> Result<Option<usize>> {
+        let t = ParquetTable::read(path)?;
+        if !t.has_column("rank") {
+            return Ok(None);
+        }
+        Ok(t.u32s("rank")?.first().map(|&r| r as usize))
     }
 
     /// Largest number of singular values any matrix has.

@@ -57,7 +57,7 @@ impl Summary {
         let methods = curves
             .iter()
             .filter_map(|c| {
-                let last = c.last()?;
+                let last = c.last_evaluated()?;
                 Some((
                     c.method.clone(),
                     MethodSummary {
@@ -70,7 +70,7 @@ impl Summary {
                         bytes_up_per_client_total: c.points.iter().map(|p| p.bytes_up_per_client).sum(),
                         cum_bytes_up: last.cum_bytes_up,
                         wall_seconds: last.wall_seconds,
-                        trainable_params: trainable_params.get(&c.method).copied(),
+                        trainable_params: crate::tables::trainable_for(&c.method, trainable_params).1,
                     },
                 ))
             })

@@ -33,7 +33,8 @@ pub struct TextTable {
 /// Final results per method as a polars table, one row per curve in canonical method order:
 /// `method`, `rounds`, `accuracy`, `best_accuracy`, `loss` (last round), `bytes_up_first` /
 /// `bytes_up_last` (one client's upload in the first / last training round), `bytes_up_client_total`,
-/// `cum_bytes_up`, `wall_seconds`, `trainable_params` (null when unknown).
+/// `cum_bytes_up`, `wall_seconds`, `trainable_params_first` / `trainable_params` (first / last phase,
+/// null when unknown).
 pub fn final_table(curves: &[Curve], trainable_params: &BTreeMap<String, u64>) -> Result<DataFrame> {
     let mut rows: Vec<_> = curves.iter().flat_map(|c| c.points.iter().cloned()).collect();
     if rows.is_empty() {
@@ -63,7 +64,8 @@ pub fn final_table(curves: &[Curve], trainable_params: &BTreeMap<String, u64>) -
         cum.push(last.column("cum_bytes_up")?.u64()?.get(0));
         wall.push(last.column("wall_seconds")?.f64()?.get(0));
     }
-    let params: Vec<Option<u64>> = methods.iter().map(|m| trainable_params.get(m).copied()).collect();
+    let params: Vec<Option<u64>> = methods.iter().map(|m| trainable_for(m, trainable_params).1).collect();
+    let params_first: Vec<Option<u64>> = methods.iter().map(|m| trainable_for(m, trainable_params).0).collect();
     let table = DataFrame::new_infer_height(vec![
         Column::new("method".into(), methods),
         Column::new("rounds".into(), rounds),
@@ -75,9 +77,23 @@ pub fn final_table(curves: &[Curve], trainable_params: &BTreeMap<String, u64>) -
         Column::new("bytes_up_client_total".into(), up_total),
         Column::new("cum_bytes_up".into(), cum),
         Column::new("wall_seconds".into(), wall),
+        Column::new("trainable_params_first".into(), params_first),
         Column::new("trainable_params".into(), params),
     ])?;
     Ok(table)
+}
+
+/// Trainable parameters of `method` in its first and last phase: SLoRA trains the sparse set in
+/// Stage 1 (`slora-stage1`) and LoRA in Stage 2 (`slora-stage2`); other methods have one phase.
+pub fn trainable_for(method: &str, trainable: &BTreeMap<String, u64>) -> (Option<u64>, Option<u64>) {
+    if method == crate::metrics::SLORA {
+        let last = trainable.get(crate::metrics::SLORA).or_else(|| trainable.get(crate::metrics::SLORA_STAGE2)).copied();
+        let first = trainable.get(crate::metrics::SLORA_STAGE1).copied().or(last);
+        (first, last)
+    } else {
+        let v = trainable.get(method).copied();
+        (v, v)
+    }
 }
 
 /// Display form of [`final_table`].
@@ -93,6 +109,7 @@ pub fn final_text_table(df: &DataFrame) -> Result<TextTable> {
     let cum = df.column("cum_bytes_up")?.u64()?;
     let wall = df.column("wall_seconds")?.f64()?;
     let params = df.column("trainable_params")?.u64()?;
+    let params_first = df.column("trainable_params_first")?.u64()?;
     let mut rows = Vec::with_capacity(df.height());
     for i in 0..df.height() {
         let (f, l) = (first.get(i).unwrap_or(0), last.get(i).unwrap_or(0));
@@ -110,7 +127,11 @@ pub fn final_text_table(df: &DataFrame) -> Result<TextTable> {
             per_round,
             format_bytes(total.get(i).unwrap_or(0) as f64),
             format_bytes(cum.get(i).unwrap_or(0) as f64),
-            params.get(i).map(format_count).unwrap_or_else(|| "–".into()),
+            match (params_first.get(i), params.get(i)) {
+                (Some(f), Some(l)) if f != l => format!("{} → {}", format_count(f), format_count(l)),
+                (_, Some(l)) => format_count(l),
+                _ => "–".into(),
+            },
             wall.get(i).map(format_seconds).unwrap_or_default(),
         ]);
     }

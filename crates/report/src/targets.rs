@@ -44,7 +44,7 @@ pub fn first_hit(curve: &Curve, target: f64) -> Option<TargetHit> {
 /// Time-to-target for every curve and every fraction in `fractions`, measured against the final
 /// accuracy of the `fft` curve. Empty when there is no FFT curve (no reference to aim at).
 pub fn time_to_target(curves: &[Curve], fractions: &[f64]) -> Vec<TimeToTarget> {
-    let Some(fft_final) = curves.iter().find(|c| c.method == FFT).and_then(Curve::last).map(|r| r.accuracy) else {
+    let Some(fft_final) = curves.iter().find(|c| c.method == FFT).and_then(Curve::last_evaluated).map(|r| r.accuracy) else {
         return Vec::new();
     };
     let mut out = Vec::new();

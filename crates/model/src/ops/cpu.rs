@@ -93,6 +93,29 @@ impl<'a> MatView<'a> {
 /// candle's thread count (RAYON_NUM_THREADS).
 pub(crate) fn gemm(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: MatView, rhs: MatView) {
     assert_eq!(dst.len(), m * n, "gemm: destination size");
+    // SAFETY: dst is exactly m×n row-major and exclusively borrowed.
+    unsafe { gemm_raw(m, n, k, dst.as_mut_ptr(), n, accumulate, 1.0, lhs, rhs, true) }
+}
+
+/// `dst = [dst +] scale · lhs · rhs` with `dst` row `i` starting at `dst.add(i * dst_rs)`;
+/// multi-threaded when `parallel` (else for use inside an already parallel loop).
+///
+/// # Safety
+/// `dst` must be valid for writes of every element (i, j), i < m, j < n, at `i * dst_rs + j`,
+/// and no other thread may access those elements during the call.
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_raw(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    accumulate: bool,
+    scale: f32,
+    lhs: MatView,
+    rhs: MatView,
+    parallel: bool,
+) {
     lhs.check(m, k, "lhs");
     rhs.check(k, n, "rhs");
     if m == 0 || n == 0 {
@@ -100,37 +123,43 @@ pub(crate) fn gemm(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bo
     }
     if k == 0 {
         if !accumulate {
-            dst.fill(0.0);
+            for i in 0..m {
+                std::slice::from_raw_parts_mut(dst.add(i * dst_rs), n).fill(0.0);
+            }
         }
         return;
     }
-    let threads = candle_core::utils::get_num_threads();
+    let threads = if parallel { candle_core::utils::get_num_threads() } else { 1 };
     let parallelism = if threads > 1 { gemm::Parallelism::Rayon(threads) } else { gemm::Parallelism::None };
-    // SAFETY: every view was bounds-checked above for its m/n/k extent; dst is m×n row-major.
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            lhs.data.as_ptr(),
-            lhs.cs as isize,
-            lhs.rs as isize,
-            rhs.data.as_ptr(),
-            rhs.cs as isize,
-            rhs.rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            parallelism,
-        )
-    }
+    gemm::gemm(
+        m,
+        n,
+        k,
+        dst,
+        1,
+        dst_rs as isize,
+        accumulate,
+        lhs.data.as_ptr(),
+        lhs.cs as isize,
+        lhs.rs as isize,
+        rhs.data.as_ptr(),
+        rhs.cs as isize,
+        rhs.rs as isize,
+        1.0,
+        scale,
+        false,
+        false,
+        false,
+        parallelism,
+    )
 }
+
+/// A raw pointer that parallel tasks may share because each writes a disjoint region of it.
+#[derive(Clone, Copy)]
+pub(crate) struct SharedMut(pub *mut f32);
+// SAFETY: users guarantee disjoint access (documented at each use).
+unsafe impl Send for SharedMut {}
+unsafe impl Sync for SharedMut {}
 
 /// Row-major `rows × cols` -> row-major `cols × rows`, in cache blocks, in parallel.
 pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {

@@ -6,7 +6,7 @@
 
 use super::cpu::{check_f32_cpu, slice, tensor, with_f32};
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
-use rand::{RngCore, SeedableRng};
+use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use std::sync::OnceLock;
@@ -53,10 +53,19 @@ impl Dropout {
             rng.set_stream(block as u64);
             let start = block * CHUNK;
             let len = CHUNK.min(n - start);
-            for i in 0..len {
-                if rng.next_u32() as u64 >= threshold {
-                    words[i / 64] |= 1 << (i % 64);
+            // Whole ChaCha blocks at a time (per-call `next_u32` costs more than the cipher).
+            let mut draws = [0u32; 64];
+            for (w, word) in words.iter_mut().enumerate() {
+                let take = 64.min(len.saturating_sub(w * 64));
+                if take == 0 {
+                    break;
                 }
+                rng.fill(&mut draws[..]);
+                let mut bits = 0u64;
+                for (i, &d) in draws[..take].iter().enumerate() {
+                    bits |= ((d as u64 >= threshold) as u64) << i;
+                }
+                *word = bits;
             }
         });
         words

@@ -1,10 +1,14 @@
-//! Linear layer through a frozen weight: `y = x wᵀ + b` whose backward computes only dL/dx.
+//! Linear layers `y = x wᵀ + b` as single ops: through a frozen weight (backward computes only
+//! dL/dx) and through a trainable one (dL/dx, dL/dw, dL/db in one backward).
 //!
 //! candle's matmul backward always computes the weight gradient too (one of the three GEMMs of a
-//! training step's linear layer); for a frozen weight that work is thrown away.
+//! training step's linear layer); for a frozen weight that work is thrown away. For a trainable
+//! weight, one op replaces candle's matmul + transpose + broadcast-add nodes (and the extra
+//! gradient buffers and additions each node costs in the backward).
 
 use super::cpu::{check_f32_cpu, gemm, slice, tensor, with_f32, MatView};
-use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, D};
+use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
+use rayon::prelude::*;
 
 /// `y[.., out] = x[.., in] · wᵀ + b` with `w: [out, in]` and `b: [out]` treated as constants
 /// (no gradient flows to them, even if they are `Var`s). Leading dims of `x` are folded into
@@ -117,6 +121,110 @@ impl CustomOp1 for FrozenLinear {
     }
 }
 
+/// `y[.., out] = x[.., in] · wᵀ + b` with gradients for `x`, `w` (`[out, in]`) and `b` (`[out]`).
+pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    let shape = LinearShape::check(x, w, b, "linear")?;
+    let op = TrainableLinear { shape };
+    let (x, w) = (x.contiguous()?, w.contiguous()?);
+    match b {
+        Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
+        None => x.apply_op2(&w, op),
+    }
+}
+
+struct TrainableLinear {
+    shape: LinearShape,
+}
+
+impl TrainableLinear {
+    fn forward(&self, x: &[f32], w: &[f32], b: Option<&[f32]>) -> (CpuStorage, Shape) {
+        let LinearShape { in_dim, out_dim, .. } = self.shape;
+        let rows = x.len() / in_dim.max(1);
+        let mut y = match b {
+            Some(b) => b.repeat(rows),
+            None => vec![0f32; rows * out_dim],
+        };
+        gemm(rows, out_dim, in_dim, &mut y, b.is_some(), MatView::rows(x, in_dim), MatView::transposed(w, in_dim));
+        (CpuStorage::F32(y), Shape::from(self.shape.out_dims.clone()))
+    }
+
+    /// (dx, dw, db) for upstream gradient `g`.
+    fn backward(&self, x: &Tensor, w: &Tensor, grad: &Tensor, with_bias: bool) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+        const OP: &str = "linear bwd";
+        let LinearShape { in_dim, out_dim, .. } = self.shape;
+        let (dx, dw, db) = with_f32(grad, OP, |g| {
+            with_f32(x, OP, |xs| {
+                with_f32(w, OP, |ws| {
+                    let rows = g.len() / out_dim.max(1);
+                    let mut dx = vec![0f32; rows * in_dim];
+                    gemm(rows, in_dim, out_dim, &mut dx, false, MatView::rows(g, out_dim), MatView::rows(ws, in_dim));
+                    let mut dw = vec![0f32; out_dim * in_dim];
+                    gemm(out_dim, in_dim, rows, &mut dw, false, MatView::transposed(g, out_dim), MatView::rows(xs, in_dim));
+                    let db = with_bias.then(|| column_sums(g, out_dim));
+                    (dx, dw, db)
+                })
+            })
+        })???;
+        let db = db.map(|db| tensor(db, out_dim)).transpose()?;
+        Ok((tensor(dx, x.shape())?, tensor(dw, (out_dim, in_dim))?, db))
+    }
+}
+
+/// Sums of the columns of a row-major matrix with `cols` columns, in fixed row blocks summed in
+/// order (deterministic whatever the thread count).
+pub(crate) fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
+    const BLOCK_ROWS: usize = 256;
+    let partials: Vec<Vec<f32>> = m
+        .par_chunks(BLOCK_ROWS * cols)
+        .map(|block| {
+            let mut acc = vec![0f32; cols];
+            for row in block.chunks_exact(cols) {
+                for (a, v) in acc.iter_mut().zip(row) {
+                    *a += v;
+                }
+            }
+            acc
+        })
+        .collect();
+    let mut total = vec![0f32; cols];
+    for p in partials {
+        for (t, v) in total.iter_mut().zip(p) {
+            *t += v;
+        }
+    }
+    total
+}
+
+impl CustomOp2 for TrainableLinear {
+    fn name(&self) -> &'static str {
+        "slora-linear"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout) -> Result<(CpuStorage, Shape)> {
+        Ok(self.forward(slice(s1, l1, "linear")?, slice(s2, l2, "linear")?, None))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, _) = self.backward(x, w, grad, false)?;
+        Ok((Some(dx), Some(dw)))
+    }
+}
+
+impl CustomOp3 for TrainableLinear {
+    fn name(&self) -> &'static str {
+        "slora-linear"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        Ok(self.forward(slice(s1, l1, "linear")?, slice(s2, l2, "linear")?, Some(slice(s3, l3, "linear")?)))
+    }
+
+    fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dw, db) = self.backward(x, w, grad, true)?;
+        Ok((Some(dx), Some(dw), db))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -140,6 +248,32 @@ mod tests {
             assert!(gf.get(&w).is_none(), "frozen weight gets no gradient");
             assert!(gf.get(&b).is_none(), "frozen bias gets no gradient");
             assert!(gs.get(&w).is_some(), "candle's matmul computes it (the work we skip)");
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn ops_linear_matches_matmul_with_all_gradients() -> Result<()> {
+        let x = Var::from_tensor(&rand_tensor(&[4, 32, 384], 35)?)?;
+        let w = Var::from_tensor(&(rand_tensor(&[1536, 384], 36)? * 0.05)?)?;
+        let b = Var::from_tensor(&rand_tensor(&[1536], 37)?)?;
+        let upstream = rand_tensor(&[4, 32, 1536], 38)?;
+        for bias in [Some(b.as_tensor()), None] {
+            let fast = linear(&x, &w, bias)?;
+            let slow = {
+                let y = x.reshape((128, 384))?.matmul(&w.t()?)?;
+                let y = match bias { Some(b) => y.broadcast_add(b)?, None => y };
+                y.reshape((4, 32, 1536))?
+            };
+            assert_close(&fast, &slow, 1e-5, "forward")?;
+            let gf = (fast * &upstream)?.sum_all()?.backward()?;
+            let gs = (slow * &upstream)?.sum_all()?.backward()?;
+            assert_close(gf.get(&x).unwrap(), gs.get(&x).unwrap(), 1e-5, "dx")?;
+            assert_close(gf.get(&w).unwrap(), gs.get(&w).unwrap(), 1e-5, "dw")?;
+            match bias {
+                Some(_) => assert_close(gf.get(&b).unwrap(), gs.get(&b).unwrap(), 1e-5, "db")?,
+                None => assert!(gf.get(&b).is_none()),
+            }
         }
         Ok(())
     }

@@ -47,7 +47,9 @@ pub(crate) fn exp(x: f32) -> f32 {
     p = p * r + 1.666_666_5e-1;
     p = p * r + 5.000_000_1e-1;
     let y = p * r * r + r + 1.0;
-    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    // 2^n without a float->int cast (saturating casts and overflow checks block vectorisation):
+    // n + 2^23 + 127 holds n + 127 in its low mantissa bits; shifting them into the exponent.
+    let scale = f32::from_bits((n + 8_388_735.0).to_bits() << 23);
     if x < -87.3 {
         0.0
     } else {

@@ -7,17 +7,21 @@
 mod cpu;
 mod math;
 
+pub mod attention;
 pub mod dropout;
 pub mod gelu;
 pub mod layer_norm;
 pub mod linear;
+pub mod lora_linear;
 pub mod softmax;
 pub mod sparse_linear;
 
+pub use attention::{attention, attention_slow, AttentionDropout};
 pub use dropout::dropout;
 pub use gelu::{gelu_erf, gelu_tanh};
 pub use layer_norm::{layer_norm, layer_norm_slow};
-pub use linear::{frozen_linear, frozen_linear_slow};
+pub use linear::{frozen_linear, frozen_linear_slow, linear};
+pub use lora_linear::{lora_linear, lora_linear_slow};
 pub use softmax::{softmax_last_dim, softmax_last_dim_slow};
 pub use sparse_linear::{sparse_delta_linear, sparse_delta_linear_slow};
 

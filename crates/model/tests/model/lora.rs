@@ -26,7 +26,8 @@ fn lora_model() -> Result<(Classifier, PeftAdapter)> {
 #[test]
 fn peft_adapter_matches_peft() -> Result<()> {
     let expected = Expected::load(&fixture_dir("bert-minilm-l3"), "lora_expected")?;
-    let batch = fixture_batch("bert-minilm-l3", &expected)?;
+    // Inputs are those of expected.json.
+    let batch = fixture_batch("bert-minilm-l3", &Expected::load(&fixture_dir("bert-minilm-l3"), "expected")?)?;
     let (model, _) = lora_model()?;
     assert_eq!(model.adapted_modules().len(), 18);
     // 36 LoRA factors + the classifier copy; nothing else trains.
@@ -60,7 +61,8 @@ fn peft_adapter_matches_peft() -> Result<()> {
 #[test]
 fn merge_then_unmerge_returns_base_weights() -> Result<()> {
     let expected = Expected::load(&fixture_dir("bert-minilm-l3"), "lora_expected")?;
-    let batch = fixture_batch("bert-minilm-l3", &expected)?;
+    // Inputs are those of expected.json.
+    let batch = fixture_batch("bert-minilm-l3", &Expected::load(&fixture_dir("bert-minilm-l3"), "expected")?)?;
     let (mut model, _) = lora_model()?;
     let before: BTreeMap<String, Tensor> =
         model.linears().iter().map(|l| (l.module().to_string(), l.weight().value())).collect();
@@ -119,7 +121,7 @@ fn peft_adapter_round_trip_is_bit_identical() -> Result<()> {
     assert_eq!(cfg["lora_alpha"], 8);
     assert_eq!(cfg["peft_type"], "LORA");
     assert_eq!(cfg["task_type"], "SEQ_CLS");
-    assert_eq!(cfg["modules_to_save"], serde_json::json!(["classifier"]));
+    assert_eq!(cfg["modules_to_save"], serde_json::json!(["classifier", "score"]));
     assert_eq!(cfg["base_model_name_or_path"], "sentence-transformers/paraphrase-MiniLM-L3-v2");
     assert_eq!(cfg["target_modules"].as_array().unwrap().len(), 6);
     // No temporary files left behind.

@@ -51,7 +51,7 @@ fn batches(tok: &tokenizers::Tokenizer, rows: &[(String, u32)], size: usize) -> 
 }
 
 #[test]
-fn lora_minilm_l3_learns_sst2() -> Result<()> {
+fn minilm_l3_adapter_learns_sst2() -> Result<()> {
     let dir = shared().join("models/paraphrase-MiniLM-L3-v2");
     let cfg = EncoderConfig::from_file(&dir.join("config.json"))?;
     let weights = Weights::load(&dir.join("model.safetensors"), &cfg)?;

@@ -1,0 +1,118 @@
+//! Config parsing, `--set`, path resolution and validation messages.
+
+use super::*;
+use crate::config::load::ConfigOverride;
+
+fn valid() -> Config {
+    let mut c = Config::default();
+    c.data.source = "/data/x.parquet".into();
+    c.model.source = "org/model".into();
+    c
+}
+
+fn set(key: &str, value: &str) -> ConfigOverride {
+    ConfigOverride { key: key.into(), value: value.into() }
+}
+
+#[test]
+fn repository_pipeline_toml_parses_with_every_section() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipeline.toml");
+    let cfg = Config::load(Some(&path), &[]).unwrap();
+    cfg.validate().unwrap();
+    assert_eq!(cfg.partition.scheme, PartitionScheme::Dirichlet);
+    assert_eq!(cfg.partition.alpha, 0.1);
+    assert_eq!(cfg.data.text_column, "text_clean");
+    assert!(std::path::Path::new(&cfg.data.source).is_absolute(), "resolved against the file's folder");
+    assert!(cfg.data.source.ends_with("20newsgroups_bydate.parquet"));
+    assert_eq!(cfg.baselines.methods, vec![BaselineMethod::Fft, BaselineMethod::Lora, BaselineMethod::Sft]);
+}
+
+#[test]
+fn unknown_keys_and_wrong_types_name_the_key() {
+    let err = Config::from_toml_str("[partition]\nalphaa = 1.0\n", "p.toml").unwrap_err().to_string();
+    assert_eq!(err, "p.toml: unknown config key `partition.alphaa`");
+    let err = Config::from_toml_str("[nope]\n", "p.toml").unwrap_err().to_string();
+    assert_eq!(err, "p.toml: unknown config key `nope`");
+    let err = Config::from_toml_str("[partition]\nclients = \"many\"\n", "p.toml").unwrap_err().to_string();
+    assert_eq!(err, "p.toml: partition.clients must be a non-negative integer (got \"many\")");
+    let err = Config::from_toml_str("[partition]\nclients = -3\n", "p.toml").unwrap_err().to_string();
+    assert_eq!(err, "p.toml: partition.clients must be a non-negative integer (got -3)");
+    let err = Config::from_toml_str("[partition]\nscheme = \"random\"\n", "p.toml").unwrap_err().to_string();
+    assert_eq!(err, "p.toml: partition.scheme must be one of iid, dirichlet, pathological (got \"random\")");
+    let err = Config::from_toml_str("[baselines]\nmethods = [\"fft\", \"x\"]\n", "p.toml").unwrap_err().to_string();
+    assert!(err.contains("baselines.methods must be one of fft, lora, sft (got \"x\")"), "{err}");
+    let err = Config::from_toml_str("[partition\n", "p.toml").unwrap_err().to_string();
+    assert!(err.starts_with("config file p.toml: line 1:"), "{err}");
+    // An integer where a float is expected is fine.
+    let cfg = Config::from_toml_str("[partition]\nalpha = 2\n", "p.toml").unwrap();
+    assert_eq!(cfg.partition.alpha, 2.0);
+}
+
+#[test]
+fn set_overrides_parse_with_the_key_type() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("c.toml");
+    std::fs::write(&file, "[data]\nsource = \"d.parquet\"\n[model]\nsource = \"org/m\"\n").unwrap();
+    let cfg = Config::load(
+        Some(&file),
+        &[
+            set("partition.alpha", "0.5"),
+            set("partition.clients", "7"),
+            set("partition.scheme", "iid"),
+            set("baselines.methods", "lora,fft"),
+            set("adapter.target_modules", "[\"query\", \"value\"]"),
+            set("run.name", "x"),
+        ],
+    )
+    .unwrap();
+    assert_eq!((cfg.partition.alpha, cfg.partition.clients), (0.5, 7));
+    assert_eq!(cfg.partition.scheme, PartitionScheme::Iid);
+    assert_eq!(cfg.baselines.methods, vec![BaselineMethod::Lora, BaselineMethod::Fft]);
+    assert_eq!(cfg.adapter.target_modules, vec!["query".to_string(), "value".into()]);
+    assert_eq!(cfg.data.source, dir.path().join("d.parquet").to_string_lossy());
+    assert_eq!(cfg.model.source, "org/m", "a hub id stays a hub id");
+    assert_eq!(cfg.base_dir, dir.path());
+
+    let err = |k: &str, v: &str| Config::load(Some(&file), &[set(k, v)]).unwrap_err().to_string();
+    assert_eq!(err("partition.alhpa", "1"), "--set partition.alhpa=1: unknown config key `partition.alhpa`");
+    assert_eq!(err("alpha", "1"), "--set alpha=1: unknown config key `alpha` (keys look like section.key)");
+    assert_eq!(
+        err("partition.clients", "2.5"),
+        "--set partition.clients=2.5: partition.clients must be an integer (got \"2.5\")"
+    );
+    assert_eq!(err("partition.alpha", "abc"), "--set partition.alpha=abc: partition.alpha must be a finite number (got \"abc\")");
+    assert!(err("partition.scheme", "x").contains("partition.scheme must be one of iid, dirichlet, pathological"));
+    assert!(parse_set("novalue").is_err());
+    assert_eq!(parse_set("a.b=c=d").unwrap(), set("a.b", "c=d"));
+}
+
+#[test]
+fn validation_names_key_value_and_rule() {
+    let check = |f: &dyn Fn(&mut Config)| {
+        let mut c = valid();
+        f(&mut c);
+        c.validate().unwrap_err().to_string()
+    };
+    valid().validate().unwrap();
+    assert_eq!(check(&|c| c.partition.alpha = -1.0), "partition.alpha must be > 0 (got -1)");
+    assert_eq!(check(&|c| c.partition.clients = 0), "partition.clients must be >= 1 (got 0)");
+    assert_eq!(check(&|c| c.data.max_len = 1), "data.max_len must be >= 2 (got 1)");
+    assert_eq!(check(&|c| c.stage1.density = 1.5), "stage1.density must be in (0, 1] (got 1.5)");
+    assert_eq!(
+        check(&|c| c.federation.clients_per_round = 30),
+        "federation.clients_per_round must be <= partition.clients = 20 (got 30)"
+    );
+    assert!(check(&|c| c.data.source.clear()).starts_with("data.source is required"));
+    assert!(check(&|c| c.model.source.clear()).starts_with("model.source is required"));
+    assert_eq!(check(&|c| c.optim.beta2 = 1.0), "optim.beta2 must be in [0, 1) (got 1)");
+    assert!(check(&|c| c.baselines.methods = vec![BaselineMethod::Fft, BaselineMethod::Fft]).starts_with("baselines.methods"));
+}
+
+#[test]
+fn defaults_round_trip_through_toml() {
+    let c = valid();
+    let back = Config::from_toml_str(&c.to_toml(), "x").unwrap();
+    assert_eq!(back.partition, c.partition);
+    assert_eq!(back.decompose.init, DecomposeInit::Svd);
+    assert_eq!(DecomposeInit::SvdB.to_string(), "svd-b");
+}

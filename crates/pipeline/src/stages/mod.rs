@@ -7,6 +7,7 @@ pub mod baselines;
 pub mod decompose;
 pub mod federated;
 pub mod partition;
+pub mod report;
 pub mod stage1;
 pub mod stage2;
 
@@ -23,7 +24,7 @@ pub fn registry() -> Vec<Box<dyn Stage>> {
         Box::new(decompose::Decompose),
         Box::new(stage2::Stage2),
         Box::new(baselines::Baselines),
-        // Box::new(report::Report),
+        Box::new(report::Report),
     ]
 }
 

@@ -117,6 +117,8 @@ impl Stage for Partition {
 
     fn run(&self, ctx: &StageCtx, out: &Path) -> Result<Value, PipelineError> {
         let cfg = ctx.config;
+        let clock = std::time::Instant::now();
+        let lap = |what: &str| tracing::debug!("partition: {what} done at {:.3} s", clock.elapsed().as_secs_f64());
         let (source, test_source) = resolve_data_files(cfg)?;
         let d = &cfg.data;
         let spec = DatasetSpec {
@@ -140,13 +142,16 @@ impl Stage for Partition {
             source.display()
         );
 
+        lap("load");
         let tokenizer = slora_data::load_tokenizer(&resolve_tokenizer(cfg)?, d.max_len)?;
         let train_tok = slora_data::tokenize(&tokenizer, &train.texts, &ctx.progress(train.len() as u64, "tokenize train"))?;
         let test_tok = slora_data::tokenize(&tokenizer, &test.texts, &ctx.progress(test.len() as u64, "tokenize test"))?;
 
+        lap("tokenize");
         let num_labels = ds.labels.num_labels;
         let parts = slora_data::partition(&train.labels, num_labels, cfg.partition.clients, &Self::scheme(cfg), seed)?;
 
+        lap("partition");
         // Shards: every client, then the test set; written in parallel.
         let bar = ctx.progress(parts.len() as u64 + 1, "write shards");
         let jobs: Vec<(String, Vec<usize>, bool)> = parts
@@ -165,6 +170,7 @@ impl Stage for Partition {
             Ok::<(), PipelineError>(())
         })?;
         bar.finish_and_clear();
+        lap("write shards");
 
         let counts = label_counts(&train.labels, &parts, num_labels);
         write_stats(&out.join(STATS_FILE), &counts, &ds.labels.names)?;

@@ -128,7 +128,8 @@ pub fn inspect(artifact: &crate::store::Artifact) -> Result<(Value, String), Pip
         for (name, v) in m {
             let shape = format!("{}x{}", v["shape"][0], v["shape"][1]);
             let norm = v["delta_norm"].as_f64().unwrap_or(f64::NAN);
-            text.push_str(&format!("  {name:<58} {shape:>12} {:>8} {norm:>10.5}\n", v["nnz"]));
+            let nnz = v["nnz"].as_u64().unwrap_or(0);
+            text.push_str(&format!("  {name:<58} {shape:>12} {nnz:>8} {norm:>10.5}\n"));
         }
     }
     let rows = slora_federation::metrics::read_parquet(&artifact.file("metrics.parquet")).or_stage("stage1")?;

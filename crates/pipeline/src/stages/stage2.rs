@@ -6,6 +6,10 @@
 //! sampling matches a baseline's round of the same number) and its cumulative upload bytes and wall
 //! time. Outputs: `metrics.parquet` (method `slora-stage2`, its first row the evaluation right after
 //! the switch) and the final adapter in peft's format in `adapter/`.
+//!
+//! The adapter sits on the *corrected* base (W0 + ΔW − s·BA for `svd`, the adapted `<module>.weight`
+//! tensors of decompose's `lora_init.safetensors`), not on the pretrained W0: the truncation residual of
+//! stage 1 lives in the base. The manifest names that file (`adapter_base`).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -91,6 +95,7 @@ impl Stage for Stage2 {
         summary["rank"] = json!(rank);
         summary["lora_alpha"] = json!(d.lora_alpha);
         summary["round_offset"] = json!(last.round);
+        summary["adapter_base"] = json!(decompose.file(super::decompose::LORA_INIT_FILE));
         Ok(summary)
     }
 }

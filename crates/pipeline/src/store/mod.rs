@@ -155,16 +155,17 @@ impl Store {
     pub fn record(&self, artifact: &Artifact) -> Result<(), PipelineError> {
         let mut lock = self.read_lock();
         let m = &artifact.manifest;
-        lock.stages.insert(
-            m.stage.clone(),
-            LockEntry {
-                key: m.key.clone(),
-                code_version: m.code_version,
-                params: m.params.clone(),
-                upstream: m.upstream.clone(),
-                outs: m.files.iter().map(|(k, v)| (k.clone(), v.sha256.clone())).collect(),
-            },
-        );
+        let entry = LockEntry {
+            key: m.key.clone(),
+            code_version: m.code_version,
+            params: m.params.clone(),
+            upstream: m.upstream.clone(),
+            outs: m.files.iter().map(|(k, v)| (k.clone(), v.sha256.clone())).collect(),
+        };
+        if lock.stages.get(&m.stage) == Some(&entry) {
+            return Ok(());
+        }
+        lock.stages.insert(m.stage.clone(), entry);
         write_atomic(&self.root.join(PIPELINE_LOCK_FILE), &serde_json::to_vec_pretty(&lock)?)
     }
 

@@ -132,7 +132,7 @@ impl LineChart<'_> {
 
 /// Reference lines at 95 % / 99 % of FFT's final accuracy (in percent), when FFT ran.
 fn target_lines(curves: &[Curve]) -> Vec<HLine> {
-    let Some(fft) = curves.iter().find(|c| c.method == FFT).and_then(Curve::last) else {
+    let Some(fft) = curves.iter().find(|c| c.method == FFT).and_then(Curve::last_evaluated) else {
         return Vec::new();
     };
     TARGET_FRACTIONS
@@ -177,7 +177,7 @@ pub fn accuracy_vs_round(curves: &[Curve]) -> Result<String> {
         y_desc: "Test accuracy (%)",
         series: curves
             .iter()
-            .map(|c| (c.method.clone(), c.points.iter().map(|p| (f64::from(p.round), 100.0 * p.accuracy)).collect()))
+            .map(|c| (c.method.clone(), c.evaluated().map(|p| (f64::from(p.round), 100.0 * p.accuracy)).collect()))
             .collect(),
         y_range: accuracy_range(curves, &extra),
         hlines,
@@ -198,7 +198,7 @@ pub fn loss_vs_round(curves: &[Curve]) -> Result<String> {
         y_desc: "Test cross-entropy loss",
         series: curves
             .iter()
-            .map(|c| (c.method.clone(), c.points.iter().map(|p| (f64::from(p.round), p.loss)).collect()))
+            .map(|c| (c.method.clone(), c.evaluated().map(|p| (f64::from(p.round), p.loss)).collect()))
             .collect(),
         y_range: r.start.max(0.0)..r.end,
         hlines: Vec::new(),
@@ -216,8 +216,7 @@ pub fn accuracy_vs_bytes(curves: &[Curve]) -> Result<String> {
         .iter()
         .map(|c| {
             let pts = c
-                .points
-                .iter()
+                .evaluated()
                 .filter(|p| p.cum_bytes_up > 0)
                 .map(|p| (p.cum_bytes_up as f64, 100.0 * p.accuracy))
                 .collect();

@@ -1,0 +1,134 @@
+//! LoRA linear as one op: `y = x W0ᵀ + b + s · (x Aᵀ) Bᵀ` through a frozen base, with gradients
+//! for x, A (`[r, in]`) and B (`[out, r]`) only.
+//!
+//! Replaces candle's chain (frozen matmul, two adapter matmuls, scale, add) and its backward
+//! (which would also form the frozen weight's gradient and a gradient buffer per node): the
+//! adapter product accumulates straight into the base output, and the backward is five GEMMs,
+//! four of them thin (rank r).
+
+use super::cpu::{gemm, slice, tensor, with_f32, MatView};
+use super::linear::{bias_rows, LinearShape};
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+
+/// `x[.., in] · W0ᵀ + b + scale · (x Aᵀ) Bᵀ` with `w`, `b` constants and `a: [r, in]`,
+/// `b_lora: [out, r]` (usually `Var`s). No adapter dropout: apply it outside (composed) if needed.
+pub fn lora_linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, a: &Tensor, b_lora: &Tensor, scale: f64) -> Result<Tensor> {
+    const OP: &str = "lora_linear";
+    let shape = LinearShape::check(x, w, b, OP)?;
+    let r = a.dim(0)?;
+    if a.dims() != [r, shape.in_dim] || b_lora.dims() != [shape.out_dim, r] {
+        bail!("{OP}: lora_A {:?} / lora_B {:?} do not fit weight [{}, {}]", a.dims(), b_lora.dims(), shape.out_dim, shape.in_dim);
+    }
+    let op = LoraLinear {
+        w: w.detach().contiguous()?,
+        b: b.map(|b| b.detach().contiguous()).transpose()?,
+        shape,
+        rank: r,
+        scale: scale as f32,
+    };
+    x.contiguous()?.apply_op3(&a.contiguous()?, &b_lora.contiguous()?, op)
+}
+
+/// The same function composed from candle ops (reference for tests).
+pub fn lora_linear_slow(x: &Tensor, w: &Tensor, b: Option<&Tensor>, a: &Tensor, b_lora: &Tensor, scale: f64) -> Result<Tensor> {
+    let base = super::frozen_linear_slow(x, &w.detach(), b.map(|b| b.detach()).as_ref())?;
+    let in_dim = w.dim(1)?;
+    let low = x.reshape(((), in_dim))?.matmul(&a.t()?)?.matmul(&b_lora.t()?)?;
+    let low = low.reshape(base.shape())?;
+    base + (low * scale)?
+}
+
+struct LoraLinear {
+    w: Tensor,
+    b: Option<Tensor>,
+    shape: LinearShape,
+    rank: usize,
+    scale: f32,
+}
+
+impl CustomOp3 for LoraLinear {
+    fn name(&self) -> &'static str {
+        "slora-lora-linear"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        const OP: &str = "lora_linear";
+        let (x, a, bl) = (slice(s1, l1, OP)?, slice(s2, l2, OP)?, slice(s3, l3, OP)?);
+        let LinearShape { in_dim, out_dim, .. } = self.shape;
+        let r = self.rank;
+        let rows = x.len() / in_dim.max(1);
+        let (mut y, has_bias) = bias_rows(self.b.as_ref(), rows, out_dim, OP)?;
+        with_f32(&self.w, OP, |w| gemm(rows, out_dim, in_dim, &mut y, has_bias, MatView::rows(x, in_dim), MatView::transposed(w, in_dim)))?;
+        let mut xa = vec![0f32; rows * r];
+        gemm(rows, r, in_dim, &mut xa, false, MatView::rows(x, in_dim), MatView::transposed(a, in_dim));
+        // y += s · xa Bᵀ  (s folded into xa: a T×r pass instead of a T×out one)
+        xa.iter_mut().for_each(|v| *v *= self.scale);
+        gemm(rows, out_dim, r, &mut y, true, MatView::rows(&xa, r), MatView::transposed(bl, r));
+        Ok((CpuStorage::F32(y), Shape::from(self.shape.out_dims.clone())))
+    }
+
+    fn bwd(&self, x: &Tensor, a: &Tensor, b_lora: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        const OP: &str = "lora_linear bwd";
+        let LinearShape { in_dim, out_dim, .. } = self.shape;
+        let r = self.rank;
+        let s = self.scale;
+        let (dx, da, db) = with_f32(grad, OP, |g| {
+            with_f32(x, OP, |xs| {
+                with_f32(a, OP, |a| {
+                    with_f32(b_lora, OP, |bl| {
+                        with_f32(&self.w, OP, |w| {
+                            let rows = g.len() / out_dim.max(1);
+                            // gb = s · g B  [T, r]
+                            let mut gb = vec![0f32; rows * r];
+                            gemm(rows, r, out_dim, &mut gb, false, MatView::rows(g, out_dim), MatView::rows(bl, r));
+                            gb.iter_mut().for_each(|v| *v *= s);
+                            // dx = g W0 + gb A
+                            let mut dx = vec![0f32; rows * in_dim];
+                            gemm(rows, in_dim, out_dim, &mut dx, false, MatView::rows(g, out_dim), MatView::rows(w, in_dim));
+                            gemm(rows, in_dim, r, &mut dx, true, MatView::rows(&gb, r), MatView::rows(a, in_dim));
+                            // dA = gbᵀ x  [r, in]
+                            let mut da = vec![0f32; r * in_dim];
+                            gemm(r, in_dim, rows, &mut da, false, MatView::transposed(&gb, r), MatView::rows(xs, in_dim));
+                            // dB = s · gᵀ (x Aᵀ)  [out, r]
+                            let mut xa = vec![0f32; rows * r];
+                            gemm(rows, r, in_dim, &mut xa, false, MatView::rows(xs, in_dim), MatView::transposed(a, in_dim));
+                            xa.iter_mut().for_each(|v| *v *= s);
+                            let mut db = vec![0f32; out_dim * r];
+                            gemm(out_dim, r, rows, &mut db, false, MatView::transposed(g, out_dim), MatView::rows(&xa, r));
+                            (dx, da, db)
+                        })
+                    })
+                })
+            })
+        })?????;
+        Ok((Some(tensor(dx, x.shape())?), Some(tensor(da, (r, in_dim))?), Some(tensor(db, (out_dim, r))?)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::ops::test_util::{assert_close, rand_tensor};
+    use candle_core::Var;
+
+    #[test]
+    fn ops_lora_linear_matches_composed_and_skips_base() -> Result<()> {
+        let (out_dim, in_dim, r) = (1536, 384, 8);
+        let x = Var::from_tensor(&rand_tensor(&[4, 32, in_dim], 81)?)?;
+        let w = Var::from_tensor(&(rand_tensor(&[out_dim, in_dim], 82)? * 0.05)?)?;
+        let bias = rand_tensor(&[out_dim], 83)?;
+        let a = Var::from_tensor(&(rand_tensor(&[r, in_dim], 84)? * 0.05)?)?;
+        let bl = Var::from_tensor(&(rand_tensor(&[out_dim, r], 85)? * 0.05)?)?;
+        let upstream = rand_tensor(&[4, 32, out_dim], 86)?;
+        let fast = lora_linear(&x, &w, Some(&bias), &a, &bl, 2.0)?;
+        let slow = lora_linear_slow(&x, &w, Some(&bias), &a, &bl, 2.0)?;
+        assert_close(&fast, &slow, 1e-5, "forward")?;
+        let gf = (fast * &upstream)?.sum_all()?.backward()?;
+        let gs = (slow * &upstream)?.sum_all()?.backward()?;
+        for (v, name) in [(&x, "dx"), (&a, "dA"), (&bl, "dB")] {
+            assert_close(gf.get(v).unwrap(), gs.get(v).unwrap(), 1e-5, name)?;
+        }
+        assert!(gf.get(&w).is_none(), "frozen base gets no gradient");
+        Ok(())
+    }
+}

@@ -1,0 +1,216 @@
+//! `report`: the run's report from every upstream artifact — metrics of all methods, the partition's
+//! client x label counts, Stage-1 spectra, the switch check, the config and the artifact keys.
+//!
+//! The artifact holds the rendered report (`index.html`, `report.md`, `figures/*.svg`) and
+//! `summary.json` (final metrics per method, read by `pipeline compare` and `pipeline sweep`). It is
+//! cached like every stage; [`publish`] copies it to `<report.dir>/<run.name>/` after every run, hit or
+//! miss, so a deleted or stale published copy is always replaced.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use serde_json::{json, Value};
+use slora_report::{build_report, output::report_files, write_dir_atomically, Metrics, PartitionCounts, ReportInputs, Spectra};
+
+use crate::config::{Config, PartitionScheme};
+use crate::error::{IoContext, PipelineError};
+use crate::stage::{Stage, StageCtx};
+use crate::store::{Artifact, MANIFEST_FILE};
+
+/// The `report` stage.
+pub struct Report;
+
+/// The machine-readable summary inside the artifact and the published report.
+pub const SUMMARY_FILE: &str = "summary.json";
+
+/// Maps a report-crate error to this stage's error.
+fn report_err(e: slora_report::ReportError) -> PipelineError {
+    PipelineError::stage("report", e.to_string())
+}
+
+impl Stage for Report {
+    fn name(&self) -> &'static str {
+        "report"
+    }
+
+    fn code_version(&self) -> u32 {
+        1
+    }
+
+    fn deps(&self) -> &'static [&'static str] {
+        &["partition", "stage1", "decompose", "stage2", "baselines"]
+    }
+
+    /// The whole config (it is printed in the report) except what does not change its content:
+    /// `run.threads` and where the report is published.
+    fn params(&self, cfg: &Config) -> Value {
+        let mut config = serde_json::to_value(cfg).unwrap_or(Value::Null);
+        if let Some(run) = config.get_mut("run").and_then(Value::as_object_mut) {
+            run.remove("threads");
+        }
+        if let Some(obj) = config.as_object_mut() {
+            obj.remove("report");
+        }
+        json!({ "run_name": cfg.run.name, "config": config })
+    }
+
+    fn run(&self, ctx: &StageCtx, out: &Path) -> Result<Value, PipelineError> {
+        let inputs = gather_inputs(ctx)?;
+        let (report, summary) = build_report(&inputs).map_err(report_err)?;
+        for (rel, contents) in report_files(&report, &[(SUMMARY_FILE, summary.to_json())]) {
+            let path = out.join(&rel);
+            if let Some(parent) = path.parent() {
+                std::fs::create_dir_all(parent).at(parent)?;
+            }
+            std::fs::write(&path, contents).at(&path)?;
+        }
+        let figures: Vec<String> = report.figures().iter().map(|f| f.id.clone()).collect();
+        let methods: serde_json::Map<String, Value> = summary
+            .methods
+            .iter()
+            .map(|(m, s)| (m.clone(), json!({ "accuracy": s.accuracy, "rounds": s.rounds })))
+            .collect();
+        Ok(json!({ "run_name": ctx.config.run.name, "figures": figures, "methods": methods }))
+    }
+}
+
+/// Where a config's report is published: `<report.dir>/<run.name>/`.
+pub fn published_dir(cfg: &Config) -> PathBuf {
+    cfg.report.dir.join(&cfg.run.name)
+}
+
+/// Copies the report artifact's files (all but the manifest) to `<report.dir>/<run.name>/`, replacing
+/// what was there in one rename. Returns the published folder.
+pub fn publish(cfg: &Config, artifact: &Artifact) -> Result<PathBuf, PipelineError> {
+    let mut files = Vec::new();
+    for rel in artifact.manifest.files.keys() {
+        if rel == MANIFEST_FILE {
+            continue;
+        }
+        let path = artifact.file(rel);
+        files.push((rel.clone(), std::fs::read_to_string(&path).at(&path)?));
+    }
+    let dir = published_dir(cfg);
+    write_dir_atomically(&dir, &files).map_err(report_err)?;
+    tracing::info!("report: {}", dir.join("index.html").display());
+    Ok(dir)
+}
+
+fn u64_at(v: &Value, pointer: &str) -> Option<u64> {
+    v.pointer(pointer).and_then(Value::as_u64)
+}
+
+/// Reads every upstream artifact into the report's plain inputs.
+fn gather_inputs(ctx: &StageCtx) -> Result<ReportInputs, PipelineError> {
+    let cfg = ctx.config;
+    let partition = ctx.input("partition")?;
+    let stage1 = ctx.input("stage1")?;
+    let decompose = ctx.input("decompose")?;
+    let stage2 = ctx.input("stage2")?;
+    let baselines = ctx.input("baselines")?;
+
+    let metrics = Metrics::read_parquet_files(&[
+        baselines.file("metrics.parquet"),
+        stage1.file("metrics.parquet"),
+        stage2.file("metrics.parquet"),
+    ])
+    .map_err(report_err)?;
+    let partition_counts = PartitionCounts::read_parquet(&partition.file(super::partition::STATS_FILE)).map_err(report_err)?;
+    let spectrum_path = decompose.file("spectrum.parquet");
+    let spectra = Spectra::read_parquet(&spectrum_path).map_err(report_err)?;
+    let lora_rank = Spectra::read_rank(&spectrum_path).map_err(report_err)?.or(Some(cfg.decompose.rank));
+
+    let mut trainable = BTreeMap::new();
+    if let Some(n) = u64_at(&stage1.manifest.summary, "/trainable_params") {
+        trainable.insert("slora-stage1".to_string(), n);
+    }
+    if let Some(n) = u64_at(&stage2.manifest.summary, "/trainable_params") {
+        trainable.insert("slora-stage2".to_string(), n);
+    }
+    if let Some(methods) = baselines.manifest.summary.get("methods").and_then(Value::as_object) {
+        for (m, s) in methods {
+            if let Some(n) = u64_at(s, "/trainable_params") {
+                trainable.insert(m.clone(), n);
+            }
+        }
+    }
+    let mut artifact_keys: BTreeMap<String, String> =
+        ctx.inputs.iter().map(|(stage, a)| (stage.clone(), a.key.clone())).collect();
+    artifact_keys.insert("report".into(), ctx.key.clone());
+
+    Ok(ReportInputs {
+        run_name: cfg.run.name.clone(),
+        setup: setup_lines(cfg, &partition.manifest.summary),
+        metrics,
+        partition: Some(partition_counts),
+        spectra: Some(spectra),
+        lora_rank,
+        switch_check: decompose.manifest.summary.get("switch_check").cloned(),
+        trainable_params: trainable,
+        config_toml: cfg.to_toml(),
+        artifact_keys,
+    })
+}
+
+fn file_label(source: &str) -> String {
+    Path::new(source).file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| source.to_string())
+}
+
+/// The facts under the report's title.
+fn setup_lines(cfg: &Config, partition_summary: &Value) -> Vec<(String, String)> {
+    let p = &cfg.partition;
+    let heterogeneity = match p.scheme {
+        PartitionScheme::Iid => "IID".to_string(),
+        PartitionScheme::Dirichlet => format!("Dirichlet label skew, α = {}", p.alpha),
+        PartitionScheme::Pathological => format!("pathological, {} labels per client", p.classes_per_client),
+    };
+    let rows = |k: &str| u64_at(partition_summary, &format!("/{k}")).map(|n| n.to_string()).unwrap_or_else(|| "?".into());
+    vec![
+        (
+            "Data".into(),
+            format!(
+                "{} (column {}): {} train / {} test rows, {} labels, max {} tokens",
+                file_label(&cfg.data.source),
+                cfg.data.text_column,
+                rows("train_rows"),
+                rows("test_rows"),
+                rows("num_labels"),
+                cfg.data.max_len
+            ),
+        ),
+        ("Model".into(), file_label(&cfg.model.source)),
+        (
+            "Federation".into(),
+            format!(
+                "{} clients, {heterogeneity}; {} sampled per round, {} local epoch(s), batch {}",
+                p.clients, cfg.federation.clients_per_round, cfg.federation.local_epochs, cfg.federation.batch_size
+            ),
+        ),
+        (
+            "SLoRA".into(),
+            format!(
+                "{} sparse rounds (density {}, lr {}) → SVD rank {} (α {}, {} init) → {} LoRA rounds (lr {})",
+                cfg.stage1.rounds,
+                cfg.stage1.density,
+                cfg.stage1.lr,
+                cfg.decompose.rank,
+                cfg.decompose.lora_alpha,
+                cfg.decompose.init,
+                cfg.stage2.rounds,
+                cfg.stage2.lr
+            ),
+        ),
+        (
+            "Baselines".into(),
+            format!(
+                "{} for {} rounds (lr: FFT {}, LoRA {}, SFT {})",
+                cfg.baselines.methods.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", "),
+                cfg.stage1.rounds + cfg.stage2.rounds,
+                cfg.baselines.fft_lr,
+                cfg.baselines.lora_lr,
+                cfg.baselines.sft_lr
+            ),
+        ),
+        ("Seed".into(), cfg.run.seed.to_string()),
+    ]
+}
