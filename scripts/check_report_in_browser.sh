@@ -53,6 +53,14 @@ checker='<script>
   m.textContent = "SELF" + "CHECK height=" + document.documentElement.scrollHeight + " figures=" + out.join(" ") + " END";
   document.body.appendChild(m);
   document.currentScript.remove();
+  // After every resource has loaded (or failed): images that did not load.
+  window.addEventListener("load", function () {
+    var broken = Array.prototype.filter.call(document.images, function (i) { return !i.complete || i.naturalWidth === 0; });
+    var l = document.createElement("pre");
+    l.id = "report-loadcheck";
+    l.textContent = "LOAD" + "CHECK broken_images=" + broken.length + " END";
+    document.body.appendChild(l);
+  });
 })();
 </script>'
 python3 - "$index" "$work/page.html" "$checker" <<'PY'
@@ -69,16 +77,22 @@ flags=(--headless --no-sandbox --disable-gpu --disable-background-networking --d
        --disable-sync --no-first-run --hide-scrollbars --user-data-dir="$work/profile"
        --enable-logging=stderr --v=0)
 
-# 2. Console: every console message of the page is logged as "CONSOLE(...)"; errors also as
-#    "Uncaught" / "Failed to load". None may appear.
+# 2. Console: chromium logs every console message of the page as "...:CONSOLE:<line>] "<message>""
+#    (uncaught exceptions included, as "Uncaught ..."). None may appear.
 "$chromium_bin" "${flags[@]}" --window-size=1280,2000 --dump-dom "file://$work/page.html" \
   >"$work/dom.html" 2>"$work/console.log" || { echo "error: chromium failed:"; tail -20 "$work/console.log"; exit 2; }
-console_errors=$(grep -E 'CONSOLE\(|Uncaught|Failed to load|ERR_' "$work/console.log" | grep -v 'SELFCHECK' || true)
+console_errors=$(grep -E 'CONSOLE[:(]|Uncaught|Failed to load|ERR_FILE|ERR_NAME' "$work/console.log" || true)
 [ -z "$console_errors" ] || failures+=("console messages while loading the page: $console_errors")
 
 # 3. Every figure file is in the page, rendered at a real size, with drawn marks and text.
 selfcheck=$(grep -o 'SELFCHECK height=[0-9]* figures=[^<]*END' "$work/dom.html" | head -1 || true)
 [ -n "$selfcheck" ] || failures+=("the in-page check did not run (no SELFCHECK marker in the DOM)")
+loadcheck=$(grep -o 'LOADCHECK broken_images=[0-9]* END' "$work/dom.html" | head -1 || true)
+if [ -z "$loadcheck" ]; then
+  failures+=("the page did not finish loading (no LOADCHECK marker in the DOM)")
+elif [ "$loadcheck" != "LOADCHECK broken_images=0 END" ]; then
+  failures+=("images that did not load: $loadcheck")
+fi
 height=$(sed -n 's/.*height=\([0-9]*\).*/\1/p' <<<"$selfcheck")
 declare -A rendered=()
 for entry in $(sed -n 's/.*figures=\(.*\) END/\1/p' <<<"$selfcheck"); do

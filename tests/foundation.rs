@@ -294,7 +294,7 @@ fn cache_hits_misses_and_invalidation() {
     std::fs::write(dir.join("client-00001.parquet"), b"garbage").unwrap();
     let out = run_small(&artifacts, &copy, &[], &["partition"]);
     assert!(out.ok, "{}", out.stderr);
-    assert!(out.stderr.contains("does not match its manifest hash") && out.stderr.contains("running"), "{}", out.stderr);
+    assert!(out.stderr.contains("`client-00001.parquet` is corrupt") && out.stderr.contains("running"), "{}", out.stderr);
     assert!(read_shard(&dir.join("client-00001.parquet")).is_ok());
 }
 
@@ -317,7 +317,7 @@ fn interrupted_write_is_not_taken_as_complete() {
     std::fs::copy(tmp_dir.join("client-00000.parquet"), done.join("client-00000.parquet")).unwrap();
 
     let status = run_small(&artifacts, &data, &[], &["status"]);
-    assert!(status.stdout.contains("partition  stale") && status.stdout.contains("output missing or corrupt"), "{}", status.stdout);
+    assert!(status.stdout.contains("partition  stale") && status.stdout.contains("output corrupt or incomplete"), "{}", status.stdout);
     let out = run_small(&artifacts, &data, &[], &["partition"]);
     assert!(out.ok, "{}", out.stderr);
     assert!(out.stderr.contains("running"), "rebuilt: {}", out.stderr);

@@ -2,3 +2,4 @@
 mod federation;
 mod foundation;
 mod report;
+mod reliability;

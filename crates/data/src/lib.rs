@@ -9,6 +9,7 @@
 #![deny(missing_docs)]
 
 mod error;
+pub mod fault;
 mod labels;
 pub mod partition;
 pub mod shard;

@@ -58,10 +58,18 @@ fn writer_props() -> WriterProperties {
 }
 
 fn write_batch(path: &Path, batch: &RecordBatch) -> Result<(), DataError> {
-    let file = std::fs::File::create(path).map_err(|e| DataError::io(path, e))?;
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_props()))?;
-    writer.write(batch)?;
-    writer.close()?;
+    let file = crate::fault::create(path).map_err(|e| DataError::io(path, e))?;
+    // Errors name the file: a full disk mid-write must say where.
+    let failed = |e: parquet::errors::ParquetError| match e {
+        parquet::errors::ParquetError::External(inner) => match inner.downcast::<std::io::Error>() {
+            Ok(io) => DataError::io(path, *io),
+            Err(other) => DataError::format(path, format!("writing: {other}")),
+        },
+        other => DataError::format(path, format!("writing: {other}")),
+    };
+    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_props())).map_err(failed)?;
+    writer.write(batch).map_err(failed)?;
+    writer.close().map_err(failed)?;
     Ok(())
 }
 

@@ -92,6 +92,7 @@ struct Record {
 pub struct CheckpointStore {
     dir: PathBuf,
     fingerprint: String,
+    strict: bool,
 }
 
 impl CheckpointStore {
@@ -104,7 +105,14 @@ impl CheckpointStore {
                 let _ = fs::remove_file(entry.path());
             }
         }
-        Ok(Self { dir: dir.to_path_buf(), fingerprint: fingerprint.into() })
+        Ok(Self { dir: dir.to_path_buf(), fingerprint: fingerprint.into(), strict: false })
+    }
+
+    /// Strict mode (`pipeline --no-rebuild`): [`CheckpointStore::latest`] returns the error of a corrupt
+    /// checkpoint instead of skipping it in favour of an older one.
+    pub fn strict(mut self, yes: bool) -> Self {
+        self.strict = yes;
+        self
     }
 
     /// The directory holding the checkpoints.
@@ -161,6 +169,7 @@ impl CheckpointStore {
             match self.load(round) {
                 Ok(Some(cp)) => return Ok(Some(cp)),
                 Ok(None) => {}
+                Err(e) if self.strict => return Err(e),
                 Err(e) => tracing::warn!("skipping checkpoint of round {round}: {e}"),
             }
         }

@@ -49,6 +49,11 @@ impl ClassifierLearner {
         &self.model
     }
 
+    /// The base learning rate.
+    pub fn learning_rate(&self) -> f64 {
+        self.settings.adamw.lr
+    }
+
     /// Unwraps the model.
     pub fn into_model(self) -> Classifier {
         self.model

@@ -20,6 +20,11 @@ use crate::metrics::RoundMetrics;
 use crate::sampling::{epoch_order, sample_clients};
 use crate::seeds::{self, Stream};
 
+/// A mean batch cross-entropy above this is divergence, not learning: it needs logit margins of ~10⁴
+/// (a uniform guess costs ln(num_labels) < 12). An lr far too high (1e6) gives losses of ~10⁷ that
+/// stay finite for many steps before turning NaN; stopping here keeps the last good checkpoint.
+pub const DIVERGED_LOSS: f64 = 1e4;
+
 /// Settings of one federated run.
 #[derive(Debug, Clone, PartialEq)]
 pub struct FedAvgConfig {
@@ -176,7 +181,7 @@ pub fn run_fedavg<L: Learner>(
                     let labels: Vec<u32> = rows.iter().map(|&i| shard.labels[i]).collect();
                     let dropout_seed = seeds::derive(cfg.seed, Stream::Dropout, &[round as u64, client as u64, step as u64]);
                     let loss = learner.train_step(&ids, &labels, dropout_seed)?;
-                    if !loss.is_finite() {
+                    if !loss.is_finite() || loss > DIVERGED_LOSS {
                         steps_bar.abandon();
                         return Err(FederationError::NonFiniteLoss { round, client, step, loss });
                     }

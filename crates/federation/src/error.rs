@@ -12,7 +12,8 @@ pub enum FederationError {
     /// The model failed.
     #[error(transparent)]
     Model(#[from] slora_model::ModelError),
-    /// The training loss became NaN or infinite: the learning rate is most likely too high.
+    /// The training loss became NaN or infinite, or exceeded `engine::DIVERGED_LOSS`: the learning rate
+    /// is most likely too high.
     #[error(
         "training diverged in round {round}, client {client}, step {step}: loss is {loss} \
          (lower the learning rate); the last good checkpoint is kept"

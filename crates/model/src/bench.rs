@@ -99,6 +99,9 @@ pub struct BenchResult {
     pub rss_per_mode: bool,
     /// Trainable parameters (sparse: the masked entries plus the head).
     pub trainable_params: usize,
+    /// CPU time (user + system, all threads) per timed step, ms: with `median_ms` it shows how much
+    /// of the machine the run got (a loaded machine inflates wall time, not this).
+    pub cpu_ms_per_step: f64,
     /// Loss of the last timed step.
     pub last_loss: f32,
     /// Threads candle and rayon use (`RAYON_NUM_THREADS`).
@@ -146,7 +149,11 @@ impl BenchModel {
 
         let mut times = Vec::with_capacity(bc.steps);
         let mut last_loss = f32::NAN;
+        let mut cpu_start = 0.0;
         for step in 0..bc.warmup + bc.steps {
+            if step == bc.warmup {
+                cpu_start = process_cpu_seconds().unwrap_or(f64::NAN);
+            }
             let start = Instant::now();
             let loss = if mode == BenchMode::Eval {
                 model.eval_loss(&batch)?.0
@@ -163,6 +170,7 @@ impl BenchModel {
                 last_loss = loss;
             }
         }
+        let cpu_ms_per_step = (process_cpu_seconds().unwrap_or(f64::NAN) - cpu_start) * 1e3 / bc.steps as f64;
         let peak_rss_mb = peak_rss_bytes().map_or(f64::NAN, |b| b as f64 / (1 << 20) as f64);
         times.sort_by(|a, b| a.total_cmp(b));
         let median = if times.len() % 2 == 1 {
@@ -184,6 +192,7 @@ impl BenchModel {
             peak_rss_mb,
             rss_per_mode,
             trainable_params,
+            cpu_ms_per_step,
             last_loss,
             threads: candle_core::utils::get_num_threads(),
         };
@@ -242,6 +251,16 @@ pub fn step_flops(cfg: &EncoderConfig, mode: BenchMode, bc: &BenchConfig, model:
     }
 }
 
+/// User + system CPU seconds of this process so far (`/proc/self/stat`, clock ticks of 1/100 s).
+pub fn process_cpu_seconds() -> Option<f64> {
+    let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
+    // Fields after the parenthesised command name: state is field 3, utime 14, stime 15.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let ticks: f64 = fields.get(11)?.parse::<f64>().ok()? + fields.get(12)?.parse::<f64>().ok()?;
+    Some(ticks / 100.0)
+}
+
 /// Resets the kernel's peak-RSS mark of this process (`/proc/self/clear_refs` = 5); false when
 /// that is not possible (the peak then covers the whole process so far).
 pub fn reset_peak_rss() -> bool {
@@ -278,9 +297,9 @@ mod tests {
             for m in env("SLORA_BENCH_MODES", "full,lora,sparse,eval").split(',') {
                 let r = model.run(BenchMode::parse(m).expect("mode"), &bc)?;
                 println!(
-                    "{:<6} {}x{} median {:>8.1} ms (min {:.1} max {:.1})  {:>6.0} tok/s  {:>6.1} GFLOP/s  peak RSS {:.0} MiB{}  trainable {}  loss {:.4}  threads {}",
+                    "{:<6} {}x{} median {:>8.1} ms (min {:.1} max {:.1})  {:>6.0} tok/s  {:>6.1} GFLOP/s  peak RSS {:.0} MiB{}  cpu {:.0} ms/step  trainable {}  loss {:.4}  threads {}",
                     r.mode.name(), r.batch, r.seq, r.median_ms, r.min_ms, r.max_ms, r.tokens_per_s, r.gflops,
-                    r.peak_rss_mb, if r.rss_per_mode { "" } else { " (process)" }, r.trainable_params, r.last_loss, r.threads
+                    r.peak_rss_mb, if r.rss_per_mode { "" } else { " (process)" }, r.cpu_ms_per_step, r.trainable_params, r.last_loss, r.threads
                 );
             }
         }

@@ -151,17 +151,12 @@ impl Encoder {
         bias: &Tensor,
         ctx: &Ctx,
     ) -> Result<Tensor> {
-        let (b, t, hidden) = h.dims3()?;
-        let heads = self.num_heads;
-        let d = hidden / heads;
-        let split = |id: LinearId| -> Result<Tensor> {
-            Ok(linears[id.0].forward(h, ctx)?.reshape((b, t, heads, d))?.transpose(1, 2)?.contiguous()?)
-        };
-        let (q, k, v) = (split(block.query)?, split(block.key)?, split(block.value)?);
-        let scores = (q.matmul(&k.transpose(2, 3)?.contiguous()?)? * (1.0 / (d as f64).sqrt()))?;
-        let probs = ops::softmax_last_dim(&scores.broadcast_add(bias)?)?;
-        let probs = ctx.dropout(&probs, self.dropout.attention)?;
-        let context = probs.matmul(&v)?.transpose(1, 2)?.reshape((b, t, hidden))?;
+        let project = |id: LinearId| linears[id.0].forward(h, ctx);
+        let (q, k, v) = (project(block.query)?, project(block.key)?, project(block.value)?);
+        // Fused attention on [B, T, heads·d] (no head split copies); dropout on the probabilities.
+        let p = self.dropout.attention;
+        let dropout = ctx.next_dropout_seed(p).map(|seed| ops::AttentionDropout { p: p as f32, seed });
+        let context = ops::attention(&q, &k, &v, Some(bias), self.num_heads, dropout)?;
         let mut attn = linears[block.attn_out.0].forward(&context, ctx)?;
         if block.attn_residual_dropout {
             attn = ctx.dropout(&attn, self.dropout.hidden)?;

@@ -151,46 +151,36 @@ impl AdaptableLinear {
         (d[0], d[1])
     }
 
-    /// Applies the layer to `x [..., in]`.
+    /// Applies the layer to `x [..., in]`. The fused ops take any leading dims, so the common
+    /// paths add no reshape nodes to the graph (each costs a gradient buffer in the backward).
     pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
-        let (out, inp) = self.shape();
-        let lead: Vec<usize> = x.dims()[..x.rank() - 1].to_vec();
-        let x2 = x.reshape(((), inp))?;
         let w = self.weight.get(ctx);
         let b = self.bias.as_ref().map(|b| b.get(ctx));
-        let y = match (&self.adapter, self.merged) {
-            (Adapter::Sparse(s), _) => {
-                let values = if ctx.tracks_grad() { s.values.as_tensor().clone() } else { s.values.as_detached_tensor() };
-                ops::sparse_delta_linear(&x2, &w, &s.indices, &values, b.as_ref())?
+        let frozen = !(self.weight.is_trainable() && ctx.tracks_grad());
+        let var = |v: &Var| if ctx.tracks_grad() { v.as_tensor().clone() } else { v.as_detached_tensor() };
+        match (&self.adapter, self.merged) {
+            (Adapter::Sparse(s), _) => Ok(ops::sparse_delta_linear(x, &w, &s.indices, &var(&s.values), b.as_ref())?),
+            (Adapter::Lora(l), false) if frozen && (l.dropout == 0.0 || !ctx.has_dropout()) => {
+                // One fused op: base + adapter, gradients to x, A and B only.
+                Ok(ops::lora_linear(x, &w, b.as_ref(), &var(&l.a), &var(&l.b), l.scale)?)
             }
             (adapter, merged) => {
-                let base = if self.weight.is_trainable() && ctx.tracks_grad() {
-                    let y = x2.matmul(&w.t()?)?;
-                    match &b {
-                        Some(b) => y.broadcast_add(b)?,
-                        None => y,
-                    }
-                } else {
-                    ops::frozen_linear(&x2, &w, b.as_ref())?
-                };
+                let base = if frozen { ops::frozen_linear(x, &w, b.as_ref())? } else { ops::linear(x, &w, b.as_ref())? };
                 match adapter {
                     Adapter::Lora(l) if !merged => {
-                        let (a, bm) = if ctx.tracks_grad() {
-                            (l.a.as_tensor().clone(), l.b.as_tensor().clone())
-                        } else {
-                            (l.a.as_detached_tensor(), l.b.as_detached_tensor())
-                        };
-                        let xd = ctx.dropout(&x2, l.dropout)?;
-                        let low = xd.matmul(&a.t()?)?.matmul(&bm.t()?)?;
-                        (base + (low * l.scale)?)?
+                        // Adapter dropout (or a trainable base): the composed path.
+                        let (out, inp) = self.shape();
+                        let lead: Vec<usize> = x.dims()[..x.rank() - 1].to_vec();
+                        let xd = ctx.dropout(&x.reshape(((), inp))?, l.dropout)?;
+                        let low = xd.matmul(&var(&l.a).t()?)?.matmul(&var(&l.b).t()?)?;
+                        let mut shape = lead;
+                        shape.push(out);
+                        Ok((base + (low * l.scale)?.reshape(shape)?)?)
                     }
-                    _ => base,
+                    _ => Ok(base),
                 }
             }
-        };
-        let mut shape = lead;
-        shape.push(out);
-        Ok(y.reshape(shape)?.contiguous()?)
+        }
     }
 
     /// The adapter's dense `[out, in]` update (`None` without an adapter).

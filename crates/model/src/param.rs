@@ -104,13 +104,27 @@ impl Ctx {
     /// Dropout with probability `p`, seeded per call site so a pass is reproducible; identity when
     /// the pass has no dropout seed or `p` is 0.
     pub fn dropout(&self, x: &Tensor, p: f64) -> Result<Tensor> {
+        match self.next_dropout_seed(p) {
+            Some(seed) => Ok(ops::dropout(x, p as f32, seed)?),
+            None => Ok(x.clone()),
+        }
+    }
+
+    /// The seed for the next dropout call site (advancing the site counter), or `None` when the
+    /// pass has no dropout or `p` is 0: for ops that apply dropout inside (fused attention).
+    pub(crate) fn next_dropout_seed(&self, p: f64) -> Option<u64> {
         match self.dropout_seed {
             Some(seed) if p > 0.0 => {
                 let site = self.site.get();
                 self.site.set(site + 1);
-                Ok(ops::dropout(x, p as f32, splitmix64(seed ^ splitmix64(site)))?)
+                Some(splitmix64(seed ^ splitmix64(site)))
             }
-            _ => Ok(x.clone()),
+            _ => None,
         }
+    }
+
+    /// Whether this pass applies dropout at all.
+    pub(crate) fn has_dropout(&self) -> bool {
+        self.dropout_seed.is_some()
     }
 }

@@ -24,6 +24,10 @@ pub struct Cli {
     /// Rebuild the named stage even when up to date (`all`: every stage).
     #[arg(long, global = true)]
     pub force: bool,
+    /// Stop with an error when an artifact or round checkpoint does not match its recorded hashes,
+    /// instead of warning and rebuilding it.
+    #[arg(long, global = true)]
+    pub no_rebuild: bool,
     /// Compute threads (default: run.threads).
     #[arg(long, global = true, value_name = "N")]
     pub threads: Option<usize>,
@@ -197,24 +201,40 @@ pub fn run(cli: Cli) -> Result<(), PipelineError> {
             for stage in &missing {
                 tracing::warn!("{stage}: not implemented yet, skipped");
             }
-            run_stages(&cfg, &root, force, &ready)
+            run_stages_with(&cfg, &root, &RunOptions { force, no_rebuild: cli.no_rebuild }, &ready)
         }
         cmd => {
             let stage = cmd.stage().expect("every other command runs a stage");
             // Fail before touching the artifacts dir when the stage has no code yet.
             crate::runner::lookup_stage(stage)?;
             let force = if cli.force { Force::Stages(vec![stage.to_string()]) } else { Force::Nothing };
-            run_stages(&cfg, &root, force, &[stage])
+            run_stages_with(&cfg, &root, &RunOptions { force, no_rebuild: cli.no_rebuild }, &[stage])
         }
     }
 }
 
-/// Runs `stages` in order under the store lock; stops at the first error (e.g. "not implemented
-/// yet" for a planned stage without code).
+/// How [`run_stages_with`] treats existing artifacts.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// Which stages to rebuild even when up to date.
+    pub force: Force,
+    /// Stop on a corrupt artifact or checkpoint instead of rebuilding it (`--no-rebuild`).
+    pub no_rebuild: bool,
+}
+
+/// [`run_stages_with`] without `--no-rebuild`.
 pub fn run_stages(cfg: &Config, root: &Path, force: Force, stages: &[&str]) -> Result<(), PipelineError> {
+    run_stages_with(cfg, root, &RunOptions { force, no_rebuild: false }, stages)
+}
+
+/// Runs `stages` in order under the store lock; stops at the first error (e.g. "not implemented
+/// yet" for a planned stage without code). The model-dependent config checks
+/// ([`crate::preflight::check`]) run first, before the artifacts directory is created or locked.
+pub fn run_stages_with(cfg: &Config, root: &Path, opts: &RunOptions, stages: &[&str]) -> Result<(), PipelineError> {
+    crate::preflight::check(cfg)?;
     let store = Store::open(root)?;
     crate::hashing::load_cache(store.root());
-    let mut runner = Runner::new(cfg, &store, force);
+    let mut runner = Runner::new(cfg, &store, opts.force.clone()).no_rebuild(opts.no_rebuild);
     let mut result = Ok(());
     for stage in stages {
         match runner.run(stage) {

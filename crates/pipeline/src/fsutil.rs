@@ -10,7 +10,10 @@ pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PipelineError> {
     std::fs::create_dir_all(dir).at(dir)?;
     let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
     let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    std::fs::write(&tmp, bytes).at(&tmp)?;
+    if let Err(e) = slora_data::fault::write_file(&tmp, bytes) {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(PipelineError::io(path, e));
+    }
     std::fs::rename(&tmp, path).map_err(|e| {
         let _ = std::fs::remove_file(&tmp);
         PipelineError::io(path, e)

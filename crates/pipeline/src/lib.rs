@@ -13,6 +13,7 @@ pub mod error;
 pub mod fsutil;
 pub mod hashing;
 pub mod inspect;
+pub mod preflight;
 pub mod progress;
 pub mod runner;
 pub mod stage;

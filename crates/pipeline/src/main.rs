@@ -1,4 +1,4 @@
-//! The `pipeline` binary: parse flags, run, map errors to the exit code (printed once with `{:#}`).
+//! The `pipeline` binary: parse flags, run, map errors to the exit code 2 (printed once, on one line).
 
 use std::process::ExitCode;
 
@@ -10,8 +10,24 @@ fn main() -> ExitCode {
     match slora_pipeline::cli::run(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {:#}", anyhow::Error::from(e));
+            eprintln!("error: {}", one_line(&anyhow::Error::from(e)));
             ExitCode::from(2)
         }
     }
+}
+
+/// The error and its causes on one line: a cause already quoted by the message before it (an I/O
+/// error shown next to its path) is not repeated, and line breaks inside library messages are folded.
+fn one_line(e: &anyhow::Error) -> String {
+    let mut msg = String::new();
+    for cause in e.chain() {
+        let text = cause.to_string();
+        if !msg.contains(&text) {
+            if !msg.is_empty() {
+                msg.push_str(": ");
+            }
+            msg.push_str(&text);
+        }
+    }
+    msg.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }

@@ -1,12 +1,18 @@
 //! Runs stages: resolves upstream artifacts (building them when stale), skips a stage whose artifact
 //! is up to date, rebuilds on `--force`, commits atomically and records `pipeline.lock` last.
+//!
+//! An artifact folder whose files do not match their manifest hashes (corrupted, truncated) is
+//! rebuilt with a warning naming the file; stages downstream of it are keyed by its key, which the
+//! rebuild does not change, so they are reused when intact and rebuilt when not. With `--no-rebuild`
+//! ([`Runner::no_rebuild`]) the run stops with that error instead, and a corrupt round checkpoint
+//! stops a resume rather than being skipped.
 
 use crate::config::Config;
 use crate::error::{IoContext, PipelineError};
 use crate::hashing::stage_key;
 use crate::stage::{Stage, StageCtx};
 use crate::stages::{self, PLAN};
-use crate::store::{input_hashes, Artifact, Manifest, Store};
+use crate::store::{input_hashes, Artifact, Lookup, Manifest, Store};
 use serde_json::Value;
 use std::collections::BTreeMap;
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
@@ -76,13 +82,20 @@ pub struct Runner<'a> {
     cfg: &'a Config,
     store: &'a Store,
     force: Force,
+    no_rebuild: bool,
     done: BTreeMap<String, Artifact>,
 }
 
 impl<'a> Runner<'a> {
     /// A runner over a store opened with [`Store::open`].
     pub fn new(cfg: &'a Config, store: &'a Store, force: Force) -> Self {
-        Self { cfg, store, force, done: BTreeMap::new() }
+        Self { cfg, store, force, no_rebuild: false, done: BTreeMap::new() }
+    }
+
+    /// `--no-rebuild`: a corrupt artifact or round checkpoint is an error instead of being rebuilt.
+    pub fn no_rebuild(mut self, yes: bool) -> Self {
+        self.no_rebuild = yes;
+        self
     }
 
     /// Makes the artifact of `name` current: reuses it when up to date, else builds it (after its
@@ -102,11 +115,18 @@ impl<'a> Runner<'a> {
         let short = &key[..12];
         let force = self.force.covers(name);
         if !force {
-            if let Some(artifact) = self.store.lookup(name, &key) {
-                tracing::info!("{name}: up to date ({short}), nothing to do");
-                self.store.record(&artifact)?;
-                self.done.insert(name.to_string(), artifact.clone());
-                return Ok(artifact);
+            match self.store.check(name, &key) {
+                Lookup::Found(artifact) => {
+                    tracing::info!("{name}: up to date ({short}), nothing to do");
+                    self.store.record(&artifact)?;
+                    self.done.insert(name.to_string(), artifact.clone());
+                    return Ok(artifact);
+                }
+                Lookup::Absent => {}
+                Lookup::Invalid(e) if self.no_rebuild => {
+                    return Err(PipelineError::stage(name, format!("{e} (not rebuilt: --no-rebuild)")));
+                }
+                Lookup::Invalid(e) => tracing::warn!("{e}; rebuilding {name}"),
             }
         }
         tracing::info!("{name}: running ({short}{})", if force { ", forced" } else { "" });
@@ -117,6 +137,7 @@ impl<'a> Runner<'a> {
             config: self.cfg,
             store: self.store,
             force,
+            no_rebuild: self.no_rebuild,
             stage: stage.name(),
             key: key.clone(),
             work_dir: work_dir.clone(),
@@ -130,7 +151,13 @@ impl<'a> Runner<'a> {
                 // stage can resume.
                 let _ = crate::fsutil::remove_dir_if_exists(&tmp);
                 let _ = std::fs::remove_dir(&work_dir);
-                return Err(e);
+                self.store.remove_stage_dir_if_empty(name);
+                // Every stage error starts with the stage's name.
+                return Err(match e {
+                    e @ PipelineError::Stage { .. } => e,
+                    e if e.to_string().starts_with(&format!("{name}: ")) => e,
+                    e => PipelineError::stage(name, e.to_string()),
+                });
             }
         };
         let manifest = Manifest {
@@ -146,7 +173,13 @@ impl<'a> Runner<'a> {
             wall_seconds: started.elapsed().as_secs_f64(),
             tool_version: env!("CARGO_PKG_VERSION").to_string(),
         };
-        let artifact = self.store.commit(&tmp, manifest)?;
+        let artifact = match self.store.commit(&tmp, manifest) {
+            Ok(a) => a,
+            Err(e) => {
+                let _ = crate::fsutil::remove_dir_if_exists(&tmp);
+                return Err(e);
+            }
+        };
         crate::fsutil::remove_dir_if_exists(&work_dir)?;
         self.store.record(&artifact)?;
         tracing::info!("{name}: done in {:.2} s -> {}", started.elapsed().as_secs_f64(), artifact.dir.display());

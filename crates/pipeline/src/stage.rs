@@ -31,6 +31,9 @@ pub struct StageCtx<'a> {
     pub store: &'a Store,
     /// `--force` was given for this stage.
     pub force: bool,
+    /// `--no-rebuild`: corrupt inputs (e.g. a round checkpoint whose hash does not match its record)
+    /// are errors, not skipped.
+    pub no_rebuild: bool,
     /// This run's stage name.
     pub stage: &'static str,
     /// This run's key.

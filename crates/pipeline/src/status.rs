@@ -5,7 +5,7 @@ use crate::config::Config;
 use crate::error::PipelineError;
 use crate::runner::{lookup_stage, plan_stage};
 use crate::stages::PLAN;
-use crate::store::{flatten, Store};
+use crate::store::{flatten, Lookup, Store};
 use serde::Serialize;
 
 /// A stage's state.
@@ -60,12 +60,16 @@ pub fn status(cfg: &Config, store: &Store) -> Result<Vec<StageStatus>, PipelineE
             Err(e) => return Err(e),
         };
         let plan = plan_stage(cfg, stage.as_ref())?;
-        let (state, reasons) = if store.lookup(name, &plan.key).is_some() {
+        let found = store.check(name, &plan.key);
+        let (state, reasons) = if let Lookup::Found(_) = found {
             (State::UpToDate, vec![])
         } else if let Some(entry) = lock.stages.get(*name) {
             let mut reasons = Vec::new();
             if entry.key == plan.key {
-                reasons.push("output missing or corrupt".to_string());
+                reasons.push(match &found {
+                    Lookup::Invalid(e) => format!("output corrupt or incomplete: {e}"),
+                    _ => "output missing".to_string(),
+                });
             }
             if entry.code_version != plan.code_version {
                 reasons.push(format!("code version changed ({} -> {})", entry.code_version, plan.code_version));

@@ -247,12 +247,39 @@ impl Comparison {
         for m in &self.new_methods {
             let _ = writeln!(out, "  method `{m}` is in the run but not in the baseline (not checked)");
         }
-        let checked = self.rows.len();
+        let checked = self.rows.len() + self.missing_methods.len();
+        let drifted = self.drift_count();
         if self.has_drift() {
-            let _ = writeln!(out, "DRIFT: {} of {} checks outside tolerance", self.drift_count(), checked + self.missing_methods.len());
+            let _ = writeln!(out, "DRIFT: {drifted} of {checked} checks outside tolerance");
         } else {
             let _ = writeln!(out, "OK: {checked} checks within tolerance");
         }
+        // The plain closing line CI runners read.
+        let _ = writeln!(out, "compare: {} passed, {drifted} failed", checked - drifted);
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn tolerance_is_absolute_plus_relative() {
+        let t = Tolerance { abs: 0.02, rel: 0.1 };
+        assert!(t.allows(1.12, 1.0)); // 0.12 <= 0.02 + 0.1
+        assert!(!t.allows(1.13, 1.0));
+        assert!(t.allows(0.88, 1.0));
+        let exact = Tolerance { abs: 0.0, rel: 0.0 };
+        assert!(exact.allows(834_512.0, 834_512.0) && !exact.allows(834_513.0, 834_512.0));
+    }
+
+    #[test]
+    fn unknown_tolerance_metric_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("b.json");
+        std::fs::write(&path, r#"{"tolerances": {"acuracy": {"abs": 0.1}}, "schema": 1, "run": "x", "methods": {}, "time_to_target": []}"#).unwrap();
+        let err = Baseline::read(&path).unwrap_err().to_string();
+        assert!(err.contains("unknown metric `acuracy`") && err.contains("b.json"), "{err}");
     }
 }

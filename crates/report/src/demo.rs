@@ -85,7 +85,8 @@ pub fn demo_inputs() -> ReportInputs {
     let mut per_module = Vec::new();
     for layer in 0..3 {
         for (k, kind) in kinds.iter().enumerate() {
-            let n = if *kind == "intermediate.dense" || *kind == "output.dense" { 384 } else { 384 };
+            // min(out, in) of every MiniLM-L3 matrix is the hidden size.
+            let n = 384;
             let decay = 0.35 + 0.1 * k as f64 + 0.05 * layer as f64;
             let sv: Vec<f64> = (1..=n).map(|i| 0.05 * (i as f64).powf(-decay) * (1.0 + 0.05 * rng.next())).collect();
             let mut sv = sv;
@@ -123,4 +124,32 @@ pub fn demo_inputs() -> ReportInputs {
             ("stage1".to_string(), "a9b8c7d6".repeat(8)),
         ]),
     }
+}
+
+/// Demo sweep: four heterogeneity levels where every method loses accuracy with label skew and the
+/// parameter-efficient ones lose more (the shape the paper reports). Synthetic, not measured.
+pub fn demo_sweep_points() -> Vec<crate::sweep::SweepPoint> {
+    let levels = [("Dir α=1000 (≈IID)", "1000", 0.0), ("Dir α=1", "1", 0.04), ("Dir α=0.1", "0.1", 0.10), ("2 labels/client", "path", 0.18)];
+    levels
+        .iter()
+        .map(|(label, value, skew)| {
+            let mut rows = Vec::new();
+            rows.extend(demo_curve("fft", 6, 0.05, 0.72 - skew, 0.6, 68_904_960, 40.0));
+            rows.extend(demo_curve("lora", 6, 0.05, 0.66 - 1.8 * skew, 0.35, 1_256_000, 22.0));
+            rows.extend(demo_curve("sft", 6, 0.05, 0.68 - 1.4 * skew, 0.45, 1_033_000, 25.0));
+            rows.extend(demo_curve("slora-stage1", 3, 0.05, 0.68 - 1.4 * skew, 0.45, 1_033_000, 25.0));
+            let mut s2 = demo_curve("slora-stage2", 3, 0.05, 0.71 - 1.1 * skew, 0.6, 1_256_000, 22.0);
+            for r in &mut s2 {
+                r.round += 3;
+            }
+            rows.extend(s2);
+            let curves = Metrics { rows }.curves().expect("demo curves");
+            crate::sweep::SweepPoint {
+                label: label.to_string(),
+                overrides: vec![("partition.alpha".into(), value.to_string())],
+                run_name: format!("demo-{value}"),
+                summary: crate::summary::Summary::from_curves(label, &curves, &BTreeMap::new()),
+            }
+        })
+        .collect()
 }

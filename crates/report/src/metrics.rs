@@ -178,7 +178,7 @@ fn combine_slora(stage1: Vec<MetricRow>, stage2: Vec<MetricRow>) -> Curve {
         (Some(l), Some(f)) => (
             // Stage 2 continuing Stage 1's numbering starts at Stage 1's last round (the post-switch
             // evaluation); a restart starts below it.
-            if f.round < l.round { l.round - f.round } else { 0 },
+            l.round.saturating_sub(f.round),
             if f.cum_bytes_up < l.cum_bytes_up { l.cum_bytes_up } else { 0 },
             if f.wall_seconds < l.wall_seconds { l.wall_seconds } else { 0.0 },
         ),

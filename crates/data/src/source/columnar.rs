@@ -30,8 +30,18 @@ pub(crate) fn read_csv(path: &Path, cols: &Columns, gz: bool) -> Result<RawRows,
         Ok(if gz { Box::new(flate2::read::GzDecoder::new(f)) } else { Box::new(f) })
     };
     let format = Format::default().with_header(true);
-    let (schema, _) = format.infer_schema(open()?, None).map_err(|e| DataError::format(path, e))?;
-    wanted_columns(path, &schema, cols)?;
+    let (inferred, _) = format.infer_schema(open()?, None).map_err(|e| DataError::format(path, e))?;
+    wanted_columns(path, &inferred, cols)?;
+    // CSV has no declared types: text and split columns are text whatever they look like (inference
+    // would make a column of digits Int64); the label column keeps its inferred type (integer = ids).
+    let as_text = |name: &str| cols.text_parts.contains(&name) || cols.split == Some(name) || name == cols.label_name;
+    let schema = Schema::new(
+        inferred
+            .fields()
+            .iter()
+            .map(|f| if as_text(f.name()) { f.as_ref().clone().with_data_type(DataType::Utf8) } else { f.as_ref().clone() })
+            .collect::<Vec<_>>(),
+    );
     let reader = arrow::csv::ReaderBuilder::new(std::sync::Arc::new(schema))
         .with_format(format)
         .with_batch_size(8192)
@@ -82,7 +92,38 @@ fn strings(path: &Path, batches: &[RecordBatch], name: &str) -> Result<Vec<Strin
     Ok(out)
 }
 
+/// Whether arrow type `t` holds text.
+fn is_text(t: &DataType) -> bool {
+    match t {
+        DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View | DataType::Null => true,
+        DataType::Dictionary(_, v) => is_text(v),
+        _ => false,
+    }
+}
+
+/// Label rule: integer columns are ids, text columns are names mapped to ids; anything else (floats,
+/// booleans, lists, dates) is an error naming the column and its type. Floats are rejected even
+/// when integral: `1.0` vs `1` cannot be told from a lossy export.
+fn check_types(path: &Path, schema: &Schema, cols: &Columns) -> Result<(), DataError> {
+    let type_of = |name: &str| schema.field_with_name(name).map(|f| f.data_type().clone()).ok();
+    for part in &cols.text_parts {
+        if let Some(t) = type_of(part).filter(|t| !is_text(t)) {
+            return Err(DataError::format(path, format!("column `{part}` (data.text_column) has type {t}: expected text (a string column)")));
+        }
+    }
+    if let Some(t) = type_of(cols.label).filter(|t| !t.is_integer() && !is_text(t) || *t == DataType::Null) {
+        return Err(DataError::format(
+            path,
+            format!("column `{}` (data.label_column) has type {t}: labels must be integer ids or strings (mapped to ids in sorted order)", cols.label),
+        ));
+    }
+    Ok(())
+}
+
 fn from_batches(path: &Path, batches: &[RecordBatch], cols: &Columns) -> Result<RawRows, DataError> {
+    if let Some(b) = batches.first() {
+        check_types(path, &b.schema(), cols)?;
+    }
     let parts = cols.text_parts.iter().map(|p| strings(path, batches, p)).collect::<Result<Vec<_>, _>>()?;
     let n = parts.first().map_or(0, Vec::len);
     let texts = if parts.len() == 1 {

@@ -28,20 +28,28 @@ pub(crate) fn read_jsonl(path: &Path, cols: &Columns, gz: bool) -> Result<RawRow
                 label_names = Some(Vec::new());
             }
         }
-        texts.push(join_parts(cols.text_parts.iter().map(|p| obj.get(*p).and_then(Value::as_str).unwrap_or(""))));
-        let bad = |message: &str| DataError::BadValue {
+        let bad_in = |column: &str, message: String| DataError::BadValue {
             path: path.to_path_buf(),
             row,
-            column: cols.label.to_string(),
-            message: message.to_string(),
+            column: column.to_string(),
+            message,
         };
+        for part in &cols.text_parts {
+            match obj.get(*part) {
+                None | Some(Value::Null) | Some(Value::String(_)) => {}
+                Some(other) => return Err(bad_in(part, format!("text (data.text_column) must be a string (got {other})"))),
+            }
+        }
+        texts.push(join_parts(cols.text_parts.iter().map(|p| obj.get(*p).and_then(Value::as_str).unwrap_or(""))));
+        let bad = |message: &str| bad_in(cols.label, message.to_string());
         match obj.get(cols.label) {
             Some(Value::Number(n)) if str_labels.is_empty() => {
                 int_labels.push(n.as_i64().ok_or_else(|| bad("label ids must be integers"))?)
             }
             Some(Value::String(s)) if int_labels.is_empty() => str_labels.push(s.clone()),
             Some(Value::Number(_)) | Some(Value::String(_)) => return Err(bad("labels mix numbers and strings")),
-            _ => return Err(bad("missing label")),
+            None | Some(Value::Null) => return Err(bad("missing label")),
+            Some(other) => return Err(bad(&format!("labels must be integer ids or strings (got {other})"))),
         }
         if let (Some(out), Some(col)) = (splits.as_mut(), cols.split) {
             out.push(obj.get(col).map(value_text).unwrap_or_default());

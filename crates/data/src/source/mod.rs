@@ -9,6 +9,9 @@
 //! - Labels: integer columns are ids (>= 0; `num_labels` = largest id + 1, names from a
 //!   `<label_column>_name` column when present, else the id); string columns are mapped to ids in
 //!   sorted order of the names found in train and test together (stable across runs and row orders).
+//!   Any other type (float — even `1.0` —, boolean, list, …) is an error naming the column and type;
+//!   so is a null label. Text columns must be strings (null = empty text); CSV text columns are
+//!   always read as text. A file without rows is an error.
 //! - Train/test: a second source (`test_source`: all its rows are test), else the `split_column`
 //!   values `train_split` / `test_split` (rows with other values, e.g. `validation`, are dropped).
 //! - Row ids: the row's 0-based position in its file.
@@ -120,6 +123,14 @@ pub(crate) fn join_parts<'s>(parts: impl Iterator<Item = &'s str>) -> String {
 }
 
 fn read_file(path: &Path, cols: &Columns) -> Result<RawRows, DataError> {
+    let rows = read_format(path, cols)?;
+    if rows.texts.is_empty() {
+        return Err(DataError::format(path, "the file holds no rows"));
+    }
+    Ok(rows)
+}
+
+fn read_format(path: &Path, cols: &Columns) -> Result<RawRows, DataError> {
     let name = path.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
     let name = name.strip_suffix(".gz").unwrap_or(&name);
     let gz = path.to_string_lossy().to_ascii_lowercase().ends_with(".gz");

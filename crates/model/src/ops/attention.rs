@@ -120,12 +120,14 @@ fn softmax_backward_rows_inner(p: &[f32], dp: &mut [f32], cols: usize) {
 }
 simd_dispatch!(fn softmax_backward_rows(p: &[f32], dp: &mut [f32], cols: usize) => softmax_backward_rows_inner);
 
-/// `out[i] = x[i] · keep_i · scale`.
+/// `out[i] = x[i] · keep_i · scale`, one 64-element mask word at a time (so the loop vectorises).
 #[inline(always)]
 fn apply_keep_inner(x: &[f32], bits: &[u64], scale: f32, out: &mut [f32]) {
-    for (i, (o, &v)) in out.iter_mut().zip(x).enumerate() {
-        let keep = ((bits[i / 64] >> (i % 64)) & 1) as f32;
-        *o = v * keep * scale;
+    for ((o, v), &word) in out.chunks_mut(64).zip(x.chunks(64)).zip(bits) {
+        for (j, (o, &v)) in o.iter_mut().zip(v).enumerate() {
+            let keep = ((word >> j) & 1) as f32;
+            *o = v * keep * scale;
+        }
     }
 }
 simd_dispatch!(fn apply_keep(x: &[f32], bits: &[u64], scale: f32, out: &mut [f32]) => apply_keep_inner);

@@ -78,9 +78,10 @@ fn apply_mask(src: &[f32], mask: &[u64], scale: f32) -> Vec<f32> {
     out.par_chunks_mut(CHUNK).enumerate().for_each(|(block, out)| {
         let src = &src[block * CHUNK..block * CHUNK + out.len()];
         let words = &mask[block * CHUNK / 64..];
-        for (i, (o, &s)) in out.iter_mut().zip(src).enumerate() {
-            let keep = (words[i / 64] >> (i % 64)) & 1;
-            *o = s * scale * keep as f32;
+        for ((o, s), &word) in out.chunks_mut(64).zip(src.chunks(64)).zip(words) {
+            for (j, (o, &s)) in o.iter_mut().zip(s).enumerate() {
+                *o = s * scale * ((word >> j) & 1) as f32;
+            }
         }
     });
     out

@@ -12,7 +12,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use slora_model::optim::{AdamW, AdamWConfig};
+use slora_model::optim::{AdamW, AdamWConfig, LrSchedule};
 use slora_model::{evaluate, Batch, Classifier, EncoderConfig, LoraSpec, Mode, TrainSpec, Weights};
 
 use crate::common::{encode_rows, shared, tokenizer};
@@ -50,6 +50,27 @@ fn batches(tok: &tokenizers::Tokenizer, rows: &[(String, u32)], size: usize) -> 
         .collect()
 }
 
+/// Shuffles, then sorts each window of 8 batches by length (less padding), then shuffles batches.
+fn length_bucketed_batches(tok: &tokenizers::Tokenizer, rows: &mut [(String, u32)], rng: &mut ChaCha8Rng) -> Result<Vec<Batch>> {
+    rows.shuffle(rng);
+    let texts: Vec<String> = rows.iter().map(|(t, _)| t.clone()).collect();
+    let ids = encode_rows(tok, &texts)?;
+    let mut order: Vec<usize> = (0..rows.len()).collect();
+    for window in order.chunks_mut(32 * 8) {
+        window.sort_by_key(|&i| ids[i].len());
+    }
+    let mut out: Vec<Batch> = order
+        .chunks(32)
+        .map(|chunk| {
+            let r: Vec<&[u32]> = chunk.iter().map(|&i| ids[i].as_slice()).collect();
+            let l: Vec<u32> = chunk.iter().map(|&i| rows[i].1).collect();
+            Ok(Batch::collate(&r, &l, 0)?)
+        })
+        .collect::<Result<_>>()?;
+    out.shuffle(rng);
+    Ok(out)
+}
+
 #[test]
 fn minilm_l3_adapter_learns_sst2() -> Result<()> {
     let dir = shared().join("models/paraphrase-MiniLM-L3-v2");
@@ -61,29 +82,43 @@ fn minilm_l3_adapter_learns_sst2() -> Result<()> {
     let validation = read_split("validation")?;
     assert_eq!(validation.len(), 872);
     let mut rng = ChaCha8Rng::seed_from_u64(0);
+    let min_words = std::env::var("SST2_MINWORDS").ok().and_then(|v| v.parse().ok()).unwrap_or(0usize);
+    let words = |rows: &[(String, u32)]| rows.iter().map(|(t, _)| t.split_whitespace().count()).sum::<usize>() as f64 / rows.len() as f64;
+    println!("sst2: train mean words {:.1}, validation mean words {:.1}", words(&train), words(&validation));
+    train.retain(|(t, _)| t.split_whitespace().count() >= min_words);
     train.shuffle(&mut rng);
     train.truncate(2000);
+    println!("sst2: sample mean words {:.1}, positives {}", words(&train), train.iter().filter(|r| r.1 == 1).count());
     let val_batches = batches(&tok, &validation, 64)?;
 
-    let spec = TrainSpec::new(Mode::Lora(LoraSpec::new(8, 16.0)), 2, 0);
+    let env = |k: &str, d: f64| std::env::var(k).ok().and_then(|v| v.parse().ok()).unwrap_or(d);
+    let (lr, max_epochs, r, lora_dropout) = (env("SST2_LR", 2e-3), env("SST2_EPOCHS", 3.0) as usize, env("SST2_R", 8.0) as usize, env("SST2_DROP", 0.0));
+    let mut lora = LoraSpec::new(r, 2.0 * r as f64);
+    lora.dropout = lora_dropout;
+    let spec = TrainSpec::new(Mode::Lora(lora), 2, 0);
     let (model, _) = Classifier::new(&cfg, &weights, &spec)?;
     let before = evaluate(&model, &val_batches)?;
     let mut opt = AdamW::new(
         model.trainable_vars(),
-        AdamWConfig { lr: 2e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },
+        AdamWConfig { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 },
     )?;
+    let steps_per_epoch = train.len().div_ceil(32) as u64;
+    let schedule = LrSchedule::LinearWarmupDecay { warmup_steps: steps_per_epoch / 2, total_steps: steps_per_epoch * max_epochs as u64 };
     let started = Instant::now();
     let (mut steps, mut metrics) = (0u64, before);
-    for epoch in 1..=3 {
-        train.shuffle(&mut rng);
-        for batch in batches(&tok, &train, 32)? {
+    for epoch in 1..=max_epochs {
+        let mut train_loss = 0.0;
+        for batch in length_bucketed_batches(&tok, &mut train, &mut rng)? {
+            opt.set_lr(schedule.lr(lr, steps));
             let (loss, _) = model.loss(&batch, Some(steps))?;
+            train_loss += f64::from(loss.to_scalar::<f32>()?);
             opt.step(&loss.backward()?)?;
             steps += 1;
         }
         metrics = evaluate(&model, &val_batches)?;
         println!(
-            "sst2 LoRA epoch {epoch}: {steps} steps, validation accuracy {:.4} loss {:.4} ({} rows), {:.1}s",
+            "sst2 LoRA epoch {epoch}: {steps} steps, train loss {:.4}, validation accuracy {:.4} loss {:.4} ({} rows), {:.1}s",
+            train_loss / steps_per_epoch as f64,
             metrics.accuracy,
             metrics.loss,
             metrics.rows,

@@ -75,7 +75,7 @@ impl Stage for Baselines {
             let (model, _) = fed::build_classifier(stage, &base.config, &base.weights, &spec)?;
             let mut learner = ClassifierLearner::new(model, fed::optim_settings(cfg, lr));
             let fedcfg = fed::fedavg_config(cfg, &name, rounds, 0, 0);
-            let outcome = fed::run_federated(ctx, &mut learner, &data, &fedcfg)?;
+            let outcome = fed::run_federated(ctx, &mut learner, &data, &fedcfg, &format!("baselines.{name}_lr"))?;
             if *method == BaselineMethod::Lora {
                 let adapter = PeftAdapter::from_classifier(learner.model(), Some(&cfg.model.source)).or_stage(stage)?;
                 save_adapter(&out.join(LORA_ADAPTER_DIR), &adapter).or_stage(stage)?;

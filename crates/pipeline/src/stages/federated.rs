@@ -6,7 +6,7 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 use slora_federation::{
-    run_fedavg, CheckpointStore, ClassifierLearner, FedAvgConfig, FedOutcome, OptimSettings, Schedule, Shard,
+    run_fedavg, CheckpointStore, ClassifierLearner, FedAvgConfig, FedOutcome, FederationError, OptimSettings, Schedule, Shard,
 };
 use slora_model::optim::AdamWConfig;
 use slora_model::{Classifier, EncoderConfig, InitReport, Mode, ModelFiles, TargetModules, TrainSpec, Weights};
@@ -157,15 +157,24 @@ pub fn build_classifier(
 }
 
 /// Runs FedAvg for `learner` with round checkpoints in `<work_dir>/<method>/` (resumed when present).
+/// `lr_key` names the learning-rate setting in a divergence error.
 pub fn run_federated(
     ctx: &StageCtx,
     learner: &mut ClassifierLearner,
     data: &Data,
     fed: &FedAvgConfig,
+    lr_key: &str,
 ) -> Result<FedOutcome, PipelineError> {
     let dir = ctx.work_dir.join(&fed.method);
-    let store = CheckpointStore::open(&dir, format!("{}:{}:{}", ctx.stage, ctx.key, fed.method)).or_stage(ctx.stage)?;
-    run_fedavg(learner, &data.clients, &data.test, fed, Some(&store)).or_stage(ctx.stage)
+    let store = CheckpointStore::open(&dir, format!("{}:{}:{}", ctx.stage, ctx.key, fed.method))
+        .or_stage(ctx.stage)?
+        .strict(ctx.no_rebuild);
+    run_fedavg(learner, &data.clients, &data.test, fed, Some(&store)).map_err(|e| match e {
+        FederationError::NonFiniteLoss { .. } => {
+            ctx.error(format!("{}: {e} ({lr_key} = {:e})", fed.method, learner.learning_rate()))
+        }
+        e => ctx.error(e.to_string()),
+    })
 }
 
 /// A JSON summary of a finished run for the manifest.

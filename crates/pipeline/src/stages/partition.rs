@@ -32,11 +32,12 @@ pub struct Partition;
 /// The data file(s) the config names, resolved (local path, or a file in the hub cache).
 pub fn resolve_data_files(cfg: &Config) -> Result<(PathBuf, Option<PathBuf>), PipelineError> {
     let d = &cfg.data;
-    let source = slora_hub::resolve_dataset_file(&d.source, &d.revision, &d.hub_file)?;
+    let named = |key: &str, e: slora_hub::HubError| PipelineError::config(format!("{key}: {e}"));
+    let source = slora_hub::resolve_dataset_file(&d.source, &d.revision, &d.hub_file).map_err(|e| named("data.source", e))?;
     let test = if d.test_source.is_empty() {
         None
     } else {
-        Some(slora_hub::resolve_dataset_file(&d.test_source, &d.revision, &d.hub_file)?)
+        Some(slora_hub::resolve_dataset_file(&d.test_source, &d.revision, &d.hub_file).map_err(|e| named("data.test_source", e))?)
     };
     Ok((source, test))
 }
@@ -131,6 +132,7 @@ impl Stage for Partition {
             test_split: d.test_split.clone(),
         };
         let ds = slora_data::load_dataset(&spec)?;
+        check_train_labels(&ds, &source, &d.label_column)?;
         let seed = cfg.partition.seed;
         let train = ds.train.select(&slora_data::stratified_subsample(&ds.train.labels, d.max_train, seed));
         let test = ds.test.select(&slora_data::stratified_subsample(&ds.test.labels, d.max_test, seed));
@@ -191,6 +193,24 @@ impl Stage for Partition {
             "scheme": cfg.partition.scheme.to_string(),
         }))
     }
+}
+
+/// A classifier needs at least two labels among the train rows.
+fn check_train_labels(ds: &slora_data::Dataset, source: &Path, label_column: &str) -> Result<(), PipelineError> {
+    let mut present: Vec<u32> = ds.train.labels.clone();
+    present.sort_unstable();
+    present.dedup();
+    if let [only] = present.as_slice() {
+        let name = ds.labels.names.get(*only as usize).cloned().unwrap_or_else(|| only.to_string());
+        return Err(PipelineError::stage(
+            "partition",
+            format!(
+                "{}: data.label_column `{label_column}` holds a single label (`{name}`) in the train rows; classification needs at least 2",
+                source.display()
+            ),
+        ));
+    }
+    Ok(())
 }
 
 fn clone_err(e: &PipelineError) -> PipelineError {

@@ -59,7 +59,7 @@ impl Stage for Stage1 {
         let (model, init) = fed::build_classifier(stage, &base.config, &base.weights, &spec)?;
         let mut learner = ClassifierLearner::new(model, fed::optim_settings(cfg, cfg.stage1.lr));
         let fedcfg = fed::fedavg_config(cfg, METHOD, cfg.stage1.rounds, 0, 0);
-        let outcome = fed::run_federated(ctx, &mut learner, &data, &fedcfg)?;
+        let outcome = fed::run_federated(ctx, &mut learner, &data, &fedcfg, "stage1.lr")?;
         let model = learner.model();
 
         // The sparse update: indices from the model's masks, values from the final global state.

@@ -84,7 +84,7 @@ impl Stage for Stage2 {
         let mut learner = ClassifierLearner::new(model, fed::optim_settings(cfg, cfg.stage2.lr));
         let mut fedcfg = fed::fedavg_config(cfg, METHOD, cfg.stage2.rounds, last.round, last.cum_bytes_up);
         fedcfg.wall_seconds_start = last.wall_seconds;
-        let outcome = fed::run_federated(ctx, &mut learner, &data, &fedcfg)?;
+        let outcome = fed::run_federated(ctx, &mut learner, &data, &fedcfg, "stage2.lr")?;
 
         let model = learner.model();
         let adapter = PeftAdapter::from_classifier(model, Some(&cfg.model.source)).or_stage(stage)?;

@@ -18,7 +18,8 @@ pub struct Artifact {
 }
 
 impl Artifact {
-    /// Reads `dir/manifest.json` and checks every listed file's size and sha256.
+    /// Reads `dir/manifest.json` and checks every listed file's size and sha256, reading every byte
+    /// (never from the hash cache: a rewrite that keeps size and timestamps is still caught).
     pub fn load(dir: &Path) -> Result<Artifact, PipelineError> {
         let bad = |message: String| PipelineError::Artifact { dir: dir.to_path_buf(), message };
         let bytes = std::fs::read(dir.join(MANIFEST_FILE))
@@ -28,8 +29,16 @@ impl Artifact {
         for (rel, record) in &manifest.files {
             let path = dir.join(rel);
             let len = std::fs::metadata(&path).map(|m| m.len()).map_err(|_| bad(format!("`{rel}` is missing")))?;
-            if len != record.bytes || crate::hashing::hash_file(&path)? != record.sha256 {
-                return Err(bad(format!("`{rel}` does not match its manifest hash")));
+            if len != record.bytes {
+                return Err(bad(format!("`{rel}` is corrupt: {len} bytes, its manifest says {}", record.bytes)));
+            }
+            let sha256 = crate::hashing::hash_file_uncached(&path)?;
+            if sha256 != record.sha256 {
+                return Err(bad(format!(
+                    "`{rel}` is corrupt: sha256 {} does not match its manifest ({})",
+                    &sha256[..12],
+                    &record.sha256[..record.sha256.len().min(12)]
+                )));
             }
         }
         Ok(Artifact { stage: manifest.stage.clone(), key: manifest.key.clone(), dir: dir.to_path_buf(), manifest })

@@ -24,6 +24,18 @@ pub const PROCESS_LOCK_FILE: &str = ".lock";
 /// The pipeline lock file name inside the artifacts directory.
 pub const PIPELINE_LOCK_FILE: &str = "pipeline.lock";
 
+/// What [`Store::check`] found for a stage and key.
+#[derive(Debug)]
+pub enum Lookup {
+    /// A complete artifact whose files match their manifest hashes.
+    Found(Artifact),
+    /// No folder for that key.
+    Absent,
+    /// A folder that is not a usable artifact: no or unreadable manifest, or a file that is missing
+    /// or does not match its hash.
+    Invalid(PipelineError),
+}
+
 /// An artifacts directory. [`Store::open`] holds an exclusive lock for the life of the value.
 #[derive(Debug)]
 pub struct Store {
@@ -94,20 +106,30 @@ impl Store {
     /// The verified artifact of `stage` with `key`, or `None` when absent. A folder whose manifest is
     /// unreadable or whose files do not match their hashes is a miss: warned about, not used.
     pub fn lookup(&self, stage: &str, key: &str) -> Option<Artifact> {
-        let dir = self.artifact_dir(stage, key);
-        if !dir.exists() {
-            return None;
-        }
-        match Artifact::load(&dir) {
-            Ok(a) if a.manifest.stage == stage && a.manifest.key == key => Some(a),
-            Ok(_) => {
-                tracing::warn!("{}: manifest names another stage or key; rebuilding", dir.display());
-                None
-            }
-            Err(e) => {
+        match self.check(stage, key) {
+            Lookup::Found(a) => Some(a),
+            Lookup::Absent => None,
+            Lookup::Invalid(e) => {
                 tracing::warn!("{e}; rebuilding");
                 None
             }
+        }
+    }
+
+    /// Like [`Store::lookup`], but says why a folder that exists is not a usable artifact (the error
+    /// names the folder and the first file that does not match its manifest hash).
+    pub fn check(&self, stage: &str, key: &str) -> Lookup {
+        let dir = self.artifact_dir(stage, key);
+        if !dir.exists() {
+            return Lookup::Absent;
+        }
+        match Artifact::load(&dir) {
+            Ok(a) if a.manifest.stage == stage && a.manifest.key == key => Lookup::Found(a),
+            Ok(_) => Lookup::Invalid(PipelineError::Artifact {
+                dir,
+                message: "its manifest names another stage or key".into(),
+            }),
+            Err(e) => Lookup::Invalid(e),
         }
     }
 
@@ -129,7 +151,7 @@ impl Store {
             }
             let path = tmp.join(&rel);
             let bytes = std::fs::metadata(&path).at(&path)?.len();
-            let sha256 = crate::hashing::hash_file(&path)?;
+            let sha256 = crate::hashing::hash_file_uncached(&path)?;
             manifest.files.insert(rel, FileRecord { sha256, bytes });
         }
         write_atomic(&tmp.join(MANIFEST_FILE), &serde_json::to_vec_pretty(&manifest)?)?;
@@ -169,20 +191,37 @@ impl Store {
         write_atomic(&self.root.join(PIPELINE_LOCK_FILE), &serde_json::to_vec_pretty(&lock)?)
     }
 
-    /// Removes `.tmp-*` and `.old-*` folders (only called while holding the lock, so their writers
-    /// are gone).
+    /// Removes the folder of `stage` when it holds nothing (after a failed first run), so a failure
+    /// leaves no trace but the lock and hash-cache files.
+    pub fn remove_stage_dir_if_empty(&self, stage: &str) {
+        let _ = std::fs::remove_dir(self.stage_dir(stage));
+    }
+
+    /// Removes `.tmp-*` and `.old-*` folders and `.<name>.tmp-<pid>` files of [`write_atomic`] (only
+    /// called while holding the lock, so their writers are gone).
     fn remove_leftovers(&self) -> Result<(), PipelineError> {
-        let Ok(stages) = std::fs::read_dir(&self.root) else { return Ok(()) };
-        for stage in stages.flatten() {
-            if !stage.path().is_dir() {
+        let is_temp_file = |name: &str| name.starts_with('.') && name.contains(".tmp-");
+        let Ok(entries) = std::fs::read_dir(&self.root) else { return Ok(()) };
+        for entry in entries.flatten() {
+            let name = entry.file_name().to_string_lossy().into_owned();
+            if entry.path().is_file() && is_temp_file(&name) {
+                tracing::warn!("removing unfinished write {}", entry.path().display());
+                let _ = std::fs::remove_file(entry.path());
                 continue;
             }
-            let Ok(entries) = std::fs::read_dir(stage.path()) else { continue };
-            for entry in entries.flatten() {
-                let name = entry.file_name().to_string_lossy().into_owned();
-                if name.starts_with(".tmp-") || name.starts_with(".old-") {
-                    tracing::warn!("removing unfinished output {}", entry.path().display());
-                    remove_dir_if_exists(&entry.path())?;
+            if !entry.path().is_dir() {
+                continue;
+            }
+            let Ok(children) = std::fs::read_dir(entry.path()) else { continue };
+            for child in children.flatten() {
+                let name = child.file_name().to_string_lossy().into_owned();
+                let path = child.path();
+                if path.is_dir() && (name.starts_with(".tmp-") || name.starts_with(".old-")) {
+                    tracing::warn!("removing unfinished output {}", path.display());
+                    remove_dir_if_exists(&path)?;
+                } else if path.is_file() && is_temp_file(&name) {
+                    tracing::warn!("removing unfinished write {}", path.display());
+                    let _ = std::fs::remove_file(&path);
                 }
             }
         }

@@ -12,10 +12,11 @@ use crate::error::{ReportError, Result};
 use crate::metrics::{Curve, FFT};
 use crate::targets::TARGET_FRACTIONS;
 
-/// A horizontal reference line with a label at its right end.
+/// A horizontal reference line with a label at its left end, above or below the line.
 struct HLine {
     y: f64,
     label: String,
+    above: bool,
 }
 
 /// A vertical reference line with a label near the top.
@@ -78,14 +79,15 @@ impl LineChart<'_> {
             };
             let grey = RGBColor(110, 110, 110);
             for h in &self.hlines {
+                let vpos = if h.above { VPos::Bottom } else { VPos::Top };
                 chart
                     .draw_series(DashedLineSeries::new(vec![(x_lo, h.y), (x_hi, h.y)], 4, 4, grey.stroke_width(1)))
                     .map_err(|e| err(&e))?;
                 chart
                     .draw_series(std::iter::once(Text::new(
-                        h.label.clone(),
+                        format!(" {}", h.label),
                         (x_lo, h.y),
-                        TextStyle::from((FONT, 12).into_font()).color(&grey).pos(Pos::new(HPos::Left, VPos::Bottom)),
+                        TextStyle::from((FONT, 12).into_font()).color(&grey).pos(Pos::new(HPos::Left, vpos)),
                     )))
                     .map_err(|e| err(&e))?;
             }
@@ -137,7 +139,13 @@ fn target_lines(curves: &[Curve]) -> Vec<HLine> {
     };
     TARGET_FRACTIONS
         .iter()
-        .map(|f| HLine { y: 100.0 * f * fft.accuracy, label: format!("{:.0}% of FFT final", 100.0 * f) })
+        .enumerate()
+        // The highest target's label above its line, the others below theirs: close lines stay legible.
+        .map(|(i, f)| HLine {
+            y: 100.0 * f * fft.accuracy,
+            label: format!("{:.0}% of FFT final", 100.0 * f),
+            above: i + 1 == TARGET_FRACTIONS.len(),
+        })
         .collect()
 }
 

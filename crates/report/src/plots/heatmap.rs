@@ -46,7 +46,8 @@ pub fn partition_heatmap(p: &PartitionCounts) -> Result<String> {
             .margin(12)
             .x_label_area_size(44)
             .y_label_area_size(y_area)
-            .build_cartesian_2d((0..clients).into_segmented(), (0..labels).into_segmented())
+            // plotters' integer ranges are inclusive: 0..n-1 gives exactly n segments.
+            .build_cartesian_2d((0..clients.max(1) - 1).into_segmented(), (0..labels.max(1) - 1).into_segmented())
             .map_err(|e| err(&e))?;
         let label_names: Vec<String> = p.label_names.iter().map(|n| short(n)).collect();
         let y_fmt = |v: &SegmentValue<usize>| match v {

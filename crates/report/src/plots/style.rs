@@ -191,3 +191,21 @@ pub fn padded_range(values: impl IntoIterator<Item = f64>, pad_fraction: f64) ->
     }
     (lo - pad)..(hi + pad)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn formats_bytes_counts_and_seconds() {
+        assert_eq!(format_bytes(999.0), "999 B");
+        assert_eq!(format_bytes(1_285_712.0), "1.29 MB");
+        assert_eq!(format_bytes(69_590_096.0), "69.6 MB");
+        assert_eq!(format_bytes(835_081_152.0), "835 MB");
+        assert_eq!(format_count(17_397_524), "17.40M");
+        assert_eq!(format_count(321_428), "321.4k");
+        assert_eq!(format_count(640), "640");
+        assert_eq!(format_seconds(42.04), "42.0 s");
+        assert_eq!(format_seconds(276.0), "4 min 36 s");
+    }
+}

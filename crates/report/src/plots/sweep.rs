@@ -21,6 +21,7 @@ fn categorical_chart(
     points: &[String],
     series: &SweepSeries,
     zero_line: Option<&str>,
+    legend_position: SeriesLabelPosition,
 ) -> Result<String> {
     let err = |e: &dyn std::fmt::Display| ReportError::plot(id, e);
     let n = points.len().max(1);
@@ -39,7 +40,8 @@ fn categorical_chart(
             .margin_right(24)
             .x_label_area_size(48)
             .y_label_area_size(62)
-            .build_cartesian_2d((0..n).into_segmented(), y_range.clone())
+            // plotters' integer ranges are inclusive: 0..n-1 gives exactly n segments.
+            .build_cartesian_2d((0..n - 1).into_segmented(), y_range.clone())
             .map_err(|e| err(&e))?;
         let x_fmt = |v: &SegmentValue<usize>| match v {
             SegmentValue::CenterOf(i) if *i < points.len() => points[*i].clone(),
@@ -86,7 +88,7 @@ fn categorical_chart(
         }
         chart
             .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
+            .position(legend_position)
             .label_font((FONT, TICK_SIZE))
             .background_style(WHITE.mix(0.9))
             .border_style(RGBColor(160, 160, 160))
@@ -107,6 +109,7 @@ pub fn gap_vs_heterogeneity(points: &[String], gaps: &SweepSeries) -> Result<Str
         points,
         gaps,
         Some("FFT (gap 0)"),
+        SeriesLabelPosition::UpperLeft,
     )
 }
 
@@ -119,5 +122,6 @@ pub fn accuracy_vs_heterogeneity(points: &[String], accuracy: &SweepSeries) -> R
         points,
         accuracy,
         None,
+        SeriesLabelPosition::LowerLeft,
     )
 }

@@ -1,0 +1,63 @@
+//! Fault injection for tests: a disk that fills up after N bytes.
+//!
+//! When the environment variable [`ENOSPC_AFTER_ENV`] (`SLORA_FAULT_ENOSPC_AFTER_BYTES`) holds a
+//! number N, writes through [`create`] / [`write_file`] share one process-wide budget of N bytes: the
+//! write that crosses it stores the bytes that still fit and then fails with `ENOSPC` ("No space left
+//! on device"), exactly as a full disk does mid-file. Unset (always, outside tests) the writers are
+//! plain files. It covers the shard and stats writers of this crate and the pipeline's atomic writer
+//! (manifests, `pipeline.lock`), which is how the reliability tests prove that a full disk leaves no
+//! partial artifact behind.
+
+use std::fs::File;
+use std::io::{self, Write};
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::OnceLock;
+
+/// The environment variable that arms the simulated full disk (bytes the process may still write).
+pub const ENOSPC_AFTER_ENV: &str = "SLORA_FAULT_ENOSPC_AFTER_BYTES";
+
+static WRITTEN: AtomicU64 = AtomicU64::new(0);
+
+fn budget() -> Option<u64> {
+    static BUDGET: OnceLock<Option<u64>> = OnceLock::new();
+    *BUDGET.get_or_init(|| std::env::var(ENOSPC_AFTER_ENV).ok().and_then(|v| v.trim().parse().ok()))
+}
+
+/// A file whose writes count against the simulated disk budget (see the module docs).
+#[derive(Debug)]
+pub struct BudgetedFile {
+    file: File,
+}
+
+impl Write for BudgetedFile {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        let Some(limit) = budget() else { return self.file.write(buf) };
+        let before = WRITTEN.fetch_add(buf.len() as u64, Ordering::SeqCst);
+        let room = limit.saturating_sub(before) as usize;
+        if room >= buf.len() {
+            return self.file.write(buf);
+        }
+        if room > 0 {
+            // What still fits lands on disk, like a real full disk mid-file.
+            self.file.write_all(&buf[..room])?;
+        }
+        Err(io::Error::from_raw_os_error(28)) // ENOSPC
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        self.file.flush()
+    }
+}
+
+/// Creates (truncating) `path` for writing through the budget.
+pub fn create(path: &Path) -> io::Result<BudgetedFile> {
+    Ok(BudgetedFile { file: File::create(path)? })
+}
+
+/// Writes `bytes` to `path` (created or truncated) through the budget.
+pub fn write_file(path: &Path, bytes: &[u8]) -> io::Result<()> {
+    let mut f = create(path)?;
+    f.write_all(bytes)?;
+    f.flush()
+}
