@@ -445,7 +445,8 @@ fn hub_ids_resolve_offline_from_an_hf_cache() {
     let errors: Vec<&str> = out.stderr.lines().filter(|l| l.starts_with("error:")).collect();
     assert_eq!(errors.len(), 1, "{}", out.stderr);
     let err = errors[0];
-    for needle in ["sentence-transformers/all-MiniLM-L6-v2", "revision `main`", "tokenizer.json", &s(&hf_home.join("hub")), "HF_HUB_OFFLINE=1"] {
+    // The model's config.json is read first (preflight: max_len and rank limits), so it is the file named.
+    for needle in ["sentence-transformers/all-MiniLM-L6-v2", "revision `main`", "config.json", &s(&hf_home.join("hub")), "HF_HUB_OFFLINE=1"] {
         assert!(err.contains(needle), "{err} lacks {needle}");
     }
 }

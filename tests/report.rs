@@ -481,7 +481,7 @@ methods = ["lora"]
     let lora_cfg: Value = serde_json::from_str(&std::fs::read_to_string(lora_out.join("adapter/adapter_config.json")).unwrap()).unwrap();
     assert!(lora_cfg["base_model_name_or_path"].as_str().unwrap().ends_with("paraphrase-MiniLM-L3-v2"));
     let slora_cfg: Value = serde_json::from_str(&std::fs::read_to_string(slora_out.join("adapter/adapter_config.json")).unwrap()).unwrap();
-    assert_eq!(Path::new(slora_cfg["base_model_name_or_path"].as_str().unwrap()), slora_out.join("base"));
+    assert_eq!(Path::new(slora_cfg["base_model_name_or_path"].as_str().unwrap()), std::fs::canonicalize(slora_out.join("base")).unwrap());
 
     // The merged model: exactly the tensors transformers' save_pretrained writes for this model
     // (BertForSequenceClassification, the fixture's 57 keys), 5 labels, config naming the class.
@@ -507,4 +507,45 @@ methods = ["lora"]
     let head = tensor(&slora_out.join("adapter/adapter_model.safetensors"), "base_model.model.classifier.weight");
     let merged_head = tensor(&merged, "classifier.weight");
     assert_eq!(head.to_vec2::<f32>().unwrap(), merged_head.to_vec2::<f32>().unwrap());
+
+    // The merged model alone (no adapter, nothing trainable) reproduces Stage 2's final evaluation.
+    let lock: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("artifacts/pipeline.lock")).unwrap()).unwrap();
+    let artifact = |stage: &str| dir.path().join("artifacts").join(stage).join(lock["stages"][stage]["key"].as_str().unwrap());
+    let test = slora_data::read_shard(&artifact("partition").join("test.parquet")).unwrap();
+    let rows = slora_federation::metrics::read_parquet(&artifact("stage2").join("metrics.parquet")).unwrap();
+    let last = rows.last().unwrap();
+    let enc = slora_model::EncoderConfig::from_file(&slora_out.join("merged/config.json")).unwrap();
+    let weights = slora_model::Weights::load(&merged, &enc).unwrap();
+    let spec = slora_model::TrainSpec::new(slora_model::Mode::Frozen, 5, 0);
+    let (model, init) = slora_model::Classifier::new(&enc, &weights, &spec).unwrap();
+    assert!(init.initialised.is_empty(), "the merged file lacks {:?}", init.initialised);
+    let batches: Vec<slora_model::Batch> = test
+        .input_ids
+        .chunks(8)
+        .zip(test.labels.chunks(8))
+        .map(|(ids, labels)| slora_model::Batch::collate(ids, labels, enc.pad_token_id).unwrap())
+        .collect();
+    let eval = slora_model::evaluate(&model, &batches).unwrap();
+    assert_eq!(eval.rows, test.labels.len());
+    assert_eq!(Some(eval.accuracy), last.accuracy, "merged accuracy");
+    assert!((eval.loss - last.loss.unwrap()).abs() < 1e-4, "merged loss {} vs stage 2 {}", eval.loss, last.loss.unwrap());
+
+    // The report stage on these artifacts: published to <report.dir>/<run.name>/, every figure, no FFT
+    // (so no time-to-target), SLoRA's two phases as one method; cached on a rerun, and a deleted
+    // published copy comes back.
+    run(&["report"]);
+    let published = dir.path().join("reports/export");
+    let html = std::fs::read_to_string(published.join("index.html")).unwrap();
+    for id in ["accuracy_vs_round", "accuracy_vs_bytes", "loss_vs_round", "partition_heatmap", "spectra"] {
+        assert!(html.contains(&format!("data-plot=\"{id}\"")), "{id} missing");
+    }
+    assert!(html.contains("FFT was not run"));
+    let summary = Summary::read(&published.join("summary.json")).unwrap();
+    assert_eq!(summary.methods.keys().map(String::as_str).collect::<Vec<_>>(), ["lora", "slora"]);
+    assert!((summary.methods["slora"].accuracy - last.accuracy.unwrap()).abs() < 1e-12);
+    assert_eq!(summary.methods["slora"].rounds, 2);
+    std::fs::remove_dir_all(&published).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pipeline")).current_dir(dir.path()).arg("--config").arg(&cfg_path).arg("report").output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("report: up to date"));
+    assert!(published.join("index.html").is_file());
 }

@@ -14,7 +14,7 @@ use std::time::Duration;
 /// Where a kill is aimed.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Moment {
-    /// Once partition's temporary output exists, + 0..100 ms.
+    /// Once partition's temporary output exists, + 0..40 ms (partition takes ~50-300 ms here).
     Partition,
     /// Once stage 1 wrote its checkpoint of local round k (mid-round k + 1), + 0..1200 ms.
     Stage1(u32),
@@ -62,7 +62,7 @@ fn chain(seed: u64) -> Vec<Option<&'static str>> {
         let mut child = tiny.spawn(&["stage2"]);
         let (reached, delay_ms) = match moment {
             Moment::Partition => {
-                (wait_until(&mut child, || has_temp(&art, "partition") || is_committed(&art, "partition")), rng.below(100))
+                (wait_until(&mut child, || has_temp(&art, "partition") || is_committed(&art, "partition")), rng.below(40))
             }
             Moment::Stage1(k) => (
                 wait_until(&mut child, || checkpoint_at_least(&art, "stage1", "slora-stage1", k) || is_committed(&art, "stage1")),

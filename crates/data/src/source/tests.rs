@@ -84,3 +84,43 @@ fn errors_name_the_column_and_key() {
     let msg = load_dataset(&spec("x.xlsx".into(), "t", "l")).unwrap_err().to_string();
     assert!(msg.contains("unsupported data file"), "{msg}");
 }
+
+#[test]
+fn label_and_text_type_rules() {
+    let dir = tempfile::tempdir().unwrap();
+    // CSV text columns are text even when they look like numbers; integer labels are ids.
+    let csv = dir.path().join("digits.csv");
+    std::fs::write(&csv, "text,label,split\n123,1,train\n4.5,0,train\n,1,test\n").unwrap();
+    let ds = load_dataset(&spec(csv, "text", "label")).unwrap();
+    assert_eq!(ds.train.texts, vec!["123".to_string(), "4.5".into()]);
+    assert_eq!(ds.train.labels, vec![1, 0]);
+    // Float labels are not ids, even when integral.
+    let csv = dir.path().join("floats.csv");
+    std::fs::write(&csv, "text,label,split\na,1.0,train\nb,0.0,test\n").unwrap();
+    let msg = load_dataset(&spec(csv, "text", "label")).unwrap_err().to_string();
+    assert!(msg.contains("column `label` (data.label_column) has type Float64: labels must be integer ids or strings"), "{msg}");
+    // JSON lines: a boolean label and a numeric text are named with their row.
+    let jl = dir.path().join("bool.jsonl");
+    std::fs::write(&jl, "{\"t\": \"a\", \"y\": true, \"split\": \"train\"}\n").unwrap();
+    let msg = load_dataset(&spec(jl, "t", "y")).unwrap_err().to_string();
+    assert!(msg.contains("row 0, column `y`: labels must be integer ids or strings (got true)"), "{msg}");
+    let jl = dir.path().join("num.jsonl");
+    std::fs::write(&jl, "{\"t\": 7, \"y\": 1, \"split\": \"train\"}\n").unwrap();
+    let msg = load_dataset(&spec(jl, "t", "y")).unwrap_err().to_string();
+    assert!(msg.contains("row 0, column `t`: text (data.text_column) must be a string (got 7)"), "{msg}");
+    // A file without rows.
+    let empty = dir.path().join("empty.csv");
+    std::fs::write(&empty, "text,label,split\n").unwrap();
+    let msg = load_dataset(&spec(empty, "text", "label")).unwrap_err().to_string();
+    assert!(msg.contains("empty.csv: the file holds no rows"), "{msg}");
+}
+
+#[test]
+fn unarmed_fault_writer_is_a_plain_file() {
+    // The budget is process-wide and read once per process: the armed path (ENOSPC mid-file) is tested
+    // through the binary (tests/reliability/bad_input.rs, `disk_full_mid_write`).
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("f.bin");
+    crate::fault::write_file(&path, b"abc").unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"abc");
+}

@@ -211,3 +211,24 @@ mod tests {
         }
     }
 }
+
+#[cfg(test)]
+mod timing {
+    use super::*;
+
+    #[test]
+    #[ignore = "micro-benchmark"]
+    fn ops_gemm_timing() {
+        let (m, n, k) = (4096usize, 1536usize, 384usize);
+        let a: Vec<f32> = (0..m * k).map(|i| (i % 7) as f32 * 0.1).collect();
+        let b: Vec<f32> = (0..n * k).map(|i| (i % 5) as f32 * 0.1).collect();
+        let mut c = vec![0f32; m * n];
+        let mut best = f64::MAX;
+        for _ in 0..7 {
+            let t = std::time::Instant::now();
+            gemm(m, n, k, &mut c, false, MatView::rows(&a, k), MatView::transposed(&b, k));
+            best = best.min(t.elapsed().as_secs_f64());
+        }
+        println!("gemm helper best {:.2} ms  {:.1} GFLOP/s  threads {}", best * 1e3, 2.0 * (m * n * k) as f64 / best / 1e9, candle_core::utils::get_num_threads());
+    }
+}

@@ -76,7 +76,7 @@ fn lora_from_given_factors_and_corrected_base_continues_the_function() -> Result
     let o = "bert.encoder.layer.1.output.dense";
     let mut sparse = SparseSpec::new(0.05);
     sparse.masks.insert(q.into(), Arc::new((0..64u32 * 64).step_by(7).collect()));
-    sparse.values.insert(q.into(), candle_core::Tensor::randn(0f32, 0.05, (64 * 64).div_ceil(7), &candle_core::Device::Cpu)?);
+    sparse.values.insert(q.into(), candle_core::Tensor::randn(0f32, 0.05, (64usize * 64).div_ceil(7), &candle_core::Device::Cpu)?);
     sparse.masks.insert(o.into(), Arc::new(vec![0, 5, 129, 8000]));
     let (stage1, _) = Classifier::new(&cfg, &weights, &TrainSpec::new(Mode::Sparse(sparse), 5, 1))?;
     let mut opt = AdamW::new(stage1.trainable_vars(), AdamWConfig { lr: 1e-2, ..Default::default() })?;

@@ -95,7 +95,10 @@ fn minilm_l3_adapter_learns_sst2() -> Result<()> {
     let (lr, max_epochs, r, lora_dropout) = (env("SST2_LR", 2e-3), env("SST2_EPOCHS", 3.0) as usize, env("SST2_R", 8.0) as usize, env("SST2_DROP", 0.0));
     let mut lora = LoraSpec::new(r, 2.0 * r as f64);
     lora.dropout = lora_dropout;
-    let spec = TrainSpec::new(Mode::Lora(lora), 2, 0);
+    let mut spec = TrainSpec::new(Mode::Lora(lora), 2, 0);
+    if std::env::var("SST2_CLS_ONLY").is_ok() {
+        spec.modules_to_save = vec!["classifier".into()];
+    }
     let (model, _) = Classifier::new(&cfg, &weights, &spec)?;
     let before = evaluate(&model, &val_batches)?;
     let mut opt = AdamW::new(

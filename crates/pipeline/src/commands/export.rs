@@ -102,7 +102,13 @@ fn copy_tokenizer_files(model_dir: &Path, out: &Path) -> Result<(), PipelineErro
     for name in ["tokenizer.json", "tokenizer_config.json", "special_tokens_map.json", "vocab.txt"] {
         let src = model_dir.join(name);
         if src.is_file() {
-            std::fs::copy(&src, out.join(name)).at(out.join(name))?;
+            let dst = out.join(name);
+            std::fs::copy(&src, &dst).at(&dst)?;
+            // Copies keep the source's mode; the shared model folder may be read-only.
+            let mut perms = std::fs::metadata(&dst).at(&dst)?.permissions();
+            #[allow(clippy::permissions_set_readonly_false)]
+            perms.set_readonly(false);
+            std::fs::set_permissions(&dst, perms).at(&dst)?;
         }
     }
     Ok(())
@@ -150,7 +156,7 @@ pub fn run(cfg: &Config, artifacts: &Path, args: &ExportArgs) -> Result<PathBuf,
     let out = args.out.clone().unwrap_or_else(|| cfg.report.dir.join(format!("{}-export", cfg.run.name)).join(method_name));
     crate::fsutil::remove_dir_if_exists(&out)?;
     std::fs::create_dir_all(&out).at(&out)?;
-    let out = std::path::absolute(&out).at(&out)?;
+    let out = std::fs::canonicalize(&out).at(&out)?;
     let class_config = classification_config(&base.files.config, base.config.model_type, &labels.names)?;
 
     // The weights the adapter applies to.

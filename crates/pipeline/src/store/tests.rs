@@ -96,3 +96,48 @@ fn pipeline_lock_records_the_current_key() {
     assert_eq!(lock.stages["s"].outs["out.txt"], crate::hashing::sha256_hex(b"hello"));
     assert_eq!(input_hashes(&a.manifest.params)["data.source_sha256"], "abc");
 }
+
+#[test]
+fn check_names_the_corrupt_file_even_when_size_and_mtime_are_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    let a = commit_one(&store, "k1");
+    assert!(matches!(store.check("s", "k1"), Lookup::Found(_)));
+    assert!(matches!(store.check("s", "k2"), Lookup::Absent));
+    // Same size, same mtime, one byte changed: the hash cache must not hide it.
+    let path = a.file("out.txt");
+    let mtime = std::fs::metadata(&path).unwrap().modified().unwrap();
+    std::fs::write(&path, b"hellO").unwrap();
+    std::fs::File::options().write(true).open(&path).unwrap().set_modified(mtime).unwrap();
+    match store.check("s", "k1") {
+        Lookup::Invalid(e) => {
+            let msg = e.to_string();
+            assert!(msg.contains("`out.txt` is corrupt: sha256") && msg.contains("k1"), "{msg}");
+        }
+        other => panic!("expected a corrupt artifact, got {other:?}"),
+    }
+    std::fs::write(&path, b"hell").unwrap();
+    match store.check("s", "k1") {
+        Lookup::Invalid(e) => assert!(e.to_string().contains("`out.txt` is corrupt: 4 bytes, its manifest says 5"), "{e}"),
+        other => panic!("expected a truncated artifact, got {other:?}"),
+    }
+}
+
+#[test]
+fn leftover_temp_files_of_atomic_writes_are_removed_on_open() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir_all(dir.path().join("s")).unwrap();
+    std::fs::write(dir.path().join(".pipeline.lock.tmp-4242"), b"{\"sche").unwrap();
+    std::fs::write(dir.path().join("s/.x.json.tmp-4242"), b"partial").unwrap();
+    std::fs::write(dir.path().join("s/keep.txt"), b"not ours to remove").unwrap();
+    let store = Store::open(dir.path()).unwrap();
+    assert!(!dir.path().join(".pipeline.lock.tmp-4242").exists());
+    assert!(!dir.path().join("s/.x.json.tmp-4242").exists());
+    assert!(dir.path().join("s/keep.txt").exists());
+    // A failed first run leaves no empty stage folder.
+    std::fs::create_dir_all(store.stage_dir("t")).unwrap();
+    store.remove_stage_dir_if_empty("t");
+    assert!(!store.stage_dir("t").exists());
+    store.remove_stage_dir_if_empty("s");
+    assert!(store.stage_dir("s").exists(), "a folder with files stays");
+}

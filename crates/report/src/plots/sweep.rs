@@ -67,9 +67,9 @@ fn categorical_chart(
             chart.draw_series(DashedLineSeries::new(ends, 5, 4, grey.stroke_width(1))).map_err(|e| err(&e))?;
             chart
                 .draw_series(std::iter::once(Text::new(
-                    label.to_string(),
-                    (SegmentValue::Exact(0), 0.0),
-                    TextStyle::from((FONT, 12).into_font()).color(&grey).pos(Pos::new(HPos::Left, VPos::Bottom)),
+                    format!("{label} "),
+                    (SegmentValue::Exact(n), 0.0),
+                    TextStyle::from((FONT, 12).into_font()).color(&grey).pos(Pos::new(HPos::Right, VPos::Bottom)),
                 )))
                 .map_err(|e| err(&e))?;
         }
