@@ -9,7 +9,8 @@
 use super::cpu::{check_f32_cpu, gemm_raw, slice, tensor, with_f32, MatView, SharedMut};
 use super::math::{self, simd_dispatch};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
-use rand::{Rng, SeedableRng};
+use super::dropout::{apply_keep, draw_keep_bits, keep_threshold};
+use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use std::sync::OnceLock;
@@ -120,18 +121,6 @@ fn softmax_backward_rows_inner(p: &[f32], dp: &mut [f32], cols: usize) {
 }
 simd_dispatch!(fn softmax_backward_rows(p: &[f32], dp: &mut [f32], cols: usize) => softmax_backward_rows_inner);
 
-/// `out[i] = x[i] · keep_i · scale`, one 64-element mask word at a time (so the loop vectorises).
-#[inline(always)]
-fn apply_keep_inner(x: &[f32], bits: &[u64], scale: f32, out: &mut [f32]) {
-    for ((o, v), &word) in out.chunks_mut(64).zip(x.chunks(64)).zip(bits) {
-        for (j, (o, &v)) in o.iter_mut().zip(v).enumerate() {
-            let keep = ((word >> j) & 1) as f32;
-            *o = v * keep * scale;
-        }
-    }
-}
-simd_dispatch!(fn apply_keep(x: &[f32], bits: &[u64], scale: f32, out: &mut [f32]) => apply_keep_inner);
-
 /// One head of a `[B, T, heads · d]` tensor as a `T × d` view starting at `base`.
 fn head_view(x: &[f32], base: usize, hidden: usize) -> MatView<'_> {
     MatView { data: &x[base..], rs: hidden, cs: 1 }
@@ -154,23 +143,13 @@ impl Attention {
     /// Keep-bits of every pair: ChaCha8 from the seed, stream = pair index.
     fn draw_mask(&self) -> Vec<u64> {
         let Some(d) = self.dropout else { return Vec::new() };
-        let n = self.seq * self.seq;
-        let threshold = (d.p as f64 * 4_294_967_296.0).round() as u64;
+        let threshold = keep_threshold(d.p);
         let wpp = self.words_per_pair();
         let mut bits = vec![0u64; wpp * self.pairs()];
         bits.par_chunks_mut(wpp).enumerate().for_each(|(pair, words)| {
             let mut rng = ChaCha8Rng::seed_from_u64(d.seed);
             rng.set_stream(pair as u64);
-            let mut draws = [0u32; 64];
-            for (w, word) in words.iter_mut().enumerate() {
-                let take = 64.min(n - w * 64);
-                rng.fill(&mut draws[..]);
-                let mut acc = 0u64;
-                for (i, &r) in draws[..take].iter().enumerate() {
-                    acc |= ((r as u64 >= threshold) as u64) << i;
-                }
-                *word = acc;
-            }
+            draw_keep_bits(&mut rng, words, self.seq * self.seq, threshold);
         });
         bits
     }

@@ -5,6 +5,7 @@
 //! not depend on the thread count. The forward keeps the mask as bits for the backward.
 
 use super::cpu::{check_f32_cpu, slice, tensor, with_f32};
+use super::math::simd_dispatch;
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -36,53 +37,106 @@ struct Dropout {
 
 impl Dropout {
     fn scale(&self) -> f32 {
-        if self.p >= 1.0 {
-            0.0
-        } else {
-            1.0 / (1.0 - self.p)
-        }
+        keep_scale(self.p)
     }
 
-    /// The keep-mask for `n` elements, one bit each.
     fn draw_mask(&self, n: usize) -> Vec<u64> {
-        // Keep when a uniform u32 is at or above p · 2^32 (exact for every p representable in f32).
-        let threshold = (self.p as f64 * 4_294_967_296.0).round() as u64;
-        let mut words = vec![0u64; n.div_ceil(64)];
-        words.par_chunks_mut(CHUNK / 64).enumerate().for_each(|(block, words)| {
-            let mut rng = ChaCha8Rng::seed_from_u64(self.seed);
-            rng.set_stream(block as u64);
-            let start = block * CHUNK;
-            let len = CHUNK.min(n - start);
-            // Whole ChaCha blocks at a time (per-call `next_u32` costs more than the cipher).
-            let mut draws = [0u32; 64];
-            for (w, word) in words.iter_mut().enumerate() {
-                let take = 64.min(len.saturating_sub(w * 64));
-                if take == 0 {
-                    break;
-                }
-                rng.fill(&mut draws[..]);
-                let mut bits = 0u64;
-                for (i, &d) in draws[..take].iter().enumerate() {
-                    bits |= ((d as u64 >= threshold) as u64) << i;
-                }
-                *word = bits;
-            }
-        });
-        words
+        keep_mask(n, self.p, self.seed)
     }
 }
+
+/// `1 / (1 - p)`, or 0 when everything is dropped.
+pub(crate) fn keep_scale(p: f32) -> f32 {
+    if p >= 1.0 {
+        0.0
+    } else {
+        1.0 / (1.0 - p)
+    }
+}
+
+/// Keep when a uniform u32 is at or above this (exact for every p representable in f32).
+pub(crate) fn keep_threshold(p: f32) -> u64 {
+    (p as f64 * 4_294_967_296.0).round() as u64
+}
+
+/// Fills `words` with keep-bits for `n` elements from `rng`, one u32 draw per element.
+pub(crate) fn draw_keep_bits(rng: &mut ChaCha8Rng, words: &mut [u64], n: usize, threshold: u64) {
+    // Whole ChaCha blocks at a time (per-call `next_u32` costs more than the cipher).
+    let mut draws = [0u32; 64];
+    for (w, word) in words.iter_mut().enumerate() {
+        let take = 64.min(n.saturating_sub(w * 64));
+        if take == 0 {
+            break;
+        }
+        rng.fill(&mut draws[..]);
+        let mut bits = 0u64;
+        for (i, &d) in draws[..take].iter().enumerate() {
+            bits |= ((d as u64 >= threshold) as u64) << i;
+        }
+        *word = bits;
+    }
+}
+
+/// The keep-mask of `n` elements for (`p`, `seed`), one bit each: block b of `CHUNK` elements
+/// draws from ChaCha8(seed) on stream b.
+pub(crate) fn keep_mask(n: usize, p: f32, seed: u64) -> Vec<u64> {
+    let threshold = keep_threshold(p);
+    let mut words = vec![0u64; n.div_ceil(64)];
+    words.par_chunks_mut(CHUNK / 64).enumerate().for_each(|(block, words)| {
+        let mut rng = ChaCha8Rng::seed_from_u64(seed);
+        rng.set_stream(block as u64);
+        draw_keep_bits(&mut rng, words, CHUNK.min(n - block * CHUNK), threshold);
+    });
+    words
+}
+
+/// 0/1 floats of each byte's bits, so applying a mask is a vectorised multiply.
+static KEEP_TABLE: [[f32; 8]; 256] = {
+    let mut t = [[0f32; 8]; 256];
+    let mut b = 0;
+    while b < 256 {
+        let mut j = 0;
+        while j < 8 {
+            if (b >> j) & 1 == 1 {
+                t[b][j] = 1.0;
+            }
+            j += 1;
+        }
+        b += 1;
+    }
+    t
+};
+
+#[inline(always)]
+fn apply_keep_inner(x: &[f32], bits: &[u64], scale: f32, out: &mut [f32]) {
+    let n = x.len().min(out.len());
+    let (x, out) = (&x[..n], &mut out[..n]);
+    let bytes = bits.iter().flat_map(|w| w.to_le_bytes());
+    let mut xs = x.chunks_exact(8);
+    let mut os = out.chunks_exact_mut(8);
+    let mut bytes_left = bytes;
+    for (o, v) in (&mut os).zip(&mut xs) {
+        let m = &KEEP_TABLE[bytes_left.next().unwrap_or(0) as usize];
+        for j in 0..8 {
+            o[j] = v[j] * m[j] * scale;
+        }
+    }
+    let m = &KEEP_TABLE[bytes_left.next().unwrap_or(0) as usize];
+    for ((o, v), k) in os.into_remainder().iter_mut().zip(xs.remainder()).zip(m) {
+        *o = v * k * scale;
+    }
+}
+simd_dispatch!(
+    /// `out[i] = x[i] · keep_i · scale` with `keep_i` bit i of `bits`.
+    fn apply_keep(x: &[f32], bits: &[u64], scale: f32, out: &mut [f32]) => apply_keep_inner
+);
 
 /// `out[i] = src[i] * scale` where the mask bit is set, else 0.
 fn apply_mask(src: &[f32], mask: &[u64], scale: f32) -> Vec<f32> {
     let mut out = vec![0f32; src.len()];
     out.par_chunks_mut(CHUNK).enumerate().for_each(|(block, out)| {
         let src = &src[block * CHUNK..block * CHUNK + out.len()];
-        let words = &mask[block * CHUNK / 64..];
-        for ((o, s), &word) in out.chunks_mut(64).zip(src.chunks(64)).zip(words) {
-            for (j, (o, &s)) in o.iter_mut().zip(s).enumerate() {
-                *o = s * scale * ((word >> j) & 1) as f32;
-            }
-        }
+        apply_keep(src, &mask[block * CHUNK / 64..], scale, out);
     });
     out
 }
