@@ -549,3 +549,29 @@ methods = ["lora"]
     assert!(String::from_utf8_lossy(&out.stderr).contains("report: up to date"));
     assert!(published.join("index.html").is_file());
 }
+
+/// The CI regression run (issue 5): configs/ci.toml end to end through the real binary, then its
+/// summary against the committed tests/baselines/ci.json with per-metric tolerances. A drift fails
+/// this test with compare's readable diff. To accept an intended change, rerun the pipeline and
+/// `pipeline compare <artifacts> tests/baselines/ci.json --bless` (scripts/ci_regression.sh).
+#[test]
+fn ci_regression_run_matches_the_committed_baseline() {
+    let dir = tempfile::tempdir().unwrap();
+    let artifacts = dir.path().join("artifacts");
+    let reports = dir.path().join("reports");
+    let start = std::time::Instant::now();
+    let out = pipeline(&[
+        "--config", "configs/ci.toml",
+        "--artifacts", artifacts.to_str().unwrap(),
+        "--set", &format!("report.dir={}", reports.display()),
+        "all",
+    ]);
+    assert!(out.status.success(), "ci run failed: {}", String::from_utf8_lossy(&out.stderr));
+    eprintln!("ci pipeline: {:.0} s (budget 300 s)", start.elapsed().as_secs_f64());
+    assert!(reports.join("ci/index.html").is_file(), "no report rendered");
+    let baseline = repo().join("tests/baselines/ci.json");
+    let out = pipeline(&["compare", artifacts.to_str().unwrap(), baseline.to_str().unwrap()]);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "metrics drifted from tests/baselines/ci.json:\n{stdout}");
+    assert!(stdout.contains("OK:"), "{stdout}");
+}

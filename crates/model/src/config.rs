@@ -230,6 +230,8 @@ impl EncoderConfig {
         cfg.validate()
     }
 
+    // `%` rather than `is_multiple_of`: the workspace's rust-version is 1.85.
+    #[allow(clippy::manual_is_multiple_of)]
     fn validate(self) -> Result<Self> {
         let file = &self.source;
         if self.num_heads == 0 || self.hidden_size % self.num_heads != 0 {

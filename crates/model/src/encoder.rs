@@ -29,6 +29,13 @@ impl LayerNorm {
     pub fn forward(&self, x: &Tensor, ctx: &Ctx) -> Result<Tensor> {
         Ok(ops::layer_norm(x, &self.weight.get(ctx), &self.bias.get(ctx), self.eps)?)
     }
+
+    /// `LN(dropout(x, p) + residual)` as one fused op (dropout only when `dropout` and the pass
+    /// has a dropout seed).
+    pub fn forward_residual(&self, x: &Tensor, residual: &Tensor, dropout: Option<f64>, ctx: &Ctx) -> Result<Tensor> {
+        let drop = dropout.and_then(|p| ctx.next_dropout_seed(p).map(|seed| (p as f32, seed)));
+        Ok(ops::residual_layer_norm(x, residual, &self.weight.get(ctx), &self.bias.get(ctx), self.eps, drop)?)
+    }
 }
 
 /// Applies an activation with the backward-capable ops.
@@ -157,17 +164,12 @@ impl Encoder {
         let p = self.dropout.attention;
         let dropout = ctx.next_dropout_seed(p).map(|seed| ops::AttentionDropout { p: p as f32, seed });
         let context = ops::attention(&q, &k, &v, Some(bias), self.num_heads, dropout)?;
-        let mut attn = linears[block.attn_out.0].forward(&context, ctx)?;
-        if block.attn_residual_dropout {
-            attn = ctx.dropout(&attn, self.dropout.hidden)?;
-        }
-        let n1 = block.attn_norm.forward(&(attn + h)?, ctx)?;
+        let attn = linears[block.attn_out.0].forward(&context, ctx)?;
+        let hidden_drop = |on: bool| on.then_some(self.dropout.hidden);
+        let n1 = block.attn_norm.forward_residual(&attn, h, hidden_drop(block.attn_residual_dropout), ctx)?;
         let inner = activate(&linears[block.ffn_in.0].forward(&n1, ctx)?, self.act)?;
-        let mut ffn = linears[block.ffn_out.0].forward(&inner, ctx)?;
-        if block.ffn_residual_dropout {
-            ffn = ctx.dropout(&ffn, self.dropout.hidden)?;
-        }
-        block.ffn_norm.forward(&(ffn + n1)?, ctx)
+        let ffn = linears[block.ffn_out.0].forward(&inner, ctx)?;
+        block.ffn_norm.forward_residual(&ffn, &n1, hidden_drop(block.ffn_residual_dropout), ctx)
     }
 }
 

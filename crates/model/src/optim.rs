@@ -296,7 +296,7 @@ mod tests {
             if k == 0 {
                 // First step: |update| = lr · |g| / (|g| + eps) ≈ lr; decay 1 - lr·wd = 0.999.
                 assert!((got[0] - (0.5 * 0.999 - 0.01)).abs() < 1e-6);
-                assert!((got[1] - (-1.0 * 0.999 + 0.01)).abs() < 1e-6);
+                assert!((got[1] - (-0.999 + 0.01)).abs() < 1e-6);
                 assert_eq!(got[3], 0.0, "zero grad, zero param: nothing moves");
             }
         }

@@ -94,15 +94,33 @@ impl<'a> MatView<'a> {
 pub(crate) fn gemm(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: MatView, rhs: MatView) {
     assert_eq!(dst.len(), m * n, "gemm: destination size");
     // SAFETY: dst is exactly m×n row-major and exclusively borrowed.
-    unsafe { gemm_raw(m, n, k, dst.as_mut_ptr(), n, accumulate, 1.0, lhs, rhs, true) }
+    unsafe { gemm_raw(m, n, k, dst.as_mut_ptr(), n, 1, accumulate, 1.0, lhs, rhs, true) }
 }
 
-/// `dst = [dst +] scale · lhs · rhs` with `dst` row `i` starting at `dst.add(i * dst_rs)`;
+/// A new `m × n` matrix `scale · lhs · rhs`, row-major, or column-major (= its transpose,
+/// `n × m` row-major) when `transposed`. The `gemm` crate puts the destination's contiguous
+/// dimension in its register tile: for a thin product (n ≤ 16, e.g. `x Aᵀ` with LoRA rank 8)
+/// the column-major result uses the full tile instead of half of it. No zero-fill: every element
+/// is written by the GEMM.
+pub(crate) fn gemm_new(m: usize, n: usize, k: usize, lhs: MatView, rhs: MatView, scale: f32, transposed: bool) -> Vec<f32> {
+    let mut out: Vec<std::mem::MaybeUninit<f32>> = Vec::with_capacity(m * n);
+    let (rs, cs) = if transposed { (1, m) } else { (n, 1) };
+    // SAFETY: the buffer holds m·n elements; (i, j) -> i·rs + j·cs covers each exactly once; a GEMM
+    // that does not accumulate (or k = 0, which fills zeros) writes every element and reads none.
+    unsafe {
+        gemm_raw(m, n, k, out.as_mut_ptr() as *mut f32, rs, cs, false, scale, lhs, rhs, true);
+        out.set_len(m * n);
+        let mut out = std::mem::ManuallyDrop::new(out);
+        Vec::from_raw_parts(out.as_mut_ptr() as *mut f32, out.len(), out.capacity())
+    }
+}
+
+/// `dst = [dst +] scale · lhs · rhs` with element (i, j) of `dst` at `dst.add(i * dst_rs + j * dst_cs)`;
 /// multi-threaded when `parallel` (else for use inside an already parallel loop).
 ///
 /// # Safety
-/// `dst` must be valid for writes of every element (i, j), i < m, j < n, at `i * dst_rs + j`,
-/// and no other thread may access those elements during the call.
+/// `dst` must be valid for writes of every element (i, j), i < m, j < n, at `i * dst_rs + j * dst_cs`
+/// (and for reads when `accumulate`), and no other thread may access those elements during the call.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm_raw(
     m: usize,
@@ -110,6 +128,7 @@ pub(crate) unsafe fn gemm_raw(
     k: usize,
     dst: *mut f32,
     dst_rs: usize,
+    dst_cs: usize,
     accumulate: bool,
     scale: f32,
     lhs: MatView,
@@ -124,7 +143,9 @@ pub(crate) unsafe fn gemm_raw(
     if k == 0 {
         if !accumulate {
             for i in 0..m {
-                std::slice::from_raw_parts_mut(dst.add(i * dst_rs), n).fill(0.0);
+                for j in 0..n {
+                    dst.add(i * dst_rs + j * dst_cs).write(0.0);
+                }
             }
         }
         return;
@@ -136,7 +157,7 @@ pub(crate) unsafe fn gemm_raw(
         n,
         k,
         dst,
-        1,
+        dst_cs as isize,
         dst_rs as isize,
         accumulate,
         lhs.data.as_ptr(),
@@ -161,29 +182,51 @@ pub(crate) struct SharedMut(pub *mut f32);
 unsafe impl Send for SharedMut {}
 unsafe impl Sync for SharedMut {}
 
+impl SharedMut {
+    /// The pointer (a method, so closures capture the whole `Send` wrapper, not the raw field).
+    pub(crate) fn ptr(self) -> *mut f32 {
+        self.0
+    }
+}
+
 /// Row-major `rows × cols` -> row-major `cols × rows`, in cache blocks, in parallel.
 pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    const BLOCK: usize = 32;
     assert_eq!(src.len(), rows * cols);
     let mut dst = vec![0f32; rows * cols];
     if rows == 0 || cols == 0 {
         return dst;
     }
-    // Each task owns BLOCK rows of dst (= BLOCK columns of src).
-    dst.par_chunks_mut(BLOCK * rows).enumerate().for_each(|(b, out)| {
-        let c0 = b * BLOCK;
-        let cn = out.len() / rows;
-        for r0 in (0..rows).step_by(BLOCK) {
-            let rn = BLOCK.min(rows - r0);
-            for c in 0..cn {
-                let o = &mut out[c * rows + r0..c * rows + r0 + rn];
-                for (i, v) in o.iter_mut().enumerate() {
-                    *v = src[(r0 + i) * cols + c0 + c];
-                }
+    // Each task owns TILE rows of dst (= TILE columns of src).
+    dst.par_chunks_mut(TILE * rows).enumerate().for_each(|(b, out)| transpose_cols(src, rows, cols, b * TILE, out));
+    dst
+}
+
+/// Single-threaded [`transpose`] into `dst` (`cols × rows`).
+pub(crate) fn transpose_into(src: &[f32], rows: usize, cols: usize, dst: &mut [f32]) {
+    assert_eq!(src.len(), rows * cols);
+    assert_eq!(dst.len(), rows * cols);
+    if rows == 0 || cols == 0 {
+        return;
+    }
+    for (b, out) in dst.chunks_mut(TILE * rows).enumerate() {
+        transpose_cols(src, rows, cols, b * TILE, out);
+    }
+}
+
+const TILE: usize = 32;
+
+/// Writes columns `c0..c0 + out.len() / rows` of `src` as rows of `out`, TILE×TILE at a time.
+fn transpose_cols(src: &[f32], rows: usize, cols: usize, c0: usize, out: &mut [f32]) {
+    let cn = out.len() / rows;
+    for r0 in (0..rows).step_by(TILE) {
+        let rn = TILE.min(rows - r0);
+        for c in 0..cn {
+            let o = &mut out[c * rows + r0..c * rows + r0 + rn];
+            for (i, v) in o.iter_mut().enumerate() {
+                *v = src[(r0 + i) * cols + c0 + c];
             }
         }
-    });
-    dst
+    }
 }
 
 #[cfg(test)]

@@ -140,8 +140,8 @@ mod tests {
     fn ops_gelu_known_values() -> Result<()> {
         let x = Tensor::new(&[-3f32, -1.0, 0.0, 0.5, 2.0], &candle_core::Device::Cpu)?;
         // torch.nn.functional.gelu(x) and gelu(x, approximate="tanh") in float64.
-        let erf = [-0.004049694, -0.15865525, 0.0, 0.34573123, 1.9544997];
-        let tanh = [-0.0036373920, -0.15880801, 0.0, 0.34571401, 1.9545977];
+        let erf = [-0.004_049_694, -0.158_655_25, 0.0, 0.345_731_23, 1.954_499_7];
+        let tanh = [-0.003_637_392, -0.158_808_01, 0.0, 0.345_714, 1.954_597_7];
         let got_erf = gelu_erf(&x)?.to_vec1::<f32>()?;
         let got_tanh = gelu_tanh(&x)?.to_vec1::<f32>()?;
         for i in 0..5 {

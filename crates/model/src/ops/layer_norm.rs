@@ -131,35 +131,159 @@ impl CustomOp3 for LayerNorm {
         let h = gamma.elem_count();
         let (dx, dparams) = with_f32(x, "layer_norm bwd", |x| {
             with_f32(grad, "layer_norm bwd", |g| {
-                with_f32(gamma, "layer_norm bwd", |gamma| {
-                    let mut dx = vec![0f32; x.len()];
-                    let per = rows_per_task(h) * h;
-                    // Partial parameter gradients per block, summed in block order: deterministic
-                    // whatever the thread count.
-                    let partials: Vec<Vec<f32>> = dx
-                        .par_chunks_mut(per)
-                        .enumerate()
-                        .map(|(b, dxb)| {
-                            let mut dparams = vec![0f32; 2 * h];
-                            let range = b * per..b * per + dxb.len();
-                            backward_rows(&x[range.clone()], &g[range], gamma, self.eps, dxb, &mut dparams);
-                            dparams
-                        })
-                        .collect();
-                    let mut total = vec![0f32; 2 * h];
-                    for p in &partials {
-                        for (t, v) in total.iter_mut().zip(p) {
-                            *t += v;
-                        }
-                    }
-                    (dx, total)
-                })
+                with_f32(gamma, "layer_norm bwd", |gamma| layer_norm_backward(x, g, gamma, self.eps))
             })
         })???;
         let dgamma = tensor(dparams[..h].to_vec(), h)?;
         let dbeta = tensor(dparams[h..].to_vec(), h)?;
         Ok((Some(tensor(dx, x.shape())?), Some(dgamma), Some(dbeta)))
     }
+}
+
+/// `layer_norm(dropout(x) + residual)` in one op (BERT's `LayerNorm(dropout(dense(h)) + h)`),
+/// with gradients for x, residual, gamma and beta. `dropout = Some((p, seed))` draws the same mask
+/// as [`super::dropout`] with that seed. One graph node instead of three saves the gradient
+/// buffers and additions candle spends per node in the backward.
+pub fn residual_layer_norm(
+    x: &Tensor,
+    residual: &Tensor,
+    gamma: &Tensor,
+    beta: &Tensor,
+    eps: f64,
+    dropout: Option<(f32, u64)>,
+) -> Result<Tensor> {
+    const OP: &str = "residual_layer_norm";
+    let hidden = x.dim(D::Minus1)?;
+    for (t, what) in [(x, "x"), (residual, "residual"), (gamma, "gamma"), (beta, "beta")] {
+        check_f32_cpu(t, OP, what)?;
+    }
+    if residual.dims() != x.dims() {
+        bail!("{OP}: residual {:?} and x {:?} differ in shape", residual.dims(), x.dims());
+    }
+    if gamma.dims() != [hidden] || beta.dims() != [hidden] {
+        bail!("{OP}: gamma {:?} and beta {:?} must be [{hidden}]", gamma.dims(), beta.dims());
+    }
+    let dropout = match dropout {
+        Some((p, _)) if !(0.0..1.0).contains(&p) => bail!("{OP}: dropout probability {p} is outside [0, 1)"),
+        Some((p, seed)) if p > 0.0 => Some((p, seed)),
+        _ => None,
+    };
+    // gamma and beta travel as one [2, hidden] input (a custom op has at most three).
+    let params = Tensor::stack(&[gamma, beta], 0)?;
+    let op = ResidualLayerNorm { eps: eps as f32, dropout, mask: std::sync::OnceLock::new() };
+    x.contiguous()?.apply_op3(&residual.contiguous()?, &params, op)
+}
+
+struct ResidualLayerNorm {
+    eps: f32,
+    dropout: Option<(f32, u64)>,
+    mask: std::sync::OnceLock<Vec<u64>>,
+}
+
+impl ResidualLayerNorm {
+    fn mask(&self, n: usize) -> &[u64] {
+        match self.dropout {
+            Some((p, seed)) => self.mask.get_or_init(|| super::dropout::keep_mask(n, p, seed)),
+            None => &[],
+        }
+    }
+
+    /// `dropout(x) + residual`, in parallel blocks.
+    fn sum_input(&self, x: &[f32], residual: &[f32]) -> Vec<f32> {
+        let mut s = vec![0f32; x.len()];
+        let mask = self.mask(x.len());
+        let scale = self.dropout.map_or(1.0, |(p, _)| super::dropout::keep_scale(p));
+        const BLOCK: usize = 16 * 1024;
+        s.par_chunks_mut(BLOCK).enumerate().for_each(|(b, out)| {
+            let range = b * BLOCK..b * BLOCK + out.len();
+            if self.dropout.is_some() {
+                super::dropout::apply_keep(&x[range.clone()], &mask[b * BLOCK / 64..], scale, out);
+                for (o, r) in out.iter_mut().zip(&residual[range]) {
+                    *o += r;
+                }
+            } else {
+                for ((o, a), r) in out.iter_mut().zip(&x[range.clone()]).zip(&residual[range]) {
+                    *o = a + r;
+                }
+            }
+        });
+        s
+    }
+}
+
+impl CustomOp3 for ResidualLayerNorm {
+    fn name(&self) -> &'static str {
+        "slora-residual-layer-norm"
+    }
+
+    fn cpu_fwd(&self, s1: &CpuStorage, l1: &Layout, s2: &CpuStorage, l2: &Layout, s3: &CpuStorage, l3: &Layout) -> Result<(CpuStorage, Shape)> {
+        const OP: &str = "residual_layer_norm";
+        let (x, residual, params) = (slice(s1, l1, OP)?, slice(s2, l2, OP)?, slice(s3, l3, OP)?);
+        let h = params.len() / 2;
+        let (gamma, beta) = params.split_at(h);
+        let sum = self.sum_input(x, residual);
+        let mut out = vec![0f32; x.len()];
+        par_row_blocks(&mut out, h, |row0, block| {
+            forward_rows(&sum[row0 * h..row0 * h + block.len()], gamma, beta, self.eps, block);
+        });
+        Ok((CpuStorage::F32(out), l1.shape().clone()))
+    }
+
+    fn bwd(&self, x: &Tensor, residual: &Tensor, params: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        const OP: &str = "residual_layer_norm bwd";
+        let h = params.dim(1)?;
+        let (dsum, dx, dparams) = with_f32(x, OP, |x| {
+            with_f32(residual, OP, |r| {
+                with_f32(grad, OP, |g| {
+                    with_f32(params, OP, |params| {
+                        let sum = self.sum_input(x, r);
+                        let (dsum, dparams) = layer_norm_backward(&sum, g, &params[..h], self.eps);
+                        let dx = match self.dropout {
+                            Some((p, _)) => {
+                                let mask = self.mask(x.len());
+                                let mut dx = vec![0f32; dsum.len()];
+                                super::dropout::apply_keep(&dsum, mask, super::dropout::keep_scale(p), &mut dx);
+                                Some(dx)
+                            }
+                            None => None,
+                        };
+                        (dsum, dx, dparams)
+                    })
+                })
+            })
+        })????;
+        let dsum = tensor(dsum, x.shape())?;
+        let dx = match dx {
+            Some(dx) => tensor(dx, x.shape())?,
+            None => dsum.clone(),
+        };
+        Ok((Some(dx), Some(dsum), Some(tensor(dparams, (2, h))?)))
+    }
+}
+
+/// (dx, [dgamma; dbeta]) of a layer norm over rows of `gamma.len()`; parameter gradients are summed
+/// per fixed block of rows, then in block order (deterministic whatever the thread count).
+fn layer_norm_backward(x: &[f32], g: &[f32], gamma: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
+    let h = gamma.len();
+    let mut dx = vec![0f32; x.len()];
+    let per = rows_per_task(h) * h;
+    let partials: Vec<Vec<f32>> = dx
+        .par_chunks_mut(per)
+        .enumerate()
+        .map(|(b, dxb)| {
+            let mut dparams = vec![0f32; 2 * h];
+            let range = b * per..b * per + dxb.len();
+            backward_rows(&x[range.clone()], &g[range], gamma, eps, dxb, &mut dparams);
+            dparams
+        })
+        .collect();
+    let mut total = vec![0f32; 2 * h];
+    for p in &partials {
+        for (t, v) in total.iter_mut().zip(p) {
+            *t += v;
+        }
+    }
+    (dx, total)
 }
 
 #[cfg(test)]
@@ -183,6 +307,30 @@ mod tests {
             let a = gf.get(v).expect("fused op gives a gradient");
             let b = gs.get(v).expect("composed op gives a gradient");
             assert_close(a, b, 1e-4, name)?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn ops_residual_layer_norm_matches_composed() -> Result<()> {
+        let x = Var::from_tensor(&rand_tensor(&[4, 32, 384], 6)?)?;
+        let r = Var::from_tensor(&rand_tensor(&[4, 32, 384], 7)?)?;
+        let gamma = Var::from_tensor(&rand_tensor(&[384], 8)?.affine(0.5, 1.0)?)?;
+        let beta = Var::from_tensor(&rand_tensor(&[384], 9)?)?;
+        let upstream = rand_tensor(&[4, 32, 384], 10)?;
+        for dropout in [None, Some((0.1f32, 77u64))] {
+            let fast = residual_layer_norm(&x, &r, &gamma, &beta, 1e-12, dropout)?;
+            let dropped = match dropout {
+                Some((p, seed)) => crate::ops::dropout(&x, p, seed)?,
+                None => x.as_tensor().clone(),
+            };
+            let slow = layer_norm_slow(&(dropped + r.as_tensor())?, &gamma, &beta, 1e-12)?;
+            assert_close(&fast, &slow, 1e-5, "forward")?;
+            let gf = (fast * &upstream)?.sum_all()?.backward()?;
+            let gs = (slow * &upstream)?.sum_all()?.backward()?;
+            for (v, name) in [(&x, "dx"), (&r, "dresidual"), (&gamma, "dgamma"), (&beta, "dbeta")] {
+                assert_close(gf.get(v).expect(name), gs.get(v).expect(name), 1e-4, name)?;
+            }
         }
         Ok(())
     }

@@ -6,7 +6,7 @@
 //! weight, one op replaces candle's matmul + transpose + broadcast-add nodes (and the extra
 //! gradient buffers and additions each node costs in the backward).
 
-use super::cpu::{check_f32_cpu, gemm, slice, tensor, with_f32, MatView};
+use super::cpu::{check_f32_cpu, gemm, gemm_new, slice, tensor, with_f32, MatView};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
@@ -81,6 +81,12 @@ struct FrozenLinear {
     shape: LinearShape,
 }
 
+/// Whether a gradient can flow into `x` (a variable or the result of a tracked op); when not
+/// (e.g. the first layer's input in adapter modes), backward passes skip dL/dx.
+pub(crate) fn wants_grad(x: &Tensor) -> bool {
+    x.track_op()
+}
+
 impl FrozenLinear {
     fn new(x: &Tensor, w: &Tensor, b: Option<&Tensor>, op: &str) -> Result<Self> {
         let shape = LinearShape::check(x, w, b, op)?;
@@ -108,13 +114,14 @@ impl CustomOp1 for FrozenLinear {
     }
 
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        if !wants_grad(x) {
+            return Ok(None);
+        }
         let LinearShape { in_dim, out_dim, .. } = self.shape;
         let dx = with_f32(grad, "frozen_linear bwd", |g| {
             with_f32(&self.w, "frozen_linear bwd", |w| {
                 let rows = g.len() / out_dim.max(1);
-                let mut dx = vec![0f32; rows * in_dim];
-                gemm(rows, in_dim, out_dim, &mut dx, false, MatView::rows(g, out_dim), MatView::rows(w, in_dim));
-                dx
+                gemm_new(rows, in_dim, out_dim, MatView::rows(g, out_dim), MatView::rows(w, in_dim), 1.0, false)
             })
         })??;
         Ok(Some(tensor(dx, x.shape())?))
@@ -148,25 +155,24 @@ impl TrainableLinear {
         (CpuStorage::F32(y), Shape::from(self.shape.out_dims.clone()))
     }
 
-    /// (dx, dw, db) for upstream gradient `g`.
-    fn backward(&self, x: &Tensor, w: &Tensor, grad: &Tensor, with_bias: bool) -> Result<(Tensor, Tensor, Option<Tensor>)> {
+    /// (dx, dw, db) for upstream gradient `g` (dx only when `x` takes gradients).
+    fn backward(&self, x: &Tensor, w: &Tensor, grad: &Tensor, with_bias: bool) -> Result<(Option<Tensor>, Tensor, Option<Tensor>)> {
         const OP: &str = "linear bwd";
         let LinearShape { in_dim, out_dim, .. } = self.shape;
         let (dx, dw, db) = with_f32(grad, OP, |g| {
             with_f32(x, OP, |xs| {
                 with_f32(w, OP, |ws| {
                     let rows = g.len() / out_dim.max(1);
-                    let mut dx = vec![0f32; rows * in_dim];
-                    gemm(rows, in_dim, out_dim, &mut dx, false, MatView::rows(g, out_dim), MatView::rows(ws, in_dim));
-                    let mut dw = vec![0f32; out_dim * in_dim];
-                    gemm(out_dim, in_dim, rows, &mut dw, false, MatView::transposed(g, out_dim), MatView::rows(xs, in_dim));
+                    let dx = wants_grad(x).then(|| gemm_new(rows, in_dim, out_dim, MatView::rows(g, out_dim), MatView::rows(ws, in_dim), 1.0, false));
+                    let dw = gemm_new(out_dim, in_dim, rows, MatView::transposed(g, out_dim), MatView::rows(xs, in_dim), 1.0, false);
                     let db = with_bias.then(|| column_sums(g, out_dim));
                     (dx, dw, db)
                 })
             })
         })???;
         let db = db.map(|db| tensor(db, out_dim)).transpose()?;
-        Ok((tensor(dx, x.shape())?, tensor(dw, (out_dim, in_dim))?, db))
+        let dx = dx.map(|dx| tensor(dx, x.shape())).transpose()?;
+        Ok((dx, tensor(dw, (out_dim, in_dim))?, db))
     }
 }
 
@@ -206,7 +212,7 @@ impl CustomOp2 for TrainableLinear {
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         let (dx, dw, _) = self.backward(x, w, grad, false)?;
-        Ok((Some(dx), Some(dw)))
+        Ok((dx, Some(dw)))
     }
 }
 
@@ -221,7 +227,7 @@ impl CustomOp3 for TrainableLinear {
 
     fn bwd(&self, x: &Tensor, w: &Tensor, _b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
         let (dx, dw, db) = self.backward(x, w, grad, true)?;
-        Ok((Some(dx), Some(dw), db))
+        Ok((dx, Some(dw), db))
     }
 }
 

@@ -6,8 +6,8 @@
 //! adapter product accumulates straight into the base output, and the backward is five GEMMs,
 //! four of them thin (rank r).
 
-use super::cpu::{gemm, slice, tensor, with_f32, MatView};
-use super::linear::{bias_rows, LinearShape};
+use super::cpu::{gemm, gemm_new, slice, tensor, transpose, with_f32, MatView};
+use super::linear::{bias_rows, wants_grad, LinearShape};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 /// `x[.., in] · W0ᵀ + b + scale · (x Aᵀ) Bᵀ` with `w`, `b` constants and `a: [r, in]`,
@@ -59,11 +59,9 @@ impl CustomOp3 for LoraLinear {
         let rows = x.len() / in_dim.max(1);
         let (mut y, has_bias) = bias_rows(self.b.as_ref(), rows, out_dim, OP)?;
         with_f32(&self.w, OP, |w| gemm(rows, out_dim, in_dim, &mut y, has_bias, MatView::rows(x, in_dim), MatView::transposed(w, in_dim)))?;
-        let mut xa = vec![0f32; rows * r];
-        gemm(rows, r, in_dim, &mut xa, false, MatView::rows(x, in_dim), MatView::transposed(a, in_dim));
-        // y += s · xa Bᵀ  (s folded into xa: a T×r pass instead of a T×out one)
-        xa.iter_mut().for_each(|v| *v *= self.scale);
-        gemm(rows, out_dim, r, &mut y, true, MatView::rows(&xa, r), MatView::transposed(bl, r));
+        // s · x Aᵀ, kept as [r, T] (thin products want the long dimension contiguous).
+        let xa_t = gemm_new(rows, r, in_dim, MatView::rows(x, in_dim), MatView::transposed(a, in_dim), self.scale, true);
+        gemm(rows, out_dim, r, &mut y, true, MatView::transposed(&xa_t, rows), MatView::transposed(bl, r));
         Ok((CpuStorage::F32(y), Shape::from(self.shape.out_dims.clone())))
     }
 
@@ -78,30 +76,28 @@ impl CustomOp3 for LoraLinear {
                     with_f32(b_lora, OP, |bl| {
                         with_f32(&self.w, OP, |w| {
                             let rows = g.len() / out_dim.max(1);
-                            // gb = s · g B  [T, r]
-                            let mut gb = vec![0f32; rows * r];
-                            gemm(rows, r, out_dim, &mut gb, false, MatView::rows(g, out_dim), MatView::rows(bl, r));
-                            gb.iter_mut().for_each(|v| *v *= s);
-                            // dx = g W0 + gb A
-                            let mut dx = vec![0f32; rows * in_dim];
-                            gemm(rows, in_dim, out_dim, &mut dx, false, MatView::rows(g, out_dim), MatView::rows(w, in_dim));
-                            gemm(rows, in_dim, r, &mut dx, true, MatView::rows(&gb, r), MatView::rows(a, in_dim));
+                            // gb = s · g B, kept as [r, T]
+                            let gb_t = gemm_new(rows, r, out_dim, MatView::rows(g, out_dim), MatView::rows(bl, r), s, true);
+                            // dx = g W0 + gb A (when x takes gradients)
+                            let dx = wants_grad(x).then(|| {
+                                let mut dx = gemm_new(rows, in_dim, out_dim, MatView::rows(g, out_dim), MatView::rows(w, in_dim), 1.0, false);
+                                gemm(rows, in_dim, r, &mut dx, true, MatView::transposed(&gb_t, rows), MatView::rows(a, in_dim));
+                                dx
+                            });
                             // dA = gbᵀ x  [r, in]
-                            let mut da = vec![0f32; r * in_dim];
-                            gemm(r, in_dim, rows, &mut da, false, MatView::transposed(&gb, r), MatView::rows(xs, in_dim));
-                            // dB = s · gᵀ (x Aᵀ)  [out, r]
-                            let mut xa = vec![0f32; rows * r];
-                            gemm(rows, r, in_dim, &mut xa, false, MatView::rows(xs, in_dim), MatView::transposed(a, in_dim));
-                            xa.iter_mut().for_each(|v| *v *= s);
-                            let mut db = vec![0f32; out_dim * r];
-                            gemm(out_dim, r, rows, &mut db, false, MatView::transposed(g, out_dim), MatView::rows(&xa, r));
+                            let da = gemm_new(r, in_dim, rows, MatView::rows(&gb_t, rows), MatView::rows(xs, in_dim), 1.0, false);
+                            // dB = s · gᵀ (x Aᵀ): computed as its transpose [r, out], then flipped
+                            let xa_t = gemm_new(rows, r, in_dim, MatView::rows(xs, in_dim), MatView::transposed(a, in_dim), s, true);
+                            let db_t = gemm_new(r, out_dim, rows, MatView::rows(&xa_t, rows), MatView::rows(g, out_dim), 1.0, false);
+                            let db = transpose(&db_t, r, out_dim);
                             (dx, da, db)
                         })
                     })
                 })
             })
         })?????;
-        Ok((Some(tensor(dx, x.shape())?), Some(tensor(da, (r, in_dim))?), Some(tensor(db, (out_dim, r))?)))
+        let dx = dx.map(|dx| tensor(dx, x.shape())).transpose()?;
+        Ok((dx, Some(tensor(da, (r, in_dim))?), Some(tensor(db, (out_dim, r))?)))
     }
 }
 
@@ -129,6 +125,15 @@ mod tests {
             assert_close(gf.get(v).unwrap(), gs.get(v).unwrap(), 1e-5, name)?;
         }
         assert!(gf.get(&w).is_none(), "frozen base gets no gradient");
+        // An input that takes no gradient (the first layer's, in adapter modes): dx is skipped,
+        // dA and dB are unchanged.
+        let x_const = x.as_detached_tensor();
+        let fast = lora_linear(&x_const, &w, Some(&bias), &a, &bl, 2.0)?;
+        let gc = (fast * &upstream)?.sum_all()?.backward()?;
+        assert!(gc.get(&x_const).is_none());
+        for (v, name) in [(&a, "dA"), (&bl, "dB")] {
+            assert_close(gc.get(v).unwrap(), gs.get(v).unwrap(), 1e-5, name)?;
+        }
         Ok(())
     }
 }

@@ -45,7 +45,7 @@ pub(crate) fn exp(x: f32) -> f32 {
     p = p * r + 8.333_452e-3;
     p = p * r + 4.166_579_6e-2;
     p = p * r + 1.666_666_5e-1;
-    p = p * r + 5.000_000_1e-1;
+    p = p * r + 0.5;
     let y = p * r * r + r + 1.0;
     // 2^n without a float->int cast (saturating casts and overflow checks block vectorisation):
     // n + 2^23 + 127 holds n + 127 in its low mantissa bits; shifting them into the exponent.

@@ -19,7 +19,7 @@ pub mod sparse_linear;
 pub use attention::{attention, attention_slow, AttentionDropout};
 pub use dropout::dropout;
 pub use gelu::{gelu_erf, gelu_tanh};
-pub use layer_norm::{layer_norm, layer_norm_slow};
+pub use layer_norm::{layer_norm, layer_norm_slow, residual_layer_norm};
 pub use linear::{frozen_linear, frozen_linear_slow, linear};
 pub use lora_linear::{lora_linear, lora_linear_slow};
 pub use softmax::{softmax_last_dim, softmax_last_dim_slow};

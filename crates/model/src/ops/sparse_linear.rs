@@ -4,8 +4,8 @@
 //! sampled dense-dense product over the index set: `dvalues[k] = Σ_t g[t, row_k] · x[t, col_k]`,
 //! work ∝ nnz × tokens instead of the out × in × tokens of a dense weight gradient.
 
-use super::cpu::{gemm, slice, tensor, transpose, with_f32, MatView};
-use super::linear::{bias_rows, LinearShape};
+use super::cpu::{gemm, gemm_new, slice, tensor, transpose_into, with_f32, MatView};
+use super::linear::{bias_rows, wants_grad, LinearShape};
 use super::math::{self, simd_dispatch};
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
@@ -92,6 +92,35 @@ fn sampled_dots_inner(gt: &[f32], xt: &[f32], tokens: usize, in_dim: usize, idx:
 }
 simd_dispatch!(fn sampled_dots(gt: &[f32], xt: &[f32], tokens: usize, in_dim: usize, idx: &[u32], out: &mut [f32]) => sampled_dots_inner);
 
+/// `dvalues[k] = Σ_t g[t, row_k] · x[t, col_k]` over blocks of tokens: each block's slices of g
+/// and x are transposed into cache-resident buffers (so every product is a contiguous dot of the
+/// block's length), partial sums per block are added in block order (deterministic).
+fn sampled_dense_dense(g: &[f32], x: &[f32], tokens: usize, out_dim: usize, in_dim: usize, idx: &[u32]) -> Vec<f32> {
+    const TOKENS_PER_BLOCK: usize = 256;
+    let blocks = tokens.div_ceil(TOKENS_PER_BLOCK);
+    let partials: Vec<Vec<f32>> = (0..blocks)
+        .into_par_iter()
+        .map(|b| {
+            let t0 = b * TOKENS_PER_BLOCK;
+            let tb = TOKENS_PER_BLOCK.min(tokens - t0);
+            let mut gt = vec![0f32; out_dim * tb];
+            let mut xt = vec![0f32; in_dim * tb];
+            transpose_into(&g[t0 * out_dim..(t0 + tb) * out_dim], tb, out_dim, &mut gt);
+            transpose_into(&x[t0 * in_dim..(t0 + tb) * in_dim], tb, in_dim, &mut xt);
+            let mut part = vec![0f32; idx.len()];
+            sampled_dots(&gt, &xt, tb, in_dim, idx, &mut part);
+            part
+        })
+        .collect();
+    let mut total = vec![0f32; idx.len()];
+    for p in partials {
+        for (t, v) in total.iter_mut().zip(p) {
+            *t += v;
+        }
+    }
+    total
+}
+
 impl CustomOp2 for SparseDeltaLinear {
     fn name(&self) -> &'static str {
         "slora-sparse-delta-linear"
@@ -112,23 +141,17 @@ impl CustomOp2 for SparseDeltaLinear {
         const OP: &str = "sparse_delta_linear bwd";
         let LinearShape { in_dim, out_dim, .. } = self.shape;
         let w = with_f32(values, OP, |v| self.effective_weight(v))??;
+        let x_t = x;
         let (dx, dvalues) = with_f32(grad, OP, |g| {
             with_f32(x, OP, |x| {
                 let tokens = g.len() / out_dim.max(1);
-                let mut dx = vec![0f32; tokens * in_dim];
-                gemm(tokens, in_dim, out_dim, &mut dx, false, MatView::rows(g, out_dim), MatView::rows(&w, in_dim));
-                let gt = transpose(g, tokens, out_dim);
-                let xt = transpose(x, tokens, in_dim);
-                let mut dvalues = vec![0f32; self.idx.len()];
-                // ~64k multiply-adds per task at least.
-                let per = (65_536 / tokens.max(1)).max(16);
-                dvalues.par_chunks_mut(per).zip(self.idx.par_chunks(per)).for_each(|(out, idx)| {
-                    sampled_dots(&gt, &xt, tokens, in_dim, idx, out)
-                });
+                let dx = wants_grad(x_t).then(|| gemm_new(tokens, in_dim, out_dim, MatView::rows(g, out_dim), MatView::rows(&w, in_dim), 1.0, false));
+                let dvalues = sampled_dense_dense(g, x, tokens, out_dim, in_dim, &self.idx);
                 (dx, dvalues)
             })
         })??;
-        Ok((Some(tensor(dx, x.shape())?), Some(tensor(dvalues, values.shape())?)))
+        let dx = dx.map(|dx| tensor(dx, x.shape())).transpose()?;
+        Ok((dx, Some(tensor(dvalues, values.shape())?)))
     }
 }
 

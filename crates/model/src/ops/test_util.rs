@@ -19,24 +19,34 @@ pub(crate) fn assert_close(a: &Tensor, b: &Tensor, tol: f64, what: &str) -> Resu
     }
     let diff = (a - b)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()? as f64;
     let scale = b.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()? as f64;
-    if !(diff <= tol * scale.max(1e-6)) {
+    if diff.is_nan() || diff > tol * scale.max(1e-6) {
         bail!("{what}: max abs diff {diff:e} exceeds {tol:e} x reference scale {scale:e}");
     }
     Ok(())
 }
 
-/// Median seconds of `f` over `n` runs after one warm-up.
+/// CPU seconds all threads of this process have run (`/proc/self/task/*/schedstat`, ns).
+pub(crate) fn cpu_seconds() -> f64 {
+    let mut ns = 0u64;
+    if let Ok(tasks) = std::fs::read_dir("/proc/self/task") {
+        for t in tasks.flatten() {
+            if let Ok(s) = std::fs::read_to_string(t.path().join("schedstat")) {
+                ns += s.split_whitespace().next().and_then(|v| v.parse::<u64>().ok()).unwrap_or(0);
+            }
+        }
+    }
+    ns as f64 * 1e-9
+}
+
+/// CPU seconds (all threads) per run of `f`, averaged over `n` runs after one warm-up: unlike
+/// wall time, barely moved by other processes on a shared machine.
 pub(crate) fn time_it(n: usize, mut f: impl FnMut()) -> f64 {
     f();
-    let mut t: Vec<f64> = (0..n)
-        .map(|_| {
-            let s = std::time::Instant::now();
-            f();
-            s.elapsed().as_secs_f64()
-        })
-        .collect();
-    t.sort_by(|a, b| a.total_cmp(b));
-    t[n / 2]
+    let start = cpu_seconds();
+    for _ in 0..n {
+        f();
+    }
+    (cpu_seconds() - start) / n as f64
 }
 
 #[test]
@@ -98,5 +108,33 @@ fn ops_fused_vs_composed_timings() -> Result<()> {
     let fused = time_it(3, || drop((super::lora_linear(&x, &w, Some(&bias), &a, &bl, 2.0).unwrap() * &gy).unwrap().sum_all().unwrap().backward().unwrap()));
     let composed = time_it(3, || drop((super::lora_linear_slow(&x, &w, Some(&bias), &a, &bl, 2.0).unwrap() * &gy).unwrap().sum_all().unwrap().backward().unwrap()));
     println!("lora_linear 384->1536 r8 fwd+bwd: fused {:.1} ms, composed {:.1} ms", fused * 1e3, composed * 1e3);
+    Ok(())
+}
+
+#[test]
+#[ignore = "micro-benchmark: sparse delta linear vs frozen linear (fwd + bwd)"]
+fn ops_sparse_linear_timing() -> Result<()> {
+    use candle_core::Var;
+    use std::sync::Arc;
+    let x = Var::from_tensor(&rand_tensor(&[32, 128, 384], 5)?)?;
+    let w = rand_tensor(&[1536, 384], 6)?;
+    let gy = rand_tensor(&[32, 128, 1536], 8)?;
+    let idx = Arc::new(crate::sparse::random_mask(1536, 384, 0.01, 1));
+    let values = Var::from_tensor(&(rand_tensor(&[idx.len()], 9)? * 0.01)?)?;
+    let run = |f: &dyn Fn() -> Result<Tensor>| -> f64 {
+        time_it(5, || {
+            let y = f().unwrap();
+            let g = crate::ops::frozen_linear(&y, &Tensor::eye(1536, candle_core::DType::F32, &candle_core::Device::Cpu).unwrap(), None).unwrap();
+            drop((g * &gy).unwrap().sum_all().unwrap().backward().unwrap())
+        })
+    };
+    let frozen = run(&|| super::frozen_linear(&x, &w, None));
+    let sparse = run(&|| super::sparse_delta_linear(&x, &w, &idx, &values, None));
+    println!("fwd+bwd 384->1536 (plus a 1536x1536 frozen layer on top): frozen {:.1} ms, sparse {:.1} ms", frozen * 1e3, sparse * 1e3);
+    let g = rand_tensor(&[4096, 1536], 10)?;
+    let t = time_it(5, || {
+        super::cpu::with_f32(&g, "t", |g| drop(super::cpu::transpose(g, 4096, 1536))).unwrap();
+    });
+    println!("transpose 4096x1536: {:.2} ms", t * 1e3);
     Ok(())
 }

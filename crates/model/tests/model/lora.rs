@@ -92,7 +92,10 @@ fn merge_then_unmerge_returns_base_weights() -> Result<()> {
     Ok(())
 }
 
-fn raw_tensors(path: &std::path::Path) -> Result<BTreeMap<String, (Vec<usize>, Vec<u8>)>> {
+/// Shape and raw bytes of every tensor in a safetensors file, by key.
+type RawTensors = BTreeMap<String, (Vec<usize>, Vec<u8>)>;
+
+fn raw_tensors(path: &std::path::Path) -> Result<RawTensors> {
     let bytes = std::fs::read(path)?;
     let st = safetensors::SafeTensors::deserialize(&bytes)?;
     Ok(st.tensors().into_iter().map(|(k, v)| (k, (v.shape().to_vec(), v.data().to_vec()))).collect())
