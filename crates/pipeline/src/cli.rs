@@ -79,6 +79,8 @@ pub enum Command {
     Compare(crate::commands::compare::CompareArgs),
     /// Export a LoRA adapter in peft's format (and, with --merged, the merged transformers model).
     Export(crate::commands::export::ExportArgs),
+    /// Time training steps (FFT / LoRA / SFT) and forward-only evaluation; prints figures.
+    Bench(crate::commands::bench::BenchArgs),
     /// Show an artifact: a stage name or an artifact folder.
     Inspect {
         /// Stage name or artifact path.
@@ -193,6 +195,7 @@ pub fn run(cli: Cli) -> Result<(), PipelineError> {
             crate::commands::sweep::run(&ctx, args).map(|_| ())
         }
         Command::Export(args) => crate::commands::export::run(&cfg, &root, args).map(|_| ()),
+        Command::Bench(args) => crate::commands::bench::run(&cfg, args),
         Command::All => {
             let force = if cli.force { Force::All } else { Force::Nothing };
             // Planned stages without code yet (e.g. `report`) are skipped with a warning.
