@@ -64,6 +64,39 @@ where
         .for_each(|(block, rows)| f(block * per, rows));
 }
 
+/// A new `n`-element vector filled by `fill(first_row, rows)` on blocks of whole rows, in parallel,
+/// where `fill` writes every element of its block and reads none. Skips the serial zero-fill of
+/// `vec![0; n]`, which on the calling thread cost as much as the parallel pass it precedes.
+pub(crate) fn par_rows_new<F>(n: usize, cols: usize, fill: F) -> Vec<f32>
+where
+    F: Fn(usize, &mut [f32]) + Sync + Send,
+{
+    let mut out: Vec<std::mem::MaybeUninit<f32>> = Vec::with_capacity(n);
+    // SAFETY: MaybeUninit needs no initialisation; `fill` writes each element before anything
+    // reads it (its contract), so the buffer is fully initialised when it becomes a Vec<f32>.
+    unsafe {
+        out.set_len(n);
+        let view = std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut f32, n);
+        if cols == 0 {
+            view.fill(0.0);
+        } else {
+            par_row_blocks(view, cols, fill);
+        }
+        let mut out = std::mem::ManuallyDrop::new(out);
+        Vec::from_raw_parts(out.as_mut_ptr() as *mut f32, n, out.capacity())
+    }
+}
+
+/// `rows` copies of `row`, filled in parallel.
+pub(crate) fn repeat_rows(row: &[f32], rows: usize) -> Vec<f32> {
+    let cols = row.len();
+    par_rows_new(rows * cols, cols, |_, block| {
+        for dst in block.chunks_exact_mut(cols.max(1)) {
+            dst.copy_from_slice(row);
+        }
+    })
+}
+
 /// A strided read-only matrix view for [`gemm`]: element (i, j) is `data[i * rs + j * cs]`.
 #[derive(Clone, Copy)]
 pub(crate) struct MatView<'a> {
@@ -258,6 +291,37 @@ mod tests {
 #[cfg(test)]
 mod timing {
     use super::*;
+
+    #[test]
+    #[ignore = "micro-benchmark"]
+    fn ops_gemm_orientations() {
+        let t = 4096usize;
+        let time = |f: &mut dyn FnMut()| {
+            let mut best = f64::MAX;
+            for _ in 0..5 {
+                let s = std::time::Instant::now();
+                f();
+                best = best.min(s.elapsed().as_secs_f64());
+            }
+            best
+        };
+        for (o, i) in [(384usize, 384usize), (1536, 384), (384, 1536)] {
+            let x: Vec<f32> = (0..t * i).map(|v| (v % 7) as f32 * 0.1).collect();
+            let w: Vec<f32> = (0..o * i).map(|v| (v % 5) as f32 * 0.1).collect();
+            let g: Vec<f32> = (0..t * o).map(|v| (v % 3) as f32 * 0.1).collect();
+            let fl = 2.0 * (t * o * i) as f64 / 1e9;
+            let mut y = vec![0f32; t * o];
+            let a = time(&mut || gemm(t, o, i, &mut y, false, MatView::rows(&x, i), MatView::transposed(&w, i)));
+            let a2 = time(&mut || { let _ = gemm_new(t, o, i, MatView::rows(&x, i), MatView::transposed(&w, i), 1.0, true); });
+            let a3 = time(&mut || { let _ = gemm_new(o, t, i, MatView::rows(&w, i), MatView::transposed(&x, i), 1.0, false); });
+            let b = time(&mut || { let _ = gemm_new(t, i, o, MatView::rows(&g, o), MatView::rows(&w, i), 1.0, false); });
+            let b2 = time(&mut || { let _ = gemm_new(i, t, o, MatView::transposed(&w, i), MatView::transposed(&g, o), 1.0, false); });
+            let c = time(&mut || { let _ = gemm_new(o, i, t, MatView::transposed(&g, o), MatView::rows(&x, i), 1.0, false); });
+            let c2 = time(&mut || { let _ = gemm_new(i, o, t, MatView::transposed(&x, i), MatView::rows(&g, o), 1.0, false); });
+            println!("out {o} in {i}: fwd {:.0} / dstT {:.0} / swapped {:.0}   dx {:.0} / swapped {:.0}   dw {:.0} / swapped {:.0} GFLOP/s",
+                fl / a, fl / a2, fl / a3, fl / b, fl / b2, fl / c, fl / c2);
+        }
+    }
 
     #[test]
     #[ignore = "micro-benchmark"]

@@ -4,7 +4,7 @@
 //! `CHUNK` elements draws from ChaCha8 seeded by `seed` on stream = block number, so the mask does
 //! not depend on the thread count. The forward keeps the mask as bits for the backward.
 
-use super::cpu::{check_f32_cpu, slice, tensor, with_f32};
+use super::cpu::{check_f32_cpu, par_rows_new, slice, tensor, with_f32};
 use super::math::simd_dispatch;
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rand::{Rng, SeedableRng};
@@ -133,12 +133,10 @@ simd_dispatch!(
 
 /// `out[i] = src[i] * scale` where the mask bit is set, else 0.
 fn apply_mask(src: &[f32], mask: &[u64], scale: f32) -> Vec<f32> {
-    let mut out = vec![0f32; src.len()];
-    out.par_chunks_mut(CHUNK).enumerate().for_each(|(block, out)| {
+    par_rows_new(src.len(), CHUNK, |block, out| {
         let src = &src[block * CHUNK..block * CHUNK + out.len()];
         apply_keep(src, &mask[block * CHUNK / 64..], scale, out);
-    });
-    out
+    })
 }
 
 impl CustomOp1 for Dropout {

@@ -3,7 +3,7 @@
 //! candle's own `gelu_erf` / `gelu` have correct but composed backward passes (eight tensor ops
 //! each); these compute forward and derivative in one pass per element. Tests compare with them.
 
-use super::cpu::{check_f32_cpu, par_row_blocks, slice, tensor, with_f32};
+use super::cpu::{check_f32_cpu, par_rows_new, slice, tensor, with_f32};
 use super::math::{self, simd_dispatch};
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 
@@ -87,8 +87,7 @@ impl CustomOp1 for Gelu {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = slice(s, l, self.name())?;
-        let mut out = vec![0f32; x.len()];
-        par_row_blocks(&mut out, SPLIT, |row0, block| {
+        let out = par_rows_new(x.len(), SPLIT, |row0, block| {
             forward(self.kind, &x[row0 * SPLIT..row0 * SPLIT + block.len()], block)
         });
         Ok((CpuStorage::F32(out), l.shape().clone()))
@@ -97,12 +96,10 @@ impl CustomOp1 for Gelu {
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
         let dx = with_f32(x, self.name(), |x| {
             with_f32(grad, self.name(), |g| {
-                let mut dx = vec![0f32; x.len()];
-                par_row_blocks(&mut dx, SPLIT, |row0, block| {
+                par_rows_new(x.len(), SPLIT, |row0, block| {
                     let r = row0 * SPLIT..row0 * SPLIT + block.len();
                     backward(self.kind, &x[r.clone()], &g[r], block)
-                });
-                dx
+                })
             })
         })??;
         Ok(Some(tensor(dx, x.shape())?))

@@ -3,7 +3,7 @@
 //! candle-nn's fused LayerNorm has no backward (gradients silently stop there); this one does.
 //! The backward recomputes mean and 1/std per row from x (cheaper than keeping them alive).
 
-use super::cpu::{check_f32_cpu, par_row_blocks, rows_per_task, slice, tensor, with_f32};
+use super::cpu::{check_f32_cpu, par_rows_new, rows_per_task, slice, tensor, with_f32};
 use super::math::{self, simd_dispatch};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
@@ -112,8 +112,7 @@ impl CustomOp3 for LayerNorm {
         let gamma = slice(s2, l2, "layer_norm")?;
         let beta = slice(s3, l3, "layer_norm")?;
         let h = gamma.len();
-        let mut out = vec![0f32; x.len()];
-        par_row_blocks(&mut out, h, |row0, block| {
+        let out = par_rows_new(x.len(), h, |row0, block| {
             let x = &x[row0 * h..row0 * h + block.len()];
             forward_rows(x, gamma, beta, self.eps, block);
         });
@@ -170,7 +169,7 @@ pub fn residual_layer_norm(
     };
     // gamma and beta travel as one [2, hidden] input (a custom op has at most three).
     let params = Tensor::stack(&[gamma, beta], 0)?;
-    let op = ResidualLayerNorm { eps: eps as f32, dropout, mask: std::sync::OnceLock::new() };
+    let op = ResidualLayerNorm { eps: eps as f32, dropout, mask: std::sync::OnceLock::new(), saved_sum: Default::default() };
     x.contiguous()?.apply_op3(&residual.contiguous()?, &params, op)
 }
 
@@ -178,6 +177,8 @@ struct ResidualLayerNorm {
     eps: f32,
     dropout: Option<(f32, u64)>,
     mask: std::sync::OnceLock<Vec<u64>>,
+    /// The forward's `dropout(x) + residual`, taken by the backward (else recomputed).
+    saved_sum: std::sync::Mutex<Option<Vec<f32>>>,
 }
 
 impl ResidualLayerNorm {
@@ -190,11 +191,10 @@ impl ResidualLayerNorm {
 
     /// `dropout(x) + residual`, in parallel blocks.
     fn sum_input(&self, x: &[f32], residual: &[f32]) -> Vec<f32> {
-        let mut s = vec![0f32; x.len()];
         let mask = self.mask(x.len());
         let scale = self.dropout.map_or(1.0, |(p, _)| super::dropout::keep_scale(p));
         const BLOCK: usize = 16 * 1024;
-        s.par_chunks_mut(BLOCK).enumerate().for_each(|(b, out)| {
+        par_rows_new(x.len(), BLOCK, |b, out| {
             let range = b * BLOCK..b * BLOCK + out.len();
             if self.dropout.is_some() {
                 super::dropout::apply_keep(&x[range.clone()], &mask[b * BLOCK / 64..], scale, out);
@@ -206,8 +206,7 @@ impl ResidualLayerNorm {
                     *o = a + r;
                 }
             }
-        });
-        s
+        })
     }
 }
 
@@ -222,10 +221,10 @@ impl CustomOp3 for ResidualLayerNorm {
         let h = params.len() / 2;
         let (gamma, beta) = params.split_at(h);
         let sum = self.sum_input(x, residual);
-        let mut out = vec![0f32; x.len()];
-        par_row_blocks(&mut out, h, |row0, block| {
+        let out = par_rows_new(x.len(), h, |row0, block| {
             forward_rows(&sum[row0 * h..row0 * h + block.len()], gamma, beta, self.eps, block);
         });
+        *self.saved_sum.lock().unwrap_or_else(|e| e.into_inner()) = Some(sum);
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -236,14 +235,18 @@ impl CustomOp3 for ResidualLayerNorm {
             with_f32(residual, OP, |r| {
                 with_f32(grad, OP, |g| {
                     with_f32(params, OP, |params| {
-                        let sum = self.sum_input(x, r);
+                        let saved = self.saved_sum.lock().unwrap_or_else(|e| e.into_inner()).take();
+                        let sum = saved.filter(|s| s.len() == x.len()).unwrap_or_else(|| self.sum_input(x, r));
                         let (dsum, dparams) = layer_norm_backward(&sum, g, &params[..h], self.eps);
                         let dx = match self.dropout {
                             Some((p, _)) => {
                                 let mask = self.mask(x.len());
-                                let mut dx = vec![0f32; dsum.len()];
-                                super::dropout::apply_keep(&dsum, mask, super::dropout::keep_scale(p), &mut dx);
-                                Some(dx)
+                                const BLOCK: usize = 16 * 1024;
+                                let scale = super::dropout::keep_scale(p);
+                                Some(par_rows_new(dsum.len(), BLOCK, |b, out| {
+                                    let start = b * BLOCK;
+                                    super::dropout::apply_keep(&dsum[start..start + out.len()], &mask[start / 64..], scale, out);
+                                }))
                             }
                             None => None,
                         };

@@ -6,7 +6,7 @@
 //! weight, one op replaces candle's matmul + transpose + broadcast-add nodes (and the extra
 //! gradient buffers and additions each node costs in the backward).
 
-use super::cpu::{check_f32_cpu, gemm, gemm_new, slice, tensor, with_f32, MatView};
+use super::cpu::{check_f32_cpu, gemm, gemm_new, repeat_rows, slice, tensor, with_f32, MatView};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
@@ -63,12 +63,7 @@ impl LinearShape {
 pub(crate) fn bias_rows(b: Option<&Tensor>, rows: usize, out_dim: usize, op: &str) -> Result<(Vec<f32>, bool)> {
     match b {
         Some(b) => {
-            let mut dst = Vec::with_capacity(rows * out_dim);
-            with_f32(b, op, |b| {
-                for _ in 0..rows {
-                    dst.extend_from_slice(b);
-                }
-            })?;
+            let dst = with_f32(b, op, |b| repeat_rows(b, rows))?;
             Ok((dst, true))
         }
         None => Ok((vec![0f32; rows * out_dim], false)),
@@ -148,7 +143,7 @@ impl TrainableLinear {
         let LinearShape { in_dim, out_dim, .. } = self.shape;
         let rows = x.len() / in_dim.max(1);
         let mut y = match b {
-            Some(b) => b.repeat(rows),
+            Some(b) => repeat_rows(b, rows),
             None => vec![0f32; rows * out_dim],
         };
         gemm(rows, out_dim, in_dim, &mut y, b.is_some(), MatView::rows(x, in_dim), MatView::transposed(w, in_dim));

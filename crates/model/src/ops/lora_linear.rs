@@ -2,11 +2,14 @@
 //! for x, A (`[r, in]`) and B (`[out, r]`) only.
 //!
 //! Replaces candle's chain (frozen matmul, two adapter matmuls, scale, add) and its backward
-//! (which would also form the frozen weight's gradient and a gradient buffer per node): the
-//! adapter product accumulates straight into the base output, and the backward is five GEMMs,
-//! four of them thin (rank r).
+//! (which would also form the frozen weight's gradient and a gradient buffer per node). The op
+//! forms `W = W0 + s · B A` once per call (out × in × r multiply-adds, nothing next to the
+//! T × out × in of the GEMM) and runs one GEMM through it each way: adding the rank-r product
+//! onto the `[T, out]` output (and onto dx in the backward) would be a k = r GEMM that reads and
+//! writes the whole activation, all memory traffic. The backward is then one full GEMM (dx) and
+//! four thin ones (rank r) for dA and dB.
 
-use super::cpu::{gemm, gemm_new, slice, tensor, transpose, with_f32, MatView};
+use super::cpu::{gemm, gemm_new, gemm_raw, slice, tensor, transpose, with_f32, MatView};
 use super::linear::{bias_rows, wants_grad, LinearShape};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
@@ -25,6 +28,7 @@ pub fn lora_linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, a: &Tensor, b_lor
         shape,
         rank: r,
         scale: scale as f32,
+        merged: Default::default(),
     };
     x.contiguous()?.apply_op3(&a.contiguous()?, &b_lora.contiguous()?, op)
 }
@@ -44,6 +48,21 @@ struct LoraLinear {
     shape: LinearShape,
     rank: usize,
     scale: f32,
+    /// `W0 + s · B A` from the forward, taken by the backward (else formed again).
+    merged: std::sync::Mutex<Option<Vec<f32>>>,
+}
+
+impl LoraLinear {
+    /// `W0 + s · B A` (`[out, in]`) for adapter factors `a` (`[r, in]`) and `bl` (`[out, r]`).
+    fn merged_weight(&self, a: &[f32], bl: &[f32]) -> Result<Vec<f32>> {
+        let LinearShape { in_dim, out_dim, .. } = self.shape;
+        let mut w = with_f32(&self.w, "lora_linear", |w| w.to_vec())?;
+        // SAFETY: w is exactly out × in, row-major, exclusively borrowed.
+        unsafe {
+            gemm_raw(out_dim, in_dim, self.rank, w.as_mut_ptr(), in_dim, 1, true, self.scale, MatView::rows(bl, self.rank), MatView::rows(a, in_dim), true);
+        }
+        Ok(w)
+    }
 }
 
 impl CustomOp3 for LoraLinear {
@@ -55,13 +74,11 @@ impl CustomOp3 for LoraLinear {
         const OP: &str = "lora_linear";
         let (x, a, bl) = (slice(s1, l1, OP)?, slice(s2, l2, OP)?, slice(s3, l3, OP)?);
         let LinearShape { in_dim, out_dim, .. } = self.shape;
-        let r = self.rank;
         let rows = x.len() / in_dim.max(1);
         let (mut y, has_bias) = bias_rows(self.b.as_ref(), rows, out_dim, OP)?;
-        with_f32(&self.w, OP, |w| gemm(rows, out_dim, in_dim, &mut y, has_bias, MatView::rows(x, in_dim), MatView::transposed(w, in_dim)))?;
-        // s · x Aᵀ, kept as [r, T] (thin products want the long dimension contiguous).
-        let xa_t = gemm_new(rows, r, in_dim, MatView::rows(x, in_dim), MatView::transposed(a, in_dim), self.scale, true);
-        gemm(rows, out_dim, r, &mut y, true, MatView::transposed(&xa_t, rows), MatView::transposed(bl, r));
+        let w = self.merged_weight(a, bl)?;
+        gemm(rows, out_dim, in_dim, &mut y, has_bias, MatView::rows(x, in_dim), MatView::transposed(&w, in_dim));
+        *self.merged.lock().unwrap_or_else(|e| e.into_inner()) = Some(w);
         Ok((CpuStorage::F32(y), Shape::from(self.shape.out_dims.clone())))
     }
 
@@ -74,24 +91,29 @@ impl CustomOp3 for LoraLinear {
             with_f32(x, OP, |xs| {
                 with_f32(a, OP, |a| {
                     with_f32(b_lora, OP, |bl| {
-                        with_f32(&self.w, OP, |w| {
+                        {
                             let rows = g.len() / out_dim.max(1);
-                            // gb = s · g B, kept as [r, T]
+                            // gb = s · g B, kept as [r, T] (thin products want the long dimension contiguous)
                             let gb_t = gemm_new(rows, r, out_dim, MatView::rows(g, out_dim), MatView::rows(bl, r), s, true);
-                            // dx = g W0 + gb A (when x takes gradients)
-                            let dx = wants_grad(x).then(|| {
-                                let mut dx = gemm_new(rows, in_dim, out_dim, MatView::rows(g, out_dim), MatView::rows(w, in_dim), 1.0, false);
-                                gemm(rows, in_dim, r, &mut dx, true, MatView::transposed(&gb_t, rows), MatView::rows(a, in_dim));
-                                dx
-                            });
+                            // dx = g (W0 + s B A) (when x takes gradients)
+                            let dx = if wants_grad(x) {
+                                let saved = self.merged.lock().unwrap_or_else(|e| e.into_inner()).take();
+                                let w = match saved {
+                                    Some(w) => w,
+                                    None => self.merged_weight(a, bl)?,
+                                };
+                                Some(gemm_new(rows, in_dim, out_dim, MatView::rows(g, out_dim), MatView::rows(&w, in_dim), 1.0, false))
+                            } else {
+                                None
+                            };
                             // dA = gbᵀ x  [r, in]
                             let da = gemm_new(r, in_dim, rows, MatView::rows(&gb_t, rows), MatView::rows(xs, in_dim), 1.0, false);
                             // dB = s · gᵀ (x Aᵀ): computed as its transpose [r, out], then flipped
                             let xa_t = gemm_new(rows, r, in_dim, MatView::rows(xs, in_dim), MatView::transposed(a, in_dim), s, true);
                             let db_t = gemm_new(r, out_dim, rows, MatView::rows(&xa_t, rows), MatView::rows(g, out_dim), 1.0, false);
                             let db = transpose(&db_t, r, out_dim);
-                            (dx, da, db)
-                        })
+                            Ok::<_, candle_core::Error>((dx, da, db))
+                        }
                     })
                 })
             })

@@ -2,7 +2,7 @@
 //!
 //! candle-nn's `ops::softmax_last_dim` has no backward; the composed twin is for tests.
 
-use super::cpu::{check_f32_cpu, par_row_blocks, slice, tensor, with_f32};
+use super::cpu::{check_f32_cpu, par_rows_new, slice, tensor, with_f32};
 use super::math::{self, simd_dispatch};
 use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor, D};
 
@@ -55,8 +55,7 @@ impl CustomOp1 for Softmax {
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let x = slice(s, l, "softmax_last_dim")?;
         let cols = l.dims().last().copied().unwrap_or(1);
-        let mut out = vec![0f32; x.len()];
-        par_row_blocks(&mut out, cols, |row0, block| {
+        let out = par_rows_new(x.len(), cols, |row0, block| {
             forward_rows(&x[row0 * cols..row0 * cols + block.len()], cols, block)
         });
         Ok((CpuStorage::F32(out), l.shape().clone()))
@@ -66,12 +65,10 @@ impl CustomOp1 for Softmax {
         let cols = res.dim(D::Minus1)?;
         let dx = with_f32(res, "softmax bwd", |y| {
             with_f32(grad, "softmax bwd", |g| {
-                let mut dx = vec![0f32; y.len()];
-                par_row_blocks(&mut dx, cols, |row0, block| {
+                par_rows_new(y.len(), cols, |row0, block| {
                     let r = row0 * cols..row0 * cols + block.len();
                     backward_rows(&y[r.clone()], &g[r], cols, block)
-                });
-                dx
+                })
             })
         })??;
         Ok(Some(tensor(dx, res.shape())?))
