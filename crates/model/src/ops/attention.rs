@@ -3,8 +3,9 @@
 //! Works on the projections as the linears produce them, `[B, T, heads · d]`, reading each head
 //! through strides: no split/transpose copies, no `[B, heads, T, T]` score tensors in memory. Each
 //! (batch, head) pair runs `S = QKᵀ/√d + mask`, softmax, optional dropout and `PV` on one thread
-//! with single-threaded GEMMs (pairs run in parallel). The backward recomputes `P` per pair
-//! (cheaper than keeping `B · heads · T²` floats alive) and keeps only the dropout mask as bits.
+//! with single-threaded GEMMs (pairs run in parallel). When a backward will follow and
+//! `B · heads · T²` floats fit in [`KEEP_PROBS_BYTES`], the forward keeps `P` for it; otherwise the
+//! backward recomputes `P` per pair. The dropout mask is kept as bits.
 
 use super::cpu::{check_f32_cpu, gemm_raw, slice, tensor, with_f32, MatView, SharedMut};
 use super::math::{self, simd_dispatch};
@@ -14,6 +15,11 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use std::sync::OnceLock;
+
+/// Largest probability tensor (per attention call) the forward keeps for the backward: 32 × 12
+/// heads × 128² floats are 25 MB; at 512 tokens the same batch would need 400 MB per layer, and the
+/// backward recomputes instead (one small GEMM and a softmax per pair).
+pub const KEEP_PROBS_BYTES: usize = 64 << 20;
 
 /// Attention dropout: probability and seed (the mask is a function of seed, batch row and head).
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -29,6 +35,19 @@ pub struct AttentionDropout {
 /// `[B, 1, 1, T]`: 0 for tokens, a large negative number for padding), treated as a constant.
 /// Gradients flow to q, k and v.
 pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask_bias: Option<&Tensor>, heads: usize, dropout: Option<AttentionDropout>) -> Result<Tensor> {
+    attention_keeping(q, k, v, mask_bias, heads, dropout, KEEP_PROBS_BYTES)
+}
+
+/// [`attention`] keeping `P` for the backward up to `keep_probs_bytes`.
+fn attention_keeping(
+    q: &Tensor,
+    k: &Tensor,
+    v: &Tensor,
+    mask_bias: Option<&Tensor>,
+    heads: usize,
+    dropout: Option<AttentionDropout>,
+    keep_probs_bytes: usize,
+) -> Result<Tensor> {
     const OP: &str = "attention";
     for (t, what) in [(q, "q"), (k, "k"), (v, "v")] {
         check_f32_cpu(t, OP, what)?;
@@ -55,7 +74,9 @@ pub fn attention(q: &Tensor, k: &Tensor, v: &Tensor, mask_bias: Option<&Tensor>,
         }
     }
     let dropout = dropout.filter(|d| d.p > 0.0);
-    let op = Attention { batch: b, seq: t, heads, head_dim: hidden / heads, bias, dropout, mask: OnceLock::new() };
+    let backward_follows = q.track_op() || k.track_op() || v.track_op();
+    let keep_probs = backward_follows && b * heads * t * t * std::mem::size_of::<f32>() <= keep_probs_bytes;
+    let op = Attention { batch: b, seq: t, heads, head_dim: hidden / heads, bias, dropout, mask: OnceLock::new(), keep_probs, probs: Default::default() };
     q.contiguous()?.apply_op3(&k.contiguous()?, &v.contiguous()?, op)
 }
 
@@ -86,6 +107,9 @@ struct Attention {
     dropout: Option<AttentionDropout>,
     /// Dropout keep-bits, `words_per_pair` per (batch, head) pair; drawn by the forward.
     mask: OnceLock<Vec<u64>>,
+    /// Whether the forward keeps `P` (all pairs, `T × T` each) for the backward, in `probs`.
+    keep_probs: bool,
+    probs: std::sync::Mutex<Option<Vec<f32>>>,
 }
 
 /// Row-wise `softmax(s + bias)` in place over rows of `cols`.
@@ -182,9 +206,18 @@ impl CustomOp3 for Attention {
         let keep_scale = self.dropout.map_or(1.0, |dr| 1.0 / (1.0 - dr.p));
         let mut out = vec![0f32; q.len()];
         let out_ptr = SharedMut(out.as_mut_ptr());
+        let mut kept: Vec<f32> = if self.keep_probs { Vec::with_capacity(self.pairs() * t * t) } else { Vec::new() };
+        let kept_ptr = SharedMut(kept.as_mut_ptr());
         (0..self.pairs()).into_par_iter().for_each_init(
             || (vec![0f32; t * t], vec![0f32; t * t]),
-            |(s, dropped), pair| {
+            |(scratch, dropped), pair| {
+                let s: &mut [f32] = if self.keep_probs {
+                    // SAFETY: pair owns elements pair·T²..(pair+1)·T² of kept's allocation, and
+                    // probs() writes every one of them before anything reads it.
+                    unsafe { std::slice::from_raw_parts_mut(kept_ptr.ptr().add(pair * t * t), t * t) }
+                } else {
+                    scratch
+                };
                 self.probs(pair, q, k, s);
                 let p: &[f32] = if self.dropout.is_some() {
                     apply_keep(s, &mask[pair * wpp..(pair + 1) * wpp], keep_scale, dropped);
@@ -199,6 +232,11 @@ impl CustomOp3 for Attention {
                 unsafe { gemm_raw(t, d, t, out_ptr.ptr().add(base), hidden, 1, false, 1.0, MatView::rows(p, t), vv, false) };
             },
         );
+        if self.keep_probs {
+            // SAFETY: the loop above wrote all pairs · T² elements.
+            unsafe { kept.set_len(self.pairs() * t * t) };
+            *self.probs.lock().unwrap_or_else(|e| e.into_inner()) = Some(kept);
+        }
         Ok((CpuStorage::F32(out), l1.shape().clone()))
     }
 
@@ -212,15 +250,22 @@ impl CustomOp3 for Attention {
         let n = q.elem_count();
         let (mut dq, mut dk, mut dv) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
         let ptrs = (SharedMut(dq.as_mut_ptr()), SharedMut(dk.as_mut_ptr()), SharedMut(dv.as_mut_ptr()));
+        let kept = self.probs.lock().unwrap_or_else(|e| e.into_inner()).take().filter(|p| p.len() == self.pairs() * t * t);
         with_f32(q, OP, |q| {
             with_f32(k, OP, |k| {
                 with_f32(v, OP, |v| {
                     with_f32(grad, OP, |g| {
                         (0..self.pairs()).into_par_iter().for_each_init(
                             || (vec![0f32; t * t], vec![0f32; t * t], vec![0f32; t * t]),
-                            |(p, dp, dropped), pair| {
+                            |(scratch, dp, dropped), pair| {
                                 let (dq_ptr, dk_ptr, dv_ptr) = ptrs;
-                                self.probs(pair, q, k, p);
+                                let p: &[f32] = match &kept {
+                                    Some(kept) => &kept[pair * t * t..(pair + 1) * t * t],
+                                    None => {
+                                        self.probs(pair, q, k, scratch);
+                                        scratch
+                                    }
+                                };
                                 let bits = &mask[(pair * wpp).min(mask.len())..((pair + 1) * wpp).min(mask.len())];
                                 let pd: &[f32] = if self.dropout.is_some() {
                                     apply_keep(p, bits, keep_scale, dropped);
@@ -264,7 +309,7 @@ impl CustomOp3 for Attention {
 /// The keep-mask the fused op draws, as a `[B, heads, T, T]` 0/1 tensor (for tests).
 #[cfg(test)]
 pub(crate) fn dropout_keep_mask(batch: usize, heads: usize, seq: usize, dropout: AttentionDropout) -> Result<Tensor> {
-    let op = Attention { batch, seq, heads, head_dim: 1, bias: None, dropout: Some(dropout), mask: OnceLock::new() };
+    let op = Attention { batch, seq, heads, head_dim: 1, bias: None, dropout: Some(dropout), mask: OnceLock::new(), keep_probs: false, probs: Default::default() };
     let bits = op.draw_mask();
     let wpp = op.words_per_pair();
     let mut keep = Vec::with_capacity(batch * heads * seq * seq);
@@ -308,6 +353,13 @@ mod tests {
         let gs = (slow * &upstream)?.sum_all()?.backward()?;
         for (x, name) in [(&q, "dq"), (&k, "dk"), (&v, "dv")] {
             assert_close(gf.get(x).unwrap(), gs.get(x).unwrap(), 1e-5, name)?;
+        }
+        // Over the memory budget the backward recomputes P: the same numbers, bit for bit.
+        let recomputed = attention_keeping(&q, &k, &v, Some(&bias), heads, None, 0)?;
+        let gr = (recomputed * &upstream)?.sum_all()?.backward()?;
+        for (x, name) in [(&q, "dq"), (&k, "dk"), (&v, "dv")] {
+            let (kept, again) = (gf.get(x).unwrap().flatten_all()?.to_vec1::<f32>()?, gr.get(x).unwrap().flatten_all()?.to_vec1::<f32>()?);
+            assert_eq!(kept, again, "{name}: kept and recomputed probabilities differ");
         }
         Ok(())
     }
