@@ -7,7 +7,7 @@
 //! `B · heads · T²` floats fit in [`KEEP_PROBS_BYTES`], the forward keeps `P` for it; otherwise the
 //! backward recomputes `P` per pair. The dropout mask is kept as bits.
 
-use super::cpu::{check_f32_cpu, gemm_raw, slice, tensor, with_f32, MatView, SharedMut};
+use super::cpu::{check_f32_cpu, gemm_raw, slice, tensor, uninit_f32, with_f32, MatView, SharedMut};
 use super::math::{self, simd_dispatch};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use super::dropout::{apply_keep, draw_keep_bits, keep_threshold};
@@ -204,7 +204,8 @@ impl CustomOp3 for Attention {
         let mask = self.mask.get_or_init(|| self.draw_mask());
         let wpp = self.words_per_pair();
         let keep_scale = self.dropout.map_or(1.0, |dr| 1.0 / (1.0 - dr.p));
-        let mut out = vec![0f32; q.len()];
+        // SAFETY: the pairs' PV GEMMs (not accumulating) together write every element.
+        let mut out = unsafe { uninit_f32(q.len()) };
         let out_ptr = SharedMut(out.as_mut_ptr());
         let mut kept: Vec<f32> = if self.keep_probs { Vec::with_capacity(self.pairs() * t * t) } else { Vec::new() };
         let kept_ptr = SharedMut(kept.as_mut_ptr());
@@ -248,7 +249,9 @@ impl CustomOp3 for Attention {
         let scale = 1.0 / (d as f32).sqrt();
         let mask = self.mask.get_or_init(|| self.draw_mask());
         let n = q.elem_count();
-        let (mut dq, mut dk, mut dv) = (vec![0f32; n], vec![0f32; n], vec![0f32; n]);
+        // SAFETY: each pair's dQ, dK, dV GEMMs (not accumulating) write its block of all three;
+        // the pairs cover every element.
+        let (mut dq, mut dk, mut dv) = unsafe { (uninit_f32(n), uninit_f32(n), uninit_f32(n)) };
         let ptrs = (SharedMut(dq.as_mut_ptr()), SharedMut(dk.as_mut_ptr()), SharedMut(dv.as_mut_ptr()));
         let kept = self.probs.lock().unwrap_or_else(|e| e.into_inner()).take().filter(|p| p.len() == self.pairs() * t * t);
         with_f32(q, OP, |q| {

@@ -73,20 +73,25 @@ pub(crate) fn par_rows_new<F>(n: usize, cols: usize, fill: F) -> Vec<f32>
 where
     F: Fn(usize, &mut [f32]) + Sync + Send,
 {
-    let mut out: Vec<std::mem::MaybeUninit<f32>> = Vec::with_capacity(n);
-    // SAFETY: MaybeUninit needs no initialisation; `fill` writes each element before anything
-    // reads it (its contract), so the buffer is fully initialised when it becomes a Vec<f32>.
-    unsafe {
-        out.set_len(n);
-        let view = std::slice::from_raw_parts_mut(out.as_mut_ptr() as *mut f32, n);
-        if cols == 0 {
-            view.fill(0.0);
-        } else {
-            par_row_blocks(view, cols, fill);
-        }
-        let mut out = std::mem::ManuallyDrop::new(out);
-        Vec::from_raw_parts(out.as_mut_ptr() as *mut f32, n, out.capacity())
+    if cols == 0 {
+        return vec![0.0; n];
     }
+    // SAFETY: `fill` writes every element of its block before anything reads it (its contract),
+    // and the blocks cover the vector.
+    let mut out = unsafe { uninit_f32(n) };
+    par_row_blocks(&mut out, cols, fill);
+    out
+}
+
+/// A vector of `n` f32 that the caller fills (e.g. with non-accumulating GEMMs from parallel tasks)
+/// without the serial zero-fill of `vec![0; n]`; candle's own CPU backend allocates the same way.
+///
+/// # Safety
+/// Every element must be written before any element is read.
+pub(crate) unsafe fn uninit_f32(n: usize) -> Vec<f32> {
+    let mut v = Vec::with_capacity(n);
+    v.set_len(n);
+    v
 }
 
 /// `rows` copies of `row`, filled in parallel.

@@ -3,7 +3,7 @@
 //! candle-nn's fused LayerNorm has no backward (gradients silently stop there); this one does.
 //! The backward recomputes mean and 1/std per row from x (cheaper than keeping them alive).
 
-use super::cpu::{check_f32_cpu, par_rows_new, rows_per_task, slice, tensor, with_f32};
+use super::cpu::{check_f32_cpu, par_rows_new, rows_per_task, slice, tensor, uninit_f32, with_f32};
 use super::math::{self, simd_dispatch};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
@@ -268,7 +268,8 @@ impl CustomOp3 for ResidualLayerNorm {
 /// per fixed block of rows, then in block order (deterministic whatever the thread count).
 fn layer_norm_backward(x: &[f32], g: &[f32], gamma: &[f32], eps: f32) -> (Vec<f32>, Vec<f32>) {
     let h = gamma.len();
-    let mut dx = vec![0f32; x.len()];
+    // SAFETY: backward_rows writes every element of each block of whole rows.
+    let mut dx = unsafe { uninit_f32(x.len()) };
     let per = rows_per_task(h) * h;
     let partials: Vec<Vec<f32>> = dx
         .par_chunks_mut(per)

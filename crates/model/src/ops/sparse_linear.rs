@@ -29,6 +29,7 @@ pub fn sparse_delta_linear(
         idx: Arc::clone(idx),
         b: b.map(|b| b.detach().contiguous()).transpose()?,
         shape,
+        saved_weight: Default::default(),
     };
     x.contiguous()?.apply_op2(&values.contiguous()?, op)
 }
@@ -69,6 +70,8 @@ struct SparseDeltaLinear {
     idx: Arc<Vec<u32>>,
     b: Option<Tensor>,
     shape: LinearShape,
+    /// The forward's effective weight, taken by the backward (else formed again).
+    saved_weight: std::sync::Mutex<Option<Vec<f32>>>,
 }
 
 impl SparseDeltaLinear {
@@ -134,13 +137,19 @@ impl CustomOp2 for SparseDeltaLinear {
         let w = self.effective_weight(values)?;
         let (mut y, has_bias) = bias_rows(self.b.as_ref(), rows, out_dim, "sparse_delta_linear")?;
         gemm(rows, out_dim, in_dim, &mut y, has_bias, MatView::rows(x, in_dim), MatView::transposed(&w, in_dim));
+        *self.saved_weight.lock().unwrap_or_else(|e| e.into_inner()) = Some(w);
         Ok((CpuStorage::F32(y), Shape::from(self.shape.out_dims.clone())))
     }
 
     fn bwd(&self, x: &Tensor, values: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
         const OP: &str = "sparse_delta_linear bwd";
         let LinearShape { in_dim, out_dim, .. } = self.shape;
-        let w = with_f32(values, OP, |v| self.effective_weight(v))??;
+        let saved = self.saved_weight.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let w = match saved {
+            Some(w) => w,
+            None if wants_grad(x) => with_f32(values, OP, |v| self.effective_weight(v))??,
+            None => Vec::new(),
+        };
         let x_t = x;
         let (dx, dvalues) = with_f32(grad, OP, |g| {
             with_f32(x, OP, |x| {

@@ -100,5 +100,9 @@ pub fn run(cfg: &Config, args: &BenchArgs) -> Result<(), PipelineError> {
             }
         }
     }
+    if !args.json && sources.len() * shapes.len() * modes.len() > 1 {
+        // The allocator keeps freed memory for reuse, so a row's peak includes what earlier rows left.
+        println!("peak RSS is the process's, rows after the first included: time one mode per process (e.g. --modes lora) for its own");
+    }
     Ok(())
 }
