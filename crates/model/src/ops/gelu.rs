@@ -58,8 +58,10 @@ fn backward_inner(kind: Kind, x: &[f32], g: &[f32], dx: &mut [f32]) {
     match kind {
         Kind::Erf => {
             for ((d, &v), &gv) in dx.iter_mut().zip(x).zip(g) {
-                let cdf = 0.5 * (1.0 + math::erf(v * FRAC_1_SQRT_2));
-                let pdf = INV_SQRT_2PI * math::exp(-0.5 * v * v);
+                // e^{-v²/2} serves both the density and erf(v/√2) (= 1 - poly · e^{-(v/√2)²}).
+                let gauss = math::exp(-0.5 * v * v);
+                let cdf = 0.5 * (1.0 + math::erf_with_gauss(v * FRAC_1_SQRT_2, gauss));
+                let pdf = INV_SQRT_2PI * gauss;
                 *d = gv * (cdf + v * pdf);
             }
         }

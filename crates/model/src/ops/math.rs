@@ -60,6 +60,12 @@ pub(crate) fn exp(x: f32) -> f32 {
 /// erf(x) (Abramowitz–Stegun 7.1.26).
 #[inline(always)]
 pub(crate) fn erf(x: f32) -> f32 {
+    erf_with_gauss(x, exp(-x * x))
+}
+
+/// erf(x) given `gauss = e^{-x²}` (which a caller that also needs the Gaussian density has already).
+#[inline(always)]
+pub(crate) fn erf_with_gauss(x: f32, gauss: f32) -> f32 {
     let a = x.abs();
     let t = 1.0 / (1.0 + 0.327_591_1 * a);
     let mut p = 1.061_405_4_f32;
@@ -67,7 +73,7 @@ pub(crate) fn erf(x: f32) -> f32 {
     p = p * t + 1.421_413_8;
     p = p * t - 0.284_496_74;
     p = p * t + 0.254_829_6;
-    let y = 1.0 - p * t * exp(-a * a);
+    let y = 1.0 - p * t * gauss;
     y.copysign(x)
 }
 
