@@ -9,49 +9,15 @@ use std::process::{Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
+use crate::common::tiny_toml;
 use serde_json::Value;
 use slora_federation::metrics::read_parquet;
 use slora_federation::RoundMetrics;
 
-fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
-}
-
-/// A tiny experiment in `dir/tiny.toml` (artifacts go to `dir/artifacts`).
+/// The tiny experiment in `dir/tiny.toml` (artifacts go to `dir/artifacts`): 200 train / 100 test rows.
 fn write_config(dir: &Path) -> PathBuf {
-    let shared = shared();
-    let text = format!(
-        r#"
-[run]
-name = "tiny"
-seed = 7
-threads = 1
-[data]
-source = "{data}"
-test_split = "validation"
-text_column = "text"
-max_len = 32
-max_train = 200
-max_test = 100
-[model]
-source = "{model}"
-[partition]
-clients = 4
-scheme = "iid"
-[federation]
-clients_per_round = 2
-batch_size = 16
-[stage1]
-rounds = 2
-density = 0.01
-[stage2]
-rounds = 2
-"#,
-        data = shared.join("datasets/sst2.parquet").display(),
-        model = shared.join("models/paraphrase-MiniLM-L3-v2").display(),
-    );
     let path = dir.join("tiny.toml");
-    std::fs::write(&path, text).unwrap();
+    std::fs::write(&path, tiny_toml(7, 200, 100, "")).unwrap();
     path
 }
 

@@ -3,19 +3,13 @@
 //! process lock, `status` and `inspect`, and hub-id resolution offline from an HF cache built in a
 //! temporary directory out of ../shared/models.
 
+use crate::common::{repo, shared};
 use serde_json::Value;
 use slora_data::{read_shard, shard::client_file_name};
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn shared(rel: &str) -> PathBuf {
-    repo().join("../shared").join(rel)
-}
 
 /// What a run of the binary gave.
 struct Out {

@@ -4,6 +4,7 @@
 //! deliberately changed copy of the committed baseline), `pipeline sweep` point expansion, and
 //! `pipeline export` against the layout of the peft fixture adapter.
 
+use crate::common::{repo, shared};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::Command;
@@ -15,13 +16,6 @@ use slora_report::metrics::{MetricRow, Metrics};
 use slora_report::targets::{first_hit, time_to_target};
 use slora_report::{build_report, compare, tables, write_report, Baseline, Summary};
 
-fn repo() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
-}
-
-fn shared(rel: &str) -> PathBuf {
-    repo().join("../shared").join(rel)
-}
 
 fn row(method: &str, round: u32, accuracy: f64, bytes_up: u64, cum: u64, wall: f64) -> MetricRow {
     MetricRow {
@@ -340,6 +334,35 @@ fn sweep_points_expand_grids_and_extra_points() {
     cfg.partition.alpha = 0.1;
     assert_eq!(point_label(&cfg, &points[2]), "Dir α=0.1");
     assert!(expand_points(&["partition.alpha".into()], &[]).unwrap_err().to_string().contains("--grid partition.alpha"));
+}
+
+#[test]
+fn sweep_force_rebuilds_each_distinct_stage_output_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("tiny.toml");
+    std::fs::write(&cfg, crate::common::tiny_toml(5, 64, 32, "[baselines]\nmethods = [\"lora\"]\n")).unwrap();
+    // Two points that differ only in stage 2: partition, stage1 and decompose are shared.
+    let sweep = |force: bool| -> String {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pipeline"));
+        cmd.current_dir(dir.path()).arg("--config").arg(&cfg).args(["--set", "stage1.rounds=1", "--set", "stage2.rounds=1"]);
+        if force {
+            cmd.arg("--force");
+        }
+        let out = cmd.args(["sweep", "--grid", "stage2.lr=0.001,0.002", "--name", "lr"]).env("RUST_LOG", "info").output().unwrap();
+        let log = String::from_utf8_lossy(&out.stderr).into_owned();
+        assert!(out.status.success(), "sweep failed:\n{log}");
+        log
+    };
+    let count = |log: &str, what: &str| log.lines().filter(|l| l.contains(what)).count();
+    let first = sweep(false);
+    assert_eq!(count(&first, "partition: up to date"), 1, "{first}");
+    let again = sweep(false);
+    assert_eq!(count(&again, ": running ("), 0, "a plain rerun rebuilds nothing:\n{again}");
+    let forced = sweep(true);
+    for (stage, runs) in [("partition", 1), ("stage1", 1), ("decompose", 1), ("stage2", 2), ("baselines", 1), ("report", 2)] {
+        assert_eq!(count(&forced, &format!("{stage}: running (")), runs, "{stage} under --force:\n{forced}");
+    }
+    assert_eq!(count(&forced, "forced)"), 8, "{forced}");
 }
 
 #[test]

@@ -1,4 +1,5 @@
 
+mod common;
 mod federation;
 mod foundation;
 mod report;

@@ -278,7 +278,7 @@ fn config_file_missing_or_not_toml() {
 /// A model folder beside the tiny config: `config.json` (the real one unless given), the real
 /// `tokenizer.json` when `tokenizer`, and `weights` bytes (the real file when `None`).
 fn model_dir(t: &Tiny, config: Option<String>, weights: Option<Vec<u8>>, tokenizer: bool) -> PathBuf {
-    let real = shared().join("models/paraphrase-MiniLM-L3-v2");
+    let real = shared("models/paraphrase-MiniLM-L3-v2");
     let dir = t.dir.join("model");
     std::fs::create_dir_all(&dir).unwrap();
     match config {
@@ -311,7 +311,7 @@ fn model_fails(case: &str, t: &Tiny, dir: &Path, expect: &[&str], built: &[&str]
 #[test]
 fn unknown_model_type() {
     let t = Tiny::new();
-    let real = std::fs::read_to_string(shared().join("models/paraphrase-MiniLM-L3-v2/config.json")).unwrap();
+    let real = std::fs::read_to_string(shared("models/paraphrase-MiniLM-L3-v2/config.json")).unwrap();
     let dir = model_dir(&t, Some(real.replace("\"model_type\": \"bert\"", "\"model_type\": \"gpt2\"")), None, true);
     model_fails("unknown model_type", &t, &dir, &["model.source", "config.json", "unknown model_type `gpt2`"], &[]);
 }
@@ -333,7 +333,7 @@ fn weights_with_a_wrong_dtype() {
 #[test]
 fn truncated_weights() {
     let t = Tiny::new();
-    let mut bytes = std::fs::read(shared().join("models/paraphrase-MiniLM-L3-v2/model.safetensors")).unwrap();
+    let mut bytes = std::fs::read(shared("models/paraphrase-MiniLM-L3-v2/model.safetensors")).unwrap();
     bytes.truncate(1 << 20);
     let dir = model_dir(&t, None, Some(bytes), true);
     model_fails("truncated safetensors", &t, &dir, &["model.safetensors"], &["partition"]);
@@ -377,6 +377,28 @@ fn disk_full_mid_write() {
     fails("disk full", cmd, &["partition"], &t.artifacts(), &["partition: ", ".parquet", "No space left on device"], &[], false);
     // The same run with room to write succeeds.
     t.run_ok(&["partition"]);
+}
+
+#[test]
+fn disk_full_during_training_leaves_no_partial_checkpoint() {
+    let t = Tiny::new();
+    t.run_ok(&["partition"]);
+    let mut cmd = t.cmd();
+    // Room for the stage's manifests and logs, not for the first round checkpoint.
+    cmd.env(slora_data::fault::ENOSPC_AFTER_ENV, "20000");
+    fails("disk full in stage1", cmd, &["stage1"], &t.artifacts(), &["stage1: ", "round-", "No space left on device"], &["partition"], true);
+    let mut stack = vec![t.artifacts()];
+    while let Some(dir) = stack.pop() {
+        for e in std::fs::read_dir(&dir).unwrap().flatten() {
+            let name = e.file_name().to_string_lossy().into_owned();
+            assert!(!name.ends_with(".tmp"), "a half-written file is left: {}", e.path().display());
+            if e.path().is_dir() {
+                stack.push(e.path());
+            }
+        }
+    }
+    // With room to write, the same stage runs.
+    t.run_ok(&["stage1"]);
 }
 
 #[test]

@@ -2,6 +2,7 @@
 //! verifying artifacts (manifest hashes recomputed here with sha2, independently of the product), and
 //! one uninterrupted reference run.
 
+pub use crate::common::shared;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use slora_federation::metrics::read_parquet;
@@ -12,47 +13,13 @@ use std::process::{Child, Command, Stdio};
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-/// `../shared` beside the repository.
-pub fn shared() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared")
-}
-
 /// The stages the tests run, in order.
 pub const STAGES: [&str; 4] = ["partition", "stage1", "decompose", "stage2"];
 
-/// The tiny experiment: SST-2 (120 train / 60 test rows, max_len 32), MiniLM-L3, 4 iid clients, 2 per
-/// round, 2 + 2 rounds, one thread. `extra` is appended (later keys of a section must not repeat).
+/// The tiny experiment with 120 train / 60 test rows and seed 11 (see `crate::common::tiny_toml`),
+/// reports in `reports/`. `extra` is appended (new sections only).
 pub fn tiny_toml(extra: &str) -> String {
-    format!(
-        r#"[run]
-name = "tiny"
-seed = 11
-threads = 1
-[data]
-source = "{data}"
-test_split = "validation"
-text_column = "text"
-max_len = 32
-max_train = 120
-max_test = 60
-[model]
-source = "{model}"
-[partition]
-clients = 4
-scheme = "iid"
-[federation]
-clients_per_round = 2
-batch_size = 16
-[stage1]
-rounds = 2
-[stage2]
-rounds = 2
-[report]
-dir = "reports"
-{extra}"#,
-        data = shared().join("datasets/sst2.parquet").display(),
-        model = shared().join("models/paraphrase-MiniLM-L3-v2").display(),
-    )
+    crate::common::tiny_toml(11, 120, 60, &format!("[report]\ndir = \"reports\"\n{extra}"))
 }
 
 /// A folder holding `tiny.toml`; artifacts go to `<dir>/artifacts`.

@@ -4,9 +4,9 @@
 //! number N, writes through [`create`] / [`write_file`] share one process-wide budget of N bytes: the
 //! write that crosses it stores the bytes that still fit and then fails with `ENOSPC` ("No space left
 //! on device"), exactly as a full disk does mid-file. Unset (always, outside tests) the writers are
-//! plain files. It covers the shard and stats writers of this crate and the pipeline's atomic writer
-//! (manifests, `pipeline.lock`), which is how the reliability tests prove that a full disk leaves no
-//! partial artifact behind.
+//! plain files. It covers the shard and stats writers of this crate, the pipeline's atomic writer
+//! (manifests, `pipeline.lock`) and federation's checkpoint and metrics writers, which is how the
+//! reliability tests prove that a full disk leaves no partial artifact behind.
 
 use std::fs::File;
 use std::io::{self, Write};
@@ -47,6 +47,13 @@ impl Write for BudgetedFile {
 
     fn flush(&mut self) -> io::Result<()> {
         self.file.flush()
+    }
+}
+
+impl BudgetedFile {
+    /// `File::sync_all` of the underlying file.
+    pub fn sync_all(&self) -> io::Result<()> {
+        self.file.sync_all()
     }
 }
 

@@ -10,7 +10,7 @@
 //! resume bit-identically. The last [`KEEP`] checkpoints are kept.
 
 use std::collections::BTreeMap;
-use std::fs::{self, File};
+use std::fs;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 
@@ -33,12 +33,21 @@ pub fn temp_path(path: &Path) -> PathBuf {
     path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
 }
 
-/// Writes `bytes` to `path` atomically (temp file, fsync, rename).
+/// Writes `bytes` to `path` atomically (temp file, fsync, rename). On failure (a full disk, say)
+/// the temporary file is removed and the error names `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let tmp = temp_path(path);
-    let mut f = File::create(&tmp).map_err(|e| FederationError::io(&tmp, e))?;
-    f.write_all(bytes).and_then(|_| f.sync_all()).map_err(|e| FederationError::io(&tmp, e))?;
-    fs::rename(&tmp, path).map_err(|e| FederationError::io(path, e))
+    let written = slora_data::fault::create(&tmp).and_then(|mut f| {
+        f.write_all(bytes)?;
+        f.sync_all()
+    });
+    match written.and_then(|_| fs::rename(&tmp, path)) {
+        Ok(()) => Ok(()),
+        Err(e) => {
+            let _ = fs::remove_file(&tmp);
+            Err(FederationError::io(path, e))
+        }
+    }
 }
 
 /// Serialises tensors to safetensors bytes (names sorted; deterministic).

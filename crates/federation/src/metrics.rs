@@ -97,13 +97,19 @@ pub fn write_parquet(path: &Path, rows: &[RoundMetrics]) -> Result<()> {
     let pq = |e: &dyn std::fmt::Display| FederationError::Parquet { path: path.into(), message: e.to_string() };
     let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| pq(&e))?;
     let tmp = crate::checkpoint::temp_path(path);
-    let file = File::create(&tmp).map_err(|e| FederationError::io(&tmp, e))?;
-    let mut writer = ArrowWriter::try_new(file, schema, None).map_err(|e| pq(&e))?;
-    writer.write(&batch).map_err(|e| pq(&e))?;
-    let file = writer.into_inner().map_err(|e| pq(&e))?;
-    file.sync_all().map_err(|e| FederationError::io(&tmp, e))?;
-    std::fs::rename(&tmp, path).map_err(|e| FederationError::io(path, e))?;
-    Ok(())
+    let written = (|| {
+        let file = slora_data::fault::create(&tmp).map_err(|e| FederationError::io(path, e))?;
+        let mut writer = ArrowWriter::try_new(file, schema, None).map_err(|e| pq(&e))?;
+        writer.write(&batch).map_err(|e| pq(&e))?;
+        let file = writer.into_inner().map_err(|e| pq(&e))?;
+        file.sync_all().map_err(|e| FederationError::io(path, e))?;
+        std::fs::rename(&tmp, path).map_err(|e| FederationError::io(path, e))
+    })();
+    if written.is_err() {
+        // Nothing half-written stays behind.
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// Reads a `metrics.parquet` written by [`write_parquet`].

@@ -191,6 +191,8 @@ pub fn run(cli: Cli) -> Result<(), PipelineError> {
                 config_path: cli.config.as_deref(),
                 base_sets: &cli.set,
                 artifacts: cli.artifacts.as_deref(),
+                force: cli.force,
+                no_rebuild: cli.no_rebuild,
             };
             crate::commands::sweep::run(&ctx, args).map(|_| ())
         }

@@ -230,6 +230,7 @@ impl SharedMut {
 }
 
 /// Row-major `rows × cols` -> row-major `cols × rows`, in cache blocks, in parallel.
+#[cfg(test)]
 pub(crate) fn transpose(src: &[f32], rows: usize, cols: usize) -> Vec<f32> {
     assert_eq!(src.len(), rows * cols);
     let mut dst = vec![0f32; rows * cols];
@@ -324,6 +325,41 @@ mod tests {
 #[cfg(test)]
 mod timing {
     use super::*;
+
+    #[test]
+    #[ignore = "micro-benchmark"]
+    fn ops_thin_gemm_orientations() {
+        let (t, r) = (4096usize, 8usize);
+        let time = |f: &mut dyn FnMut()| {
+            let mut best = f64::MAX;
+            for _ in 0..7 {
+                let s = std::time::Instant::now();
+                f();
+                best = best.min(s.elapsed().as_secs_f64());
+            }
+            best * 1e3
+        };
+        for d in [384usize, 1536] {
+            let x: Vec<f32> = (0..t * d).map(|v| (v % 7) as f32 * 0.1).collect();
+            let small_t: Vec<f32> = (0..r * t).map(|v| (v % 5) as f32 * 0.1).collect(); // [r, T]
+            let a: Vec<f32> = (0..r * d).map(|v| (v % 3) as f32 * 0.1).collect(); // [r, d]
+            // dA-like: [r, d] = small_t [r, T] · x [T, d]
+            let cur = time(&mut || { let _ = gemm_new(r, d, t, MatView::rows(&small_t, t), MatView::rows(&x, d), 1.0, false); });
+            let mut out = vec![0f32; r * d];
+            let alt = time(&mut || unsafe {
+                // dAᵀ [d, r] = xᵀ [d, T] · smallᵀ [T, r], written into out as [r, d]
+                gemm_raw(d, r, t, out.as_mut_ptr(), 1, d, false, 1.0, MatView::transposed(&x, d), MatView::transposed(&small_t, t), true)
+            });
+            // xa_t-like: [r, T] (col-major dst) = x [T, d] · aᵀ [d, r]
+            let cur2 = time(&mut || { let _ = gemm_new(t, r, d, MatView::rows(&x, d), MatView::transposed(&a, d), 1.0, true); });
+            let mut out2 = vec![0f32; r * t];
+            let alt2 = time(&mut || unsafe {
+                // [r, T] = a [r, d] · xᵀ [d, T]
+                gemm_raw(r, t, d, out2.as_mut_ptr(), t, 1, false, 1.0, MatView::rows(&a, d), MatView::transposed(&x, d), true)
+            });
+            println!("d {d}: [r,d] = [r,T]·[T,d]: {cur:.2} ms vs column-major lhs {alt:.2} ms;  [T,r] = [T,d]·[d,r]: {cur2:.2} ms vs [r,d]·[d,T] {alt2:.2} ms");
+        }
+    }
 
     #[test]
     #[ignore = "micro-benchmark"]

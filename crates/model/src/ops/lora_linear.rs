@@ -7,9 +7,10 @@
 //! T × out × in of the GEMM) and runs one GEMM through it each way: adding the rank-r product
 //! onto the `[T, out]` output (and onto dx in the backward) would be a k = r GEMM that reads and
 //! writes the whole activation, all memory traffic. The backward is then one full GEMM (dx) and
-//! four thin ones (rank r) for dA and dB.
+//! four thin ones (rank r) for dA and dB, computed per block of rows (see [`factor_grads`]).
 
-use super::cpu::{gemm, gemm_new, gemm_raw, slice, tensor, transpose, with_f32, MatView};
+use super::cpu::{gemm, gemm_new, gemm_raw, slice, tensor, with_f32, MatView};
+use rayon::prelude::*;
 use super::linear::{bias_rows, wants_grad, LinearShape};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
@@ -65,6 +66,51 @@ impl LoraLinear {
     }
 }
 
+/// Sizes of [`factor_grads`]'s operands.
+#[derive(Clone, Copy)]
+struct FactorShape {
+    rows: usize,
+    in_dim: usize,
+    out_dim: usize,
+    rank: usize,
+}
+
+/// `(dA [r, in], dB [out, r])` for `y = x (W0 + s B A)ᵀ`: with `xa = s x Aᵀ` and `gb = s g B` (both
+/// `[T, r]`), `dA = gbᵀ x` and `dB = gᵀ xa`. Four thin products, each a pass over an activation-sized
+/// matrix when done whole (memory-bound); here per block of rows, so each block of x and g is read
+/// from memory once and reused from cache by both of its products. Blocks run in parallel; their
+/// partial sums are added in block order (the same result for any thread count).
+fn factor_grads(x: &[f32], g: &[f32], a: &[f32], bl: &[f32], shape: FactorShape, s: f32) -> (Vec<f32>, Vec<f32>) {
+    const ROWS_PER_BLOCK: usize = 256;
+    let FactorShape { rows, in_dim, out_dim, rank: r } = shape;
+    let single = |m: usize, n: usize, k: usize, lhs: MatView, rhs: MatView, scale: f32| {
+        let mut out = vec![0f32; m * n];
+        // SAFETY: out is m × n row-major and private to this task.
+        unsafe { gemm_raw(m, n, k, out.as_mut_ptr(), n, 1, false, scale, lhs, rhs, false) };
+        out
+    };
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = (0..rows.div_ceil(ROWS_PER_BLOCK))
+        .into_par_iter()
+        .map(|block| {
+            let (t0, tb) = (block * ROWS_PER_BLOCK, ROWS_PER_BLOCK.min(rows - block * ROWS_PER_BLOCK));
+            let xb = &x[t0 * in_dim..(t0 + tb) * in_dim];
+            let gb = &g[t0 * out_dim..(t0 + tb) * out_dim];
+            let xa = single(tb, r, in_dim, MatView::rows(xb, in_dim), MatView::transposed(a, in_dim), s);
+            let gbl = single(tb, r, out_dim, MatView::rows(gb, out_dim), MatView::rows(bl, r), s);
+            let da = single(r, in_dim, tb, MatView::transposed(&gbl, r), MatView::rows(xb, in_dim), 1.0);
+            let db = single(out_dim, r, tb, MatView::transposed(gb, out_dim), MatView::rows(&xa, r), 1.0);
+            (da, db)
+        })
+        .collect();
+    let mut parts = partials.into_iter();
+    let (mut da, mut db) = parts.next().unwrap_or_else(|| (vec![0f32; r * in_dim], vec![0f32; out_dim * r]));
+    for (pa, pb) in parts {
+        da.iter_mut().zip(&pa).for_each(|(t, v)| *t += v);
+        db.iter_mut().zip(&pb).for_each(|(t, v)| *t += v);
+    }
+    (da, db)
+}
+
 impl CustomOp3 for LoraLinear {
     fn name(&self) -> &'static str {
         "slora-lora-linear"
@@ -93,8 +139,6 @@ impl CustomOp3 for LoraLinear {
                     with_f32(b_lora, OP, |bl| {
                         {
                             let rows = g.len() / out_dim.max(1);
-                            // gb = s · g B, kept as [r, T] (thin products want the long dimension contiguous)
-                            let gb_t = gemm_new(rows, r, out_dim, MatView::rows(g, out_dim), MatView::rows(bl, r), s, true);
                             // dx = g (W0 + s B A) (when x takes gradients)
                             let dx = if wants_grad(x) {
                                 let saved = self.merged.lock().unwrap_or_else(|e| e.into_inner()).take();
@@ -106,12 +150,7 @@ impl CustomOp3 for LoraLinear {
                             } else {
                                 None
                             };
-                            // dA = gbᵀ x  [r, in]
-                            let da = gemm_new(r, in_dim, rows, MatView::rows(&gb_t, rows), MatView::rows(xs, in_dim), 1.0, false);
-                            // dB = s · gᵀ (x Aᵀ): computed as its transpose [r, out], then flipped
-                            let xa_t = gemm_new(rows, r, in_dim, MatView::rows(xs, in_dim), MatView::transposed(a, in_dim), s, true);
-                            let db_t = gemm_new(r, out_dim, rows, MatView::rows(&xa_t, rows), MatView::rows(g, out_dim), 1.0, false);
-                            let db = transpose(&db_t, r, out_dim);
+                            let (da, db) = factor_grads(xs, g, a, bl, FactorShape { rows, in_dim, out_dim, rank: r }, s);
                             Ok::<_, candle_core::Error>((dx, da, db))
                         }
                     })

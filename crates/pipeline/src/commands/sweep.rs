@@ -142,6 +142,11 @@ pub struct SweepContext<'a> {
     pub base_sets: &'a [ConfigOverride],
     /// `--artifacts`.
     pub artifacts: Option<&'a Path>,
+    /// `--force`: every distinct stage output of the sweep is rebuilt once (a stage that several
+    /// points share, such as their common partition, is rebuilt for the first and reused after).
+    pub force: bool,
+    /// `--no-rebuild`.
+    pub no_rebuild: bool,
 }
 
 /// Runs every point and renders the comparison; returns the comparison report folder.
@@ -183,11 +188,25 @@ pub fn run(ctx: &SweepContext, args: &SweepArgs) -> Result<PathBuf, PipelineErro
     }
 
     let mut points = Vec::with_capacity(planned.len());
+    // (artifacts root, stage, key) already rebuilt under --force.
+    let mut forced = std::collections::HashSet::new();
     let total = planned.len();
     for (i, (label, overrides, run_name, cfg)) in planned.into_iter().enumerate() {
         tracing::info!("sweep point {}/{total}: {label} ({run_name})", i + 1);
         let root = ctx.artifacts.map(Path::to_path_buf).unwrap_or_else(|| cfg.base_dir.join("artifacts"));
-        crate::cli::run_stages(&cfg, &root, Force::Nothing, PLAN)?;
+        let force = if ctx.force {
+            let mut stages = Vec::new();
+            for &stage in PLAN {
+                let key = plan_stage(&cfg, lookup_stage(stage)?.as_ref())?.key;
+                if forced.insert((root.clone(), stage, key)) {
+                    stages.push(stage.to_string());
+                }
+            }
+            Force::Stages(stages)
+        } else {
+            Force::Nothing
+        };
+        crate::cli::run_stages_with(&cfg, &root, &crate::cli::RunOptions { force, no_rebuild: ctx.no_rebuild }, PLAN)?;
         let key = plan_stage(&cfg, lookup_stage("report")?.as_ref())?.key;
         let summary_path = root.join("report").join(&key).join(SUMMARY_FILE);
         let summary = Summary::read(&summary_path).map_err(|e| sweep_error(e.to_string()))?;
