@@ -56,12 +56,14 @@ fn tensors(path: &std::path::Path) -> BTreeMap<String, Vec<f32>> {
 }
 
 #[test]
-fn two_threads_give_the_same_partition_and_stage1_and_near_identical_decompose() {
+fn two_threads_give_the_same_partition_stage1_and_decompose() {
     let reference = reference().join("artifacts");
     let tiny = Tiny::new();
     tiny.run_ok(&["--threads", "2", "decompose"]);
     let art = tiny.artifacts();
-    for stage in ["partition", "stage1"] {
+    // decompose included: each SVD runs on one thread (matrices in parallel), so the LoRA factors
+    // and corrected bases do not depend on the thread count either.
+    for stage in ["partition", "stage1", "decompose"] {
         let (a, r) = (current(&art, stage), current(&reference, stage));
         assert_eq!(a.file_name(), r.file_name(), "the thread count is not part of the key");
         assert_eq!(output_hashes(&a), output_hashes(&r), "{stage} differs with 2 threads");
@@ -69,19 +71,6 @@ fn two_threads_give_the_same_partition_and_stage1_and_near_identical_decompose()
             assert_same_metrics(&metrics(&a), &metrics(&r), "stage1 with 2 threads");
         }
     }
-    // decompose: the corrected base tensors and the head are exact; LoRA factors from faer's threaded
-    // SVD may differ in the last bits (measured: |diff| ~ 1e-17 on near-zero entries).
     let (a, r) = (tensors(&current(&art, "decompose").join("lora_init.safetensors")), tensors(&current(&reference, "decompose").join("lora_init.safetensors")));
-    assert_eq!(a.keys().collect::<Vec<_>>(), r.keys().collect::<Vec<_>>());
-    let mut worst = 0f32;
-    for (name, x) in &a {
-        let y = &r[name];
-        if name.contains(".lora_") {
-            worst = x.iter().zip(y).map(|(p, q)| (p - q).abs()).fold(worst, f32::max);
-        } else {
-            assert!(x.iter().zip(y).all(|(p, q)| p.to_bits() == q.to_bits()), "{name} differs with 2 threads");
-        }
-    }
-    eprintln!("decompose, 1 vs 2 threads: largest LoRA factor difference {worst:e}");
-    assert!(worst <= 1e-6, "LoRA factors differ by {worst:e} with 2 threads");
+    assert!(a.keys().any(|k| k.contains(".lora_A")) && a == r);
 }

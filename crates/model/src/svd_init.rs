@@ -15,7 +15,10 @@
 //! computed from the f32-rounded factors, so `W0 + base_correction + s·B·A` reproduces
 //! `W0 + ΔW` up to f32 rounding of the sum.
 
-use faer::Mat;
+use faer::dyn_stack::{MemBuffer, MemStack};
+use faer::linalg::svd::{svd, svd_scratch, ComputeSvdVectors, SvdError};
+use faer::diag::Diag;
+use faer::{Mat, Par};
 use rand::{Rng, SeedableRng};
 
 /// How the factors are initialised; see the module docs.
@@ -69,6 +72,27 @@ pub enum SvdInitError {
     NoConvergence { rows: usize, cols: usize },
 }
 
+/// faer's thin SVD `(U, σ, V)` on one thread. `Mat::thin_svd` uses faer's global parallelism (all
+/// of rayon's threads), whose blocked reductions round differently for different thread counts;
+/// callers parallelise across matrices instead, so the factors do not depend on the thread count.
+fn thin_svd_sequential(a: &Mat<f64>) -> Result<(Mat<f64>, Vec<f64>, Mat<f64>), SvdError> {
+    let (m, n) = a.shape();
+    let size = m.min(n);
+    let (mut u, mut v, mut s) = (Mat::<f64>::zeros(m, size), Mat::<f64>::zeros(n, size), Diag::<f64>::zeros(size));
+    let scratch = svd_scratch::<f64>(m, n, ComputeSvdVectors::Thin, ComputeSvdVectors::Thin, Par::Seq, Default::default());
+    svd(
+        a.as_ref(),
+        s.as_mut(),
+        Some(u.as_mut()),
+        Some(v.as_mut()),
+        Par::Seq,
+        MemStack::new(&mut MemBuffer::new(scratch)),
+        Default::default(),
+    )?;
+    let sigma = (0..size).map(|i| s.column_vector()[i]).collect();
+    Ok((u, sigma, v))
+}
+
 /// Factors a dense update `delta` (`rows × cols`, row-major) into rank-`rank` LoRA factors.
 pub fn lora_from_delta(
     delta: &[f32],
@@ -92,9 +116,7 @@ pub fn lora_from_delta(
         return Err(SvdInitError::NotFinite(i));
     }
     let dw = Mat::<f64>::from_fn(rows, cols, |i, j| delta[i * cols + j] as f64);
-    let svd = dw.thin_svd().map_err(|_| SvdInitError::NoConvergence { rows, cols })?;
-    let (u, s, v) = (svd.U(), svd.S().column_vector(), svd.V());
-    let sigma: Vec<f64> = (0..max).map(|i| s[i]).collect();
+    let (u, sigma, v) = thin_svd_sequential(&dw).map_err(|_| SvdInitError::NoConvergence { rows, cols })?;
     let total: f64 = sigma.iter().map(|x| x * x).sum();
     let kept: f64 = sigma[..rank].iter().map(|x| x * x).sum();
     let energy_kept = if total > 0.0 { kept / total } else { 1.0 };

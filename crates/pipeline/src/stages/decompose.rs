@@ -19,6 +19,7 @@ use std::sync::Arc;
 use arrow::array::{ArrayRef, Float64Array, RecordBatch, StringArray, UInt32Array};
 use arrow::datatypes::{DataType, Field, Schema};
 use candle_core::{Device, Tensor};
+use rayon::prelude::*;
 use serde_json::{json, Value};
 use slora_model::svd_init::{lora_from_delta, InitMode};
 use slora_model::{derive_seed, Batch, LoraFactors, LoraSpec, Mode, SparseSpec};
@@ -85,25 +86,34 @@ impl Stage for Decompose {
         let mut values = BTreeMap::new();
         let mut lora_weights = base.weights.clone();
         let mut factored = Vec::new();
-        for module in &modules {
-            let w_name = format!("{module}.weight");
-            let w0 = base.weights.get(&w_name).ok_or_else(|| ctx.error(format!("base model has no `{w_name}`")))?;
-            let (rows, cols) = w0.dims2().or_stage(stage)?;
-            let idx = sparse[&format!("{module}.indices")].to_vec1::<u32>().or_stage(stage)?;
-            let vals_t = sparse
-                .get(&format!("{module}.values"))
-                .ok_or_else(|| ctx.error(format!("{} lacks `{module}.values`", super::stage1::SPARSE_DELTA_FILE)))?;
-            let vals = vals_t.to_vec1::<f32>().or_stage(stage)?;
-            let mut delta = vec![0f32; rows * cols];
-            for (&i, &v) in idx.iter().zip(&vals) {
-                *delta.get_mut(i as usize).ok_or_else(|| ctx.error(format!("`{module}.indices` has {i} >= {rows}x{cols}")))? = v;
-            }
-            let mode = match d.init {
-                DecomposeInit::Svd => InitMode::Svd,
-                DecomposeInit::SvdB => InitMode::SvdB,
-                DecomposeInit::Random => InitMode::Random { seed: derive_seed(cfg.run.seed, &format!("{module}.lora_A")) },
-            };
-            let init = lora_from_delta(&delta, rows, cols, d.rank, scale, mode).map_err(|e| ctx.error(format!("{module}: {e}")))?;
+        // Each matrix's SVD runs on one thread (the factors then do not depend on the thread
+        // count); the matrices run in parallel, in a fixed order of results.
+        let inits: Vec<_> = modules
+            .par_iter()
+            .map(|module| {
+                let w_name = format!("{module}.weight");
+                let w0 = base.weights.get(&w_name).ok_or_else(|| ctx.error(format!("base model has no `{w_name}`")))?;
+                let (rows, cols) = w0.dims2().or_stage(stage)?;
+                let idx = sparse[&format!("{module}.indices")].to_vec1::<u32>().or_stage(stage)?;
+                let vals_t = sparse
+                    .get(&format!("{module}.values"))
+                    .ok_or_else(|| ctx.error(format!("{} lacks `{module}.values`", super::stage1::SPARSE_DELTA_FILE)))?;
+                let vals = vals_t.to_vec1::<f32>().or_stage(stage)?;
+                let mut delta = vec![0f32; rows * cols];
+                for (&i, &v) in idx.iter().zip(&vals) {
+                    *delta.get_mut(i as usize).ok_or_else(|| ctx.error(format!("`{module}.indices` has {i} >= {rows}x{cols}")))? = v;
+                }
+                let mode = match d.init {
+                    DecomposeInit::Svd => InitMode::Svd,
+                    DecomposeInit::SvdB => InitMode::SvdB,
+                    DecomposeInit::Random => InitMode::Random { seed: derive_seed(cfg.run.seed, &format!("{module}.lora_A")) },
+                };
+                let init = lora_from_delta(&delta, rows, cols, d.rank, scale, mode).map_err(|e| ctx.error(format!("{module}: {e}")))?;
+                bar.inc(1);
+                Ok((module, w_name, w0, rows, cols, idx, vals_t, init))
+            })
+            .collect::<Result<_, PipelineError>>()?;
+        for (module, w_name, w0, rows, cols, idx, vals_t, init) in inits {
             let dev = Device::Cpu;
             let a = Tensor::from_vec(init.a, (d.rank, cols), &dev).or_stage(stage)?;
             let b = Tensor::from_vec(init.b, (rows, d.rank), &dev).or_stage(stage)?;
@@ -117,7 +127,6 @@ impl Stage for Decompose {
             masks.insert(module.clone(), Arc::new(idx));
             values.insert(module.clone(), vals_t.clone());
             factored.push(Factored { module: module.clone(), singular_values: init.singular_values, energy_kept: init.energy_kept });
-            bar.inc(1);
         }
         bar.finish_and_clear();
         if factored.is_empty() {
