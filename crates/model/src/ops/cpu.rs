@@ -326,19 +326,22 @@ mod tests {
 mod timing {
     use super::*;
 
+    /// Best of `runs` wall times of `f`, in seconds.
+    pub(crate) fn best_of(runs: usize, f: &mut dyn FnMut()) -> f64 {
+        (0..runs)
+            .map(|_| {
+                let s = std::time::Instant::now();
+                f();
+                s.elapsed().as_secs_f64()
+            })
+            .fold(f64::MAX, f64::min)
+    }
+
     #[test]
     #[ignore = "micro-benchmark"]
     fn ops_thin_gemm_orientations() {
         let (t, r) = (4096usize, 8usize);
-        let time = |f: &mut dyn FnMut()| {
-            let mut best = f64::MAX;
-            for _ in 0..7 {
-                let s = std::time::Instant::now();
-                f();
-                best = best.min(s.elapsed().as_secs_f64());
-            }
-            best * 1e3
-        };
+        let time = |f: &mut dyn FnMut()| best_of(7, f) * 1e3;
         for d in [384usize, 1536] {
             let x: Vec<f32> = (0..t * d).map(|v| (v % 7) as f32 * 0.1).collect();
             let small_t: Vec<f32> = (0..r * t).map(|v| (v % 5) as f32 * 0.1).collect(); // [r, T]
@@ -382,15 +385,7 @@ mod timing {
     #[ignore = "micro-benchmark"]
     fn ops_gemm_orientations() {
         let t = 4096usize;
-        let time = |f: &mut dyn FnMut()| {
-            let mut best = f64::MAX;
-            for _ in 0..5 {
-                let s = std::time::Instant::now();
-                f();
-                best = best.min(s.elapsed().as_secs_f64());
-            }
-            best
-        };
+        let time = |f: &mut dyn FnMut()| best_of(5, f);
         for (o, i) in [(384usize, 384usize), (1536, 384), (384, 1536)] {
             let x: Vec<f32> = (0..t * i).map(|v| (v % 7) as f32 * 0.1).collect();
             let w: Vec<f32> = (0..o * i).map(|v| (v % 5) as f32 * 0.1).collect();
