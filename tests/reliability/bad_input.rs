@@ -190,6 +190,11 @@ fn clients_exceed_training_rows() {
 }
 
 #[test]
+fn test_fraction_out_of_range() {
+    tiny_fails("test_fraction = 1", &["--set", "data.test_fraction=1", "partition"], &["data.test_fraction must be in [0, 1) (0 = use the split column) (got 1)"]);
+}
+
+#[test]
 fn alpha_zero() {
     tiny_fails("alpha = 0", &["--set", "partition.scheme=dirichlet", "--set", "partition.alpha=0", "partition"], &["partition.alpha must be > 0 (got 0)"]);
 }

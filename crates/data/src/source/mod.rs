@@ -24,7 +24,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 
 /// What to read and how to tell train from test.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct DatasetSpec {
     /// The main file (local; resolve hub ids first with `slora_hub`).
     pub source: PathBuf,
@@ -40,6 +40,11 @@ pub struct DatasetSpec {
     pub train_split: String,
     /// Split value meaning test.
     pub test_split: String,
+    /// When in (0, 1) and there is no `test_source`: the split column is not read; a seeded split,
+    /// stratified by label, holds out this fraction of the file's rows as the test set.
+    pub test_fraction: f64,
+    /// Seed of that split.
+    pub split_seed: u64,
 }
 
 /// Rows of one split.
@@ -145,6 +150,40 @@ fn read_format(path: &Path, cols: &Columns) -> Result<RawRows, DataError> {
     }
 }
 
+/// (train, test) row indices, both ascending: `fraction` of the rows, stratified by raw label
+/// value (each label's share rounded by largest remainder), seeded.
+fn fraction_split(labels: &RawLabels, fraction: f64, seed: u64) -> (Vec<usize>, Vec<usize>) {
+    // Labels as dense ids in first-seen order, only to stratify.
+    let keys: Vec<String> = match labels {
+        RawLabels::Int(v) => v.iter().map(|x| x.to_string()).collect(),
+        RawLabels::Str(v) => v.clone(),
+    };
+    let mut ids = std::collections::HashMap::new();
+    let dense: Vec<u32> = keys.iter().map(|k| { let next = ids.len() as u32; *ids.entry(k.as_str()).or_insert(next) }).collect();
+    let n = dense.len();
+    let take = ((n as f64 * fraction).round() as usize).min(n.saturating_sub(1));
+    let mut is_test = vec![false; n];
+    if take > 0 {
+        for i in crate::stratified_subsample(&dense, take, seed) {
+            is_test[i] = true;
+        }
+    }
+    // A label whose rows all went to test (a rare label's rounding) keeps its first row for training.
+    let mut in_train = vec![false; ids.len()];
+    for i in (0..n).filter(|&i| !is_test[i]) {
+        in_train[dense[i] as usize] = true;
+    }
+    for i in 0..n {
+        if !in_train[dense[i] as usize] {
+            is_test[i] = false;
+            in_train[dense[i] as usize] = true;
+        }
+    }
+    let train = (0..n).filter(|&i| !is_test[i]).collect();
+    let test = (0..n).filter(|&i| is_test[i]).collect();
+    (train, test)
+}
+
 /// Reads the dataset `spec` describes.
 pub fn load_dataset(spec: &DatasetSpec) -> Result<Dataset, DataError> {
     let text_parts: Vec<&str> = spec.text_column.split('+').map(str::trim).collect();
@@ -161,6 +200,20 @@ pub fn load_dataset(spec: &DatasetSpec) -> Result<Dataset, DataError> {
             test_rows = read_file(test_path, &cols(false))?;
             train_idx = (0..train_rows.texts.len()).collect::<Vec<_>>();
             test_idx = (0..test_rows.texts.len()).collect::<Vec<_>>();
+        }
+        None if spec.test_fraction > 0.0 => {
+            let rows = read_file(&spec.source, &cols(false))?;
+            (train_idx, test_idx) = fraction_split(&rows.labels, spec.test_fraction, spec.split_seed);
+            if test_idx.is_empty() {
+                return Err(DataError::Split(format!(
+                    "{}: data.test_fraction {} of {} rows holds out no row",
+                    spec.source.display(),
+                    spec.test_fraction,
+                    rows.texts.len()
+                )));
+            }
+            test_rows = rows.clone();
+            train_rows = rows;
         }
         None => {
             let rows = read_file(&spec.source, &cols(true))?;

@@ -16,6 +16,8 @@ fn spec(source: PathBuf, text: &str, label: &str) -> DatasetSpec {
         split_column: "split".into(),
         train_split: "train".into(),
         test_split: "test".into(),
+        test_fraction: 0.0,
+        split_seed: 0,
     }
 }
 
@@ -47,6 +49,33 @@ fn news_category_v3_jsonl_gz() {
     // The first line of the v3 file: headline + ". " + short description.
     assert!(ds.train.texts[0].starts_with("Over 4 Million Americans Roll Up Sleeves For Omicron-Targeted COVID Boosters. "), "{}", ds.train.texts[0]);
     assert_eq!(ds.labels.names[ds.train.labels[0] as usize], "U.S. NEWS");
+}
+
+#[test]
+fn test_fraction_splits_a_file_without_a_split_column() {
+    // News Category v3 has no split column: hold out 20 %, stratified by category, seeded.
+    let mut s = spec(shared("datasets/news_category_v3_first9999.jsonl.gz"), "headline+short_description", "category");
+    s.test_fraction = 0.2;
+    s.split_seed = 7;
+    let ds = load_dataset(&s).unwrap();
+    assert_eq!(ds.train.len() + ds.test.len(), 9_999);
+    assert!((1_995..=2_005).contains(&ds.test.len()), "test rows {}", ds.test.len());
+    let train: BTreeSet<u64> = ds.train.row_ids.iter().copied().collect();
+    assert!(ds.test.row_ids.iter().all(|r| !train.contains(r)), "train and test overlap");
+    // Stratified: every category with at least 10 rows sends 20 % (± one row) to test, and every
+    // category keeps a training row.
+    let count = |split: &Split, label: u32| split.labels.iter().filter(|&&l| l == label).count();
+    for label in 0..ds.labels.num_labels as u32 {
+        let (tr, te) = (count(&ds.train, label), count(&ds.test, label));
+        assert!(tr > 0, "{} has no training row", ds.labels.names[label as usize]);
+        if tr + te >= 10 {
+            assert!((te as f64 - 0.2 * (tr + te) as f64).abs() <= 1.0, "{}: {te} of {}", ds.labels.names[label as usize], tr + te);
+        }
+    }
+    // Deterministic for a seed, different for another.
+    assert_eq!(load_dataset(&s).unwrap().test.row_ids, ds.test.row_ids);
+    s.split_seed = 8;
+    assert_ne!(load_dataset(&s).unwrap().test.row_ids, ds.test.row_ids);
 }
 
 #[test]

@@ -38,6 +38,8 @@ fn prefix_fast_path_equals_plain_encoding_on_news20() {
         split_column: "split".into(),
         train_split: "train".into(),
         test_split: "test".into(),
+        test_fraction: 0.0,
+        split_seed: 0,
     })
     .unwrap();
     let tok = minilm();

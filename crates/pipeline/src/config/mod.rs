@@ -88,6 +88,9 @@ pub struct DataConfig {
     pub train_split: String,
     /// Split value meaning test.
     pub test_split: String,
+    /// In (0, 1): ignore `split_column` and hold out this fraction of the rows as the test set
+    /// (seeded by `partition.seed`, stratified by label); 0 = use `split_column` / `test_source`.
+    pub test_fraction: f64,
     /// Text column; `a+b` joins columns with ". ".
     pub text_column: String,
     /// Label column (integers, or strings mapped to ids in sorted order).
@@ -110,6 +113,7 @@ impl Default for DataConfig {
             split_column: "split".into(),
             train_split: "train".into(),
             test_split: "test".into(),
+            test_fraction: 0.0,
             text_column: "text_clean".into(),
             label_column: "label".into(),
             max_len: 128,

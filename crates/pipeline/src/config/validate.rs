@@ -54,7 +54,13 @@ impl Config {
         non_empty("data.source", &d.source, "a .parquet/.jsonl/.jsonl.gz/.csv file or a hub dataset id")?;
         non_empty("data.text_column", &d.text_column, "the column holding the text")?;
         non_empty("data.label_column", &d.label_column, "the column holding the label")?;
-        if d.test_source.is_empty() {
+        if !(0.0..1.0).contains(&d.test_fraction) {
+            return fail("data.test_fraction", "in [0, 1) (0 = use the split column)", d.test_fraction);
+        }
+        if d.test_fraction > 0.0 && !d.test_source.is_empty() {
+            return fail("data.test_fraction", "0 when data.test_source names the test rows", d.test_fraction);
+        }
+        if d.test_source.is_empty() && d.test_fraction == 0.0 {
             non_empty("data.split_column", &d.split_column, "it tells train from test when data.test_source is empty")?;
             if d.train_split == d.test_split {
                 return fail("data.test_split", "different from data.train_split", format!("{:?}", d.test_split));

@@ -94,6 +94,8 @@ impl Stage for Partition {
             data["test_source_sha256"] = json!(input_hash(test));
         } else if !d.test_source.is_empty() {
             data["test_source_sha256"] = json!("unresolved");
+        } else if d.test_fraction > 0.0 {
+            data["test_fraction"] = json!(d.test_fraction);
         } else {
             data["split_column"] = json!(d.split_column);
             data["train_split"] = json!(d.train_split);
@@ -130,6 +132,8 @@ impl Stage for Partition {
             split_column: d.split_column.clone(),
             train_split: d.train_split.clone(),
             test_split: d.test_split.clone(),
+            test_fraction: d.test_fraction,
+            split_seed: cfg.partition.seed,
         };
         let ds = slora_data::load_dataset(&spec)?;
         check_train_labels(&ds, &source, &d.label_column)?;
