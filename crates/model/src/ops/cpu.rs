@@ -143,16 +143,36 @@ pub(crate) fn gemm(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bo
 /// the column-major result uses the full tile instead of half of it. No zero-fill: every element
 /// is written by the GEMM.
 pub(crate) fn gemm_new(m: usize, n: usize, k: usize, lhs: MatView, rhs: MatView, scale: f32, transposed: bool) -> Vec<f32> {
-    let mut out: Vec<std::mem::MaybeUninit<f32>> = Vec::with_capacity(m * n);
+    gemm_new_on(m, n, k, lhs, rhs, scale, transposed, true)
+}
+
+/// [`gemm_new`] (row-major) on the calling thread only, for tasks of an already parallel loop.
+pub(crate) fn gemm_new_single(m: usize, n: usize, k: usize, lhs: MatView, rhs: MatView, scale: f32) -> Vec<f32> {
+    gemm_new_on(m, n, k, lhs, rhs, scale, false, false)
+}
+
+#[allow(clippy::too_many_arguments)]
+fn gemm_new_on(m: usize, n: usize, k: usize, lhs: MatView, rhs: MatView, scale: f32, transposed: bool, parallel: bool) -> Vec<f32> {
     let (rs, cs) = if transposed { (1, m) } else { (n, 1) };
-    // SAFETY: the buffer holds m·n elements; (i, j) -> i·rs + j·cs covers each exactly once; a GEMM
-    // that does not accumulate (or k = 0, which fills zeros) writes every element and reads none.
+    // SAFETY: (i, j) -> i·rs + j·cs covers each of the m·n elements exactly once; a GEMM that does
+    // not accumulate (or k = 0, which fills zeros) writes every element and reads none.
     unsafe {
-        gemm_raw(m, n, k, out.as_mut_ptr() as *mut f32, rs, cs, false, scale, lhs, rhs, true);
-        out.set_len(m * n);
-        let mut out = std::mem::ManuallyDrop::new(out);
-        Vec::from_raw_parts(out.as_mut_ptr() as *mut f32, out.len(), out.capacity())
+        let mut out = uninit_f32(m * n);
+        gemm_raw(m, n, k, out.as_mut_ptr(), rs, cs, false, scale, lhs, rhs, parallel);
+        out
     }
+}
+
+/// Element-wise sum of equal-length partial results, added in the order given: with partials
+/// per fixed block, the total does not depend on the thread count.
+pub(crate) fn sum_in_order(parts: impl IntoIterator<Item = Vec<f32>>, len: usize) -> Vec<f32> {
+    let mut total = vec![0f32; len];
+    for part in parts {
+        for (t, v) in total.iter_mut().zip(&part) {
+            *t += v;
+        }
+    }
+    total
 }
 
 /// `dst = [dst +] scale · lhs · rhs` with element (i, j) of `dst` at `dst.add(i * dst_rs + j * dst_cs)`;

@@ -3,7 +3,7 @@
 //! candle-nn's fused LayerNorm has no backward (gradients silently stop there); this one does.
 //! The backward recomputes mean and 1/std per row from x (cheaper than keeping them alive).
 
-use super::cpu::{check_f32_cpu, par_rows_new, rows_per_task, slice, tensor, uninit_f32, with_f32};
+use super::cpu::{check_f32_cpu, par_rows_new, rows_per_task, slice, sum_in_order, tensor, uninit_f32, with_f32};
 use super::math::{self, simd_dispatch};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
@@ -281,13 +281,7 @@ fn layer_norm_backward(x: &[f32], g: &[f32], gamma: &[f32], eps: f32) -> (Vec<f3
             dparams
         })
         .collect();
-    let mut total = vec![0f32; 2 * h];
-    for p in &partials {
-        for (t, v) in total.iter_mut().zip(p) {
-            *t += v;
-        }
-    }
-    (dx, total)
+    (dx, sum_in_order(partials, 2 * h))
 }
 
 #[cfg(test)]

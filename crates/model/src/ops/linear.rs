@@ -6,7 +6,7 @@
 //! weight, one op replaces candle's matmul + transpose + broadcast-add nodes (and the extra
 //! gradient buffers and additions each node costs in the backward).
 
-use super::cpu::{check_f32_cpu, gemm, gemm_new, repeat_rows, slice, tensor, with_f32, MatView};
+use super::cpu::{check_f32_cpu, gemm, gemm_new, repeat_rows, slice, sum_in_order, tensor, with_f32, MatView};
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
@@ -187,13 +187,7 @@ pub(crate) fn column_sums(m: &[f32], cols: usize) -> Vec<f32> {
             acc
         })
         .collect();
-    let mut total = vec![0f32; cols];
-    for p in partials {
-        for (t, v) in total.iter_mut().zip(p) {
-            *t += v;
-        }
-    }
-    total
+    sum_in_order(partials, cols)
 }
 
 impl CustomOp2 for TrainableLinear {

@@ -9,7 +9,7 @@
 //! writes the whole activation, all memory traffic. The backward is then one full GEMM (dx) and
 //! four thin ones (rank r) for dA and dB, computed per block of rows (see [`factor_grads`]).
 
-use super::cpu::{gemm, gemm_new, gemm_raw, slice, tensor, with_f32, MatView};
+use super::cpu::{gemm, gemm_new, gemm_new_single, gemm_raw, slice, sum_in_order, tensor, with_f32, MatView};
 use rayon::prelude::*;
 use super::linear::{bias_rows, wants_grad, LinearShape};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
@@ -83,32 +83,21 @@ struct FactorShape {
 fn factor_grads(x: &[f32], g: &[f32], a: &[f32], bl: &[f32], shape: FactorShape, s: f32) -> (Vec<f32>, Vec<f32>) {
     const ROWS_PER_BLOCK: usize = 256;
     let FactorShape { rows, in_dim, out_dim, rank: r } = shape;
-    let single = |m: usize, n: usize, k: usize, lhs: MatView, rhs: MatView, scale: f32| {
-        let mut out = vec![0f32; m * n];
-        // SAFETY: out is m × n row-major and private to this task.
-        unsafe { gemm_raw(m, n, k, out.as_mut_ptr(), n, 1, false, scale, lhs, rhs, false) };
-        out
-    };
     let partials: Vec<(Vec<f32>, Vec<f32>)> = (0..rows.div_ceil(ROWS_PER_BLOCK))
         .into_par_iter()
         .map(|block| {
             let (t0, tb) = (block * ROWS_PER_BLOCK, ROWS_PER_BLOCK.min(rows - block * ROWS_PER_BLOCK));
             let xb = &x[t0 * in_dim..(t0 + tb) * in_dim];
             let gb = &g[t0 * out_dim..(t0 + tb) * out_dim];
-            let xa = single(tb, r, in_dim, MatView::rows(xb, in_dim), MatView::transposed(a, in_dim), s);
-            let gbl = single(tb, r, out_dim, MatView::rows(gb, out_dim), MatView::rows(bl, r), s);
-            let da = single(r, in_dim, tb, MatView::transposed(&gbl, r), MatView::rows(xb, in_dim), 1.0);
-            let db = single(out_dim, r, tb, MatView::transposed(gb, out_dim), MatView::rows(&xa, r), 1.0);
+            let xa = gemm_new_single(tb, r, in_dim, MatView::rows(xb, in_dim), MatView::transposed(a, in_dim), s);
+            let gbl = gemm_new_single(tb, r, out_dim, MatView::rows(gb, out_dim), MatView::rows(bl, r), s);
+            let da = gemm_new_single(r, in_dim, tb, MatView::transposed(&gbl, r), MatView::rows(xb, in_dim), 1.0);
+            let db = gemm_new_single(out_dim, r, tb, MatView::transposed(gb, out_dim), MatView::rows(&xa, r), 1.0);
             (da, db)
         })
         .collect();
-    let mut parts = partials.into_iter();
-    let (mut da, mut db) = parts.next().unwrap_or_else(|| (vec![0f32; r * in_dim], vec![0f32; out_dim * r]));
-    for (pa, pb) in parts {
-        da.iter_mut().zip(&pa).for_each(|(t, v)| *t += v);
-        db.iter_mut().zip(&pb).for_each(|(t, v)| *t += v);
-    }
-    (da, db)
+    let (da, db): (Vec<_>, Vec<_>) = partials.into_iter().unzip();
+    (sum_in_order(da, r * in_dim), sum_in_order(db, out_dim * r))
 }
 
 impl CustomOp3 for LoraLinear {

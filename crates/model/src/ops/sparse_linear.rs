@@ -4,7 +4,7 @@
 //! sampled dense-dense product over the index set: `dvalues[k] = Σ_t g[t, row_k] · x[t, col_k]`,
 //! work ∝ nnz × tokens instead of the out × in × tokens of a dense weight gradient.
 
-use super::cpu::{gemm, gemm_new, slice, tensor, transpose_into, with_f32, MatView};
+use super::cpu::{gemm, gemm_new, slice, sum_in_order, tensor, transpose_into, with_f32, MatView};
 use super::linear::{bias_rows, wants_grad, LinearShape};
 use super::math::{self, simd_dispatch};
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
@@ -120,13 +120,7 @@ fn sampled_dense_dense_blocks(g: &[f32], x: &[f32], tokens: usize, out_dim: usiz
             part
         })
         .collect();
-    let mut total = vec![0f32; idx.len()];
-    for p in partials {
-        for (t, v) in total.iter_mut().zip(p) {
-            *t += v;
-        }
-    }
-    total
+    sum_in_order(partials, idx.len())
 }
 
 impl CustomOp2 for SparseDeltaLinear {
