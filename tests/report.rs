@@ -6,7 +6,7 @@
 
 use crate::common::{repo, shared};
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 use std::sync::Arc;
 
@@ -29,6 +29,7 @@ fn row(method: &str, round: u32, accuracy: f64, bytes_up: u64, cum: u64, wall: f
         cum_bytes_up: cum,
         wall_seconds: wall,
         clients: if round == 0 { 0 } else { 2 },
+        ..Default::default()
     }
 }
 
@@ -232,6 +233,7 @@ fn metrics_parquet_written_by_federation_reads_back() {
         cum_bytes_up: 246 * u64::from(round),
         wall_seconds: 1.5 * f64::from(round),
         clients: 2,
+        ..Default::default()
     };
     // Round 1 was not evaluated (eval_every = 2): null accuracy and loss.
     slora_federation::metrics::write_parquet(&path, &[fed(0, Some(0.1)), fed(1, None), fed(2, Some(0.4))]).unwrap();

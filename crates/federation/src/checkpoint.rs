@@ -230,6 +230,7 @@ mod tests {
             cum_bytes_up: 24 * round as u64,
             wall_seconds: 0.3,
             clients: 2,
+            ..Default::default()
         }
     }
 

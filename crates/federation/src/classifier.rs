@@ -1,7 +1,9 @@
 //! [`Learner`] for `slora_model::Classifier`: client-side AdamW (fresh per client per round) with an
-//! optional linear warm-up / decay schedule over the client's local steps.
+//! optional linear warm-up / decay schedule over the client's local steps, and two parameter groups:
+//! the head (`modules_to_save`, often freshly initialised) at its own rate, everything else at the
+//! method's rate.
 
-use slora_model::optim::{AdamW, AdamWConfig, LrSchedule};
+use slora_model::optim::{AdamW, AdamWConfig, LrSchedule, ParamGroup};
 use slora_model::{Batch, Classifier};
 
 use crate::aggregate::State;
@@ -23,8 +25,10 @@ pub enum Schedule {
 /// Client optimizer settings.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct OptimSettings {
-    /// AdamW hyper-parameters (`lr` is the base rate).
+    /// AdamW hyper-parameters (`lr` is the base rate of every non-head tensor).
     pub adamw: AdamWConfig,
+    /// The head's rate (peft's `modules_to_save` trained at the task rate); `None` = `adamw.lr`.
+    pub head_lr: Option<f64>,
     /// Schedule within a client's local steps.
     pub schedule: Schedule,
 }
@@ -54,6 +58,16 @@ impl ClassifierLearner {
         self.settings.adamw.lr
     }
 
+    /// The head's learning rate.
+    pub fn head_learning_rate(&self) -> f64 {
+        self.settings.head_lr.unwrap_or(self.settings.adamw.lr)
+    }
+
+    /// The optimizer of the current client round (after [`Learner::begin_local`]).
+    pub fn optimizer(&self) -> Option<&AdamW> {
+        self.optimizer.as_ref()
+    }
+
     /// Unwraps the model.
     pub fn into_model(self) -> Classifier {
         self.model
@@ -75,7 +89,12 @@ impl Learner for ClassifierLearner {
 
     fn begin_local(&mut self, total_steps: usize) -> Result<()> {
         // Standard FedAvg: no optimizer moments survive a client's round.
-        self.optimizer = Some(AdamW::new(self.model.trainable_vars(), self.settings.adamw)?);
+        let (head, body): (Vec<_>, Vec<_>) = self.model.trainable_vars().into_iter().partition(|(n, _)| self.model.is_head_tensor(n));
+        let groups = vec![
+            ParamGroup { lr: self.settings.adamw.lr, vars: body },
+            ParamGroup { lr: self.head_learning_rate(), vars: head },
+        ];
+        self.optimizer = Some(AdamW::with_groups(groups, self.settings.adamw)?);
         self.schedule = match self.settings.schedule {
             Schedule::Constant => LrSchedule::Constant,
             Schedule::Linear { warmup_steps } => {
@@ -95,7 +114,7 @@ impl Learner for ClassifierLearner {
         }
         let grads = loss.backward()?;
         let optimizer = self.optimizer.as_mut().expect("begin_local before train_step");
-        optimizer.set_lr(self.schedule.lr(self.settings.adamw.lr, self.step));
+        optimizer.set_lr_factor(self.schedule.factor(self.step));
         optimizer.step(&grads)?;
         self.step += 1;
         Ok(value)
@@ -110,5 +129,9 @@ impl Learner for ClassifierLearner {
             correct: predicted.iter().zip(labels).filter(|(p, l)| p == l).count() as u64,
             rows: labels.len() as u64,
         })
+    }
+
+    fn is_head(&self, name: &str) -> bool {
+        self.model.is_head_tensor(name)
     }
 }

@@ -50,6 +50,26 @@ pub struct FedAvgConfig {
     pub cum_bytes_up_start: u64,
     /// Wall seconds already spent before this run (stage 2 continues stage 1's clock).
     pub wall_seconds_start: f64,
+    /// Download bytes already spent before this run (over all clients).
+    pub cum_bytes_down_start: u64,
+    /// A one-off payload each of the `total clients` must download before it trains in this run
+    /// (SLoRA's switch): charged in the first round's `bytes_down_per_client` and, for every client,
+    /// in `cum_bytes_down`.
+    pub switch_bytes_per_client: u64,
+    /// Server seconds spent before round 1 (SLoRA's decomposition), recorded in the round-0 row.
+    pub setup_server_seconds: f64,
+}
+
+/// The accounting carry-over of a run that continues another (SLoRA's Stage 2 after Stage 1).
+impl FedAvgConfig {
+    /// Continues `last`'s round numbering, upload / download totals and clock.
+    pub fn continue_after(mut self, last: &RoundMetrics) -> Self {
+        self.round_offset = last.round;
+        self.cum_bytes_up_start = last.cum_bytes_up;
+        self.cum_bytes_down_start = last.cum_bytes_down;
+        self.wall_seconds_start = last.wall_seconds;
+        self
+    }
 }
 
 impl FedAvgConfig {
@@ -96,10 +116,14 @@ pub struct FedOutcome {
 
 /// Runs FedAvg. The learner's current trainable state is the initial global state (unless a checkpoint
 /// in `checkpoints` is resumed); on return the learner holds the final global state.
+///
+/// `test` is what every evaluated round is measured on (the curve; it may be a subsample); the last
+/// round is also measured on `full_test` when given, else `test` is taken to be the whole test set.
 pub fn run_fedavg<L: Learner>(
     learner: &mut L,
     clients: &[Shard],
     test: &Shard,
+    full_test: Option<&Shard>,
     cfg: &FedAvgConfig,
     checkpoints: Option<&CheckpointStore>,
 ) -> Result<FedOutcome> {
@@ -140,6 +164,10 @@ pub fn run_fedavg<L: Learner>(
                 cum_bytes_up: cfg.cum_bytes_up_start,
                 wall_seconds: wall,
                 clients: 0,
+                eval_rows: eval.rows(),
+                cum_bytes_down: cfg.cum_bytes_down_start,
+                server_seconds: cfg.setup_server_seconds,
+                ..Default::default()
             };
             progress.suspend(|| {
                 tracing::info!("{} round {}: accuracy {:.4}, loss {:.4} (before training)", cfg.method, row.round, eval.accuracy(), eval.mean_loss())
@@ -161,11 +189,15 @@ pub fn run_fedavg<L: Learner>(
         let start = Instant::now();
         let round = cfg.round_offset + local_round;
         let chosen = sample_clients(clients.len(), cfg.clients_per_round, cfg.seed, round);
-        let bytes_down = state_bytes(&global);
-        let mut bytes_up = 0;
+        let switch_bytes = if local_round == 1 { cfg.switch_bytes_per_client } else { 0 };
+        let bytes_down = state_bytes(&global) + switch_bytes;
+        let bytes_down_head = crate::comm::state_bytes_where(&global, |n| learner.is_head(n));
+        let (mut bytes_up, mut bytes_up_head) = (0, 0);
         let mut sum = WeightedAverage::new();
         let (mut train_loss_sum, mut train_rows) = (0.0f64, 0u64);
+        let (mut train_seconds, mut server_seconds) = (0.0f64, 0.0f64);
         for &client in &chosen {
+            let client_start = Instant::now();
             let shard = &clients[client];
             learner.set_trainable_state(&global)?;
             let steps = cfg.local_epochs as usize * shard.len().div_ceil(cfg.batch_size);
@@ -194,16 +226,33 @@ pub fn run_fedavg<L: Learner>(
             steps_bar.finish_and_clear();
             progress.remove(&steps_bar);
             let uploaded = learner.trainable_state()?;
+            train_seconds += client_start.elapsed().as_secs_f64();
             bytes_up = state_bytes(&uploaded);
+            bytes_up_head = crate::comm::state_bytes_where(&uploaded, |n| learner.is_head(n));
+            let server_start = Instant::now();
             sum.add(&uploaded, shard.len() as u64)?;
+            server_seconds += server_start.elapsed().as_secs_f64();
         }
+        let server_start = Instant::now();
         global = sum.finish()?;
+        server_seconds += server_start.elapsed().as_secs_f64();
         learner.set_trainable_state(&global)?;
 
         let evaluated = local_round % cfg.eval_every == 0 || local_round == cfg.rounds;
         let eval = if evaluated { Some(evaluate(learner, test, &eval_batches)?) } else { None };
+        let full = match (local_round == cfg.rounds, full_test) {
+            (false, _) => None,
+            (true, Some(full)) => Some(evaluate(learner, full, &length_sorted_batches(full, cfg.eval_batch_size))?),
+            (true, None) => eval,
+        };
         wall += start.elapsed().as_secs_f64();
         let cum_before = metrics.last().map_or(cfg.cum_bytes_up_start, |m| m.cum_bytes_up);
+        let cum_down_before = metrics.last().map_or(cfg.cum_bytes_down_start, |m| m.cum_bytes_down);
+        // The one-off payload goes to every client (any may be sampled later); the state only to
+        // the sampled ones.
+        let cum_bytes_down = cum_down_before
+            + (bytes_down - switch_bytes) * chosen.len() as u64
+            + switch_bytes * clients.len() as u64;
         let row = RoundMetrics {
             method: cfg.method.clone(),
             round,
@@ -215,6 +264,16 @@ pub fn run_fedavg<L: Learner>(
             cum_bytes_up: cum_before + bytes_up * chosen.len() as u64,
             wall_seconds: wall,
             clients: chosen.len() as u32,
+            eval_rows: eval.map_or(0, |e| e.rows()),
+            full_test_accuracy: full.map(|e| e.accuracy()),
+            full_test_loss: full.map(|e| e.mean_loss()),
+            full_test_rows: full.map_or(0, |e| e.rows()),
+            bytes_up_head_per_client: bytes_up_head,
+            bytes_down_head_per_client: bytes_down_head,
+            bytes_down_switch_per_client: switch_bytes,
+            cum_bytes_down,
+            train_seconds,
+            server_seconds,
         };
         progress.suspend(|| {
             tracing::info!(
@@ -303,6 +362,9 @@ mod tests {
             seed: 42,
             cum_bytes_up_start: 0,
             wall_seconds_start: 0.0,
+            cum_bytes_down_start: 0,
+            switch_bytes_per_client: 0,
+            setup_server_seconds: 0.0,
         }
     }
 
@@ -314,7 +376,7 @@ mod tests {
     fn learns_and_accounts_bytes() -> anyhow::Result<()> {
         let (clients, test) = toy_data(6, 4, 30);
         let mut learner = ToyLearner::new(toy_vocab(4), 4, 20.0);
-        let out = run_fedavg(&mut learner, &clients, &test, &config(8), None)?;
+        let out = run_fedavg(&mut learner, &clients, &test, None, &config(8), None)?;
         assert_eq!(out.metrics.len(), 9);
         let first = out.metrics[0].accuracy.unwrap();
         let last = out.metrics[8].accuracy.unwrap();
@@ -340,15 +402,15 @@ mod tests {
         cfg.eval_every = 3; // rounds 3 and 4 (the last) are evaluated
         let full_dir = tempfile::tempdir()?;
         let store = CheckpointStore::open(full_dir.path(), "toy")?;
-        let full = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients, &test, &cfg, Some(&store))?;
+        let full = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients, &test, None, &cfg, Some(&store))?;
         assert!(full.resumed_from.is_none());
         assert!(full.metrics[1].accuracy.is_none() && full.metrics[3].accuracy.is_some() && full.metrics[4].accuracy.is_some());
-        let again = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients, &test, &cfg, None)?;
+        let again = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients, &test, None, &cfg, None)?;
         assert!(same(&full.metrics, &again.metrics));
 
         // A run that "died" after round 3: drop round 4's checkpoint and rerun from a fresh learner.
         std::fs::remove_file(full_dir.path().join("round-00004.json"))?;
-        let resumed = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients, &test, &cfg, Some(&store))?;
+        let resumed = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients, &test, None, &cfg, Some(&store))?;
         assert_eq!(resumed.resumed_from, Some(3));
         assert!(same(&full.metrics, &resumed.metrics));
         for (name, t) in &full.state {
@@ -357,7 +419,7 @@ mod tests {
         }
         // A finished run resumes to its end without training.
         let mut idle = ToyLearner::new(toy_vocab(4), 4, 20.0);
-        let done = run_fedavg(&mut idle, &clients, &test, &cfg, Some(&store))?;
+        let done = run_fedavg(&mut idle, &clients, &test, None, &cfg, Some(&store))?;
         assert_eq!((done.resumed_from, idle.optimizers_created), (Some(4), 0));
         assert!(same(&full.metrics, &done.metrics));
         Ok(())
@@ -369,10 +431,39 @@ mod tests {
         let mut cfg = config(2);
         cfg.round_offset = 5;
         cfg.cum_bytes_up_start = 1000;
-        let out = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients, &test, &cfg, None)?;
+        let out = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients, &test, None, &cfg, None)?;
         assert_eq!(out.metrics.iter().map(|m| m.round).collect::<Vec<_>>(), vec![5, 6, 7]);
         assert_eq!(out.metrics[0].cum_bytes_up, 1000);
         assert_eq!(out.metrics[2].cum_bytes_up, 1000 + 2 * 3 * out.metrics[1].bytes_up_per_client);
+        Ok(())
+    }
+
+    #[test]
+    fn switch_payload_full_test_and_seconds_are_accounted() -> anyhow::Result<()> {
+        let (clients, test) = toy_data(6, 4, 30);
+        let mut cfg = config(2);
+        cfg.switch_bytes_per_client = 1000;
+        cfg.cum_bytes_down_start = 7;
+        cfg.setup_server_seconds = 2.5;
+        let curve = test.select(&(0..8).collect::<Vec<_>>());
+        let out = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients, &curve, Some(&test), &cfg, None)?;
+        let state = ((toy_vocab(4) * 4 + 4) * 4) as u64;
+        let m = &out.metrics;
+        assert_eq!((m[0].server_seconds, m[0].cum_bytes_down, m[0].eval_rows), (2.5, 7, 8));
+        // The payload is charged once, in the first round, and sent to all 6 clients.
+        assert_eq!((m[1].bytes_down_per_client, m[1].bytes_down_switch_per_client), (state + 1000, 1000));
+        assert_eq!((m[2].bytes_down_per_client, m[2].bytes_down_switch_per_client), (state, 0));
+        assert_eq!(m[1].cum_bytes_down, 7 + 3 * state + 6 * 1000);
+        assert_eq!(m[2].cum_bytes_down, 7 + 6 * state + 6 * 1000);
+        // The curve uses its 8 rows; the last round is also measured on every test row.
+        assert_eq!((m[1].full_test_accuracy, m[1].full_test_rows), (None, 0));
+        assert_eq!((m[2].eval_rows, m[2].full_test_rows), (8, test.len() as u64));
+        let direct = evaluate(&ToyLearner::from_state(&out.state)?, &test, &length_sorted_batches(&test, 16))?;
+        assert_eq!(m[2].full_test_accuracy, Some(direct.accuracy()));
+        assert!(m[1..].iter().all(|r| r.train_seconds > 0.0 && r.server_seconds >= 0.0));
+        // Without a separate full test set, the last curve evaluation is the full one.
+        let plain = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients, &test, None, &config(2), None)?;
+        assert_eq!(plain.metrics[2].full_test_accuracy, plain.metrics[2].accuracy);
         Ok(())
     }
 
@@ -381,7 +472,7 @@ mod tests {
         let (clients, test) = toy_data(6, 4, 30);
         let dir = tempfile::tempdir()?;
         let store = CheckpointStore::open(dir.path(), "toy")?;
-        let err = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, f64::INFINITY), &clients, &test, &config(3), Some(&store))
+        let err = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, f64::INFINITY), &clients, &test, None, &config(3), Some(&store))
             .unwrap_err();
         let FederationError::NonFiniteLoss { round, client, .. } = err else { panic!("wrong error {err}") };
         assert_eq!(round, 1);
@@ -396,11 +487,11 @@ mod tests {
         let (clients, test) = toy_data(3, 4, 5);
         let mut cfg = config(1);
         cfg.clients_per_round = 4;
-        let err = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients, &test, &cfg, None).unwrap_err();
+        let err = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients, &test, None, &cfg, None).unwrap_err();
         assert!(err.to_string().contains("federation.clients_per_round"), "{err}");
         let mut empty = clients.clone();
         empty[1] = Shard::default();
-        let err = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &empty, &test, &config(1), None).unwrap_err();
+        let err = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &empty, &test, None, &config(1), None).unwrap_err();
         assert!(matches!(err, FederationError::EmptyClient { client: 1 }));
     }
 

@@ -59,4 +59,9 @@ pub trait Learner {
     fn train_step(&mut self, input_ids: &[&[u32]], labels: &[u32], dropout_seed: u64) -> Result<f64>;
     /// Evaluates one batch without dropout or gradients.
     fn eval_batch(&self, input_ids: &[&[u32]], labels: &[u32]) -> Result<EvalSums>;
+    /// Whether trainable tensor `name` is part of the head (counted apart from the adapter in the
+    /// byte accounting). Default: nothing is.
+    fn is_head(&self, _name: &str) -> bool {
+        false
+    }
 }

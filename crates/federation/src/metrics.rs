@@ -2,7 +2,11 @@
 //!
 //! Columns: `method` Utf8, `round` UInt32 (round 0 = before training), `accuracy` / `loss` Float64 (null
 //! in rounds without evaluation), `train_loss` Float64 (null in round 0), `bytes_up_per_client`,
-//! `bytes_down_per_client`, `cum_bytes_up` UInt64, `wall_seconds` Float64, `clients` UInt32.
+//! `bytes_down_per_client`, `cum_bytes_up` UInt64, `wall_seconds` Float64, `clients` UInt32, then the
+//! audit columns: `eval_rows` UInt64, `full_test_accuracy` / `full_test_loss` Float64 (the last round
+//! only, on every test row), `full_test_rows`, `bytes_up_head_per_client`, `bytes_down_head_per_client`,
+//! `bytes_down_switch_per_client`, `cum_bytes_down` UInt64, `train_seconds`, `server_seconds` Float64.
+//! A file without the audit columns (written before they existed) reads them as 0 / null.
 
 use std::fs::File;
 use std::path::Path;
@@ -19,7 +23,7 @@ use serde::{Deserialize, Serialize};
 use crate::error::{FederationError, Result};
 
 /// One row of `metrics.parquet`.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct RoundMetrics {
     /// fft | lora | sft | slora-stage1 | slora-stage2.
     pub method: String,
@@ -45,6 +49,39 @@ pub struct RoundMetrics {
     pub wall_seconds: f64,
     /// Clients sampled this round.
     pub clients: u32,
+    /// Test rows `accuracy` / `loss` were computed on (0 when not evaluated).
+    #[serde(default)]
+    pub eval_rows: u64,
+    /// Accuracy on every test row (the run's last round only; the curve may use a subsample).
+    #[serde(default, with = "exact_f64::option")]
+    pub full_test_accuracy: Option<f64>,
+    /// Mean cross-entropy on every test row (the last round only).
+    #[serde(default, with = "exact_f64::option")]
+    pub full_test_loss: Option<f64>,
+    /// Rows behind `full_test_accuracy`.
+    #[serde(default)]
+    pub full_test_rows: u64,
+    /// Of `bytes_up_per_client`, the head's (`modules_to_save`) share; the rest is the adapter (for FFT:
+    /// the whole backbone).
+    #[serde(default)]
+    pub bytes_up_head_per_client: u64,
+    /// Of `bytes_down_per_client`, the head's share.
+    #[serde(default)]
+    pub bytes_down_head_per_client: u64,
+    /// Of `bytes_down_per_client`, a one-off payload every client needs before it can train in this
+    /// round's phase (SLoRA's switch: the sparse ΔW behind the corrected base). Sent to every client.
+    #[serde(default)]
+    pub bytes_down_switch_per_client: u64,
+    /// Download bytes over all clients so far (sampled clients' downloads, plus one-off payloads sent
+    /// to every client).
+    #[serde(default)]
+    pub cum_bytes_down: u64,
+    /// Local training seconds summed over this round's clients (no evaluation).
+    #[serde(default, with = "exact_f64")]
+    pub train_seconds: f64,
+    /// Server seconds this round: aggregation (and, in SLoRA's first Stage-2 row, the decomposition).
+    #[serde(default, with = "exact_f64")]
+    pub server_seconds: f64,
 }
 
 impl RoundMetrics {
@@ -60,6 +97,19 @@ impl RoundMetrics {
             && self.bytes_down_per_client == other.bytes_down_per_client
             && self.cum_bytes_up == other.cum_bytes_up
             && self.clients == other.clients
+            && self.eval_rows == other.eval_rows
+            && bits(self.full_test_accuracy) == bits(other.full_test_accuracy)
+            && bits(self.full_test_loss) == bits(other.full_test_loss)
+            && self.full_test_rows == other.full_test_rows
+            && self.bytes_up_head_per_client == other.bytes_up_head_per_client
+            && self.bytes_down_head_per_client == other.bytes_down_head_per_client
+            && self.bytes_down_switch_per_client == other.bytes_down_switch_per_client
+            && self.cum_bytes_down == other.cum_bytes_down
+    }
+
+    /// The accuracy that ranks a run: on every test row when recorded, else on the curve's rows.
+    pub fn final_accuracy(&self) -> Option<f64> {
+        self.full_test_accuracy.or(self.accuracy)
     }
 }
 
@@ -76,6 +126,16 @@ pub fn schema() -> Schema {
         Field::new("cum_bytes_up", DataType::UInt64, false),
         Field::new("wall_seconds", DataType::Float64, false),
         Field::new("clients", DataType::UInt32, false),
+        Field::new("eval_rows", DataType::UInt64, false),
+        Field::new("full_test_accuracy", DataType::Float64, true),
+        Field::new("full_test_loss", DataType::Float64, true),
+        Field::new("full_test_rows", DataType::UInt64, false),
+        Field::new("bytes_up_head_per_client", DataType::UInt64, false),
+        Field::new("bytes_down_head_per_client", DataType::UInt64, false),
+        Field::new("bytes_down_switch_per_client", DataType::UInt64, false),
+        Field::new("cum_bytes_down", DataType::UInt64, false),
+        Field::new("train_seconds", DataType::Float64, false),
+        Field::new("server_seconds", DataType::Float64, false),
     ])
 }
 
@@ -93,6 +153,16 @@ pub fn write_parquet(path: &Path, rows: &[RoundMetrics]) -> Result<()> {
         Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.cum_bytes_up))),
         Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.wall_seconds))),
         Arc::new(UInt32Array::from_iter_values(rows.iter().map(|r| r.clients))),
+        Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.eval_rows))),
+        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.full_test_accuracy))),
+        Arc::new(Float64Array::from_iter(rows.iter().map(|r| r.full_test_loss))),
+        Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.full_test_rows))),
+        Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.bytes_up_head_per_client))),
+        Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.bytes_down_head_per_client))),
+        Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.bytes_down_switch_per_client))),
+        Arc::new(UInt64Array::from_iter_values(rows.iter().map(|r| r.cum_bytes_down))),
+        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.train_seconds))),
+        Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.server_seconds))),
     ];
     let pq = |e: &dyn std::fmt::Display| FederationError::Parquet { path: path.into(), message: e.to_string() };
     let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| pq(&e))?;
@@ -135,6 +205,17 @@ pub fn read_parquet(path: &Path) -> Result<Vec<RoundMetrics>> {
         let (up, down, cum) = (u64c("bytes_up_per_client")?, u64c("bytes_down_per_client")?, u64c("cum_bytes_up")?);
         let (acc, loss, train, wall) = (f64c("accuracy")?, f64c("loss")?, f64c("train_loss")?, f64c("wall_seconds")?);
         let opt = |a: &Float64Array, i: usize| if a.is_null(i) { None } else { Some(a.value(i)) };
+        // Audit columns: absent in files written before they existed.
+        let has = |n: &str| batch.column_by_name(n).is_some();
+        let u64o = |n: &str| -> Result<Option<UInt64Array>> { if has(n) { u64c(n).map(Some) } else { Ok(None) } };
+        let f64o = |n: &str| -> Result<Option<Float64Array>> { if has(n) { f64c(n).map(Some) } else { Ok(None) } };
+        let (eval_rows, full_rows) = (u64o("eval_rows")?, u64o("full_test_rows")?);
+        let (full_acc, full_loss) = (f64o("full_test_accuracy")?, f64o("full_test_loss")?);
+        let (up_head, down_head) = (u64o("bytes_up_head_per_client")?, u64o("bytes_down_head_per_client")?);
+        let (down_switch, cum_down) = (u64o("bytes_down_switch_per_client")?, u64o("cum_bytes_down")?);
+        let (train_s, server_s) = (f64o("train_seconds")?, f64o("server_seconds")?);
+        let ou = |a: &Option<UInt64Array>, i: usize| a.as_ref().map_or(0, |a| a.value(i));
+        let of = |a: &Option<Float64Array>, i: usize| a.as_ref().and_then(|a| opt(a, i));
         for i in 0..batch.num_rows() {
             rows.push(RoundMetrics {
                 method: method.value(i).to_string(),
@@ -147,6 +228,16 @@ pub fn read_parquet(path: &Path) -> Result<Vec<RoundMetrics>> {
                 cum_bytes_up: cum.value(i),
                 wall_seconds: wall.value(i),
                 clients: clients.value(i),
+                eval_rows: ou(&eval_rows, i),
+                full_test_accuracy: of(&full_acc, i),
+                full_test_loss: of(&full_loss, i),
+                full_test_rows: ou(&full_rows, i),
+                bytes_up_head_per_client: ou(&up_head, i),
+                bytes_down_head_per_client: ou(&down_head, i),
+                bytes_down_switch_per_client: ou(&down_switch, i),
+                cum_bytes_down: ou(&cum_down, i),
+                train_seconds: of(&train_s, i).unwrap_or(0.0),
+                server_seconds: of(&server_s, i).unwrap_or(0.0),
             });
         }
     }
@@ -168,6 +259,16 @@ pub fn rows_json(rows: &[RoundMetrics]) -> serde_json::Value {
                 "cum_bytes_up": r.cum_bytes_up,
                 "wall_seconds": r.wall_seconds,
                 "clients": r.clients,
+                "eval_rows": r.eval_rows,
+                "full_test_accuracy": r.full_test_accuracy,
+                "full_test_loss": r.full_test_loss,
+                "full_test_rows": r.full_test_rows,
+                "bytes_up_head_per_client": r.bytes_up_head_per_client,
+                "bytes_down_head_per_client": r.bytes_down_head_per_client,
+                "bytes_down_switch_per_client": r.bytes_down_switch_per_client,
+                "cum_bytes_down": r.cum_bytes_down,
+                "train_seconds": r.train_seconds,
+                "server_seconds": r.server_seconds,
             })
         })
         .collect()
@@ -176,13 +277,13 @@ pub fn rows_json(rows: &[RoundMetrics]) -> serde_json::Value {
 /// A fixed-width text table of metrics rows (for `pipeline inspect`).
 pub fn format_table(rows: &[RoundMetrics]) -> String {
     let mut s = format!(
-        "{:<13} {:>5} {:>8} {:>8} {:>10} {:>12} {:>12} {:>14} {:>9} {:>7}\n",
-        "method", "round", "accuracy", "loss", "train_loss", "up/client", "down/client", "cum_up", "wall_s", "clients"
+        "{:<13} {:>5} {:>8} {:>8} {:>10} {:>12} {:>12} {:>14} {:>9} {:>7} {:>9}\n",
+        "method", "round", "accuracy", "loss", "train_loss", "up/client", "down/client", "cum_up", "wall_s", "clients", "full_acc"
     );
     let f = |x: Option<f64>, p: usize| x.map_or("-".to_string(), |v| format!("{v:.p$}"));
     for r in rows {
         s.push_str(&format!(
-            "{:<13} {:>5} {:>8} {:>8} {:>10} {:>12} {:>12} {:>14} {:>9.1} {:>7}\n",
+            "{:<13} {:>5} {:>8} {:>8} {:>10} {:>12} {:>12} {:>14} {:>9.1} {:>7} {:>9}\n",
             r.method,
             r.round,
             f(r.accuracy, 4),
@@ -192,7 +293,8 @@ pub fn format_table(rows: &[RoundMetrics]) -> String {
             r.bytes_down_per_client,
             r.cum_bytes_up,
             r.wall_seconds,
-            r.clients
+            r.clients,
+            f(r.full_test_accuracy, 4)
         ));
     }
     s
@@ -252,6 +354,16 @@ mod tests {
             cum_bytes_up: 4936 * round as u64,
             wall_seconds: 1.0 / 3.0,
             clients: if round == 0 { 0 } else { 4 },
+            eval_rows: if acc.is_some() { 200 } else { 0 },
+            full_test_accuracy: (round == 2).then_some(0.3),
+            full_test_loss: (round == 2).then_some(1.25),
+            full_test_rows: if round == 2 { 500 } else { 0 },
+            bytes_up_head_per_client: 34,
+            bytes_down_head_per_client: 34,
+            bytes_down_switch_per_client: 0,
+            cum_bytes_down: 4936 * round as u64,
+            train_seconds: 0.25 * round as f64,
+            server_seconds: 0.125,
         }
     }
 

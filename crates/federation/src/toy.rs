@@ -29,6 +29,14 @@ impl ToyLearner {
         }
     }
 
+    /// A model holding `state` (as [`Learner::trainable_state`] returned it).
+    pub fn from_state(state: &State) -> Result<Self> {
+        let (vocab, classes) = state["toy.weight"].dims2()?;
+        let mut learner = Self::new(vocab, classes, 0.0);
+        learner.set_trainable_state(state)?;
+        Ok(learner)
+    }
+
     fn features(&self, ids: &[&[u32]]) -> Result<Tensor> {
         let mut x = vec![0f32; ids.len() * self.vocab];
         for (r, row) in ids.iter().enumerate() {

@@ -201,6 +201,16 @@ impl Classifier {
         self.trainable.iter().map(|(k, v)| (k.clone(), v.clone())).collect()
     }
 
+    /// Whether trainable tensor `name` belongs to the head: a module of `modules_to_save`, which
+    /// trains densely in every mode (a parameter group of its own, and its own line in byte counts).
+    pub fn is_head_tensor(&self, name: &str) -> bool {
+        if name.ends_with(".sparse_delta") || name.ends_with(".lora_A.weight") || name.ends_with(".lora_B.weight") {
+            return false;
+        }
+        let module = name.strip_suffix(".weight").or_else(|| name.strip_suffix(".bias")).unwrap_or(name);
+        crate::spec::module_matches(module, &self.spec.modules_to_save)
+    }
+
     /// Number of trainable scalars.
     pub fn num_trainable_params(&self) -> usize {
         self.trainable.values().map(|v| v.elem_count()).sum()

@@ -37,6 +37,8 @@ impl Default for AdamWConfig {
 struct Slot {
     name: String,
     var: Var,
+    /// The learning rate of the variable's parameter group (before the schedule's factor).
+    lr: f64,
     exp_avg: Vec<f32>,
     exp_avg_sq: Vec<f32>,
     step: u64,
@@ -46,6 +48,18 @@ struct Slot {
 pub struct AdamW {
     slots: Vec<Slot>,
     cfg: AdamWConfig,
+    /// The schedule's multiplier of every group's rate.
+    lr_factor: f64,
+}
+
+/// Variables that share a learning rate (torch's `param_groups` entry): e.g. a fresh head trained
+/// faster than a pretrained backbone.
+#[derive(Debug, Clone)]
+pub struct ParamGroup {
+    /// The group's learning rate (the schedule multiplies it).
+    pub lr: f64,
+    /// The group's variables by name.
+    pub vars: Vec<(String, Var)>,
 }
 
 /// Suffixes of the state tensors of variable `name`: `<name>.exp_avg`, `<name>.exp_avg_sq`,
@@ -55,10 +69,16 @@ const EXP_AVG_SQ: &str = "exp_avg_sq";
 const STEP: &str = "step";
 
 impl AdamW {
-    /// An optimizer for `vars` (f32, CPU). Names must be distinct.
+    /// An optimizer for `vars` (f32, CPU), all at `cfg.lr`. Names must be distinct.
     pub fn new(vars: Vec<(String, Var)>, cfg: AdamWConfig) -> Result<Self> {
-        let mut slots: Vec<Slot> = Vec::with_capacity(vars.len());
-        for (name, var) in vars {
+        Self::with_groups(vec![ParamGroup { lr: cfg.lr, vars }], cfg)
+    }
+
+    /// An optimizer over parameter groups, each at its own rate (`cfg.lr` is then only what
+    /// [`AdamW::lr`] reports for a single-group optimizer). Names must be distinct across groups.
+    pub fn with_groups(groups: Vec<ParamGroup>, cfg: AdamWConfig) -> Result<Self> {
+        let mut slots: Vec<Slot> = Vec::new();
+        for (lr, (name, var)) in groups.into_iter().flat_map(|g| std::iter::repeat(g.lr).zip(g.vars)) {
             if var.dtype() != DType::F32 || !var.device().is_cpu() {
                 bail!("AdamW: variable {name} must be f32 on the CPU");
             }
@@ -66,16 +86,16 @@ impl AdamW {
                 bail!("AdamW: variable {name} listed twice");
             }
             let n = var.elem_count();
-            slots.push(Slot { name, var, exp_avg: vec![0.0; n], exp_avg_sq: vec![0.0; n], step: 0 });
+            slots.push(Slot { name, var, lr, exp_avg: vec![0.0; n], exp_avg_sq: vec![0.0; n], step: 0 });
         }
-        Ok(Self { slots, cfg })
+        Ok(Self { slots, cfg, lr_factor: 1.0 })
     }
 
     /// One update of every variable that has a gradient in `grads` (the others are left alone
     /// and do not advance their step count, like torch's params whose `.grad` is None).
     pub fn step(&mut self, grads: &GradStore) -> Result<()> {
-        let cfg = self.cfg;
         for slot in &mut self.slots {
+            let cfg = AdamWConfig { lr: slot.lr * self.lr_factor, ..self.cfg };
             let Some(grad) = grads.get(slot.var.as_tensor()) else { continue };
             if grad.dims() != slot.var.dims() {
                 bail!("AdamW: gradient of {} has shape {:?}, variable {:?}", slot.name, grad.dims(), slot.var.dims());
@@ -93,19 +113,34 @@ impl AdamW {
         Ok(())
     }
 
-    /// The current learning rate.
+    /// The current learning rate of the first variable's group (schedule factor applied).
     pub fn lr(&self) -> f64 {
-        self.cfg.lr
+        self.slots.first().map_or(self.cfg.lr, |s| s.lr) * self.lr_factor
     }
 
-    /// Sets the learning rate for the following steps (schedules call this before each step).
+    /// The current learning rate of variable `name`, if this optimizer updates it.
+    pub fn lr_of(&self, name: &str) -> Option<f64> {
+        self.slots.iter().find(|s| s.name == name).map(|s| s.lr * self.lr_factor)
+    }
+
+    /// Sets one learning rate for every group for the following steps.
     pub fn set_lr(&mut self, lr: f64) {
+        for s in &mut self.slots {
+            s.lr = lr;
+        }
         self.cfg.lr = lr;
+        self.lr_factor = 1.0;
     }
 
-    /// The hyper-parameters, with the current learning rate.
+    /// Multiplies every group's rate by `factor` for the following steps (a schedule calls this
+    /// before each step; groups keep their ratio).
+    pub fn set_lr_factor(&mut self, factor: f64) {
+        self.lr_factor = factor;
+    }
+
+    /// The hyper-parameters, with the current learning rate of the first group.
     pub fn config(&self) -> AdamWConfig {
-        self.cfg
+        AdamWConfig { lr: self.lr(), ..self.cfg }
     }
 
     /// Names of the variables this optimizer updates, in the order given to [`AdamW::new`].
@@ -304,6 +339,28 @@ mod tests {
         let state = opt.state()?;
         assert_eq!(state.keys().collect::<Vec<_>>(), ["w.exp_avg", "w.exp_avg_sq", "w.step"]);
         assert_eq!(state["w.step"].to_vec1::<f64>()?, vec![3.0]);
+        Ok(())
+    }
+
+    #[test]
+    fn optim_param_groups_move_at_their_own_rate() -> Result<()> {
+        let cfg = AdamWConfig { lr: 1e-4, weight_decay: 0.0, ..Default::default() };
+        let body = Var::new(&[1f32, -1.0], &Device::Cpu)?;
+        let head = Var::new(&[1f32, -1.0], &Device::Cpu)?;
+        let groups = vec![
+            ParamGroup { lr: 1e-4, vars: vec![("body".into(), body.clone())] },
+            ParamGroup { lr: 1e-2, vars: vec![("head".into(), head.clone())] },
+        ];
+        let mut opt = AdamW::with_groups(groups, cfg)?;
+        opt.set_lr_factor(0.5);
+        assert_eq!((opt.lr_of("body"), opt.lr_of("head")), (Some(0.5e-4), Some(0.5e-2)));
+        opt.step(&grads_for(&[(&body, &[0.3, -2.0]), (&head, &[0.3, -2.0])])?)?;
+        // Adam's first step moves each entry by lr · g / (|g| + eps) ≈ lr.
+        for (var, lr) in [(&body, 0.5e-4), (&head, 0.5e-2)] {
+            let got = var.as_tensor().to_vec1::<f32>()?;
+            assert!(((1.0 - got[0]) as f64 - lr).abs() < 1e-6 * lr.max(1e-3), "{got:?} vs lr {lr}");
+            assert!(((got[1] + 1.0) as f64 - lr).abs() < 1e-6 * lr.max(1e-3), "{got:?} vs lr {lr}");
+        }
         Ok(())
     }
 

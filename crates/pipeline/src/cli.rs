@@ -31,6 +31,9 @@ pub struct Cli {
     /// Compute threads (default: run.threads).
     #[arg(long, global = true, value_name = "N")]
     pub threads: Option<usize>,
+    /// Replicate every method over N seeds: run.seed, run.seed + 1, … (overrides run.seeds).
+    #[arg(long, global = true, value_name = "N")]
+    pub seeds: Option<usize>,
     /// More logging (-v debug, -vv trace); RUST_LOG overrides.
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
@@ -55,6 +58,8 @@ fn parse_set_arg(s: &str) -> Result<ConfigOverride, String> {
 pub enum Command {
     /// Load, tokenize and split the data into client shards.
     Partition,
+    /// Learning-rate grid per method, scored on the validation rows (tune.fft / tune.lora / tune.sft).
+    Tune,
     /// Federated sparse fine-tuning.
     Stage1,
     /// SVD of the stage-1 update into LoRA factors.
@@ -96,6 +101,7 @@ impl Command {
     fn stage(&self) -> Option<&'static str> {
         Some(match self {
             Command::Partition => "partition",
+            Command::Tune => "tune",
             Command::Stage1 => "stage1",
             Command::Decompose => "decompose",
             Command::Stage2 => "stage2",
@@ -136,9 +142,49 @@ pub fn set_threads(threads: usize) {
 
 /// Loads and validates the config named by the flags.
 pub fn load_config(cli: &Cli) -> Result<Config, PipelineError> {
-    let cfg = Config::load(cli.config.as_deref(), &cli.set)?;
+    let mut cfg = Config::load(cli.config.as_deref(), &cli.set)?;
+    if let Some(n) = cli.seeds {
+        if n == 0 {
+            return Err(PipelineError::config("--seeds must be >= 1 (got 0)"));
+        }
+        cfg.run.seeds = (0..n as u64).map(|i| cfg.run.seed + i).collect();
+    }
     cfg.validate()?;
     Ok(cfg)
+}
+
+/// The config of the first replicate seed (what status, inspect and export show).
+fn first_replicate(cfg: &Config) -> Config {
+    cfg.for_seed(cfg.run.replicate_seeds()[0])
+}
+
+/// `cfg` with its `"tuned"` rates replaced by the choices of its tune artifact in `store`, for
+/// commands that only read (status, inspect, export). Errors when that artifact does not exist yet.
+pub fn resolve_tuned_from_store(cfg: &Config, store: &Store) -> Result<Config, PipelineError> {
+    if cfg.tuned_keys().is_empty() {
+        return Ok(cfg.clone());
+    }
+    let tune_cfg = cfg.for_seed(cfg.run.replicate_seeds()[0]);
+    let planned = crate::runner::plan_stage(&tune_cfg, &crate::stages::tune::Tune)?;
+    let Some(artifact) = store.lookup("tune", &planned.key) else {
+        let keys: Vec<&str> = cfg.tuned_keys().iter().map(|(k, _)| *k).collect();
+        return Err(PipelineError::config(format!("{} = \"tuned\", but `pipeline tune` has not run for this config yet", keys.join(", "))));
+    };
+    resolve_with(cfg, &artifact)
+}
+
+fn resolve_with(cfg: &Config, tune: &crate::store::Artifact) -> Result<Config, PipelineError> {
+    let mut resolved = cfg.clone();
+    for (key, method) in cfg.tuned_keys() {
+        if crate::stages::tune::chosen(&tune.manifest.summary, method).is_none() {
+            return Err(PipelineError::stage("tune", format!("{key} = \"tuned\", but the tune artifact holds no choice for {method}")));
+        }
+    }
+    resolved.resolve_tuned(|m| crate::stages::tune::chosen(&tune.manifest.summary, m).unwrap_or(f64::NAN));
+    for (key, method) in cfg.tuned_keys() {
+        tracing::info!("{key} = \"tuned\": {:e} (tune's choice for {method})", crate::stages::tune::chosen(&tune.manifest.summary, method).unwrap_or(f64::NAN));
+    }
+    Ok(resolved)
 }
 
 /// The artifacts directory: `--artifacts`, else `artifacts/` next to the config file.
@@ -166,6 +212,7 @@ pub fn run(cli: Cli) -> Result<(), PipelineError> {
         Command::Status { json } => {
             let store = Store::open_read_only(&root);
             crate::hashing::load_cache(&root);
+            let cfg = first_replicate(&resolve_tuned_from_store(&cfg, &store)?);
             let lines = crate::status::status(&cfg, &store)?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "stages": lines }))?);
@@ -177,6 +224,7 @@ pub fn run(cli: Cli) -> Result<(), PipelineError> {
         Command::Inspect { target, json } => {
             let store = Store::open_read_only(&root);
             crate::hashing::load_cache(&root);
+            let cfg = first_replicate(&resolve_tuned_from_store(&cfg, &store)?);
             let artifact = crate::inspect::resolve_target(&cfg, &store, target)?;
             let (value, text) = crate::inspect::inspect(&artifact)?;
             if *json {
@@ -196,13 +244,17 @@ pub fn run(cli: Cli) -> Result<(), PipelineError> {
             };
             crate::commands::sweep::run(&ctx, args).map(|_| ())
         }
-        Command::Export(args) => crate::commands::export::run(&cfg, &root, args).map(|_| ()),
+        Command::Export(args) => {
+            let cfg = first_replicate(&resolve_tuned_from_store(&cfg, &Store::open_read_only(&root))?);
+            crate::commands::export::run(&cfg, &root, args).map(|_| ())
+        }
         Command::Bench(args) => crate::commands::bench::run(&cfg, args),
         Command::All => {
             let force = if cli.force { Force::All } else { Force::Nothing };
             // Planned stages without code yet (e.g. `report`) are skipped with a warning.
+            // `tune` runs first when a rate is "tuned" (run_stages_with), not otherwise.
             let (ready, missing): (Vec<&str>, Vec<&str>) =
-                PLAN.iter().copied().partition(|s| crate::stages::find(s).is_some());
+                PLAN.iter().copied().filter(|s| *s != "tune").partition(|s| crate::stages::find(s).is_some());
             for stage in &missing {
                 tracing::warn!("{stage}: not implemented yet, skipped");
             }
@@ -239,26 +291,40 @@ pub fn run_stages_with(cfg: &Config, root: &Path, opts: &RunOptions, stages: &[&
     crate::preflight::check(cfg)?;
     let store = Store::open(root)?;
     crate::hashing::load_cache(store.root());
-    let mut runner = Runner::new(cfg, &store, opts.force.clone()).no_rebuild(opts.no_rebuild);
-    let mut result = Ok(());
-    for stage in stages {
-        match runner.run(stage) {
-            // The report is published after every run, cached or not (see stages::report::publish).
-            Ok(artifact) if *stage == "report" => {
-                if let Err(e) = crate::stages::report::publish(cfg, &artifact) {
-                    result = Err(e);
-                    break;
-                }
-            }
-            Ok(_) => {}
-            Err(e) => {
-                result = Err(e);
-                break;
-            }
-        }
-    }
+    let result = run_in_store(cfg, &store, opts, stages);
     if let Err(e) = crate::hashing::save_cache(store.root()) {
         tracing::warn!("could not save the hash cache: {e}");
     }
     result
+}
+
+/// Runs `stages` for every replicate seed: `tune` first (on the first seed) when it is asked for or
+/// a rate is `"tuned"`, whose choices then key every later stage; each per-seed stage once per seed;
+/// a stage across seeds (the report) once over all of them.
+fn run_in_store(cfg: &Config, store: &Store, opts: &RunOptions, stages: &[&str]) -> Result<(), PipelineError> {
+    let seeds = cfg.run.replicate_seeds();
+    let mut resolved = cfg.clone();
+    let mut tuning = None;
+    if stages.contains(&"tune") || !cfg.tuned_keys().is_empty() {
+        let tune_cfg = cfg.for_seed(seeds[0]);
+        let artifact = Runner::new(&tune_cfg, store, opts.force.clone()).no_rebuild(opts.no_rebuild).run("tune")?;
+        resolved = resolve_with(cfg, &artifact)?;
+        tuning = Some(artifact);
+    }
+    let seed_cfgs: Vec<Config> = seeds.iter().map(|s| resolved.for_seed(*s)).collect();
+    let mut runners: Vec<Runner> = seed_cfgs
+        .iter()
+        .map(|c| Runner::new(c, store, opts.force.clone()).no_rebuild(opts.no_rebuild).with_tuning(tuning.clone()))
+        .collect();
+    for stage in stages.iter().filter(|s| **s != "tune") {
+        if seeds.len() > 1 {
+            tracing::info!("{stage}: {} replicate seeds {seeds:?}", seeds.len());
+        }
+        let artifact = Runner::run_across(&mut runners, stage)?;
+        // The report is published after every run, cached or not (see stages::report::publish).
+        if *stage == "report" {
+            crate::stages::report::publish(&resolved, &artifact)?;
+        }
+    }
+    Ok(())
 }

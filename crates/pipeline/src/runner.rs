@@ -10,7 +10,7 @@
 use crate::config::Config;
 use crate::error::{IoContext, PipelineError};
 use crate::hashing::stage_key;
-use crate::stage::{Stage, StageCtx};
+use crate::stage::{Replicate, Stage, StageCtx};
 use crate::stages::{self, PLAN};
 use crate::store::{input_hashes, Artifact, Lookup, Manifest, Store};
 use serde_json::Value;
@@ -53,13 +53,33 @@ pub struct PlannedStage {
     pub key: String,
 }
 
-/// Computes the identity of `stage` and (recursively) of its upstream stages without running anything.
-pub fn plan_stage(cfg: &Config, stage: &dyn Stage) -> Result<PlannedStage, PipelineError> {
-    let mut upstream = BTreeMap::new();
-    for dep in stage.deps() {
-        let dep_stage = lookup_stage(dep)?;
-        upstream.insert(dep.to_string(), plan_stage(cfg, dep_stage.as_ref())?.key);
+/// The upstream keys of a stage: `{dep: key}` for one replicate, `{"seed-<s>/<dep>": key}` across
+/// several.
+fn upstream_keys(replicates: &[(u64, BTreeMap<String, String>)]) -> BTreeMap<String, String> {
+    match replicates {
+        [(_, one)] => one.clone(),
+        many => many
+            .iter()
+            .flat_map(|(seed, deps)| deps.iter().map(move |(d, k)| (format!("seed-{seed}/{d}"), k.clone())))
+            .collect(),
     }
+}
+
+/// Computes the identity of `stage` and (recursively) of its upstream stages without running anything.
+/// `cfg` must have its `"tuned"` rates resolved.
+pub fn plan_stage(cfg: &Config, stage: &dyn Stage) -> Result<PlannedStage, PipelineError> {
+    let seeds = if stage.across_seeds() { cfg.run.replicate_seeds() } else { vec![cfg.run.seed] };
+    let mut per_seed = Vec::new();
+    for seed in seeds {
+        let seed_cfg = if stage.across_seeds() { cfg.for_seed(seed) } else { cfg.clone() };
+        let mut deps = BTreeMap::new();
+        for dep in stage.deps() {
+            let dep_stage = lookup_stage(dep)?;
+            deps.insert(dep.to_string(), plan_stage(&seed_cfg, dep_stage.as_ref())?.key);
+        }
+        per_seed.push((seed, deps));
+    }
+    let upstream = upstream_keys(&per_seed);
     let params = stage.params(cfg);
     let key = stage_key(stage.name(), stage.code_version(), &params, &upstream);
     Ok(PlannedStage { stage: stage.name().to_string(), code_version: stage.code_version(), params, upstream, key })
@@ -84,12 +104,24 @@ pub struct Runner<'a> {
     force: Force,
     no_rebuild: bool,
     done: BTreeMap<String, Artifact>,
+    tuning: Option<Artifact>,
 }
 
 impl<'a> Runner<'a> {
     /// A runner over a store opened with [`Store::open`].
     pub fn new(cfg: &'a Config, store: &'a Store, force: Force) -> Self {
-        Self { cfg, store, force, no_rebuild: false, done: BTreeMap::new() }
+        Self { cfg, store, force, no_rebuild: false, done: BTreeMap::new(), tuning: None }
+    }
+
+    /// Records the tune artifact this runner's `"tuned"` rates came from (shown by the report).
+    pub fn with_tuning(mut self, tuning: Option<Artifact>) -> Self {
+        self.tuning = tuning;
+        self
+    }
+
+    /// The config this runner runs.
+    pub fn config(&self) -> &Config {
+        self.cfg
     }
 
     /// `--no-rebuild`: a corrupt artifact or round checkpoint is an error instead of being rebuilt.
@@ -109,7 +141,41 @@ impl<'a> Runner<'a> {
         for dep in stage.deps() {
             inputs.insert(dep.to_string(), self.run(dep)?);
         }
-        let upstream: BTreeMap<String, String> = inputs.iter().map(|(k, a)| (k.clone(), a.key.clone())).collect();
+        let replicates = vec![Replicate { seed: self.cfg.run.seed, inputs }];
+        self.build(stage.as_ref(), replicates)
+    }
+
+    /// Makes the artifact of a stage across seeds current: `runners` hold one replicate seed each
+    /// (the first one builds it).
+    pub fn run_across(runners: &mut [Runner<'a>], name: &str) -> Result<Artifact, PipelineError> {
+        let stage = lookup_stage(name)?;
+        if !stage.across_seeds() || runners.len() == 1 {
+            let mut first = None;
+            for r in runners.iter_mut() {
+                let a = r.run(name)?;
+                first.get_or_insert(a);
+            }
+            return first.ok_or_else(|| PipelineError::stage(name, "no replicate seed to run"));
+        }
+        let mut replicates = Vec::new();
+        for r in runners.iter_mut() {
+            let mut inputs = BTreeMap::new();
+            for dep in stage.deps() {
+                inputs.insert(dep.to_string(), r.run(dep)?);
+            }
+            replicates.push(Replicate { seed: r.cfg.run.seed, inputs });
+        }
+        runners[0].build(stage.as_ref(), replicates)
+    }
+
+    fn build(&mut self, stage: &dyn Stage, replicates: Vec<Replicate>) -> Result<Artifact, PipelineError> {
+        let name = stage.name();
+        let keyed: Vec<(u64, BTreeMap<String, String>)> = replicates
+            .iter()
+            .map(|r| (r.seed, r.inputs.iter().map(|(k, a)| (k.clone(), a.key.clone())).collect()))
+            .collect();
+        let upstream = upstream_keys(&keyed);
+        let inputs = replicates[0].inputs.clone();
         let params = stage.params(self.cfg);
         let key = stage_key(name, stage.code_version(), &params, &upstream);
         let short = &key[..12];
@@ -142,6 +208,8 @@ impl<'a> Runner<'a> {
             key: key.clone(),
             work_dir: work_dir.clone(),
             inputs,
+            replicates,
+            tuning: self.tuning.clone(),
         };
         let started = Instant::now();
         let summary = match stage.run(&ctx, &tmp) {

@@ -21,6 +21,20 @@ pub trait Stage {
     /// Writes the outputs into `out` (a fresh temporary folder); the returned summary goes into the
     /// manifest.
     fn run(&self, ctx: &StageCtx, out: &Path) -> Result<serde_json::Value, PipelineError>;
+    /// Whether one artifact covers every replicate seed (the report), reading each seed's upstream
+    /// artifacts ([`StageCtx::replicates`]), instead of one artifact per seed.
+    fn across_seeds(&self) -> bool {
+        false
+    }
+}
+
+/// One replicate seed's upstream artifacts.
+#[derive(Debug, Clone)]
+pub struct Replicate {
+    /// `run.seed` of the replicate.
+    pub seed: u64,
+    /// Upstream artifacts by stage name.
+    pub inputs: BTreeMap<String, Artifact>,
 }
 
 /// What a running stage can see.
@@ -41,8 +55,12 @@ pub struct StageCtx<'a> {
     /// Persistent resume folder `artifacts/<stage>/.work-<key>/` (exists; removed after the commit).
     /// Write checkpoints there with [`crate::fsutil::write_atomic`] or temp-name + rename.
     pub work_dir: PathBuf,
-    /// Upstream artifacts by stage name.
+    /// Upstream artifacts by stage name (the first replicate's, for a stage across seeds).
     pub inputs: BTreeMap<String, Artifact>,
+    /// Every replicate's upstream artifacts (one entry unless the stage runs across seeds).
+    pub replicates: Vec<Replicate>,
+    /// The tune artifact the config's `"tuned"` rates were resolved from, if any.
+    pub tuning: Option<Artifact>,
 }
 
 impl StageCtx<'_> {

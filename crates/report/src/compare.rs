@@ -42,6 +42,9 @@ pub fn default_tolerances() -> BTreeMap<String, Tolerance> {
         ("bytes_up_per_client_total".to_string(), t(0.0, 0.0)),
         ("cum_bytes_up".to_string(), t(0.0, 0.0)),
         ("trainable_params".to_string(), t(0.0, 0.0)),
+        ("last_k_accuracy".to_string(), t(0.02, 0.0)),
+        ("cum_bytes_down".to_string(), t(0.0, 0.0)),
+        ("bytes_down_switch_per_client".to_string(), t(0.0, 0.0)),
     ])
 }
 
@@ -83,18 +86,7 @@ impl Baseline {
 }
 
 fn sample_method() -> MethodSummary {
-    MethodSummary {
-        rounds: 0,
-        accuracy: 0.0,
-        best_accuracy: 0.0,
-        loss: 0.0,
-        train_loss: None,
-        bytes_up_per_client: 0,
-        bytes_up_per_client_total: 0,
-        cum_bytes_up: 0,
-        wall_seconds: 0.0,
-        trainable_params: None,
-    }
+    MethodSummary::default()
 }
 
 /// Every comparable metric of a method summary, by field name.
@@ -110,6 +102,9 @@ fn metric_values(m: &MethodSummary) -> Vec<(&'static str, Option<f64>)> {
         ("cum_bytes_up", Some(m.cum_bytes_up as f64)),
         ("wall_seconds", Some(m.wall_seconds)),
         ("trainable_params", m.trainable_params.map(|v| v as f64)),
+        ("last_k_accuracy", Some(m.last_k_accuracy)),
+        ("cum_bytes_down", Some(m.costs.cum_bytes_down as f64)),
+        ("bytes_down_switch_per_client", Some(m.costs.down_switch_per_client as f64)),
     ]
 }
 

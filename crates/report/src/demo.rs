@@ -40,6 +40,7 @@ pub fn demo_curve(method: &str, rounds: u32, start: f64, ceiling: f64, speed: f6
                 cum_bytes_up: u64::from(r) * u64::from(clients) * bytes_up,
                 wall_seconds: t * seconds_per_round + 1.5,
                 clients: if r == 0 { 0 } else { clients },
+                ..Default::default()
             }
         })
         .collect()
@@ -123,6 +124,7 @@ pub fn demo_inputs() -> ReportInputs {
             ("partition".to_string(), "3f1c0d6a".repeat(8)),
             ("stage1".to_string(), "a9b8c7d6".repeat(8)),
         ]),
+        ..Default::default()
     }
 }
 

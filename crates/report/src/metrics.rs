@@ -25,7 +25,7 @@ pub const SLORA: &str = "slora";
 pub const FFT: &str = "fft";
 
 /// One row of `metrics.parquet`: one evaluation of one method after one round.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct MetricRow {
     /// fft | lora | sft | slora-stage1 | slora-stage2.
     pub method: String,
@@ -47,6 +47,44 @@ pub struct MetricRow {
     pub wall_seconds: f64,
     /// Clients sampled this round.
     pub clients: u32,
+    /// Test rows behind `accuracy` (0 when unknown).
+    #[serde(default)]
+    pub eval_rows: u64,
+    /// Accuracy on every test row (the last round; NaN elsewhere).
+    #[serde(default)]
+    pub full_test_accuracy: f64,
+    /// Rows behind `full_test_accuracy`.
+    #[serde(default)]
+    pub full_test_rows: u64,
+    /// The head's share of `bytes_up_per_client`.
+    #[serde(default)]
+    pub bytes_up_head_per_client: u64,
+    /// The head's share of `bytes_down_per_client`.
+    #[serde(default)]
+    pub bytes_down_head_per_client: u64,
+    /// A one-off payload in `bytes_down_per_client` (SLoRA's switch), sent to every client.
+    #[serde(default)]
+    pub bytes_down_switch_per_client: u64,
+    /// Download bytes over all clients so far.
+    #[serde(default)]
+    pub cum_bytes_down: u64,
+    /// Local training seconds of this round's clients (summed; no evaluation).
+    #[serde(default)]
+    pub train_seconds: f64,
+    /// Server seconds of this round (aggregation; the decomposition in SLoRA's switch row).
+    #[serde(default)]
+    pub server_seconds: f64,
+}
+
+impl MetricRow {
+    /// The accuracy that ranks the run at this row: on every test row when measured, else the curve's.
+    pub fn final_accuracy(&self) -> f64 {
+        if self.full_test_rows > 0 && self.full_test_accuracy.is_finite() {
+            self.full_test_accuracy
+        } else {
+            self.accuracy
+        }
+    }
 }
 
 /// All metric rows of a run (any number of methods, any order).
@@ -210,6 +248,19 @@ fn read_metric_rows(path: &Path) -> Result<Vec<MetricRow>> {
     let cum = t.u64s("cum_bytes_up")?;
     let wall = t.f64s("wall_seconds")?;
     let clients = t.u32s("clients")?;
+    let n = t.num_rows();
+    // Audit columns: absent from files written before they existed.
+    let u64o = |c: &str| -> Result<Vec<u64>> { if t.has_column(c) { t.u64s(c) } else { Ok(vec![0; n]) } };
+    let f64o = |c: &str, d: f64| -> Result<Vec<f64>> { if t.has_column(c) { t.f64s(c) } else { Ok(vec![d; n]) } };
+    let eval_rows = u64o("eval_rows")?;
+    let full_acc = f64o("full_test_accuracy", f64::NAN)?;
+    let full_rows = u64o("full_test_rows")?;
+    let up_head = u64o("bytes_up_head_per_client")?;
+    let down_head = u64o("bytes_down_head_per_client")?;
+    let switch = u64o("bytes_down_switch_per_client")?;
+    let cum_down = u64o("cum_bytes_down")?;
+    let train_s = f64o("train_seconds", 0.0)?;
+    let server_s = f64o("server_seconds", 0.0)?;
     Ok((0..t.num_rows())
         .map(|i| MetricRow {
             method: method[i].clone(),
@@ -222,6 +273,15 @@ fn read_metric_rows(path: &Path) -> Result<Vec<MetricRow>> {
             cum_bytes_up: cum[i],
             wall_seconds: wall[i],
             clients: clients[i],
+            eval_rows: eval_rows[i],
+            full_test_accuracy: full_acc[i],
+            full_test_rows: full_rows[i],
+            bytes_up_head_per_client: up_head[i],
+            bytes_down_head_per_client: down_head[i],
+            bytes_down_switch_per_client: switch[i],
+            cum_bytes_down: cum_down[i],
+            train_seconds: train_s[i].max(0.0),
+            server_seconds: server_s[i].max(0.0),
         })
         .collect())
 }

@@ -9,8 +9,10 @@ use crate::partition::PartitionCounts;
 use crate::plots;
 use crate::plots::style::format_bytes;
 use crate::spectrum::Spectra;
-use crate::summary::Summary;
-use crate::tables::{final_table, final_text_table, key_value_table, time_to_target_table, Align, TextTable};
+use crate::replicates::{mean_curve, SeedRun};
+use crate::summary::{Summary, SummaryOptions};
+use crate::tables::{cost_table, final_table, final_text_table, key_value_table, replicate_table, seed_table, time_to_target_table, Align, TextTable};
+use crate::targets::Target;
 
 /// Everything a run's report is made from (read by the pipeline's report stage from its artifacts).
 #[derive(Debug, Clone, Default)]
@@ -35,6 +37,14 @@ pub struct ReportInputs {
     pub config_toml: String,
     /// Artifact key per stage name the report was made from.
     pub artifact_keys: BTreeMap<String, String>,
+    /// Every replicate's metric rows by seed; empty = one run, `metrics`.
+    pub replicates: Vec<(u64, Metrics)>,
+    /// Last-k, target and learning rates of the summary.
+    pub options: SummaryOptions,
+    /// The tune stage's summary when learning rates were tuned (grid, validation scores, choice).
+    pub tuning: Option<serde_json::Value>,
+    /// What the switch costs (Stage 2's `switch` summary: charged bytes, the dense alternative).
+    pub switch_cost: Option<serde_json::Value>,
 }
 
 /// One figure: an SVG document with a number-less title and a caption.
@@ -123,34 +133,117 @@ impl Report {
     }
 }
 
+/// The replicate runs of `inputs` (one per seed; `metrics` alone when there are none).
+pub fn seed_runs(inputs: &ReportInputs) -> Result<Vec<SeedRun>> {
+    if inputs.replicates.is_empty() {
+        return Ok(vec![SeedRun { seed: 0, curves: inputs.metrics.curves()? }]);
+    }
+    inputs.replicates.iter().map(|(seed, m)| Ok(SeedRun { seed: *seed, curves: m.curves()? })).collect()
+}
+
+/// The first seed's curves with accuracy and loss replaced by their means over seeds (rounds that
+/// every seed evaluated), for the figures; bands are drawn from [`mean_curve`].
+fn mean_curves(runs: &[SeedRun]) -> Vec<Curve> {
+    let Some(first) = runs.first() else { return Vec::new() };
+    first
+        .curves
+        .iter()
+        .map(|c| {
+            let acc: BTreeMap<u32, f64> = mean_curve(runs, &c.method).into_iter().map(|(r, i)| (r, i.mean)).collect();
+            let mut loss: BTreeMap<u32, (f64, usize)> = BTreeMap::new();
+            for run in runs {
+                if let Some(rc) = run.curves.iter().find(|x| x.method == c.method) {
+                    for p in rc.evaluated() {
+                        let e = loss.entry(p.round).or_insert((0.0, 0));
+                        *e = (e.0 + p.loss, e.1 + 1);
+                    }
+                }
+            }
+            let mut mc = c.clone();
+            for p in &mut mc.points {
+                if let Some(a) = acc.get(&p.round) {
+                    p.accuracy = *a;
+                    p.loss = loss.get(&p.round).map_or(p.loss, |(s, n)| s / *n as f64);
+                } else {
+                    p.accuracy = f64::NAN;
+                }
+            }
+            mc
+        })
+        .collect()
+}
+
 /// Builds a run's report (curves, tables with polars, figures with plotters) and its summary.
 pub fn build_report(inputs: &ReportInputs) -> Result<(Report, Summary)> {
-    let curves = inputs.metrics.curves()?;
-    let summary = Summary::from_curves(&inputs.run_name, &curves, &inputs.trainable_params);
+    let runs = seed_runs(inputs)?;
+    let summary = Summary::from_replicates(&inputs.run_name, &runs, &inputs.trainable_params, &inputs.options);
+    let curves = mean_curves(&runs);
+    let replicated = summary.replicated();
+    let target_line = summary.time_to_target.first().map(|t| (t.target_accuracy, target_label(&inputs.options.target)));
     let mut sections = Vec::new();
 
-    // Results: headline, final table, curves.
-    let mut results = vec![headline(&curves, &summary)];
+    // Results: how the numbers were made, headline, verdicts, final table, curves.
+    let mut results = vec![Block::Paragraph(protocol_sentence(&summary, &runs))];
+    results.push(headline(&curves, &summary));
+    if !summary.paired_differences.is_empty() {
+        results.push(Block::Paragraph(
+            "Paired differences of the final accuracy (same seed = same head init, masks, client sampling, data \
+             order and dropout), with 95 % Student-t intervals over seeds. A method \"beats\" another only when \
+             the interval excludes 0."
+                .into(),
+        ));
+        results.push(Block::List(summary.paired_differences.iter().map(|d| d.verdict.clone()).collect()));
+    }
     if !curves.is_empty() {
+        results.push(Block::Table(CaptionedTable {
+            id: "replicates".into(),
+            title: "Final accuracy over seeds".into(),
+            caption: format!(
+                "Accuracy after the last round on every test row, {}; the mean over the last {} evaluated \
+                 rounds of the curve (which may use a test subsample) guards against one lucky round; \
+                 learning rates of the backbone or adapter and of the head.",
+                if replicated { "mean ± 95 % CI (Student t over seeds), then each seed" } else { "one seed (no interval)" },
+                summary.last_k
+            ),
+            table: replicate_table(&summary),
+        }));
         let df = final_table(&curves, &inputs.trainable_params)?;
         results.push(Block::Table(CaptionedTable {
             id: "final-table".into(),
-            title: "Final results".into(),
-            caption: "Test accuracy after the last round (and the best over all evaluations), test loss, what one \
-                      sampled client uploads per round (SLoRA: stage 1 → stage 2) and over all rounds, the total \
-                      uploaded by all sampled clients, trainable parameters, and cumulative training + evaluation \
-                      wall time. Bytes are decimal (1 MB = 10⁶ B)."
-                .into(),
+            title: "Final results (curve)".into(),
+            caption: format!(
+                "The learning curve's last evaluated round{}: accuracy and the best over all evaluations, test \
+                 loss, what one sampled client uploads per round (SLoRA: stage 1 → stage 2) and over all rounds, \
+                 the total uploaded by all sampled clients, trainable parameters, and cumulative training + \
+                 evaluation wall time. Bytes are decimal (1 MB = 10⁶ B).",
+                if replicated { " (accuracy and loss averaged over seeds; the rest from the first seed)" } else { "" }
+            ),
             table: final_text_table(&df)?,
         }));
+        let bands: Vec<(String, Vec<(f64, f64, f64)>)> = if replicated {
+            curves
+                .iter()
+                .map(|c| {
+                    let band = mean_curve(&runs, &c.method)
+                        .into_iter()
+                        .filter_map(|(r, i)| i.bounds().map(|(lo, hi)| (f64::from(r), 100.0 * lo, 100.0 * hi)))
+                        .collect();
+                    (c.method.clone(), band)
+                })
+                .collect()
+        } else {
+            Vec::new()
+        };
         results.push(Block::Figure(Figure {
             id: "accuracy_vs_round".into(),
             title: "Accuracy vs round".into(),
-            caption: "Global test accuracy after each federated round (round 0 = before training). SLoRA's rounds \
-                      count both stages; the dashed vertical line marks the switch from sparse fine-tuning to LoRA. \
-                      Dashed horizontal lines: 95 % and 99 % of FFT's final accuracy."
-                .into(),
-            svg: plots::accuracy_vs_round(&curves)?,
+            caption: format!(
+                "Global test accuracy after each federated round (round 0 = before training){}. SLoRA's rounds \
+                 count both stages; the dashed vertical line marks the switch from sparse fine-tuning to LoRA. \
+                 Dashed horizontal line: the time-to-target goal.",
+                if replicated { ", mean over seeds with a shaded 95 % band" } else { "" }
+            ),
+            svg: plots::accuracy_vs_round(&curves, &bands, target_line.as_ref())?,
         }));
         results.push(Block::Figure(Figure {
             id: "accuracy_vs_bytes".into(),
@@ -158,7 +251,7 @@ pub fn build_report(inputs: &ReportInputs) -> Result<(Report, Summary)> {
             caption: "Global test accuracy against the cumulative bytes uploaded by all sampled clients (log scale): \
                       the communication cost of reaching a given accuracy. Points further left are cheaper."
                 .into(),
-            svg: plots::accuracy_vs_bytes(&curves)?,
+            svg: plots::accuracy_vs_bytes(&curves, target_line.as_ref())?,
         }));
         results.push(Block::Figure(Figure {
             id: "loss_vs_round".into(),
@@ -168,22 +261,37 @@ pub fn build_report(inputs: &ReportInputs) -> Result<(Report, Summary)> {
         }));
     }
     sections.push(Section { id: "results".into(), heading: "Results".into(), blocks: results });
+    sections.push(costs_section(&summary, inputs.switch_cost.as_ref()));
 
     // Time to target.
     let ttt_blocks = if summary.time_to_target.is_empty() {
         vec![Block::Paragraph("FFT was not run, so there is no reference accuracy to aim at.".into())]
     } else {
+        let t = &summary.time_to_target[0];
         vec![Block::Table(CaptionedTable {
             id: "time-to-target".into(),
             title: "Time to target".into(),
-            caption: "First evaluated round at which each method reaches 95 % / 99 % of FFT's final accuracy \
-                      (target in parentheses), with the cumulative wall time and total upload at that round. \
-                      \"not reached\": no evaluation reached the target."
-                .into(),
+            caption: format!(
+                "First evaluated round at which each method reaches {:.2} % ({}){}: the clients' local \
+                 training time summed over clients (the paper's training time, no evaluation), the server's \
+                 time (aggregation, SLoRA's decomposition), the total upload and the wall time at that round; \
+                 and client training time relative to FFT and LoRA. \"not reached\": no evaluation reached it.",
+                100.0 * t.target_accuracy,
+                target_label(&inputs.options.target),
+                if replicated { "; means over the seeds that reached it" } else { "" }
+            ),
             table: time_to_target_table(&summary.time_to_target),
         })]
     };
     sections.push(Section { id: "time-to-target".into(), heading: "Time to target".into(), blocks: ttt_blocks });
+    sections.push(rates_section(&summary, inputs.tuning.as_ref()));
+    if replicated {
+        sections.push(Section {
+            id: "seeds".into(),
+            heading: "Seeds".into(),
+            blocks: vec![Block::Details { summary: "Every seed's figures".into(), table: seed_table(&summary) }],
+        });
+    }
 
     if let Some(p) = &inputs.partition {
         sections.push(partition_section(p)?);
@@ -202,7 +310,39 @@ pub fn build_report(inputs: &ReportInputs) -> Result<(Report, Summary)> {
     Ok((report, summary))
 }
 
-/// One line per method: final accuracy and per-client upload, compared with FFT's.
+fn target_label(target: &Target) -> String {
+    match target {
+        Target::FractionOfFft(f) => format!("{:.0}% of FFT's mean final accuracy", 100.0 * f),
+        Target::Absolute(a) => format!("absolute target {:.1}%", 100.0 * a),
+    }
+}
+
+/// How the numbers were made: seeds, test rows, last-k.
+fn protocol_sentence(summary: &Summary, runs: &[SeedRun]) -> String {
+    let full_rows = runs
+        .iter()
+        .flat_map(|r| r.curves.iter())
+        .filter_map(|c| c.last())
+        .map(|p| p.full_test_rows)
+        .max()
+        .unwrap_or(0);
+    let rows = if full_rows > 0 { format!("all {full_rows} test rows") } else { "the evaluation rows".to_string() };
+    if summary.replicated() {
+        format!(
+            "{} seeds ({}). Final accuracy is measured on {rows} after the last round; ± is the half-width of a \
+             95 % Student-t interval over seeds.",
+            summary.seeds.len(),
+            summary.seeds.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")
+        )
+    } else {
+        format!(
+            "One seed: no confidence intervals, so no difference below is tested; run with `run.seeds` (or \
+             `--seeds N`) to get them. Final accuracy is measured on {rows} after the last round."
+        )
+    }
+}
+
+/// One line per method: final accuracy (± over seeds) and per-client upload, compared with FFT's.
 fn headline(curves: &[Curve], summary: &Summary) -> Block {
     if curves.is_empty() {
         return Block::Paragraph("No federated stage has written metrics yet.".into());
@@ -214,21 +354,90 @@ fn headline(curves: &[Curve], summary: &Summary) -> Block {
         .into_iter()
         .map(|method| {
             let m = &summary.methods[method];
+            let acc = crate::replicates::Interval { n: m.seeds, mean: m.accuracy, half_width: m.accuracy_ci95 };
             let mut s = format!(
-                "{}: {:.2} % test accuracy after {} rounds; one client uploads {} over the run",
+                "{}: {} % test accuracy after {} rounds (last-{} mean {:.2} %); one client uploads {} over the run",
                 method_label(method),
-                100.0 * m.accuracy,
+                acc.percent(),
                 m.rounds,
+                summary.last_k,
+                100.0 * m.last_k_accuracy,
                 format_bytes(m.bytes_up_per_client_total as f64)
             );
             if let Some(f) = fft.filter(|_| method != FFT) {
                 let ratio = f.bytes_up_per_client_total as f64 / m.bytes_up_per_client_total.max(1) as f64;
-                s.push_str(&format!(" ({:+.2} pp accuracy and {:.1}× less upload than FFT)", 100.0 * (m.accuracy - f.accuracy), ratio));
+                s.push_str(&format!(" ({:.1}× less than FFT)", ratio));
             }
             s
         })
         .collect();
     Block::List(lines)
+}
+
+fn costs_section(summary: &Summary, switch: Option<&serde_json::Value>) -> Section {
+    let mut blocks = vec![Block::Paragraph(
+        "Bytes one client sends and receives if sampled in every round, split into the adapter (for FFT: the \
+         whole backbone; for SFT and SLoRA's Stage 1: the masked values) and the head (`modules_to_save`: \
+         pooler and classifier, always dense). The adapter-only upload is the figure the \"~1 % density\" \
+         claim is about. Totals are over all clients."
+            .into(),
+    )];
+    if let Some(sw) = switch {
+        let charged = sw.get("charged_bytes_per_client").and_then(serde_json::Value::as_u64).unwrap_or(0);
+        let dense = sw.get("dense_correction_bytes_per_client").and_then(serde_json::Value::as_u64).unwrap_or(0);
+        let clients = sw.get("clients").and_then(serde_json::Value::as_u64).unwrap_or(0);
+        blocks.push(Block::Paragraph(format!(
+            "The switch: after Stage 1 every client needs the corrected base W₀ + ΔW − s·B·A. Charged: the \
+             sparse ΔW values ({} per client, sent once to all {clients} clients, in Stage 2's first round); \
+             each client already holds the mask (from its seed) and runs the same deterministic SVD. Sending \
+             the dense corrections instead would cost {} per client.",
+            format_bytes(charged as f64),
+            format_bytes(dense as f64)
+        )));
+    }
+    blocks.push(Block::Table(CaptionedTable {
+        id: "costs".into(),
+        title: "Communication and compute".into(),
+        caption: "Per client over all rounds (if sampled every round): upload and download of adapter and head, \
+                  the one-off switch payload; over all clients: total upload and download; client training \
+                  seconds (sum of local training, no evaluation) and server seconds (aggregation, decomposition)."
+            .into(),
+        table: cost_table(summary),
+    }));
+    Section { id: "costs".into(), heading: "Costs".into(), blocks }
+}
+
+fn rates_section(summary: &Summary, tuning: Option<&serde_json::Value>) -> Section {
+    let mut rows = Vec::new();
+    for (m, s) in &summary.methods {
+        let fmt = |v: Option<f64>| v.map_or("–".to_string(), |x| format!("{x:e}"));
+        rows.push(vec![method_label(m), fmt(s.lr), fmt(s.head_lr)]);
+    }
+    let mut blocks = vec![Block::Table(CaptionedTable {
+        id: "learning-rates".into(),
+        title: "Learning rates".into(),
+        caption: "Every effective rate: the backbone or adapter (SLoRA: Stage 2; Stage 1 in the configuration) and \
+                  the head, its own parameter group in every method, FFT included."
+            .into(),
+        table: TextTable { headers: vec!["Method".into(), "LR".into(), "Head LR".into()], rows, align: vec![Align::Left, Align::Right, Align::Right] },
+    })];
+    if let Some(t) = tuning {
+        blocks.push(Block::Paragraph(format!(
+            "Rates marked \"tuned\" in the configuration were chosen by `pipeline tune`: each grid point ran {} \
+             rounds on the training shards and was scored on the {} validation rows carved from the clients' \
+             data (never the test set), by its mean validation accuracy over the last {} rounds.",
+            t.get("rounds").map_or("?".into(), |v| v.to_string()),
+            t.get("validation_rows").map_or("?".into(), |v| v.to_string()),
+            t.get("last_k").map_or("?".into(), |v| v.to_string()),
+        )));
+        blocks.push(Block::Table(CaptionedTable {
+            id: "tuning".into(),
+            title: "Learning-rate grid".into(),
+            caption: "Validation accuracy of every grid point; the chosen rate is marked.".into(),
+            table: crate::tables::tuning_table(t),
+        }));
+    }
+    Section { id: "learning-rates".into(), heading: "Learning rates".into(), blocks }
 }
 
 fn partition_section(p: &PartitionCounts) -> Result<Section> {

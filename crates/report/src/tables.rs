@@ -155,47 +155,171 @@ pub fn final_text_table(df: &DataFrame) -> Result<TextTable> {
     })
 }
 
-/// Display form of the time-to-target results: one row per method, rounds / time / upload per target.
+/// Display form of the time-to-target results: one row per method (fraction rows of the first
+/// fraction only when several are present).
 pub fn time_to_target_table(ttt: &[TimeToTarget]) -> TextTable {
-    let mut fractions: Vec<f64> = Vec::new();
-    for t in ttt {
-        if !fractions.iter().any(|f| (f - t.fraction).abs() < 1e-12) {
-            fractions.push(t.fraction);
-        }
-    }
-    let mut methods: Vec<String> = Vec::new();
-    for t in ttt {
-        if !methods.contains(&t.method) {
-            methods.push(t.method.clone());
-        }
-    }
-    let mut headers = vec!["Method".to_string()];
-    for f in &fractions {
-        let target = ttt.iter().find(|t| t.fraction == *f).map(|t| 100.0 * t.target_accuracy).unwrap_or(0.0);
-        let p = 100.0 * f;
-        headers.push(format!("Rounds to {p:.0}% ({target:.1}%)"));
-        headers.push(format!("Time to {p:.0}%"));
-        headers.push(format!("Upload to {p:.0}%"));
-    }
-    let rows = methods
+    let first_fraction = ttt.first().map(|t| t.fraction);
+    let rows_of: Vec<&TimeToTarget> = ttt.iter().filter(|t| Some(t.fraction) == first_fraction).collect();
+    let train_of = |m: &str| rows_of.iter().find(|t| t.method == m).and_then(|t| t.hit.as_ref()).map(|h| h.client_train_seconds);
+    let (fft, lora) = (train_of(crate::metrics::FFT), train_of("lora"));
+    let ratio = |x: f64, of: Option<f64>| of.filter(|v| *v > 0.0).map_or("–".to_string(), |v| format!("{:.2}×", x / v));
+    let rows = rows_of
         .iter()
-        .map(|m| {
-            let mut row = vec![method_label(m)];
-            for f in &fractions {
-                match ttt.iter().find(|t| &t.method == m && t.fraction == *f).and_then(|t| t.hit.as_ref()) {
-                    Some(h) => {
-                        row.push(h.round.to_string());
-                        row.push(format_seconds(h.wall_seconds));
-                        row.push(format_bytes(h.cum_bytes_up as f64));
-                    }
-                    None => row.extend(["not reached".to_string(), "–".into(), "–".into()]),
-                }
+        .map(|t| {
+            let mut row = vec![method_label(&t.method), format!("{}/{}", t.reached, t.seeds.max(1))];
+            match &t.hit {
+                Some(h) => row.extend([
+                    h.round.to_string(),
+                    format_seconds(h.client_train_seconds),
+                    format_seconds(h.server_seconds),
+                    format_bytes(h.cum_bytes_up as f64),
+                    format_seconds(h.wall_seconds),
+                    ratio(h.client_train_seconds, fft),
+                    ratio(h.client_train_seconds, lora),
+                ]),
+                None => row.extend(["not reached".to_string(), "–".into(), "–".into(), "–".into(), "–".into(), "–".into(), "–".into()]),
             }
             row
         })
         .collect();
-    let n = headers.len();
-    TextTable { headers, rows, align: [Align::Left].into_iter().chain(std::iter::repeat_n(Align::Right, n - 1)).collect() }
+    let headers = ["Method", "Seeds reached", "Rounds", "Client training", "Server", "Upload (all clients)", "Wall", "Training vs FFT", "Training vs LoRA"];
+    TextTable {
+        headers: headers.map(String::from).to_vec(),
+        rows,
+        align: [Align::Left].into_iter().chain(std::iter::repeat_n(Align::Right, headers.len() - 1)).collect(),
+    }
+}
+
+fn interval(mean: f64, half: Option<f64>) -> String {
+    crate::replicates::Interval { n: 0, mean, half_width: half }.percent()
+}
+
+/// Final accuracy per method: mean ± CI, last-k mean, per seed, rates.
+pub fn replicate_table(summary: &crate::summary::Summary) -> TextTable {
+    let mut methods: Vec<&String> = summary.methods.keys().collect();
+    methods.sort_by_key(|m| (method_rank(m), (*m).clone()));
+    let rows = methods
+        .into_iter()
+        .map(|m| {
+            let s = &summary.methods[m];
+            vec![
+                method_label(m),
+                s.seeds.to_string(),
+                interval(s.accuracy, s.accuracy_ci95),
+                interval(s.last_k_accuracy, s.last_k_accuracy_ci95),
+                s.accuracy_per_seed.iter().map(|a| format!("{:.2}", 100.0 * a)).collect::<Vec<_>>().join(", "),
+                s.lr.map_or("–".into(), |v| format!("{v:e}")),
+                s.head_lr.map_or("–".into(), |v| format!("{v:e}")),
+            ]
+        })
+        .collect();
+    let headers = [
+        "Method".to_string(),
+        "Seeds".into(),
+        "Final accuracy (%)".into(),
+        format!("Last-{} mean (%)", summary.last_k),
+        "Per seed (%)".into(),
+        "LR".into(),
+        "Head LR".into(),
+    ];
+    TextTable { headers: headers.to_vec(), rows, align: [Align::Left].into_iter().chain(std::iter::repeat_n(Align::Right, 6)).collect() }
+}
+
+/// Bytes (adapter / head / switch) and seconds per method.
+pub fn cost_table(summary: &crate::summary::Summary) -> TextTable {
+    let mut methods: Vec<&String> = summary.methods.keys().collect();
+    methods.sort_by_key(|m| (method_rank(m), (*m).clone()));
+    let b = |v: u64| format_bytes(v as f64);
+    let rows = methods
+        .into_iter()
+        .map(|m| {
+            let c = &summary.methods[m].costs;
+            let adapter_share = c.up_adapter_per_client as f64 / (c.up_adapter_per_client + c.up_head_per_client).max(1) as f64;
+            vec![
+                method_label(m),
+                b(c.up_adapter_per_client),
+                b(c.up_head_per_client),
+                format!("{:.1} %", 100.0 * adapter_share),
+                b(c.down_adapter_per_client),
+                b(c.down_head_per_client),
+                b(c.down_switch_per_client),
+                b(c.cum_bytes_up),
+                b(c.cum_bytes_down),
+                format_seconds(c.client_train_seconds),
+                format_seconds(c.server_seconds),
+            ]
+        })
+        .collect();
+    let headers = [
+        "Method",
+        "Up: adapter",
+        "Up: head",
+        "Adapter share of up",
+        "Down: adapter",
+        "Down: head",
+        "Down: switch",
+        "Upload (all clients)",
+        "Download (all clients)",
+        "Client training",
+        "Server",
+    ];
+    TextTable {
+        headers: headers.map(String::from).to_vec(),
+        rows,
+        align: [Align::Left].into_iter().chain(std::iter::repeat_n(Align::Right, headers.len() - 1)).collect(),
+    }
+}
+
+/// Every seed's final and last-k accuracy per method.
+pub fn seed_table(summary: &crate::summary::Summary) -> TextTable {
+    let mut rows = Vec::new();
+    for (seed, methods) in &summary.per_seed {
+        let mut names: Vec<&String> = methods.keys().collect();
+        names.sort_by_key(|m| (method_rank(m), (*m).clone()));
+        for m in names {
+            let f = &methods[m];
+            rows.push(vec![
+                seed.clone(),
+                method_label(m),
+                format!("{:.2}", 100.0 * f.final_accuracy),
+                format!("{:.2}", 100.0 * f.last_k_accuracy),
+                format_seconds(f.client_train_seconds),
+                format_bytes(f.cum_bytes_up as f64),
+            ]);
+        }
+    }
+    TextTable {
+        headers: ["Seed", "Method", "Final accuracy (%)", "Last-k mean (%)", "Client training", "Upload (all clients)"].map(String::from).to_vec(),
+        rows,
+        align: vec![Align::Right, Align::Left, Align::Right, Align::Right, Align::Right, Align::Right],
+    }
+}
+
+/// The learning-rate grid of a tune summary: method, rate, validation score, final validation
+/// accuracy, chosen.
+pub fn tuning_table(tune: &serde_json::Value) -> TextTable {
+    let mut rows = Vec::new();
+    if let Some(methods) = tune.get("methods").and_then(serde_json::Value::as_object) {
+        for (m, v) in methods {
+            let chosen = v.get("chosen").and_then(serde_json::Value::as_f64);
+            for p in v.get("points").and_then(serde_json::Value::as_array).into_iter().flatten() {
+                let lr = p.get("lr").and_then(serde_json::Value::as_f64).unwrap_or(f64::NAN);
+                let pct = |k: &str| p.get(k).and_then(serde_json::Value::as_f64).map_or("diverged".to_string(), |x| format!("{:.2}", 100.0 * x));
+                rows.push(vec![
+                    method_label(m),
+                    format!("{lr:e}"),
+                    pct("score"),
+                    pct("final_accuracy"),
+                    if chosen == Some(lr) { "chosen".into() } else { String::new() },
+                ]);
+            }
+        }
+    }
+    TextTable {
+        headers: ["Method", "LR", "Validation score (%)", "Final validation accuracy (%)", ""].map(String::from).to_vec(),
+        rows,
+        align: vec![Align::Left, Align::Right, Align::Right, Align::Right, Align::Left],
+    }
 }
 
 /// A two-column key/value table from a JSON object, nested keys joined with `.`.

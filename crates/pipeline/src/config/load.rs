@@ -18,6 +18,13 @@ const ENUM_KEYS: &[(&str, &[&str])] = &[
     ("baselines.methods", &["fft", "lora", "sft"]),
 ];
 
+/// Learning-rate keys that also take the string `"tuned"`.
+const TUNABLE_KEYS: &[&str] = &["stage1.lr", "stage2.lr", "baselines.fft_lr", "baselines.lora_lr", "baselines.sft_lr"];
+
+fn is_tuned(key: &str, value: &Value) -> bool {
+    TUNABLE_KEYS.contains(&key) && value.as_str() == Some("tuned")
+}
+
 /// One `--set KEY=VALUE`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ConfigOverride {
@@ -158,6 +165,14 @@ fn check_table(schema: &Table, given: &mut Table, prefix: &str) -> Result<(), St
 }
 
 fn check_value(expected: &Value, value: &mut Value, key: &str) -> Result<(), String> {
+    if is_tuned(key, value) {
+        return Ok(());
+    }
+    if let (Value::Float(_), Value::String(s)) = (expected, &*value) {
+        if TUNABLE_KEYS.contains(&key) {
+            return Err(format!("{key} must be a number or \"tuned\" (got {s:?})"));
+        }
+    }
     match (expected, &*value) {
         (Value::Table(s), Value::Table(_)) => {
             let Value::Table(t) = value else { unreachable!() };
@@ -207,7 +222,11 @@ fn apply_override(schema: &Table, table: &mut Table, ov: &ConfigOverride) -> Res
     let Some(expected) = expected else {
         return Err(err(format!("unknown config key `{}`", ov.key)));
     };
-    let mut value = parse_typed(expected, &ov.value).map_err(|m| err(format!("{} must be {m}", ov.key)))?;
+    let mut value = if TUNABLE_KEYS.contains(&ov.key.as_str()) && unquote(ov.value.trim()) == "tuned" {
+        Value::String("tuned".into())
+    } else {
+        parse_typed(expected, &ov.value).map_err(|m| err(format!("{} must be {m}", ov.key)))?
+    };
     check_value(expected, &mut value, &ov.key).map_err(err)?;
     let entry = table.entry(section.to_string()).or_insert_with(|| Value::Table(Table::new()));
     match entry {
@@ -238,9 +257,21 @@ fn parse_typed(expected: &Value, raw: &str) -> Result<Value, String> {
                 let t: Table = doc.parse().map_err(|_| format!("a TOML list like [\"a\", \"b\"] (got {s:?})"))?;
                 Ok(t["v"].clone())
             } else {
-                let elem = items.first().cloned().unwrap_or(Value::String(String::new()));
                 let parts = s.split(',').map(str::trim).filter(|p| !p.is_empty());
-                parts.map(|p| parse_typed(&elem, p)).collect::<Result<Vec<_>, _>>().map(Value::Array)
+                match items.first() {
+                    Some(elem) => parts.map(|p| parse_typed(elem, p)).collect::<Result<Vec<_>, _>>().map(Value::Array),
+                    // An empty default list (run.seeds): integers, else numbers, else strings.
+                    None => Ok(Value::Array(
+                        parts
+                            .map(|p| {
+                                p.parse::<i64>()
+                                    .map(Value::Integer)
+                                    .or_else(|_| p.parse::<f64>().map(Value::Float))
+                                    .unwrap_or_else(|_| Value::String(unquote(p).to_string()))
+                            })
+                            .collect(),
+                    )),
+                }
             }
         }
         other => Err(format!("{} (not settable with --set)", type_name(other))),

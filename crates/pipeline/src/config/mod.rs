@@ -40,6 +40,8 @@ pub struct Config {
     pub stage2: Stage2Config,
     /// `[baselines]`.
     pub baselines: BaselinesConfig,
+    /// `[tune]`.
+    pub tune: TuneConfig,
     /// `[report]`.
     pub report: ReportConfig,
     /// The folder relative paths in the file were resolved against (the config file's folder, or the
@@ -49,6 +51,9 @@ pub struct Config {
     /// The config file read, if any. Not a config key.
     #[serde(skip)]
     pub config_path: Option<PathBuf>,
+    /// The learning-rate keys that were `"tuned"` and now hold the tune stage's choice. Not a config key.
+    #[serde(skip)]
+    pub tuned_from: Vec<String>,
 }
 
 /// `[run]`: experiment name, seed, threads.
@@ -61,11 +66,78 @@ pub struct RunConfig {
     pub seed: u64,
     /// Compute threads (not part of any cache key).
     pub threads: usize,
+    /// Replicates: every method runs once per seed (head init, masks, client sampling, data order,
+    /// dropout). Empty = `[seed]`.
+    pub seeds: Vec<u64>,
 }
 
 impl Default for RunConfig {
     fn default() -> Self {
-        Self { name: "news20-dirichlet0.1".into(), seed: 42, threads: 2 }
+        Self { name: "news20-dirichlet0.1".into(), seed: 42, threads: 2, seeds: Vec::new() }
+    }
+}
+
+impl RunConfig {
+    /// The seeds the run replicates over (`seeds`, or `[seed]` when empty).
+    pub fn replicate_seeds(&self) -> Vec<u64> {
+        if self.seeds.is_empty() {
+            vec![self.seed]
+        } else {
+            self.seeds.clone()
+        }
+    }
+}
+
+/// A learning rate: a number, or `"tuned"` (the rate `pipeline tune` selected for the method).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum LearningRate {
+    /// This rate.
+    Value(f64),
+    /// The tune stage's choice; resolved to a number before any stage is keyed.
+    Tuned,
+}
+
+impl LearningRate {
+    /// The rate; `"tuned"` must have been resolved ([`Config::resolve_tuned`]) before.
+    pub fn value(&self) -> f64 {
+        match self {
+            LearningRate::Value(v) => *v,
+            LearningRate::Tuned => panic!("a \"tuned\" learning rate was used before `pipeline tune` resolved it"),
+        }
+    }
+}
+
+impl Serialize for LearningRate {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self {
+            LearningRate::Value(v) => s.serialize_f64(*v),
+            LearningRate::Tuned => s.serialize_str("tuned"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for LearningRate {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        #[derive(Deserialize)]
+        #[serde(untagged)]
+        enum Raw {
+            Number(f64),
+            Text(String),
+        }
+        match Raw::deserialize(d)? {
+            Raw::Number(v) => Ok(LearningRate::Value(v)),
+            Raw::Text(t) if t == "tuned" => Ok(LearningRate::Tuned),
+            Raw::Text(t) => Err(serde::de::Error::custom(format!("a learning rate is a number or \"tuned\" (got {t:?})"))),
+        }
+    }
+}
+
+impl std::fmt::Display for LearningRate {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LearningRate::Value(v) => write!(f, "{v}"),
+            LearningRate::Tuned => f.write_str("tuned"),
+        }
     }
 }
 
@@ -167,6 +239,11 @@ pub struct PartitionConfig {
     pub min_client_size: usize,
     /// Seed of the partition (and of the data subsampling).
     pub seed: u64,
+    /// Replicates draw their own partition (seed mixed with the run seed) instead of sharing one.
+    pub vary_with_seed: bool,
+    /// In [0, 1): each client's shard gives this fraction of its rows (stratified by label, seeded) to
+    /// a validation set that `pipeline tune` selects on; those rows never train. 0 = no validation set.
+    pub validation_fraction: f64,
 }
 
 impl Default for PartitionConfig {
@@ -178,6 +255,8 @@ impl Default for PartitionConfig {
             classes_per_client: 2,
             min_client_size: 10,
             seed: 42,
+            vary_with_seed: false,
+            validation_fraction: 0.0,
         }
     }
 }
@@ -232,6 +311,10 @@ pub struct OptimConfig {
     pub warmup_steps: usize,
     /// Dropout during training (< 0: the model config's value).
     pub dropout: f64,
+    /// Learning rate of the head (`adapter.modules_to_save`: pooler and classifier, freshly
+    /// initialised) in every method, FFT included: its own parameter group, as peft trains
+    /// `modules_to_save` at the task rate. 0 = each method's own rate.
+    pub head_lr: f64,
 }
 
 impl Default for OptimConfig {
@@ -244,6 +327,7 @@ impl Default for OptimConfig {
             schedule: Schedule::Constant,
             warmup_steps: 0,
             dropout: -1.0,
+            head_lr: 1e-3,
         }
     }
 }
@@ -277,13 +361,13 @@ pub struct Stage1Config {
     pub rounds: usize,
     /// Mask density per adapted matrix, in (0, 1].
     pub density: f64,
-    /// Learning rate.
-    pub lr: f64,
+    /// Learning rate (`"tuned"`: SFT's tuned rate, since Stage 1 is sparse fine-tuning).
+    pub lr: LearningRate,
 }
 
 impl Default for Stage1Config {
     fn default() -> Self {
-        Self { rounds: 3, density: 0.01, lr: 1e-3 }
+        Self { rounds: 3, density: 0.01, lr: LearningRate::Value(1e-3) }
     }
 }
 
@@ -325,15 +409,15 @@ impl Default for DecomposeConfig {
 pub struct Stage2Config {
     /// Rounds.
     pub rounds: usize,
-    /// Learning rate.
-    pub lr: f64,
+    /// Learning rate (`"tuned"`: LoRA's tuned rate, since Stage 2 is LoRA).
+    pub lr: LearningRate,
     /// Dropout on the LoRA input, in [0, 1).
     pub lora_dropout: f64,
 }
 
 impl Default for Stage2Config {
     fn default() -> Self {
-        Self { rounds: 3, lr: 1e-3, lora_dropout: 0.0 }
+        Self { rounds: 3, lr: LearningRate::Value(1e-3), lora_dropout: 0.0 }
     }
 }
 
@@ -355,21 +439,65 @@ pub enum BaselineMethod {
 pub struct BaselinesConfig {
     /// Methods to run.
     pub methods: Vec<BaselineMethod>,
-    /// FFT learning rate.
-    pub fft_lr: f64,
+    /// FFT learning rate (backbone; the head uses `optim.head_lr`).
+    pub fft_lr: LearningRate,
     /// LoRA learning rate.
-    pub lora_lr: f64,
+    pub lora_lr: LearningRate,
     /// SFT learning rate.
-    pub sft_lr: f64,
+    pub sft_lr: LearningRate,
 }
 
 impl Default for BaselinesConfig {
     fn default() -> Self {
         Self {
             methods: vec![BaselineMethod::Fft, BaselineMethod::Lora, BaselineMethod::Sft],
-            fft_lr: 1e-4,
-            lora_lr: 1e-3,
-            sft_lr: 1e-3,
+            fft_lr: LearningRate::Value(1e-4),
+            lora_lr: LearningRate::Value(1e-3),
+            sft_lr: LearningRate::Value(1e-3),
+        }
+    }
+}
+
+impl BaselinesConfig {
+    /// The configured rate of `method`.
+    pub fn lr(&self, method: BaselineMethod) -> LearningRate {
+        match method {
+            BaselineMethod::Fft => self.fft_lr,
+            BaselineMethod::Lora => self.lora_lr,
+            BaselineMethod::Sft => self.sft_lr,
+        }
+    }
+}
+
+/// `[tune]`: the learning-rate grid per method, run on the validation rows.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TuneConfig {
+    /// FFT rates to try.
+    pub fft: Vec<f64>,
+    /// LoRA rates to try (also Stage 2's, with `stage2.lr = "tuned"`).
+    pub lora: Vec<f64>,
+    /// SFT rates to try (also Stage 1's, with `stage1.lr = "tuned"`).
+    pub sft: Vec<f64>,
+    /// Rounds per grid point (0 = the methods' budget, `stage1.rounds + stage2.rounds`).
+    pub rounds: usize,
+    /// A point's score: mean validation accuracy over its last this-many evaluated rounds.
+    pub last_k: usize,
+}
+
+impl Default for TuneConfig {
+    fn default() -> Self {
+        Self { fft: vec![3e-5, 1e-4, 3e-4], lora: vec![3e-4, 1e-3, 3e-3], sft: vec![3e-4, 1e-3, 3e-3], rounds: 0, last_k: 3 }
+    }
+}
+
+impl TuneConfig {
+    /// The grid of `method`.
+    pub fn grid(&self, method: BaselineMethod) -> &[f64] {
+        match method {
+            BaselineMethod::Fft => &self.fft,
+            BaselineMethod::Lora => &self.lora,
+            BaselineMethod::Sft => &self.sft,
         }
     }
 }
@@ -380,11 +508,17 @@ impl Default for BaselinesConfig {
 pub struct ReportConfig {
     /// Reports go to `<dir>/<run.name>/` (resolved to an absolute path).
     pub dir: PathBuf,
+    /// Next to the last round, report the mean accuracy of the last this-many evaluated rounds.
+    pub last_k: usize,
+    /// Time-to-target aims at this fraction of FFT's mean final accuracy ...
+    pub target_fraction: f64,
+    /// ... or, when > 0, at this absolute accuracy.
+    pub target_accuracy: f64,
 }
 
 impl Default for ReportConfig {
     fn default() -> Self {
-        Self { dir: PathBuf::from("reports") }
+        Self { dir: PathBuf::from("reports"), last_k: 3, target_fraction: 0.95, target_accuracy: 0.0 }
     }
 }
 
@@ -401,6 +535,59 @@ macro_rules! display_as_serde_name {
     )*};
 }
 display_as_serde_name!(PartitionScheme, Schedule, DecomposeInit, BaselineMethod);
+
+impl Config {
+    /// Every learning-rate key set to `"tuned"`, with the method whose tuned rate it takes.
+    pub fn tuned_keys(&self) -> Vec<(&'static str, BaselineMethod)> {
+        let b = &self.baselines;
+        [
+            ("stage1.lr", self.stage1.lr, BaselineMethod::Sft),
+            ("stage2.lr", self.stage2.lr, BaselineMethod::Lora),
+            ("baselines.fft_lr", b.fft_lr, BaselineMethod::Fft),
+            ("baselines.lora_lr", b.lora_lr, BaselineMethod::Lora),
+            ("baselines.sft_lr", b.sft_lr, BaselineMethod::Sft),
+        ]
+        .into_iter()
+        .filter(|(_, lr, _)| *lr == LearningRate::Tuned)
+        .map(|(k, _, m)| (k, m))
+        .collect()
+    }
+
+    /// Replaces every `"tuned"` rate with `chosen(method)`.
+    pub fn resolve_tuned(&mut self, chosen: impl Fn(BaselineMethod) -> f64) {
+        self.tuned_from = self.tuned_keys().into_iter().map(|(k, _)| k.to_string()).collect();
+        let set = |lr: &mut LearningRate, m| {
+            if *lr == LearningRate::Tuned {
+                *lr = LearningRate::Value(chosen(m));
+            }
+        };
+        set(&mut self.stage1.lr, BaselineMethod::Sft);
+        set(&mut self.stage2.lr, BaselineMethod::Lora);
+        set(&mut self.baselines.fft_lr, BaselineMethod::Fft);
+        set(&mut self.baselines.lora_lr, BaselineMethod::Lora);
+        set(&mut self.baselines.sft_lr, BaselineMethod::Sft);
+    }
+
+    /// The config of one replicate: `run.seed = seed`, and with `partition.vary_with_seed` a
+    /// partition seed mixed from the two.
+    pub fn for_seed(&self, seed: u64) -> Config {
+        let mut c = self.clone();
+        c.run.seed = seed;
+        if c.partition.vary_with_seed {
+            c.partition.seed = self.partition.seed ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
+        }
+        c
+    }
+
+    /// The head's rate for a method whose own rate is `method_lr`.
+    pub fn head_lr(&self, method_lr: f64) -> f64 {
+        if self.optim.head_lr > 0.0 {
+            self.optim.head_lr
+        } else {
+            method_lr
+        }
+    }
+}
 
 #[cfg(test)]
 mod tests;

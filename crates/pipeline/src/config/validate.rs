@@ -15,6 +15,13 @@ fn positive(key: &str, v: f64) -> Result<(), PipelineError> {
     }
 }
 
+fn positive_lr(key: &str, v: super::LearningRate) -> Result<(), PipelineError> {
+    match v {
+        super::LearningRate::Value(x) => positive(key, x),
+        super::LearningRate::Tuned => Ok(()),
+    }
+}
+
 fn at_least(key: &str, v: usize, min: usize) -> Result<(), PipelineError> {
     if v >= min {
         Ok(())
@@ -49,6 +56,12 @@ impl Config {
             return fail("run.name", "a plain folder name (no `/`, not starting with `.`)", format!("{:?}", r.name));
         }
         at_least("run.threads", r.threads, 1)?;
+        let mut seeds = r.seeds.clone();
+        seeds.sort_unstable();
+        seeds.dedup();
+        if seeds.len() != r.seeds.len() {
+            return fail("run.seeds", "a list without repeats", format!("{:?}", r.seeds));
+        }
 
         let d = &self.data;
         non_empty("data.source", &d.source, "a .parquet/.jsonl/.jsonl.gz/.csv file or a hub dataset id")?;
@@ -78,6 +91,7 @@ impl Config {
         at_least("partition.clients", p.clients, 1)?;
         positive("partition.alpha", p.alpha)?;
         at_least("partition.classes_per_client", p.classes_per_client, 1)?;
+        in_unit("partition.validation_fraction", p.validation_fraction, "in [0, 1)", (0.0..1.0).contains(&p.validation_fraction))?;
         if p.scheme == PartitionScheme::Dirichlet && p.min_client_size.saturating_mul(p.clients) > 100_000_000 {
             return fail("partition.min_client_size", "reasonable (clients * min_client_size <= 1e8)", p.min_client_size);
         }
@@ -101,6 +115,7 @@ impl Config {
         in_unit("optim.beta2", o.beta2, "in [0, 1)", (0.0..1.0).contains(&o.beta2))?;
         positive("optim.eps", o.eps)?;
         in_unit("optim.dropout", o.dropout, "< 1 (negative = the model's value)", o.dropout < 1.0)?;
+        in_unit("optim.head_lr", o.head_lr, ">= 0 (0 = each method's own rate)", o.head_lr >= 0.0)?;
 
         if self.adapter.target_modules.iter().all(|m| m.trim().is_empty()) {
             return fail("adapter.target_modules", "a non-empty list of module names", "[]");
@@ -109,7 +124,7 @@ impl Config {
         let s1 = &self.stage1;
         at_least("stage1.rounds", s1.rounds, 1)?;
         in_unit("stage1.density", s1.density, "in (0, 1]", s1.density > 0.0 && s1.density <= 1.0)?;
-        positive("stage1.lr", s1.lr)?;
+        positive_lr("stage1.lr", s1.lr)?;
 
         let dc = &self.decompose;
         at_least("decompose.rank", dc.rank, 1)?;
@@ -117,13 +132,13 @@ impl Config {
 
         let s2 = &self.stage2;
         at_least("stage2.rounds", s2.rounds, 1)?;
-        positive("stage2.lr", s2.lr)?;
+        positive_lr("stage2.lr", s2.lr)?;
         in_unit("stage2.lora_dropout", s2.lora_dropout, "in [0, 1)", (0.0..1.0).contains(&s2.lora_dropout))?;
 
         let b = &self.baselines;
-        positive("baselines.fft_lr", b.fft_lr)?;
-        positive("baselines.lora_lr", b.lora_lr)?;
-        positive("baselines.sft_lr", b.sft_lr)?;
+        positive_lr("baselines.fft_lr", b.fft_lr)?;
+        positive_lr("baselines.lora_lr", b.lora_lr)?;
+        positive_lr("baselines.sft_lr", b.sft_lr)?;
         let mut seen = b.methods.clone();
         seen.sort();
         seen.dedup();
@@ -131,9 +146,26 @@ impl Config {
             return fail("baselines.methods", "a list without repeats", format!("{:?}", b.methods));
         }
 
-        if self.report.dir.as_os_str().is_empty() {
+        let t = &self.tune;
+        for (key, grid) in [("tune.fft", &t.fft), ("tune.lora", &t.lora), ("tune.sft", &t.sft)] {
+            if let Some(bad) = grid.iter().find(|v| !(**v > 0.0 && v.is_finite())) {
+                return fail(key, "a list of rates > 0", bad);
+            }
+        }
+        for (key, method) in self.tuned_keys() {
+            if t.grid(method).is_empty() {
+                return fail(key, &format!("a number while tune.{method} is empty (\"tuned\" needs a grid)"), "\"tuned\"");
+            }
+        }
+        at_least("tune.last_k", t.last_k, 1)?;
+
+        let rp = &self.report;
+        if rp.dir.as_os_str().is_empty() {
             return fail("report.dir", "a folder", "\"\"");
         }
+        at_least("report.last_k", rp.last_k, 1)?;
+        in_unit("report.target_fraction", rp.target_fraction, "in (0, 1]", rp.target_fraction > 0.0 && rp.target_fraction <= 1.0)?;
+        in_unit("report.target_accuracy", rp.target_accuracy, "in [0, 1] (0 = use target_fraction)", (0.0..=1.0).contains(&rp.target_accuracy))?;
         Ok(())
     }
 }

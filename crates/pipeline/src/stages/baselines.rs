@@ -31,7 +31,7 @@ impl Stage for Baselines {
     }
 
     fn code_version(&self) -> u32 {
-        1
+        2 // head parameter group, full-test final evaluation, audit columns
     }
 
     fn deps(&self) -> &'static [&'static str] {
@@ -61,14 +61,15 @@ impl Stage for Baselines {
         let mut methods = serde_json::Map::new();
         for method in &cfg.baselines.methods {
             let b = &cfg.baselines;
-            let (mode, lr) = match method {
-                BaselineMethod::Fft => (Mode::Full, b.fft_lr),
+            let lr = b.lr(*method).value();
+            let mode = match method {
+                BaselineMethod::Fft => Mode::Full,
                 BaselineMethod::Lora => {
                     let mut lora = LoraSpec::new(cfg.decompose.rank, cfg.decompose.lora_alpha);
                     lora.dropout = cfg.stage2.lora_dropout;
-                    (Mode::Lora(lora), b.lora_lr)
+                    Mode::Lora(lora)
                 }
-                BaselineMethod::Sft => (Mode::Sparse(SparseSpec::new(cfg.stage1.density)), b.sft_lr),
+                BaselineMethod::Sft => Mode::Sparse(SparseSpec::new(cfg.stage1.density)),
             };
             let name = method.to_string();
             let spec = fed::train_spec(cfg, mode, data.num_labels);
@@ -82,6 +83,7 @@ impl Stage for Baselines {
             }
             let mut summary = fed::run_summary(&outcome, learner.model());
             summary["lr"] = json!(lr);
+            summary["head_lr"] = json!(learner.head_learning_rate());
             methods.insert(name, summary);
             all_rows.extend(outcome.metrics);
         }

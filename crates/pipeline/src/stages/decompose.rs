@@ -50,7 +50,7 @@ impl Stage for Decompose {
     }
 
     fn code_version(&self) -> u32 {
-        1
+        2 // records svd_seconds (server time of the switch)
     }
 
     fn deps(&self) -> &'static [&'static str] {
@@ -80,6 +80,7 @@ impl Stage for Decompose {
         let scale = d.lora_alpha / d.rank as f64;
 
         let bar = ctx.progress(modules.len() as u64, "svd");
+        let svd_clock = std::time::Instant::now();
         let mut lora_init: BTreeMap<String, Tensor> = head.clone();
         let mut factors: BTreeMap<String, LoraFactors> = BTreeMap::new();
         let mut masks = BTreeMap::new();
@@ -129,6 +130,7 @@ impl Stage for Decompose {
             factored.push(Factored { module: module.clone(), singular_values: init.singular_values, energy_kept: init.energy_kept });
         }
         bar.finish_and_clear();
+        let svd_seconds = svd_clock.elapsed().as_secs_f64();
         if factored.is_empty() {
             return Err(ctx.error(format!("{} holds no sparse matrices", super::stage1::SPARSE_DELTA_FILE)));
         }
@@ -182,6 +184,7 @@ impl Stage for Decompose {
             "scale": scale,
             "init": d.init.to_string(),
             "matrices": factored.len(),
+            "svd_seconds": svd_seconds,
             "energy_kept_mean": energies.iter().sum::<f64>() / energies.len() as f64,
             "energy_kept_min": energies.iter().cloned().fold(f64::INFINITY, f64::min),
             "energy_kept_max": energies.iter().cloned().fold(f64::NEG_INFINITY, f64::max),

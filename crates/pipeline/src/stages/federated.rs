@@ -78,8 +78,13 @@ pub fn federated_params(cfg: &Config) -> Value {
 pub struct Data {
     /// One shard per client.
     pub clients: Vec<Shard>,
-    /// The evaluation rows (the test shard, or its stratified subsample of `federation.eval_max_rows`).
+    /// The rows every evaluated round is measured on (the test shard, or its stratified subsample of
+    /// `federation.eval_max_rows`).
     pub test: Shard,
+    /// The whole test shard when `test` is a subsample of it (the last round is measured on it).
+    pub full_test: Option<Shard>,
+    /// The validation rows carved from the clients' shards (`partition.validation_fraction`), if any.
+    pub validation: Option<Shard>,
     /// Classifier size.
     pub num_labels: usize,
 }
@@ -96,8 +101,16 @@ pub fn load_data(ctx: &StageCtx, partition: &Artifact) -> Result<Data, PipelineE
     }
     let test = slora_data::read_shard(&partition.file("test.parquet")).or_stage(stage)?;
     let keep = slora_data::stratified_subsample(&test.labels, ctx.config.federation.eval_max_rows, ctx.config.run.seed);
-    let test = Shard { input_ids: test.input_ids, labels: test.labels }.select(&keep);
-    Ok(Data { clients, test, num_labels: labels.num_labels })
+    let full = Shard { input_ids: test.input_ids, labels: test.labels };
+    let (test, full_test) = if keep.len() < full.len() { (full.select(&keep), Some(full)) } else { (full, None) };
+    let validation_path = partition.file(super::partition::VALIDATION_FILE);
+    let validation = if partition.manifest.files.contains_key(super::partition::VALIDATION_FILE) {
+        let v = slora_data::read_shard(&validation_path).or_stage(stage)?;
+        Some(Shard { input_ids: v.input_ids, labels: v.labels })
+    } else {
+        None
+    };
+    Ok(Data { clients, test, full_test, validation, num_labels: labels.num_labels })
 }
 
 /// A training spec in `mode` with the config's targets, `modules_to_save`, seed and dropout.
@@ -109,11 +122,12 @@ pub fn train_spec(cfg: &Config, mode: Mode, num_labels: usize) -> TrainSpec {
     spec
 }
 
-/// Client optimizer settings from `[optim]` with learning rate `lr`.
+/// Client optimizer settings from `[optim]` with learning rate `lr` (the head at `optim.head_lr`).
 pub fn optim_settings(cfg: &Config, lr: f64) -> OptimSettings {
     let o = &cfg.optim;
     OptimSettings {
         adamw: AdamWConfig { lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weight_decay: o.weight_decay },
+        head_lr: Some(cfg.head_lr(lr)),
         schedule: match o.schedule {
             config::Schedule::Constant => Schedule::Constant,
             config::Schedule::Linear => Schedule::Linear { warmup_steps: o.warmup_steps as u64 },
@@ -136,6 +150,9 @@ pub fn fedavg_config(cfg: &Config, method: &str, rounds: usize, round_offset: u3
         seed: cfg.run.seed,
         cum_bytes_up_start,
         wall_seconds_start: 0.0,
+        cum_bytes_down_start: 0,
+        switch_bytes_per_client: 0,
+        setup_server_seconds: 0.0,
     }
 }
 
@@ -169,7 +186,7 @@ pub fn run_federated(
     let store = CheckpointStore::open(&dir, format!("{}:{}:{}", ctx.stage, ctx.key, fed.method))
         .or_stage(ctx.stage)?
         .strict(ctx.no_rebuild);
-    run_fedavg(learner, &data.clients, &data.test, fed, Some(&store)).map_err(|e| match e {
+    run_fedavg(learner, &data.clients, &data.test, data.full_test.as_ref(), fed, Some(&store)).map_err(|e| match e {
         FederationError::NonFiniteLoss { .. } => {
             ctx.error(format!("{}: {e} ({lr_key} = {:e})", fed.method, learner.learning_rate()))
         }
@@ -183,7 +200,8 @@ pub fn run_summary(outcome: &FedOutcome, model: &Classifier) -> Value {
     let last_eval = outcome.metrics.iter().rev().find(|m| m.accuracy.is_some());
     json!({
         "rounds": outcome.metrics.len().saturating_sub(1),
-        "final_accuracy": last_eval.and_then(|m| m.accuracy),
+        "final_accuracy": last.and_then(|m| m.final_accuracy()),
+        "final_curve_accuracy": last_eval.and_then(|m| m.accuracy),
         "final_loss": last_eval.and_then(|m| m.loss),
         "initial_accuracy": outcome.metrics.first().and_then(|m| m.accuracy),
         "trainable_params": model.num_trainable_params(),

@@ -10,16 +10,19 @@ pub mod partition;
 pub mod report;
 pub mod stage1;
 pub mod stage2;
+pub mod tune;
 
 use crate::stage::Stage;
 
 /// Every stage of the pipeline, in run order (`pipeline all` runs them in this order).
-pub const PLAN: &[&str] = &["partition", "stage1", "decompose", "stage2", "baselines", "report"];
+/// `tune` runs when a learning rate is `"tuned"` (and on `pipeline tune`), not as part of `all`'s list.
+pub const PLAN: &[&str] = &["partition", "tune", "stage1", "decompose", "stage2", "baselines", "report"];
 
 /// The implemented stages, in [`PLAN`] order.
 pub fn registry() -> Vec<Box<dyn Stage>> {
     vec![
         Box::new(partition::Partition),
+        Box::new(tune::Tune),
         Box::new(stage1::Stage1),
         Box::new(decompose::Decompose),
         Box::new(stage2::Stage2),

@@ -1,5 +1,8 @@
 //! Stage `partition`: load the data, subsample, tokenize, split the train rows among clients, and
-//! write `client-NNNNN.parquet`, `test.parquet`, `stats.parquet` and `labels.json`.
+//! write `client-NNNNN.parquet`, `test.parquet`, `stats.parquet` and `labels.json`. With
+//! `partition.validation_fraction > 0`, each client's shard gives that fraction of its rows
+//! (stratified by label within the client, seeded) to `validation.parquet`; they never train, and
+//! `pipeline tune` selects on them, never on the test rows.
 //!
 //! Shard columns: `input_ids` List<UInt32>, `label` UInt32, `row_id` UInt64 (see
 //! `slora_data::shard`). `labels.json` holds `num_labels` and the label names; the manifest summary
@@ -20,6 +23,8 @@ use std::path::{Path, PathBuf};
 
 /// The file holding the test rows.
 pub const TEST_FILE: &str = "test.parquet";
+/// The validation rows carved from the clients' shards (only with `partition.validation_fraction > 0`).
+pub const VALIDATION_FILE: &str = "validation.parquet";
 /// The client x label counts.
 pub const STATS_FILE: &str = "stats.parquet";
 /// `num_labels` and the label names.
@@ -111,6 +116,9 @@ impl Stage for Partition {
             }
             PartitionScheme::Pathological => part["classes_per_client"] = json!(p.classes_per_client),
         }
+        if p.validation_fraction > 0.0 {
+            part["validation_fraction"] = json!(p.validation_fraction);
+        }
         json!({
             "data": data,
             "tokenizer_sha256": hash_or_error(resolve_tokenizer(cfg), |p| p.as_path()),
@@ -156,6 +164,7 @@ impl Stage for Partition {
         lap("tokenize");
         let num_labels = ds.labels.num_labels;
         let parts = slora_data::partition(&train.labels, num_labels, cfg.partition.clients, &Self::scheme(cfg), seed)?;
+        let (parts, validation) = carve_validation(parts, &train.labels, cfg.partition.validation_fraction, seed);
 
         lap("partition");
         // Shards: every client, then the test set; written in parallel.
@@ -165,6 +174,7 @@ impl Stage for Partition {
             .enumerate()
             .map(|(i, rows)| (client_file_name(i), rows.clone(), false))
             .chain(std::iter::once((TEST_FILE.to_string(), (0..test.len()).collect(), true)))
+            .chain((!validation.is_empty()).then(|| (VALIDATION_FILE.to_string(), validation.clone(), false)))
             .collect();
         jobs.par_iter().try_for_each(|(name, rows, is_test)| {
             let (split, tok) = if *is_test { (&test, &test_tok) } else { (&train, &train_tok) };
@@ -190,6 +200,8 @@ impl Stage for Partition {
             "num_labels": num_labels,
             "label_names": ds.labels.names,
             "rows_per_client": parts.iter().map(Vec::len).collect::<Vec<_>>(),
+            "validation_rows": validation.len(),
+            "validation_fraction": cfg.partition.validation_fraction,
             "mean_label_entropy_bits": mean_label_entropy_bits(&counts),
             "empty_texts": { "train": train_tok.empty_texts, "test": test_tok.empty_texts },
             "truncated": { "train": train_tok.truncated, "test": test_tok.truncated },
@@ -197,6 +209,36 @@ impl Stage for Partition {
             "scheme": cfg.partition.scheme.to_string(),
         }))
     }
+}
+
+/// Moves `fraction` of each client's rows (rounded, at most all but one) into a validation set,
+/// stratified by label within the client and seeded per client. Returns the remaining client
+/// shards and the validation rows (client by client).
+pub fn carve_validation(parts: Vec<Vec<usize>>, labels: &[u32], fraction: f64, seed: u64) -> (Vec<Vec<usize>>, Vec<usize>) {
+    if fraction <= 0.0 {
+        return (parts, Vec::new());
+    }
+    let mut validation = Vec::new();
+    let parts = parts
+        .into_iter()
+        .enumerate()
+        .map(|(client, rows)| {
+            let take = ((rows.len() as f64 * fraction).round() as usize).min(rows.len().saturating_sub(1));
+            if take == 0 {
+                return rows;
+            }
+            let client_labels: Vec<u32> = rows.iter().map(|&r| labels[r]).collect();
+            let client_seed = seed ^ (client as u64 + 1).wrapping_mul(0xD1B5_4A32_D192_ED03);
+            let picked = slora_data::stratified_subsample(&client_labels, take, client_seed);
+            let mut is_val = vec![false; rows.len()];
+            for &i in &picked {
+                is_val[i] = true;
+            }
+            validation.extend(picked.iter().map(|&i| rows[i]));
+            rows.into_iter().zip(is_val).filter(|(_, v)| !v).map(|(r, _)| r).collect()
+        })
+        .collect();
+    (parts, validation)
 }
 
 /// A classifier needs at least two labels among the train rows.

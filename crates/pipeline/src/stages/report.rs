@@ -10,7 +10,10 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde_json::{json, Value};
-use slora_report::{build_report, output::report_files, write_dir_atomically, Metrics, PartitionCounts, ReportInputs, Spectra};
+use slora_report::{
+    build_report, output::report_files, write_dir_atomically, MethodRates, Metrics, PartitionCounts, ReportInputs, Spectra,
+    SummaryOptions, Target,
+};
 
 use crate::config::{Config, PartitionScheme};
 use crate::error::{IoContext, PipelineError};
@@ -34,11 +37,15 @@ impl Stage for Report {
     }
 
     fn code_version(&self) -> u32 {
-        1
+        2 // replicates, confidence intervals, cost audit, learning rates
     }
 
     fn deps(&self) -> &'static [&'static str] {
         &["partition", "stage1", "decompose", "stage2", "baselines"]
+    }
+
+    fn across_seeds(&self) -> bool {
+        true
     }
 
     /// The whole config (it is printed in the report) except what does not change its content:
@@ -48,10 +55,10 @@ impl Stage for Report {
         if let Some(run) = config.get_mut("run").and_then(Value::as_object_mut) {
             run.remove("threads");
         }
-        if let Some(obj) = config.as_object_mut() {
-            obj.remove("report");
+        if let Some(report) = config.get_mut("report").and_then(Value::as_object_mut) {
+            report.remove("dir");
         }
-        json!({ "run_name": cfg.run.name, "config": config })
+        json!({ "run_name": cfg.run.name, "config": config, "tuned_from": cfg.tuned_from })
     }
 
     fn run(&self, ctx: &StageCtx, out: &Path) -> Result<Value, PipelineError> {
@@ -109,12 +116,23 @@ fn gather_inputs(ctx: &StageCtx) -> Result<ReportInputs, PipelineError> {
     let stage2 = ctx.input("stage2")?;
     let baselines = ctx.input("baselines")?;
 
-    let metrics = Metrics::read_parquet_files(&[
-        baselines.file("metrics.parquet"),
-        stage1.file("metrics.parquet"),
-        stage2.file("metrics.parquet"),
-    ])
-    .map_err(report_err)?;
+    let mut replicates = Vec::new();
+    for r in &ctx.replicates {
+        let get = |s: &str| {
+            r.inputs.get(s).ok_or_else(|| PipelineError::MissingInput { stage: "report".into(), dep: format!("{s} (seed {})", r.seed) })
+        };
+        let files = [get("baselines")?.file("metrics.parquet"), get("stage1")?.file("metrics.parquet"), get("stage2")?.file("metrics.parquet")];
+        replicates.push((r.seed, Metrics::read_parquet_files(&files).map_err(report_err)?));
+    }
+    let metrics = match replicates.first() {
+        Some((_, m)) => m.clone(),
+        None => Metrics::read_parquet_files(&[
+            baselines.file("metrics.parquet"),
+            stage1.file("metrics.parquet"),
+            stage2.file("metrics.parquet"),
+        ])
+        .map_err(report_err)?,
+    };
     let partition_counts = PartitionCounts::read_parquet(&partition.file(super::partition::STATS_FILE)).map_err(report_err)?;
     let spectrum_path = decompose.file("spectrum.parquet");
     let spectra = Spectra::read_parquet(&spectrum_path).map_err(report_err)?;
@@ -134,9 +152,34 @@ fn gather_inputs(ctx: &StageCtx) -> Result<ReportInputs, PipelineError> {
             }
         }
     }
-    let mut artifact_keys: BTreeMap<String, String> =
-        ctx.inputs.iter().map(|(stage, a)| (stage.clone(), a.key.clone())).collect();
+    let mut artifact_keys: BTreeMap<String, String> = if ctx.replicates.len() > 1 {
+        ctx.replicates
+            .iter()
+            .flat_map(|r| r.inputs.iter().map(move |(stage, a)| (format!("seed {} {stage}", r.seed), a.key.clone())))
+            .collect()
+    } else {
+        ctx.inputs.iter().map(|(stage, a)| (stage.clone(), a.key.clone())).collect()
+    };
     artifact_keys.insert("report".into(), ctx.key.clone());
+    if let Some(t) = &ctx.tuning {
+        artifact_keys.insert("tune".into(), t.key.clone());
+    }
+
+    // Every effective learning rate, per reported method.
+    let mut rates: BTreeMap<String, MethodRates> = BTreeMap::new();
+    let rate = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64);
+    if let Some(methods) = baselines.manifest.summary.get("methods").and_then(Value::as_object) {
+        for (m, s) in methods {
+            rates.insert(m.clone(), MethodRates { lr: rate(s, "lr"), head_lr: rate(s, "head_lr") });
+        }
+    }
+    let s2 = &stage2.manifest.summary;
+    rates.insert("slora".into(), MethodRates { lr: rate(s2, "lr"), head_lr: rate(s2, "head_lr") });
+    let target = if cfg.report.target_accuracy > 0.0 {
+        Target::Absolute(cfg.report.target_accuracy)
+    } else {
+        Target::FractionOfFft(cfg.report.target_fraction)
+    };
 
     Ok(ReportInputs {
         run_name: cfg.run.name.clone(),
@@ -149,6 +192,10 @@ fn gather_inputs(ctx: &StageCtx) -> Result<ReportInputs, PipelineError> {
         trainable_params: trainable,
         config_toml: cfg.to_toml(),
         artifact_keys,
+        replicates,
+        options: SummaryOptions { last_k: cfg.report.last_k, target, rates },
+        tuning: ctx.tuning.as_ref().map(|a| a.manifest.summary.clone()),
+        switch_cost: s2.get("switch").cloned(),
     })
 }
 
@@ -211,6 +258,16 @@ fn setup_lines(cfg: &Config, partition_summary: &Value) -> Vec<(String, String)>
                 cfg.baselines.sft_lr
             ),
         ),
-        ("Seed".into(), cfg.run.seed.to_string()),
+        (
+            "Seeds".into(),
+            match cfg.run.replicate_seeds().as_slice() {
+                [one] => format!("{one} (one seed: no confidence intervals)"),
+                many => format!("{} replicates: {}", many.len(), many.iter().map(u64::to_string).collect::<Vec<_>>().join(", ")),
+            },
+        ),
+        (
+            "Head".into(),
+            format!("{} trained at lr {} in every method (its own parameter group)", cfg.adapter.modules_to_save.join(", "), if cfg.optim.head_lr > 0.0 { cfg.optim.head_lr.to_string() } else { "of the method".into() }),
+        ),
     ]
 }

@@ -37,7 +37,7 @@ impl Stage for Stage1 {
     }
 
     fn code_version(&self) -> u32 {
-        1
+        2 // head parameter group, full-test final evaluation, audit columns
     }
 
     fn deps(&self) -> &'static [&'static str] {
@@ -57,7 +57,7 @@ impl Stage for Stage1 {
         let base = fed::load_base_model(cfg, stage)?;
         let spec = fed::train_spec(cfg, Mode::Sparse(SparseSpec::new(cfg.stage1.density)), data.num_labels);
         let (model, init) = fed::build_classifier(stage, &base.config, &base.weights, &spec)?;
-        let mut learner = ClassifierLearner::new(model, fed::optim_settings(cfg, cfg.stage1.lr));
+        let mut learner = ClassifierLearner::new(model, fed::optim_settings(cfg, cfg.stage1.lr.value()));
         let fedcfg = fed::fedavg_config(cfg, METHOD, cfg.stage1.rounds, 0, 0);
         let outcome = fed::run_federated(ctx, &mut learner, &data, &fedcfg, "stage1.lr")?;
         let model = learner.model();
@@ -98,6 +98,8 @@ impl Stage for Stage1 {
         let mut summary = fed::run_summary(&outcome, model);
         summary["method"] = json!(METHOD);
         summary["density"] = json!(cfg.stage1.density);
+        summary["lr"] = json!(cfg.stage1.lr.value());
+        summary["head_lr"] = json!(learner.head_learning_rate());
         summary["adapted_matrices"] = json!(matrices.len());
         summary["adapted_params"] = json!(entries_total);
         summary["nnz_total"] = json!(nnz_total);

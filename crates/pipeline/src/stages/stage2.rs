@@ -38,7 +38,7 @@ impl Stage for Stage2 {
     }
 
     fn code_version(&self) -> u32 {
-        1
+        2 // head parameter group, switch cost, full-test final evaluation, audit columns
     }
 
     fn deps(&self) -> &'static [&'static str] {
@@ -81,9 +81,15 @@ impl Stage for Stage2 {
         let lora = LoraSpec { r: rank, lora_alpha: d.lora_alpha, dropout: cfg.stage2.lora_dropout, init: factors };
         let spec = fed::train_spec(cfg, Mode::Lora(lora), data.num_labels);
         let (model, _) = fed::build_classifier(stage, &base.config, &weights, &spec)?;
-        let mut learner = ClassifierLearner::new(model, fed::optim_settings(cfg, cfg.stage2.lr));
-        let mut fedcfg = fed::fedavg_config(cfg, METHOD, cfg.stage2.rounds, last.round, last.cum_bytes_up);
-        fedcfg.wall_seconds_start = last.wall_seconds;
+        let mut learner = ClassifierLearner::new(model, fed::optim_settings(cfg, cfg.stage2.lr.value()));
+        let mut fedcfg = fed::fedavg_config(cfg, METHOD, cfg.stage2.rounds, 0, 0).continue_after(last);
+        // The switch's cost. Every client needs the corrected base W0 + ΔW − s·B·A before it can
+        // train LoRA. It already holds W0 and the mask (from the seed). With the sparse ΔW values
+        // (nnz f32) it runs the same deterministic SVD as the server, so ΔW is what is sent, once,
+        // to every client. The dense alternative (every adapted matrix) is recorded for comparison.
+        let switch = switch_cost(&stage1.manifest.summary);
+        fedcfg.switch_bytes_per_client = switch.sparse_bytes;
+        fedcfg.setup_server_seconds = decompose.manifest.summary.get("svd_seconds").and_then(Value::as_f64).unwrap_or(0.0);
         let outcome = fed::run_federated(ctx, &mut learner, &data, &fedcfg, "stage2.lr")?;
 
         let model = learner.model();
@@ -95,9 +101,31 @@ impl Stage for Stage2 {
         summary["rank"] = json!(rank);
         summary["lora_alpha"] = json!(d.lora_alpha);
         summary["round_offset"] = json!(last.round);
+        summary["lr"] = json!(cfg.stage2.lr.value());
+        summary["head_lr"] = json!(learner.head_learning_rate());
+        summary["switch"] = json!({
+            "charged_bytes_per_client": switch.sparse_bytes,
+            "charged": "the sparse ΔW values (nnz f32) sent once to every client, which re-runs the deterministic SVD",
+            "dense_correction_bytes_per_client": switch.dense_bytes,
+            "clients": cfg.partition.clients,
+        });
         summary["adapter_base"] = json!(decompose.file(super::decompose::LORA_INIT_FILE));
         Ok(summary)
     }
+}
+
+/// What the switch costs one client, from Stage 1's summary.
+pub struct SwitchCost {
+    /// The sparse ΔW values: `nnz_total` f32.
+    pub sparse_bytes: u64,
+    /// The dense alternative: every adapted matrix's correction, `adapted_params` f32.
+    pub dense_bytes: u64,
+}
+
+/// The switch's cost per client (see [`Stage2::run`]).
+pub fn switch_cost(stage1_summary: &Value) -> SwitchCost {
+    let count = |k: &str| stage1_summary.get(k).and_then(Value::as_u64).unwrap_or(0);
+    SwitchCost { sparse_bytes: 4 * count("nnz_total"), dense_bytes: 4 * count("adapted_params") }
 }
 
 /// `pipeline inspect stage2`: the metrics table.

@@ -9,8 +9,7 @@ use super::style::{
     CAPTION_SIZE, FIGURE_SIZE, FONT, TICK_SIZE,
 };
 use crate::error::{ReportError, Result};
-use crate::metrics::{Curve, FFT};
-use crate::targets::TARGET_FRACTIONS;
+use crate::metrics::Curve;
 
 /// A horizontal reference line with a label at its left end, above or below the line.
 struct HLine {
@@ -36,6 +35,8 @@ struct LineChart<'a> {
     hlines: Vec<HLine>,
     vlines: Vec<VLine>,
     legend_position: SeriesLabelPosition,
+    /// Per method: (x, low, high) of a shaded band (95 % interval over seeds), drawn under the lines.
+    bands: Vec<(String, Vec<(f64, f64, f64)>)>,
 }
 
 impl LineChart<'_> {
@@ -104,6 +105,16 @@ impl LineChart<'_> {
                     )))
                     .map_err(|e| err(&e))?;
             }
+            for (method, band) in &self.bands {
+                if band.len() < 2 {
+                    continue;
+                }
+                let outline: Vec<(f64, f64)> =
+                    band.iter().map(|&(x, lo, _)| (x, lo)).chain(band.iter().rev().map(|&(x, _, hi)| (x, hi))).collect();
+                chart
+                    .draw_series(std::iter::once(Polygon::new(outline, method_color(method).mix(0.18).filled())))
+                    .map_err(|e| err(&e))?;
+            }
             for (method, points) in &self.series {
                 let color = method_color(method);
                 let width = if method == "slora" { 3 } else { 2 };
@@ -132,21 +143,9 @@ impl LineChart<'_> {
     }
 }
 
-/// Reference lines at 95 % / 99 % of FFT's final accuracy (in percent), when FFT ran.
-fn target_lines(curves: &[Curve]) -> Vec<HLine> {
-    let Some(fft) = curves.iter().find(|c| c.method == FFT).and_then(Curve::last_evaluated) else {
-        return Vec::new();
-    };
-    TARGET_FRACTIONS
-        .iter()
-        .enumerate()
-        // The highest target's label above its line, the others below theirs: close lines stay legible.
-        .map(|(i, f)| HLine {
-            y: 100.0 * f * fft.accuracy,
-            label: format!("{:.0}% of FFT final", 100.0 * f),
-            above: i + 1 == TARGET_FRACTIONS.len(),
-        })
-        .collect()
+/// The reference line of the time-to-target goal (accuracy as a fraction, label), when there is one.
+fn target_lines(target: Option<&(f64, String)>) -> Vec<HLine> {
+    target.map(|(y, label)| HLine { y: 100.0 * y, label: label.clone(), above: true }).into_iter().collect()
 }
 
 fn switch_lines(curves: &[Curve]) -> Vec<VLine> {
@@ -168,15 +167,21 @@ fn integer_label(v: &f64) -> String {
 }
 
 fn accuracy_range(curves: &[Curve], extra: &[f64]) -> std::ops::Range<f64> {
-    let values = curves.iter().flat_map(|c| c.points.iter().map(|p| 100.0 * p.accuracy)).chain(extra.iter().copied());
+    let values = curves
+        .iter()
+        .flat_map(|c| c.points.iter().map(|p| 100.0 * p.accuracy))
+        .filter(|v| v.is_finite())
+        .chain(extra.iter().copied());
     let r = padded_range(values, 0.08);
     r.start.max(0.0)..r.end.min(100.0)
 }
 
-/// Test accuracy (%) vs federated round, one line per method, FFT targets and the SLoRA switch marked.
-pub fn accuracy_vs_round(curves: &[Curve]) -> Result<String> {
-    let hlines = target_lines(curves);
-    let extra: Vec<f64> = hlines.iter().map(|h| h.y).collect();
+/// Test accuracy (%) vs federated round, one line per method (with its band over seeds, if given),
+/// the target and the SLoRA switch marked.
+pub fn accuracy_vs_round(curves: &[Curve], bands: &[(String, Vec<(f64, f64, f64)>)], target: Option<&(f64, String)>) -> Result<String> {
+    let hlines = target_lines(target);
+    let mut extra: Vec<f64> = hlines.iter().map(|h| h.y).collect();
+    extra.extend(bands.iter().flat_map(|(_, b)| b.iter().flat_map(|&(_, lo, hi)| [lo, hi])));
     let (x, labels) = round_axis(curves);
     LineChart {
         id: "accuracy_vs_round",
@@ -191,6 +196,7 @@ pub fn accuracy_vs_round(curves: &[Curve]) -> Result<String> {
         hlines,
         vlines: switch_lines(curves),
         legend_position: SeriesLabelPosition::LowerRight,
+        bands: bands.to_vec(),
     }
     .render(x, &integer_label, labels)
 }
@@ -212,13 +218,14 @@ pub fn loss_vs_round(curves: &[Curve]) -> Result<String> {
         hlines: Vec::new(),
         vlines: switch_lines(curves),
         legend_position: SeriesLabelPosition::UpperRight,
+        bands: Vec::new(),
     }
     .render(x, &integer_label, labels)
 }
 
 /// Test accuracy (%) vs cumulative bytes uploaded by all clients (log x); round 0 (0 bytes) is left out.
-pub fn accuracy_vs_bytes(curves: &[Curve]) -> Result<String> {
-    let hlines = target_lines(curves);
+pub fn accuracy_vs_bytes(curves: &[Curve], target: Option<&(f64, String)>) -> Result<String> {
+    let hlines = target_lines(target);
     let extra: Vec<f64> = hlines.iter().map(|h| h.y).collect();
     let series: Vec<(String, Vec<(f64, f64)>)> = curves
         .iter()
@@ -244,6 +251,7 @@ pub fn accuracy_vs_bytes(curves: &[Curve]) -> Result<String> {
         hlines,
         vlines: Vec::new(),
         legend_position: SeriesLabelPosition::LowerRight,
+        bands: Vec::new(),
     }
     .render((lo..hi).log_scale(), &|v| format_bytes(*v), 10)
 }

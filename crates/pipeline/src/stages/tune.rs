@@ -1,0 +1,146 @@
+//! `tune`: a learning-rate grid per method (`tune.fft`, `tune.lora`, `tune.sft`), each point a
+//! federated run of the method on the clients' training shards, scored on the validation rows carved
+//! from those shards (`partition.validation_fraction`), never on the test set.
+//!
+//! A point's score is its mean validation accuracy over its last `tune.last_k` evaluated rounds; the
+//! best score wins (ties: the smaller rate). A point that diverges scores nothing and is never
+//! chosen. `lr = "tuned"` in `stage1.lr` (SFT's choice), `stage2.lr` (LoRA's) or `baselines.*_lr`
+//! takes the choice (the runner resolves it before any other stage is keyed, so their keys hold the
+//! number). Outputs: `metrics.parquet` (every point; method `tune-<method>-<lr>`, accuracy = validation
+//! accuracy) and the summary with the grid, the scores and the choice. Each point keeps round
+//! checkpoints, so a killed tune resumes inside the point it was in.
+
+use std::path::Path;
+
+use serde_json::{json, Value};
+use slora_federation::{run_fedavg, CheckpointStore, ClassifierLearner, FederationError, RoundMetrics};
+use slora_model::{LoraSpec, Mode, SparseSpec};
+
+use super::federated::{self as fed, OrStage};
+use crate::config::{BaselineMethod, Config};
+use crate::error::PipelineError;
+use crate::stage::{Stage, StageCtx};
+
+/// The `tune` stage.
+pub struct Tune;
+
+/// The methods tune knows, in order.
+pub const METHODS: [BaselineMethod; 3] = [BaselineMethod::Fft, BaselineMethod::Lora, BaselineMethod::Sft];
+
+/// Rounds per grid point.
+pub fn rounds(cfg: &Config) -> usize {
+    if cfg.tune.rounds > 0 {
+        cfg.tune.rounds
+    } else {
+        cfg.stage1.rounds + cfg.stage2.rounds
+    }
+}
+
+/// The mean accuracy of the last `k` evaluated rounds after round 0 (`None` without any).
+pub fn score(rows: &[RoundMetrics], k: usize) -> Option<f64> {
+    let acc: Vec<f64> = rows.iter().filter(|r| r.round > 0).filter_map(|r| r.accuracy).collect();
+    let tail = &acc[acc.len().saturating_sub(k)..];
+    (!tail.is_empty()).then(|| tail.iter().sum::<f64>() / tail.len() as f64)
+}
+
+/// The chosen rate of `method` in a tune summary.
+pub fn chosen(summary: &Value, method: BaselineMethod) -> Option<f64> {
+    summary.get("methods")?.get(method.to_string())?.get("chosen")?.as_f64()
+}
+
+impl Stage for Tune {
+    fn name(&self) -> &'static str {
+        "tune"
+    }
+
+    fn code_version(&self) -> u32 {
+        1
+    }
+
+    fn deps(&self) -> &'static [&'static str] {
+        &["partition"]
+    }
+
+    fn params(&self, cfg: &Config) -> Value {
+        let mut p = fed::federated_params(cfg);
+        p["tune"] = json!(cfg.tune);
+        p["rounds"] = json!(rounds(cfg));
+        p["stage1"] = json!({ "density": cfg.stage1.density });
+        p["stage2"] = json!({ "lora_dropout": cfg.stage2.lora_dropout });
+        p["decompose"] = json!({ "rank": cfg.decompose.rank, "lora_alpha": cfg.decompose.lora_alpha });
+        p
+    }
+
+    fn run(&self, ctx: &StageCtx, out: &Path) -> Result<Value, PipelineError> {
+        let cfg = ctx.config;
+        let stage = ctx.stage;
+        let data = fed::load_data(ctx, ctx.input("partition")?)?;
+        let Some(validation) = data.validation.clone() else {
+            return Err(ctx.error(
+                "partition.validation_fraction is 0: tune needs validation rows carved from the clients' training data (e.g. 0.1)",
+            ));
+        };
+        let base = fed::load_base_model(cfg, stage)?;
+        let rounds = rounds(cfg);
+        let mut all_rows = Vec::new();
+        let mut methods = serde_json::Map::new();
+        for method in METHODS {
+            let grid = cfg.tune.grid(method);
+            if grid.is_empty() {
+                continue;
+            }
+            let mut points = Vec::new();
+            let mut best: Option<(f64, f64)> = None;
+            for &lr in grid {
+                let mode = match method {
+                    BaselineMethod::Fft => Mode::Full,
+                    BaselineMethod::Lora => {
+                        let mut lora = LoraSpec::new(cfg.decompose.rank, cfg.decompose.lora_alpha);
+                        lora.dropout = cfg.stage2.lora_dropout;
+                        Mode::Lora(lora)
+                    }
+                    BaselineMethod::Sft => Mode::Sparse(SparseSpec::new(cfg.stage1.density)),
+                };
+                let spec = fed::train_spec(cfg, mode, data.num_labels);
+                let (model, _) = fed::build_classifier(stage, &base.config, &base.weights, &spec)?;
+                let mut learner = ClassifierLearner::new(model, fed::optim_settings(cfg, lr));
+                let name = format!("tune-{method}-{lr:e}");
+                let fedcfg = fed::fedavg_config(cfg, &name, rounds, 0, 0);
+                let store = CheckpointStore::open(&ctx.work_dir.join(&name), format!("{stage}:{}:{name}", ctx.key))
+                    .or_stage(stage)?
+                    .strict(ctx.no_rebuild);
+                match run_fedavg(&mut learner, &data.clients, &validation, None, &fedcfg, Some(&store)) {
+                    Ok(outcome) => {
+                        let s = score(&outcome.metrics, cfg.tune.last_k);
+                        let last = outcome.metrics.last().and_then(|m| m.accuracy);
+                        tracing::info!("tune: {method} lr {lr:e}: validation score {:?}", s);
+                        if let Some(s) = s {
+                            if best.is_none_or(|(b, blr)| s > b || (s == b && lr < blr)) {
+                                best = Some((s, lr));
+                            }
+                        }
+                        points.push(json!({ "lr": lr, "score": s, "final_accuracy": last, "diverged": false }));
+                        all_rows.extend(outcome.metrics);
+                    }
+                    Err(FederationError::NonFiniteLoss { round, .. }) => {
+                        tracing::warn!("tune: {method} lr {lr:e} diverged in round {round}; not a candidate");
+                        points.push(json!({ "lr": lr, "score": null, "final_accuracy": null, "diverged": true }));
+                    }
+                    Err(e) => return Err(ctx.error(format!("{name}: {e}"))),
+                }
+            }
+            let Some((_, chosen)) = best else {
+                return Err(ctx.error(format!("every rate of tune.{method} diverged: {grid:?}")));
+            };
+            methods.insert(method.to_string(), json!({ "points": points, "chosen": chosen }));
+        }
+        fed::write_metrics(out, &all_rows, stage)?;
+        Ok(json!({
+            "rounds": rounds,
+            "last_k": cfg.tune.last_k,
+            "seed": cfg.run.seed,
+            "validation_rows": validation.len(),
+            "methods": methods,
+        }))
+    }
+}
