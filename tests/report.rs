@@ -170,7 +170,7 @@ fn rendered_report_has_every_figure_table_and_value() {
     let fig = |id: &str| std::fs::read_to_string(out.join("figures").join(format!("{id}.svg"))).unwrap();
     for (id, needle) in [
         ("accuracy_vs_round", "Test accuracy (%)"),
-        ("accuracy_vs_round", "95% of FFT final"),
+        ("accuracy_vs_round", "95% of FFT"),
         ("accuracy_vs_round", "SLoRA: sparse → LoRA"),
         ("accuracy_vs_bytes", "Cumulative bytes uploaded by all clients (log scale)"),
         ("accuracy_vs_bytes", "1.00 kB"),

@@ -1,5 +1,6 @@
 
 mod common;
+mod comparisons;
 mod federation;
 mod foundation;
 mod report;

@@ -39,6 +39,7 @@ pub fn resolve_target(cfg: &Config, store: &Store, target: &str) -> Result<Artif
 pub fn inspect(artifact: &Artifact) -> Result<(Value, String), PipelineError> {
     match artifact.stage.as_str() {
         "partition" => stages::partition::inspect(artifact),
+        "tune" => stages::tune::inspect(artifact),
         "stage1" => stages::stage1::inspect(artifact),
         "decompose" => stages::decompose::inspect(artifact),
         "stage2" => stages::stage2::inspect(artifact),

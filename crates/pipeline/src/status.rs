@@ -50,7 +50,8 @@ pub struct StageStatus {
 pub fn status(cfg: &Config, store: &Store) -> Result<Vec<StageStatus>, PipelineError> {
     let lock = store.read_lock();
     let mut out = Vec::new();
-    for name in PLAN {
+    // `tune` is part of the plan only when a learning rate came from it.
+    for name in PLAN.iter().filter(|n| **n != "tune" || !cfg.tuned_from.is_empty()) {
         let stage = match lookup_stage(name) {
             Ok(s) => s,
             Err(PipelineError::NotImplemented { .. }) => {

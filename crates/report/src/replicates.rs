@@ -191,8 +191,11 @@ pub fn mean_curve(runs: &[SeedRun], method: &str) -> Vec<(u32, Interval)> {
     for run in runs {
         if let Some(c) = run.curves.iter().find(|c| c.method == method) {
             present += 1;
-            for p in c.evaluated() {
-                by_round.entry(p.round).or_default().push(p.accuracy);
+            // SLoRA's curve evaluates its switch round twice (end of Stage 1, right after the switch):
+            // the later evaluation stands for the round.
+            let per_round: BTreeMap<u32, f64> = c.evaluated().map(|p| (p.round, p.accuracy)).collect();
+            for (round, acc) in per_round {
+                by_round.entry(round).or_default().push(acc);
             }
         }
     }

@@ -23,7 +23,7 @@ use crate::config::{parse_set, Config, ConfigOverride, PartitionScheme};
 use crate::error::{IoContext, PipelineError};
 use crate::runner::{lookup_stage, plan_stage, Force};
 use crate::stages::report::SUMMARY_FILE;
-use crate::stages::PLAN;
+use crate::stages::ALL;
 
 /// Arguments of `pipeline sweep`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -196,7 +196,7 @@ pub fn run(ctx: &SweepContext, args: &SweepArgs) -> Result<PathBuf, PipelineErro
         let root = ctx.artifacts.map(Path::to_path_buf).unwrap_or_else(|| cfg.base_dir.join("artifacts"));
         let force = if ctx.force {
             let mut stages = Vec::new();
-            for &stage in PLAN {
+            for &stage in ALL {
                 let key = plan_stage(&cfg, lookup_stage(stage)?.as_ref())?.key;
                 if forced.insert((root.clone(), stage, key)) {
                     stages.push(stage.to_string());
@@ -206,7 +206,7 @@ pub fn run(ctx: &SweepContext, args: &SweepArgs) -> Result<PathBuf, PipelineErro
         } else {
             Force::Nothing
         };
-        crate::cli::run_stages_with(&cfg, &root, &crate::cli::RunOptions { force, no_rebuild: ctx.no_rebuild }, PLAN)?;
+        crate::cli::run_stages_with(&cfg, &root, &crate::cli::RunOptions { force, no_rebuild: ctx.no_rebuild }, ALL)?;
         let key = plan_stage(&cfg, lookup_stage("report")?.as_ref())?.key;
         let summary_path = root.join("report").join(&key).join(SUMMARY_FILE);
         let summary = Summary::read(&summary_path).map_err(|e| sweep_error(e.to_string()))?;

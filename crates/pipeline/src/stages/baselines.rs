@@ -12,7 +12,6 @@ use std::path::Path;
 use serde_json::{json, Value};
 use slora_federation::{ClassifierLearner, RoundMetrics};
 use slora_model::peft::{save_adapter, PeftAdapter};
-use slora_model::{LoraSpec, Mode, SparseSpec};
 
 use super::federated::{self as fed, OrStage};
 use crate::config::{BaselineMethod, Config};
@@ -62,17 +61,8 @@ impl Stage for Baselines {
         for method in &cfg.baselines.methods {
             let b = &cfg.baselines;
             let lr = b.lr(*method).value();
-            let mode = match method {
-                BaselineMethod::Fft => Mode::Full,
-                BaselineMethod::Lora => {
-                    let mut lora = LoraSpec::new(cfg.decompose.rank, cfg.decompose.lora_alpha);
-                    lora.dropout = cfg.stage2.lora_dropout;
-                    Mode::Lora(lora)
-                }
-                BaselineMethod::Sft => Mode::Sparse(SparseSpec::new(cfg.stage1.density)),
-            };
             let name = method.to_string();
-            let spec = fed::train_spec(cfg, mode, data.num_labels);
+            let spec = fed::train_spec(cfg, fed::baseline_mode(cfg, *method), data.num_labels);
             let (model, _) = fed::build_classifier(stage, &base.config, &base.weights, &spec)?;
             let mut learner = ClassifierLearner::new(model, fed::optim_settings(cfg, lr));
             let fedcfg = fed::fedavg_config(cfg, &name, rounds, 0, 0);

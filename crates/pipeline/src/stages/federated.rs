@@ -113,6 +113,20 @@ pub fn load_data(ctx: &StageCtx, partition: &Artifact) -> Result<Data, PipelineE
     Ok(Data { clients, test, full_test, validation, num_labels: labels.num_labels })
 }
 
+/// The training mode of a baseline method: LoRA with `decompose.rank` / `lora_alpha` and
+/// `stage2.lora_dropout`, SFT with `stage1.density` (the same masks as Stage 1).
+pub fn baseline_mode(cfg: &Config, method: config::BaselineMethod) -> Mode {
+    match method {
+        config::BaselineMethod::Fft => Mode::Full,
+        config::BaselineMethod::Lora => {
+            let mut lora = slora_model::LoraSpec::new(cfg.decompose.rank, cfg.decompose.lora_alpha);
+            lora.dropout = cfg.stage2.lora_dropout;
+            Mode::Lora(lora)
+        }
+        config::BaselineMethod::Sft => Mode::Sparse(slora_model::SparseSpec::new(cfg.stage1.density)),
+    }
+}
+
 /// A training spec in `mode` with the config's targets, `modules_to_save`, seed and dropout.
 pub fn train_spec(cfg: &Config, mode: Mode, num_labels: usize) -> TrainSpec {
     let mut spec = TrainSpec::new(mode, num_labels, cfg.run.seed);

@@ -18,6 +18,10 @@ use crate::stage::Stage;
 /// `tune` runs when a learning rate is `"tuned"` (and on `pipeline tune`), not as part of `all`'s list.
 pub const PLAN: &[&str] = &["partition", "tune", "stage1", "decompose", "stage2", "baselines", "report"];
 
+/// What `pipeline all` (and each sweep point) runs: [`PLAN`] without `tune`, which runs first by
+/// itself when a learning rate is `"tuned"`.
+pub const ALL: &[&str] = &["partition", "stage1", "decompose", "stage2", "baselines", "report"];
+
 /// The implemented stages, in [`PLAN`] order.
 pub fn registry() -> Vec<Box<dyn Stage>> {
     vec![

@@ -314,3 +314,30 @@ pub fn inspect(a: &Artifact) -> Result<(Value, String), PipelineError> {
     }
     Ok((value, text))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::carve_validation;
+
+    #[test]
+    fn validation_is_carved_per_client_stratified_and_disjoint() {
+        // Two clients: 50 rows of labels 0/1 (30/20), 7 rows of label 2.
+        let labels: Vec<u32> = (0..57).map(|i| if i < 30 { 0 } else if i < 50 { 1 } else { 2 }).collect();
+        let parts = vec![(0..50).collect::<Vec<_>>(), (50..57).collect()];
+        let (train, val) = carve_validation(parts.clone(), &labels, 0.2, 9);
+        assert_eq!((train[0].len(), train[1].len(), val.len()), (40, 6, 11));
+        let count = |rows: &[usize], l: u32| rows.iter().filter(|&&r| labels[r] == l).count();
+        let val0: Vec<usize> = val.iter().copied().filter(|&r| r < 50).collect();
+        assert_eq!((count(&val0, 0), count(&val0, 1)), (6, 4), "stratified within the client");
+        let mut all: Vec<usize> = train.concat().into_iter().chain(val.iter().copied()).collect();
+        all.sort_unstable();
+        assert_eq!(all, (0..57).collect::<Vec<_>>(), "disjoint, nothing lost");
+        assert_eq!(carve_validation(parts.clone(), &labels, 0.2, 9), (train, val), "seeded");
+        assert_ne!(carve_validation(parts.clone(), &labels, 0.2, 10).1, carve_validation(parts.clone(), &labels, 0.2, 9).1);
+        let (kept, none) = carve_validation(parts.clone(), &labels, 0.0, 9);
+        assert_eq!((kept, none.len()), (parts, 0));
+        // A one-row client keeps its row.
+        let (train, val) = carve_validation(vec![vec![0]], &labels, 0.5, 9);
+        assert_eq!((train, val.len()), (vec![vec![0]], 0));
+    }
+}

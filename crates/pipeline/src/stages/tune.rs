@@ -14,7 +14,6 @@ use std::path::Path;
 
 use serde_json::{json, Value};
 use slora_federation::{run_fedavg, CheckpointStore, ClassifierLearner, FederationError, RoundMetrics};
-use slora_model::{LoraSpec, Mode, SparseSpec};
 
 use super::federated::{self as fed, OrStage};
 use crate::config::{BaselineMethod, Config};
@@ -92,16 +91,7 @@ impl Stage for Tune {
             let mut points = Vec::new();
             let mut best: Option<(f64, f64)> = None;
             for &lr in grid {
-                let mode = match method {
-                    BaselineMethod::Fft => Mode::Full,
-                    BaselineMethod::Lora => {
-                        let mut lora = LoraSpec::new(cfg.decompose.rank, cfg.decompose.lora_alpha);
-                        lora.dropout = cfg.stage2.lora_dropout;
-                        Mode::Lora(lora)
-                    }
-                    BaselineMethod::Sft => Mode::Sparse(SparseSpec::new(cfg.stage1.density)),
-                };
-                let spec = fed::train_spec(cfg, mode, data.num_labels);
+                let spec = fed::train_spec(cfg, fed::baseline_mode(cfg, method), data.num_labels);
                 let (model, _) = fed::build_classifier(stage, &base.config, &base.weights, &spec)?;
                 let mut learner = ClassifierLearner::new(model, fed::optim_settings(cfg, lr));
                 let name = format!("tune-{method}-{lr:e}");
@@ -143,4 +133,33 @@ impl Stage for Tune {
             "methods": methods,
         }))
     }
+}
+
+/// `pipeline inspect tune`: every grid point's validation score and the choice per method.
+pub fn inspect(artifact: &crate::store::Artifact) -> Result<(Value, String), PipelineError> {
+    let s = &artifact.manifest.summary;
+    let mut text = format!(
+        "tune {} at {}\n  {} rounds per point, score = mean validation accuracy of the last {} rounds, {} validation rows\n",
+        artifact.short_key(),
+        artifact.dir.display(),
+        s["rounds"],
+        s["last_k"],
+        s["validation_rows"]
+    );
+    text.push_str(&format!("  {:<6} {:>10} {:>10} {:>10}\n", "method", "lr", "score", "final"));
+    for (method, m) in s["methods"].as_object().into_iter().flatten() {
+        let chosen = m["chosen"].as_f64();
+        for p in m["points"].as_array().into_iter().flatten() {
+            let pct = |v: &Value| v.as_f64().map_or("diverged".to_string(), |x| format!("{:.2} %", 100.0 * x));
+            let lr = p["lr"].as_f64().unwrap_or(f64::NAN);
+            text.push_str(&format!(
+                "  {method:<6} {lr:>10e} {:>10} {:>10}{}\n",
+                pct(&p["score"]),
+                pct(&p["final_accuracy"]),
+                if chosen == Some(lr) { "  <- chosen" } else { "" }
+            ));
+        }
+    }
+    let value = json!({ "stage": "tune", "key": artifact.key, "dir": artifact.dir, "summary": s });
+    Ok((value, text))
 }

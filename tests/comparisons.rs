@@ -1,0 +1,198 @@
+//! Comparisons a reviewer would accept, end to end on the tiny config (SST-2, MiniLM-L3, 4 clients):
+//! the head's own learning rate reaches FFT's head, `tune` selects on validation rows and ignores the
+//! test set, two seeds are two cached runs whose report CI matches one computed here from the two
+//! runs' own `summary.json`, and the switch's cost appears in Stage 2's first-round download.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+use slora_federation::metrics::read_parquet;
+use slora_federation::{ClassifierLearner, Learner, OptimSettings, Schedule};
+use slora_model::optim::AdamWConfig;
+use slora_model::{Classifier, EncoderConfig, Mode, ModelFiles, TrainSpec, Weights};
+
+use crate::common::{shared, tiny_toml};
+
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// Runs `pipeline --config dir/tiny.toml ARGS`; panics with stderr on failure; returns stderr.
+fn run_ok(dir: &Path, args: &[&str]) -> String {
+    let out = Command::new(env!("CARGO_BIN_EXE_pipeline"))
+        .current_dir(dir)
+        .arg("--config")
+        .arg(dir.join("tiny.toml"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "pipeline {args:?} failed:\n{stderr}");
+    stderr
+}
+
+fn json(path: &Path) -> Value {
+    serde_json::from_slice(&std::fs::read(path).unwrap_or_else(|e| panic!("{}: {e}", path.display()))).unwrap()
+}
+
+/// The artifact folder `pipeline.lock` records for `stage`.
+fn artifact(dir: &Path, stage: &str) -> PathBuf {
+    let lock = json(&dir.join("artifacts/pipeline.lock"));
+    let key = lock["stages"][stage]["key"].as_str().unwrap_or_else(|| panic!("{stage} not in pipeline.lock"));
+    dir.join("artifacts").join(stage).join(key)
+}
+
+#[test]
+fn head_learning_rate_reaches_fft_head_parameters() -> anyhow::Result<()> {
+    let files = ModelFiles::resolve(&shared("models/paraphrase-MiniLM-L3-v2").display().to_string(), "main")?;
+    let cfg = EncoderConfig::from_file(&files.config)?;
+    let weights = Weights::load(&files.weights, &cfg)?;
+    let (model, _) = Classifier::new(&cfg, &weights, &TrainSpec::new(Mode::Full, 2, 7))?;
+    let (lr, head_lr) = (1e-5, 1e-2);
+    let adamw = AdamWConfig { lr, weight_decay: 0.0, ..AdamWConfig::default() };
+    let mut learner = ClassifierLearner::new(model, OptimSettings { adamw, head_lr: Some(head_lr), schedule: Schedule::Constant });
+    let before = learner.trainable_state()?;
+    learner.begin_local(1)?;
+    assert_eq!(learner.optimizer().unwrap().lr_of("classifier.weight"), Some(head_lr));
+    assert_eq!(learner.optimizer().unwrap().lr_of("bert.pooler.dense.weight"), Some(head_lr));
+    assert_eq!(learner.optimizer().unwrap().lr_of("bert.encoder.layer.0.attention.self.query.weight"), Some(lr));
+    let ids: Vec<&[u32]> = vec![&[101, 2023, 3185, 2003, 2307, 102], &[101, 6659, 1010, 4756, 102]];
+    learner.train_step(&ids, &[0, 1], 3)?;
+    let after = learner.trainable_state()?;
+    // Adam's first step moves every entry by lr · g / (|g| + ε) ≈ lr: the largest move of a tensor
+    // measures the rate its group trained at (to f32 rounding of the weight: ≤ 2.4e-7 at |w| ≤ 2).
+    let (mut head_seen, mut body_max) = (0, 0f64);
+    for (name, b) in &before {
+        let moved = (after[name].to_dtype(candle_core::DType::F64)? - b.to_dtype(candle_core::DType::F64)?)?
+            .abs()?
+            .flatten_all()?
+            .max(0)?
+            .to_scalar::<f64>()?;
+        if learner.model().is_head_tensor(name) {
+            head_seen += 1;
+            assert!((0.9 * head_lr..=1.01 * head_lr).contains(&moved), "{name} moved {moved:e}, head lr {head_lr:e}");
+        } else {
+            body_max = body_max.max(moved);
+            assert!(moved <= 1.05 * lr, "{name} moved {moved:e} > backbone lr {lr:e}");
+        }
+    }
+    assert_eq!(head_seen, 4, "pooler and classifier weight and bias");
+    assert!(body_max > 0.9 * lr, "the backbone trained too: largest move {body_max:e}");
+    Ok(())
+}
+
+/// Mean validation accuracy of the last `k` evaluated rounds (after round 0) of one tune point.
+fn score(rows: &[slora_federation::RoundMetrics], k: usize) -> f64 {
+    let acc: Vec<f64> = rows.iter().filter(|r| r.round > 0).filter_map(|r| r.accuracy).collect();
+    let tail = &acc[acc.len() - k..];
+    tail.iter().sum::<f64>() / k as f64
+}
+
+#[test]
+fn tune_selects_on_validation_rows_and_ignores_the_test_set() {
+    let tune = "[tune]\nfft = []\nsft = []\nlora = [1e-5, 3e-3]\nrounds = 2\nlast_k = 2\n";
+    let mut results = Vec::new();
+    for (name, max_test) in [("tune-a", 100), ("tune-b", 60)] {
+        let dir = fresh_dir(name);
+        std::fs::write(dir.join("tiny.toml"), tiny_toml(7, 200, max_test, tune)).unwrap();
+        run_ok(&dir, &["--set", "partition.validation_fraction=0.2", "tune"]);
+        let tune_dir = artifact(&dir, "tune");
+        let summary = json(&tune_dir.join("manifest.json"))["summary"].clone();
+        let rows = read_parquet(&tune_dir.join("metrics.parquet")).unwrap();
+        // Recompute each point's score from the metrics and check the choice is the best one.
+        let mut best = (f64::NEG_INFINITY, 0.0);
+        for p in summary["methods"]["lora"]["points"].as_array().unwrap() {
+            let lr = p["lr"].as_f64().unwrap();
+            let method = format!("tune-lora-{lr:e}");
+            let point: Vec<_> = rows.iter().filter(|r| r.method == method).cloned().collect();
+            assert_eq!(point.len(), 3, "{method}: round 0 + 2 rounds");
+            assert!(point.iter().all(|r| r.eval_rows == summary["validation_rows"].as_u64().unwrap()), "scored on the validation rows");
+            let s = score(&point, 2);
+            assert_eq!(p["score"].as_f64().unwrap(), s, "{method}");
+            if s > best.0 {
+                best = (s, lr);
+            }
+        }
+        assert_eq!(summary["methods"]["lora"]["chosen"].as_f64().unwrap(), best.1);
+        assert_eq!(summary["validation_rows"].as_u64().unwrap(), 40, "20 % of 200 training rows");
+        let partition = json(&artifact(&dir, "partition").join("manifest.json"))["key"].clone();
+        results.push((summary, partition, dir));
+    }
+    let ((a, pa, dir), (b, pb, _)) = (&results[0], &results[1]);
+    assert_ne!(pa, pb, "the test sets differ, so the partitions do");
+    assert_eq!(a["methods"], b["methods"], "the grid's validation scores and the choice ignore the test set");
+
+    // `"tuned"` takes the choice.
+    let stderr = run_ok(
+        dir,
+        &["--set", "partition.validation_fraction=0.2", "--set", "baselines.methods=[\"lora\"]", "--set", "baselines.lora_lr=tuned", "baselines"],
+    );
+    assert!(stderr.contains("tune: up to date"), "{stderr}");
+    let baselines = json(&artifact(dir, "baselines").join("manifest.json"));
+    assert_eq!(baselines["summary"]["methods"]["lora"]["lr"], a["methods"]["lora"]["chosen"]);
+}
+
+#[test]
+fn two_seeds_are_two_cached_runs_and_the_report_ci_is_the_t_interval() {
+    let dir = fresh_dir("replicates");
+    std::fs::write(dir.join("tiny.toml"), tiny_toml(7, 120, 100, "[baselines]\nmethods = [\"fft\", \"lora\"]\n")).unwrap();
+    let sets = ["--set", "federation.eval_max_rows=50"];
+    let summary_of = |seeds: &str| {
+        let stderr = run_ok(&dir, &[sets[0], sets[1], "--set", &format!("run.seeds={seeds}"), "all"]);
+        (json(&dir.join("reports/tiny/summary.json")), stderr)
+    };
+    let (one, _) = summary_of("[1]");
+    // The switch's cost: Stage 2's first round downloads the sparse ΔW (nnz f32) on top of the state.
+    let nnz = json(&artifact(&dir, "stage1").join("manifest.json"))["summary"]["nnz_total"].as_u64().unwrap();
+    let stage2 = read_parquet(&artifact(&dir, "stage2").join("metrics.parquet")).unwrap();
+    let (switch_row, next) = (&stage2[1], &stage2[2]);
+    assert_eq!(switch_row.bytes_down_switch_per_client, 4 * nnz);
+    assert_eq!(switch_row.bytes_down_per_client, switch_row.bytes_up_per_client + 4 * nnz, "state down = state up, plus ΔW");
+    assert_eq!((next.bytes_down_switch_per_client, next.bytes_down_per_client), (0, next.bytes_up_per_client));
+    assert_eq!(switch_row.cum_bytes_down - stage2[0].cum_bytes_down, 2 * switch_row.bytes_up_per_client + 4 * 4 * nnz, "2 sampled, ΔW to all 4");
+    // Curves use 50 test rows; the last round is measured on all 100.
+    let last = stage2.last().unwrap();
+    assert_eq!((last.eval_rows, last.full_test_rows), (50, 100));
+    assert!(one["methods"]["slora"]["accuracy_ci95"].is_null(), "one seed: no interval");
+
+    let (two, _) = summary_of("[2]");
+    let (both, stderr) = summary_of("[1, 2]");
+    for stage in ["partition", "stage1", "decompose", "stage2", "baselines"] {
+        assert!(!stderr.contains(&format!("{stage}: running")), "{stage} was cached for both seeds:\n{stderr}");
+    }
+    assert!(stderr.contains("report: running"), "{stderr}");
+    assert_eq!(both["seeds"], serde_json::json!([1, 2]));
+
+    // The interval, recomputed: mean ± t(0.975, 1) · s / √2 with s the sample standard deviation.
+    let t = 12.706_204_736;
+    let ci = |x: f64, y: f64| {
+        let mean = (x + y) / 2.0;
+        let s = ((x - mean).powi(2) + (y - mean).powi(2)).sqrt(); // / (n − 1) = 1
+        (mean, t * s / 2f64.sqrt())
+    };
+    for m in ["fft", "lora", "sft", "slora"] {
+        let Some(m1) = one["methods"].get(m) else { continue };
+        let (x, y) = (m1["accuracy"].as_f64().unwrap(), two["methods"][m]["accuracy"].as_f64().unwrap());
+        let (mean, half) = ci(x, y);
+        let got = &both["methods"][m];
+        assert!((got["accuracy"].as_f64().unwrap() - mean).abs() < 1e-12, "{m}");
+        assert!((got["accuracy_ci95"].as_f64().unwrap() - half).abs() < 1e-9, "{m}: {} vs {half}", got["accuracy_ci95"]);
+    }
+    let acc = |s: &Value, m: &str| s["methods"][m]["accuracy"].as_f64().unwrap();
+    let (mean, half) = ci(acc(&one, "fft") - acc(&one, "lora"), acc(&two, "fft") - acc(&two, "lora"));
+    let d = both["paired_differences"].as_array().unwrap().iter().find(|d| d["a"] == "fft" && d["b"] == "lora").unwrap();
+    assert!((d["interval"]["mean"].as_f64().unwrap() - mean).abs() < 1e-12);
+    assert!((d["interval"]["half_width"].as_f64().unwrap() - half).abs() < 1e-9);
+    let significant = (mean - half > 0.0) || (mean + half < 0.0);
+    assert_eq!(d["significant"].as_bool().unwrap(), significant);
+    let report = std::fs::read_to_string(dir.join("reports/tiny/report.md")).unwrap();
+    assert!(report.contains("2 seeds (1, 2)") && report.contains(" ± "), "the report shows intervals");
+    if !significant {
+        assert!(report.contains("no significant difference at this budget"));
+    }
+}
