@@ -215,16 +215,27 @@ fn sft_baseline_repeats_stage1_on_the_same_clients_then_continues() {
     let dir = tempfile::tempdir().unwrap();
     let dir = dir.path();
     write_config(dir);
-    let log = run_ok(dir, &["--set", "baselines.methods=[\"sft\"]", "--set", "baselines.sft_lr=1e-3", "baselines"]);
-    assert!(log.contains("sft round 4/4"), "{log}");
+    let sft_only = ["--set", "baselines.methods=[\"sft\"]", "--set", "baselines.sft_lr=1e-3"];
+    let log = run_ok(dir, &[sft_only[0], sft_only[1], sft_only[2], sft_only[3], "--set", "baselines.sft_from_stage1=false", "baselines"]);
+    assert!(log.contains("sft round 1/4") && log.contains("sft round 4/4"), "recomputed from round 1:\n{log}");
     let sft = metrics(dir, "baselines");
     let stage1 = metrics(reference(), "stage1");
     assert_eq!(sft.len(), 5, "round 0 + stage1.rounds + stage2.rounds");
     assert!(sft.iter().all(|m| m.method == "sft"));
     for (a, b) in sft.iter().zip(&stage1) {
+        // Stage 1's last round is its run's last, also measured on every test row; SFT's is not.
+        let b = RoundMetrics { full_test_accuracy: None, full_test_loss: None, full_test_rows: 0, ..b.clone() };
         let relabelled = RoundMetrics { method: "slora-stage1".into(), ..a.clone() };
-        assert!(relabelled.same_results(b), "sft {a:?}\nstage1 {b:?}");
+        assert!(relabelled.same_results(&b), "sft {a:?}\nstage1 {b:?}");
     }
     let summary = &manifest(dir, "baselines")["summary"]["methods"]["sft"];
-    assert_eq!(summary["rounds"], 4);
+    assert_eq!((summary["rounds"].as_u64(), summary["continued_from_stage1"].as_bool()), (Some(4), Some(false)));
+
+    // By default SFT starts from Stage 1's state and trains only the remaining rounds: bit-identical.
+    let log = run_ok(dir, &[sft_only[0], sft_only[1], sft_only[2], sft_only[3], "baselines"]);
+    assert!(log.contains("sft continues Stage 1 after round 2") && !log.contains("sft round 1/4"), "{log}");
+    assert!(log.contains("sft round 3/4") && log.contains("sft round 4/4"), "{log}");
+    let continued = metrics(dir, "baselines");
+    assert_same_metrics(&continued, &sft);
+    assert_eq!(manifest(dir, "baselines")["summary"]["methods"]["sft"]["continued_from_stage1"], true);
 }

@@ -445,6 +445,9 @@ pub struct BaselinesConfig {
     pub lora_lr: LearningRate,
     /// SFT learning rate.
     pub sft_lr: LearningRate,
+    /// SFT's first `stage1.rounds` rounds are Stage 1 itself (same masks, sampling, seeds) when its
+    /// rate equals `stage1.lr`: continue from Stage 1's state instead of recomputing them.
+    pub sft_from_stage1: bool,
 }
 
 impl Default for BaselinesConfig {
@@ -454,6 +457,7 @@ impl Default for BaselinesConfig {
             fft_lr: LearningRate::Value(1e-4),
             lora_lr: LearningRate::Value(1e-3),
             sft_lr: LearningRate::Value(1e-3),
+            sft_from_stage1: true,
         }
     }
 }

@@ -6,6 +6,11 @@
 //! ones. LoRA uses `decompose.rank` / `decompose.lora_alpha` and `stage2.lora_dropout`; SFT uses
 //! `stage1.density` (the same masks as stage 1). Outputs: one `metrics.parquet` with a `method` column
 //! and, when LoRA ran, its final adapter in peft's format in `lora-adapter/`.
+//!
+//! SFT's first `stage1.rounds` rounds are Stage 1 itself (same masks, client sampling, data order and
+//! dropout seeds) when `baselines.sft_lr` equals `stage1.lr`. With `baselines.sft_from_stage1` (the
+//! default) SFT then starts from Stage 1's final state and metrics, written as the round checkpoint
+//! the engine resumes from, and only trains the remaining rounds: the same metrics, bit for bit.
 
 use std::path::Path;
 
@@ -34,7 +39,7 @@ impl Stage for Baselines {
     }
 
     fn deps(&self) -> &'static [&'static str] {
-        &["partition"]
+        &["partition", "stage1"]
     }
 
     fn params(&self, cfg: &Config) -> Value {
@@ -66,6 +71,10 @@ impl Stage for Baselines {
             let (model, _) = fed::build_classifier(stage, &base.config, &base.weights, &spec)?;
             let mut learner = ClassifierLearner::new(model, fed::optim_settings(cfg, lr));
             let fedcfg = fed::fedavg_config(cfg, &name, rounds, 0, 0);
+            let continued = *method == BaselineMethod::Sft && continues_stage1(cfg);
+            if continued {
+                seed_from_stage1(ctx, &name)?;
+            }
             let outcome = fed::run_federated(ctx, &mut learner, &data, &fedcfg, &format!("baselines.{name}_lr"))?;
             if *method == BaselineMethod::Lora {
                 let adapter = PeftAdapter::from_classifier(learner.model(), Some(&cfg.model.source)).or_stage(stage)?;
@@ -74,12 +83,47 @@ impl Stage for Baselines {
             let mut summary = fed::run_summary(&outcome, learner.model());
             summary["lr"] = json!(lr);
             summary["head_lr"] = json!(learner.head_learning_rate());
+            summary["continued_from_stage1"] = json!(continued);
             methods.insert(name, summary);
             all_rows.extend(outcome.metrics);
         }
         fed::write_metrics(out, &all_rows, stage)?;
         Ok(json!({ "rounds": rounds, "methods": methods }))
     }
+}
+
+/// Whether SFT's first rounds are Stage 1's (the same rate) and may be taken from it.
+fn continues_stage1(cfg: &Config) -> bool {
+    cfg.baselines.sft_from_stage1 && cfg.baselines.sft_lr.value() == cfg.stage1.lr.value()
+}
+
+/// Writes Stage 1's final state and metrics (relabelled `method`) as the round checkpoint of
+/// `stage1.rounds` completed rounds, unless the method already has a checkpoint (a resumed run).
+fn seed_from_stage1(ctx: &StageCtx, method: &str) -> Result<(), PipelineError> {
+    let stage = ctx.stage;
+    let store = fed::checkpoint_store(ctx, method)?;
+    if store.latest().or_stage(stage)?.is_some() {
+        return Ok(());
+    }
+    let stage1 = ctx.input("stage1")?;
+    let saved = slora_federation::read_safetensors(&stage1.file(super::stage1::SPARSE_DELTA_FILE)).or_stage(stage)?;
+    let state: slora_federation::State = saved
+        .into_iter()
+        .filter(|(k, _)| !k.ends_with(".indices"))
+        .map(|(k, v)| match k.strip_suffix(".values") {
+            Some(module) => (format!("{module}.sparse_delta"), v),
+            None => (k, v),
+        })
+        .collect();
+    let mut rows = slora_federation::metrics::read_parquet(&stage1.file("metrics.parquet")).or_stage(stage)?;
+    for r in &mut rows {
+        r.method = method.to_string();
+        // Stage 1's last round was its run's last, measured on every test row; SFT's is not.
+        (r.full_test_accuracy, r.full_test_loss, r.full_test_rows) = (None, None, 0);
+    }
+    let last = rows.last().ok_or_else(|| ctx.error("stage1 metrics.parquet has no rows"))?;
+    tracing::info!("{stage}: {method} continues Stage 1 after round {} (same masks, sampling and seeds)", last.round);
+    store.save(last.round, &state, &rows, last.wall_seconds).or_stage(stage)
 }
 
 /// `pipeline inspect` for stages whose output is a metrics table (stage2, baselines).

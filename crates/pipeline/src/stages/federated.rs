@@ -187,6 +187,12 @@ pub fn build_classifier(
     Ok((model, report))
 }
 
+/// The round-checkpoint store of `method` in the stage's work folder.
+pub fn checkpoint_store(ctx: &StageCtx, method: &str) -> Result<CheckpointStore, PipelineError> {
+    let dir = ctx.work_dir.join(method);
+    Ok(CheckpointStore::open(&dir, format!("{}:{}:{}", ctx.stage, ctx.key, method)).or_stage(ctx.stage)?.strict(ctx.no_rebuild))
+}
+
 /// Runs FedAvg for `learner` with round checkpoints in `<work_dir>/<method>/` (resumed when present).
 /// `lr_key` names the learning-rate setting in a divergence error.
 pub fn run_federated(
@@ -196,10 +202,7 @@ pub fn run_federated(
     fed: &FedAvgConfig,
     lr_key: &str,
 ) -> Result<FedOutcome, PipelineError> {
-    let dir = ctx.work_dir.join(&fed.method);
-    let store = CheckpointStore::open(&dir, format!("{}:{}:{}", ctx.stage, ctx.key, fed.method))
-        .or_stage(ctx.stage)?
-        .strict(ctx.no_rebuild);
+    let store = checkpoint_store(ctx, &fed.method)?;
     run_fedavg(learner, &data.clients, &data.test, data.full_test.as_ref(), fed, Some(&store)).map_err(|e| match e {
         FederationError::NonFiniteLoss { .. } => {
             ctx.error(format!("{}: {e} ({lr_key} = {:e})", fed.method, learner.learning_rate()))
