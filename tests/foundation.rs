@@ -76,6 +76,7 @@ fn small_args(data: &Path) -> Vec<String> {
         "partition.clients=4".into(),
         "partition.min_client_size=5".into(),
         "federation.clients_per_round=2".into(),
+        "partition.validation_fraction=0".into(),
     ]
     .into_iter()
     .flat_map(|kv| ["--set".to_string(), kv])
@@ -104,6 +105,12 @@ const DONE_WHEN: &[&str] = &[
     "partition.alpha=0.1",
     "--set",
     "partition.clients=20",
+    // Issue 2's done-when: every training row in the 20 shards (pipeline.toml subsamples and carves
+    // validation rows for its default experiment).
+    "--set",
+    "data.max_train=0",
+    "--set",
+    "partition.validation_fraction=0",
 ];
 
 #[test]

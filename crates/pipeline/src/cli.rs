@@ -224,8 +224,9 @@ pub fn run(cli: Cli) -> Result<(), PipelineError> {
         Command::Inspect { target, json } => {
             let store = Store::open_read_only(&root);
             crate::hashing::load_cache(&root);
-            let cfg = first_replicate(&resolve_tuned_from_store(&cfg, &store)?);
-            let artifact = crate::inspect::resolve_target(&cfg, &store, target)?;
+            // Partition and tune are keyed without any learning rate.
+            let cfg = if matches!(target.as_str(), "partition" | "tune") { cfg } else { resolve_tuned_from_store(&cfg, &store)? };
+            let artifact = crate::inspect::resolve_target(&first_replicate(&cfg), &store, target)?;
             let (value, text) = crate::inspect::inspect(&artifact)?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&value)?);
@@ -305,7 +306,9 @@ fn run_in_store(cfg: &Config, store: &Store, opts: &RunOptions, stages: &[&str])
     let seeds = cfg.run.replicate_seeds();
     let mut resolved = cfg.clone();
     let mut tuning = None;
-    if stages.contains(&"tune") || !cfg.tuned_keys().is_empty() {
+    // Only stages that train (or report on) a method need its rate: `partition` alone never tunes.
+    let needs_rates = stages.iter().any(|s| !matches!(*s, "partition" | "tune"));
+    if stages.contains(&"tune") || (needs_rates && !cfg.tuned_keys().is_empty()) {
         let tune_cfg = cfg.for_seed(seeds[0]);
         let artifact = Runner::new(&tune_cfg, store, opts.force.clone()).no_rebuild(opts.no_rebuild).run("tune")?;
         resolved = resolve_with(cfg, &artifact)?;

@@ -225,7 +225,13 @@ fn apply_override(schema: &Table, table: &mut Table, ov: &ConfigOverride) -> Res
     let mut value = if TUNABLE_KEYS.contains(&ov.key.as_str()) && unquote(ov.value.trim()) == "tuned" {
         Value::String("tuned".into())
     } else {
-        parse_typed(expected, &ov.value).map_err(|m| err(format!("{} must be {m}", ov.key)))?
+        parse_typed(expected, &ov.value).map_err(|m| {
+            if TUNABLE_KEYS.contains(&ov.key.as_str()) {
+                err(format!("{} must be a number or \"tuned\" (got {:?})", ov.key, ov.value.trim()))
+            } else {
+                err(format!("{} must be {m}", ov.key))
+            }
+        })?
     };
     check_value(expected, &mut value, &ov.key).map_err(err)?;
     let entry = table.entry(section.to_string()).or_insert_with(|| Value::Table(Table::new()));

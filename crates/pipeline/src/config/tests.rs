@@ -116,3 +116,37 @@ fn defaults_round_trip_through_toml() {
     assert_eq!(back.decompose.init, DecomposeInit::Svd);
     assert_eq!(DecomposeInit::SvdB.to_string(), "svd-b");
 }
+
+#[test]
+fn learning_rates_take_numbers_or_tuned() {
+    let cfg = Config::from_toml_str("[stage1]\nlr = \"tuned\"\n[baselines]\nfft_lr = 3e-5\n", "p.toml").unwrap();
+    assert_eq!(cfg.stage1.lr, LearningRate::Tuned);
+    assert_eq!(cfg.baselines.fft_lr, LearningRate::Value(3e-5));
+    let err = Config::from_toml_str("[stage1]\nlr = \"fast\"\n", "p.toml").unwrap_err().to_string();
+    assert_eq!(err, "p.toml: stage1.lr must be a number or \"tuned\" (got \"fast\")");
+    let err = Config::load(None, &[set("stage2.lr", "fast")]).unwrap_err().to_string();
+    assert!(err.contains("stage2.lr must be a number or \"tuned\""), "{err}");
+    let mut c = valid();
+    c.baselines.lora_lr = LearningRate::Tuned;
+    c.stage2.lr = LearningRate::Tuned;
+    assert_eq!(c.tuned_keys(), vec![("stage2.lr", BaselineMethod::Lora), ("baselines.lora_lr", BaselineMethod::Lora)]);
+    c.resolve_tuned(|m| if m == BaselineMethod::Lora { 3e-4 } else { 1.0 });
+    assert_eq!((c.stage2.lr, c.baselines.lora_lr), (LearningRate::Value(3e-4), LearningRate::Value(3e-4)));
+    assert_eq!(c.tuned_from, vec!["stage2.lr".to_string(), "baselines.lora_lr".to_string()]);
+    // An empty grid cannot be "tuned".
+    let mut c = valid();
+    c.baselines.fft_lr = LearningRate::Tuned;
+    c.tune.fft.clear();
+    assert!(c.validate().unwrap_err().to_string().contains("baselines.fft_lr"));
+    // Seeds: a list without repeats; for_seed changes the partition only with vary_with_seed.
+    let mut c = valid();
+    c.run.seeds = vec![1, 1];
+    assert!(c.validate().unwrap_err().to_string().contains("run.seeds"));
+    c.run.seeds = vec![1, 2];
+    assert_eq!(c.for_seed(2).partition.seed, c.partition.seed);
+    c.partition.vary_with_seed = true;
+    assert_ne!(c.for_seed(2).partition.seed, c.for_seed(1).partition.seed);
+    assert_eq!(c.for_seed(2).run.seed, 2);
+    let c = Config::load(None, &[set("run.seeds", "4,5,6")]).unwrap();
+    assert_eq!(c.run.replicate_seeds(), vec![4, 5, 6]);
+}
