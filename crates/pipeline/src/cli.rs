@@ -174,16 +174,16 @@ pub fn resolve_tuned_from_store(cfg: &Config, store: &Store) -> Result<Config, P
 }
 
 fn resolve_with(cfg: &Config, tune: &crate::store::Artifact) -> Result<Config, PipelineError> {
-    let mut resolved = cfg.clone();
+    let mut chosen = std::collections::BTreeMap::new();
     for (key, method) in cfg.tuned_keys() {
-        if crate::stages::tune::chosen(&tune.manifest.summary, method).is_none() {
+        let Some(lr) = crate::stages::tune::chosen(&tune.manifest.summary, method) else {
             return Err(PipelineError::stage("tune", format!("{key} = \"tuned\", but the tune artifact holds no choice for {method}")));
-        }
+        };
+        tracing::info!("{key} = \"tuned\": {lr:e} (tune's choice for {method})");
+        chosen.insert(method, lr);
     }
-    resolved.resolve_tuned(|m| crate::stages::tune::chosen(&tune.manifest.summary, m).unwrap_or(f64::NAN));
-    for (key, method) in cfg.tuned_keys() {
-        tracing::info!("{key} = \"tuned\": {:e} (tune's choice for {method})", crate::stages::tune::chosen(&tune.manifest.summary, method).unwrap_or(f64::NAN));
-    }
+    let mut resolved = cfg.clone();
+    resolved.resolve_tuned(|m| chosen[&m]);
     Ok(resolved)
 }
 

@@ -186,6 +186,11 @@ pub fn paired(a: &str, b: &str, values: &BTreeMap<String, BTreeMap<u64, f64>>) -
 /// The mean curve of one method over seeds: per round that every seed evaluated, the mean accuracy
 /// and its 95 % interval bounds (equal to the mean for one seed).
 pub fn mean_curve(runs: &[SeedRun], method: &str) -> Vec<(u32, Interval)> {
+    mean_curve_of(runs, method, |p| p.accuracy)
+}
+
+/// [`mean_curve`] of any per-round value of the evaluated rows (accuracy, loss).
+pub fn mean_curve_of(runs: &[SeedRun], method: &str, value: impl Fn(&crate::metrics::MetricRow) -> f64) -> Vec<(u32, Interval)> {
     let mut by_round: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
     let mut present = 0;
     for run in runs {
@@ -193,7 +198,7 @@ pub fn mean_curve(runs: &[SeedRun], method: &str) -> Vec<(u32, Interval)> {
             present += 1;
             // SLoRA's curve evaluates its switch round twice (end of Stage 1, right after the switch):
             // the later evaluation stands for the round.
-            let per_round: BTreeMap<u32, f64> = c.evaluated().map(|p| (p.round, p.accuracy)).collect();
+            let per_round: BTreeMap<u32, f64> = c.evaluated().map(|p| (p.round, value(p))).collect();
             for (round, acc) in per_round {
                 by_round.entry(round).or_default().push(acc);
             }

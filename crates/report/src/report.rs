@@ -9,7 +9,7 @@ use crate::partition::PartitionCounts;
 use crate::plots;
 use crate::plots::style::format_bytes;
 use crate::spectrum::Spectra;
-use crate::replicates::{mean_curve, SeedRun};
+use crate::replicates::{mean_curve, mean_curve_of, SeedRun};
 use crate::summary::{Summary, SummaryOptions};
 use crate::tables::{cost_table, final_table, final_text_table, key_value_table, replicate_table, seed_table, time_to_target_table, Align, TextTable};
 use crate::targets::Target;
@@ -149,21 +149,15 @@ fn mean_curves(runs: &[SeedRun]) -> Vec<Curve> {
         .curves
         .iter()
         .map(|c| {
-            let acc: BTreeMap<u32, f64> = mean_curve(runs, &c.method).into_iter().map(|(r, i)| (r, i.mean)).collect();
-            let mut loss: BTreeMap<u32, (f64, usize)> = BTreeMap::new();
-            for run in runs {
-                if let Some(rc) = run.curves.iter().find(|x| x.method == c.method) {
-                    for p in rc.evaluated() {
-                        let e = loss.entry(p.round).or_insert((0.0, 0));
-                        *e = (e.0 + p.loss, e.1 + 1);
-                    }
-                }
-            }
+            let means = |value: fn(&crate::metrics::MetricRow) -> f64| -> BTreeMap<u32, f64> {
+                mean_curve_of(runs, &c.method, value).into_iter().map(|(r, i)| (r, i.mean)).collect()
+            };
+            let (acc, loss) = (means(|p| p.accuracy), means(|p| p.loss));
             let mut mc = c.clone();
             for p in &mut mc.points {
                 if let Some(a) = acc.get(&p.round) {
                     p.accuracy = *a;
-                    p.loss = loss.get(&p.round).map_or(p.loss, |(s, n)| s / *n as f64);
+                    p.loss = loss.get(&p.round).copied().unwrap_or(p.loss);
                 } else {
                     p.accuracy = f64::NAN;
                 }
