@@ -100,6 +100,18 @@ fn tune_selects_on_validation_rows_and_ignores_the_test_set() {
     for (name, max_test) in [("tune-a", 100), ("tune-b", 60)] {
         let dir = fresh_dir(name);
         std::fs::write(dir.join("tiny.toml"), tiny_toml(7, 200, max_test, tune)).unwrap();
+        if name == "tune-a" {
+            // Before tune has run, status says what waits for it instead of failing.
+            let out = Command::new(env!("CARGO_BIN_EXE_pipeline"))
+                .current_dir(&dir)
+                .args(["--config", "tiny.toml", "--set", "baselines.lora_lr=tuned", "status"])
+                .output()
+                .unwrap();
+            let stdout = String::from_utf8_lossy(&out.stdout);
+            assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+            assert!(stdout.contains("tune       missing"), "{stdout}");
+            assert!(stdout.contains("waits for `pipeline tune` (baselines.lora_lr = \"tuned\")"), "{stdout}");
+        }
         run_ok(&dir, &["--set", "partition.validation_fraction=0.2", "tune"]);
         let tune_dir = artifact(&dir, "tune");
         let summary = json(&tune_dir.join("manifest.json"))["summary"].clone();

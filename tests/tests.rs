@@ -5,3 +5,4 @@ mod federation;
 mod foundation;
 mod report;
 mod reliability;
+mod studies;

@@ -58,6 +58,9 @@ pub struct FedAvgConfig {
     pub switch_bytes_per_client: u64,
     /// Server seconds spent before round 1 (SLoRA's decomposition), recorded in the round-0 row.
     pub setup_server_seconds: f64,
+    /// Measure the last round on `full_test` too (when given). Off for a run whose end is not a
+    /// result anyone ranks (SLoRA's Stage 1: Stage 2 goes on from it), which saves a full pass.
+    pub final_full_test: bool,
 }
 
 /// The accounting carry-over of a run that continues another (SLoRA's Stage 2 after Stage 1).
@@ -242,6 +245,7 @@ pub fn run_fedavg<L: Learner>(
         let eval = if evaluated { Some(evaluate(learner, test, &eval_batches)?) } else { None };
         let full = match (local_round == cfg.rounds, full_test) {
             (false, _) => None,
+            (true, Some(_)) if !cfg.final_full_test => None,
             (true, Some(full)) => Some(evaluate(learner, full, &length_sorted_batches(full, cfg.eval_batch_size))?),
             (true, None) => eval,
         };
@@ -365,6 +369,7 @@ mod tests {
             cum_bytes_down_start: 0,
             switch_bytes_per_client: 0,
             setup_server_seconds: 0.0,
+            final_full_test: true,
         }
     }
 
@@ -464,6 +469,12 @@ mod tests {
         // Without a separate full test set, the last curve evaluation is the full one.
         let plain = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients, &test, None, &config(2), None)?;
         assert_eq!(plain.metrics[2].full_test_accuracy, plain.metrics[2].accuracy);
+        // A run whose end nothing ranks skips the full pass.
+        let mut skip = config(2);
+        skip.final_full_test = false;
+        let s = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients, &curve, Some(&test), &skip, None)?;
+        assert_eq!((s.metrics[2].full_test_rows, s.metrics[2].eval_rows), (0, 8));
+        assert_eq!(s.metrics[2].final_accuracy(), s.metrics[2].accuracy);
         Ok(())
     }
 

@@ -80,6 +80,8 @@ pub enum Command {
     },
     /// Run every stage over a grid of config overrides, then render one comparison report.
     Sweep(crate::commands::sweep::SweepArgs),
+    /// Run a committed study (configs/studies/NAME.toml) and judge the paper's claims it tests.
+    Study(crate::commands::study::StudyArgs),
     /// Check a run's final metrics against a baseline JSON (exit 1 on drift).
     Compare(crate::commands::compare::CompareArgs),
     /// Export a LoRA adapter in peft's format (and, with --merged, the merged transformers model).
@@ -161,15 +163,35 @@ fn first_replicate(cfg: &Config) -> Config {
 /// `cfg` with its `"tuned"` rates replaced by the choices of its tune artifact in `store`, for
 /// commands that only read (status, inspect, export). Errors when that artifact does not exist yet.
 pub fn resolve_tuned_from_store(cfg: &Config, store: &Store) -> Result<Config, PipelineError> {
+    resolve_tuned_if_tuned(cfg, store)?.ok_or_else(|| {
+        let keys: Vec<&str> = cfg.tuned_keys().iter().map(|(k, _)| *k).collect();
+        PipelineError::config(format!("{} = \"tuned\", but `pipeline tune` has not run for this config yet", keys.join(", ")))
+    })
+}
+
+/// Like [`resolve_tuned_from_store`], but `None` when a rate is `"tuned"` and tune has not run.
+fn resolve_tuned_if_tuned(cfg: &Config, store: &Store) -> Result<Option<Config>, PipelineError> {
     if cfg.tuned_keys().is_empty() {
-        return Ok(cfg.clone());
+        return Ok(Some(cfg.clone()));
     }
     let tune_cfg = cfg.for_seed(cfg.run.replicate_seeds()[0]);
     let planned = crate::runner::plan_stage(&tune_cfg, &crate::stages::tune::Tune)?;
-    let Some(artifact) = store.lookup("tune", &planned.key) else {
-        let keys: Vec<&str> = cfg.tuned_keys().iter().map(|(k, _)| *k).collect();
-        return Err(PipelineError::config(format!("{} = \"tuned\", but `pipeline tune` has not run for this config yet", keys.join(", "))));
-    };
+    match store.lookup("tune", &planned.key) {
+        Some(artifact) => resolve_with(cfg, &artifact).map(Some),
+        None => Ok(None),
+    }
+}
+
+/// `cfg` with its `"tuned"` rates replaced by the choices of the tune artifact of `tune_cfg` (a study
+/// tunes once, at one point, and uses that choice at every point). Errors when it has not run.
+pub fn resolve_tuned_at(cfg: &Config, tune_cfg: &Config, store: &Store) -> Result<Config, PipelineError> {
+    if cfg.tuned_keys().is_empty() {
+        return Ok(cfg.clone());
+    }
+    let planned = crate::runner::plan_stage(&first_replicate(tune_cfg), &crate::stages::tune::Tune)?;
+    let artifact = store
+        .lookup("tune", &planned.key)
+        .ok_or_else(|| PipelineError::config("the study's tune point has no tune artifact yet".to_string()))?;
     resolve_with(cfg, &artifact)
 }
 
@@ -205,6 +227,20 @@ pub fn run(cli: Cli) -> Result<(), PipelineError> {
         }
         return Ok(());
     }
+    if let Command::Study(args) = &cli.command {
+        // The study file names its own base config and seeds.
+        if cli.config.is_some() || cli.seeds.is_some() {
+            return Err(PipelineError::config("study: --config and --seeds do not apply (the study file sets `config` and run.seeds)"));
+        }
+        let ctx = crate::commands::study::StudyContext {
+            threads: cli.threads,
+            base_sets: &cli.set,
+            artifacts: cli.artifacts.as_deref(),
+            force: cli.force,
+            no_rebuild: cli.no_rebuild,
+        };
+        return crate::commands::study::run(&ctx, args).map(|_| ());
+    }
     let cfg = load_config(&cli)?;
     set_threads(cli.threads.unwrap_or(cfg.run.threads).max(1));
     let root = artifacts_dir(&cli, &cfg);
@@ -212,8 +248,10 @@ pub fn run(cli: Cli) -> Result<(), PipelineError> {
         Command::Status { json } => {
             let store = Store::open_read_only(&root);
             crate::hashing::load_cache(&root);
-            let cfg = first_replicate(&resolve_tuned_from_store(&cfg, &store)?);
-            let lines = crate::status::status(&cfg, &store)?;
+            let lines = match resolve_tuned_if_tuned(&cfg, &store)? {
+                Some(resolved) => crate::status::status(&first_replicate(&resolved), &store)?,
+                None => crate::status::status_awaiting_tune(&first_replicate(&cfg), &store)?,
+            };
             if *json {
                 println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "stages": lines }))?);
             } else {

@@ -52,53 +52,73 @@ pub fn status(cfg: &Config, store: &Store) -> Result<Vec<StageStatus>, PipelineE
     let mut out = Vec::new();
     // `tune` is part of the plan only when a learning rate came from it.
     for name in PLAN.iter().filter(|n| **n != "tune" || !cfg.tuned_from.is_empty()) {
-        let stage = match lookup_stage(name) {
-            Ok(s) => s,
-            Err(PipelineError::NotImplemented { .. }) => {
-                out.push(StageStatus { stage: name.to_string(), state: State::NotImplemented, key: None, reasons: vec![] });
-                continue;
-            }
-            Err(e) => return Err(e),
-        };
-        let plan = plan_stage(cfg, stage.as_ref())?;
-        let found = store.check(name, &plan.key);
-        let (state, reasons) = if let Lookup::Found(_) = found {
-            (State::UpToDate, vec![])
-        } else if let Some(entry) = lock.stages.get(*name) {
-            let mut reasons = Vec::new();
-            if entry.key == plan.key {
-                reasons.push(match &found {
-                    Lookup::Invalid(e) => format!("output corrupt or incomplete: {e}"),
-                    _ => "output missing".to_string(),
-                });
-            }
-            if entry.code_version != plan.code_version {
-                reasons.push(format!("code version changed ({} -> {})", entry.code_version, plan.code_version));
-            }
-            let (old, new) = (flatten(&entry.params), flatten(&plan.params));
-            for (k, v) in &new {
-                match old.get(k) {
-                    Some(o) if o == v => {}
-                    Some(_) if k.ends_with("sha256") => reasons.push(format!("input changed: {}", input_name(k))),
-                    Some(o) => reasons.push(format!("param changed: {k} ({o} -> {v})")),
-                    None => reasons.push(format!("param added: {k} = {v}")),
-                }
-            }
-            for k in old.keys().filter(|k| !new.contains_key(*k)) {
-                reasons.push(format!("param removed: {k}"));
-            }
-            for (dep, key) in &plan.upstream {
-                if entry.upstream.get(dep) != Some(key) {
-                    reasons.push(format!("upstream changed: {dep}"));
-                }
-            }
-            (State::Stale, reasons)
-        } else {
-            (State::Missing, vec!["never run".to_string()])
-        };
-        out.push(StageStatus { stage: name.to_string(), state, key: Some(plan.key), reasons });
+        out.push(stage_status(cfg, store, &lock, name)?);
     }
     Ok(out)
+}
+
+/// The status while a learning rate is `"tuned"` and `pipeline tune` has not run: partition and tune
+/// as usual; every later stage is missing, since its key holds the rate tune will choose.
+pub fn status_awaiting_tune(cfg: &Config, store: &Store) -> Result<Vec<StageStatus>, PipelineError> {
+    let lock = store.read_lock();
+    let keys: Vec<&str> = cfg.tuned_keys().iter().map(|(k, _)| *k).collect();
+    let mut out = Vec::new();
+    for name in PLAN {
+        if matches!(*name, "partition" | "tune") {
+            out.push(stage_status(cfg, store, &lock, name)?);
+        } else {
+            let reason = format!("waits for `pipeline tune` ({} = \"tuned\")", keys.join(", "));
+            out.push(StageStatus { stage: name.to_string(), state: State::Missing, key: None, reasons: vec![reason] });
+        }
+    }
+    Ok(out)
+}
+
+fn stage_status(cfg: &Config, store: &Store, lock: &crate::store::PipelineLock, name: &str) -> Result<StageStatus, PipelineError> {
+    let stage = match lookup_stage(name) {
+        Ok(s) => s,
+        Err(PipelineError::NotImplemented { .. }) => {
+            return Ok(StageStatus { stage: name.to_string(), state: State::NotImplemented, key: None, reasons: vec![] });
+        }
+        Err(e) => return Err(e),
+    };
+    let plan = plan_stage(cfg, stage.as_ref())?;
+    let found = store.check(name, &plan.key);
+    let (state, reasons) = if let Lookup::Found(_) = found {
+        (State::UpToDate, vec![])
+    } else if let Some(entry) = lock.stages.get(name) {
+        let mut reasons = Vec::new();
+        if entry.key == plan.key {
+            reasons.push(match &found {
+                Lookup::Invalid(e) => format!("output corrupt or incomplete: {e}"),
+                _ => "output missing".to_string(),
+            });
+        }
+        if entry.code_version != plan.code_version {
+            reasons.push(format!("code version changed ({} -> {})", entry.code_version, plan.code_version));
+        }
+        let (old, new) = (flatten(&entry.params), flatten(&plan.params));
+        for (k, v) in &new {
+            match old.get(k) {
+                Some(o) if o == v => {}
+                Some(_) if k.ends_with("sha256") => reasons.push(format!("input changed: {}", input_name(k))),
+                Some(o) => reasons.push(format!("param changed: {k} ({o} -> {v})")),
+                None => reasons.push(format!("param added: {k} = {v}")),
+            }
+        }
+        for k in old.keys().filter(|k| !new.contains_key(*k)) {
+            reasons.push(format!("param removed: {k}"));
+        }
+        for (dep, key) in &plan.upstream {
+            if entry.upstream.get(dep) != Some(key) {
+                reasons.push(format!("upstream changed: {dep}"));
+            }
+        }
+        (State::Stale, reasons)
+    } else {
+        (State::Missing, vec!["never run".to_string()])
+    };
+    Ok(StageStatus { stage: name.to_string(), state, key: Some(plan.key), reasons })
 }
 
 /// `data.source_sha256` -> `data.source`.

@@ -73,6 +73,10 @@ pub struct SeedFigures {
     pub final_accuracy: f64,
     /// Mean curve accuracy over the last `k` evaluated rounds.
     pub last_k_accuracy: f64,
+    /// Least-squares slope of the curve accuracy over the last `k` evaluated rounds, per round (0
+    /// below two rounds): near 0 when the curve has flattened by the end of the budget.
+    #[serde(default)]
+    pub last_k_slope: f64,
     /// Test loss after the last round (curve rows).
     pub loss: f64,
     /// Best curve accuracy.
@@ -109,6 +113,18 @@ pub fn seed_figures(curve: &Curve, k: usize) -> Option<SeedFigures> {
         rounds: last.round,
         final_accuracy: last.final_accuracy(),
         last_k_accuracy: if tail.is_empty() { last.accuracy } else { tail.iter().sum::<f64>() / tail.len() as f64 },
+        last_k_slope: {
+            let rounds: Vec<(f64, f64)> = curve.evaluated().filter(|p| p.round > 0).map(|p| (f64::from(p.round), p.accuracy)).collect();
+            // The switch round is evaluated twice (end of Stage 1, after the switch): keep the later.
+            let mut dedup: Vec<(f64, f64)> = Vec::new();
+            for (r, a) in rounds {
+                match dedup.last_mut() {
+                    Some(l) if l.0 == r => l.1 = a,
+                    _ => dedup.push((r, a)),
+                }
+            }
+            slope(&dedup[dedup.len().saturating_sub(k.max(2))..])
+        },
         loss: last.loss,
         best_accuracy: curve.evaluated().map(|p| p.accuracy).fold(f64::NEG_INFINITY, f64::max),
         cum_bytes_up: last.cum_bytes_up,
@@ -129,6 +145,20 @@ pub fn seed_figures(curve: &Curve, k: usize) -> Option<SeedFigures> {
         f.server_seconds += p.server_seconds;
     }
     Some(f)
+}
+
+/// Least-squares slope of `y` on `x` (0 for fewer than two distinct x).
+pub fn slope(points: &[(f64, f64)]) -> f64 {
+    let n = points.len() as f64;
+    if points.len() < 2 {
+        return 0.0;
+    }
+    let (mx, my) = (points.iter().map(|p| p.0).sum::<f64>() / n, points.iter().map(|p| p.1).sum::<f64>() / n);
+    let sxx: f64 = points.iter().map(|p| (p.0 - mx).powi(2)).sum();
+    if sxx == 0.0 {
+        return 0.0;
+    }
+    points.iter().map(|p| (p.0 - mx) * (p.1 - my)).sum::<f64>() / sxx
 }
 
 /// A paired comparison of two methods over the seeds both ran.
@@ -217,6 +247,13 @@ mod tests {
         for (df, t) in [(1, 12.706), (2, 4.303), (4, 2.776), (9, 2.262), (30, 2.042)] {
             assert!((t_975(df) - t).abs() < 1e-3, "df {df}: {}", t_975(df));
         }
+    }
+
+    #[test]
+    fn slope_is_least_squares() {
+        assert!((slope(&[(1.0, 0.2), (2.0, 0.3), (3.0, 0.4)]) - 0.1).abs() < 1e-12);
+        assert!((slope(&[(8.0, 0.50), (9.0, 0.53), (10.0, 0.50)]) - 0.0).abs() < 1e-12);
+        assert_eq!(slope(&[(1.0, 0.5)]), 0.0);
     }
 
     #[test]

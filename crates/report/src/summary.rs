@@ -55,6 +55,13 @@ pub struct MethodSummary {
     /// Its 95 % half-width over seeds.
     #[serde(default)]
     pub last_k_accuracy_ci95: Option<f64>,
+    /// Slope of the curve accuracy over the last `last_k` evaluated rounds, per round (mean over
+    /// seeds): how far from flat the curve still is at the end of the budget.
+    #[serde(default)]
+    pub last_k_slope: f64,
+    /// Its 95 % half-width over seeds.
+    #[serde(default)]
+    pub last_k_slope_ci95: Option<f64>,
     /// Seed-level figures, averaged: bytes split into adapter / head / switch, all-client totals,
     /// client training and server seconds.
     #[serde(default)]
@@ -153,6 +160,7 @@ impl Summary {
             }
             let acc = mean_ci(&figs.iter().map(|f| f.final_accuracy).collect::<Vec<_>>());
             let last_k = mean_ci(&figs.iter().map(|f| f.last_k_accuracy).collect::<Vec<_>>());
+            let slope = mean_ci(&figs.iter().map(|f| f.last_k_slope).collect::<Vec<_>>());
             let mean = |g: &dyn Fn(&SeedFigures) -> f64| figs.iter().map(g).sum::<f64>() / figs.len() as f64;
             let mean_u = |g: &dyn Fn(&SeedFigures) -> u64| (figs.iter().map(g).sum::<u64>() as f64 / figs.len() as f64).round() as u64;
             let first = &lasts[0].0;
@@ -176,10 +184,13 @@ impl Summary {
                     accuracy_per_seed: figs.iter().map(|f| f.final_accuracy).collect(),
                     last_k_accuracy: last_k.mean,
                     last_k_accuracy_ci95: last_k.half_width,
+                    last_k_slope: slope.mean,
+                    last_k_slope_ci95: slope.half_width,
                     costs: SeedFigures {
                         rounds: first.round,
                         final_accuracy: acc.mean,
                         last_k_accuracy: last_k.mean,
+                        last_k_slope: slope.mean,
                         loss: mean(&|f| f.loss),
                         best_accuracy: mean(&|f| f.best_accuracy),
                         up_adapter_per_client: mean_u(&|f| f.up_adapter_per_client),

@@ -54,6 +54,9 @@ pub struct TimeToTarget {
     /// Seeds run.
     #[serde(default)]
     pub seeds: usize,
+    /// Per seed (seed order of the runs): its own first hit, `None` when that seed never reached it.
+    #[serde(default)]
+    pub per_seed: Vec<(u64, Option<TargetHit>)>,
 }
 
 /// The first point of `curve` whose accuracy is at least `target` (evaluations in round order).
@@ -91,8 +94,10 @@ pub fn time_to_target_replicated(runs: &[SeedRun], target: &Target, fft_mean_fin
     methods
         .into_iter()
         .map(|method| {
-            let curves: Vec<&Curve> = runs.iter().filter_map(|r| r.curves.iter().find(|c| c.method == method)).collect();
-            let hits: Vec<TargetHit> = curves.iter().filter_map(|c| first_hit(c, target_accuracy)).collect();
+            let curves: Vec<(u64, &Curve)> =
+                runs.iter().filter_map(|r| r.curves.iter().find(|c| c.method == method).map(|c| (r.seed, c))).collect();
+            let per_seed: Vec<(u64, Option<TargetHit>)> = curves.iter().map(|(s, c)| (*s, first_hit(c, target_accuracy))).collect();
+            let hits: Vec<TargetHit> = per_seed.iter().filter_map(|(_, h)| h.clone()).collect();
             let n = hits.len() as f64;
             let hit = (!hits.is_empty()).then(|| TargetHit {
                 round: (hits.iter().map(|h| f64::from(h.round)).sum::<f64>() / n).ceil() as u32,
@@ -101,7 +106,7 @@ pub fn time_to_target_replicated(runs: &[SeedRun], target: &Target, fft_mean_fin
                 client_train_seconds: hits.iter().map(|h| h.client_train_seconds).sum::<f64>() / n,
                 server_seconds: hits.iter().map(|h| h.server_seconds).sum::<f64>() / n,
             });
-            TimeToTarget { method, fraction, target_accuracy, hit, reached: hits.len(), seeds: curves.len() }
+            TimeToTarget { method, fraction, target_accuracy, hit, reached: hits.len(), seeds: curves.len(), per_seed }
         })
         .collect()
 }
@@ -118,7 +123,15 @@ pub fn time_to_target(curves: &[Curve], fractions: &[f64]) -> Vec<TimeToTarget> 
             let target_accuracy = fraction * fft_final;
             let hit = first_hit(curve, target_accuracy);
             let reached = usize::from(hit.is_some());
-            out.push(TimeToTarget { method: curve.method.clone(), fraction, target_accuracy, hit, reached, seeds: 1 });
+            out.push(TimeToTarget {
+                method: curve.method.clone(),
+                fraction,
+                target_accuracy,
+                hit: hit.clone(),
+                reached,
+                seeds: 1,
+                per_seed: vec![(0, hit)],
+            });
         }
     }
     out

@@ -5,4 +5,5 @@
 pub mod bench;
 pub mod compare;
 pub mod export;
+pub mod study;
 pub mod sweep;

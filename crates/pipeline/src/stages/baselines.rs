@@ -118,7 +118,7 @@ fn seed_from_stage1(ctx: &StageCtx, method: &str) -> Result<(), PipelineError> {
     let mut rows = slora_federation::metrics::read_parquet(&stage1.file("metrics.parquet")).or_stage(stage)?;
     for r in &mut rows {
         r.method = method.to_string();
-        // Stage 1's last round was its run's last, measured on every test row; SFT's is not.
+        // Only a run's own last round carries full-test figures (Stage 1 records none).
         (r.full_test_accuracy, r.full_test_loss, r.full_test_rows) = (None, None, 0);
     }
     let last = rows.last().ok_or_else(|| ctx.error("stage1 metrics.parquet has no rows"))?;

@@ -167,6 +167,7 @@ pub fn fedavg_config(cfg: &Config, method: &str, rounds: usize, round_offset: u3
         cum_bytes_down_start: 0,
         switch_bytes_per_client: 0,
         setup_server_seconds: 0.0,
+        final_full_test: true,
     }
 }
 

@@ -37,7 +37,7 @@ impl Stage for Stage1 {
     }
 
     fn code_version(&self) -> u32 {
-        2 // head parameter group, full-test final evaluation, audit columns
+        3 // no full-test pass at its last round (nothing ranks it)
     }
 
     fn deps(&self) -> &'static [&'static str] {
@@ -58,7 +58,9 @@ impl Stage for Stage1 {
         let spec = fed::train_spec(cfg, Mode::Sparse(SparseSpec::new(cfg.stage1.density)), data.num_labels);
         let (model, init) = fed::build_classifier(stage, &base.config, &base.weights, &spec)?;
         let mut learner = ClassifierLearner::new(model, fed::optim_settings(cfg, cfg.stage1.lr.value()));
-        let fedcfg = fed::fedavg_config(cfg, METHOD, cfg.stage1.rounds, 0, 0);
+        let mut fedcfg = fed::fedavg_config(cfg, METHOD, cfg.stage1.rounds, 0, 0);
+        // Stage 1's end is no result: Stage 2 (and the SFT baseline) go on from it.
+        fedcfg.final_full_test = false;
         let outcome = fed::run_federated(ctx, &mut learner, &data, &fedcfg, "stage1.lr")?;
         let model = learner.model();
 

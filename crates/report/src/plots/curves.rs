@@ -255,3 +255,30 @@ pub fn accuracy_vs_bytes(curves: &[Curve], target: Option<&(f64, String)>) -> Re
     }
     .render((lo..hi).log_scale(), &|v| format_bytes(*v), 10)
 }
+
+/// Final accuracy (%) against total upload (log x): per method, points `(bytes, accuracy, half-width)`
+/// joined in order, each with its 95 % band (e.g. SLoRA at several Stage-1 densities, LoRA and FFT as
+/// single reference points).
+pub fn accuracy_vs_upload(series: &[(String, Vec<(f64, f64, f64)>)]) -> Result<String> {
+    let lines: Vec<(String, Vec<(f64, f64)>)> =
+        series.iter().map(|(m, p)| (m.clone(), p.iter().map(|&(x, y, _)| (x, y)).collect())).collect();
+    let bands: Vec<(String, Vec<(f64, f64, f64)>)> =
+        series.iter().map(|(m, p)| (m.clone(), p.iter().map(|&(x, y, h)| (x, y - h, y + h)).collect())).collect();
+    let xs = series.iter().flat_map(|(_, p)| p.iter().map(|q| q.0)).filter(|x| *x > 0.0);
+    let (lo, hi) = xs.fold((f64::INFINITY, 0.0f64), |(lo, hi), x| (lo.min(x), hi.max(x)));
+    let (lo, hi) = if lo.is_finite() { (lo / 2.0, hi * 2.0) } else { (1.0, 10.0) };
+    let ys = series.iter().flat_map(|(_, p)| p.iter().flat_map(|&(_, y, h)| [y - h, y + h]));
+    LineChart {
+        id: "accuracy_vs_upload",
+        caption: "Final accuracy vs total upload".into(),
+        x_desc: "Bytes uploaded by all clients over the run (log scale)",
+        y_desc: "Final test accuracy (%)",
+        series: lines,
+        y_range: padded_range(ys, 0.1),
+        hlines: Vec::new(),
+        vlines: Vec::new(),
+        legend_position: SeriesLabelPosition::LowerRight,
+        bands,
+    }
+    .render((lo..hi).log_scale(), &|v| format_bytes(*v), 10)
+}

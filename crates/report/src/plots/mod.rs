@@ -6,7 +6,7 @@ pub mod spectra;
 pub mod style;
 pub mod sweep;
 
-pub use curves::{accuracy_vs_bytes, accuracy_vs_round, loss_vs_round};
+pub use curves::{accuracy_vs_bytes, accuracy_vs_round, accuracy_vs_upload, loss_vs_round};
 pub use heatmap::partition_heatmap;
 pub use spectra::energy_vs_rank;
 pub use sweep::{accuracy_vs_heterogeneity, gap_vs_heterogeneity};

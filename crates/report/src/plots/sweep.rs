@@ -20,12 +20,25 @@ fn categorical_chart(
     y_desc: &str,
     points: &[String],
     series: &SweepSeries,
+    half_widths: Option<&SweepSeries>,
     zero_line: Option<&str>,
     legend_position: SeriesLabelPosition,
 ) -> Result<String> {
     let err = |e: &dyn std::fmt::Display| ReportError::plot(id, e);
     let n = points.len().max(1);
+    // (method, per point: (mean, half-width)) of the bands.
+    let bands: Vec<(String, Vec<Option<(f64, f64)>>)> = match half_widths {
+        Some(h) => series
+            .iter()
+            .zip(h)
+            .map(|((m, v), (_, h))| {
+                (m.clone(), v.iter().zip(h).map(|(v, h)| Some((*v.as_ref()?, *h.as_ref()?))).collect())
+            })
+            .collect(),
+        None => Vec::new(),
+    };
     let mut values: Vec<f64> = series.iter().flat_map(|(_, v)| v.iter().flatten().copied()).collect();
+    values.extend(bands.iter().flat_map(|(_, b)| b.iter().flatten().flat_map(|(v, h)| [v - h, v + h])));
     if zero_line.is_some() {
         values.push(0.0);
     }
@@ -73,6 +86,22 @@ fn categorical_chart(
                 )))
                 .map_err(|e| err(&e))?;
         }
+        for (method, band) in &bands {
+            let color = method_color(method);
+            let present: Vec<(usize, f64, f64)> = band.iter().enumerate().filter_map(|(i, b)| b.map(|(v, h)| (i, v, h))).collect();
+            if present.len() >= 2 {
+                let outline: Vec<(SegmentValue<usize>, f64)> = present
+                    .iter()
+                    .map(|&(i, v, h)| (SegmentValue::CenterOf(i), v - h))
+                    .chain(present.iter().rev().map(|&(i, v, h)| (SegmentValue::CenterOf(i), v + h)))
+                    .collect();
+                chart.draw_series(std::iter::once(Polygon::new(outline, color.mix(0.15).filled()))).map_err(|e| err(&e))?;
+            }
+            for &(i, v, h) in &present {
+                let bar = vec![(SegmentValue::CenterOf(i), v - h), (SegmentValue::CenterOf(i), v + h)];
+                chart.draw_series(LineSeries::new(bar, color.mix(0.7).stroke_width(1))).map_err(|e| err(&e))?;
+            }
+        }
         for (method, vals) in series {
             let color = method_color(method);
             let pts: Vec<(SegmentValue<usize>, f64)> =
@@ -108,6 +137,7 @@ pub fn gap_vs_heterogeneity(points: &[String], gaps: &SweepSeries) -> Result<Str
         "FFT accuracy − method accuracy (pp)",
         points,
         gaps,
+        None,
         Some("FFT (gap 0)"),
         SeriesLabelPosition::UpperLeft,
     )
@@ -121,6 +151,35 @@ pub fn accuracy_vs_heterogeneity(points: &[String], accuracy: &SweepSeries) -> R
         "Final test accuracy (%)",
         points,
         accuracy,
+        None,
+        None,
+        SeriesLabelPosition::LowerLeft,
+    )
+}
+
+/// [`gap_vs_heterogeneity`] with a 95 % band (half-widths per method and point) around each line.
+pub fn gap_vs_heterogeneity_banded(points: &[String], gaps: &SweepSeries, half_widths: &SweepSeries) -> Result<String> {
+    categorical_chart(
+        "gap_vs_point",
+        "Gap to full fine-tuning per point (95 % band)",
+        "FFT accuracy − method accuracy (pp)",
+        points,
+        gaps,
+        Some(half_widths),
+        Some("FFT (gap 0)"),
+        SeriesLabelPosition::UpperLeft,
+    )
+}
+
+/// [`accuracy_vs_heterogeneity`] with a 95 % band (half-widths per method and point) around each line.
+pub fn accuracy_vs_heterogeneity_banded(points: &[String], accuracy: &SweepSeries, half_widths: &SweepSeries) -> Result<String> {
+    categorical_chart(
+        "accuracy_vs_point",
+        "Final test accuracy per point (95 % band)",
+        "Final test accuracy (%)",
+        points,
+        accuracy,
+        Some(half_widths),
         None,
         SeriesLabelPosition::LowerLeft,
     )

@@ -1,0 +1,718 @@
+//! Studies: a committed set of runs (points) that tests the paper's claims, with a verdict per claim.
+//!
+//! A study is a sweep whose report does not stop at a table: it states each claim it tests, and says
+//! *reproduced*, *not reproduced* or *inconclusive* from paired confidence intervals over seeds,
+//! with the numbers behind the verdict. The verdict functions take plain [`StudyPoint`]s, so they are
+//! tested here on known inputs.
+//!
+//! The rules (all differences in percentage points of final test accuracy, paired by seed, 95 %
+//! Student-t intervals; `margin` = the smallest difference the study cares about):
+//! - **Gap grows** (claim 1): per seed, (FFT − LoRA) at the most heterogeneous non-extreme point minus
+//!   (FFT − LoRA) at the least heterogeneous one. Reproduced when the interval is above 0; not
+//!   reproduced when it is below 0, or inside ±margin (no change worth the name); else inconclusive.
+//! - **SLoRA closes the gap** (claim 2), at the study's claim point: reproduced when SLoRA − LoRA is
+//!   above 0 and FFT − SLoRA stays below +margin; not reproduced when FFT − SLoRA is above +margin
+//!   or SLoRA − LoRA is below 0; inconclusive otherwise, and also when LoRA already sits within the
+//!   margin of FFT (there is no gap to close).
+//! - **Training time cut** (claim 3), at the claim point: per seed, 1 − SLoRA's client training
+//!   seconds to the target / FFT's. Reproduced when every seed of SLoRA reached the target and the
+//!   interval of that reduction is above 0; not reproduced when SLoRA missed the target in most seeds
+//!   or the interval is below 0; else inconclusive. The paper's "up to 90 %" is compared with the
+//!   largest mean reduction over the points.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::{ReportError, Result};
+use crate::metrics::{method_label, method_rank, FFT, SLORA};
+use crate::plots;
+use crate::plots::style::{format_bytes, format_seconds};
+use crate::plots::sweep::SweepSeries;
+use crate::replicates::{mean_ci, Interval};
+use crate::report::{Block, CaptionedTable, Figure, Report, Section};
+use crate::summary::Summary;
+use crate::tables::{Align, TextTable};
+
+/// LoRA's method id.
+const LORA: &str = "lora";
+
+/// A claim of the paper that a study can test.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Claim {
+    /// PEFT's gap to FFT widens as client data grow more heterogeneous.
+    GapGrows,
+    /// SLoRA's initialisation closes that gap.
+    SloraClosesGap,
+    /// SLoRA cuts training time (up to 90 %).
+    TimeCut,
+}
+
+impl Claim {
+    /// The claim in words.
+    pub fn statement(self) -> &'static str {
+        match self {
+            Claim::GapGrows => "PEFT (LoRA) falls further behind FFT as client data grow more heterogeneous",
+            Claim::SloraClosesGap => "SLoRA closes LoRA's gap to FFT (Stage 1 at about 1 % density)",
+            Claim::TimeCut => "SLoRA cuts the training time to a target accuracy (up to 90 %)",
+        }
+    }
+}
+
+/// What a study concluded about one claim.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Verdict {
+    /// The intervals support the claim.
+    Reproduced,
+    /// The intervals contradict it (or show no effect worth the margin).
+    NotReproduced,
+    /// The intervals cannot tell.
+    Inconclusive,
+}
+
+impl std::fmt::Display for Verdict {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Verdict::Reproduced => "reproduced",
+            Verdict::NotReproduced => "not reproduced",
+            Verdict::Inconclusive => "inconclusive",
+        })
+    }
+}
+
+/// One claim's verdict with the numbers behind it.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ClaimVerdict {
+    /// The claim.
+    pub claim: Claim,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The numbers and the rule that decided, in one or two sentences.
+    pub evidence: String,
+}
+
+/// One point of a study and the summary of its (replicated) run.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudyPoint {
+    /// Short label for axes and table headers.
+    pub label: String,
+    /// A numeric axis value (e.g. the Stage-1 density), when the axis is numeric.
+    #[serde(default)]
+    pub value: Option<f64>,
+    /// Beyond the range the claims are about (e.g. one label per client): shown, not used in verdicts.
+    #[serde(default)]
+    pub extreme: bool,
+    /// The `--set` overrides that define the point.
+    pub overrides: Vec<(String, String)>,
+    /// `run.name` of the point's run.
+    pub run_name: String,
+    /// The run's summary.
+    pub summary: Summary,
+}
+
+/// What the points vary, which decides the figures.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StudyAxis {
+    /// Label heterogeneity (categorical, least to most heterogeneous).
+    Heterogeneity,
+    /// Stage-1 density (accuracy against total upload).
+    Density,
+    /// One setting (no axis).
+    Single,
+}
+
+/// How a study is judged and presented.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudySettings {
+    /// Study name (report folder).
+    pub name: String,
+    /// One-line description.
+    pub title: String,
+    /// What the points vary.
+    pub axis: StudyAxis,
+    /// Claims tested.
+    pub claims: Vec<Claim>,
+    /// Differences smaller than this (percentage points) do not count as an effect.
+    pub margin_pp: f64,
+    /// Label of the point claims 2 and 3 are judged at (default: the last non-extreme point).
+    pub claim_point: Option<String>,
+    /// FFT's mean curve counts as flat when its last-k slope is below this (pp per round).
+    pub flat_slope_pp: f64,
+    /// The command that reproduces the study.
+    pub command: String,
+}
+
+/// `study.json`: settings, points and verdicts.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct StudySummary {
+    /// How the study was judged.
+    pub settings: StudySettings,
+    /// Points in study order.
+    pub points: Vec<StudyPoint>,
+    /// One verdict per tested claim.
+    pub verdicts: Vec<ClaimVerdict>,
+}
+
+/// Per-seed final accuracy of `method` at a point.
+fn finals(point: &StudyPoint, method: &str) -> BTreeMap<u64, f64> {
+    point
+        .summary
+        .per_seed
+        .iter()
+        .filter_map(|(seed, m)| Some((seed.parse().ok()?, m.get(method)?.final_accuracy)))
+        .collect()
+}
+
+/// Per-seed `a − b` at a point (seeds both ran).
+fn differences(point: &StudyPoint, a: &str, b: &str) -> BTreeMap<u64, f64> {
+    let (fa, fb) = (finals(point, a), finals(point, b));
+    fa.iter().filter_map(|(s, va)| Some((*s, va - fb.get(s)?))).collect()
+}
+
+/// Mean and interval of `a − b` at a point, in percentage points.
+pub fn paired_pp(point: &StudyPoint, a: &str, b: &str) -> Interval {
+    let d: Vec<f64> = differences(point, a, b).values().map(|v| 100.0 * v).collect();
+    mean_ci(&d)
+}
+
+fn fmt_interval(i: &Interval) -> String {
+    match i.bounds() {
+        Some((lo, hi)) => format!("{:+.2} pp [{:+.2}, {:+.2}]", i.mean, lo, hi),
+        None if i.n == 0 => "–".into(),
+        None => format!("{:+.2} pp (one seed)", i.mean),
+    }
+}
+
+/// The points the claims are about, in order (extreme points left out).
+fn regular(points: &[StudyPoint]) -> Vec<&StudyPoint> {
+    points.iter().filter(|p| !p.extreme).collect()
+}
+
+/// The point claims 2 and 3 are judged at.
+pub fn claim_point<'a>(points: &'a [StudyPoint], label: Option<&str>) -> Option<&'a StudyPoint> {
+    match label {
+        Some(l) => points.iter().find(|p| p.label == l),
+        None => regular(points).last().copied(),
+    }
+}
+
+/// Claim 1: does FFT − LoRA grow from the least to the most heterogeneous non-extreme point?
+pub fn judge_gap_grows(points: &[StudyPoint], margin_pp: f64) -> ClaimVerdict {
+    let claim = Claim::GapGrows;
+    let pts = regular(points);
+    let (Some(first), Some(last)) = (pts.first(), pts.last()) else {
+        return ClaimVerdict { claim, verdict: Verdict::Inconclusive, evidence: "no points".into() };
+    };
+    if pts.len() < 2 {
+        return ClaimVerdict { claim, verdict: Verdict::Inconclusive, evidence: "one heterogeneity level: nothing to compare".into() };
+    }
+    let gaps: Vec<String> =
+        points.iter().map(|p| format!("{}: {}", p.label, fmt_interval(&paired_pp(p, FFT, LORA)))).collect();
+    let (g0, g1) = (differences(first, FFT, LORA), differences(last, FFT, LORA));
+    let did: Vec<f64> = g1.iter().filter_map(|(s, v)| Some(100.0 * (v - g0.get(s)?))).collect();
+    let i = mean_ci(&did);
+    let change = format!(
+        "gap (FFT − LoRA) at {} minus at {}: {}, paired by seed",
+        last.label,
+        first.label,
+        fmt_interval(&i)
+    );
+    let gaps = format!("Gap per point: {}.", gaps.join("; "));
+    let (verdict, why) = match i.bounds() {
+        None => (Verdict::Inconclusive, "one seed: no interval".to_string()),
+        Some((lo, _)) if lo > 0.0 => (Verdict::Reproduced, "the interval is above 0".to_string()),
+        Some((_, hi)) if hi < 0.0 => (Verdict::NotReproduced, "the gap shrinks: the interval is below 0".to_string()),
+        Some((lo, hi)) if lo > -margin_pp && hi < margin_pp => {
+            (Verdict::NotReproduced, format!("the interval lies within ±{margin_pp} pp: no change worth the name"))
+        }
+        Some(_) => (Verdict::Inconclusive, "the interval contains 0".to_string()),
+    };
+    ClaimVerdict { claim, verdict, evidence: format!("{change}: {why}. {gaps}") }
+}
+
+/// Claim 2 at `point`: SLoRA above LoRA and within `margin_pp` of FFT.
+pub fn judge_closes_gap(point: &StudyPoint, margin_pp: f64) -> ClaimVerdict {
+    let claim = Claim::SloraClosesGap;
+    let (fs, sl, fl) = (paired_pp(point, FFT, SLORA), paired_pp(point, SLORA, LORA), paired_pp(point, FFT, LORA));
+    let numbers = format!(
+        "At {}: FFT − SLoRA {}, SLoRA − LoRA {}, FFT − LoRA {} (margin {margin_pp} pp)",
+        point.label,
+        fmt_interval(&fs),
+        fmt_interval(&sl),
+        fmt_interval(&fl)
+    );
+    let (verdict, why) = match (fs.bounds(), sl.bounds(), fl.bounds()) {
+        (Some((_, fs_hi)), Some((sl_lo, _)), _) if sl_lo > 0.0 && fs_hi < margin_pp => {
+            (Verdict::Reproduced, "SLoRA beats LoRA and stays within the margin of FFT".to_string())
+        }
+        (Some((fs_lo, _)), _, _) if fs_lo > margin_pp => {
+            (Verdict::NotReproduced, "SLoRA stays below FFT by more than the margin".to_string())
+        }
+        (_, Some((_, sl_hi)), _) if sl_hi < 0.0 => (Verdict::NotReproduced, "SLoRA is below LoRA".to_string()),
+        (Some(_), Some(_), Some((_, fl_hi))) if fl_hi < margin_pp => (
+            Verdict::Inconclusive,
+            "LoRA is already within the margin of FFT: there is no gap to close at this budget".to_string(),
+        ),
+        (None, _, _) | (_, None, _) => (Verdict::Inconclusive, "one seed: no interval".to_string()),
+        _ => (Verdict::Inconclusive, "the intervals cannot tell".to_string()),
+    };
+    ClaimVerdict { claim, verdict, evidence: format!("{numbers}: {why}.") }
+}
+
+/// Per seed, client training seconds to the target of `method` at `point` (`None`: not reached).
+fn seconds_to_target(point: &StudyPoint, method: &str) -> BTreeMap<u64, Option<f64>> {
+    point
+        .summary
+        .time_to_target
+        .iter()
+        .find(|t| t.method == method)
+        .map(|t| t.per_seed.iter().map(|(s, h)| (*s, h.as_ref().map(|h| h.client_train_seconds))).collect())
+        .unwrap_or_default()
+}
+
+/// Per-seed reduction 1 − t(method)/t(reference) of client training time to the target, over the
+/// seeds where both reached it, as a percentage.
+pub fn time_reduction(point: &StudyPoint, method: &str, reference: &str) -> (Interval, usize, usize) {
+    let (m, r) = (seconds_to_target(point, method), seconds_to_target(point, reference));
+    let reached = m.values().filter(|v| v.is_some()).count();
+    let cuts: Vec<f64> = m
+        .iter()
+        .filter_map(|(s, t)| {
+            let (t, tr) = ((*t)?, (*r.get(s)?)?);
+            (tr > 0.0).then(|| 100.0 * (1.0 - t / tr))
+        })
+        .collect();
+    (mean_ci(&cuts), reached, m.len())
+}
+
+fn fmt_cut(i: &Interval) -> String {
+    match i.bounds() {
+        Some((lo, hi)) => format!("{:.0} % [{:.0}, {:.0}]", i.mean, lo, hi),
+        None if i.n == 0 => "–".into(),
+        None => format!("{:.0} % (one seed)", i.mean),
+    }
+}
+
+/// Claim 3 at `point`: SLoRA's client training time to the target against FFT's.
+pub fn judge_time_cut(points: &[StudyPoint], point: &StudyPoint) -> ClaimVerdict {
+    let claim = Claim::TimeCut;
+    let (vs_fft, reached, seeds) = time_reduction(point, SLORA, FFT);
+    let (vs_lora, _, _) = time_reduction(point, SLORA, LORA);
+    let target = point.summary.time_to_target.iter().find(|t| t.method == SLORA).map(|t| t.target_accuracy).unwrap_or(f64::NAN);
+    let best = points
+        .iter()
+        .filter_map(|p| {
+            let (i, _, _) = time_reduction(p, SLORA, FFT);
+            (i.n > 0).then_some((i.mean, p.label.clone()))
+        })
+        .max_by(|a, b| a.0.total_cmp(&b.0));
+    let numbers = format!(
+        "At {} (target {:.2} %): SLoRA reached it in {reached} of {seeds} seeds; its client training time to it is {} \
+         shorter than FFT's and {} shorter than LoRA's{}",
+        point.label,
+        100.0 * target,
+        fmt_cut(&vs_fft),
+        fmt_cut(&vs_lora),
+        best.map(|(b, l)| format!("; the largest mean cut over the points is {b:.0} % ({l}), against the paper's up to 90 %"))
+            .unwrap_or_default()
+    );
+    let (verdict, why) = if seeds == 0 {
+        (Verdict::Inconclusive, "SLoRA did not run".to_string())
+    } else if 2 * reached <= seeds {
+        (Verdict::NotReproduced, "SLoRA missed the target in most seeds".to_string())
+    } else {
+        match vs_fft.bounds() {
+            Some((lo, _)) if lo > 0.0 && reached == seeds => (Verdict::Reproduced, "the interval of the cut is above 0".to_string()),
+            Some((_, hi)) if hi < 0.0 => (Verdict::NotReproduced, "SLoRA takes longer than FFT".to_string()),
+            None => (Verdict::Inconclusive, "fewer than two seeds with both times: no interval".to_string()),
+            _ => (Verdict::Inconclusive, "the interval contains 0, or a seed missed the target".to_string()),
+        }
+    };
+    ClaimVerdict { claim, verdict, evidence: format!("{numbers}: {why}.") }
+}
+
+/// Every tested claim's verdict.
+pub fn judge(settings: &StudySettings, points: &[StudyPoint]) -> Vec<ClaimVerdict> {
+    let at = claim_point(points, settings.claim_point.as_deref());
+    settings
+        .claims
+        .iter()
+        .map(|claim| match (claim, at) {
+            (Claim::GapGrows, _) => judge_gap_grows(points, settings.margin_pp),
+            (Claim::SloraClosesGap, Some(p)) => judge_closes_gap(p, settings.margin_pp),
+            (Claim::TimeCut, Some(p)) => judge_time_cut(points, p),
+            (c, None) => ClaimVerdict { claim: *c, verdict: Verdict::Inconclusive, evidence: "no claim point".into() },
+        })
+        .collect()
+}
+
+/// Methods present at any point, canonical order.
+fn study_methods(points: &[StudyPoint]) -> Vec<String> {
+    let mut methods: Vec<String> = points.iter().flat_map(|p| p.summary.methods.keys().cloned()).collect();
+    methods.sort_by_key(|m| (method_rank(m), m.clone()));
+    methods.dedup();
+    methods
+}
+
+fn right_aligned(headers: Vec<String>, rows: Vec<Vec<String>>) -> TextTable {
+    let n = headers.len();
+    TextTable { headers, rows, align: [Align::Left].into_iter().chain(std::iter::repeat_n(Align::Right, n - 1)).collect() }
+}
+
+fn point_headers(first: &str, points: &[StudyPoint]) -> Vec<String> {
+    std::iter::once(first.to_string()).chain(points.iter().map(|p| p.label.clone())).collect()
+}
+
+/// Final accuracy (%), mean ± 95 % half-width over seeds, method × point.
+pub fn accuracy_table(points: &[StudyPoint]) -> TextTable {
+    let rows = study_methods(points)
+        .iter()
+        .map(|m| {
+            std::iter::once(method_label(m))
+                .chain(points.iter().map(|p| match p.summary.methods.get(m) {
+                    Some(s) => match s.accuracy_ci95 {
+                        Some(h) => format!("{:.2} ± {:.2}", 100.0 * s.accuracy, 100.0 * h),
+                        None => format!("{:.2}", 100.0 * s.accuracy),
+                    },
+                    None => "–".into(),
+                }))
+                .collect()
+        })
+        .collect();
+    right_aligned(point_headers("Method", points), rows)
+}
+
+/// FFT − method (pp), paired by seed, with its interval, method × point.
+pub fn gap_table(points: &[StudyPoint]) -> TextTable {
+    let rows = study_methods(points)
+        .iter()
+        .filter(|m| m.as_str() != FFT)
+        .map(|m| {
+            std::iter::once(method_label(m)).chain(points.iter().map(|p| fmt_interval(&paired_pp(p, FFT, m)))).collect()
+        })
+        .collect();
+    right_aligned(point_headers("FFT − method", points), rows)
+}
+
+/// Client training seconds to the target per method and point, with SLoRA's cut against FFT and LoRA.
+pub fn time_table(points: &[StudyPoint]) -> TextTable {
+    let mut rows: Vec<Vec<String>> = vec![std::iter::once("Target (95 % of FFT's mean final)".to_string())
+        .chain(points.iter().map(|p| {
+            p.summary.time_to_target.first().map(|t| format!("{:.2} %", 100.0 * t.target_accuracy)).unwrap_or_else(|| "–".into())
+        }))
+        .collect()];
+    for m in study_methods(points) {
+        rows.push(
+            std::iter::once(format!("{} client training to target", method_label(&m)))
+                .chain(points.iter().map(|p| match p.summary.time_to_target.iter().find(|t| t.method == m) {
+                    Some(t) => match &t.hit {
+                        Some(h) => format!("{} ({}/{} seeds)", format_seconds(h.client_train_seconds), t.reached, t.seeds),
+                        None => format!("not reached (0/{})", t.seeds),
+                    },
+                    None => "–".into(),
+                }))
+                .collect(),
+        );
+    }
+    for (reference, name) in [(FFT, "SLoRA's cut vs FFT"), (LORA, "SLoRA's cut vs LoRA")] {
+        rows.push(
+            std::iter::once(name.to_string()).chain(points.iter().map(|p| fmt_cut(&time_reduction(p, SLORA, reference).0))).collect(),
+        );
+    }
+    right_aligned(point_headers("", points), rows)
+}
+
+/// Whether the budget was long enough: FFT's last-k slope per point, with the upload per client.
+pub fn budget_table(points: &[StudyPoint], flat_slope_pp: f64) -> TextTable {
+    let mut rows = Vec::new();
+    let cell = |p: &StudyPoint| -> String {
+        let Some(f) = p.summary.methods.get(FFT) else { return "–".into() };
+        let slope = 100.0 * f.last_k_slope;
+        let ci = f.last_k_slope_ci95.map(|h| format!(" ± {:.2}", 100.0 * h)).unwrap_or_default();
+        let flat = if slope.abs() < flat_slope_pp { "flat" } else { "still moving" };
+        format!("{slope:+.2}{ci} ({flat})")
+    };
+    rows.push(std::iter::once(format!("FFT slope over the last k rounds (pp/round; flat < {flat_slope_pp})")).chain(points.iter().map(cell)).collect());
+    rows.push(
+        std::iter::once("Rounds".to_string())
+            .chain(points.iter().map(|p| p.summary.methods.get(FFT).map(|f| f.rounds.to_string()).unwrap_or_else(|| "–".into())))
+            .collect(),
+    );
+    rows.push(std::iter::once("Seeds".to_string()).chain(points.iter().map(|p| p.summary.seeds.len().to_string())).collect());
+    right_aligned(point_headers("", points), rows)
+}
+
+/// Upload per client over the run (adapter + head, as if sampled every round), method × point.
+pub fn upload_table(points: &[StudyPoint]) -> TextTable {
+    let rows = study_methods(points)
+        .iter()
+        .map(|m| {
+            std::iter::once(method_label(m))
+                .chain(points.iter().map(|p| match p.summary.methods.get(m) {
+                    Some(s) => format!(
+                        "{} + {} head",
+                        format_bytes(s.costs.up_adapter_per_client as f64),
+                        format_bytes(s.costs.up_head_per_client as f64)
+                    ),
+                    None => "–".into(),
+                }))
+                .collect()
+        })
+        .collect();
+    right_aligned(point_headers("Upload per client", points), rows)
+}
+
+/// The verdicts as a table.
+pub fn verdict_table(verdicts: &[ClaimVerdict]) -> TextTable {
+    TextTable {
+        headers: vec!["Claim".into(), "Verdict".into(), "Evidence".into()],
+        rows: verdicts.iter().map(|v| vec![v.claim.statement().to_string(), v.verdict.to_string(), v.evidence.clone()]).collect(),
+        align: vec![Align::Left; 3],
+    }
+}
+
+fn series(points: &[StudyPoint], value: impl Fn(&StudyPoint, &str) -> Option<(f64, Option<f64>)>, skip_fft: bool) -> (SweepSeries, SweepSeries) {
+    let mut mean = Vec::new();
+    let mut half = Vec::new();
+    for m in study_methods(points).into_iter().filter(|m| !(skip_fft && m == FFT)) {
+        let vals: Vec<Option<(f64, Option<f64>)>> = points.iter().map(|p| value(p, &m)).collect();
+        mean.push((m.clone(), vals.iter().map(|v| v.map(|v| v.0)).collect()));
+        half.push((m, vals.iter().map(|v| v.and_then(|v| v.1)).collect()));
+    }
+    (mean, half)
+}
+
+/// Builds the study report: verdicts first, then the tables and figures behind them.
+pub fn build_study_report(settings: &StudySettings, setup: Vec<(String, String)>, points: &[StudyPoint], verdicts: &[ClaimVerdict]) -> Result<Report> {
+    if points.is_empty() {
+        return Err(ReportError::Invalid("a study needs at least one point".into()));
+    }
+    let labels: Vec<String> = points.iter().map(|p| p.label.clone()).collect();
+    let mut findings = vec![Block::Paragraph(format!(
+        "{} Every figure below is the mean over seeds with its 95 % Student-t interval; differences are paired \
+         by seed. Verdict rules: see `crates/report/src/study.rs` (margin {} pp).",
+        settings.title, settings.margin_pp
+    ))];
+    findings.push(Block::Table(CaptionedTable {
+        id: "verdicts".into(),
+        title: "Claims and verdicts".into(),
+        caption: "Reproduced / not reproduced / inconclusive, with the numbers that decided.".into(),
+        table: verdict_table(verdicts),
+    }));
+    findings.push(Block::Code { language: "sh".into(), text: settings.command.clone() });
+
+    let mut results = vec![Block::Table(CaptionedTable {
+        id: "accuracy".into(),
+        title: "Final test accuracy (%)".into(),
+        caption: "Every test row, after each method's last round: mean ± 95 % half-width over seeds.".into(),
+        table: accuracy_table(points),
+    })];
+    results.push(Block::Table(CaptionedTable {
+        id: "gap".into(),
+        title: "Gap to FFT (pp)".into(),
+        caption: "FFT − method final accuracy, paired by seed: mean [95 % interval].".into(),
+        table: gap_table(points),
+    }));
+    let (acc, acc_h) = series(
+        points,
+        |p, m| p.summary.methods.get(m).map(|s| (100.0 * s.accuracy, s.accuracy_ci95.map(|h| 100.0 * h))),
+        false,
+    );
+    let (gap, gap_h) = series(
+        points,
+        |p, m| {
+            let i = paired_pp(p, FFT, m);
+            (i.n > 0).then_some((i.mean, i.half_width))
+        },
+        true,
+    );
+    match settings.axis {
+        StudyAxis::Density => {
+            let upload: Vec<(String, Vec<(f64, f64, f64)>)> = study_methods(points)
+                .into_iter()
+                .map(|m| {
+                    let pts = points
+                        .iter()
+                        .filter_map(|p| {
+                            let s = p.summary.methods.get(&m)?;
+                            let h = 100.0 * s.accuracy_ci95.unwrap_or(0.0);
+                            Some((s.cum_bytes_up as f64, 100.0 * s.accuracy, h))
+                        })
+                        .collect();
+                    (m, pts)
+                })
+                .collect();
+            results.push(Block::Figure(Figure {
+                id: "accuracy_vs_upload".into(),
+                title: "Accuracy against total upload".into(),
+                caption: "Final accuracy (mean, bars = 95 % interval over seeds) against the bytes all clients \
+                          uploaded over the run. SLoRA's points are its Stage-1 densities: sparser is cheaper."
+                    .into(),
+                svg: plots::accuracy_vs_upload(&upload)?,
+            }));
+        }
+        StudyAxis::Heterogeneity | StudyAxis::Single => {}
+    }
+    if points.len() > 1 {
+        results.push(Block::Figure(Figure {
+            id: "accuracy_vs_point".into(),
+            title: "Accuracy per point".into(),
+            caption: "Final test accuracy, mean over seeds; the band is the 95 % interval.".into(),
+            svg: plots::sweep::accuracy_vs_heterogeneity_banded(&labels, &acc, &acc_h)?,
+        }));
+        results.push(Block::Figure(Figure {
+            id: "gap_vs_point".into(),
+            title: "Gap to FFT per point".into(),
+            caption: "FFT − method final accuracy (pp), paired by seed; the band is the 95 % interval of the \
+                      paired difference. 0 = as accurate as FFT."
+                .into(),
+            svg: plots::sweep::gap_vs_heterogeneity_banded(&labels, &gap, &gap_h)?,
+        }));
+    }
+    results.push(Block::Table(CaptionedTable {
+        id: "time".into(),
+        title: "Training time to target (claim 3)".into(),
+        caption: "Clients' local training seconds (no evaluation) until the first evaluated round at the target; \
+                  mean over the seeds that reached it. SLoRA's cut is 1 − its time / the other's, per seed."
+            .into(),
+        table: time_table(points),
+    }));
+    results.push(Block::Table(CaptionedTable {
+        id: "upload".into(),
+        title: "Upload per client".into(),
+        caption: "Bytes one client uploads over the run if sampled every round: adapter (FFT: backbone) + head.".into(),
+        table: upload_table(points),
+    }));
+    results.push(Block::Table(CaptionedTable {
+        id: "budget".into(),
+        title: "Is the budget long enough?".into(),
+        caption: "FFT's accuracy slope over its last k evaluated rounds (mean over seeds). A curve still moving \
+                  means the verdicts hold at this budget, not at convergence."
+            .into(),
+        table: budget_table(points, settings.flat_slope_pp),
+    }));
+    let point_table = TextTable {
+        headers: vec!["Point".into(), "Overrides".into(), "Run".into()],
+        rows: points
+            .iter()
+            .map(|p| {
+                vec![
+                    format!("{}{}", p.label, if p.extreme { " (extreme: not in verdicts)" } else { "" }),
+                    p.overrides.iter().map(|(k, v)| format!("{k}={v}")).collect::<Vec<_>>().join(" "),
+                    p.run_name.clone(),
+                ]
+            })
+            .collect(),
+        align: vec![Align::Left; 3],
+    };
+    results.push(Block::Table(CaptionedTable {
+        id: "points".into(),
+        title: "Points".into(),
+        caption: "Each point is an ordinary replicated run with these overrides.".into(),
+        table: point_table,
+    }));
+    Ok(Report {
+        title: format!("Study `{}`", settings.name),
+        setup,
+        sections: vec![
+            Section { id: "findings".into(), heading: "Findings".into(), blocks: findings },
+            Section { id: "results".into(), heading: "Results".into(), blocks: results },
+        ],
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::replicates::SeedFigures;
+    use crate::summary::MethodSummary;
+    use crate::targets::{TargetHit, TimeToTarget};
+
+    /// A point whose per-seed final accuracies are `acc[method][seed index]` (seeds 1, 2, 3, …) and
+    /// whose per-seed seconds to target are `secs[method]` (`None`: missed).
+    fn point(label: &str, acc: &[(&str, &[f64])], secs: &[(&str, &[Option<f64>])]) -> StudyPoint {
+        let mut summary = Summary::from_curves("t", &[], &BTreeMap::new());
+        for (m, values) in acc {
+            let mut ms = MethodSummary { accuracy: values.iter().sum::<f64>() / values.len() as f64, ..Default::default() };
+            ms.accuracy_ci95 = mean_ci(values).half_width;
+            summary.methods.insert(m.to_string(), ms);
+            for (i, v) in values.iter().enumerate() {
+                let f = SeedFigures { final_accuracy: *v, ..Default::default() };
+                summary.per_seed.entry((i + 1).to_string()).or_default().insert(m.to_string(), f);
+            }
+        }
+        summary.seeds = (1..=acc.first().map_or(0, |a| a.1.len()) as u64).collect();
+        for (m, s) in secs {
+            let per_seed: Vec<(u64, Option<TargetHit>)> = s
+                .iter()
+                .enumerate()
+                .map(|(i, t)| {
+                    (i as u64 + 1, t.map(|t| TargetHit { round: 1, wall_seconds: t, cum_bytes_up: 0, client_train_seconds: t, server_seconds: 0.0 }))
+                })
+                .collect();
+            let reached = per_seed.iter().filter(|p| p.1.is_some()).count();
+            summary.time_to_target.push(TimeToTarget {
+                method: m.to_string(),
+                fraction: 0.95,
+                target_accuracy: 0.5,
+                hit: per_seed.iter().find_map(|p| p.1.clone()),
+                reached,
+                seeds: per_seed.len(),
+                per_seed,
+            });
+        }
+        StudyPoint { label: label.into(), value: None, extreme: false, overrides: vec![], run_name: label.into(), summary }
+    }
+
+    #[test]
+    fn gap_grows_verdicts() {
+        let iid = point("IID", &[("fft", &[0.80, 0.81, 0.79]), ("lora", &[0.79, 0.80, 0.78])], &[]);
+        let skew = point("skew", &[("fft", &[0.70, 0.72, 0.71]), ("lora", &[0.60, 0.63, 0.61])], &[]);
+        let v = judge_gap_grows(&[iid.clone(), skew.clone()], 1.0);
+        assert_eq!(v.verdict, Verdict::Reproduced, "{}", v.evidence);
+        // Reversed order: the gap shrinks.
+        assert_eq!(judge_gap_grows(&[skew.clone(), iid.clone()], 1.0).verdict, Verdict::NotReproduced);
+        // The same gap everywhere, tightly: no change worth the margin.
+        let same = point("same", &[("fft", &[0.80, 0.81, 0.79]), ("lora", &[0.7905, 0.8, 0.7795])], &[]);
+        let v = judge_gap_grows(&[iid.clone(), same], 1.0);
+        assert_eq!(v.verdict, Verdict::NotReproduced, "{}", v.evidence);
+        // Noisy: inconclusive.
+        let noisy = point("noisy", &[("fft", &[0.80, 0.70, 0.75]), ("lora", &[0.70, 0.74, 0.75])], &[]);
+        assert_eq!(judge_gap_grows(&[iid.clone(), noisy], 1.0).verdict, Verdict::Inconclusive);
+        // An extreme point is left out of the comparison.
+        let mut extreme = point("k=1", &[("fft", &[0.1, 0.1, 0.1]), ("lora", &[0.1, 0.1, 0.1])], &[]);
+        extreme.extreme = true;
+        assert_eq!(judge_gap_grows(&[iid, skew, extreme], 1.0).verdict, Verdict::Reproduced);
+    }
+
+    #[test]
+    fn closes_gap_verdicts() {
+        let acc = |slora: &'static [f64]| point("p", &[("fft", &[0.70, 0.72, 0.71]), ("lora", &[0.60, 0.63, 0.61]), ("slora", slora)], &[]);
+        assert_eq!(judge_closes_gap(&acc(&[0.70, 0.72, 0.705]), 1.0).verdict, Verdict::Reproduced);
+        assert_eq!(judge_closes_gap(&acc(&[0.65, 0.67, 0.66]), 1.0).verdict, Verdict::NotReproduced);
+        assert_eq!(judge_closes_gap(&acc(&[0.58, 0.61, 0.59]), 1.0).verdict, Verdict::NotReproduced);
+        assert_eq!(judge_closes_gap(&acc(&[0.72, 0.62, 0.67]), 1.0).verdict, Verdict::Inconclusive);
+        // No gap to close.
+        let flat = point("p", &[("fft", &[0.70, 0.72, 0.71]), ("lora", &[0.70, 0.72, 0.71]), ("slora", &[0.70, 0.72, 0.71])], &[]);
+        let v = judge_closes_gap(&flat, 1.0);
+        assert!(v.verdict == Verdict::Inconclusive && v.evidence.contains("no gap to close"), "{}", v.evidence);
+    }
+
+    #[test]
+    fn time_cut_verdicts_and_reduction() {
+        let acc: &[(&str, &[f64])] = &[("fft", &[0.7, 0.7, 0.7])];
+        let p = point("p", acc, &[("fft", &[Some(100.0), Some(120.0), Some(80.0)]), ("slora", &[Some(20.0), Some(30.0), Some(10.0)])]);
+        let (i, reached, seeds) = time_reduction(&p, "slora", "fft");
+        assert_eq!((reached, seeds), (3, 3));
+        // Cuts 80, 75, 87.5 %.
+        assert!((i.mean - (80.0 + 75.0 + 87.5) / 3.0).abs() < 1e-9);
+        assert_eq!(judge_time_cut(std::slice::from_ref(&p), &p).verdict, Verdict::Reproduced);
+        let missed = point("p", acc, &[("fft", &[Some(100.0), Some(120.0), Some(80.0)]), ("slora", &[None, None, Some(10.0)])]);
+        assert_eq!(judge_time_cut(std::slice::from_ref(&missed), &missed).verdict, Verdict::NotReproduced);
+        let slower = point("p", acc, &[("fft", &[Some(10.0), Some(12.0), Some(8.0)]), ("slora", &[Some(20.0), Some(25.0), Some(17.0)])]);
+        assert_eq!(judge_time_cut(std::slice::from_ref(&slower), &slower).verdict, Verdict::NotReproduced);
+    }
+}

@@ -1,0 +1,172 @@
+//! The committed studies (`configs/studies/*.toml`) at smoke size through the real binary: every
+//! study goes through every code path and writes verdicts for the claims it tests; the density study
+//! takes its 1 % point from the heterogeneity study's cache; and a study killed (-9) twice, then
+//! rerun, finishes with the same accuracy tables and verdicts as an uninterrupted one.
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+use crate::common::repo;
+
+fn fresh_dir(name: &str) -> PathBuf {
+    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
+
+/// `pipeline --artifacts DIR/artifacts --set report.dir=DIR/reports study <study> --smoke`.
+fn study_cmd(dir: &Path, study: &str) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pipeline"));
+    cmd.current_dir(dir)
+        .arg("--artifacts")
+        .arg(dir.join("artifacts"))
+        .arg("--set")
+        .arg(format!("report.dir={}", dir.join("reports").display()))
+        .args(["--threads", "1", "study"])
+        .arg(repo().join("configs/studies").join(format!("{study}.toml")))
+        .arg("--smoke")
+        .env("RUST_LOG", "info");
+    cmd
+}
+
+fn run_study(dir: &Path, study: &str) -> (Value, String) {
+    let out = study_cmd(dir, study).output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "study {study} failed:\n{stderr}");
+    let report = dir.join("reports/studies").join(format!("{study}-smoke"));
+    let json: Value = serde_json::from_slice(&std::fs::read(report.join("study.json")).unwrap()).unwrap();
+    (json, stderr)
+}
+
+fn report_dir(dir: &Path, study: &str) -> PathBuf {
+    dir.join("reports/studies").join(format!("{study}-smoke"))
+}
+
+/// The claims a study file lists, as written.
+fn claims(json: &Value) -> Vec<String> {
+    json["settings"]["claims"].as_array().unwrap().iter().map(|c| c.as_str().unwrap().to_string()).collect()
+}
+
+fn check_study(json: &Value, dir: &Path, study: &str, points: usize, figures: &[&str]) {
+    assert_eq!(json["points"].as_array().unwrap().len(), points, "{study}: points");
+    let verdicts = json["verdicts"].as_array().unwrap();
+    assert_eq!(verdicts.len(), claims(json).len(), "{study}: one verdict per claim");
+    for v in verdicts {
+        let verdict = v["verdict"].as_str().unwrap();
+        assert!(["reproduced", "not-reproduced", "inconclusive"].contains(&verdict), "{study}: {v}");
+        assert!(!v["evidence"].as_str().unwrap().is_empty());
+    }
+    for p in json["points"].as_array().unwrap() {
+        let seeds = p["summary"]["seeds"].as_array().unwrap().len();
+        assert_eq!(seeds, 2, "{study}: smoke runs two seeds");
+        assert!(p["summary"]["methods"]["slora"]["accuracy_ci95"].is_number(), "{study}: a CI over seeds");
+    }
+    let md = std::fs::read_to_string(report_dir(dir, study).join("report.md")).unwrap();
+    assert!(md.contains("Claims and verdicts") && md.contains("Final test accuracy"), "{study}: {md}");
+    for f in figures {
+        assert!(report_dir(dir, study).join("figures").join(format!("{f}.svg")).is_file(), "{study}: figure {f}");
+    }
+}
+
+#[test]
+fn heterogeneity_and_density_studies_run_and_share_the_cache() {
+    let dir = fresh_dir("study-heterogeneity");
+    let (json, _) = run_study(&dir, "heterogeneity");
+    check_study(&json, &dir, "heterogeneity", 6, &["accuracy_vs_point", "gap_vs_point"]);
+    assert_eq!(claims(&json), ["gap-grows", "slora-closes-gap", "time-cut"]);
+    assert!(json["points"][5]["extreme"].as_bool().unwrap());
+    // The density study's 1 % point is the heterogeneity study's two-labels point: only its report is new.
+    let (json, stderr) = run_study(&dir, "density");
+    check_study(&json, &dir, "density", 4, &["accuracy_vs_upload", "accuracy_vs_point", "gap_vs_point"]);
+    let one = &json["points"][1];
+    assert_eq!(one["label"], "1 %");
+    assert_eq!(one["summary"]["methods"].as_object().unwrap().len(), 4, "FFT, LoRA, SFT and SLoRA at 1 %");
+    assert!(json["points"][0]["summary"]["methods"].get("fft").is_none(), "other densities run SLoRA and SFT only");
+    let reused = stderr.matches("baselines: up to date").count();
+    assert!(reused >= 2, "the 1 % point's baselines (two seeds) come from the heterogeneity study's cache:\n{stderr}");
+}
+
+#[test]
+fn news_study_runs_with_rates_tuned_once() {
+    let dir = fresh_dir("study-news");
+    let (json, stderr) = run_study(&dir, "news");
+    check_study(&json, &dir, "news", 1, &[]);
+    assert!(stderr.contains("tune: done"), "{stderr}");
+    // Tuned once: LoRA's choice (a one-point grid) is the LoRA baseline's and SLoRA Stage 2's rate,
+    // SFT's choice comes from its two-point grid.
+    let methods = &json["points"][0]["summary"]["methods"];
+    assert_eq!((methods["lora"]["lr"].as_f64(), methods["slora"]["lr"].as_f64()), (Some(3e-4), Some(3e-4)), "{methods}");
+    assert!([3e-3, 1e-2].contains(&methods["sft"]["lr"].as_f64().unwrap()), "{methods}");
+}
+
+/// The accuracy and gap tables of a study's report.md, and its verdicts other than claim 3's
+/// (which rests on measured seconds).
+fn tables(dir: &Path, study: &str) -> (Vec<String>, Value) {
+    let md = std::fs::read_to_string(report_dir(dir, study).join("report.md")).unwrap();
+    let keep = |title: &str| -> Vec<String> {
+        let start = md.find(title).unwrap_or_else(|| panic!("{title} not in report.md"));
+        md[start..].lines().skip(1).skip_while(|l| !l.starts_with('|')).take_while(|l| l.starts_with('|')).map(String::from).collect()
+    };
+    let mut rows = keep("Final test accuracy (%).");
+    rows.extend(keep("Gap to FFT (pp)."));
+    let json: Value = serde_json::from_slice(&std::fs::read(report_dir(dir, study).join("study.json")).unwrap()).unwrap();
+    let verdicts: Vec<Value> = json["verdicts"].as_array().unwrap().iter().filter(|v| v["claim"] != "time-cut").cloned().collect();
+    (rows, Value::Array(verdicts))
+}
+
+/// Polls `cond` until it holds (true) or `child` exits (false).
+fn wait_until(child: &mut Child, mut cond: impl FnMut() -> bool) -> bool {
+    let deadline = Instant::now() + Duration::from_secs(600);
+    while Instant::now() < deadline {
+        if cond() {
+            return true;
+        }
+        if child.try_wait().unwrap().is_some() {
+            return false;
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    panic!("condition not reached in 600 s");
+}
+
+fn committed(artifacts: &Path, stage: &str) -> usize {
+    std::fs::read_dir(artifacts.join(stage))
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter(|e| !e.file_name().to_string_lossy().starts_with('.'))
+        .count()
+}
+
+#[test]
+fn a_study_killed_twice_finishes_with_identical_tables() {
+    let clean = fresh_dir("study-clean");
+    let (json, _) = run_study(&clean, "homogeneous");
+    check_study(&json, &clean, "homogeneous", 1, &[]);
+
+    let killed = fresh_dir("study-killed");
+    let art = killed.join("artifacts");
+    // Once inside tune (its first grid point checkpointed), then inside the second seed's Stage 1.
+    for (stage, count) in [("tune", 0usize), ("stage1", 1usize)] {
+        let mut child = study_cmd(&killed, "homogeneous").stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+        let reached = wait_until(&mut child, || {
+            let working = std::fs::read_dir(art.join(stage))
+                .into_iter()
+                .flatten()
+                .flatten()
+                .any(|e| e.file_name().to_string_lossy().starts_with('.'));
+            working && committed(&art, stage) >= count
+        });
+        assert!(reached, "the study ended before {stage} started");
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = child.kill(); // SIGKILL
+        child.wait().unwrap();
+    }
+    let (json, _) = run_study(&killed, "homogeneous");
+    check_study(&json, &killed, "homogeneous", 1, &[]);
+    assert_eq!(tables(&killed, "homogeneous"), tables(&clean, "homogeneous"));
+}
