@@ -208,3 +208,119 @@ fn two_seeds_are_two_cached_runs_and_the_report_ci_is_the_t_interval() {
         assert!(report.contains("no significant difference at this budget"));
     }
 }
+
+/// The LoRA factors of every adapted linear: module → (A, B), detached copies.
+fn factors(model: &Classifier) -> std::collections::BTreeMap<String, (candle_core::Tensor, candle_core::Tensor)> {
+    model
+        .linears()
+        .iter()
+        .filter_map(|l| match l.adapter() {
+            slora_model::Adapter::Lora(f) => {
+                Some((l.module().to_string(), (f.a.as_detached_tensor().copy().unwrap(), f.b.as_detached_tensor().copy().unwrap())))
+            }
+            _ => None,
+        })
+        .collect()
+}
+
+fn bits(t: &candle_core::Tensor) -> Vec<u32> {
+    t.flatten_all().unwrap().to_vec1::<f32>().unwrap().iter().map(|v| v.to_bits()).collect()
+}
+
+#[test]
+fn ffa_lora_trains_b_only_and_its_average_is_exact() -> anyhow::Result<()> {
+    let files = ModelFiles::resolve(&shared("models/paraphrase-MiniLM-L3-v2").display().to_string(), "main")?;
+    let cfg = EncoderConfig::from_file(&files.config)?;
+    let weights = Weights::load(&files.weights, &cfg)?;
+    let mut lora = slora_model::LoraSpec::new(4, 8.0);
+    lora.freeze_a = true;
+    let (model, _) = Classifier::new(&cfg, &weights, &TrainSpec::new(Mode::Lora(lora), 2, 7))?;
+    let scale = 8.0 / 4.0;
+    let start = factors(&model);
+    assert!(!start.is_empty());
+    let adamw = AdamWConfig { lr: 1e-2, weight_decay: 0.0, ..AdamWConfig::default() };
+    let mut learner = ClassifierLearner::new(model, OptimSettings { adamw, head_lr: Some(1e-3), schedule: Schedule::Constant });
+    let global = learner.trainable_state()?;
+    assert!(global.keys().all(|k| !k.ends_with(".lora_A.weight")), "A is not trainable, so never uploaded");
+    assert!(global.keys().any(|k| k.ends_with(".lora_B.weight")));
+
+    // Two clients train from the same global state on different data; the server averages by size.
+    let clients: [(&[&[u32]], &[u32], u64); 2] = [
+        (&[&[101, 2023, 3185, 2003, 2307, 102], &[101, 6659, 1010, 4756, 102]], &[1, 0], 3),
+        (&[&[101, 1037, 6919, 2143, 102], &[101, 2025, 2204, 2012, 2035, 102], &[101, 2307, 102]], &[0, 1, 1], 5),
+    ];
+    let mut sum = slora_federation::aggregate::WeightedAverage::new();
+    let mut local = Vec::new();
+    for (ids, labels, samples) in clients {
+        learner.set_trainable_state(&global)?;
+        learner.begin_local(3)?;
+        for step in 0..3 {
+            learner.train_step(ids, labels, step)?;
+        }
+        let state = learner.trainable_state()?;
+        // A is bit-equal to its init after training: it never moves.
+        for (module, (a, _)) in factors(learner.model()) {
+            assert_eq!(bits(&a), bits(&start[&module].0), "{module}: A changed");
+        }
+        sum.add(&state, samples)?;
+        local.push((state, samples as f64));
+    }
+    let averaged = sum.finish()?;
+    learner.set_trainable_state(&averaged)?;
+    let total: f64 = local.iter().map(|(_, w)| w).sum();
+    for (module, (a, b)) in factors(learner.model()) {
+        assert_eq!(bits(&a), bits(&start[&module].0), "{module}: A changed by aggregation");
+        // The averaged update (mean B)·A equals the mean of the clients' updates B_i·A, to f32 rounding.
+        let of_mean = (b.matmul(&a)? * scale)?;
+        let mut mean_of = of_mean.zeros_like()?;
+        for (state, w) in &local {
+            let bi = &state[&format!("{module}.lora_B.weight")];
+            mean_of = (mean_of + (bi.matmul(&a)? * (scale * w / total))?)?;
+        }
+        let err = (of_mean.clone() - &mean_of)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        let size = mean_of.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+        assert!(size > 0.0, "{module}: B trained");
+        assert!(err <= 1e-5 * size.max(1e-3), "{module}: |(mean B)A − mean(BA)| = {err:e} vs {size:e}");
+    }
+    Ok(())
+}
+
+#[test]
+fn ffa_lora_baseline_runs_exports_and_keeps_its_init() {
+    let dir = fresh_dir("ffa-lora");
+    std::fs::write(dir.join("tiny.toml"), tiny_toml(7, 120, 60, "[baselines]\nmethods = [\"ffa-lora\", \"lora\"]\nffa_lora_lr = 3e-3\n"))
+        .unwrap();
+    run_ok(&dir, &["baselines"]);
+    let base = artifact(&dir, "baselines");
+    let summary = json(&base.join("manifest.json"))["summary"]["methods"].clone();
+    assert_eq!(summary["ffa-lora"]["lr"].as_f64(), Some(3e-3));
+    // B and the head only: LoRA's upload minus every A (r × in floats per adapted matrix).
+    let (ffa, lora) = (summary["ffa-lora"]["bytes_up_per_client"].as_u64().unwrap(), summary["lora"]["bytes_up_per_client"].as_u64().unwrap());
+    let files = ModelFiles::resolve(&shared("models/paraphrase-MiniLM-L3-v2").display().to_string(), "main").unwrap();
+    let cfg = EncoderConfig::from_file(&files.config).unwrap();
+    let weights = Weights::load(&files.weights, &cfg).unwrap();
+    let (fresh, _) = Classifier::new(&cfg, &weights, &TrainSpec::new(Mode::Lora(slora_model::LoraSpec::new(8, 16.0)), 2, 7)).unwrap();
+    let a_bytes: u64 = factors(&fresh).values().map(|(a, _)| 4 * a.elem_count() as u64).sum();
+    assert_eq!(ffa, lora - a_bytes);
+    // The exported adapter is an ordinary peft adapter whose A is the seed's init, bit for bit.
+    let adapter = slora_model::peft::load_adapter(&base.join("ffa-lora-adapter")).unwrap();
+    for (module, (a, _)) in factors(&fresh) {
+        assert_eq!(bits(&adapter.tensors[&format!("{module}.lora_A.weight")]), bits(&a), "{module}");
+    }
+    let out = dir.join("export");
+    run_ok(&dir, &["export", "--method", "ffa-lora", "--out", out.to_str().unwrap()]);
+    assert!(out.join("adapter/adapter_model.safetensors").is_file());
+
+    // SLoRA's Stage 2 with A frozen: the SVD-initialised A leaves Stage 2 as it came from decompose.
+    run_ok(&dir, &["--set", "stage2.freeze_a=true", "stage2"]);
+    let init = slora_federation::read_safetensors(&artifact(&dir, "decompose").join("lora_init.safetensors")).unwrap();
+    let stage2 = slora_model::peft::load_adapter(&artifact(&dir, "stage2").join("adapter")).unwrap();
+    let mut checked = 0;
+    for (name, a) in init.iter().filter(|(n, _)| n.ends_with(".lora_A.weight")) {
+        assert_eq!(bits(&stage2.tensors[name]), bits(a), "{name}");
+        checked += 1;
+    }
+    assert!(checked > 0);
+    let frozen = json(&artifact(&dir, "stage2").join("manifest.json"))["summary"]["bytes_up_per_client"].as_u64().unwrap();
+    assert_eq!(frozen, lora - a_bytes, "Stage 2 uploads B and the head only");
+}

@@ -76,7 +76,7 @@ fn check_study(json: &Value, dir: &Path, study: &str, points: usize, figures: &[
 fn heterogeneity_and_density_studies_run_and_share_the_cache() {
     let dir = fresh_dir("study-heterogeneity");
     let (json, _) = run_study(&dir, "heterogeneity");
-    check_study(&json, &dir, "heterogeneity", 6, &["accuracy_vs_point", "gap_vs_point"]);
+    check_study(&json, &dir, "heterogeneity", 6, &["accuracy_vs_point", "gap_vs_point", "accuracy_vs_round-iid", "accuracy_vs_round-1-label-client"]);
     assert_eq!(claims(&json), ["gap-grows", "slora-closes-gap", "time-cut"]);
     assert!(json["points"][5]["extreme"].as_bool().unwrap());
     // The density study's 1 % point is the heterogeneity study's two-labels point: only its report is new.
@@ -146,7 +146,7 @@ fn committed(artifacts: &Path, stage: &str) -> usize {
 fn a_study_killed_twice_finishes_with_identical_tables() {
     let clean = fresh_dir("study-clean");
     let (json, _) = run_study(&clean, "homogeneous");
-    check_study(&json, &clean, "homogeneous", 1, &[]);
+    check_study(&json, &clean, "homogeneous", 1, &["accuracy_vs_point", "gap_vs_point", "accuracy_vs_round-iid"]);
 
     let killed = fresh_dir("study-killed");
     let art = killed.join("artifacts");

@@ -26,6 +26,8 @@ pub struct LoraAdapter {
     pub scale: f64,
     /// Dropout on the adapter's input when training.
     pub dropout: f64,
+    /// A is frozen (FFA-LoRA): no gradient flows to it.
+    pub freeze_a: bool,
 }
 
 impl LoraAdapter {
@@ -158,11 +160,12 @@ impl AdaptableLinear {
         let b = self.bias.as_ref().map(|b| b.get(ctx));
         let frozen = !(self.weight.is_trainable() && ctx.tracks_grad());
         let var = |v: &Var| if ctx.tracks_grad() { v.as_tensor().clone() } else { v.as_detached_tensor() };
+        let lora_a = |l: &LoraAdapter| if l.freeze_a { l.a.as_detached_tensor() } else { var(&l.a) };
         match (&self.adapter, self.merged) {
             (Adapter::Sparse(s), _) => Ok(ops::sparse_delta_linear(x, &w, &s.indices, &var(&s.values), b.as_ref())?),
             (Adapter::Lora(l), false) if frozen && (l.dropout == 0.0 || !ctx.has_dropout()) => {
-                // One fused op: base + adapter, gradients to x, A and B only.
-                Ok(ops::lora_linear(x, &w, b.as_ref(), &var(&l.a), &var(&l.b), l.scale)?)
+                // One fused op: base + adapter, gradients to x, A (unless frozen) and B only.
+                Ok(ops::lora_linear(x, &w, b.as_ref(), &lora_a(l), &var(&l.b), l.scale)?)
             }
             (adapter, merged) => {
                 let base = if frozen { ops::frozen_linear(x, &w, b.as_ref())? } else { ops::linear(x, &w, b.as_ref())? };
@@ -172,7 +175,7 @@ impl AdaptableLinear {
                         let (out, inp) = self.shape();
                         let lead: Vec<usize> = x.dims()[..x.rank() - 1].to_vec();
                         let xd = ctx.dropout(&x.reshape(((), inp))?, l.dropout)?;
-                        let low = xd.matmul(&var(&l.a).t()?)?.matmul(&var(&l.b).t()?)?;
+                        let low = xd.matmul(&lora_a(l).t()?)?.matmul(&var(&l.b).t()?)?;
                         let mut shape = lead;
                         shape.push(out);
                         Ok((base + (low * l.scale)?.reshape(shape)?)?)

@@ -136,7 +136,14 @@ impl PeftAdapter {
         );
         config.lora_dropout = lora.dropout;
         config.base_model_name_or_path = base_model_name_or_path.map(str::to_string);
-        Ok(Self { config, tensors: model.trainable_state()? })
+        // The trained tensors, plus every A that stayed frozen (FFA-LoRA): peft needs both factors.
+        let mut tensors = model.trainable_state()?;
+        for linear in model.linears() {
+            if let crate::linear::Adapter::Lora(l) = linear.adapter() {
+                tensors.entry(format!("{}.lora_A.weight", linear.module())).or_insert_with(|| l.a.as_detached_tensor());
+            }
+        }
+        Ok(Self { config, tensors })
     }
 
     /// LoRA factors by module path.
@@ -169,6 +176,7 @@ impl PeftAdapter {
             lora_alpha: self.config.lora_alpha,
             dropout: self.config.lora_dropout,
             init: self.lora_factors()?,
+            freeze_a: false,
         })
     }
 

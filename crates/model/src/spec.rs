@@ -29,12 +29,15 @@ pub struct LoraSpec {
     /// Given initial factors by module path. A target module absent here starts like peft:
     /// A kaiming-uniform (bound `1/sqrt(in)`) from the run seed, B zero.
     pub init: BTreeMap<String, LoraFactors>,
+    /// FFA-LoRA (Sun et al., 2024): A stays at its initial value and only B trains. Every client then
+    /// holds the same A, so averaging the Bs averages the updates B·A exactly.
+    pub freeze_a: bool,
 }
 
 impl LoraSpec {
     /// Random-A, zero-B LoRA of rank `r`.
     pub fn new(r: usize, lora_alpha: f64) -> Self {
-        Self { r, lora_alpha, dropout: 0.0, init: BTreeMap::new() }
+        Self { r, lora_alpha, dropout: 0.0, init: BTreeMap::new(), freeze_a: false }
     }
 
     /// `lora_alpha / r`.

@@ -188,6 +188,7 @@ pub fn method_label(method: &str) -> String {
         "fft" => "FFT".into(),
         "lora" => "LoRA".into(),
         "sft" => "SFT (sparse)".into(),
+        "ffa-lora" => "FFA-LoRA".into(),
         SLORA => "SLoRA".into(),
         SLORA_STAGE1 => "SLoRA stage 1".into(),
         SLORA_STAGE2 => "SLoRA stage 2".into(),
@@ -200,11 +201,12 @@ pub fn method_rank(method: &str) -> u8 {
     match method {
         "fft" => 0,
         "lora" => 1,
-        "sft" => 2,
-        SLORA => 3,
-        SLORA_STAGE1 => 4,
-        SLORA_STAGE2 => 5,
-        _ => 6,
+        "ffa-lora" => 2,
+        "sft" => 3,
+        SLORA => 4,
+        SLORA_STAGE1 => 5,
+        SLORA_STAGE2 => 6,
+        _ => 7,
     }
 }
 

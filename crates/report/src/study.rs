@@ -310,8 +310,8 @@ pub fn judge_time_cut(points: &[StudyPoint], point: &StudyPoint) -> ClaimVerdict
         })
         .max_by(|a, b| a.0.total_cmp(&b.0));
     let numbers = format!(
-        "At {} (target {:.2} %): SLoRA reached it in {reached} of {seeds} seeds; its client training time to it is {} \
-         shorter than FFT's and {} shorter than LoRA's{}",
+        "At {} (target {:.2} %): SLoRA reached it in {reached} of {seeds} seeds; the cut in client training time to it \
+         (1 − SLoRA's / the other's, per seed; negative = longer) is {} against FFT and {} against LoRA{}",
         point.label,
         100.0 * target,
         fmt_cut(&vs_fft),
@@ -485,8 +485,25 @@ fn series(points: &[StudyPoint], value: impl Fn(&StudyPoint, &str) -> Option<(f6
     (mean, half)
 }
 
+/// One point's learning curves (its own report's accuracy-vs-round figure), shown in the study.
+#[derive(Debug, Clone, PartialEq)]
+pub struct PointCurves {
+    /// Figure id (file name), e.g. `accuracy_vs_round-iid`.
+    pub id: String,
+    /// The point's label.
+    pub label: String,
+    /// The SVG document.
+    pub svg: String,
+}
+
 /// Builds the study report: verdicts first, then the tables and figures behind them.
-pub fn build_study_report(settings: &StudySettings, setup: Vec<(String, String)>, points: &[StudyPoint], verdicts: &[ClaimVerdict]) -> Result<Report> {
+pub fn build_study_report(
+    settings: &StudySettings,
+    setup: Vec<(String, String)>,
+    points: &[StudyPoint],
+    verdicts: &[ClaimVerdict],
+    curves: &[PointCurves],
+) -> Result<Report> {
     if points.is_empty() {
         return Err(ReportError::Invalid("a study needs at least one point".into()));
     }
@@ -556,7 +573,7 @@ pub fn build_study_report(settings: &StudySettings, setup: Vec<(String, String)>
         }
         StudyAxis::Heterogeneity | StudyAxis::Single => {}
     }
-    if points.len() > 1 {
+    {
         results.push(Block::Figure(Figure {
             id: "accuracy_vs_point".into(),
             title: "Accuracy per point".into(),
@@ -570,6 +587,18 @@ pub fn build_study_report(settings: &StudySettings, setup: Vec<(String, String)>
                       paired difference. 0 = as accurate as FFT."
                 .into(),
             svg: plots::sweep::gap_vs_heterogeneity_banded(&labels, &gap, &gap_h)?,
+        }));
+    }
+    for c in curves {
+        results.push(Block::Figure(Figure {
+            id: c.id.clone(),
+            title: format!("Learning curves: {}", c.label),
+            caption: format!(
+                "Test accuracy per round at {} (curve rows), mean over seeds with the 95 % band; the dashed line \
+                 marks SLoRA's switch.",
+                c.label
+            ),
+            svg: c.svg.clone(),
         }));
     }
     results.push(Block::Table(CaptionedTable {
@@ -588,7 +617,7 @@ pub fn build_study_report(settings: &StudySettings, setup: Vec<(String, String)>
     }));
     results.push(Block::Table(CaptionedTable {
         id: "budget".into(),
-        title: "Is the budget long enough?".into(),
+        title: "Budget check".into(),
         caption: "FFT's accuracy slope over its last k evaluated rounds (mean over seeds). A curve still moving \
                   means the verdicts hold at this budget, not at convergence."
             .into(),

@@ -14,6 +14,7 @@ fn modes() -> Vec<(&'static str, Mode)> {
     vec![
         ("full", Mode::Full),
         ("lora", Mode::Lora(LoraSpec::new(4, 8.0))),
+        ("ffa-lora", Mode::Lora(LoraSpec { freeze_a: true, ..LoraSpec::new(4, 8.0) })),
         ("sparse", Mode::Sparse(SparseSpec::new(0.05))),
         ("frozen", Mode::Frozen),
     ]
@@ -26,7 +27,7 @@ fn check_all_grads(name: &str) -> Result<()> {
     for (mode_name, mode) in modes() {
         let spec = TrainSpec::new(mode, 5, 3);
         let (model, _) = Classifier::new(&cfg, &weights, &spec)?;
-        if mode_name == "lora" {
+        if mode_name == "lora" || mode_name == "ffa-lora" {
             // peft starts B at zero, which makes A's gradient exactly zero: give B values first.
             let mut state = model.trainable_state()?;
             for (k, t) in state.iter_mut() {
@@ -66,6 +67,11 @@ fn check_all_grads(name: &str) -> Result<()> {
         println!("{name}/{mode_name}: {} trainable tensors {kinds:?}, all with nonzero gradients", vars.len());
         match mode_name {
             "lora" => assert!(kinds["lora"] > 0 && kinds["dense"] == 4),
+            // FFA-LoRA: B only (A is frozen), one per adapted linear.
+            "ffa-lora" => {
+                assert!(kinds["lora"] > 0 && kinds["dense"] == 4);
+                assert!(vars.iter().all(|(k, _)| !k.ends_with(".lora_A.weight")));
+            }
             "sparse" => assert!(kinds["sparse"] > 0 && kinds["dense"] == 4),
             "frozen" => assert_eq!(vars.len(), 4),
             _ => {}

@@ -28,6 +28,8 @@ pub enum ExportMethod {
     Slora,
     /// The LoRA baseline's adapter (applies to the pretrained model).
     Lora,
+    /// The FFA-LoRA baseline's adapter: an ordinary peft LoRA adapter (its frozen A included).
+    FfaLora,
 }
 
 /// Arguments of `pipeline export`.
@@ -138,14 +140,17 @@ pub fn run(cfg: &Config, artifacts: &Path, args: &ExportArgs) -> Result<PathBuf,
     let method_name = match args.method {
         ExportMethod::Slora => "slora",
         ExportMethod::Lora => "lora",
+        ExportMethod::FfaLora => "ffa-lora",
     };
     let (artifact, adapter_rel) = match args.method {
         ExportMethod::Slora => (current_artifact(cfg, &store, "stage2")?, crate::stages::stage2::ADAPTER_DIR),
-        ExportMethod::Lora => {
-            if !cfg.baselines.methods.contains(&BaselineMethod::Lora) {
-                return Err(PipelineError::stage(EXPORT, "baselines.methods has no `lora`: there is no LoRA baseline adapter"));
+        ExportMethod::Lora | ExportMethod::FfaLora => {
+            let method = if args.method == ExportMethod::Lora { BaselineMethod::Lora } else { BaselineMethod::FfaLora };
+            if !cfg.baselines.methods.contains(&method) {
+                return Err(PipelineError::stage(EXPORT, format!("baselines.methods has no `{method}`: there is no {method} baseline adapter")));
             }
-            (current_artifact(cfg, &store, "baselines")?, crate::stages::baselines::LORA_ADAPTER_DIR)
+            let dir = crate::stages::baselines::adapter_dir(method).expect("a LoRA-mode baseline");
+            (current_artifact(cfg, &store, "baselines")?, dir)
         }
     };
     let adapter = load_adapter(&artifact.file(adapter_rel)).or_stage(EXPORT)?;
@@ -161,7 +166,7 @@ pub fn run(cfg: &Config, artifacts: &Path, args: &ExportArgs) -> Result<PathBuf,
 
     // The weights the adapter applies to.
     let base_weights = match args.method {
-        ExportMethod::Lora => base.weights.clone(),
+        ExportMethod::Lora | ExportMethod::FfaLora => base.weights.clone(),
         ExportMethod::Slora => {
             let decompose = current_artifact(cfg, &store, "decompose")?;
             let init = slora_federation::read_safetensors(&decompose.file(crate::stages::decompose::LORA_INIT_FILE)).or_stage(EXPORT)?;
@@ -177,7 +182,7 @@ pub fn run(cfg: &Config, artifacts: &Path, args: &ExportArgs) -> Result<PathBuf,
     };
     let mut exported = adapter.clone();
     exported.config.base_model_name_or_path = Some(match args.method {
-        ExportMethod::Lora => cfg.model.source.clone(),
+        ExportMethod::Lora | ExportMethod::FfaLora => cfg.model.source.clone(),
         ExportMethod::Slora => out.join("base").display().to_string(),
     });
     save_adapter(&out.join("adapter"), &exported).or_stage(EXPORT)?;

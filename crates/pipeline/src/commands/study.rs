@@ -35,7 +35,7 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use slora_report::study::{build_study_report, judge, Claim, StudyAxis, StudyPoint, StudySettings, StudySummary};
+use slora_report::study::{build_study_report, judge, Claim, PointCurves, StudyAxis, StudyPoint, StudySettings, StudySummary};
 use slora_report::{write_report, Summary};
 
 use crate::config::{parse_set, Config, ConfigOverride};
@@ -247,10 +247,25 @@ pub fn run(ctx: &StudyContext, args: &StudyArgs) -> Result<PathBuf, PipelineErro
         for (_, _, cfg) in &mut planned {
             *cfg = crate::cli::resolve_tuned_at(cfg, &tune_cfg, &store)?;
         }
-        setup.push(("Learning rates".to_string(), format!("tuned once, at point {label:?} (`pipeline inspect tune` there)")));
+        let planned_tune = plan_stage(&tune_cfg.for_seed(tune_cfg.run.replicate_seeds()[0]), lookup_stage("tune")?.as_ref())?;
+        let grids = store.lookup("tune", &planned_tune.key).map(|a| tune_choices(&a.manifest.summary)).unwrap_or_default();
+        setup.push((
+            "Learning rates".to_string(),
+            format!("tuned once, at point {label:?}, on its validation rows (seed {}): {grids}", tune_cfg.run.replicate_seeds()[0]),
+        ));
+    } else {
+        let b = &base.baselines;
+        setup.push((
+            "Learning rates".to_string(),
+            format!(
+                "from the base config: FFT {}, LoRA {}, SFT {}, Stage 1 {}, Stage 2 {} (head {})",
+                b.fft_lr, b.lora_lr, b.sft_lr, base.stage1.lr, base.stage2.lr, base.optim.head_lr
+            ),
+        ));
     }
 
     let mut points = Vec::with_capacity(planned.len());
+    let mut curves = Vec::new();
     let mut forced = std::collections::HashSet::new();
     let total = planned.len();
     for (i, (spec, own, cfg)) in planned.into_iter().enumerate() {
@@ -271,6 +286,11 @@ pub fn run(ctx: &StudyContext, args: &StudyArgs) -> Result<PathBuf, PipelineErro
         let key = plan_stage(&cfg, lookup_stage("report")?.as_ref())?.key;
         let summary_path = root.join("report").join(&key).join(SUMMARY_FILE);
         let summary = Summary::read(&summary_path).map_err(|e| study_error(e.to_string()))?;
+        // The point's own report (just published) has its mean learning curves with bands.
+        let curve = crate::stages::report::published_dir(&cfg).join("figures/accuracy_vs_round.svg");
+        if let Ok(svg) = std::fs::read_to_string(&curve) {
+            curves.push(PointCurves { id: format!("accuracy_vs_round-{}", slug(&spec.label)), label: spec.label.clone(), svg });
+        }
         points.push(StudyPoint {
             label: spec.label.clone(),
             value: spec.value,
@@ -295,7 +315,7 @@ pub fn run(ctx: &StudyContext, args: &StudyArgs) -> Result<PathBuf, PipelineErro
     for v in &verdicts {
         tracing::info!("study {name}: {} -> {} ({})", v.claim.statement(), v.verdict, v.evidence);
     }
-    let report = build_study_report(&settings, setup, &points, &verdicts).map_err(|e| study_error(e.to_string()))?;
+    let report = build_study_report(&settings, setup, &points, &verdicts, &curves).map_err(|e| study_error(e.to_string()))?;
     let json = serde_json::to_string_pretty(&StudySummary { settings, points, verdicts })?;
     let out = report_root.join(&name);
     write_report(&out, &report, &[("study.json", json)]).map_err(|e| study_error(e.to_string()))?;
@@ -303,9 +323,41 @@ pub fn run(ctx: &StudyContext, args: &StudyArgs) -> Result<PathBuf, PipelineErro
     Ok(out)
 }
 
+/// `fft 1e-4 of [3e-5, 1e-4, 3e-4]; …` from a tune summary, marking a choice at the grid's edge.
+pub fn tune_choices(summary: &serde_json::Value) -> String {
+    let Some(methods) = summary.get("methods").and_then(|m| m.as_object()) else { return String::new() };
+    methods
+        .iter()
+        .map(|(method, m)| {
+            let grid: Vec<f64> =
+                m["points"].as_array().map(|p| p.iter().filter_map(|p| p["lr"].as_f64()).collect()).unwrap_or_default();
+            let chosen = m["chosen"].as_f64();
+            let edge = match (chosen, grid.first(), grid.last()) {
+                (Some(c), Some(lo), Some(hi)) if grid.len() > 1 && (c == *lo || c == *hi) => " (at the grid's edge)",
+                _ => "",
+            };
+            let grid = grid.iter().map(|v| format!("{v:e}")).collect::<Vec<_>>().join(", ");
+            match chosen {
+                Some(c) => format!("{method} {c:e} of [{grid}]{edge}"),
+                None => format!("{method}: every rate of [{grid}] diverged"),
+            }
+        })
+        .collect::<Vec<_>>()
+        .join("; ")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn tune_choices_mark_the_grid_edge() {
+        let s = serde_json::json!({ "methods": {
+            "fft": { "chosen": 1e-4, "points": [{ "lr": 3e-5 }, { "lr": 1e-4 }, { "lr": 3e-4 }] },
+            "lora": { "chosen": 1e-3, "points": [{ "lr": 1e-4 }, { "lr": 1e-3 }] },
+        }});
+        assert_eq!(tune_choices(&s), "fft 1e-4 of [3e-5, 1e-4, 3e-4]; lora 1e-3 of [1e-4, 1e-3] (at the grid's edge)");
+    }
 
     #[test]
     fn slugs_and_paths() {

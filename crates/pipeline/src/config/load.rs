@@ -15,11 +15,12 @@ const ENUM_KEYS: &[(&str, &[&str])] = &[
     ("partition.scheme", &["iid", "dirichlet", "pathological"]),
     ("optim.schedule", &["constant", "linear"]),
     ("decompose.init", &["svd", "svd-b", "random"]),
-    ("baselines.methods", &["fft", "lora", "sft"]),
+    ("baselines.methods", &["fft", "lora", "sft", "ffa-lora"]),
 ];
 
 /// Learning-rate keys that also take the string `"tuned"`.
-const TUNABLE_KEYS: &[&str] = &["stage1.lr", "stage2.lr", "baselines.fft_lr", "baselines.lora_lr", "baselines.sft_lr"];
+const TUNABLE_KEYS: &[&str] =
+    &["stage1.lr", "stage2.lr", "baselines.fft_lr", "baselines.lora_lr", "baselines.sft_lr", "baselines.ffa_lora_lr"];
 
 fn is_tuned(key: &str, value: &Value) -> bool {
     TUNABLE_KEYS.contains(&key) && value.as_str() == Some("tuned")
@@ -121,10 +122,20 @@ fn resolve_source(base: &Path, s: &str) -> String {
 }
 
 fn schema() -> Table {
-    match Value::try_from(Config::default()) {
-        Ok(Value::Table(t)) => t,
-        _ => unreachable!("the default config serialises to a table"),
-    }
+    let Ok(Value::Table(mut t)) = Value::try_from(Config::default()) else {
+        unreachable!("the default config serialises to a table")
+    };
+    // Keys the default leaves out of its serialisation (so that they stay out of cache keys until
+    // set), with a value of their type.
+    let mut add = |section: &str, key: &str, value: Value| {
+        if let Some(Value::Table(s)) = t.get_mut(section) {
+            s.entry(key.to_string()).or_insert(value);
+        }
+    };
+    add("stage2", "freeze_a", Value::Boolean(false));
+    add("baselines", "ffa_lora_lr", Value::Float(1e-3));
+    add("tune", "ffa-lora", Value::Array(vec![Value::Float(1e-3)]));
+    t
 }
 
 fn parse_table(text: &str, path: &Path) -> Result<Table, PipelineError> {

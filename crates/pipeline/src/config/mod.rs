@@ -105,6 +105,15 @@ impl LearningRate {
             LearningRate::Tuned => panic!("a \"tuned\" learning rate was used before `pipeline tune` resolved it"),
         }
     }
+
+    /// `baselines.ffa_lora_lr`'s default: B alone moves the update about half as fast as A and B
+    /// together, so FFA-LoRA usually wants a larger rate than LoRA.
+    pub const FFA_DEFAULT: LearningRate = LearningRate::Value(1e-3);
+
+    /// Whether this is [`Self::FFA_DEFAULT`] (then it stays out of the keys).
+    pub fn is_ffa_default(&self) -> bool {
+        *self == Self::FFA_DEFAULT
+    }
 }
 
 impl Serialize for LearningRate {
@@ -413,11 +422,15 @@ pub struct Stage2Config {
     pub lr: LearningRate,
     /// Dropout on the LoRA input, in [0, 1).
     pub lora_dropout: f64,
+    /// FFA-LoRA in Stage 2: keep the SVD-initialised A frozen and train (and upload) only B.
+    /// (Left out of the keys when false, so runs from before the option keep their cache.)
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub freeze_a: bool,
 }
 
 impl Default for Stage2Config {
     fn default() -> Self {
-        Self { rounds: 3, lr: LearningRate::Value(1e-3), lora_dropout: 0.0 }
+        Self { rounds: 3, lr: LearningRate::Value(1e-3), lora_dropout: 0.0, freeze_a: false }
     }
 }
 
@@ -431,6 +444,9 @@ pub enum BaselineMethod {
     Lora,
     /// Sparse fine-tuning alone.
     Sft,
+    /// FFA-LoRA: LoRA with A frozen at its random init; only B trains and is averaged.
+    #[serde(rename = "ffa-lora")]
+    FfaLora,
 }
 
 /// `[baselines]`.
@@ -445,6 +461,9 @@ pub struct BaselinesConfig {
     pub lora_lr: LearningRate,
     /// SFT learning rate.
     pub sft_lr: LearningRate,
+    /// FFA-LoRA learning rate (B only). Left out of the keys at its default.
+    #[serde(skip_serializing_if = "LearningRate::is_ffa_default")]
+    pub ffa_lora_lr: LearningRate,
     /// SFT's first `stage1.rounds` rounds are Stage 1 itself (same masks, sampling, seeds) when its
     /// rate equals `stage1.lr`: continue from Stage 1's state instead of recomputing them.
     pub sft_from_stage1: bool,
@@ -457,6 +476,7 @@ impl Default for BaselinesConfig {
             fft_lr: LearningRate::Value(1e-4),
             lora_lr: LearningRate::Value(1e-3),
             sft_lr: LearningRate::Value(1e-3),
+            ffa_lora_lr: LearningRate::FFA_DEFAULT,
             sft_from_stage1: true,
         }
     }
@@ -469,6 +489,7 @@ impl BaselinesConfig {
             BaselineMethod::Fft => self.fft_lr,
             BaselineMethod::Lora => self.lora_lr,
             BaselineMethod::Sft => self.sft_lr,
+            BaselineMethod::FfaLora => self.ffa_lora_lr,
         }
     }
 }
@@ -483,6 +504,9 @@ pub struct TuneConfig {
     pub lora: Vec<f64>,
     /// SFT rates to try (also Stage 1's, with `stage1.lr = "tuned"`).
     pub sft: Vec<f64>,
+    /// FFA-LoRA rates to try (left out of the keys when empty).
+    #[serde(rename = "ffa-lora", skip_serializing_if = "Vec::is_empty")]
+    pub ffa_lora: Vec<f64>,
     /// Rounds per grid point (0 = the methods' budget, `stage1.rounds + stage2.rounds`).
     pub rounds: usize,
     /// A point's score: mean validation accuracy over its last this-many evaluated rounds.
@@ -491,7 +515,14 @@ pub struct TuneConfig {
 
 impl Default for TuneConfig {
     fn default() -> Self {
-        Self { fft: vec![3e-5, 1e-4, 3e-4], lora: vec![3e-4, 1e-3, 3e-3], sft: vec![3e-4, 1e-3, 3e-3], rounds: 0, last_k: 3 }
+        Self {
+            fft: vec![3e-5, 1e-4, 3e-4],
+            lora: vec![3e-4, 1e-3, 3e-3],
+            sft: vec![3e-4, 1e-3, 3e-3],
+            ffa_lora: Vec::new(),
+            rounds: 0,
+            last_k: 3,
+        }
     }
 }
 
@@ -502,6 +533,7 @@ impl TuneConfig {
             BaselineMethod::Fft => &self.fft,
             BaselineMethod::Lora => &self.lora,
             BaselineMethod::Sft => &self.sft,
+            BaselineMethod::FfaLora => &self.ffa_lora,
         }
     }
 }
@@ -550,6 +582,7 @@ impl Config {
             ("baselines.fft_lr", b.fft_lr, BaselineMethod::Fft),
             ("baselines.lora_lr", b.lora_lr, BaselineMethod::Lora),
             ("baselines.sft_lr", b.sft_lr, BaselineMethod::Sft),
+            ("baselines.ffa_lora_lr", b.ffa_lora_lr, BaselineMethod::FfaLora),
         ]
         .into_iter()
         .filter(|(_, lr, _)| *lr == LearningRate::Tuned)
@@ -570,6 +603,7 @@ impl Config {
         set(&mut self.baselines.fft_lr, BaselineMethod::Fft);
         set(&mut self.baselines.lora_lr, BaselineMethod::Lora);
         set(&mut self.baselines.sft_lr, BaselineMethod::Sft);
+        set(&mut self.baselines.ffa_lora_lr, BaselineMethod::FfaLora);
     }
 
     /// The config of one replicate: `run.seed = seed`, and with `partition.vary_with_seed` a

@@ -40,7 +40,7 @@ fn unknown_keys_and_wrong_types_name_the_key() {
     let err = Config::from_toml_str("[partition]\nscheme = \"random\"\n", "p.toml").unwrap_err().to_string();
     assert_eq!(err, "p.toml: partition.scheme must be one of iid, dirichlet, pathological (got \"random\")");
     let err = Config::from_toml_str("[baselines]\nmethods = [\"fft\", \"x\"]\n", "p.toml").unwrap_err().to_string();
-    assert!(err.contains("baselines.methods must be one of fft, lora, sft (got \"x\")"), "{err}");
+    assert!(err.contains("baselines.methods must be one of fft, lora, sft, ffa-lora (got \"x\")"), "{err}");
     let err = Config::from_toml_str("[partition\n", "p.toml").unwrap_err().to_string();
     assert!(err.starts_with("config file p.toml: line 1:"), "{err}");
     // An integer where a float is expected is fine.
@@ -149,4 +149,30 @@ fn learning_rates_take_numbers_or_tuned() {
     assert_eq!(c.for_seed(2).run.seed, 2);
     let c = Config::load(None, &[set("run.seeds", "4,5,6")]).unwrap();
     assert_eq!(c.run.replicate_seeds(), vec![4, 5, 6]);
+}
+
+#[test]
+fn ffa_lora_options_parse_and_stay_out_of_keys_when_off() {
+    let cfg = Config::from_toml_str(
+        "[baselines]\nmethods = [\"ffa-lora\", \"lora\"]\nffa_lora_lr = \"tuned\"\n[stage2]\nfreeze_a = true\n[tune]\nffa-lora = [1e-3, 3e-3]\n",
+        "p.toml",
+    )
+    .unwrap();
+    assert_eq!(cfg.baselines.methods, vec![BaselineMethod::FfaLora, BaselineMethod::Lora]);
+    assert_eq!(BaselineMethod::FfaLora.to_string(), "ffa-lora");
+    assert!(cfg.stage2.freeze_a);
+    assert_eq!(cfg.tune.grid(BaselineMethod::FfaLora), &[1e-3, 3e-3]);
+    assert_eq!(cfg.tuned_keys(), vec![("baselines.ffa_lora_lr", BaselineMethod::FfaLora)]);
+    let c = Config::load(None, &[set("baselines.methods", "fft,ffa-lora"), set("stage2.freeze_a", "true")]).unwrap();
+    assert_eq!(c.baselines.methods, vec![BaselineMethod::Fft, BaselineMethod::FfaLora]);
+    // Off (the defaults), the new options are absent from what keys are hashed from, so runs from
+    // before they existed keep their cache; on, they are present.
+    let off = serde_json::to_value(Config::default()).unwrap();
+    assert!(off["stage2"].get("freeze_a").is_none() && off["baselines"].get("ffa_lora_lr").is_none());
+    assert!(off["tune"].get("ffa-lora").is_none());
+    let on = serde_json::to_value(&cfg).unwrap();
+    assert_eq!(on["stage2"]["freeze_a"], true);
+    assert_eq!(on["tune"]["ffa-lora"], serde_json::json!([1e-3, 3e-3]));
+    let err = Config::from_toml_str("[baselines]\nmethods = [\"ffa\"]\n", "p.toml").unwrap_err().to_string();
+    assert!(err.contains("baselines.methods") && err.contains("ffa-lora"), "{err}");
 }

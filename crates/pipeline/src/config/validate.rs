@@ -139,6 +139,7 @@ impl Config {
         positive_lr("baselines.fft_lr", b.fft_lr)?;
         positive_lr("baselines.lora_lr", b.lora_lr)?;
         positive_lr("baselines.sft_lr", b.sft_lr)?;
+        positive_lr("baselines.ffa_lora_lr", b.ffa_lora_lr)?;
         let mut seen = b.methods.clone();
         seen.sort();
         seen.dedup();
@@ -147,7 +148,7 @@ impl Config {
         }
 
         let t = &self.tune;
-        for (key, grid) in [("tune.fft", &t.fft), ("tune.lora", &t.lora), ("tune.sft", &t.sft)] {
+        for (key, grid) in [("tune.fft", &t.fft), ("tune.lora", &t.lora), ("tune.sft", &t.sft), ("tune.ffa-lora", &t.ffa_lora)] {
             if let Some(bad) = grid.iter().find(|v| !(**v > 0.0 && v.is_finite())) {
                 return fail(key, "a list of rates > 0", bad);
             }

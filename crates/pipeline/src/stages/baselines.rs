@@ -4,8 +4,9 @@
 //! Methods run in `baselines.methods` order; each keeps its own round checkpoints
 //! (`<work>/<method>/`), so a killed run resumes inside the method it was in and does not redo finished
 //! ones. LoRA uses `decompose.rank` / `decompose.lora_alpha` and `stage2.lora_dropout`; SFT uses
-//! `stage1.density` (the same masks as stage 1). Outputs: one `metrics.parquet` with a `method` column
-//! and, when LoRA ran, its final adapter in peft's format in `lora-adapter/`.
+//! `stage1.density` (the same masks as stage 1); FFA-LoRA is that LoRA with A frozen (only B trains,
+//! is uploaded and averaged). Outputs: one `metrics.parquet` with a `method` column and, when LoRA /
+//! FFA-LoRA ran, its final adapter in peft's format in `lora-adapter/` / `ffa-lora-adapter/`.
 //!
 //! SFT's first `stage1.rounds` rounds are Stage 1 itself (same masks, client sampling, data order and
 //! dropout seeds) when `baselines.sft_lr` equals `stage1.lr`. With `baselines.sft_from_stage1` (the
@@ -28,6 +29,17 @@ pub struct Baselines;
 
 /// Folder of the LoRA baseline's final adapter.
 pub const LORA_ADAPTER_DIR: &str = "lora-adapter";
+/// Folder of the FFA-LoRA baseline's final adapter (peft's layout, frozen A included).
+pub const FFA_LORA_ADAPTER_DIR: &str = "ffa-lora-adapter";
+
+/// Where a LoRA-mode baseline keeps its final adapter (`None` for FFT and SFT).
+pub fn adapter_dir(method: BaselineMethod) -> Option<&'static str> {
+    match method {
+        BaselineMethod::Lora => Some(LORA_ADAPTER_DIR),
+        BaselineMethod::FfaLora => Some(FFA_LORA_ADAPTER_DIR),
+        BaselineMethod::Fft | BaselineMethod::Sft => None,
+    }
+}
 
 impl Stage for Baselines {
     fn name(&self) -> &'static str {
@@ -76,9 +88,9 @@ impl Stage for Baselines {
                 seed_from_stage1(ctx, &name)?;
             }
             let outcome = fed::run_federated(ctx, &mut learner, &data, &fedcfg, &format!("baselines.{name}_lr"))?;
-            if *method == BaselineMethod::Lora {
+            if let Some(dir) = adapter_dir(*method) {
                 let adapter = PeftAdapter::from_classifier(learner.model(), Some(&cfg.model.source)).or_stage(stage)?;
-                save_adapter(&out.join(LORA_ADAPTER_DIR), &adapter).or_stage(stage)?;
+                save_adapter(&out.join(dir), &adapter).or_stage(stage)?;
             }
             let mut summary = fed::run_summary(&outcome, learner.model());
             summary["lr"] = json!(lr);

@@ -151,7 +151,7 @@ impl Stage for Decompose {
         }
         let sparse_spec = fed::train_spec(cfg, Mode::Sparse(SparseSpec { density: cfg.stage1.density, masks, values }), data_labels.num_labels);
         let (sparse_model, _) = fed::build_classifier(stage, &base.config, &sparse_weights, &sparse_spec)?;
-        let lora_spec = LoraSpec { r: d.rank, lora_alpha: d.lora_alpha, dropout: 0.0, init: factors };
+        let lora_spec = LoraSpec { r: d.rank, lora_alpha: d.lora_alpha, dropout: 0.0, init: factors, freeze_a: false };
         let lora_spec = fed::train_spec(cfg, Mode::Lora(lora_spec), data_labels.num_labels);
         let (lora_model, _) = fed::build_classifier(stage, &base.config, &lora_weights, &lora_spec)?;
         let before = sparse_model.predict(&batch).or_stage(stage)?;

@@ -118,9 +118,10 @@ pub fn load_data(ctx: &StageCtx, partition: &Artifact) -> Result<Data, PipelineE
 pub fn baseline_mode(cfg: &Config, method: config::BaselineMethod) -> Mode {
     match method {
         config::BaselineMethod::Fft => Mode::Full,
-        config::BaselineMethod::Lora => {
+        config::BaselineMethod::Lora | config::BaselineMethod::FfaLora => {
             let mut lora = slora_model::LoraSpec::new(cfg.decompose.rank, cfg.decompose.lora_alpha);
             lora.dropout = cfg.stage2.lora_dropout;
+            lora.freeze_a = method == config::BaselineMethod::FfaLora;
             Mode::Lora(lora)
         }
         config::BaselineMethod::Sft => Mode::Sparse(slora_model::SparseSpec::new(cfg.stage1.density)),

@@ -236,7 +236,7 @@ fn setup_lines(cfg: &Config, partition_summary: &Value) -> Vec<(String, String)>
         (
             "SLoRA".into(),
             format!(
-                "{} sparse rounds (density {}, lr {}) → SVD rank {} (α {}, {} init) → {} LoRA rounds (lr {})",
+                "{} sparse rounds (density {}, lr {}) → SVD rank {} (α {}, {} init) → {} LoRA rounds{} (lr {})",
                 cfg.stage1.rounds,
                 cfg.stage1.density,
                 cfg.stage1.lr,
@@ -244,18 +244,17 @@ fn setup_lines(cfg: &Config, partition_summary: &Value) -> Vec<(String, String)>
                 cfg.decompose.lora_alpha,
                 cfg.decompose.init,
                 cfg.stage2.rounds,
+                if cfg.stage2.freeze_a { " with A frozen (FFA-LoRA: B alone trains)" } else { "" },
                 cfg.stage2.lr
             ),
         ),
         (
             "Baselines".into(),
             format!(
-                "{} for {} rounds (lr: FFT {}, LoRA {}, SFT {})",
+                "{} for {} rounds (lr: {})",
                 cfg.baselines.methods.iter().map(|m| m.to_string()).collect::<Vec<_>>().join(", "),
                 cfg.stage1.rounds + cfg.stage2.rounds,
-                cfg.baselines.fft_lr,
-                cfg.baselines.lora_lr,
-                cfg.baselines.sft_lr
+                cfg.baselines.methods.iter().map(|m| format!("{m} {}", cfg.baselines.lr(*m))).collect::<Vec<_>>().join(", ")
             ),
         ),
         (

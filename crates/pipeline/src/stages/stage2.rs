@@ -78,7 +78,7 @@ impl Stage for Stage2 {
         }
         let d = &cfg.decompose;
         let rank = factors.values().next().map(|f| f.a.dims()[0]).ok_or_else(|| ctx.error("lora_init holds no LoRA factors"))?;
-        let lora = LoraSpec { r: rank, lora_alpha: d.lora_alpha, dropout: cfg.stage2.lora_dropout, init: factors };
+        let lora = LoraSpec { r: rank, lora_alpha: d.lora_alpha, dropout: cfg.stage2.lora_dropout, init: factors, freeze_a: cfg.stage2.freeze_a };
         let spec = fed::train_spec(cfg, Mode::Lora(lora), data.num_labels);
         let (model, _) = fed::build_classifier(stage, &base.config, &weights, &spec)?;
         let mut learner = ClassifierLearner::new(model, fed::optim_settings(cfg, cfg.stage2.lr.value()));

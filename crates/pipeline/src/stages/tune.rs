@@ -24,7 +24,7 @@ use crate::stage::{Stage, StageCtx};
 pub struct Tune;
 
 /// The methods tune knows, in order.
-pub const METHODS: [BaselineMethod; 3] = [BaselineMethod::Fft, BaselineMethod::Lora, BaselineMethod::Sft];
+pub const METHODS: [BaselineMethod; 4] = [BaselineMethod::Fft, BaselineMethod::Lora, BaselineMethod::Sft, BaselineMethod::FfaLora];
 
 /// Rounds per grid point.
 pub fn rounds(cfg: &Config) -> usize {

@@ -38,6 +38,7 @@ pub fn method_color(method: &str) -> RGBColor {
         "slora" => OKABE_ITO[3],
         "slora-stage1" => OKABE_ITO[5],
         "slora-stage2" => OKABE_ITO[4],
+        "ffa-lora" => OKABE_ITO[6],
         other => OKABE_ITO[1 + (other.bytes().map(usize::from).sum::<usize>() % 7)],
     }
 }
