@@ -79,12 +79,13 @@ fn heterogeneity_and_density_studies_run_and_share_the_cache() {
     check_study(&json, &dir, "heterogeneity", 6, &["accuracy_vs_point", "gap_vs_point", "accuracy_vs_round-iid", "accuracy_vs_round-1-label-client"]);
     assert_eq!(claims(&json), ["gap-grows", "slora-closes-gap", "time-cut"]);
     assert!(json["points"][5]["extreme"].as_bool().unwrap());
+    assert!(json["points"][0]["summary"]["methods"].get("ffa-lora").is_some(), "FFA-LoRA joins the heterogeneity table");
     // The density study's 1 % point is the heterogeneity study's two-labels point: only its report is new.
     let (json, stderr) = run_study(&dir, "density");
     check_study(&json, &dir, "density", 4, &["accuracy_vs_upload", "accuracy_vs_point", "gap_vs_point"]);
     let one = &json["points"][1];
     assert_eq!(one["label"], "1 %");
-    assert_eq!(one["summary"]["methods"].as_object().unwrap().len(), 4, "FFT, LoRA, SFT and SLoRA at 1 %");
+    assert_eq!(one["summary"]["methods"].as_object().unwrap().len(), 5, "FFT, LoRA, FFA-LoRA, SFT and SLoRA at 1 %");
     assert!(json["points"][0]["summary"]["methods"].get("fft").is_none(), "other densities run SLoRA and SFT only");
     let reused = stderr.matches("baselines: up to date").count();
     assert!(reused >= 2, "the 1 % point's baselines (two seeds) come from the heterogeneity study's cache:\n{stderr}");
