@@ -324,3 +324,63 @@ fn ffa_lora_baseline_runs_exports_and_keeps_its_init() {
     let frozen = json(&artifact(&dir, "stage2").join("manifest.json"))["summary"]["bytes_up_per_client"].as_u64().unwrap();
     assert_eq!(frozen, lora - a_bytes, "Stage 2 uploads B and the head only");
 }
+
+/// Issue 13: `stage1.mask = "federated-importance"` end to end on the tiny config.
+#[test]
+fn federated_mask_has_the_random_masks_size_is_charged_and_is_reused_by_sft() {
+    let dir = fresh_dir("federated-mask");
+    std::fs::write(
+        dir.join("tiny.toml"),
+        tiny_toml(7, 120, 60, "[baselines]\nmethods = [\"sft\"]\nsft_lr = 1e-3\n"),
+    )
+    .unwrap();
+    run_ok(&dir, &["stage1"]);
+    let random = json(&artifact(&dir, "stage1").join("manifest.json"))["summary"].clone();
+    assert_eq!(random["mask"]["kind"], "random");
+    let fed = ["--set", "stage1.mask=federated-importance", "--set", "stage1.mask_batches=2"];
+    let log = run_ok(&dir, &[fed[0], fed[1], fed[2], fed[3], "stage1"]);
+    assert!(log.contains("mask round: clients"), "{log}");
+    let stage1 = artifact(&dir, "stage1");
+    let learned = json(&stage1.join("manifest.json"))["summary"].clone();
+    let mask = &learned["mask"];
+    assert_eq!(mask["kind"], "federated-importance");
+    assert_eq!(mask["clients"].as_array().unwrap().len(), 2, "federation.clients_per_round clients score");
+    // Exactly the random mask's size per matrix, and a different choice of entries.
+    let mut k_total = 0;
+    for (module, m) in learned["matrices"].as_object().unwrap() {
+        assert_eq!(m["nnz"], random["matrices"][module]["nnz"], "{module}");
+        k_total += m["nnz"].as_u64().unwrap();
+        let shared = m["overlap_with_random"].as_f64().unwrap();
+        assert!(shared < 0.5, "{module}: the learned mask shares {shared} of its entries with the seed's");
+    }
+    // Every upload is at most k indices + k scores per matrix; the broadcast is k indices.
+    assert_eq!(mask["bytes_up_per_client"].as_u64().unwrap(), 8 * k_total);
+    assert_eq!(mask["bytes_down_per_client"].as_u64().unwrap(), 4 * k_total);
+    let largest_k = learned["matrices"].as_object().unwrap().values().map(|m| m["nnz"].as_u64().unwrap()).max().unwrap();
+    assert!(mask["largest_upload"].as_u64().unwrap() <= 8 * largest_k);
+    // The round-0 row charges the mask round: uploads of the scoring clients, the mask to all 4.
+    let rows = read_parquet(&stage1.join("metrics.parquet")).unwrap();
+    let r0 = &rows[0];
+    assert_eq!((r0.round, r0.clients), (0, 2));
+    assert_eq!(r0.bytes_up_per_client, 8 * k_total);
+    assert_eq!(r0.cum_bytes_up, 2 * 8 * k_total);
+    assert_eq!(r0.bytes_down_switch_per_client, 4 * k_total);
+    assert_eq!(r0.cum_bytes_down, 4 * 4 * k_total);
+    assert!(r0.train_seconds > 0.0);
+    assert_eq!(rows[1].cum_bytes_up, r0.cum_bytes_up + 2 * rows[1].bytes_up_per_client);
+    // Deterministic: a fresh run elsewhere learns the same mask and the same metrics.
+    let saved = slora_federation::read_safetensors(&stage1.join("sparse_delta.safetensors")).unwrap();
+    let again_dir = fresh_dir("federated-mask-again");
+    std::fs::copy(dir.join("tiny.toml"), again_dir.join("tiny.toml")).unwrap();
+    run_ok(&again_dir, &[fed[0], fed[1], fed[2], fed[3], "stage1"]);
+    let again = slora_federation::read_safetensors(&artifact(&again_dir, "stage1").join("sparse_delta.safetensors")).unwrap();
+    for (name, t) in saved.iter().filter(|(n, _)| n.ends_with(".indices")) {
+        assert_eq!(t.to_vec1::<u32>().unwrap(), again[name].to_vec1::<u32>().unwrap(), "{name}");
+    }
+    let rows_again = read_parquet(&artifact(&again_dir, "stage1").join("metrics.parquet")).unwrap();
+    assert!(rows.iter().zip(&rows_again).all(|(a, b)| a.same_results(b)));
+    // SFT trains the learned mask (continuing Stage 1) and carries the mask round's costs.
+    run_ok(&dir, &[fed[0], fed[1], fed[2], fed[3], "baselines"]);
+    let sft = read_parquet(&artifact(&dir, "baselines").join("metrics.parquet")).unwrap();
+    assert_eq!((sft[0].clients, sft[0].bytes_up_per_client, sft[0].cum_bytes_down), (2, r0.bytes_up_per_client, r0.cum_bytes_down));
+}

@@ -211,7 +211,7 @@ fn config_errors_name_the_key_and_create_nothing() {
     let cases: &[(&[&str], &str)] = &[
         (&["--set", "partition.alphaa=1", "partition"], "unknown config key `partition.alphaa`"),
         (&["--set", "partition.clients=abc", "partition"], "partition.clients must be an integer (got \"abc\")"),
-        (&["--set", "partition.scheme=uniform", "partition"], "partition.scheme must be one of iid, dirichlet, pathological"),
+        (&["--set", "partition.scheme=uniform", "partition"], "partition.scheme must be one of iid, dirichlet, pathological, natural"),
         (&["--set", "stage1.density=0", "partition"], "stage1.density must be in (0, 1] (got 0)"),
     ];
     for (extra, needle) in cases {
@@ -450,4 +450,66 @@ fn hub_ids_resolve_offline_from_an_hf_cache() {
     for needle in ["sentence-transformers/all-MiniLM-L6-v2", "revision `main`", "config.json", &s(&hf_home.join("hub")), "HF_HUB_OFFLINE=1"] {
         assert!(err.contains(needle), "{err} lacks {needle}");
     }
+}
+
+/// Issue 13: `partition.scheme = "natural"` on News Category v3's writers, through the CLI.
+#[test]
+fn natural_ids_one_client_per_writer_capped_by_max_clients() {
+    let tmp = tempfile::tempdir().unwrap();
+    let artifacts = tmp.path().join("artifacts");
+    let art = s(&artifacts);
+    let data = format!("data.source={}", s(&shared("datasets/news_category_v3_first9999.jsonl.gz")));
+    let model = format!("model.source={}", s(&shared("models/paraphrase-MiniLM-L3-v2")));
+    let base = [
+        data.as_str(),
+        "data.text_column=headline+short_description",
+        "data.label_column=category",
+        "data.test_fraction=0.2",
+        "data.max_train=2000",
+        "data.max_test=100",
+        "data.max_len=32",
+        model.as_str(),
+        "partition.scheme=natural",
+        "partition.validation_fraction=0",
+        "federation.clients_per_round=2",
+        "federation.eval_max_rows=50",
+        "stage1.rounds=1",
+    ];
+    let run = |extra: &[&str], cmd: &[&str]| {
+        let mut args = vec!["--artifacts", art.as_str()];
+        for kv in base.iter().chain(extra) {
+            args.extend(["--set", kv]);
+        }
+        args.extend(cmd);
+        pipeline(&args)
+    };
+    let out = run(&[], &["partition"]);
+    assert!(!out.ok && out.stderr.contains("partition.id_column is required"), "{}", out.stderr);
+
+    let capped = ["partition.id_column=authors", "partition.max_clients=25"];
+    let out = run(&capped, &["partition"]);
+    assert!(out.ok, "{}", out.stderr);
+    let v: Value = serde_json::from_str(&run(&capped, &["inspect", "partition", "--json"]).stdout).unwrap();
+    assert_eq!(v["clients"], 25);
+    assert_eq!(v["train_rows"], 2000);
+    assert_eq!(v["natural"]["id_column"], "authors");
+    let distinct = v["natural"]["distinct_ids"].as_u64().unwrap();
+    assert!(distinct > 25, "{distinct} writers among 2,000 rows");
+    let held: u64 = v["natural"]["ids_per_client"].as_array().unwrap().iter().map(|n| n.as_u64().unwrap()).sum();
+    assert_eq!(held, distinct, "every writer in exactly one client");
+    let text = run(&capped, &["inspect", "partition"]).stdout;
+    assert!(text.contains("natural ids: one client per `authors` value") && text.contains("[Lee Moran]"), "{text}");
+    // The federation trains on as many clients as the data made (not partition.clients = 20).
+    let out = run(&capped, &["stage1"]);
+    assert!(out.ok, "{}", out.stderr);
+
+    // Uncapped: one client per writer; a cap below clients_per_round is an error naming both keys.
+    let out = run(&["partition.id_column=authors"], &["partition"]);
+    assert!(out.ok, "{}", out.stderr);
+    let v: Value = serde_json::from_str(&run(&["partition.id_column=authors"], &["inspect", "partition", "--json"]).stdout).unwrap();
+    assert_eq!(v["clients"].as_u64(), Some(distinct));
+    let out = run(&["partition.id_column=authors", "partition.max_clients=1"], &["partition"]);
+    assert!(!out.ok && out.stderr.contains("federation.clients_per_round = 2 exceeds the 1 clients"), "{}", out.stderr);
+    let out = run(&["partition.id_column=writer"], &["partition"]);
+    assert!(!out.ok && out.stderr.contains("`writer`") && out.stderr.contains("partition.id_column"), "{}", out.stderr);
 }

@@ -89,6 +89,20 @@ fn heterogeneity_and_density_studies_run_and_share_the_cache() {
     assert!(json["points"][0]["summary"]["methods"].get("fft").is_none(), "other densities run SLoRA and SFT only");
     let reused = stderr.matches("baselines: up to date").count();
     assert!(reused >= 2, "the 1 % point's baselines (two seeds) come from the heterogeneity study's cache:\n{stderr}");
+
+    // The mask study's random point is the density study's 1 % point; its federated point learns a mask.
+    let (json, stderr) = run_study(&dir, "mask");
+    check_study(&json, &dir, "mask", 2, &["accuracy_vs_upload"]);
+    assert!(stderr.matches("baselines: up to date").count() >= 2, "the random point is cached:\n{stderr}");
+    assert!(stderr.contains("mask round: clients"), "{stderr}");
+    let learned = &json["points"][1]["summary"]["methods"];
+    let mut methods: Vec<&String> = learned.as_object().unwrap().keys().collect();
+    methods.sort();
+    assert_eq!(methods, ["sft", "slora"]);
+    let random_up = json["points"][0]["summary"]["methods"]["slora"]["cum_bytes_up"].as_u64().unwrap();
+    assert!(learned["slora"]["cum_bytes_up"].as_u64().unwrap() > random_up, "the mask round's uploads are charged");
+    let md = std::fs::read_to_string(report_dir(&dir, "mask").join("report.md")).unwrap();
+    assert!(md.contains("Against random mask") && md.contains("SLoRA: accuracy change (pp)"), "{md}");
 }
 
 #[test]

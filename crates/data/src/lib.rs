@@ -4,7 +4,8 @@
 //!   into train and test [`Split`]s with a stable label map.
 //! - [`subsample`]: seeded stratified subsampling.
 //! - [`tokenize`]: `tokenizers` from a model's `tokenizer.json`, truncation on, padding off.
-//! - [`partition`]: iid / dirichlet / pathological client partitions (flwr-datasets semantics).
+//! - [`partition`]: iid / dirichlet / pathological / natural-id client partitions (flwr-datasets
+//!   semantics).
 //! - [`shard`]: client and test shards, label statistics and label names as files.
 #![deny(missing_docs)]
 
@@ -19,7 +20,7 @@ pub mod tokenize;
 
 pub use error::DataError;
 pub use labels::LabelSet;
-pub use partition::{partition, Scheme};
+pub use partition::{natural, partition, NaturalPartition, Scheme};
 pub use shard::{read_shard, write_shard, Shard};
 pub use source::{load_dataset, Dataset, DatasetSpec, Split};
 pub use subsample::stratified_subsample;

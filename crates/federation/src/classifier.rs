@@ -7,7 +7,7 @@ use slora_model::optim::{AdamW, AdamWConfig, LrSchedule, ParamGroup};
 use slora_model::{Batch, Classifier};
 
 use crate::aggregate::State;
-use crate::error::Result;
+use crate::error::{FederationError, Result};
 use crate::learner::{EvalSums, Learner};
 
 /// Learning-rate schedule within one client's local training.
@@ -118,6 +118,23 @@ impl Learner for ClassifierLearner {
         optimizer.step(&grads)?;
         self.step += 1;
         Ok(value)
+    }
+
+    fn importance(&mut self, ids: &[&[u32]], labels: &[u32], names: &[String]) -> Result<State> {
+        let batch = self.batch(ids, labels)?;
+        let (loss, _) = self.model.loss(&batch, None)?;
+        let grads = loss.backward()?;
+        let vars: std::collections::BTreeMap<String, candle_core::Var> = self.model.trainable_vars().into_iter().collect();
+        names
+            .iter()
+            .map(|name| {
+                let var = vars.get(name).ok_or_else(|| {
+                    FederationError::StateMismatch(format!("`{name}` is not a trainable tensor (scoring needs a model in full mode)"))
+                })?;
+                let grad = grads.get(var.as_tensor()).ok_or_else(|| FederationError::StateMismatch(format!("no gradient reached `{name}`")))?;
+                Ok((name.clone(), (grad * var.as_tensor())?.abs()?))
+            })
+            .collect()
     }
 
     fn eval_batch(&self, ids: &[&[u32]], labels: &[u32]) -> Result<EvalSums> {

@@ -58,9 +58,27 @@ pub struct FedAvgConfig {
     pub switch_bytes_per_client: u64,
     /// Server seconds spent before round 1 (SLoRA's decomposition), recorded in the round-0 row.
     pub setup_server_seconds: f64,
+    /// What was spent before round 1 on the clients' side (the federated Stage-1 mask round):
+    /// charged in the round-0 row and its running totals.
+    pub setup: SetupCosts,
     /// Measure the last round on `full_test` too (when given). Off for a run whose end is not a
     /// result anyone ranks (SLoRA's Stage 1: Stage 2 goes on from it), which saves a full pass.
     pub final_full_test: bool,
+}
+
+/// Client-side costs of a setup round before round 1 (the federated mask round): `clients` clients
+/// upload `bytes_up_per_client` each, every client downloads `bytes_down_per_client`, and the
+/// uploading clients spend `train_seconds` in total.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct SetupCosts {
+    /// Clients that uploaded.
+    pub clients: u32,
+    /// Upload of one of them.
+    pub bytes_up_per_client: u64,
+    /// Download of every client (a one-off payload like SLoRA's switch).
+    pub bytes_down_per_client: u64,
+    /// Client seconds, summed.
+    pub train_seconds: f64,
 }
 
 /// The accounting carry-over of a run that continues another (SLoRA's Stage 2 after Stage 1).
@@ -162,14 +180,16 @@ pub fn run_fedavg<L: Learner>(
                 accuracy: Some(eval.accuracy()),
                 loss: Some(eval.mean_loss()),
                 train_loss: None,
-                bytes_up_per_client: 0,
-                bytes_down_per_client: 0,
-                cum_bytes_up: cfg.cum_bytes_up_start,
+                bytes_up_per_client: cfg.setup.bytes_up_per_client,
+                bytes_down_per_client: cfg.setup.bytes_down_per_client,
+                bytes_down_switch_per_client: cfg.setup.bytes_down_per_client,
+                cum_bytes_up: cfg.cum_bytes_up_start + cfg.setup.bytes_up_per_client * u64::from(cfg.setup.clients),
                 wall_seconds: wall,
-                clients: 0,
+                clients: cfg.setup.clients,
                 eval_rows: eval.rows(),
-                cum_bytes_down: cfg.cum_bytes_down_start,
+                cum_bytes_down: cfg.cum_bytes_down_start + cfg.setup.bytes_down_per_client * clients.len() as u64,
                 server_seconds: cfg.setup_server_seconds,
+                train_seconds: cfg.setup.train_seconds,
                 ..Default::default()
             };
             progress.suspend(|| {
@@ -369,6 +389,7 @@ mod tests {
             cum_bytes_down_start: 0,
             switch_bytes_per_client: 0,
             setup_server_seconds: 0.0,
+            setup: SetupCosts::default(),
             final_full_test: true,
         }
     }

@@ -59,6 +59,11 @@ pub trait Learner {
     fn train_step(&mut self, input_ids: &[&[u32]], labels: &[u32], dropout_seed: u64) -> Result<f64>;
     /// Evaluates one batch without dropout or gradients.
     fn eval_batch(&self, input_ids: &[&[u32]], labels: &[u32]) -> Result<EvalSums>;
+    /// Per-entry importance `|∂L/∂w ⊙ w|` of the named tensors on one batch (no dropout, no step):
+    /// what a client scores in the federated mask round ([`crate::mask`]). Default: unsupported.
+    fn importance(&mut self, _input_ids: &[&[u32]], _labels: &[u32], names: &[String]) -> Result<State> {
+        Err(crate::error::FederationError::StateMismatch(format!("this learner cannot score importance (asked for {names:?})")))
+    }
     /// Whether trainable tensor `name` is part of the head (counted apart from the adapter in the
     /// byte accounting). Default: nothing is.
     fn is_head(&self, _name: &str) -> bool {

@@ -20,6 +20,9 @@ pub enum Stream {
     Dropout = 3,
     /// Stratified subsample of the test shard: parts = [].
     EvalSubsample = 4,
+    /// The federated Stage-1 mask: client sampling (parts = []), a client's row order ([client]),
+    /// tie-breaking per matrix ([matrix, 1]).
+    MaskRound = 5,
 }
 
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;

@@ -90,6 +90,23 @@ impl Learner for ToyLearner {
         Ok(loss.to_scalar::<f32>()? as f64)
     }
 
+    fn importance(&mut self, ids: &[&[u32]], labels: &[u32], names: &[String]) -> Result<State> {
+        let (losses, _) = self.forward(ids, labels)?;
+        let grads = losses.mean_all()?.backward()?;
+        names
+            .iter()
+            .map(|n| {
+                let v = match n.as_str() {
+                    "toy.weight" => &self.w,
+                    "toy.bias" => &self.b,
+                    other => return Err(crate::error::FederationError::StateMismatch(format!("no tensor `{other}`"))),
+                };
+                let g = grads.get(v.as_tensor()).expect("gradient");
+                Ok((n.clone(), (g * v.as_tensor())?.abs()?))
+            })
+            .collect()
+    }
+
     fn eval_batch(&self, ids: &[&[u32]], labels: &[u32]) -> Result<EvalSums> {
         let (losses, logits) = self.forward(ids, labels)?;
         let pred = logits.argmax(D::Minus1)?.to_vec1::<u32>()?;

@@ -465,6 +465,61 @@ pub fn upload_table(points: &[StudyPoint]) -> TextTable {
     right_aligned(point_headers("Upload per client", points), rows)
 }
 
+/// `method` at point `a` − at point `b`, paired by seed (pp).
+pub fn across_points_pp(a: &StudyPoint, b: &StudyPoint, method: &str) -> Interval {
+    let (fa, fb) = (finals(a, method), finals(b, method));
+    let d: Vec<f64> = fa.iter().filter_map(|(s, va)| Some(100.0 * (va - fb.get(s)?))).collect();
+    mean_ci(&d)
+}
+
+/// Every point against the reference point `reference`, per method present at both: the accuracy
+/// change paired by seed, the clients' total training seconds and the total upload (all clients),
+/// means over seeds. What a setting (a density, a mask) buys and costs.
+pub fn versus_reference_table(points: &[StudyPoint], reference: &StudyPoint) -> TextTable {
+    let mut rows = Vec::new();
+    for m in study_methods(points) {
+        let Some(r) = reference.summary.methods.get(&m) else { continue };
+        if !points.iter().any(|p| p.label != reference.label && p.summary.methods.contains_key(&m)) {
+            continue; // nothing to compare (e.g. FFT runs at the reference point only)
+        }
+        let cell = |p: &StudyPoint, f: &dyn Fn(&crate::summary::MethodSummary) -> String| -> String {
+            p.summary.methods.get(&m).map(f).unwrap_or_else(|| "–".into())
+        };
+        let name = method_label(&m);
+        rows.push(
+            std::iter::once(format!("{name}: accuracy change (pp)"))
+                .chain(points.iter().map(|p| {
+                    if p.label == reference.label {
+                        "reference".into()
+                    } else if p.summary.methods.contains_key(&m) {
+                        fmt_interval(&across_points_pp(p, reference, &m))
+                    } else {
+                        "–".into()
+                    }
+                }))
+                .collect(),
+        );
+        rows.push(
+            std::iter::once(format!("{name}: client training, whole run"))
+                .chain(points.iter().map(|p| {
+                    cell(p, &|s| {
+                        let ratio = s.costs.client_train_seconds / r.costs.client_train_seconds.max(1e-9);
+                        format!("{} (×{ratio:.2})", format_seconds(s.costs.client_train_seconds))
+                    })
+                }))
+                .collect(),
+        );
+        rows.push(
+            std::iter::once(format!("{name}: upload, all clients"))
+                .chain(points.iter().map(|p| {
+                    cell(p, &|s| format!("{} (×{:.3})", format_bytes(s.cum_bytes_up as f64), s.cum_bytes_up as f64 / r.cum_bytes_up.max(1) as f64))
+                }))
+                .collect(),
+        );
+    }
+    right_aligned(point_headers(&format!("Against {}", reference.label), points), rows)
+}
+
 /// The verdicts as a table.
 pub fn verdict_table(verdicts: &[ClaimVerdict]) -> TextTable {
     TextTable {
@@ -572,6 +627,19 @@ pub fn build_study_report(
             }));
         }
         StudyAxis::Heterogeneity | StudyAxis::Single => {}
+    }
+    if let (StudyAxis::Density, Some(reference)) = (settings.axis, claim_point(points, settings.claim_point.as_deref())) {
+        results.push(Block::Table(CaptionedTable {
+            id: "versus_reference".into(),
+            title: format!("Against {}", reference.label),
+            caption: format!(
+                "Each point against {}: final accuracy change paired by seed (mean [95 % interval]), the clients' \
+                 local training seconds over the whole run (mask round included) and the bytes all clients uploaded, \
+                 means over seeds (× = ratio to {}).",
+                reference.label, reference.label
+            ),
+            table: versus_reference_table(points, reference),
+        }));
     }
     {
         results.push(Block::Figure(Figure {
@@ -743,5 +811,21 @@ mod tests {
         assert_eq!(judge_time_cut(std::slice::from_ref(&missed), &missed).verdict, Verdict::NotReproduced);
         let slower = point("p", acc, &[("fft", &[Some(10.0), Some(12.0), Some(8.0)]), ("slora", &[Some(20.0), Some(25.0), Some(17.0)])]);
         assert_eq!(judge_time_cut(std::slice::from_ref(&slower), &slower).verdict, Verdict::NotReproduced);
+    }
+
+    #[test]
+    fn versus_reference_pairs_seeds_across_points() {
+        let random = point("random", &[("slora", &[0.60, 0.62, 0.64]), ("fft", &[0.7, 0.7, 0.7])], &[]);
+        let learned = point("learned", &[("slora", &[0.63, 0.63, 0.67])], &[]);
+        // Per seed +3, +1, +3 pp: mean 2.33, t(2) = 4.303, sd 1.155 -> half-width 2.87.
+        let i = across_points_pp(&learned, &random, "slora");
+        assert_eq!(i.n, 3);
+        assert!((i.mean - 7.0 / 3.0).abs() < 1e-9);
+        assert!((i.half_width.unwrap() - 4.303 * (4.0f64 / 3.0).sqrt() / 3f64.sqrt()).abs() < 1e-2, "{i:?}");
+        let t = versus_reference_table(&[random.clone(), learned.clone()], &random);
+        let slora = t.rows.iter().find(|r| r[0] == "SLoRA: accuracy change (pp)").expect("a SLoRA row");
+        assert_eq!(slora[1], "reference");
+        assert!(slora[2].starts_with("+2.33 pp ["), "{slora:?}");
+        assert!(t.rows.iter().all(|r| !r[0].starts_with("FFT")), "FFT ran at the reference point only: no rows");
     }
 }

@@ -15,6 +15,12 @@
 //!   so every client holds exactly `k` distinct labels and every label is held when
 //!   `clients * k >= |L|`. Each label's rows are shuffled and split as evenly as possible among the
 //!   clients holding it (`array_split`). Impossible settings are errors rather than dropped rows.
+//! - **natural** ([`natural`], `NaturalIdPartitioner`): one client per distinct value of an id
+//!   column (a writer, a user), clients in order of each id's first row. Real federated text
+//!   comes per writer, so label skew and size skew are the data's own. With `max_clients` below the
+//!   number of ids, the `max_clients` largest ids stay clients (ties: first seen first) and each
+//!   smaller id, whole, joins one of them drawn uniformly by the seed: a merged client holds several
+//!   writers, never a writer split in two.
 
 use crate::DataError;
 use rand::seq::SliceRandom;
@@ -211,6 +217,60 @@ fn pathological(
         part.shuffle(rng);
     }
     Ok(parts)
+}
+
+/// What [`natural`] did: the ids behind each client, in client order.
+#[derive(Debug, Clone, PartialEq)]
+pub struct NaturalPartition {
+    /// Row indices per client (shuffled, seeded).
+    pub parts: Vec<Vec<usize>>,
+    /// The ids each client holds; its first id is the one it was made for.
+    pub ids: Vec<Vec<String>>,
+    /// Distinct ids in the rows.
+    pub distinct_ids: usize,
+}
+
+/// Natural-id partition of rows whose writer ids are `ids` (see the module docs); `max_clients = 0`
+/// keeps every id as its own client.
+pub fn natural(ids: &[String], max_clients: usize, seed: u64) -> Result<NaturalPartition, DataError> {
+    if ids.is_empty() {
+        return Err(DataError::Partition("partition: natural ids need at least one train row".into()));
+    }
+    // Group rows by id, in order of first appearance.
+    let mut index: std::collections::HashMap<&str, usize> = std::collections::HashMap::new();
+    let mut groups: Vec<(String, Vec<usize>)> = Vec::new();
+    for (row, id) in ids.iter().enumerate() {
+        let g = *index.entry(id.as_str()).or_insert_with(|| {
+            groups.push((id.clone(), Vec::new()));
+            groups.len() - 1
+        });
+        groups[g].1.push(row);
+    }
+    let distinct_ids = groups.len();
+    let mut rng = ChaCha8Rng::seed_from_u64(seed);
+    let keep = if max_clients == 0 { distinct_ids } else { max_clients.min(distinct_ids) };
+    // Largest ids first (stable: first seen first among equals); the first `keep` stay clients.
+    let mut by_size: Vec<usize> = (0..distinct_ids).collect();
+    by_size.sort_by_key(|&g| std::cmp::Reverse(groups[g].1.len()));
+    let mut kept: Vec<usize> = by_size[..keep].to_vec();
+    kept.sort_unstable(); // clients in order of first appearance
+    let mut client_of = vec![usize::MAX; distinct_ids];
+    for (client, &g) in kept.iter().enumerate() {
+        client_of[g] = client;
+    }
+    let mut parts: Vec<Vec<usize>> = kept.iter().map(|&g| groups[g].1.clone()).collect();
+    let mut held: Vec<Vec<String>> = kept.iter().map(|&g| vec![groups[g].0.clone()]).collect();
+    for g in 0..distinct_ids {
+        if client_of[g] == usize::MAX {
+            let client = rand::Rng::random_range(&mut rng, 0..keep);
+            parts[client].extend_from_slice(&groups[g].1);
+            held[client].push(groups[g].0.clone());
+        }
+    }
+    for part in &mut parts {
+        part.shuffle(&mut rng);
+    }
+    Ok(NaturalPartition { parts, ids: held, distinct_ids })
 }
 
 /// `counts[client][label]`: rows of each label per client.

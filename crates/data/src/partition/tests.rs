@@ -112,3 +112,47 @@ fn too_many_clients_is_an_error() {
     let err = partition(&[0, 1, 0], 2, 4, &Scheme::Iid, 1).unwrap_err();
     assert!(err.to_string().contains("partition.clients = 4"), "{err}");
 }
+
+/// Writer ids: "a" x5, "b" x3, "c" x1, "d" x2, "e" x1, interleaved.
+fn writer_ids() -> Vec<String> {
+    ["a", "b", "a", "c", "a", "d", "b", "a", "e", "d", "b", "a"].iter().map(|s| s.to_string()).collect()
+}
+
+#[test]
+fn natural_gives_one_client_per_id_in_first_seen_order() {
+    let ids = writer_ids();
+    let p = natural(&ids, 0, 1).unwrap();
+    assert_eq!(p.distinct_ids, 5);
+    assert_eq!(p.ids, vec![vec!["a"], vec!["b"], vec!["c"], vec!["d"], vec!["e"]]);
+    assert_exact_cover(&p.parts, ids.len());
+    for (client, rows) in p.parts.iter().enumerate() {
+        assert!(rows.iter().all(|&r| ids[r] == p.ids[client][0]), "client {client} holds only its writer");
+    }
+    assert_eq!(p.parts.iter().map(Vec::len).collect::<Vec<_>>(), [5, 3, 1, 2, 1]);
+    assert_eq!(p, natural(&ids, 0, 1).unwrap(), "deterministic");
+}
+
+#[test]
+fn natural_max_clients_merges_the_smallest_ids_whole_and_seeded() {
+    let ids = writer_ids();
+    let p = natural(&ids, 3, 7).unwrap();
+    assert_eq!(p.parts.len(), 3);
+    assert_exact_cover(&p.parts, ids.len());
+    // The three largest writers (a 5, b 3, d 2) stay clients in first-seen order; c and e join them.
+    let firsts: Vec<&str> = p.ids.iter().map(|h| h[0].as_str()).collect();
+    assert_eq!(firsts, ["a", "b", "d"]);
+    let mut all: Vec<&str> = p.ids.iter().flatten().map(String::as_str).collect();
+    all.sort_unstable();
+    assert_eq!(all, ["a", "b", "c", "d", "e"], "every writer lands whole in one client");
+    for (client, rows) in p.parts.iter().enumerate() {
+        assert!(rows.iter().all(|&r| p.ids[client].contains(&ids[r])));
+    }
+    assert_eq!(p, natural(&ids, 3, 7).unwrap(), "deterministic in the seed");
+    // Over seeds, the merged ids do not always go to the same client.
+    let homes: std::collections::BTreeSet<Vec<Vec<String>>> = (0..20).map(|s| natural(&ids, 3, s).unwrap().ids).collect();
+    assert!(homes.len() > 1, "the seed decides where small ids go");
+    // A cap above the ids changes nothing; one client takes everything.
+    assert_eq!(natural(&ids, 99, 1).unwrap().parts.len(), 5);
+    assert_eq!(natural(&ids, 1, 1).unwrap().parts[0].len(), ids.len());
+    assert!(natural(&[], 0, 1).is_err());
+}

@@ -34,7 +34,8 @@ pub(crate) fn read_csv(path: &Path, cols: &Columns, gz: bool) -> Result<RawRows,
     wanted_columns(path, &inferred, cols)?;
     // CSV has no declared types: text and split columns are text whatever they look like (inference
     // would make a column of digits Int64); the label column keeps its inferred type (integer = ids).
-    let as_text = |name: &str| cols.text_parts.contains(&name) || cols.split == Some(name) || name == cols.label_name;
+    let as_text =
+        |name: &str| cols.text_parts.contains(&name) || cols.split == Some(name) || name == cols.label_name || cols.id == Some(name);
     let schema = Schema::new(
         inferred
             .fields()
@@ -70,6 +71,10 @@ fn wanted_columns(path: &Path, schema: &Schema, cols: &Columns) -> Result<Vec<St
     if let Some(split) = cols.split {
         schema.index_of(split).map_err(|_| missing(split, "data.split_column (or set data.test_source)"))?;
         wanted.push(split.to_string());
+    }
+    if let Some(id) = cols.id {
+        schema.index_of(id).map_err(|_| missing(id, "partition.id_column"))?;
+        wanted.push(id.to_string());
     }
     if schema.index_of(&cols.label_name).is_ok() {
         wanted.push(cols.label_name.clone());
@@ -167,7 +172,8 @@ fn from_batches(path: &Path, batches: &[RecordBatch], cols: &Columns) -> Result<
     let splits = cols.split.map(|s| strings(path, batches, s)).transpose()?;
     let has_names = batches.first().is_some_and(|b| b.schema().index_of(&cols.label_name).is_ok());
     let label_names = if has_names { Some(strings(path, batches, &cols.label_name)?) } else { None };
-    Ok(RawRows { texts, labels, splits, label_names })
+    let ids = cols.id.map(|c| strings(path, batches, c)).transpose()?;
+    Ok(RawRows { texts, labels, splits, label_names, ids })
 }
 
 fn null_label(path: &Path, row: usize, column: &str) -> DataError {

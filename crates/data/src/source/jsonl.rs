@@ -14,6 +14,7 @@ pub(crate) fn read_jsonl(path: &Path, cols: &Columns, gz: bool) -> Result<RawRow
     let mut str_labels = Vec::new();
     let mut splits = cols.split.map(|_| Vec::new());
     let mut label_names: Option<Vec<String>> = None;
+    let mut ids = cols.id.map(|_| Vec::new());
     for (line_no, line) in BufReader::new(reader).lines().enumerate() {
         let line = line.map_err(|e| DataError::io(path, e))?;
         if line.trim().is_empty() {
@@ -54,12 +55,20 @@ pub(crate) fn read_jsonl(path: &Path, cols: &Columns, gz: bool) -> Result<RawRow
         if let (Some(out), Some(col)) = (splits.as_mut(), cols.split) {
             out.push(obj.get(col).map(value_text).unwrap_or_default());
         }
+        if let (Some(out), Some(col)) = (ids.as_mut(), cols.id) {
+            match obj.get(col) {
+                Some(v @ (Value::Array(_) | Value::Object(_))) => {
+                    return Err(bad_in(col, format!("partition.id_column values must be strings or numbers (got {v})")))
+                }
+                v => out.push(v.map(value_text).unwrap_or_default()),
+            }
+        }
         if let Some(out) = label_names.as_mut() {
             out.push(obj.get(&cols.label_name).map(value_text).unwrap_or_default());
         }
     }
     let labels = if str_labels.is_empty() { RawLabels::Int(int_labels) } else { RawLabels::Str(str_labels) };
-    Ok(RawRows { texts, labels, splits, label_names })
+    Ok(RawRows { texts, labels, splits, label_names, ids })
 }
 
 fn value_text(v: &Value) -> String {
@@ -88,6 +97,11 @@ fn check_keys(path: &Path, obj: &Map<String, Value>, cols: &Columns) -> Result<(
     if let Some(split) = cols.split {
         if !obj.contains_key(split) {
             return Err(missing(split, "data.split_column (or set data.test_source)"));
+        }
+    }
+    if let Some(id) = cols.id {
+        if !obj.contains_key(id) {
+            return Err(missing(id, "partition.id_column"));
         }
     }
     Ok(())

@@ -15,6 +15,9 @@
 //! - Train/test: a second source (`test_source`: all its rows are test), else the `split_column`
 //!   values `train_split` / `test_split` (rows with other values, e.g. `validation`, are dropped).
 //! - Row ids: the row's 0-based position in its file.
+//! - Writer ids (`id_column`, for the natural-id partitioner): any scalar column read as text (numbers
+//!   in their decimal form); null and missing values are the empty string, which is one id like any
+//!   other (flwr-datasets' `NaturalIdPartitioner` groups on the raw value too).
 
 mod columnar;
 mod jsonl;
@@ -45,6 +48,8 @@ pub struct DatasetSpec {
     pub test_fraction: f64,
     /// Seed of that split.
     pub split_seed: u64,
+    /// A column naming who wrote each row (read into [`Split::ids`]), or `None`.
+    pub id_column: Option<String>,
 }
 
 /// Rows of one split.
@@ -56,6 +61,8 @@ pub struct Split {
     pub labels: Vec<u32>,
     /// 0-based row position in the source file.
     pub row_ids: Vec<u64>,
+    /// The `id_column` value of each row (empty when no id column was read).
+    pub ids: Vec<String>,
 }
 
 impl Split {
@@ -75,6 +82,7 @@ impl Split {
             texts: indices.iter().map(|&i| self.texts[i].clone()).collect(),
             labels: indices.iter().map(|&i| self.labels[i]).collect(),
             row_ids: indices.iter().map(|&i| self.row_ids[i]).collect(),
+            ids: if self.ids.is_empty() { Vec::new() } else { indices.iter().map(|&i| self.ids[i].clone()).collect() },
         }
     }
 
@@ -110,6 +118,8 @@ pub(crate) struct RawRows {
     pub splits: Option<Vec<String>>,
     /// `<label_column>_name`, when present.
     pub label_names: Option<Vec<String>>,
+    /// The id column, when asked for.
+    pub ids: Option<Vec<String>>,
 }
 
 /// Which columns to read from a file.
@@ -119,6 +129,7 @@ pub(crate) struct Columns<'a> {
     pub label: &'a str,
     pub split: Option<&'a str>,
     pub label_name: String,
+    pub id: Option<&'a str>,
 }
 
 /// Joins text parts the way `a+b` asks for.
@@ -192,6 +203,7 @@ pub fn load_dataset(spec: &DatasetSpec) -> Result<Dataset, DataError> {
         label: &spec.label_column,
         split: with_split.then_some(spec.split_column.as_str()),
         label_name: format!("{}_name", spec.label_column),
+        id: spec.id_column.as_deref(),
     };
     let (train_rows, train_idx, test_rows, test_idx);
     match &spec.test_source {
@@ -244,6 +256,7 @@ pub fn load_dataset(spec: &DatasetSpec) -> Result<Dataset, DataError> {
         texts: idx.iter().map(|&i| rows.texts[i].clone()).collect(),
         labels: ids,
         row_ids: idx.iter().map(|&i| i as u64).collect(),
+        ids: rows.ids.as_ref().map(|ids| idx.iter().map(|&i| ids[i].clone()).collect()).unwrap_or_default(),
     };
     Ok(Dataset {
         train: make(&train_rows, &train_idx, train_ids),

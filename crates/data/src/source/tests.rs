@@ -18,6 +18,7 @@ fn spec(source: PathBuf, text: &str, label: &str) -> DatasetSpec {
         test_split: "test".into(),
         test_fraction: 0.0,
         split_seed: 0,
+        id_column: None,
     }
 }
 
@@ -152,4 +153,40 @@ fn unarmed_fault_writer_is_a_plain_file() {
     let path = dir.path().join("f.bin");
     crate::fault::write_file(&path, b"abc").unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), b"abc");
+}
+
+#[test]
+fn id_column_reads_writers_as_text_in_every_format() {
+    // News Category v3: `authors`, with 821 rows of empty authors (one id like any other).
+    let mut s = spec(shared("datasets/news_category_v3_first9999.jsonl.gz"), "headline", "category");
+    s.test_fraction = 0.2;
+    s.id_column = Some("authors".into());
+    let ds = load_dataset(&s).unwrap();
+    assert_eq!(ds.train.ids.len(), ds.train.len());
+    assert_eq!(ds.test.ids.len(), ds.test.len());
+    let distinct: std::collections::BTreeSet<&String> = ds.train.ids.iter().chain(&ds.test.ids).collect();
+    assert_eq!(distinct.len(), 1_651);
+    assert_eq!(ds.train.ids.iter().chain(&ds.test.ids).filter(|a| a.is_empty()).count(), 821);
+    let picked = ds.train.select(&[2, 0]);
+    assert_eq!(picked.ids, vec![ds.train.ids[2].clone(), ds.train.ids[0].clone()]);
+    // Without an id column nothing is read.
+    s.id_column = None;
+    assert!(load_dataset(&s).unwrap().train.ids.is_empty());
+    // A missing id column names the key; numbers read as text in CSV and JSON lines.
+    let dir = tempfile::tempdir().unwrap();
+    let csv = dir.path().join("w.csv");
+    std::fs::write(&csv, "text,label,user,split\nhi,0,17,train\nho,1,17,train\nha,0,4,test\n").unwrap();
+    let mut c = spec(csv, "text", "label");
+    c.id_column = Some("user".into());
+    let ds = load_dataset(&c).unwrap();
+    assert_eq!(ds.train.ids, ["17", "17"]);
+    c.id_column = Some("writer".into());
+    let err = load_dataset(&c).unwrap_err().to_string();
+    assert!(err.contains("writer") && err.contains("partition.id_column"), "{err}");
+    let jl = dir.path().join("w.jsonl");
+    std::fs::write(&jl, "{\"text\":\"a\",\"label\":0,\"user\":3,\"split\":\"train\"}\n{\"text\":\"b\",\"label\":1,\"user\":null,\"split\":\"train\"}\n{\"text\":\"c\",\"label\":1,\"user\":[1],\"split\":\"test\"}\n").unwrap();
+    let mut j = spec(jl, "text", "label");
+    j.id_column = Some("user".into());
+    let err = load_dataset(&j).unwrap_err().to_string();
+    assert!(err.contains("user") && err.contains("row 2"), "{err}");
 }

@@ -40,6 +40,7 @@ fn prefix_fast_path_equals_plain_encoding_on_news20() {
         test_split: "test".into(),
         test_fraction: 0.0,
         split_seed: 0,
+        id_column: None,
     })
     .unwrap();
     let tok = minilm();

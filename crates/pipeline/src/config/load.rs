@@ -12,7 +12,8 @@ use toml::{Table, Value};
 
 /// String-valued keys whose value must be one of a fixed set (lists: every element).
 const ENUM_KEYS: &[(&str, &[&str])] = &[
-    ("partition.scheme", &["iid", "dirichlet", "pathological"]),
+    ("partition.scheme", &["iid", "dirichlet", "pathological", "natural"]),
+    ("stage1.mask", &["random", "federated-importance"]),
     ("optim.schedule", &["constant", "linear"]),
     ("decompose.init", &["svd", "svd-b", "random"]),
     ("baselines.methods", &["fft", "lora", "sft", "ffa-lora"]),
@@ -133,6 +134,10 @@ fn schema() -> Table {
         }
     };
     add("stage2", "freeze_a", Value::Boolean(false));
+    add("partition", "id_column", Value::String(String::new()));
+    add("stage1", "mask", Value::String("random".into()));
+    add("stage1", "mask_batches", Value::Integer(4));
+    add("partition", "max_clients", Value::Integer(0));
     add("baselines", "ffa_lora_lr", Value::Float(1e-3));
     add("tune", "ffa-lora", Value::Array(vec![Value::Float(1e-3)]));
     t

@@ -230,15 +230,17 @@ pub enum PartitionScheme {
     Dirichlet,
     /// Each client holds exactly `classes_per_client` labels.
     Pathological,
+    /// One client per distinct value of `id_column` (a writer), at most `max_clients`.
+    Natural,
 }
 
 /// `[partition]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct PartitionConfig {
-    /// Number of clients.
+    /// Number of clients (not read by `natural`: there the data decide).
     pub clients: usize,
-    /// iid | dirichlet | pathological.
+    /// iid | dirichlet | pathological | natural.
     pub scheme: PartitionScheme,
     /// Dirichlet concentration (> 0).
     pub alpha: f64,
@@ -253,6 +255,17 @@ pub struct PartitionConfig {
     /// In [0, 1): each client's shard gives this fraction of its rows (stratified by label, seeded) to
     /// a validation set that `pipeline tune` selects on; those rows never train. 0 = no validation set.
     pub validation_fraction: f64,
+    /// Natural: the column naming each row's writer (e.g. News Category's `authors`).
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub id_column: String,
+    /// Natural: at most this many clients; the smallest ids are merged, whole, into the rest
+    /// (seeded). 0 = one client per id.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub max_clients: usize,
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
 }
 
 impl Default for PartitionConfig {
@@ -266,6 +279,8 @@ impl Default for PartitionConfig {
             seed: 42,
             vary_with_seed: false,
             validation_fraction: 0.0,
+            id_column: String::new(),
+            max_clients: 0,
         }
     }
 }
@@ -372,11 +387,48 @@ pub struct Stage1Config {
     pub density: f64,
     /// Learning rate (`"tuned"`: SFT's tuned rate, since Stage 1 is sparse fine-tuning).
     pub lr: LearningRate,
+    /// Where the mask comes from: a seed (the paper), or the clients' data in a mask round.
+    #[serde(skip_serializing_if = "StageOneMask::is_random")]
+    pub mask: StageOneMask,
+    /// `federated-importance`: batches each scoring client scores (of `federation.batch_size` rows).
+    #[serde(skip_serializing_if = "is_default_mask_batches")]
+    pub mask_batches: usize,
+}
+
+/// Default of `stage1.mask_batches`.
+pub const DEFAULT_MASK_BATCHES: usize = 4;
+
+fn is_default_mask_batches(n: &usize) -> bool {
+    *n == DEFAULT_MASK_BATCHES
 }
 
 impl Default for Stage1Config {
     fn default() -> Self {
-        Self { rounds: 3, density: 0.01, lr: LearningRate::Value(1e-3) }
+        Self {
+            rounds: 3,
+            density: 0.01,
+            lr: LearningRate::Value(1e-3),
+            mask: StageOneMask::Random,
+            mask_batches: DEFAULT_MASK_BATCHES,
+        }
+    }
+}
+
+/// `stage1.mask`: how the Stage-1 (and SFT) mask is chosen.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub enum StageOneMask {
+    /// Drawn from the run seed per matrix (SLoRA's choice): no communication.
+    #[serde(rename = "random")]
+    Random,
+    /// Chosen by the clients' importance scores in a mask round (see `slora_federation::mask`).
+    #[serde(rename = "federated-importance")]
+    FederatedImportance,
+}
+
+impl StageOneMask {
+    /// Whether this is the default (kept out of cache keys).
+    pub fn is_random(&self) -> bool {
+        *self == StageOneMask::Random
     }
 }
 
@@ -570,7 +622,7 @@ macro_rules! display_as_serde_name {
         }
     )*};
 }
-display_as_serde_name!(PartitionScheme, Schedule, DecomposeInit, BaselineMethod);
+display_as_serde_name!(PartitionScheme, Schedule, DecomposeInit, BaselineMethod, StageOneMask);
 
 impl Config {
     /// Every learning-rate key set to `"tuned"`, with the method whose tuned rate it takes.

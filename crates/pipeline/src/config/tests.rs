@@ -38,7 +38,7 @@ fn unknown_keys_and_wrong_types_name_the_key() {
     let err = Config::from_toml_str("[partition]\nclients = -3\n", "p.toml").unwrap_err().to_string();
     assert_eq!(err, "p.toml: partition.clients must be a non-negative integer (got -3)");
     let err = Config::from_toml_str("[partition]\nscheme = \"random\"\n", "p.toml").unwrap_err().to_string();
-    assert_eq!(err, "p.toml: partition.scheme must be one of iid, dirichlet, pathological (got \"random\")");
+    assert_eq!(err, "p.toml: partition.scheme must be one of iid, dirichlet, pathological, natural (got \"random\")");
     let err = Config::from_toml_str("[baselines]\nmethods = [\"fft\", \"x\"]\n", "p.toml").unwrap_err().to_string();
     assert!(err.contains("baselines.methods must be one of fft, lora, sft, ffa-lora (got \"x\")"), "{err}");
     let err = Config::from_toml_str("[partition\n", "p.toml").unwrap_err().to_string();
@@ -81,7 +81,7 @@ fn set_overrides_parse_with_the_key_type() {
         "--set partition.clients=2.5: partition.clients must be an integer (got \"2.5\")"
     );
     assert_eq!(err("partition.alpha", "abc"), "--set partition.alpha=abc: partition.alpha must be a finite number (got \"abc\")");
-    assert!(err("partition.scheme", "x").contains("partition.scheme must be one of iid, dirichlet, pathological"));
+    assert!(err("partition.scheme", "x").contains("partition.scheme must be one of iid, dirichlet, pathological, natural"));
     assert!(parse_set("novalue").is_err());
     assert_eq!(parse_set("a.b=c=d").unwrap(), set("a.b", "c=d"));
 }
@@ -175,4 +175,43 @@ fn ffa_lora_options_parse_and_stay_out_of_keys_when_off() {
     assert_eq!(on["tune"]["ffa-lora"], serde_json::json!([1e-3, 3e-3]));
     let err = Config::from_toml_str("[baselines]\nmethods = [\"ffa\"]\n", "p.toml").unwrap_err().to_string();
     assert!(err.contains("baselines.methods") && err.contains("ffa-lora"), "{err}");
+}
+
+#[test]
+fn natural_partition_and_federated_mask_options_parse_and_stay_out_of_keys_when_off() {
+    let cfg = Config::from_toml_str(
+        "[partition]\nscheme = \"natural\"\nid_column = \"authors\"\nmax_clients = 30\n[stage1]\nmask = \"federated-importance\"\nmask_batches = 2\n",
+        "p.toml",
+    )
+    .unwrap();
+    assert_eq!(cfg.partition.scheme, PartitionScheme::Natural);
+    assert_eq!((cfg.partition.id_column.as_str(), cfg.partition.max_clients), ("authors", 30));
+    assert_eq!(cfg.stage1.mask, super::StageOneMask::FederatedImportance);
+    assert_eq!(cfg.stage1.mask.to_string(), "federated-importance");
+    assert_eq!(cfg.stage1.mask_batches, 2);
+    let mut cfg = { let mut v = valid(); v.partition = cfg.partition.clone(); v.stage1 = cfg.stage1.clone(); v };
+    cfg.validate().unwrap();
+    // Natural takes its client count from the data: clients_per_round is not held to partition.clients.
+    let mut big = cfg.clone();
+    big.federation.clients_per_round = 50;
+    big.validate().unwrap();
+    let mut missing = cfg.clone();
+    missing.partition.id_column.clear();
+    assert!(missing.validate().unwrap_err().to_string().contains("partition.id_column is required"));
+    let mut zero = cfg.clone();
+    zero.stage1.mask_batches = 0;
+    assert!(zero.validate().unwrap_err().to_string().contains("stage1.mask_batches"));
+    let off = serde_json::to_value(Config::default()).unwrap();
+    for (section, key) in [("partition", "id_column"), ("partition", "max_clients"), ("stage1", "mask"), ("stage1", "mask_batches")] {
+        assert!(off[section].get(key).is_none(), "{section}.{key} stays out of keys at its default");
+    }
+    cfg.partition.max_clients = 30;
+    let on = serde_json::to_value(&cfg).unwrap();
+    assert_eq!(on["partition"]["max_clients"], 30);
+    assert_eq!(on["stage1"]["mask"], "federated-importance");
+    assert_eq!(on["partition"]["id_column"], "authors");
+    let c = Config::load(None, &[set("stage1.mask", "federated-importance"), set("partition.max_clients", "7")]).unwrap();
+    assert_eq!((c.stage1.mask, c.partition.max_clients), (super::StageOneMask::FederatedImportance, 7));
+    let err = Config::from_toml_str("[stage1]\nmask = \"importance\"\n", "p.toml").unwrap_err().to_string();
+    assert!(err.contains("stage1.mask must be one of random, federated-importance"), "{err}");
 }

@@ -96,9 +96,14 @@ impl Config {
             return fail("partition.min_client_size", "reasonable (clients * min_client_size <= 1e8)", p.min_client_size);
         }
 
+        if p.scheme == PartitionScheme::Natural {
+            non_empty("partition.id_column", &p.id_column, "the column naming each row's writer (partition.scheme = \"natural\")")?;
+        }
+
         let f = &self.federation;
         at_least("federation.clients_per_round", f.clients_per_round, 1)?;
-        if f.clients_per_round > p.clients {
+        // Natural partitions learn their client count from the data: the partition stage checks it.
+        if p.scheme != PartitionScheme::Natural && f.clients_per_round > p.clients {
             return fail(
                 "federation.clients_per_round",
                 &format!("<= partition.clients = {}", p.clients),
@@ -108,6 +113,7 @@ impl Config {
         at_least("federation.local_epochs", f.local_epochs, 1)?;
         at_least("federation.batch_size", f.batch_size, 1)?;
         at_least("federation.eval_every", f.eval_every, 1)?;
+        at_least("stage1.mask_batches", self.stage1.mask_batches, 1)?;
 
         let o = &self.optim;
         in_unit("optim.weight_decay", o.weight_decay, ">= 0", o.weight_decay >= 0.0)?;

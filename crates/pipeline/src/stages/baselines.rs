@@ -58,6 +58,11 @@ impl Stage for Baselines {
         let mut p = fed::federated_params(cfg);
         p["rounds"] = json!(cfg.stage1.rounds + cfg.stage2.rounds);
         p["stage1"] = json!({ "density": cfg.stage1.density });
+        if !cfg.stage1.mask.is_random() {
+            // SFT trains Stage 1's learned mask (read from the stage1 artifact).
+            p["stage1"]["mask"] = json!(cfg.stage1.mask);
+            p["stage1"]["mask_batches"] = json!(cfg.stage1.mask_batches);
+        }
         p["stage2"] = json!({ "lora_dropout": cfg.stage2.lora_dropout });
         p["decompose"] = json!({ "rank": cfg.decompose.rank, "lora_alpha": cfg.decompose.lora_alpha });
         p["baselines"] = json!(cfg.baselines);
@@ -79,10 +84,17 @@ impl Stage for Baselines {
             let b = &cfg.baselines;
             let lr = b.lr(*method).value();
             let name = method.to_string();
-            let spec = fed::train_spec(cfg, fed::baseline_mode(cfg, *method), data.num_labels);
+            let mut mode = fed::baseline_mode(cfg, *method);
+            let mut fedcfg = fed::fedavg_config(cfg, &name, rounds, 0, 0);
+            if let (slora_model::Mode::Sparse(sparse), false) = (&mut mode, cfg.stage1.mask.is_random()) {
+                // The federation's learned mask, and what choosing it cost (charged to SFT as to SLoRA).
+                let stage1 = ctx.input("stage1")?;
+                sparse.masks = super::stage1::trained_masks(stage1)?;
+                fedcfg = with_mask_round_costs(fedcfg, &stage1.manifest.summary["mask"]);
+            }
+            let spec = fed::train_spec(cfg, mode, data.num_labels);
             let (model, _) = fed::build_classifier(stage, &base.config, &base.weights, &spec)?;
             let mut learner = ClassifierLearner::new(model, fed::optim_settings(cfg, lr));
-            let fedcfg = fed::fedavg_config(cfg, &name, rounds, 0, 0);
             let continued = *method == BaselineMethod::Sft && continues_stage1(cfg);
             if continued {
                 seed_from_stage1(ctx, &name)?;
@@ -102,6 +114,19 @@ impl Stage for Baselines {
         fed::write_metrics(out, &all_rows, stage)?;
         Ok(json!({ "rounds": rounds, "methods": methods }))
     }
+}
+
+/// `fedcfg` charged with Stage 1's mask round (its summary's `mask` object).
+fn with_mask_round_costs(mut fedcfg: slora_federation::FedAvgConfig, mask: &Value) -> slora_federation::FedAvgConfig {
+    let u = |k: &str| mask[k].as_u64().unwrap_or(0);
+    fedcfg.setup = slora_federation::SetupCosts {
+        clients: mask["clients"].as_array().map_or(0, |c| c.len() as u32),
+        bytes_up_per_client: u("bytes_up_per_client"),
+        bytes_down_per_client: u("bytes_down_per_client"),
+        train_seconds: mask["train_seconds"].as_f64().unwrap_or(0.0),
+    };
+    fedcfg.setup_server_seconds = mask["server_seconds"].as_f64().unwrap_or(0.0);
+    fedcfg
 }
 
 /// Whether SFT's first rounds are Stage 1's (the same rate) and may be taken from it.

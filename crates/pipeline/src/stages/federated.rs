@@ -94,7 +94,9 @@ pub fn load_data(ctx: &StageCtx, partition: &Artifact) -> Result<Data, PipelineE
     let stage = ctx.stage;
     let labels = slora_data::LabelSet::read(&partition.file("labels.json")).or_stage(stage)?;
     let mut clients = Vec::new();
-    for i in 0..ctx.config.partition.clients {
+    // As many clients as the partition wrote (natural ids decide their own count).
+    let count = (0..).take_while(|&i| partition.manifest.files.contains_key(&slora_data::shard::client_file_name(i))).count();
+    for i in 0..count {
         let path = partition.file(&slora_data::shard::client_file_name(i));
         let s = slora_data::read_shard(&path).or_stage(stage)?;
         clients.push(Shard { input_ids: s.input_ids, labels: s.labels });
@@ -168,6 +170,7 @@ pub fn fedavg_config(cfg: &Config, method: &str, rounds: usize, round_offset: u3
         cum_bytes_down_start: 0,
         switch_bytes_per_client: 0,
         setup_server_seconds: 0.0,
+        setup: slora_federation::SetupCosts::default(),
         final_full_test: true,
     }
 }

@@ -61,13 +61,52 @@ fn hash_or_error<T>(r: Result<T, PipelineError>, path: impl Fn(&T) -> &Path) -> 
 }
 
 impl Partition {
-    fn scheme(cfg: &Config) -> Scheme {
+    /// The label-based scheme (`None` for natural ids, which split by writer instead).
+    fn scheme(cfg: &Config) -> Option<Scheme> {
         let p = &cfg.partition;
         match p.scheme {
-            PartitionScheme::Iid => Scheme::Iid,
-            PartitionScheme::Dirichlet => Scheme::Dirichlet { alpha: p.alpha, min_client_size: p.min_client_size },
-            PartitionScheme::Pathological => Scheme::Pathological { classes_per_client: p.classes_per_client },
+            PartitionScheme::Iid => Some(Scheme::Iid),
+            PartitionScheme::Dirichlet => Some(Scheme::Dirichlet { alpha: p.alpha, min_client_size: p.min_client_size }),
+            PartitionScheme::Pathological => Some(Scheme::Pathological { classes_per_client: p.classes_per_client }),
+            PartitionScheme::Natural => None,
         }
+    }
+
+    /// Splits the train rows among clients; for natural ids also what the ids became.
+    fn split(cfg: &Config, train: &slora_data::Split, num_labels: usize, seed: u64) -> Result<(Vec<Vec<usize>>, Value), PipelineError> {
+        let p = &cfg.partition;
+        let Some(scheme) = Self::scheme(cfg) else {
+            let natural = slora_data::natural(&train.ids, p.max_clients, seed)?;
+            let per_round = cfg.federation.clients_per_round;
+            if natural.parts.len() < per_round {
+                return Err(PipelineError::stage(
+                    "partition",
+                    format!(
+                        "federation.clients_per_round = {per_round} exceeds the {} clients of the natural partition \
+                         ({} distinct `{}` values in the train rows, partition.max_clients = {})",
+                        natural.parts.len(),
+                        natural.distinct_ids,
+                        p.id_column,
+                        p.max_clients
+                    ),
+                ));
+            }
+            let info = json!({
+                "id_column": p.id_column,
+                "distinct_ids": natural.distinct_ids,
+                "max_clients": p.max_clients,
+                "ids_per_client": natural.ids.iter().map(Vec::len).collect::<Vec<_>>(),
+                "first_id_per_client": natural.ids.iter().map(|h| h[0].clone()).collect::<Vec<_>>(),
+            });
+            tracing::info!(
+                "partition: {} distinct `{}` values -> {} clients",
+                natural.distinct_ids,
+                p.id_column,
+                natural.parts.len()
+            );
+            return Ok((natural.parts, info));
+        };
+        Ok((slora_data::partition(&train.labels, num_labels, p.clients, &scheme, seed)?, Value::Null))
     }
 }
 
@@ -109,6 +148,13 @@ impl Stage for Partition {
         let p = &cfg.partition;
         let mut part = json!({ "clients": p.clients, "scheme": p.scheme.to_string(), "seed": p.seed });
         match p.scheme {
+            PartitionScheme::Natural => {
+                // The data decide the client count; `clients_per_round` is checked against it.
+                part.as_object_mut().expect("an object").remove("clients");
+                part["id_column"] = json!(p.id_column);
+                part["max_clients"] = json!(p.max_clients);
+                part["clients_per_round"] = json!(cfg.federation.clients_per_round);
+            }
             PartitionScheme::Iid => {}
             PartitionScheme::Dirichlet => {
                 part["alpha"] = json!(p.alpha);
@@ -142,6 +188,7 @@ impl Stage for Partition {
             test_split: d.test_split.clone(),
             test_fraction: d.test_fraction,
             split_seed: cfg.partition.seed,
+            id_column: (cfg.partition.scheme == PartitionScheme::Natural).then(|| cfg.partition.id_column.clone()),
         };
         let ds = slora_data::load_dataset(&spec)?;
         check_train_labels(&ds, &source, &d.label_column)?;
@@ -163,7 +210,7 @@ impl Stage for Partition {
 
         lap("tokenize");
         let num_labels = ds.labels.num_labels;
-        let parts = slora_data::partition(&train.labels, num_labels, cfg.partition.clients, &Self::scheme(cfg), seed)?;
+        let (parts, natural) = Self::split(cfg, &train, num_labels, seed)?;
         let (parts, validation) = carve_validation(parts, &train.labels, cfg.partition.validation_fraction, seed);
 
         lap("partition");
@@ -193,7 +240,7 @@ impl Stage for Partition {
         LabelSet::new(ds.labels.names.clone()).write(&out.join(LABELS_FILE))?;
 
         let token_rows = |t: &slora_data::Tokenized| t.ids.iter().map(Vec::len).sum::<usize>();
-        Ok(json!({
+        let mut summary = json!({
             "clients": parts.len(),
             "train_rows": train.len(),
             "test_rows": test.len(),
@@ -207,7 +254,11 @@ impl Stage for Partition {
             "truncated": { "train": train_tok.truncated, "test": test_tok.truncated },
             "tokens": { "train": token_rows(&train_tok), "test": token_rows(&test_tok) },
             "scheme": cfg.partition.scheme.to_string(),
-        }))
+        });
+        if !natural.is_null() {
+            summary["natural"] = natural;
+        }
+        Ok(summary)
     }
 }
 
@@ -279,7 +330,8 @@ pub fn inspect(a: &Artifact) -> Result<(Value, String), PipelineError> {
     let (min, max) = (sorted.first().copied().unwrap_or(0), sorted.last().copied().unwrap_or(0));
     let entropy: Vec<f64> = counts.iter().map(|c| label_entropy_bits(c)).collect();
     let mean_entropy = mean_label_entropy_bits(&counts);
-    let value = json!({
+    let natural = a.manifest.summary.get("natural").filter(|v| !v.is_null()).cloned();
+    let mut value = json!({
         "stage": a.stage,
         "key": a.key,
         "dir": a.dir,
@@ -295,6 +347,20 @@ pub fn inspect(a: &Artifact) -> Result<(Value, String), PipelineError> {
         "mean_label_entropy_bits": mean_entropy,
     });
     let mut text = format!("partition {} at {}\n", a.short_key(), a.dir.display());
+    let first_ids: Vec<String> = natural
+        .as_ref()
+        .and_then(|v| v["first_id_per_client"].as_array())
+        .map(|ids| ids.iter().map(|i| i.as_str().unwrap_or("").to_string()).collect())
+        .unwrap_or_default();
+    if let Some(nat) = natural {
+        text.push_str(&format!(
+            "natural ids: one client per `{}` value, {} distinct, partition.max_clients = {}\n",
+            nat["id_column"].as_str().unwrap_or("?"),
+            nat["distinct_ids"],
+            nat["max_clients"]
+        ));
+        value["natural"] = nat;
+    }
     text.push_str(&format!(
         "clients {n}, train rows {} (per client min {min} / median {median} / max {max}), test rows {test_rows}, labels {}\n",
         rows.iter().sum::<u64>(),
@@ -310,7 +376,8 @@ pub fn inspect(a: &Artifact) -> Result<(Value, String), PipelineError> {
         let mut nz: Vec<(usize, u64)> = hist.iter().copied().enumerate().filter(|(_, k)| *k > 0).collect();
         nz.sort_by(|x, y| y.1.cmp(&x.1).then(x.0.cmp(&y.0)));
         let labels: Vec<String> = nz.iter().map(|(l, k)| format!("{l}:{k}")).collect();
-        text.push_str(&format!("{c:>6} {:>6} {:>8.3}  {}\n", rows[c], entropy[c], labels.join(" ")));
+        let writer = first_ids.get(c).map(|w| format!("  [{}]", if w.is_empty() { "(empty id)" } else { w })).unwrap_or_default();
+        text.push_str(&format!("{c:>6} {:>6} {:>8.3}  {}{writer}\n", rows[c], entropy[c], labels.join(" ")));
     }
     Ok((value, text))
 }

@@ -210,6 +210,10 @@ fn setup_lines(cfg: &Config, partition_summary: &Value) -> Vec<(String, String)>
         PartitionScheme::Iid => "IID".to_string(),
         PartitionScheme::Dirichlet => format!("Dirichlet label skew, α = {}", p.alpha),
         PartitionScheme::Pathological => format!("pathological, {} labels per client", p.classes_per_client),
+        PartitionScheme::Natural => {
+            let ids = u64_at(partition_summary, "/natural/distinct_ids").map(|n| n.to_string()).unwrap_or_else(|| "?".into());
+            format!("natural ids: one per `{}` value ({ids} distinct; at most {} clients)", p.id_column, if p.max_clients == 0 { "all".to_string() } else { p.max_clients.to_string() })
+        }
     };
     let rows = |k: &str| u64_at(partition_summary, &format!("/{k}")).map(|n| n.to_string()).unwrap_or_else(|| "?".into());
     vec![
@@ -230,7 +234,7 @@ fn setup_lines(cfg: &Config, partition_summary: &Value) -> Vec<(String, String)>
             "Federation".into(),
             format!(
                 "{} clients, {heterogeneity}; {} sampled per round, {} local epoch(s), batch {}",
-                p.clients, cfg.federation.clients_per_round, cfg.federation.local_epochs, cfg.federation.batch_size
+                rows("clients"), cfg.federation.clients_per_round, cfg.federation.local_epochs, cfg.federation.batch_size
             ),
         ),
         (

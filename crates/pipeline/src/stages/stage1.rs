@@ -1,8 +1,12 @@
 //! `stage1`: SLoRA's first stage, federated sparse fine-tuning.
 //!
-//! Every adapted matrix gets a random mask of `stage1.density` (drawn by the model crate from
-//! `sparse::mask_seed(run.seed, module)`, so the server only ever sends a seed); clients train the masked
-//! entries and the dense head and upload only those values. Outputs:
+//! Every adapted matrix gets a mask of `stage1.density`: with `stage1.mask = "random"` (the paper's
+//! choice) drawn by the model crate from `sparse::mask_seed(run.seed, module)`, so the server only ever
+//! sends a seed; with `"federated-importance"` chosen by the clients in a mask round before round 1
+//! (`slora_federation::mask`: sampled clients score `|∂L/∂W ⊙ W|` on their data, upload their top-k
+//! indices and scores, the server merges them and every client downloads the indices; those bytes
+//! and client seconds are charged in the round-0 row). Clients train the masked entries and the dense
+//! head and upload only those values. Outputs:
 //! - `sparse_delta.safetensors`: per adapted module `<module>.indices` (u32 flat indices `row·in + col`,
 //!   sorted) and `<module>.values` (f32, the aggregated update ΔW at those positions), plus the head's
 //!   `weight`/`bias` tensors under their own names;
@@ -12,14 +16,17 @@
 
 use std::collections::BTreeMap;
 use std::path::Path;
+use std::sync::Arc;
+use std::time::Instant;
 
 use candle_core::Tensor;
 use serde_json::{json, Value};
-use slora_federation::{comm, ClassifierLearner};
-use slora_model::{Adapter, Mode, SparseSpec};
+use slora_federation::mask::{coverage, overlap};
+use slora_federation::{comm, ClassifierLearner, MaskRoundConfig, MaskRoundOutcome, MaskTarget, SetupCosts};
+use slora_model::{Adapter, Classifier, Mode, SparseSpec};
 
 use super::federated::{self as fed, OrStage};
-use crate::config::Config;
+use crate::config::{Config, StageOneMask};
 use crate::error::PipelineError;
 use crate::stage::{Stage, StageCtx};
 
@@ -55,12 +62,30 @@ impl Stage for Stage1 {
         let stage = ctx.stage;
         let data = fed::load_data(ctx, ctx.input("partition")?)?;
         let base = fed::load_base_model(cfg, stage)?;
-        let spec = fed::train_spec(cfg, Mode::Sparse(SparseSpec::new(cfg.stage1.density)), data.num_labels);
-        let (model, init) = fed::build_classifier(stage, &base.config, &base.weights, &spec)?;
-        let mut learner = ClassifierLearner::new(model, fed::optim_settings(cfg, cfg.stage1.lr.value()));
+        let mut sparse = SparseSpec::new(cfg.stage1.density);
+        let spec = fed::train_spec(cfg, Mode::Sparse(sparse.clone()), data.num_labels);
+        let (mut model, mut init) = fed::build_classifier(stage, &base.config, &base.weights, &spec)?;
+        let random_masks = masks_of(&model);
         let mut fedcfg = fed::fedavg_config(cfg, METHOD, cfg.stage1.rounds, 0, 0);
         // Stage 1's end is no result: Stage 2 (and the SFT baseline) go on from it.
         fedcfg.final_full_test = false;
+        let mut mask_round = None;
+        if cfg.stage1.mask == StageOneMask::FederatedImportance {
+            let (outcome, wall) = run_mask_round(ctx, &base, &data, &model)?;
+            sparse.masks = outcome.masks.iter().map(|(tensor, m)| (module_of(tensor).to_string(), Arc::new(m.clone()))).collect();
+            let spec = fed::train_spec(cfg, Mode::Sparse(sparse), data.num_labels);
+            (model, init) = fed::build_classifier(stage, &base.config, &base.weights, &spec)?;
+            fedcfg.setup = SetupCosts {
+                clients: outcome.clients.len() as u32,
+                bytes_up_per_client: outcome.bytes_up_per_client,
+                bytes_down_per_client: outcome.bytes_down_per_client,
+                train_seconds: outcome.train_seconds,
+            };
+            fedcfg.setup_server_seconds = outcome.server_seconds;
+            fedcfg.wall_seconds_start = wall;
+            mask_round = Some(outcome);
+        }
+        let mut learner = ClassifierLearner::new(model, fed::optim_settings(cfg, cfg.stage1.lr.value()));
         let outcome = fed::run_federated(ctx, &mut learner, &data, &fedcfg, "stage1.lr")?;
         let model = learner.model();
 
@@ -78,10 +103,20 @@ impl Stage for Stage1 {
             let (rows, cols) = linear.shape();
             let nnz = sparse.indices.len();
             let norm = values.sqr().and_then(|t| t.sum_all()).and_then(|t| t.to_scalar::<f32>()).or_stage(stage)?.sqrt();
-            matrices.insert(
-                module.to_string(),
-                json!({ "shape": [rows, cols], "nnz": nnz, "density": nnz as f64 / (rows * cols) as f64, "delta_norm": norm }),
-            );
+            let (rows_covered, cols_covered) = coverage(&sparse.indices, rows, cols);
+            let mut entry =
+                json!({ "shape": [rows, cols], "nnz": nnz, "density": nnz as f64 / (rows * cols) as f64, "delta_norm": norm,
+                        "rows_covered": rows_covered, "cols_covered": cols_covered });
+            if mask_round.is_some() {
+                // How far the learned mask is from the seed's: shared entries (a random pair shares
+                // about density x nnz) and the random mask's coverage for comparison.
+                let random = &random_masks[module];
+                let (r_rows, r_cols) = coverage(random, rows, cols);
+                entry["overlap_with_random"] = json!(overlap(&sparse.indices, random) as f64 / nnz.max(1) as f64);
+                entry["random_rows_covered"] = json!(r_rows);
+                entry["random_cols_covered"] = json!(r_cols);
+            }
+            matrices.insert(module.to_string(), entry);
             nnz_total += nnz;
             entries_total += rows * cols;
             let indices = Tensor::from_slice(sparse.indices.as_slice(), nnz, &candle_core::Device::Cpu).or_stage(stage)?;
@@ -109,8 +144,85 @@ impl Stage for Stage1 {
         summary["matrices"] = Value::Object(matrices);
         summary["head_initialised"] = json!(init.initialised);
         summary["num_labels"] = json!(data.num_labels);
+        summary["mask"] = match &mask_round {
+            None => json!({ "kind": "random" }),
+            Some(m) => json!({
+                "kind": StageOneMask::FederatedImportance.to_string(),
+                "clients": m.clients,
+                "batches": cfg.stage1.mask_batches,
+                "bytes_up_per_client": m.bytes_up_per_client,
+                "largest_upload": m.largest_upload,
+                "bytes_down_per_client": m.bytes_down_per_client,
+                "train_seconds": m.train_seconds,
+                "server_seconds": m.server_seconds,
+            }),
+        };
         Ok(summary)
     }
+}
+
+/// Each sparse-adapted module's mask.
+fn masks_of(model: &Classifier) -> BTreeMap<String, Arc<Vec<u32>>> {
+    model
+        .linears()
+        .iter()
+        .filter_map(|l| match l.adapter() {
+            Adapter::Sparse(s) => Some((l.module().to_string(), s.indices.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// `….query.weight` → `….query`.
+fn module_of(tensor: &str) -> &str {
+    tensor.strip_suffix(".weight").unwrap_or(tensor)
+}
+
+/// The federated mask round: scores on a full-mode twin of the Stage-1 model (the same base and head
+/// initialisation), one target per matrix `sparse_model` adapts, with its mask size. Returns the
+/// outcome and the round's wall seconds.
+fn run_mask_round(
+    ctx: &StageCtx,
+    base: &fed::BaseModel,
+    data: &fed::Data,
+    sparse_model: &Classifier,
+) -> Result<(MaskRoundOutcome, f64), PipelineError> {
+    let cfg = ctx.config;
+    let start = Instant::now();
+    let targets: Vec<MaskTarget> = masks_of(sparse_model)
+        .into_iter()
+        .map(|(module, mask)| MaskTarget { tensor: format!("{module}.weight"), k: mask.len() })
+        .collect();
+    let spec = fed::train_spec(cfg, Mode::Full, data.num_labels);
+    let (full, _) = fed::build_classifier(ctx.stage, &base.config, &base.weights, &spec)?;
+    let mut learner = ClassifierLearner::new(full, fed::optim_settings(cfg, cfg.stage1.lr.value()));
+    let round = MaskRoundConfig {
+        seed: cfg.run.seed,
+        clients_per_round: cfg.federation.clients_per_round,
+        batches: cfg.stage1.mask_batches,
+        batch_size: cfg.federation.batch_size,
+        targets,
+    };
+    let outcome = slora_federation::mask_round(&mut learner, &data.clients, &round).map_err(|e| ctx.error(format!("mask round: {e}")))?;
+    tracing::info!(
+        "{METHOD} mask round: clients {:?} scored {} matrices, up {} B/client, mask down {} B/client, {:.1} s",
+        outcome.clients,
+        outcome.masks.len(),
+        outcome.bytes_up_per_client,
+        outcome.bytes_down_per_client,
+        outcome.train_seconds
+    );
+    Ok((outcome, start.elapsed().as_secs_f64()))
+}
+
+/// The masks Stage 1 trained (its `<module>.indices` tensors), for methods that reuse them (SFT).
+pub fn trained_masks(artifact: &crate::store::Artifact) -> Result<BTreeMap<String, Arc<Vec<u32>>>, PipelineError> {
+    let saved = slora_federation::read_safetensors(&artifact.file(SPARSE_DELTA_FILE)).or_stage("stage1")?;
+    saved
+        .iter()
+        .filter_map(|(k, t)| k.strip_suffix(".indices").map(|m| (m, t)))
+        .map(|(m, t)| Ok((m.to_string(), Arc::new(t.to_vec1::<u32>().or_stage("stage1")?))))
+        .collect()
 }
 
 /// `pipeline inspect stage1`: density, nnz and delta norm per matrix, and the metrics table.
@@ -127,13 +239,41 @@ pub fn inspect(artifact: &crate::store::Artifact) -> Result<(Value, String), Pip
         s["head_bytes"],
         s["bytes_up_per_client"],
     );
-    text.push_str(&format!("  {:<58} {:>12} {:>8} {:>10}\n", "matrix", "shape", "nnz", "|ΔW|"));
+    let learned = s["mask"]["kind"].as_str() == Some("federated-importance");
+    if learned {
+        let m = &s["mask"];
+        text.push_str(&format!(
+            "  mask: federated-importance, chosen by clients {} on {} batches each | up {} B/client (largest matrix {} B) | mask down {} B/client | {:.1} client s\n",
+            m["clients"], m["batches"], m["bytes_up_per_client"], m["largest_upload"], m["bytes_down_per_client"],
+            m["train_seconds"].as_f64().unwrap_or(0.0)
+        ));
+        text.push_str(&format!(
+            "  {:<58} {:>12} {:>8} {:>10} {:>9} {:>15} {:>15}\n",
+            "matrix", "shape", "nnz", "|ΔW|", "∩ random", "rows (random)", "cols (random)"
+        ));
+    } else {
+        text.push_str(&format!("  mask: random (from the run seed)\n  {:<58} {:>12} {:>8} {:>10} {:>6} {:>6}\n", "matrix", "shape", "nnz", "|ΔW|", "rows", "cols"));
+    }
+    let pct = |v: &Value| format!("{:.1}%", v.as_f64().unwrap_or(f64::NAN) * 100.0);
     if let Some(m) = s["matrices"].as_object() {
         for (name, v) in m {
             let shape = format!("{}x{}", v["shape"][0], v["shape"][1]);
             let norm = v["delta_norm"].as_f64().unwrap_or(f64::NAN);
             let nnz = v["nnz"].as_u64().unwrap_or(0);
-            text.push_str(&format!("  {name:<58} {shape:>12} {nnz:>8} {norm:>10.5}\n"));
+            if learned {
+                let rows = format!("{} ({})", pct(&v["rows_covered"]), pct(&v["random_rows_covered"]));
+                let cols = format!("{} ({})", pct(&v["cols_covered"]), pct(&v["random_cols_covered"]));
+                text.push_str(&format!(
+                    "  {name:<58} {shape:>12} {nnz:>8} {norm:>10.5} {:>9} {rows:>15} {cols:>15}\n",
+                    pct(&v["overlap_with_random"])
+                ));
+            } else {
+                text.push_str(&format!(
+                    "  {name:<58} {shape:>12} {nnz:>8} {norm:>10.5} {:>6} {:>6}\n",
+                    pct(&v["rows_covered"]),
+                    pct(&v["cols_covered"])
+                ));
+            }
         }
     }
     let rows = slora_federation::metrics::read_parquet(&artifact.file("metrics.parquet")).or_stage("stage1")?;

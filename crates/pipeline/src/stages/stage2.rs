@@ -107,7 +107,7 @@ impl Stage for Stage2 {
             "charged_bytes_per_client": switch.sparse_bytes,
             "charged": "the sparse ΔW values (nnz f32) sent once to every client, which re-runs the deterministic SVD",
             "dense_correction_bytes_per_client": switch.dense_bytes,
-            "clients": cfg.partition.clients,
+            "clients": data.clients.len(),
         });
         summary["adapter_base"] = json!(decompose.file(super::decompose::LORA_INIT_FILE));
         Ok(summary)
