@@ -1,7 +1,8 @@
 //! What the integration-test modules share: where the repository and ../shared are, and the tiny
 //! experiment config the federation and reliability suites run.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
 
 /// The repository root.
 pub fn repo() -> PathBuf {
@@ -11,6 +12,22 @@ pub fn repo() -> PathBuf {
 /// `rel` inside `../shared` beside the repository.
 pub fn shared(rel: &str) -> PathBuf {
     repo().join("../shared").join(rel)
+}
+
+/// The binary under test, run in `dir`, with an environment no caller's shell leaks into: no
+/// `RUST_LOG`, `HF_HUB_OFFLINE`, `HF_HUB_CACHE` or simulated full disk, an `HF_HOME` that does not
+/// exist (nothing comes from a real hub cache unless a test sets one) and no stdin. Every suite
+/// starts the binary through this.
+pub fn pipeline_in(dir: &Path) -> Command {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pipeline"));
+    cmd.current_dir(dir)
+        .env_remove("RUST_LOG")
+        .env_remove("HF_HUB_OFFLINE")
+        .env_remove("HF_HUB_CACHE")
+        .env_remove(slora_data::fault::ENOSPC_AFTER_ENV)
+        .env("HF_HOME", "/nonexistent-hf-home")
+        .stdin(Stdio::null());
+    cmd
 }
 
 /// The tiny experiment: SST-2 (`train` / `test` rows, max_len 32), MiniLM-L3, 4 iid clients, 2 per

@@ -4,7 +4,6 @@
 //! runs' own `summary.json`, and the switch's cost appears in Stage 2's first-round download.
 
 use std::path::{Path, PathBuf};
-use std::process::Command;
 
 use serde_json::Value;
 use slora_federation::metrics::read_parquet;
@@ -23,8 +22,7 @@ fn fresh_dir(name: &str) -> PathBuf {
 
 /// Runs `pipeline --config dir/tiny.toml ARGS`; panics with stderr on failure; returns stderr.
 fn run_ok(dir: &Path, args: &[&str]) -> String {
-    let out = Command::new(env!("CARGO_BIN_EXE_pipeline"))
-        .current_dir(dir)
+    let out = crate::common::pipeline_in(dir)
         .arg("--config")
         .arg(dir.join("tiny.toml"))
         .args(args)
@@ -102,8 +100,7 @@ fn tune_selects_on_validation_rows_and_ignores_the_test_set() {
         std::fs::write(dir.join("tiny.toml"), tiny_toml(7, 200, max_test, tune)).unwrap();
         if name == "tune-a" {
             // Before tune has run, status says what waits for it instead of failing.
-            let out = Command::new(env!("CARGO_BIN_EXE_pipeline"))
-                .current_dir(&dir)
+            let out = crate::common::pipeline_in(&dir)
                 .args(["--config", "tiny.toml", "--set", "baselines.lora_lr=tuned", "status"])
                 .output()
                 .unwrap();

@@ -22,8 +22,8 @@ fn write_config(dir: &Path) -> PathBuf {
 }
 
 fn pipeline(dir: &Path) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pipeline"));
-    cmd.current_dir(dir).arg("--config").arg(dir.join("tiny.toml"));
+    let mut cmd = crate::common::pipeline_in(dir);
+    cmd.arg("--config").arg(dir.join("tiny.toml"));
     cmd
 }
 

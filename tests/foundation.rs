@@ -20,9 +20,8 @@ struct Out {
 
 /// Runs `pipeline ARGS` from the repository root with `envs` set (HF_* cleared unless given).
 fn pipeline_env(args: &[&str], envs: &[(&str, &Path)]) -> Out {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pipeline"));
-    cmd.current_dir(repo()).args(args).env_remove("HF_HUB_OFFLINE").env_remove("HF_HUB_CACHE").env_remove("RUST_LOG");
-    cmd.env("HF_HOME", "/nonexistent-hf-home");
+    let mut cmd = crate::common::pipeline_in(&repo());
+    cmd.args(args);
     for (k, v) in envs {
         cmd.env(k, v);
     }
@@ -512,4 +511,71 @@ fn natural_ids_one_client_per_writer_capped_by_max_clients() {
     assert!(!out.ok && out.stderr.contains("federation.clients_per_round = 2 exceeds the 1 clients"), "{}", out.stderr);
     let out = run(&["partition.id_column=writer"], &["partition"]);
     assert!(!out.ok && out.stderr.contains("`writer`") && out.stderr.contains("partition.id_column"), "{}", out.stderr);
+}
+
+/// Issue 14: the vendored candle-core is the crates.io release plus `backprop.patch`, nothing else.
+#[test]
+fn vendored_candle_core_is_the_release_plus_its_patch() {
+    let out = Command::new("bash").arg(repo().join("scripts/vendor-candle-core.sh")).arg("--check").output().expect("run bash");
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    if !out.status.success() && (stderr.contains("curl") || stderr.contains("Could not resolve")) {
+        eprintln!("skipped: crates.io cannot be reached to fetch candle-core 0.11.1 ({})", stderr.trim());
+        return;
+    }
+    assert!(out.status.success(), "{stdout}\n{stderr}");
+    assert!(stdout.contains("vendor/candle-core = candle-core 0.11.1 + backprop.patch"), "{stdout}");
+}
+
+/// Issue 16: without `[adapter]` keys each architecture adapts its own attention and feed-forward
+/// linears and trains its own pooler and classifier; BERT's names on DistilBERT fail before training.
+#[test]
+fn adapter_defaults_follow_the_architecture() {
+    let tmp = tempfile::tempdir().unwrap();
+    let art = s(&tmp.path().join("artifacts"));
+    let data = format!("data.source={}", s(&shared("datasets/sst2.parquet")));
+    let run = |model: &str, extra: &[&str], cmd: &[&str]| {
+        let model = format!("model.source={}", s(&shared(&format!("fixtures/parity/{model}"))));
+        let mut args = vec!["--artifacts", art.as_str()];
+        for kv in [
+            data.as_str(),
+            "data.test_split=validation",
+            "data.text_column=text",
+            "data.max_len=32",
+            "data.max_train=64",
+            "data.max_test=32",
+            model.as_str(),
+            "partition.scheme=iid",
+            "partition.clients=2",
+            "partition.validation_fraction=0",
+            "federation.clients_per_round=2",
+            "stage1.rounds=1",
+            // pipeline.toml names BERT's linears and head; these runs take the architecture's own.
+            "adapter.target_modules=[]",
+            "adapter.modules_to_save=[]",
+        ]
+        .iter()
+        .chain(extra)
+        {
+            args.extend(["--set", kv]);
+        }
+        args.extend(cmd);
+        pipeline(&args)
+    };
+    for (model, per_layer, layers) in [("distilbert-tiny", 6, 2), ("albert-tiny", 6, 1)] {
+        let out = run(model, &[], &["stage1"]);
+        assert!(out.ok, "{model}: {}", out.stderr);
+        let v: Value = serde_json::from_str(&run(model, &[], &["inspect", "stage1", "--json"]).stdout).unwrap();
+        assert_eq!(v["summary"]["adapted_matrices"], per_layer * layers, "{model}: every block linear adapted");
+        assert!(!out.stderr.contains("does not include"), "{model}: its own pooler trains: {}", out.stderr);
+    }
+    // BERT's list on DistilBERT: one line naming the key and DistilBERT's own names, nothing trained.
+    let bert = "adapter.target_modules=[\"query\", \"value\"]";
+    let out = run("distilbert-tiny", &[bert], &["stage1"]);
+    assert!(!out.ok, "{}", out.stdout);
+    assert!(out.stderr.contains("adapter.target_modules") && out.stderr.contains("q_lin"), "{}", out.stderr);
+    // A partial list runs, warning which linears stay unadapted.
+    let out = run("albert-tiny", &["adapter.target_modules=[\"query\", \"value\"]"], &["--force", "stage1"]);
+    assert!(out.ok, "{}", out.stderr);
+    assert!(out.stderr.contains("not adapted: attention.key, attention.dense, ffn, ffn_output"), "{}", out.stderr);
 }

@@ -7,7 +7,6 @@
 use crate::common::{repo, shared};
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::Path;
-use std::process::Command;
 use std::sync::Arc;
 
 use serde_json::Value;
@@ -252,7 +251,7 @@ fn metrics_parquet_written_by_federation_reads_back() {
 }
 
 fn pipeline(args: &[&str]) -> std::process::Output {
-    Command::new(env!("CARGO_BIN_EXE_pipeline")).current_dir(repo()).args(args).env_remove("RUST_LOG").output().unwrap()
+    crate::common::pipeline_in(&repo()).args(args).output().unwrap()
 }
 
 #[test]
@@ -345,8 +344,8 @@ fn sweep_force_rebuilds_each_distinct_stage_output_once() {
     std::fs::write(&cfg, crate::common::tiny_toml(5, 64, 32, "[baselines]\nmethods = [\"lora\"]\n")).unwrap();
     // Two points that differ only in stage 2: partition, stage1 and decompose are shared.
     let sweep = |force: bool| -> String {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pipeline"));
-        cmd.current_dir(dir.path()).arg("--config").arg(&cfg).args(["--set", "stage1.rounds=1", "--set", "stage2.rounds=1"]);
+        let mut cmd = crate::common::pipeline_in(dir.path());
+        cmd.arg("--config").arg(&cfg).args(["--set", "stage1.rounds=1", "--set", "stage2.rounds=1"]);
         if force {
             cmd.arg("--force");
         }
@@ -471,11 +470,11 @@ methods = ["lora"]
     let cfg_path = dir.path().join("export.toml");
     std::fs::write(&cfg_path, config).unwrap();
     let run = |args: &[&str]| {
-        let out = Command::new(env!("CARGO_BIN_EXE_pipeline")).current_dir(dir.path()).arg("--config").arg(&cfg_path).args(args).output().unwrap();
+        let out = crate::common::pipeline_in(dir.path()).arg("--config").arg(&cfg_path).args(args).output().unwrap();
         assert!(out.status.success(), "pipeline {args:?}: {}", String::from_utf8_lossy(&out.stderr));
     };
     // Export before training names what to run.
-    let early = Command::new(env!("CARGO_BIN_EXE_pipeline")).current_dir(dir.path()).arg("--config").arg(&cfg_path).arg("export").output().unwrap();
+    let early = crate::common::pipeline_in(dir.path()).arg("--config").arg(&cfg_path).arg("export").output().unwrap();
     assert!(!early.status.success() && String::from_utf8_lossy(&early.stderr).contains("run `pipeline stage2` first"));
     run(&["stage2"]);
     run(&["baselines"]);
@@ -570,7 +569,7 @@ methods = ["lora"]
     assert!((summary.methods["slora"].accuracy - last.accuracy.unwrap()).abs() < 1e-12);
     assert_eq!(summary.methods["slora"].rounds, 2);
     std::fs::remove_dir_all(&published).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_pipeline")).current_dir(dir.path()).arg("--config").arg(&cfg_path).arg("report").output().unwrap();
+    let out = crate::common::pipeline_in(dir.path()).arg("--config").arg(&cfg_path).arg("report").output().unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("report: up to date"));
     assert!(published.join("index.html").is_file());
 }

@@ -20,9 +20,8 @@ fn fresh_dir(name: &str) -> PathBuf {
 
 /// `pipeline --artifacts DIR/artifacts --set report.dir=DIR/reports study <study> --smoke`.
 fn study_cmd(dir: &Path, study: &str) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pipeline"));
-    cmd.current_dir(dir)
-        .arg("--artifacts")
+    let mut cmd = crate::common::pipeline_in(dir);
+    cmd.arg("--artifacts")
         .arg(dir.join("artifacts"))
         .arg("--set")
         .arg(format!("report.dir={}", dir.join("reports").display()))

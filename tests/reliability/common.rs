@@ -69,18 +69,8 @@ impl Tiny {
 
     /// `pipeline --config CONFIG --artifacts ARTIFACTS` run in the folder, with a clean environment.
     pub fn cmd_with(&self, config: &Path, artifacts: &Path) -> Command {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pipeline"));
-        cmd.current_dir(&self.dir)
-            .arg("--config")
-            .arg(config)
-            .arg("--artifacts")
-            .arg(artifacts)
-            .env_remove("RUST_LOG")
-            .env_remove("HF_HUB_OFFLINE")
-            .env_remove("HF_HUB_CACHE")
-            .env_remove(slora_data::fault::ENOSPC_AFTER_ENV)
-            .env("HF_HOME", "/nonexistent-hf-home")
-            .stdin(Stdio::null());
+        let mut cmd = crate::common::pipeline_in(&self.dir);
+        cmd.arg("--config").arg(config).arg("--artifacts").arg(artifacts);
         cmd
     }
 

@@ -22,7 +22,7 @@ impl LabelSet {
     /// Writes `labels.json`.
     pub fn write(&self, path: &Path) -> Result<(), DataError> {
         let bytes = serde_json::to_vec_pretty(self).map_err(|e| DataError::format(path, e))?;
-        crate::fault::write_file(path, &bytes).map_err(|e| DataError::io(path, e))
+        slora_fsio::write_atomic(path, &bytes).map_err(|e| DataError::io(path, e))
     }
 
     /// Reads `labels.json`.

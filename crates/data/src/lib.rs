@@ -10,7 +10,8 @@
 #![deny(missing_docs)]
 
 mod error;
-pub mod fault;
+/// The simulated full disk (it lives in `slora_fsio`, with every durable writer).
+pub use slora_fsio::fault;
 mod labels;
 pub mod partition;
 pub mod shard;

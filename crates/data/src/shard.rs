@@ -57,20 +57,23 @@ fn writer_props() -> WriterProperties {
         .build()
 }
 
+/// Writes `batch` to `path` atomically and durably (`slora_fsio`): a full disk leaves the old file or
+/// none, never half a shard.
 fn write_batch(path: &Path, batch: &RecordBatch) -> Result<(), DataError> {
-    let file = crate::fault::create(path).map_err(|e| DataError::io(path, e))?;
     // Errors name the file: a full disk mid-write must say where.
-    let failed = |e: parquet::errors::ParquetError| match e {
+    let to_io = |e: parquet::errors::ParquetError| match e {
         parquet::errors::ParquetError::External(inner) => match inner.downcast::<std::io::Error>() {
-            Ok(io) => DataError::io(path, *io),
-            Err(other) => DataError::format(path, format!("writing: {other}")),
+            Ok(io) => *io,
+            Err(other) => std::io::Error::other(format!("writing: {other}")),
         },
-        other => DataError::format(path, format!("writing: {other}")),
+        other => std::io::Error::other(format!("writing: {other}")),
     };
-    let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_props())).map_err(failed)?;
-    writer.write(batch).map_err(failed)?;
-    writer.close().map_err(failed)?;
-    Ok(())
+    slora_fsio::write_atomic_with(path, |file| {
+        let mut writer = ArrowWriter::try_new(file, batch.schema(), Some(writer_props())).map_err(to_io)?;
+        writer.write(batch).map_err(to_io)?;
+        writer.into_inner().map_err(to_io)
+    })
+    .map_err(|e| DataError::io(path, e))
 }
 
 /// Writes rows `input_ids[i]`, `labels[i]`, `row_ids[i]` to `path`.
@@ -189,6 +192,22 @@ pub fn read_stats(path: &Path) -> Result<(Vec<Vec<u64>>, Vec<String>), DataError
 
 #[cfg(test)]
 mod tests {
+
+    /// A full disk while replacing a shard leaves the old shard whole and no temporary file.
+    #[test]
+    fn full_disk_leaves_the_old_shard() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join(client_file_name(0));
+        write_rows(&path, &[&[1, 2, 3]], &[0], &[7]).unwrap();
+        let before = std::fs::read(&path).unwrap();
+        let rows: Vec<Vec<u32>> = (0..200).map(|i| vec![i; 30]).collect();
+        let ids: Vec<&[u32]> = rows.iter().map(Vec::as_slice).collect();
+        let err = slora_fsio::fault::with_budget(100, || write_rows(&path, &ids, &[1; 200], &[2; 200])).unwrap_err();
+        assert!(err.to_string().contains("No space left"), "{err}");
+        assert_eq!(std::fs::read(&path).unwrap(), before);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
     use super::*;
 
     #[test]

@@ -11,7 +11,6 @@
 
 use std::collections::BTreeMap;
 use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
 
 use candle_core::{Device, Tensor};
@@ -27,27 +26,10 @@ const FORMAT: u32 = 1;
 /// How many round checkpoints stay on disk (the newest ones).
 pub const KEEP: usize = 2;
 
-/// A temporary sibling of `path` (same directory, so the rename is atomic).
-pub fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
-}
-
-/// Writes `bytes` to `path` atomically (temp file, fsync, rename). On failure (a full disk, say)
-/// the temporary file is removed and the error names `path`.
+/// Writes `bytes` to `path` atomically and durably ([`slora_fsio::write_atomic`]). On failure (a
+/// full disk, say) the temporary file is removed and the error names `path`.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_path(path);
-    let written = slora_data::fault::create(&tmp).and_then(|mut f| {
-        f.write_all(bytes)?;
-        f.sync_all()
-    });
-    match written.and_then(|_| fs::rename(&tmp, path)) {
-        Ok(()) => Ok(()),
-        Err(e) => {
-            let _ = fs::remove_file(&tmp);
-            Err(FederationError::io(path, e))
-        }
-    }
+    slora_fsio::write_atomic(path, bytes).map_err(|e| FederationError::io(path, e))
 }
 
 /// Serialises tensors to safetensors bytes (names sorted; deterministic).
@@ -110,7 +92,8 @@ impl CheckpointStore {
         fs::create_dir_all(dir).map_err(|e| FederationError::io(dir, e))?;
         for entry in fs::read_dir(dir).map_err(|e| FederationError::io(dir, e))?.flatten() {
             let name = entry.file_name().to_string_lossy().into_owned();
-            if name.starts_with('.') && name.ends_with(".tmp") {
+            // `slora_fsio::temp_path` names (`.NAME.tmp-PID`), and the older `.NAME.PID.tmp`.
+            if name.starts_with('.') && (name.contains(".tmp-") || name.ends_with(".tmp")) {
                 let _ = fs::remove_file(entry.path());
             }
         }
@@ -210,6 +193,27 @@ impl CheckpointStore {
 
 #[cfg(test)]
 mod tests {
+    use super::super::checkpoint as ck;
+
+    /// A full disk while replacing a checkpoint file or the metrics leaves the old file whole.
+    #[test]
+    fn full_disk_leaves_old_safetensors_and_metrics() {
+        let dir = tempfile::tempdir().unwrap();
+        let st = dir.path().join("state.safetensors");
+        ck::write_safetensors(&st, &state(1.0)).unwrap();
+        let before = fs::read(&st).unwrap();
+        assert!(slora_fsio::fault::with_budget(16, || ck::write_safetensors(&st, &state(2.0))).is_err());
+        assert_eq!(fs::read(&st).unwrap(), before);
+        let m = dir.path().join("metrics.parquet");
+        let rows = vec![RoundMetrics { method: "fft".into(), ..Default::default() }];
+        crate::metrics::write_parquet(&m, &rows).unwrap();
+        let before = fs::read(&m).unwrap();
+        let more = vec![rows[0].clone(), RoundMetrics { method: "fft".into(), round: 1, ..Default::default() }];
+        assert!(slora_fsio::fault::with_budget(64, || crate::metrics::write_parquet(&m, &more)).is_err());
+        assert_eq!(fs::read(&m).unwrap(), before);
+        assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2, "no temporary file left");
+    }
+
     use super::*;
 
     fn state(v: f32) -> State {
@@ -272,8 +276,10 @@ mod tests {
         CheckpointStore::open(dir.path(), "run-a")?.save(1, &state(1.0), &[metrics(1)], 0.0)?;
         assert!(CheckpointStore::open(dir.path(), "run-b")?.latest()?.is_none());
         fs::write(dir.path().join(".round-00009.json.77.tmp"), b"partial")?;
+        fs::write(dir.path().join(".round-00010.json.tmp-78"), b"partial")?;
         let store = CheckpointStore::open(dir.path(), "run-a")?;
         assert!(!dir.path().join(".round-00009.json.77.tmp").exists());
+        assert!(!dir.path().join(".round-00010.json.tmp-78").exists());
         assert_eq!(store.latest()?.unwrap().completed_rounds, 1);
         Ok(())
     }

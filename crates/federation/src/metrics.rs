@@ -166,20 +166,17 @@ pub fn write_parquet(path: &Path, rows: &[RoundMetrics]) -> Result<()> {
     ];
     let pq = |e: &dyn std::fmt::Display| FederationError::Parquet { path: path.into(), message: e.to_string() };
     let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| pq(&e))?;
-    let tmp = crate::checkpoint::temp_path(path);
-    let written = (|| {
-        let file = slora_data::fault::create(&tmp).map_err(|e| FederationError::io(path, e))?;
+    // Atomic and durable; nothing half-written stays behind.
+    let io_error = |e: std::io::Error| FederationError::io(path, e);
+    slora_fsio::write_atomic_with::<WriteError>(path, |file| {
         let mut writer = ArrowWriter::try_new(file, schema, None).map_err(|e| pq(&e))?;
         writer.write(&batch).map_err(|e| pq(&e))?;
-        let file = writer.into_inner().map_err(|e| pq(&e))?;
-        file.sync_all().map_err(|e| FederationError::io(path, e))?;
-        std::fs::rename(&tmp, path).map_err(|e| FederationError::io(path, e))
-    })();
-    if written.is_err() {
-        // Nothing half-written stays behind.
-        let _ = std::fs::remove_file(&tmp);
-    }
-    written
+        Ok(writer.into_inner().map_err(|e| pq(&e))?)
+    })
+    .map_err(|e: WriteError| match e {
+        WriteError::Io(e) => io_error(e),
+        WriteError::Federation(e) => e,
+    })
 }
 
 /// Reads a `metrics.parquet` written by [`write_parquet`].
@@ -381,5 +378,23 @@ mod tests {
         assert!(parsed.iter().zip(&rows).all(|(a, b)| a.same_results(b) && a.wall_seconds.to_bits() == b.wall_seconds.to_bits()));
         assert!(format_table(&rows).contains("slora-stage1"));
         Ok(())
+    }
+}
+
+/// The two ways writing `metrics.parquet` fails: the file system, or the Parquet encoder.
+enum WriteError {
+    Io(std::io::Error),
+    Federation(FederationError),
+}
+
+impl From<std::io::Error> for WriteError {
+    fn from(e: std::io::Error) -> Self {
+        WriteError::Io(e)
+    }
+}
+
+impl From<FederationError> for WriteError {
+    fn from(e: FederationError) -> Self {
+        WriteError::Federation(e)
     }
 }

@@ -27,13 +27,7 @@ pub enum Stream {
 
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;
 
-/// SplitMix64's output function (a bijective 64-bit mixer).
-fn mix(mut z: u64) -> u64 {
-    z = z.wrapping_add(GOLDEN);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
+use slora_model::seed::splitmix64 as mix;
 
 /// Derives the seed for `stream` at the given indices (round, client, …) from the run seed.
 pub fn derive(seed: u64, stream: Stream, parts: &[u64]) -> u64 {

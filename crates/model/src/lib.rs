@@ -8,6 +8,7 @@
 
 pub mod ops;
 pub mod optim;
+pub mod seed;
 pub mod sparse;
 pub mod svd_init;
 pub mod bench;
@@ -36,6 +37,7 @@ pub use error::{ModelError, Result};
 pub use eval::{evaluate, EvalMetrics};
 pub use files::ModelFiles;
 pub use linear::{AdaptableLinear, Adapter, LoraAdapter, SparseDelta};
+pub use names::{block_linears, head_modules, within_block};
 pub use param::{derive_seed, Ctx, Param};
 pub use spec::{default_modules_to_save, module_matches, LoraFactors, LoraSpec, Mode, SparseSpec, TargetModules, TrainSpec};
 pub use weights::Weights;

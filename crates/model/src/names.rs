@@ -21,7 +21,7 @@ pub(crate) fn albert_layer(g: usize, j: usize, sub: &str) -> String {
 
 /// The head's module paths, in the order new ones are initialised: the dense layer before the
 /// classifier (`bert.pooler.dense`, `pre_classifier`, `albert.pooler`), then `classifier`.
-pub(crate) fn head_modules(ty: ModelType) -> [&'static str; 2] {
+pub fn head_modules(ty: ModelType) -> [&'static str; 2] {
     match ty {
         ModelType::Bert => ["bert.pooler.dense", "classifier"],
         ModelType::DistilBert => ["pre_classifier", "classifier"],
@@ -90,4 +90,52 @@ pub(crate) fn encoder_tensors(cfg: &EncoderConfig) -> Vec<(String, Vec<usize>)> 
         }
     }
     out
+}
+
+/// The attention and feed-forward linears of every encoder block, as module paths in forward order
+/// (ALBERT's shared layers once per group): what [`crate::TargetModules::Default`] adapts. Embedding
+/// tables and ALBERT's embedding projection are not block linears.
+pub fn block_linears(cfg: &EncoderConfig) -> Vec<String> {
+    encoder_tensors(cfg)
+        .into_iter()
+        .filter(|(name, shape)| shape.len() == 2 && !name.contains("embedding"))
+        .filter_map(|(name, _)| name.strip_suffix(".weight").map(str::to_string))
+        .collect()
+}
+
+/// A block linear's name within its block: the path after the last layer index
+/// (`bert.encoder.layer.3.attention.self.query` -> `attention.self.query`).
+pub fn within_block(module: &str) -> &str {
+    let parts: Vec<&str> = module.split('.').collect();
+    match parts.iter().rposition(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit())) {
+        Some(i) if i + 1 < parts.len() => {
+            let skip: usize = parts[..=i].iter().map(|p| p.len() + 1).sum();
+            &module[skip..]
+        }
+        _ => module,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn block_linears_per_architecture() {
+        let fixture = |name: &str| {
+            let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../../shared/fixtures/parity").join(name).join("config.json");
+            EncoderConfig::from_file(&path).unwrap()
+        };
+        let cfg = fixture("distilbert-tiny");
+        let l = block_linears(&cfg);
+        assert_eq!(l.len(), 6 * cfg.num_layers);
+        assert_eq!(l[0], "distilbert.transformer.layer.0.attention.q_lin");
+        assert_eq!(within_block(&l[5]), "ffn.lin2");
+        let albert = fixture("albert-tiny");
+        let a = block_linears(&albert);
+        assert_eq!(a.len(), 6 * albert.num_hidden_groups * albert.inner_group_num);
+        assert!(a.iter().all(|m| !m.contains("embedding_hidden_mapping_in")));
+        assert_eq!(within_block("albert.encoder.albert_layer_groups.0.albert_layers.0.attention.dense"), "attention.dense");
+        assert_eq!(within_block("classifier"), "classifier");
+    }
 }

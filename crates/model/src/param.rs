@@ -7,6 +7,7 @@ use candle_core::{Tensor, Var};
 
 use crate::error::Result;
 use crate::ops;
+use crate::seed::{fnv1a, splitmix64};
 
 /// One parameter tensor: frozen (no gradient, no optimizer state) or trainable.
 #[derive(Debug, Clone)]
@@ -58,23 +59,9 @@ impl Param {
     }
 }
 
-/// splitmix64: a bijective 64-bit mixer, used to derive independent seeds.
-pub(crate) fn splitmix64(mut z: u64) -> u64 {
-    z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-    z ^ (z >> 31)
-}
-
 /// A seed derived from `seed` and a label (e.g. a module name): stable across runs and platforms.
 pub fn derive_seed(seed: u64, label: &str) -> u64 {
-    // FNV-1a over the label, then mixed with the seed.
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in label.bytes() {
-        h ^= u64::from(b);
-        h = h.wrapping_mul(0x0000_0100_0000_01B3);
-    }
-    splitmix64(seed ^ splitmix64(h))
+    splitmix64(seed ^ splitmix64(fnv1a(label)))
 }
 
 /// What one forward pass does: track gradients or not, and where dropout draws its seeds.

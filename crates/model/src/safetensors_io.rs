@@ -1,27 +1,15 @@
-//! Writing tensors to safetensors files atomically (temporary name, then rename).
+//! Writing tensors to safetensors files atomically and durably (`slora_fsio`).
 
 use std::collections::{BTreeMap, HashMap};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use candle_core::Tensor;
 
 use crate::error::{ModelError, Result};
 
-/// A temporary sibling of `path` (same folder, so the final rename is atomic).
-pub(crate) fn temp_path(path: &Path) -> PathBuf {
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    path.with_file_name(format!(".{name}.tmp-{}", std::process::id()))
-}
-
-/// Writes `bytes` to `path` via a temporary file and a rename.
+/// Writes `bytes` to `path` atomically and durably, through the simulated-full-disk budget.
 pub(crate) fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
-    let tmp = temp_path(path);
-    let result = std::fs::write(&tmp, bytes).and_then(|_| std::fs::rename(&tmp, path));
-    if let Err(e) = result {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(ModelError::io(path, e));
-    }
-    Ok(())
+    slora_fsio::write_atomic(path, bytes).map_err(|e| ModelError::io(path, e))
 }
 
 /// Serialises `tensors` (made contiguous) with optional metadata and writes them atomically.
@@ -50,4 +38,23 @@ pub(crate) fn read_safetensors(path: &Path) -> Result<BTreeMap<String, Tensor>> 
         out.insert(name, t);
     }
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full disk while replacing a safetensors file (an adapter, say) leaves the old file whole.
+    #[test]
+    fn full_disk_leaves_the_old_safetensors() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("adapter_model.safetensors");
+        let t = |v: f32| BTreeMap::from([("a".to_string(), Tensor::new(&[v; 64], &candle_core::Device::Cpu).unwrap())]);
+        write_safetensors_atomic(&t(1.0), &p, None).unwrap();
+        let before = std::fs::read(&p).unwrap();
+        assert!(slora_fsio::fault::with_budget(32, || write_safetensors_atomic(&t(2.0), &p, None)).is_err());
+        assert_eq!(std::fs::read(&p).unwrap(), before);
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+        assert_eq!(read_safetensors(&p).unwrap()["a"].to_vec1::<f32>().unwrap()[0], 1.0);
+    }
 }

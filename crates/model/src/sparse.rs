@@ -8,6 +8,8 @@
 use rand::SeedableRng;
 use rand_chacha::ChaCha12Rng;
 
+use crate::seed::{fnv1a, splitmix64};
+
 /// Sorted distinct flat indices of a random `density` fraction of a `rows × cols` matrix,
 /// deterministic in `seed`. `density` is clamped to [0, 1]; the count is at least 1 (if the matrix
 /// is non-empty) and at most `rows * cols`.
@@ -34,19 +36,7 @@ pub fn mask_len(rows: usize, cols: usize, density: f64) -> usize {
 /// Per-matrix seed from the run seed and the module name (FNV-1a of the name, mixed with the run
 /// seed by SplitMix64): stable across runs, platforms and library versions.
 pub fn mask_seed(run_seed: u64, module_name: &str) -> u64 {
-    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
-    for b in module_name.bytes() {
-        h ^= b as u64;
-        h = h.wrapping_mul(0x0000_0100_0000_01b3);
-    }
-    splitmix64(splitmix64(run_seed) ^ h)
-}
-
-fn splitmix64(x: u64) -> u64 {
-    let mut z = x.wrapping_add(0x9e37_79b9_7f4a_7c15);
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
+    splitmix64(splitmix64(run_seed) ^ fnv1a(module_name))
 }
 
 #[cfg(test)]

@@ -98,9 +98,6 @@ pub enum PipelineError {
     /// safetensors files.
     #[error("safetensors: {0}")]
     Safetensors(#[from] safetensors::SafeTensorError),
-    /// polars tables.
-    #[error("polars: {0}")]
-    Polars(#[from] polars::error::PolarsError),
 }
 
 impl PipelineError {

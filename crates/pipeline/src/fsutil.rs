@@ -3,21 +3,10 @@
 use crate::error::{IoContext, PipelineError};
 use std::path::Path;
 
-/// Writes `bytes` to `path` through a temporary file in the same folder and a rename, so a reader
-/// never sees a half-written file.
+/// Writes `bytes` to `path` atomically and durably ([`slora_fsio::write_atomic`]): a reader never
+/// sees a half-written file.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<(), PipelineError> {
-    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir).at(dir)?;
-    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
-    let tmp = dir.join(format!(".{name}.tmp-{}", std::process::id()));
-    if let Err(e) = slora_data::fault::write_file(&tmp, bytes) {
-        let _ = std::fs::remove_file(&tmp);
-        return Err(PipelineError::io(path, e));
-    }
-    std::fs::rename(&tmp, path).map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        PipelineError::io(path, e)
-    })
+    slora_fsio::write_atomic(path, bytes).map_err(|e| PipelineError::io(path, e))
 }
 
 /// Removes a folder tree if it exists; returns whether something was removed.
@@ -53,6 +42,18 @@ pub fn list_files(dir: &Path) -> Result<Vec<String>, PipelineError> {
 
 #[cfg(test)]
 mod tests {
+
+    /// A full disk while replacing a manifest or the lock leaves the old file whole.
+    #[test]
+    fn full_disk_leaves_the_old_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("pipeline.lock");
+        write_atomic(&p, b"{\"old\": true}").unwrap();
+        assert!(slora_fsio::fault::with_budget(4, || write_atomic(&p, &[b'x'; 64])).is_err());
+        assert_eq!(std::fs::read(&p).unwrap(), b"{\"old\": true}");
+        assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
     use super::*;
 
     #[test]

@@ -1,7 +1,6 @@
 //! Writing a report folder atomically: everything goes to a temporary sibling folder first, which
 //! then replaces the old report in one rename, so a reader never sees half a report.
 
-use std::fs;
 use std::path::Path;
 
 use crate::error::{ReportError, Result};
@@ -22,47 +21,33 @@ pub fn report_files(report: &Report, extra: &[(&str, String)]) -> Vec<(String, S
     files
 }
 
-/// Writes `files` as the whole contents of `dir` (replacing what was there).
+/// Writes `files` as the whole contents of `dir` (replacing what was there), all or nothing
+/// ([`slora_fsio::write_dir_atomic`]: a temporary folder, synced files, one rename).
 pub fn write_dir_atomically(dir: &Path, files: &[(String, String)]) -> Result<()> {
-    let name = dir
-        .file_name()
-        .ok_or_else(|| ReportError::Invalid(format!("report folder {} has no name", dir.display())))?
-        .to_string_lossy()
-        .to_string();
-    let parent = dir.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    fs::create_dir_all(parent).map_err(|e| ReportError::io(parent, e))?;
-    let pid = std::process::id();
-    let tmp = parent.join(format!(".{name}.tmp-{pid}"));
-    let old = parent.join(format!(".{name}.old-{pid}"));
-    for stale in [&tmp, &old] {
-        if stale.exists() {
-            fs::remove_dir_all(stale).map_err(|e| ReportError::io(stale, e))?;
-        }
-    }
-    let result = (|| {
-        for (rel, contents) in files {
-            let path = tmp.join(rel);
-            if let Some(p) = path.parent() {
-                fs::create_dir_all(p).map_err(|e| ReportError::io(p, e))?;
-            }
-            fs::write(&path, contents).map_err(|e| ReportError::io(&path, e))?;
-        }
-        if dir.exists() {
-            fs::rename(dir, &old).map_err(|e| ReportError::io(dir, e))?;
-        }
-        fs::rename(&tmp, dir).map_err(|e| ReportError::io(dir, e))?;
-        if old.exists() {
-            fs::remove_dir_all(&old).map_err(|e| ReportError::io(&old, e))?;
-        }
-        Ok(())
-    })();
-    if result.is_err() && tmp.exists() {
-        let _ = fs::remove_dir_all(&tmp);
-    }
-    result
+    let bytes: Vec<(String, Vec<u8>)> = files.iter().map(|(p, c)| (p.clone(), c.clone().into_bytes())).collect();
+    slora_fsio::write_dir_atomic(dir, &bytes).map_err(|e| ReportError::io(dir, e))
 }
 
 /// Renders `report` into `dir`: `index.html`, `report.md`, `figures/*.svg` and the `extra` files.
 pub fn write_report(dir: &Path, report: &Report, extra: &[(&str, String)]) -> Result<()> {
     write_dir_atomically(dir, &report_files(report, extra))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A full disk while replacing a report leaves the old report whole (every file of it).
+    #[test]
+    fn full_disk_leaves_the_old_report() {
+        let dir = std::env::temp_dir().join(format!("slora-report-fault-{}", std::process::id()));
+        let out = dir.join("report");
+        let files = |tag: &str| vec![("index.html".to_string(), tag.repeat(50)), ("figures/a.svg".to_string(), "<svg/>".repeat(50))];
+        write_dir_atomically(&out, &files("v1")).unwrap();
+        assert!(slora_fsio::fault::with_budget(100, || write_dir_atomically(&out, &files("v2"))).is_err());
+        assert_eq!(std::fs::read_to_string(out.join("index.html")).unwrap(), "v1".repeat(50));
+        assert!(out.join("figures/a.svg").is_file());
+        assert_eq!(std::fs::read_dir(&dir).unwrap().count(), 1, "no temporary folder left");
+        let _ = std::fs::remove_dir_all(&dir);
+    }
 }

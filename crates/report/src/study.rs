@@ -124,6 +124,17 @@ pub enum StudyAxis {
     Single,
 }
 
+impl StudyAxis {
+    /// The x-axis title of the study's per-point figures.
+    pub fn title(self) -> &'static str {
+        match self {
+            StudyAxis::Heterogeneity => "Label heterogeneity across clients (least to most)",
+            StudyAxis::Density => "Stage-1 setting (study point)",
+            StudyAxis::Single => "Setting",
+        }
+    }
+}
+
 /// How a study is judged and presented.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StudySettings {
@@ -646,7 +657,7 @@ pub fn build_study_report(
             id: "accuracy_vs_point".into(),
             title: "Accuracy per point".into(),
             caption: "Final test accuracy, mean over seeds; the band is the 95 % interval.".into(),
-            svg: plots::sweep::accuracy_vs_heterogeneity_banded(&labels, &acc, &acc_h)?,
+            svg: plots::sweep::accuracy_vs_heterogeneity_banded(&labels, &acc, &acc_h, settings.axis.title())?,
         }));
         results.push(Block::Figure(Figure {
             id: "gap_vs_point".into(),
@@ -654,7 +665,7 @@ pub fn build_study_report(
             caption: "FFT − method final accuracy (pp), paired by seed; the band is the 95 % interval of the \
                       paired difference. 0 = as accurate as FFT."
                 .into(),
-            svg: plots::sweep::gap_vs_heterogeneity_banded(&labels, &gap, &gap_h)?,
+            svg: plots::sweep::gap_vs_heterogeneity_banded(&labels, &gap, &gap_h, settings.axis.title())?,
         }));
     }
     for c in curves {

@@ -10,10 +10,13 @@
 //!   in dataset order, at `floor(cumsum(p) * n_label)`. If a client ends up with fewer than
 //!   `min_client_size` rows the whole draw is repeated with the advanced RNG, up to 10 re-draws
 //!   (11 draws), then an error. Finally each client's rows are shuffled.
-//! - **pathological** (`PathologicalPartitioner` with deterministic assignment): the labels present
-//!   are put in a seeded random order `L`; client `i` holds labels `L[(i*k + j) mod |L|]`, `j < k`,
-//!   so every client holds exactly `k` distinct labels and every label is held when
-//!   `clients * k >= |L|`. Each label's rows are shuffled and split as evenly as possible among the
+//! - **pathological** (in the spirit of `PathologicalPartitioner`, but not its assignment): the labels
+//!   present are put in a seeded random order `L`; client `i` holds labels `L[(i*k + j) mod |L|]`,
+//!   `j < k`, so every client holds exactly `k` distinct labels and every label is held when
+//!   `clients * k >= |L|`. flwr-datasets' deterministic mode instead gives client `i` the labels
+//!   `(i + j) mod |L|` in label order, so neighbouring clients share `k − 1` labels; here clients take
+//!   consecutive blocks of `k` labels of a seeded permutation, which spreads the labels over clients
+//!   more evenly. Kept as it is: changing it would change every pathological partition on record. Each label's rows are shuffled and split as evenly as possible among the
 //!   clients holding it (`array_split`). Impossible settings are errors rather than dropped rows.
 //! - **natural** ([`natural`], `NaturalIdPartitioner`): one client per distinct value of an id
 //!   column (a writer, a user), clients in order of each id's first row. Real federated text
@@ -101,7 +104,10 @@ fn rows_by_label(labels: &[u32], num_labels: usize) -> Vec<Vec<usize>> {
 }
 
 /// One Dirichlet(alpha, …, alpha) draw of length `k` (re-drawn in the rare case every Gamma draw
-/// underflows to 0).
+/// underflows to 0). Not `rand_distr::Dirichlet`: in rand_distr 0.5 its dimension is a const generic
+/// (`Dirichlet<F, N>`), and the client count is only known at run time; its gamma method is this
+/// same normalised Gamma(alpha, 1) vector (for alpha < 0.1 it switches to a Beta stick-breaking
+/// method, which would draw different partitions).
 fn dirichlet_draw(gamma: &Gamma<f64>, k: usize, rng: &mut ChaCha8Rng) -> Vec<f64> {
     loop {
         let g: Vec<f64> = (0..k).map(|_| gamma.sample(rng)).collect();

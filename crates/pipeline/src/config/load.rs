@@ -126,6 +126,12 @@ fn schema() -> Table {
     let Ok(Value::Table(mut t)) = Value::try_from(Config::default()) else {
         unreachable!("the default config serialises to a table")
     };
+    // Lists empty by default (the architecture's choice): their element type is text.
+    if let Some(Value::Table(adapter)) = t.get_mut("adapter") {
+        for key in ["target_modules", "modules_to_save"] {
+            adapter.insert(key.to_string(), Value::Array(vec![Value::String(String::new())]));
+        }
+    }
     // Keys the default leaves out of its serialisation (so that they stay out of cache keys until
     // set), with a value of their type.
     let mut add = |section: &str, key: &str, value: Value| {

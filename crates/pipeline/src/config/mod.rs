@@ -360,19 +360,35 @@ impl Default for OptimConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct AdapterConfig {
-    /// peft `target_modules`: exact name or `.`+name suffix match.
+    /// peft `target_modules`: exact name or `.`+name suffix match. Empty (the default) = the
+    /// architecture's attention and feed-forward linears (peft's per-model mapping).
     pub target_modules: Vec<String>,
-    /// peft `modules_to_save`.
+    /// peft `modules_to_save`. Empty (the default) = the architecture's pooler and classifier.
     pub modules_to_save: Vec<String>,
 }
 
 impl Default for AdapterConfig {
     fn default() -> Self {
-        Self {
-            target_modules: ["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]
-                .map(String::from)
-                .to_vec(),
-            modules_to_save: ["pooler.dense", "pre_classifier", "classifier"].map(String::from).to_vec(),
+        Self { target_modules: Vec::new(), modules_to_save: Vec::new() }
+    }
+}
+
+impl AdapterConfig {
+    /// The model crate's target selection: the listed names, or the architecture's defaults.
+    pub fn targets(&self) -> slora_model::TargetModules {
+        if self.target_modules.is_empty() {
+            slora_model::TargetModules::Default
+        } else {
+            slora_model::TargetModules::Names(self.target_modules.clone())
+        }
+    }
+
+    /// `modules_to_save`, or every architecture's head names when unset (only the model's own match).
+    pub fn modules_to_save(&self) -> Vec<String> {
+        if self.modules_to_save.is_empty() {
+            slora_model::default_modules_to_save()
+        } else {
+            self.modules_to_save.clone()
         }
     }
 }

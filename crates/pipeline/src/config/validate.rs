@@ -123,8 +123,10 @@ impl Config {
         in_unit("optim.dropout", o.dropout, "< 1 (negative = the model's value)", o.dropout < 1.0)?;
         in_unit("optim.head_lr", o.head_lr, ">= 0 (0 = each method's own rate)", o.head_lr >= 0.0)?;
 
-        if self.adapter.target_modules.iter().all(|m| m.trim().is_empty()) {
-            return fail("adapter.target_modules", "a non-empty list of module names", "[]");
+        for (key, list) in [("adapter.target_modules", &self.adapter.target_modules), ("adapter.modules_to_save", &self.adapter.modules_to_save)] {
+            if list.iter().any(|m| m.trim().is_empty()) {
+                return fail(key, "module names (or no key: the architecture's defaults)", "an empty name");
+            }
         }
 
         let s1 = &self.stage1;

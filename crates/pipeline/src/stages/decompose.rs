@@ -26,7 +26,7 @@ use slora_model::{derive_seed, Batch, LoraFactors, LoraSpec, Mode, SparseSpec};
 
 use super::federated::{self as fed, OrStage};
 use crate::config::{Config, DecomposeInit};
-use crate::error::{IoContext, PipelineError};
+use crate::error::PipelineError;
 use crate::stage::{Stage, StageCtx};
 
 /// The `decompose` stage.
@@ -233,11 +233,11 @@ fn write_spectrum(path: &Path, factored: &[Factored], rank: usize) -> Result<(),
         Arc::new(UInt32Array::from(ranks)),
     ];
     let batch = RecordBatch::try_new(schema.clone(), columns)?;
-    let file = std::fs::File::create(path).at(path)?;
-    let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None)?;
-    writer.write(&batch)?;
-    writer.close()?;
-    Ok(())
+    slora_fsio::write_atomic_with::<PipelineError>(path, |file| {
+        let mut writer = parquet::arrow::ArrowWriter::try_new(file, schema, None)?;
+        writer.write(&batch)?;
+        Ok(writer.into_inner()?)
+    })
 }
 
 /// `pipeline inspect decompose`: rank, energy kept per matrix, the switch check.

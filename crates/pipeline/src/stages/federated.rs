@@ -9,7 +9,7 @@ use slora_federation::{
     run_fedavg, CheckpointStore, ClassifierLearner, FedAvgConfig, FedOutcome, FederationError, OptimSettings, Schedule, Shard,
 };
 use slora_model::optim::AdamWConfig;
-use slora_model::{Classifier, EncoderConfig, InitReport, Mode, ModelFiles, TargetModules, TrainSpec, Weights};
+use slora_model::{Classifier, EncoderConfig, InitReport, Mode, ModelFiles, TrainSpec, Weights};
 
 use crate::config::{self, Config};
 use crate::error::PipelineError;
@@ -133,8 +133,8 @@ pub fn baseline_mode(cfg: &Config, method: config::BaselineMethod) -> Mode {
 /// A training spec in `mode` with the config's targets, `modules_to_save`, seed and dropout.
 pub fn train_spec(cfg: &Config, mode: Mode, num_labels: usize) -> TrainSpec {
     let mut spec = TrainSpec::new(mode, num_labels, cfg.run.seed);
-    spec.targets = TargetModules::Names(cfg.adapter.target_modules.clone());
-    spec.modules_to_save = cfg.adapter.modules_to_save.clone();
+    spec.targets = cfg.adapter.targets();
+    spec.modules_to_save = cfg.adapter.modules_to_save();
     spec.dropout = (cfg.optim.dropout >= 0.0).then_some(cfg.optim.dropout);
     spec
 }

@@ -66,10 +66,7 @@ impl Stage for Report {
         let (report, summary) = build_report(&inputs).map_err(report_err)?;
         for (rel, contents) in report_files(&report, &[(SUMMARY_FILE, summary.to_json())]) {
             let path = out.join(&rel);
-            if let Some(parent) = path.parent() {
-                std::fs::create_dir_all(parent).at(parent)?;
-            }
-            std::fs::write(&path, contents).at(&path)?;
+            slora_fsio::write_atomic(&path, contents.as_bytes()).at(&path)?;
         }
         let figures: Vec<String> = report.figures().iter().map(|f| f.id.clone()).collect();
         let methods: serde_json::Map<String, Value> = summary
@@ -270,7 +267,11 @@ fn setup_lines(cfg: &Config, partition_summary: &Value) -> Vec<(String, String)>
         ),
         (
             "Head".into(),
-            format!("{} trained at lr {} in every method (its own parameter group)", cfg.adapter.modules_to_save.join(", "), if cfg.optim.head_lr > 0.0 { cfg.optim.head_lr.to_string() } else { "of the method".into() }),
+            format!(
+                "{} trained at lr {} in every method (its own parameter group)",
+                crate::preflight::trained_head(cfg).map(|h| h.join(", ")).unwrap_or_else(|| cfg.adapter.modules_to_save().join(", ")),
+                if cfg.optim.head_lr > 0.0 { cfg.optim.head_lr.to_string() } else { "of the method".into() }
+            ),
         ),
     ]
 }

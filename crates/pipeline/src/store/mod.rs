@@ -156,12 +156,7 @@ impl Store {
         }
         write_atomic(&tmp.join(MANIFEST_FILE), &serde_json::to_vec_pretty(&manifest)?)?;
         let dest = self.artifact_dir(&manifest.stage, &manifest.key);
-        if dest.exists() {
-            let old = self.stage_dir(&manifest.stage).join(format!(".old-{}-{}", manifest.key, std::process::id()));
-            std::fs::rename(&dest, &old).at(&dest)?;
-            remove_dir_if_exists(&old)?;
-        }
-        std::fs::rename(tmp, &dest).at(&dest)?;
+        slora_fsio::commit_dir(tmp, &dest).at(&dest)?;
         Artifact::load(&dest)
     }
 
@@ -216,7 +211,8 @@ impl Store {
             for child in children.flatten() {
                 let name = child.file_name().to_string_lossy().into_owned();
                 let path = child.path();
-                if path.is_dir() && (name.starts_with(".tmp-") || name.starts_with(".old-")) {
+                let old = name.starts_with(".old-") || (name.starts_with('.') && name.contains(".old-"));
+                if path.is_dir() && (name.starts_with(".tmp-") || old) {
                     tracing::warn!("removing unfinished output {}", path.display());
                     remove_dir_if_exists(&path)?;
                 } else if path.is_file() && is_temp_file(&name) {

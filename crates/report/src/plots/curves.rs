@@ -5,8 +5,8 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::style::{
-    format_bytes, legend_entry, marker_element, method_color, method_marker, padded_range, AXIS_TITLE_SIZE,
-    CAPTION_SIZE, FIGURE_SIZE, FONT, TICK_SIZE,
+    format_bytes, grid, legend, legend_entry, marker_element, method_color, method_marker, padded_range, CAPTION_SIZE,
+    FIGURE_SIZE, FONT,
 };
 use crate::error::{ReportError, Result};
 use crate::metrics::Curve;
@@ -59,18 +59,14 @@ impl LineChart<'_> {
                 .y_label_area_size(62)
                 .build_cartesian_2d(x_spec, self.y_range.clone())
                 .map_err(|e| err(&e))?;
-            chart
+            grid(chart
                 .configure_mesh()
                 .x_desc(self.x_desc)
                 .y_desc(self.y_desc)
                 .x_labels(x_labels)
                 .y_labels(8)
                 .x_label_formatter(x_fmt)
-                .y_label_formatter(&|v| format!("{v:.1}"))
-                .axis_desc_style((FONT, AXIS_TITLE_SIZE))
-                .label_style((FONT, TICK_SIZE))
-                .light_line_style(RGBColor(235, 235, 235))
-                .bold_line_style(RGBColor(215, 215, 215))
+                .y_label_formatter(&|v| format!("{v:.1}")))
                 .draw()
                 .map_err(|e| err(&e))?;
 
@@ -128,13 +124,7 @@ impl LineChart<'_> {
                     .draw_series(points.iter().map(|&p| marker_element(marker, p, color)))
                     .map_err(|e| err(&e))?;
             }
-            chart
-                .configure_series_labels()
-                .position(self.legend_position.clone())
-                .label_font((FONT, TICK_SIZE))
-                .background_style(WHITE.mix(0.9))
-                .border_style(RGBColor(160, 160, 160))
-                .margin(8)
+            legend(chart.configure_series_labels().position(self.legend_position.clone()))
                 .draw()
                 .map_err(|e| err(&e))?;
             root.present().map_err(|e| err(&e))?;

@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
-use super::style::{AXIS_TITLE_SIZE, CAPTION_SIZE, FIGURE_SIZE, FONT, OKABE_ITO, TICK_SIZE};
+use super::style::{grid, legend, CAPTION_SIZE, FIGURE_SIZE, FONT, OKABE_ITO};
 use crate::error::{ReportError, Result};
 use crate::spectrum::Spectra;
 
@@ -31,16 +31,12 @@ pub fn energy_vs_rank(spectra: &Spectra, rank: Option<usize>) -> Result<String> 
             .y_label_area_size(62)
             .build_cartesian_2d((1.0..max_rank * 1.05).log_scale(), 0.0..101.0)
             .map_err(|e| err(&e))?;
-        chart
+        grid(chart
             .configure_mesh()
             .x_desc("Truncation rank k (log scale)")
             .y_desc("Energy kept Σᵢ≤ₖ σᵢ² / Σ σᵢ² (%)")
             .x_label_formatter(&|v| format!("{v:.0}"))
-            .y_label_formatter(&|v| format!("{v:.0}"))
-            .axis_desc_style((FONT, AXIS_TITLE_SIZE))
-            .label_style((FONT, TICK_SIZE))
-            .light_line_style(RGBColor(235, 235, 235))
-            .bold_line_style(RGBColor(215, 215, 215))
+            .y_label_formatter(&|v| format!("{v:.0}")))
             .draw()
             .map_err(|e| err(&e))?;
         if let Some(r) = rank {
@@ -69,13 +65,7 @@ pub fn energy_vs_rank(spectra: &Spectra, rank: Option<usize>) -> Result<String> 
                     .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 22, y)], color.stroke_width(2)));
             }
         }
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .label_font((FONT, TICK_SIZE))
-            .background_style(WHITE.mix(0.9))
-            .border_style(RGBColor(160, 160, 160))
-            .margin(8)
+        legend(chart.configure_series_labels().position(SeriesLabelPosition::LowerRight))
             .draw()
             .map_err(|e| err(&e))?;
         root.present().map_err(|e| err(&e))?;

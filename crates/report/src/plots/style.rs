@@ -6,6 +6,33 @@ use plotters::prelude::*;
 use plotters_backend::{BackendCoord, DrawingErrorKind};
 use plotters::style::RGBColor;
 
+/// The grid every chart shares: axis titles and ticks in the figure font, light minor lines and
+/// slightly darker major ones.
+pub fn grid<'m, 'a, 'b, X, Y, DB>(
+    mesh: &'m mut plotters::chart::MeshStyle<'a, 'b, X, Y, DB>,
+) -> &'m mut plotters::chart::MeshStyle<'a, 'b, X, Y, DB>
+where
+    X: plotters::coord::ranged1d::Ranged,
+    Y: plotters::coord::ranged1d::Ranged,
+    DB: DrawingBackend,
+{
+    mesh.axis_desc_style((FONT, AXIS_TITLE_SIZE))
+        .label_style((FONT, TICK_SIZE))
+        .light_line_style(RGBColor(235, 235, 235))
+        .bold_line_style(RGBColor(215, 215, 215))
+}
+
+/// The legend box every chart shares: figure font, a white box with a grey border.
+pub fn legend<'m, 'a, 'b, DB, CT>(
+    labels: &'m mut plotters::chart::SeriesLabelStyle<'a, 'b, DB, CT>,
+) -> &'m mut plotters::chart::SeriesLabelStyle<'a, 'b, DB, CT>
+where
+    DB: DrawingBackend + 'a,
+    CT: plotters::coord::CoordTranslate,
+{
+    labels.label_font((FONT, TICK_SIZE)).background_style(WHITE.mix(0.9)).border_style(RGBColor(160, 160, 160)).margin(8)
+}
+
 /// Figure size in pixels (width, height); the HTML scales SVGs to the page width.
 pub const FIGURE_SIZE: (u32, u32) = (760, 460);
 /// Font family for every text element (browsers pick their sans-serif face).

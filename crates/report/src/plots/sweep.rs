@@ -5,18 +5,23 @@ use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
 
 use super::style::{
-    legend_entry, marker_element, method_color, method_marker, padded_range, AXIS_TITLE_SIZE, CAPTION_SIZE,
-    FIGURE_SIZE, FONT, TICK_SIZE,
+    grid, legend, legend_entry, marker_element, method_color, method_marker, padded_range, CAPTION_SIZE, FIGURE_SIZE,
+    FONT,
 };
 use crate::error::{ReportError, Result};
 use crate::metrics::method_label;
 
+/// The x-axis title of a sweep over partitions.
+pub const HETEROGENEITY_AXIS: &str = "Label heterogeneity across clients (sweep point)";
+
 /// One line per method over the sweep points; `None` = the method did not run at that point.
 pub type SweepSeries = Vec<(String, Vec<Option<f64>>)>;
 
+#[allow(clippy::too_many_arguments)]
 fn categorical_chart(
     id: &str,
     caption: &str,
+    x_desc: &str,
     y_desc: &str,
     points: &[String],
     series: &SweepSeries,
@@ -60,18 +65,14 @@ fn categorical_chart(
             SegmentValue::CenterOf(i) if *i < points.len() => points[*i].clone(),
             _ => String::new(),
         };
-        chart
+        grid(chart
             .configure_mesh()
             .disable_x_mesh()
-            .x_desc("Label heterogeneity across clients (sweep point)")
+            .x_desc(x_desc)
             .y_desc(y_desc)
             .x_labels(n)
             .x_label_formatter(&x_fmt)
-            .y_label_formatter(&|v| format!("{v:.1}"))
-            .axis_desc_style((FONT, AXIS_TITLE_SIZE))
-            .label_style((FONT, TICK_SIZE))
-            .light_line_style(RGBColor(235, 235, 235))
-            .bold_line_style(RGBColor(215, 215, 215))
+            .y_label_formatter(&|v| format!("{v:.1}")))
             .draw()
             .map_err(|e| err(&e))?;
         if let Some(label) = zero_line {
@@ -115,13 +116,7 @@ fn categorical_chart(
             let marker = method_marker(method);
             chart.draw_series(pts.into_iter().map(|p| marker_element(marker, p, color))).map_err(|e| err(&e))?;
         }
-        chart
-            .configure_series_labels()
-            .position(legend_position)
-            .label_font((FONT, TICK_SIZE))
-            .background_style(WHITE.mix(0.9))
-            .border_style(RGBColor(160, 160, 160))
-            .margin(8)
+        legend(chart.configure_series_labels().position(legend_position))
             .draw()
             .map_err(|e| err(&e))?;
         root.present().map_err(|e| err(&e))?;
@@ -134,6 +129,7 @@ pub fn gap_vs_heterogeneity(points: &[String], gaps: &SweepSeries) -> Result<Str
     categorical_chart(
         "gap_vs_heterogeneity",
         "Gap to full fine-tuning vs label heterogeneity",
+        HETEROGENEITY_AXIS,
         "FFT accuracy − method accuracy (pp)",
         points,
         gaps,
@@ -148,6 +144,7 @@ pub fn accuracy_vs_heterogeneity(points: &[String], accuracy: &SweepSeries) -> R
     categorical_chart(
         "accuracy_vs_heterogeneity",
         "Final test accuracy vs label heterogeneity",
+        HETEROGENEITY_AXIS,
         "Final test accuracy (%)",
         points,
         accuracy,
@@ -157,11 +154,13 @@ pub fn accuracy_vs_heterogeneity(points: &[String], accuracy: &SweepSeries) -> R
     )
 }
 
-/// [`gap_vs_heterogeneity`] with a 95 % band (half-widths per method and point) around each line.
-pub fn gap_vs_heterogeneity_banded(points: &[String], gaps: &SweepSeries, half_widths: &SweepSeries) -> Result<String> {
+/// [`gap_vs_heterogeneity`] with a 95 % band (half-widths per method and point) around each line, over
+/// points described by `x_desc`.
+pub fn gap_vs_heterogeneity_banded(points: &[String], gaps: &SweepSeries, half_widths: &SweepSeries, x_desc: &str) -> Result<String> {
     categorical_chart(
         "gap_vs_point",
         "Gap to full fine-tuning per point (95 % band)",
+        x_desc,
         "FFT accuracy − method accuracy (pp)",
         points,
         gaps,
@@ -171,11 +170,18 @@ pub fn gap_vs_heterogeneity_banded(points: &[String], gaps: &SweepSeries, half_w
     )
 }
 
-/// [`accuracy_vs_heterogeneity`] with a 95 % band (half-widths per method and point) around each line.
-pub fn accuracy_vs_heterogeneity_banded(points: &[String], accuracy: &SweepSeries, half_widths: &SweepSeries) -> Result<String> {
+/// [`accuracy_vs_heterogeneity`] with a 95 % band (half-widths per method and point) around each
+/// line, over points described by `x_desc`.
+pub fn accuracy_vs_heterogeneity_banded(
+    points: &[String],
+    accuracy: &SweepSeries,
+    half_widths: &SweepSeries,
+    x_desc: &str,
+) -> Result<String> {
     categorical_chart(
         "accuracy_vs_point",
         "Final test accuracy per point (95 % band)",
+        x_desc,
         "Final test accuracy (%)",
         points,
         accuracy,

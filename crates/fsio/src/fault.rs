@@ -4,15 +4,17 @@
 //! number N, writes through [`create`] / [`write_file`] share one process-wide budget of N bytes: the
 //! write that crosses it stores the bytes that still fit and then fails with `ENOSPC` ("No space left
 //! on device"), exactly as a full disk does mid-file. Unset (always, outside tests) the writers are
-//! plain files. It covers the shard and stats writers of this crate, the pipeline's atomic writer
-//! (manifests, `pipeline.lock`) and federation's checkpoint and metrics writers, which is how the
-//! reliability tests prove that a full disk leaves no partial artifact behind.
+//! plain files. Every writer of the workspace writes through it (this crate's [`crate::write_atomic`]
+//! family, the data crate's shards), which is how the reliability tests prove that a full disk leaves
+//! no partial artifact behind. [`with_budget`] arms a budget for the calling thread only, so unit
+//! tests can fill the disk of one writer without touching the others.
 
 use std::fs::File;
 use std::io::{self, Write};
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::OnceLock;
+use std::cell::Cell;
 
 /// The environment variable that arms the simulated full disk (bytes the process may still write).
 pub const ENOSPC_AFTER_ENV: &str = "SLORA_FAULT_ENOSPC_AFTER_BYTES";
@@ -30,10 +32,33 @@ pub struct BudgetedFile {
     file: File,
 }
 
+thread_local! {
+    /// (limit, written so far) of [`with_budget`] on this thread.
+    static THREAD_BUDGET: Cell<Option<(u64, u64)>> = const { Cell::new(None) };
+}
+
+/// Runs `f` with a disk that holds `bytes` more bytes for writes made on this thread (the process
+/// budget, if any, is not used meanwhile). For tests of one writer.
+pub fn with_budget<T>(bytes: u64, f: impl FnOnce() -> T) -> T {
+    let previous = THREAD_BUDGET.with(|b| b.replace(Some((bytes, 0))));
+    let out = f();
+    THREAD_BUDGET.with(|b| b.set(previous));
+    out
+}
+
+/// Bytes written before this write, and the limit, if a budget applies.
+fn charge(len: u64) -> Option<(u64, u64)> {
+    if let Some((limit, written)) = THREAD_BUDGET.with(Cell::get) {
+        THREAD_BUDGET.with(|b| b.set(Some((limit, written + len))));
+        return Some((limit, written));
+    }
+    let limit = budget()?;
+    Some((limit, WRITTEN.fetch_add(len, Ordering::SeqCst)))
+}
+
 impl Write for BudgetedFile {
     fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
-        let Some(limit) = budget() else { return self.file.write(buf) };
-        let before = WRITTEN.fetch_add(buf.len() as u64, Ordering::SeqCst);
+        let Some((limit, before)) = charge(buf.len() as u64) else { return self.file.write(buf) };
         let room = limit.saturating_sub(before) as usize;
         if room >= buf.len() {
             return self.file.write(buf);
