@@ -63,6 +63,12 @@ impl SparseSpec {
     pub fn new(density: f64) -> Self {
         Self { density, masks: BTreeMap::new(), values: BTreeMap::new() }
     }
+
+    /// Given masks and values for every adapted module (a stored Stage 1, say): no density is
+    /// needed, and a target module left out of `masks` gets no more than one entry.
+    pub fn from_masks(masks: BTreeMap<String, Arc<Vec<u32>>>, values: BTreeMap<String, Tensor>) -> Self {
+        Self { density: 0.0, masks, values }
+    }
 }
 
 /// How the model trains.

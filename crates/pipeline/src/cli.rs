@@ -196,9 +196,11 @@ pub fn resolve_tuned_at(cfg: &Config, tune_cfg: &Config, store: &Store) -> Resul
 }
 
 fn resolve_with(cfg: &Config, tune: &crate::store::Artifact) -> Result<Config, PipelineError> {
+    use crate::stages::summaries::StageSummary;
+    let summary = crate::stages::summaries::TuneSummary::of(tune)?;
     let mut chosen = std::collections::BTreeMap::new();
     for (key, method) in cfg.tuned_keys() {
-        let Some(lr) = crate::stages::tune::chosen(&tune.manifest.summary, method) else {
+        let Some(lr) = crate::stages::tune::chosen(&summary, method) else {
             return Err(PipelineError::stage("tune", format!("{key} = \"tuned\", but the tune artifact holds no choice for {method}")));
         };
         tracing::info!("{key} = \"tuned\": {lr:e} (tune's choice for {method})");
@@ -290,19 +292,11 @@ pub fn run(cli: Cli) -> Result<(), PipelineError> {
         Command::Bench(args) => crate::commands::bench::run(&cfg, args),
         Command::All => {
             let force = if cli.force { Force::All } else { Force::Nothing };
-            // Planned stages without code yet (e.g. `report`) are skipped with a warning.
             // `tune` runs first when a rate is "tuned" (run_stages_with), not otherwise.
-            let (ready, missing): (Vec<&str>, Vec<&str>) =
-                ALL.iter().copied().partition(|s| crate::stages::find(s).is_some());
-            for stage in &missing {
-                tracing::warn!("{stage}: not implemented yet, skipped");
-            }
-            run_stages_with(&cfg, &root, &RunOptions { force, no_rebuild: cli.no_rebuild }, &ready)
+            run_stages_with(&cfg, &root, &RunOptions { force, no_rebuild: cli.no_rebuild }, ALL)
         }
         cmd => {
             let stage = cmd.stage().expect("every other command runs a stage");
-            // Fail before touching the artifacts dir when the stage has no code yet.
-            crate::runner::lookup_stage(stage)?;
             let force = if cli.force { Force::Stages(vec![stage.to_string()]) } else { Force::Nothing };
             run_stages_with(&cfg, &root, &RunOptions { force, no_rebuild: cli.no_rebuild }, &[stage])
         }

@@ -28,12 +28,6 @@ pub enum PipelineError {
         /// The pid recorded in the lock file (`?` when unreadable).
         pid: String,
     },
-    /// A stage named by the CLI exists in the plan but has no implementation yet.
-    #[error("{stage}: not implemented yet")]
-    NotImplemented {
-        /// The stage or command.
-        stage: String,
-    },
     /// A name that is neither a stage nor an artifact path.
     #[error("unknown stage or artifact `{name}` (stages: {known})")]
     UnknownTarget {

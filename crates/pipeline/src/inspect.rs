@@ -1,13 +1,12 @@
 //! `pipeline inspect TARGET`: what an artifact holds, for people and (`--json`) for machines.
 //!
 //! TARGET is a stage name (its artifact under the current config, else the one `pipeline.lock`
-//! records) or an artifact folder. Stages with a dedicated view are dispatched in [`inspect`];
-//! others show their manifest summary and files.
+//! records) or an artifact folder. Each stage shows its artifacts its own way
+//! ([`crate::stage::Stage::inspect`]); the default is the manifest summary and files ([`generic`]).
 
 use crate::config::Config;
 use crate::error::PipelineError;
 use crate::runner::{lookup_stage, plan_stage};
-use crate::stages;
 use crate::store::{Artifact, Store, MANIFEST_FILE};
 use serde_json::{json, Value};
 use std::path::Path;
@@ -35,20 +34,13 @@ pub fn resolve_target(cfg: &Config, store: &Store, target: &str) -> Result<Artif
     })
 }
 
-/// The JSON view and the text view of an artifact.
+/// The JSON view and the text view of an artifact: its stage's [`crate::stage::Stage::inspect`].
 pub fn inspect(artifact: &Artifact) -> Result<(Value, String), PipelineError> {
-    match artifact.stage.as_str() {
-        "partition" => stages::partition::inspect(artifact),
-        "tune" => stages::tune::inspect(artifact),
-        "stage1" => stages::stage1::inspect(artifact),
-        "decompose" => stages::decompose::inspect(artifact),
-        "stage2" => stages::stage2::inspect(artifact),
-        "baselines" => stages::baselines::inspect_metrics(artifact),
-        _ => Ok(generic(artifact)),
-    }
+    lookup_stage(&artifact.stage)?.inspect(artifact)
 }
 
-fn generic(a: &Artifact) -> (Value, String) {
+/// The view of a stage without its own: the manifest summary and the files.
+pub fn generic(a: &Artifact) -> (Value, String) {
     let files: serde_json::Map<String, Value> =
         a.manifest.files.iter().map(|(k, v)| (k.clone(), json!(v.bytes))).collect();
     let value = json!({

@@ -85,16 +85,9 @@ pub fn plan_stage(cfg: &Config, stage: &dyn Stage) -> Result<PlannedStage, Pipel
     Ok(PlannedStage { stage: stage.name().to_string(), code_version: stage.code_version(), params, upstream, key })
 }
 
-/// The registered stage `name`; "not implemented yet" for planned stages without code.
+/// The registered stage `name`.
 pub fn lookup_stage(name: &str) -> Result<Box<dyn Stage>, PipelineError> {
-    if let Some(s) = stages::find(name) {
-        return Ok(s);
-    }
-    if PLAN.contains(&name) {
-        Err(PipelineError::NotImplemented { stage: name.to_string() })
-    } else {
-        Err(PipelineError::UnknownTarget { name: name.to_string(), known: PLAN.join(", ") })
-    }
+    stages::find(name).ok_or_else(|| PipelineError::UnknownTarget { name: name.to_string(), known: PLAN.join(", ") })
 }
 
 /// Runs stages against one store, memoising artifacts within the process.
@@ -201,8 +194,6 @@ impl<'a> Runner<'a> {
         std::fs::create_dir_all(&work_dir).at(&work_dir)?;
         let ctx = StageCtx {
             config: self.cfg,
-            store: self.store,
-            force,
             no_rebuild: self.no_rebuild,
             stage: stage.name(),
             key: key.clone(),

@@ -2,7 +2,7 @@
 
 use crate::config::Config;
 use crate::error::PipelineError;
-use crate::store::{Artifact, Store};
+use crate::store::Artifact;
 use indicatif::ProgressBar;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -26,6 +26,11 @@ pub trait Stage {
     fn across_seeds(&self) -> bool {
         false
     }
+    /// `pipeline inspect` of one of its artifacts: the JSON view and the text view. Default: the
+    /// manifest summary and the files.
+    fn inspect(&self, artifact: &Artifact) -> Result<(serde_json::Value, String), PipelineError> {
+        Ok(crate::inspect::generic(artifact))
+    }
 }
 
 /// One replicate seed's upstream artifacts.
@@ -41,10 +46,6 @@ pub struct Replicate {
 pub struct StageCtx<'a> {
     /// The validated config.
     pub config: &'a Config,
-    /// The artifact store (locked for writing).
-    pub store: &'a Store,
-    /// `--force` was given for this stage.
-    pub force: bool,
     /// `--no-rebuild`: corrupt inputs (e.g. a round checkpoint whose hash does not match its record)
     /// are errors, not skipped.
     pub no_rebuild: bool,

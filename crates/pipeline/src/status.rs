@@ -18,8 +18,6 @@ pub enum State {
     Stale,
     /// It never ran here.
     Missing,
-    /// No code for it yet.
-    NotImplemented,
 }
 
 impl std::fmt::Display for State {
@@ -28,7 +26,6 @@ impl std::fmt::Display for State {
             State::UpToDate => "up to date",
             State::Stale => "stale",
             State::Missing => "missing",
-            State::NotImplemented => "not implemented yet",
         })
     }
 }
@@ -75,13 +72,7 @@ pub fn status_awaiting_tune(cfg: &Config, store: &Store) -> Result<Vec<StageStat
 }
 
 fn stage_status(cfg: &Config, store: &Store, lock: &crate::store::PipelineLock, name: &str) -> Result<StageStatus, PipelineError> {
-    let stage = match lookup_stage(name) {
-        Ok(s) => s,
-        Err(PipelineError::NotImplemented { .. }) => {
-            return Ok(StageStatus { stage: name.to_string(), state: State::NotImplemented, key: None, reasons: vec![] });
-        }
-        Err(e) => return Err(e),
-    };
+    let stage = lookup_stage(name)?;
     let plan = plan_stage(cfg, stage.as_ref())?;
     let found = store.check(name, &plan.key);
     let (state, reasons) = if let Lookup::Found(_) = found {

@@ -42,6 +42,7 @@ use crate::config::{parse_set, Config, ConfigOverride};
 use crate::error::{IoContext, PipelineError};
 use crate::runner::{lookup_stage, plan_stage, Force};
 use crate::stages::report::SUMMARY_FILE;
+use crate::stages::summaries::{StageSummary, TuneSummary};
 use crate::stages::ALL;
 use crate::store::Store;
 
@@ -248,7 +249,11 @@ pub fn run(ctx: &StudyContext, args: &StudyArgs) -> Result<PathBuf, PipelineErro
             *cfg = crate::cli::resolve_tuned_at(cfg, &tune_cfg, &store)?;
         }
         let planned_tune = plan_stage(&tune_cfg.for_seed(tune_cfg.run.replicate_seeds()[0]), lookup_stage("tune")?.as_ref())?;
-        let grids = store.lookup("tune", &planned_tune.key).map(|a| tune_choices(&a.manifest.summary)).unwrap_or_default();
+        let grids = store
+            .lookup("tune", &planned_tune.key)
+            .and_then(|a| TuneSummary::of(&a).ok())
+            .map(|s| tune_choices(&s))
+            .unwrap_or_default();
         setup.push((
             "Learning rates".to_string(),
             format!("tuned once, at point {label:?}, on its validation rows (seed {}): {grids}", tune_cfg.run.replicate_seeds()[0]),
@@ -324,23 +329,18 @@ pub fn run(ctx: &StudyContext, args: &StudyArgs) -> Result<PathBuf, PipelineErro
 }
 
 /// `fft 1e-4 of [3e-5, 1e-4, 3e-4]; …` from a tune summary, marking a choice at the grid's edge.
-pub fn tune_choices(summary: &serde_json::Value) -> String {
-    let Some(methods) = summary.get("methods").and_then(|m| m.as_object()) else { return String::new() };
-    methods
+pub fn tune_choices(summary: &TuneSummary) -> String {
+    summary
+        .methods
         .iter()
         .map(|(method, m)| {
-            let grid: Vec<f64> =
-                m["points"].as_array().map(|p| p.iter().filter_map(|p| p["lr"].as_f64()).collect()).unwrap_or_default();
-            let chosen = m["chosen"].as_f64();
-            let edge = match (chosen, grid.first(), grid.last()) {
-                (Some(c), Some(lo), Some(hi)) if grid.len() > 1 && (c == *lo || c == *hi) => " (at the grid's edge)",
+            let grid: Vec<f64> = m.points.iter().map(|p| p.lr).collect();
+            let edge = match (grid.first(), grid.last()) {
+                (Some(lo), Some(hi)) if grid.len() > 1 && (m.chosen == *lo || m.chosen == *hi) => " (at the grid's edge)",
                 _ => "",
             };
             let grid = grid.iter().map(|v| format!("{v:e}")).collect::<Vec<_>>().join(", ");
-            match chosen {
-                Some(c) => format!("{method} {c:e} of [{grid}]{edge}"),
-                None => format!("{method}: every rate of [{grid}] diverged"),
-            }
+            format!("{method} {:e} of [{grid}]{edge}", m.chosen)
         })
         .collect::<Vec<_>>()
         .join("; ")
@@ -352,10 +352,11 @@ mod tests {
 
     #[test]
     fn tune_choices_mark_the_grid_edge() {
-        let s = serde_json::json!({ "methods": {
+        let s: TuneSummary = serde_json::from_value(serde_json::json!({ "methods": {
             "fft": { "chosen": 1e-4, "points": [{ "lr": 3e-5 }, { "lr": 1e-4 }, { "lr": 3e-4 }] },
             "lora": { "chosen": 1e-3, "points": [{ "lr": 1e-4 }, { "lr": 1e-3 }] },
-        }});
+        }}))
+        .unwrap();
         assert_eq!(tune_choices(&s), "fft 1e-4 of [3e-5, 1e-4, 3e-4]; lora 1e-3 of [1e-4, 1e-3] (at the grid's edge)");
     }
 

@@ -13,6 +13,7 @@
 //! default) SFT then starts from Stage 1's final state and metrics, written as the round checkpoint
 //! the engine resumes from, and only trains the remaining rounds: the same metrics, bit for bit.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::{json, Value};
@@ -20,6 +21,7 @@ use slora_federation::{ClassifierLearner, RoundMetrics};
 use slora_model::peft::{save_adapter, PeftAdapter};
 
 use super::federated::{self as fed, OrStage};
+use super::summaries::{BaselineRun, BaselinesSummary, MaskSummary, Stage1Summary, StageSummary};
 use crate::config::{BaselineMethod, Config};
 use crate::error::PipelineError;
 use crate::stage::{Stage, StageCtx};
@@ -42,6 +44,10 @@ pub fn adapter_dir(method: BaselineMethod) -> Option<&'static str> {
 }
 
 impl Stage for Baselines {
+    fn inspect(&self, artifact: &crate::store::Artifact) -> Result<(Value, String), PipelineError> {
+        fed::inspect_metrics(artifact)
+    }
+
     fn name(&self) -> &'static str {
         "baselines"
     }
@@ -79,7 +85,7 @@ impl Stage for Baselines {
         let base = fed::load_base_model(cfg, stage)?;
         let rounds = cfg.stage1.rounds + cfg.stage2.rounds;
         let mut all_rows: Vec<RoundMetrics> = Vec::new();
-        let mut methods = serde_json::Map::new();
+        let mut methods = BTreeMap::new();
         for method in &cfg.baselines.methods {
             let b = &cfg.baselines;
             let lr = b.lr(*method).value();
@@ -90,7 +96,7 @@ impl Stage for Baselines {
                 // The federation's learned mask, and what choosing it cost (charged to SFT as to SLoRA).
                 let stage1 = ctx.input("stage1")?;
                 sparse.masks = super::stage1::trained_masks(stage1)?;
-                fedcfg = with_mask_round_costs(fedcfg, &stage1.manifest.summary["mask"]);
+                fedcfg = with_mask_round_costs(fedcfg, &Stage1Summary::of(stage1)?.mask);
             }
             let spec = fed::train_spec(cfg, mode, data.num_labels);
             let (model, _) = fed::build_classifier(stage, &base.config, &base.weights, &spec)?;
@@ -104,28 +110,29 @@ impl Stage for Baselines {
                 let adapter = PeftAdapter::from_classifier(learner.model(), Some(&cfg.model.source)).or_stage(stage)?;
                 save_adapter(&out.join(dir), &adapter).or_stage(stage)?;
             }
-            let mut summary = fed::run_summary(&outcome, learner.model());
-            summary["lr"] = json!(lr);
-            summary["head_lr"] = json!(learner.head_learning_rate());
-            summary["continued_from_stage1"] = json!(continued);
+            let summary = BaselineRun {
+                run: fed::run_summary(&outcome, learner.model()),
+                lr,
+                head_lr: learner.head_learning_rate(),
+                continued_from_stage1: continued,
+            };
             methods.insert(name, summary);
             all_rows.extend(outcome.metrics);
         }
         fed::write_metrics(out, &all_rows, stage)?;
-        Ok(json!({ "rounds": rounds, "methods": methods }))
+        Ok(BaselinesSummary { rounds, methods }.to_value())
     }
 }
 
-/// `fedcfg` charged with Stage 1's mask round (its summary's `mask` object).
-fn with_mask_round_costs(mut fedcfg: slora_federation::FedAvgConfig, mask: &Value) -> slora_federation::FedAvgConfig {
-    let u = |k: &str| mask[k].as_u64().unwrap_or(0);
+/// `fedcfg` charged with Stage 1's mask round.
+fn with_mask_round_costs(mut fedcfg: slora_federation::FedAvgConfig, mask: &MaskSummary) -> slora_federation::FedAvgConfig {
     fedcfg.setup = slora_federation::SetupCosts {
-        clients: mask["clients"].as_array().map_or(0, |c| c.len() as u32),
-        bytes_up_per_client: u("bytes_up_per_client"),
-        bytes_down_per_client: u("bytes_down_per_client"),
-        train_seconds: mask["train_seconds"].as_f64().unwrap_or(0.0),
+        clients: mask.clients.as_ref().map_or(0, |c| c.len() as u32),
+        bytes_up_per_client: mask.bytes_up_per_client.unwrap_or(0),
+        bytes_down_per_client: mask.bytes_down_per_client.unwrap_or(0),
+        train_seconds: mask.train_seconds.unwrap_or(0.0),
     };
-    fedcfg.setup_server_seconds = mask["server_seconds"].as_f64().unwrap_or(0.0);
+    fedcfg.setup_server_seconds = mask.server_seconds.unwrap_or(0.0);
     fedcfg
 }
 
@@ -163,17 +170,3 @@ fn seed_from_stage1(ctx: &StageCtx, method: &str) -> Result<(), PipelineError> {
     store.save(last.round, &state, &rows, last.wall_seconds).or_stage(stage)
 }
 
-/// `pipeline inspect` for stages whose output is a metrics table (stage2, baselines).
-pub fn inspect_metrics(artifact: &crate::store::Artifact) -> Result<(Value, String), PipelineError> {
-    let rows = slora_federation::metrics::read_parquet(&artifact.file("metrics.parquet")).or_stage(&artifact.stage)?;
-    let mut text = format!("{} {} at {}\n", artifact.stage, artifact.short_key(), artifact.dir.display());
-    text.push_str(&slora_federation::metrics::format_table(&rows));
-    let value = json!({
-        "stage": artifact.stage,
-        "key": artifact.key,
-        "dir": artifact.dir,
-        "summary": artifact.manifest.summary,
-        "metrics": slora_federation::metrics::rows_json(&rows),
-    });
-    Ok((value, text))
-}

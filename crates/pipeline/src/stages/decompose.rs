@@ -26,6 +26,7 @@ use slora_model::{derive_seed, Batch, LoraFactors, LoraSpec, Mode, SparseSpec};
 
 use super::federated::{self as fed, OrStage};
 use crate::config::{Config, DecomposeInit};
+use super::summaries::{DecomposeSummary, ModuleSpectrum, StageSummary, SwitchCheck};
 use crate::error::PipelineError;
 use crate::stage::{Stage, StageCtx};
 
@@ -45,6 +46,10 @@ struct Factored {
 }
 
 impl Stage for Decompose {
+    fn inspect(&self, artifact: &crate::store::Artifact) -> Result<(Value, String), PipelineError> {
+        inspect(artifact)
+    }
+
     fn name(&self) -> &'static str {
         "decompose"
     }
@@ -149,7 +154,7 @@ impl Stage for Decompose {
             sparse_weights.insert(k.clone(), v.clone());
             lora_weights.insert(k.clone(), v.clone());
         }
-        let sparse_spec = fed::train_spec(cfg, Mode::Sparse(SparseSpec { density: cfg.stage1.density, masks, values }), data_labels.num_labels);
+        let sparse_spec = fed::train_spec(cfg, Mode::Sparse(SparseSpec::from_masks(masks, values)), data_labels.num_labels);
         let (sparse_model, _) = fed::build_classifier(stage, &base.config, &sparse_weights, &sparse_spec)?;
         let lora_spec = LoraSpec { r: d.rank, lora_alpha: d.lora_alpha, dropout: 0.0, init: factors, freeze_a: false };
         let lora_spec = fed::train_spec(cfg, Mode::Lora(lora_spec), data_labels.num_labels);
@@ -172,31 +177,33 @@ impl Stage for Decompose {
         slora_federation::write_safetensors(&out.join(LORA_INIT_FILE), &lora_init).or_stage(stage)?;
         write_spectrum(&out.join("spectrum.parquet"), &factored, d.rank)?;
         let energies: Vec<f64> = factored.iter().map(|f| f.energy_kept).collect();
-        let per_module: serde_json::Map<String, Value> = factored
+        let modules = factored
             .iter()
             .map(|f| {
-                (f.module.clone(), json!({ "energy_kept": f.energy_kept, "top_singular_values": &f.singular_values[..f.singular_values.len().min(d.rank)] }))
+                let top = f.singular_values[..f.singular_values.len().min(d.rank)].iter().map(|&s| f64::from(s)).collect();
+                (f.module.clone(), ModuleSpectrum { energy_kept: f.energy_kept, top_singular_values: top })
             })
             .collect();
-        Ok(json!({
-            "rank": d.rank,
-            "lora_alpha": d.lora_alpha,
-            "scale": scale,
-            "init": d.init.to_string(),
-            "matrices": factored.len(),
-            "svd_seconds": svd_seconds,
-            "energy_kept_mean": energies.iter().sum::<f64>() / energies.len() as f64,
-            "energy_kept_min": energies.iter().cloned().fold(f64::INFINITY, f64::min),
-            "energy_kept_max": energies.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
-            "modules": per_module,
-            "switch_check": {
-                "max_abs_logit_change": max_change,
-                "rows": n,
-                "tolerance": SWITCH_TOLERANCE,
-                "passed": passed,
-                "enforced": d.init == DecomposeInit::Svd,
+        let summary = DecomposeSummary {
+            rank: d.rank,
+            lora_alpha: d.lora_alpha,
+            scale,
+            init: d.init.to_string(),
+            matrices: factored.len(),
+            svd_seconds,
+            energy_kept_mean: energies.iter().sum::<f64>() / energies.len() as f64,
+            energy_kept_min: energies.iter().cloned().fold(f64::INFINITY, f64::min),
+            energy_kept_max: energies.iter().cloned().fold(f64::NEG_INFINITY, f64::max),
+            modules,
+            switch_check: SwitchCheck {
+                max_abs_logit_change: max_change,
+                rows: n,
+                tolerance: SWITCH_TOLERANCE,
+                passed,
+                enforced: d.init == DecomposeInit::Svd,
             },
-        }))
+        };
+        Ok(summary.to_value())
     }
 }
 
@@ -242,36 +249,31 @@ fn write_spectrum(path: &Path, factored: &[Factored], rank: usize) -> Result<(),
 
 /// `pipeline inspect decompose`: rank, energy kept per matrix, the switch check.
 pub fn inspect(artifact: &crate::store::Artifact) -> Result<(Value, String), PipelineError> {
-    let s = &artifact.manifest.summary;
-    let sc = &s["switch_check"];
+    let s = DecomposeSummary::of(artifact)?;
+    let sc = &s.switch_check;
     let mut text = format!(
         "decompose {} at {}\n  rank {} | lora_alpha {} | init {} | {} matrices\n  energy kept at rank {}: mean {:.4}, min {:.4}, max {:.4}\n  switch check: max |Δlogit| = {:.3e} on {} rows (tolerance {:e}{}) -> {}\n",
         artifact.short_key(),
         artifact.dir.display(),
-        s["rank"],
-        s["lora_alpha"],
-        s["init"].as_str().unwrap_or("?"),
-        s["matrices"],
-        s["rank"],
-        s["energy_kept_mean"].as_f64().unwrap_or(f64::NAN),
-        s["energy_kept_min"].as_f64().unwrap_or(f64::NAN),
-        s["energy_kept_max"].as_f64().unwrap_or(f64::NAN),
-        sc["max_abs_logit_change"].as_f64().unwrap_or(f64::NAN),
-        sc["rows"],
+        s.rank,
+        format!("{:?}", s.lora_alpha), // as the JSON number reads: 16.0
+        s.init,
+        s.matrices,
+        s.rank,
+        s.energy_kept_mean,
+        s.energy_kept_min,
+        s.energy_kept_max,
+        sc.max_abs_logit_change,
+        sc.rows,
         SWITCH_TOLERANCE,
-        if sc["enforced"].as_bool() == Some(true) { ", enforced" } else { ", not enforced for this init" },
-        if sc["passed"].as_bool() == Some(true) { "ok" } else { "exceeded" },
+        if sc.enforced { ", enforced" } else { ", not enforced for this init" },
+        if sc.passed { "ok" } else { "exceeded" },
     );
     text.push_str(&format!("  {:<58} {:>8}  top singular values\n", "matrix", "energy"));
-    if let Some(m) = s["modules"].as_object() {
-        for (name, v) in m {
-            let top: Vec<String> = v["top_singular_values"]
-                .as_array()
-                .map(|a| a.iter().take(4).map(|x| format!("{:.4}", x.as_f64().unwrap_or(f64::NAN))).collect())
-                .unwrap_or_default();
-            text.push_str(&format!("  {name:<58} {:>8.4}  {}\n", v["energy_kept"].as_f64().unwrap_or(f64::NAN), top.join(" ")));
-        }
+    for (name, v) in &s.modules {
+        let top: Vec<String> = v.top_singular_values.iter().take(4).map(|x| format!("{x:.4}")).collect();
+        text.push_str(&format!("  {name:<58} {:>8.4}  {}\n", v.energy_kept, top.join(" ")));
     }
-    let value = json!({ "stage": "decompose", "key": artifact.key, "dir": artifact.dir, "summary": s });
+    let value = json!({ "stage": "decompose", "key": artifact.key, "dir": artifact.dir, "summary": artifact.manifest.summary });
     Ok((value, text))
 }

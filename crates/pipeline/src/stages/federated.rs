@@ -216,23 +216,23 @@ pub fn run_federated(
     })
 }
 
-/// A JSON summary of a finished run for the manifest.
-pub fn run_summary(outcome: &FedOutcome, model: &Classifier) -> Value {
+/// The summary of a finished run for the manifest.
+pub fn run_summary(outcome: &FedOutcome, model: &Classifier) -> super::summaries::RunSummary {
     let last = outcome.metrics.last();
     let last_eval = outcome.metrics.iter().rev().find(|m| m.accuracy.is_some());
-    json!({
-        "rounds": outcome.metrics.len().saturating_sub(1),
-        "final_accuracy": last.and_then(|m| m.final_accuracy()),
-        "final_curve_accuracy": last_eval.and_then(|m| m.accuracy),
-        "final_loss": last_eval.and_then(|m| m.loss),
-        "initial_accuracy": outcome.metrics.first().and_then(|m| m.accuracy),
-        "trainable_params": model.num_trainable_params(),
-        "bytes_up_per_client": last.map(|m| m.bytes_up_per_client),
-        "bytes_down_per_client": last.map(|m| m.bytes_down_per_client),
-        "cum_bytes_up": last.map(|m| m.cum_bytes_up),
-        "wall_seconds": last.map(|m| m.wall_seconds),
-        "resumed_from_round": outcome.resumed_from,
-    })
+    super::summaries::RunSummary {
+        rounds: outcome.metrics.len().saturating_sub(1),
+        final_accuracy: last.and_then(|m| m.final_accuracy()),
+        final_curve_accuracy: last_eval.and_then(|m| m.accuracy),
+        final_loss: last_eval.and_then(|m| m.loss),
+        initial_accuracy: outcome.metrics.first().and_then(|m| m.accuracy),
+        trainable_params: model.num_trainable_params(),
+        bytes_up_per_client: last.map(|m| m.bytes_up_per_client),
+        bytes_down_per_client: last.map(|m| m.bytes_down_per_client),
+        cum_bytes_up: last.map(|m| m.cum_bytes_up),
+        wall_seconds: last.map(|m| m.wall_seconds),
+        resumed_from_round: outcome.resumed_from,
+    }
 }
 
 /// Writes `metrics.parquet` into `out`.
@@ -247,4 +247,19 @@ pub fn head_tensors(state: &slora_federation::State) -> slora_federation::State 
         .filter(|(k, _)| !k.ends_with(".sparse_delta") && !k.ends_with(".lora_A.weight") && !k.ends_with(".lora_B.weight"))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
+}
+
+/// `pipeline inspect` for stages whose output is a metrics table (stage2, baselines).
+pub fn inspect_metrics(artifact: &crate::store::Artifact) -> Result<(Value, String), PipelineError> {
+    let rows = slora_federation::metrics::read_parquet(&artifact.file("metrics.parquet")).or_stage(&artifact.stage)?;
+    let mut text = format!("{} {} at {}\n", artifact.stage, artifact.short_key(), artifact.dir.display());
+    text.push_str(&slora_federation::metrics::format_table(&rows));
+    let value = json!({
+        "stage": artifact.stage,
+        "key": artifact.key,
+        "dir": artifact.dir,
+        "summary": artifact.manifest.summary,
+        "metrics": slora_federation::metrics::rows_json(&rows),
+    });
+    Ok((value, text))
 }

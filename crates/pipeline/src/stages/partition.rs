@@ -9,6 +9,7 @@
 //! repeats them with the row counts. Subsampling (`data.max_train` / `data.max_test`) and
 //! partitioning are seeded with `partition.seed`.
 
+use super::summaries::{NaturalSummary, PartitionSummary, SplitCounts, StageSummary};
 use crate::config::{Config, PartitionScheme};
 use crate::error::PipelineError;
 use crate::hashing::input_hash;
@@ -73,7 +74,12 @@ impl Partition {
     }
 
     /// Splits the train rows among clients; for natural ids also what the ids became.
-    fn split(cfg: &Config, train: &slora_data::Split, num_labels: usize, seed: u64) -> Result<(Vec<Vec<usize>>, Value), PipelineError> {
+    fn split(
+        cfg: &Config,
+        train: &slora_data::Split,
+        num_labels: usize,
+        seed: u64,
+    ) -> Result<(Vec<Vec<usize>>, Option<NaturalSummary>), PipelineError> {
         let p = &cfg.partition;
         let Some(scheme) = Self::scheme(cfg) else {
             let natural = slora_data::natural(&train.ids, p.max_clients, seed)?;
@@ -91,26 +97,30 @@ impl Partition {
                     ),
                 ));
             }
-            let info = json!({
-                "id_column": p.id_column,
-                "distinct_ids": natural.distinct_ids,
-                "max_clients": p.max_clients,
-                "ids_per_client": natural.ids.iter().map(Vec::len).collect::<Vec<_>>(),
-                "first_id_per_client": natural.ids.iter().map(|h| h[0].clone()).collect::<Vec<_>>(),
-            });
+            let info = NaturalSummary {
+                id_column: p.id_column.clone(),
+                distinct_ids: natural.distinct_ids,
+                max_clients: p.max_clients,
+                ids_per_client: natural.ids.iter().map(Vec::len).collect(),
+                first_id_per_client: natural.ids.iter().map(|h| h[0].clone()).collect(),
+            };
             tracing::info!(
                 "partition: {} distinct `{}` values -> {} clients",
                 natural.distinct_ids,
                 p.id_column,
                 natural.parts.len()
             );
-            return Ok((natural.parts, info));
+            return Ok((natural.parts, Some(info)));
         };
-        Ok((slora_data::partition(&train.labels, num_labels, p.clients, &scheme, seed)?, Value::Null))
+        Ok((slora_data::partition(&train.labels, num_labels, p.clients, &scheme, seed)?, None))
     }
 }
 
 impl Stage for Partition {
+    fn inspect(&self, artifact: &crate::store::Artifact) -> Result<(Value, String), PipelineError> {
+        inspect(artifact)
+    }
+
     fn name(&self) -> &'static str {
         "partition"
     }
@@ -240,25 +250,23 @@ impl Stage for Partition {
         LabelSet::new(ds.labels.names.clone()).write(&out.join(LABELS_FILE))?;
 
         let token_rows = |t: &slora_data::Tokenized| t.ids.iter().map(Vec::len).sum::<usize>();
-        let mut summary = json!({
-            "clients": parts.len(),
-            "train_rows": train.len(),
-            "test_rows": test.len(),
-            "num_labels": num_labels,
-            "label_names": ds.labels.names,
-            "rows_per_client": parts.iter().map(Vec::len).collect::<Vec<_>>(),
-            "validation_rows": validation.len(),
-            "validation_fraction": cfg.partition.validation_fraction,
-            "mean_label_entropy_bits": mean_label_entropy_bits(&counts),
-            "empty_texts": { "train": train_tok.empty_texts, "test": test_tok.empty_texts },
-            "truncated": { "train": train_tok.truncated, "test": test_tok.truncated },
-            "tokens": { "train": token_rows(&train_tok), "test": token_rows(&test_tok) },
-            "scheme": cfg.partition.scheme.to_string(),
-        });
-        if !natural.is_null() {
-            summary["natural"] = natural;
-        }
-        Ok(summary)
+        let summary = PartitionSummary {
+            clients: parts.len(),
+            train_rows: train.len(),
+            test_rows: test.len(),
+            num_labels,
+            label_names: ds.labels.names.clone(),
+            rows_per_client: parts.iter().map(Vec::len).collect(),
+            validation_rows: validation.len(),
+            validation_fraction: cfg.partition.validation_fraction,
+            mean_label_entropy_bits: mean_label_entropy_bits(&counts),
+            empty_texts: SplitCounts { train: train_tok.empty_texts, test: test_tok.empty_texts },
+            truncated: SplitCounts { train: train_tok.truncated, test: test_tok.truncated },
+            tokens: SplitCounts { train: token_rows(&train_tok), test: token_rows(&test_tok) },
+            scheme: cfg.partition.scheme.to_string(),
+            natural,
+        };
+        Ok(summary.to_value())
     }
 }
 
@@ -317,7 +325,8 @@ fn clone_err(e: &PipelineError) -> PipelineError {
 /// `pipeline inspect partition`: clients, rows per client, label histograms, entropy, test rows.
 pub fn inspect(a: &Artifact) -> Result<(Value, String), PipelineError> {
     let (counts, names) = read_stats(&a.file(STATS_FILE))?;
-    let test_rows = a.manifest.summary.get("test_rows").and_then(Value::as_u64).unwrap_or(0);
+    let summary = PartitionSummary::of(a)?;
+    let test_rows = summary.test_rows;
     let rows: Vec<u64> = counts.iter().map(|c| c.iter().sum()).collect();
     let mut sorted = rows.clone();
     sorted.sort_unstable();
@@ -330,7 +339,7 @@ pub fn inspect(a: &Artifact) -> Result<(Value, String), PipelineError> {
     let (min, max) = (sorted.first().copied().unwrap_or(0), sorted.last().copied().unwrap_or(0));
     let entropy: Vec<f64> = counts.iter().map(|c| label_entropy_bits(c)).collect();
     let mean_entropy = mean_label_entropy_bits(&counts);
-    let natural = a.manifest.summary.get("natural").filter(|v| !v.is_null()).cloned();
+    let natural = summary.natural;
     let mut value = json!({
         "stage": a.stage,
         "key": a.key,
@@ -347,19 +356,13 @@ pub fn inspect(a: &Artifact) -> Result<(Value, String), PipelineError> {
         "mean_label_entropy_bits": mean_entropy,
     });
     let mut text = format!("partition {} at {}\n", a.short_key(), a.dir.display());
-    let first_ids: Vec<String> = natural
-        .as_ref()
-        .and_then(|v| v["first_id_per_client"].as_array())
-        .map(|ids| ids.iter().map(|i| i.as_str().unwrap_or("").to_string()).collect())
-        .unwrap_or_default();
+    let first_ids: Vec<String> = natural.as_ref().map(|n| n.first_id_per_client.clone()).unwrap_or_default();
     if let Some(nat) = natural {
         text.push_str(&format!(
             "natural ids: one client per `{}` value, {} distinct, partition.max_clients = {}\n",
-            nat["id_column"].as_str().unwrap_or("?"),
-            nat["distinct_ids"],
-            nat["max_clients"]
+            nat.id_column, nat.distinct_ids, nat.max_clients
         ));
-        value["natural"] = nat;
+        value["natural"] = serde_json::to_value(&nat)?;
     }
     text.push_str(&format!(
         "clients {n}, train rows {} (per client min {min} / median {median} / max {max}), test rows {test_rows}, labels {}\n",

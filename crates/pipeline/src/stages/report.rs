@@ -15,6 +15,9 @@ use slora_report::{
     SummaryOptions, Target,
 };
 
+use super::summaries::{
+    BaselinesSummary, DecomposeSummary, PartitionSummary, ReportSummary, ReportedMethod, Stage1Summary, Stage2Summary, StageSummary,
+};
 use crate::config::{Config, PartitionScheme};
 use crate::error::{IoContext, PipelineError};
 use crate::stage::{Stage, StageCtx};
@@ -69,12 +72,8 @@ impl Stage for Report {
             slora_fsio::write_atomic(&path, contents.as_bytes()).at(&path)?;
         }
         let figures: Vec<String> = report.figures().iter().map(|f| f.id.clone()).collect();
-        let methods: serde_json::Map<String, Value> = summary
-            .methods
-            .iter()
-            .map(|(m, s)| (m.clone(), json!({ "accuracy": s.accuracy, "rounds": s.rounds })))
-            .collect();
-        Ok(json!({ "run_name": ctx.config.run.name, "figures": figures, "methods": methods }))
+        let methods = summary.methods.iter().map(|(m, s)| (m.clone(), ReportedMethod { accuracy: s.accuracy, rounds: s.rounds })).collect();
+        Ok(ReportSummary { run_name: ctx.config.run.name.clone(), figures, methods }.to_value())
     }
 }
 
@@ -98,10 +97,6 @@ pub fn publish(cfg: &Config, artifact: &Artifact) -> Result<PathBuf, PipelineErr
     write_dir_atomically(&dir, &files).map_err(report_err)?;
     tracing::info!("report: {}", dir.join("index.html").display());
     Ok(dir)
-}
-
-fn u64_at(v: &Value, pointer: &str) -> Option<u64> {
-    v.pointer(pointer).and_then(Value::as_u64)
 }
 
 /// Reads every upstream artifact into the report's plain inputs.
@@ -135,19 +130,12 @@ fn gather_inputs(ctx: &StageCtx) -> Result<ReportInputs, PipelineError> {
     let spectra = Spectra::read_parquet(&spectrum_path).map_err(report_err)?;
     let lora_rank = Spectra::read_rank(&spectrum_path).map_err(report_err)?.or(Some(cfg.decompose.rank));
 
+    let (s1, s2, base) = (Stage1Summary::of(stage1)?, Stage2Summary::of(stage2)?, BaselinesSummary::of(baselines)?);
     let mut trainable = BTreeMap::new();
-    if let Some(n) = u64_at(&stage1.manifest.summary, "/trainable_params") {
-        trainable.insert("slora-stage1".to_string(), n);
-    }
-    if let Some(n) = u64_at(&stage2.manifest.summary, "/trainable_params") {
-        trainable.insert("slora-stage2".to_string(), n);
-    }
-    if let Some(methods) = baselines.manifest.summary.get("methods").and_then(Value::as_object) {
-        for (m, s) in methods {
-            if let Some(n) = u64_at(s, "/trainable_params") {
-                trainable.insert(m.clone(), n);
-            }
-        }
+    trainable.insert("slora-stage1".to_string(), s1.run.trainable_params as u64);
+    trainable.insert("slora-stage2".to_string(), s2.run.trainable_params as u64);
+    for (m, s) in &base.methods {
+        trainable.insert(m.clone(), s.run.trainable_params as u64);
     }
     let mut artifact_keys: BTreeMap<String, String> = if ctx.replicates.len() > 1 {
         ctx.replicates
@@ -164,14 +152,10 @@ fn gather_inputs(ctx: &StageCtx) -> Result<ReportInputs, PipelineError> {
 
     // Every effective learning rate, per reported method.
     let mut rates: BTreeMap<String, MethodRates> = BTreeMap::new();
-    let rate = |v: &Value, k: &str| v.get(k).and_then(Value::as_f64);
-    if let Some(methods) = baselines.manifest.summary.get("methods").and_then(Value::as_object) {
-        for (m, s) in methods {
-            rates.insert(m.clone(), MethodRates { lr: rate(s, "lr"), head_lr: rate(s, "head_lr") });
-        }
+    for (m, s) in &base.methods {
+        rates.insert(m.clone(), MethodRates { lr: Some(s.lr), head_lr: Some(s.head_lr) });
     }
-    let s2 = &stage2.manifest.summary;
-    rates.insert("slora".into(), MethodRates { lr: rate(s2, "lr"), head_lr: rate(s2, "head_lr") });
+    rates.insert("slora".into(), MethodRates { lr: Some(s2.lr), head_lr: Some(s2.head_lr) });
     let target = if cfg.report.target_accuracy > 0.0 {
         Target::Absolute(cfg.report.target_accuracy)
     } else {
@@ -180,19 +164,19 @@ fn gather_inputs(ctx: &StageCtx) -> Result<ReportInputs, PipelineError> {
 
     Ok(ReportInputs {
         run_name: cfg.run.name.clone(),
-        setup: setup_lines(cfg, &partition.manifest.summary),
+        setup: setup_lines(cfg, &PartitionSummary::of(partition)?),
         metrics,
         partition: Some(partition_counts),
         spectra: Some(spectra),
         lora_rank,
-        switch_check: decompose.manifest.summary.get("switch_check").cloned(),
+        switch_check: Some(serde_json::to_value(DecomposeSummary::of(decompose)?.switch_check)?),
         trainable_params: trainable,
         config_toml: cfg.to_toml(),
         artifact_keys,
         replicates,
         options: SummaryOptions { last_k: cfg.report.last_k, target, rates },
         tuning: ctx.tuning.as_ref().map(|a| a.manifest.summary.clone()),
-        switch_cost: s2.get("switch").cloned(),
+        switch_cost: Some(serde_json::to_value(&s2.switch)?),
     })
 }
 
@@ -201,18 +185,18 @@ fn file_label(source: &str) -> String {
 }
 
 /// The facts under the report's title.
-fn setup_lines(cfg: &Config, partition_summary: &Value) -> Vec<(String, String)> {
+fn setup_lines(cfg: &Config, partition_summary: &PartitionSummary) -> Vec<(String, String)> {
     let p = &cfg.partition;
     let heterogeneity = match p.scheme {
         PartitionScheme::Iid => "IID".to_string(),
         PartitionScheme::Dirichlet => format!("Dirichlet label skew, α = {}", p.alpha),
         PartitionScheme::Pathological => format!("pathological, {} labels per client", p.classes_per_client),
         PartitionScheme::Natural => {
-            let ids = u64_at(partition_summary, "/natural/distinct_ids").map(|n| n.to_string()).unwrap_or_else(|| "?".into());
+            let ids = partition_summary.natural.as_ref().map_or("?".to_string(), |n| n.distinct_ids.to_string());
             format!("natural ids: one per `{}` value ({ids} distinct; at most {} clients)", p.id_column, if p.max_clients == 0 { "all".to_string() } else { p.max_clients.to_string() })
         }
     };
-    let rows = |k: &str| u64_at(partition_summary, &format!("/{k}")).map(|n| n.to_string()).unwrap_or_else(|| "?".into());
+    let p_s = partition_summary;
     vec![
         (
             "Data".into(),
@@ -220,9 +204,9 @@ fn setup_lines(cfg: &Config, partition_summary: &Value) -> Vec<(String, String)>
                 "{} (column {}): {} train / {} test rows, {} labels, max {} tokens",
                 file_label(&cfg.data.source),
                 cfg.data.text_column,
-                rows("train_rows"),
-                rows("test_rows"),
-                rows("num_labels"),
+                p_s.train_rows,
+                p_s.test_rows,
+                p_s.num_labels,
                 cfg.data.max_len
             ),
         ),
@@ -231,7 +215,7 @@ fn setup_lines(cfg: &Config, partition_summary: &Value) -> Vec<(String, String)>
             "Federation".into(),
             format!(
                 "{} clients, {heterogeneity}; {} sampled per round, {} local epoch(s), batch {}",
-                rows("clients"), cfg.federation.clients_per_round, cfg.federation.local_epochs, cfg.federation.batch_size
+                p_s.clients, cfg.federation.clients_per_round, cfg.federation.local_epochs, cfg.federation.batch_size
             ),
         ),
         (

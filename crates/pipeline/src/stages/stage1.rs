@@ -26,6 +26,7 @@ use slora_federation::{comm, ClassifierLearner, MaskRoundConfig, MaskRoundOutcom
 use slora_model::{Adapter, Classifier, Mode, SparseSpec};
 
 use super::federated::{self as fed, OrStage};
+use super::summaries::{MaskSummary, MatrixSummary, Stage1Summary, StageSummary};
 use crate::config::{Config, StageOneMask};
 use crate::error::PipelineError;
 use crate::stage::{Stage, StageCtx};
@@ -39,6 +40,10 @@ pub const METHOD: &str = "slora-stage1";
 pub const SPARSE_DELTA_FILE: &str = "sparse_delta.safetensors";
 
 impl Stage for Stage1 {
+    fn inspect(&self, artifact: &crate::store::Artifact) -> Result<(Value, String), PipelineError> {
+        inspect(artifact)
+    }
+
     fn name(&self) -> &'static str {
         "stage1"
     }
@@ -91,7 +96,7 @@ impl Stage for Stage1 {
 
         // The sparse update: indices from the model's masks, values from the final global state.
         let mut tensors: BTreeMap<String, Tensor> = BTreeMap::new();
-        let mut matrices = serde_json::Map::new();
+        let mut matrices: BTreeMap<String, MatrixSummary> = BTreeMap::new();
         let (mut nnz_total, mut entries_total) = (0usize, 0usize);
         for linear in model.linears() {
             let Adapter::Sparse(sparse) = linear.adapter() else { continue };
@@ -104,17 +109,23 @@ impl Stage for Stage1 {
             let nnz = sparse.indices.len();
             let norm = values.sqr().and_then(|t| t.sum_all()).and_then(|t| t.to_scalar::<f32>()).or_stage(stage)?.sqrt();
             let (rows_covered, cols_covered) = coverage(&sparse.indices, rows, cols);
-            let mut entry =
-                json!({ "shape": [rows, cols], "nnz": nnz, "density": nnz as f64 / (rows * cols) as f64, "delta_norm": norm,
-                        "rows_covered": rows_covered, "cols_covered": cols_covered });
+            let mut entry = MatrixSummary {
+                shape: vec![rows, cols],
+                nnz,
+                density: nnz as f64 / (rows * cols) as f64,
+                delta_norm: f64::from(norm),
+                rows_covered: Some(rows_covered),
+                cols_covered: Some(cols_covered),
+                ..Default::default()
+            };
             if mask_round.is_some() {
                 // How far the learned mask is from the seed's: shared entries (a random pair shares
                 // about density x nnz) and the random mask's coverage for comparison.
                 let random = &random_masks[module];
                 let (r_rows, r_cols) = coverage(random, rows, cols);
-                entry["overlap_with_random"] = json!(overlap(&sparse.indices, random) as f64 / nnz.max(1) as f64);
-                entry["random_rows_covered"] = json!(r_rows);
-                entry["random_cols_covered"] = json!(r_cols);
+                entry.overlap_with_random = Some(overlap(&sparse.indices, random) as f64 / nnz.max(1) as f64);
+                entry.random_rows_covered = Some(r_rows);
+                entry.random_cols_covered = Some(r_cols);
             }
             matrices.insert(module.to_string(), entry);
             nnz_total += nnz;
@@ -132,32 +143,35 @@ impl Stage for Stage1 {
         slora_federation::write_safetensors(&out.join(SPARSE_DELTA_FILE), &tensors).or_stage(stage)?;
         fed::write_metrics(out, &outcome.metrics, stage)?;
 
-        let mut summary = fed::run_summary(&outcome, model);
-        summary["method"] = json!(METHOD);
-        summary["density"] = json!(cfg.stage1.density);
-        summary["lr"] = json!(cfg.stage1.lr.value());
-        summary["head_lr"] = json!(learner.head_learning_rate());
-        summary["adapted_matrices"] = json!(matrices.len());
-        summary["adapted_params"] = json!(entries_total);
-        summary["nnz_total"] = json!(nnz_total);
-        summary["head_bytes"] = json!(head_bytes);
-        summary["matrices"] = Value::Object(matrices);
-        summary["head_initialised"] = json!(init.initialised);
-        summary["num_labels"] = json!(data.num_labels);
-        summary["mask"] = match &mask_round {
-            None => json!({ "kind": "random" }),
-            Some(m) => json!({
-                "kind": StageOneMask::FederatedImportance.to_string(),
-                "clients": m.clients,
-                "batches": cfg.stage1.mask_batches,
-                "bytes_up_per_client": m.bytes_up_per_client,
-                "largest_upload": m.largest_upload,
-                "bytes_down_per_client": m.bytes_down_per_client,
-                "train_seconds": m.train_seconds,
-                "server_seconds": m.server_seconds,
-            }),
+        let mask = match &mask_round {
+            None => MaskSummary::default(),
+            Some(m) => MaskSummary {
+                kind: StageOneMask::FederatedImportance.to_string(),
+                clients: Some(m.clients.clone()),
+                batches: Some(cfg.stage1.mask_batches),
+                bytes_up_per_client: Some(m.bytes_up_per_client),
+                largest_upload: Some(m.largest_upload),
+                bytes_down_per_client: Some(m.bytes_down_per_client),
+                train_seconds: Some(m.train_seconds),
+                server_seconds: Some(m.server_seconds),
+            },
         };
-        Ok(summary)
+        let summary = Stage1Summary {
+            run: fed::run_summary(&outcome, model),
+            method: METHOD.to_string(),
+            density: cfg.stage1.density,
+            lr: cfg.stage1.lr.value(),
+            head_lr: learner.head_learning_rate(),
+            adapted_matrices: matrices.len(),
+            adapted_params: entries_total,
+            nnz_total,
+            head_bytes,
+            matrices,
+            head_initialised: init.initialised.clone(),
+            num_labels: data.num_labels,
+            mask,
+        };
+        Ok(summary.to_value())
     }
 }
 
@@ -225,59 +239,63 @@ pub fn trained_masks(artifact: &crate::store::Artifact) -> Result<BTreeMap<Strin
         .collect()
 }
 
-/// `pipeline inspect stage1`: density, nnz and delta norm per matrix, and the metrics table.
+/// `pipeline inspect stage1`: density, nnz and delta norm per matrix, the mask, and the metrics table.
 pub fn inspect(artifact: &crate::store::Artifact) -> Result<(Value, String), PipelineError> {
-    let s = &artifact.manifest.summary;
+    let s = Stage1Summary::of(artifact)?;
     let mut text = format!(
         "stage1 {} at {}\n  density {} | {} matrices, {} of {} entries trained | head {} B | up {} B/client/round\n",
         artifact.short_key(),
         artifact.dir.display(),
-        s["density"],
-        s["adapted_matrices"],
-        s["nnz_total"],
-        s["adapted_params"],
-        s["head_bytes"],
-        s["bytes_up_per_client"],
+        s.density,
+        s.adapted_matrices,
+        s.nnz_total,
+        s.adapted_params,
+        s.head_bytes,
+        s.run.bytes_up_per_client.map_or("?".to_string(), |b| b.to_string()),
     );
-    let learned = s["mask"]["kind"].as_str() == Some("federated-importance");
+    let learned = s.mask.is_learned();
     if learned {
-        let m = &s["mask"];
+        let m = &s.mask;
         text.push_str(&format!(
-            "  mask: federated-importance, chosen by clients {} on {} batches each | up {} B/client (largest matrix {} B) | mask down {} B/client | {:.1} client s\n",
-            m["clients"], m["batches"], m["bytes_up_per_client"], m["largest_upload"], m["bytes_down_per_client"],
-            m["train_seconds"].as_f64().unwrap_or(0.0)
+            "  mask: federated-importance, chosen by clients {:?} on {} batches each | up {} B/client (largest matrix {} B) | mask down {} B/client | {:.1} client s\n",
+            m.clients.clone().unwrap_or_default(),
+            m.batches.unwrap_or(0),
+            m.bytes_up_per_client.unwrap_or(0),
+            m.largest_upload.unwrap_or(0),
+            m.bytes_down_per_client.unwrap_or(0),
+            m.train_seconds.unwrap_or(0.0)
         ));
         text.push_str(&format!(
             "  {:<58} {:>12} {:>8} {:>10} {:>9} {:>15} {:>15}\n",
             "matrix", "shape", "nnz", "|ΔW|", "∩ random", "rows (random)", "cols (random)"
         ));
     } else {
-        text.push_str(&format!("  mask: random (from the run seed)\n  {:<58} {:>12} {:>8} {:>10} {:>6} {:>6}\n", "matrix", "shape", "nnz", "|ΔW|", "rows", "cols"));
+        text.push_str(&format!(
+            "  mask: random (from the run seed)\n  {:<58} {:>12} {:>8} {:>10} {:>6} {:>6}\n",
+            "matrix", "shape", "nnz", "|ΔW|", "rows", "cols"
+        ));
     }
-    let pct = |v: &Value| format!("{:.1}%", v.as_f64().unwrap_or(f64::NAN) * 100.0);
-    if let Some(m) = s["matrices"].as_object() {
-        for (name, v) in m {
-            let shape = format!("{}x{}", v["shape"][0], v["shape"][1]);
-            let norm = v["delta_norm"].as_f64().unwrap_or(f64::NAN);
-            let nnz = v["nnz"].as_u64().unwrap_or(0);
-            if learned {
-                let rows = format!("{} ({})", pct(&v["rows_covered"]), pct(&v["random_rows_covered"]));
-                let cols = format!("{} ({})", pct(&v["cols_covered"]), pct(&v["random_cols_covered"]));
-                text.push_str(&format!(
-                    "  {name:<58} {shape:>12} {nnz:>8} {norm:>10.5} {:>9} {rows:>15} {cols:>15}\n",
-                    pct(&v["overlap_with_random"])
-                ));
-            } else {
-                text.push_str(&format!(
-                    "  {name:<58} {shape:>12} {nnz:>8} {norm:>10.5} {:>6} {:>6}\n",
-                    pct(&v["rows_covered"]),
-                    pct(&v["cols_covered"])
-                ));
-            }
+    let pct = |v: Option<f64>| v.map_or("?".to_string(), |v| format!("{:.1}%", v * 100.0));
+    for (name, v) in &s.matrices {
+        let shape = v.shape.iter().map(usize::to_string).collect::<Vec<_>>().join("x");
+        let (nnz, norm) = (v.nnz, v.delta_norm);
+        if learned {
+            let rows = format!("{} ({})", pct(v.rows_covered), pct(v.random_rows_covered));
+            let cols = format!("{} ({})", pct(v.cols_covered), pct(v.random_cols_covered));
+            text.push_str(&format!(
+                "  {name:<58} {shape:>12} {nnz:>8} {norm:>10.5} {:>9} {rows:>15} {cols:>15}\n",
+                pct(v.overlap_with_random)
+            ));
+        } else {
+            text.push_str(&format!(
+                "  {name:<58} {shape:>12} {nnz:>8} {norm:>10.5} {:>6} {:>6}\n",
+                pct(v.rows_covered),
+                pct(v.cols_covered)
+            ));
         }
     }
     let rows = slora_federation::metrics::read_parquet(&artifact.file("metrics.parquet")).or_stage("stage1")?;
     text.push_str(&slora_federation::metrics::format_table(&rows));
-    let value = json!({ "stage": "stage1", "key": artifact.key, "dir": artifact.dir, "summary": s, "metrics": slora_federation::metrics::rows_json(&rows) });
+    let value = json!({ "stage": "stage1", "key": artifact.key, "dir": artifact.dir, "summary": artifact.manifest.summary, "metrics": slora_federation::metrics::rows_json(&rows) });
     Ok((value, text))
 }

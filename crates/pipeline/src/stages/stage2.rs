@@ -20,6 +20,7 @@ use slora_model::peft::{save_adapter, PeftAdapter};
 use slora_model::{LoraFactors, LoraSpec, Mode};
 
 use super::federated::{self as fed, OrStage};
+use super::summaries::{DecomposeSummary, Stage1Summary, Stage2Summary, StageSummary, SwitchSummary};
 use crate::config::Config;
 use crate::error::PipelineError;
 use crate::stage::{Stage, StageCtx};
@@ -33,6 +34,10 @@ pub const METHOD: &str = "slora-stage2";
 pub const ADAPTER_DIR: &str = "adapter";
 
 impl Stage for Stage2 {
+    fn inspect(&self, artifact: &crate::store::Artifact) -> Result<(Value, String), PipelineError> {
+        inspect(artifact)
+    }
+
     fn name(&self) -> &'static str {
         "stage2"
     }
@@ -87,30 +92,32 @@ impl Stage for Stage2 {
         // train LoRA. It already holds W0 and the mask (from the seed). With the sparse ΔW values
         // (nnz f32) it runs the same deterministic SVD as the server, so ΔW is what is sent, once,
         // to every client. The dense alternative (every adapted matrix) is recorded for comparison.
-        let switch = switch_cost(&stage1.manifest.summary);
+        let switch = switch_cost(&Stage1Summary::of(stage1)?);
         fedcfg.switch_bytes_per_client = switch.sparse_bytes;
-        fedcfg.setup_server_seconds = decompose.manifest.summary.get("svd_seconds").and_then(Value::as_f64).unwrap_or(0.0);
+        fedcfg.setup_server_seconds = DecomposeSummary::of(decompose)?.svd_seconds;
         let outcome = fed::run_federated(ctx, &mut learner, &data, &fedcfg, "stage2.lr")?;
 
         let model = learner.model();
         let adapter = PeftAdapter::from_classifier(model, Some(&cfg.model.source)).or_stage(stage)?;
         save_adapter(&out.join(ADAPTER_DIR), &adapter).or_stage(stage)?;
         fed::write_metrics(out, &outcome.metrics, stage)?;
-        let mut summary = fed::run_summary(&outcome, model);
-        summary["method"] = json!(METHOD);
-        summary["rank"] = json!(rank);
-        summary["lora_alpha"] = json!(d.lora_alpha);
-        summary["round_offset"] = json!(last.round);
-        summary["lr"] = json!(cfg.stage2.lr.value());
-        summary["head_lr"] = json!(learner.head_learning_rate());
-        summary["switch"] = json!({
-            "charged_bytes_per_client": switch.sparse_bytes,
-            "charged": "the sparse ΔW values (nnz f32) sent once to every client, which re-runs the deterministic SVD",
-            "dense_correction_bytes_per_client": switch.dense_bytes,
-            "clients": data.clients.len(),
-        });
-        summary["adapter_base"] = json!(decompose.file(super::decompose::LORA_INIT_FILE));
-        Ok(summary)
+        let summary = Stage2Summary {
+            run: fed::run_summary(&outcome, model),
+            method: METHOD.to_string(),
+            rank,
+            lora_alpha: d.lora_alpha,
+            round_offset: last.round,
+            lr: cfg.stage2.lr.value(),
+            head_lr: learner.head_learning_rate(),
+            switch: SwitchSummary {
+                charged_bytes_per_client: switch.sparse_bytes,
+                charged: "the sparse ΔW values (nnz f32) sent once to every client, which re-runs the deterministic SVD".into(),
+                dense_correction_bytes_per_client: switch.dense_bytes,
+                clients: data.clients.len(),
+            },
+            adapter_base: decompose.file(super::decompose::LORA_INIT_FILE).display().to_string(),
+        };
+        Ok(summary.to_value())
     }
 }
 
@@ -123,12 +130,11 @@ pub struct SwitchCost {
 }
 
 /// The switch's cost per client (see [`Stage2::run`]).
-pub fn switch_cost(stage1_summary: &Value) -> SwitchCost {
-    let count = |k: &str| stage1_summary.get(k).and_then(Value::as_u64).unwrap_or(0);
-    SwitchCost { sparse_bytes: 4 * count("nnz_total"), dense_bytes: 4 * count("adapted_params") }
+pub fn switch_cost(stage1: &Stage1Summary) -> SwitchCost {
+    SwitchCost { sparse_bytes: 4 * stage1.nnz_total as u64, dense_bytes: 4 * stage1.adapted_params as u64 }
 }
 
 /// `pipeline inspect stage2`: the metrics table.
 pub fn inspect(artifact: &crate::store::Artifact) -> Result<(Value, String), PipelineError> {
-    super::baselines::inspect_metrics(artifact)
+    fed::inspect_metrics(artifact)
 }

@@ -10,12 +10,14 @@
 //! accuracy) and the summary with the grid, the scores and the choice. Each point keeps round
 //! checkpoints, so a killed tune resumes inside the point it was in.
 
+use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::{json, Value};
 use slora_federation::{run_fedavg, CheckpointStore, ClassifierLearner, FederationError, RoundMetrics};
 
 use super::federated::{self as fed, OrStage};
+use super::summaries::{StageSummary, TunePoint, TuneSummary, TunedMethod};
 use crate::config::{BaselineMethod, Config};
 use crate::error::PipelineError;
 use crate::stage::{Stage, StageCtx};
@@ -43,11 +45,15 @@ pub fn score(rows: &[RoundMetrics], k: usize) -> Option<f64> {
 }
 
 /// The chosen rate of `method` in a tune summary.
-pub fn chosen(summary: &Value, method: BaselineMethod) -> Option<f64> {
-    summary.get("methods")?.get(method.to_string())?.get("chosen")?.as_f64()
+pub fn chosen(summary: &TuneSummary, method: BaselineMethod) -> Option<f64> {
+    summary.methods.get(&method.to_string()).map(|m| m.chosen)
 }
 
 impl Stage for Tune {
+    fn inspect(&self, artifact: &crate::store::Artifact) -> Result<(Value, String), PipelineError> {
+        inspect(artifact)
+    }
+
     fn name(&self) -> &'static str {
         "tune"
     }
@@ -82,7 +88,7 @@ impl Stage for Tune {
         let base = fed::load_base_model(cfg, stage)?;
         let rounds = rounds(cfg);
         let mut all_rows = Vec::new();
-        let mut methods = serde_json::Map::new();
+        let mut methods = BTreeMap::new();
         for method in METHODS {
             let grid = cfg.tune.grid(method);
             if grid.is_empty() {
@@ -109,12 +115,12 @@ impl Stage for Tune {
                                 best = Some((s, lr));
                             }
                         }
-                        points.push(json!({ "lr": lr, "score": s, "final_accuracy": last, "diverged": false }));
+                        points.push(TunePoint { lr, score: s, final_accuracy: last, diverged: false });
                         all_rows.extend(outcome.metrics);
                     }
                     Err(FederationError::NonFiniteLoss { round, .. }) => {
                         tracing::warn!("tune: {method} lr {lr:e} diverged in round {round}; not a candidate");
-                        points.push(json!({ "lr": lr, "score": null, "final_accuracy": null, "diverged": true }));
+                        points.push(TunePoint { lr, score: None, final_accuracy: None, diverged: true });
                     }
                     Err(e) => return Err(ctx.error(format!("{name}: {e}"))),
                 }
@@ -122,44 +128,37 @@ impl Stage for Tune {
             let Some((_, chosen)) = best else {
                 return Err(ctx.error(format!("every rate of tune.{method} diverged: {grid:?}")));
             };
-            methods.insert(method.to_string(), json!({ "points": points, "chosen": chosen }));
+            methods.insert(method.to_string(), TunedMethod { points, chosen });
         }
         fed::write_metrics(out, &all_rows, stage)?;
-        Ok(json!({
-            "rounds": rounds,
-            "last_k": cfg.tune.last_k,
-            "seed": cfg.run.seed,
-            "validation_rows": validation.len(),
-            "methods": methods,
-        }))
+        Ok(TuneSummary { rounds, last_k: cfg.tune.last_k, seed: cfg.run.seed, validation_rows: validation.len(), methods }.to_value())
     }
 }
 
 /// `pipeline inspect tune`: every grid point's validation score and the choice per method.
 pub fn inspect(artifact: &crate::store::Artifact) -> Result<(Value, String), PipelineError> {
-    let s = &artifact.manifest.summary;
+    let s = TuneSummary::of(artifact)?;
     let mut text = format!(
         "tune {} at {}\n  {} rounds per point, score = mean validation accuracy of the last {} rounds, {} validation rows\n",
         artifact.short_key(),
         artifact.dir.display(),
-        s["rounds"],
-        s["last_k"],
-        s["validation_rows"]
+        s.rounds,
+        s.last_k,
+        s.validation_rows
     );
     text.push_str(&format!("  {:<6} {:>10} {:>10} {:>10}\n", "method", "lr", "score", "final"));
-    for (method, m) in s["methods"].as_object().into_iter().flatten() {
-        let chosen = m["chosen"].as_f64();
-        for p in m["points"].as_array().into_iter().flatten() {
-            let pct = |v: &Value| v.as_f64().map_or("diverged".to_string(), |x| format!("{:.2} %", 100.0 * x));
-            let lr = p["lr"].as_f64().unwrap_or(f64::NAN);
+    for (method, m) in &s.methods {
+        for p in &m.points {
+            let pct = |v: Option<f64>| v.map_or("diverged".to_string(), |x| format!("{:.2} %", 100.0 * x));
             text.push_str(&format!(
-                "  {method:<6} {lr:>10e} {:>10} {:>10}{}\n",
-                pct(&p["score"]),
-                pct(&p["final_accuracy"]),
-                if chosen == Some(lr) { "  <- chosen" } else { "" }
+                "  {method:<6} {:>10e} {:>10} {:>10}{}\n",
+                p.lr,
+                pct(p.score),
+                pct(p.final_accuracy),
+                if m.chosen == p.lr { "  <- chosen" } else { "" }
             ));
         }
     }
-    let value = json!({ "stage": "tune", "key": artifact.key, "dir": artifact.dir, "summary": s });
+    let value = json!({ "stage": "tune", "key": artifact.key, "dir": artifact.dir, "summary": artifact.manifest.summary });
     Ok((value, text))
 }
