@@ -2,11 +2,11 @@
 
 use crate::config::{parse_set, Config, ConfigOverride};
 use crate::error::PipelineError;
-use crate::runner::{Force, Runner};
+use crate::runner::{first_replicate, resolve_tuned_from_store, resolve_tuned_if_tuned, run_stages_with, Force, RunOptions};
 use crate::stages::ALL;
 use crate::store::Store;
 use clap::{Parser, Subcommand};
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 
 /// Federated sparse-then-LoRA fine-tuning (SLoRA) as a staged, cached, resumable pipeline.
 #[derive(Debug, Parser)]
@@ -155,62 +155,6 @@ pub fn load_config(cli: &Cli) -> Result<Config, PipelineError> {
     Ok(cfg)
 }
 
-/// The config of the first replicate seed (what status, inspect and export show).
-fn first_replicate(cfg: &Config) -> Config {
-    cfg.for_seed(cfg.run.replicate_seeds()[0])
-}
-
-/// `cfg` with its `"tuned"` rates replaced by the choices of its tune artifact in `store`, for
-/// commands that only read (status, inspect, export). Errors when that artifact does not exist yet.
-pub fn resolve_tuned_from_store(cfg: &Config, store: &Store) -> Result<Config, PipelineError> {
-    resolve_tuned_if_tuned(cfg, store)?.ok_or_else(|| {
-        let keys: Vec<&str> = cfg.tuned_keys().iter().map(|(k, _)| *k).collect();
-        PipelineError::config(format!("{} = \"tuned\", but `pipeline tune` has not run for this config yet", keys.join(", ")))
-    })
-}
-
-/// Like [`resolve_tuned_from_store`], but `None` when a rate is `"tuned"` and tune has not run.
-fn resolve_tuned_if_tuned(cfg: &Config, store: &Store) -> Result<Option<Config>, PipelineError> {
-    if cfg.tuned_keys().is_empty() {
-        return Ok(Some(cfg.clone()));
-    }
-    let tune_cfg = cfg.for_seed(cfg.run.replicate_seeds()[0]);
-    let planned = crate::runner::plan_stage(&tune_cfg, &crate::stages::tune::Tune)?;
-    match store.lookup("tune", &planned.key) {
-        Some(artifact) => resolve_with(cfg, &artifact).map(Some),
-        None => Ok(None),
-    }
-}
-
-/// `cfg` with its `"tuned"` rates replaced by the choices of the tune artifact of `tune_cfg` (a study
-/// tunes once, at one point, and uses that choice at every point). Errors when it has not run.
-pub fn resolve_tuned_at(cfg: &Config, tune_cfg: &Config, store: &Store) -> Result<Config, PipelineError> {
-    if cfg.tuned_keys().is_empty() {
-        return Ok(cfg.clone());
-    }
-    let planned = crate::runner::plan_stage(&first_replicate(tune_cfg), &crate::stages::tune::Tune)?;
-    let artifact = store
-        .lookup("tune", &planned.key)
-        .ok_or_else(|| PipelineError::config("the study's tune point has no tune artifact yet".to_string()))?;
-    resolve_with(cfg, &artifact)
-}
-
-fn resolve_with(cfg: &Config, tune: &crate::store::Artifact) -> Result<Config, PipelineError> {
-    use crate::stages::summaries::StageSummary;
-    let summary = crate::stages::summaries::TuneSummary::of(tune)?;
-    let mut chosen = std::collections::BTreeMap::new();
-    for (key, method) in cfg.tuned_keys() {
-        let Some(lr) = crate::stages::tune::chosen(&summary, method) else {
-            return Err(PipelineError::stage("tune", format!("{key} = \"tuned\", but the tune artifact holds no choice for {method}")));
-        };
-        tracing::info!("{key} = \"tuned\": {lr:e} (tune's choice for {method})");
-        chosen.insert(method, lr);
-    }
-    let mut resolved = cfg.clone();
-    resolved.resolve_tuned(|m| chosen[&m]);
-    Ok(resolved)
-}
-
 /// The artifacts directory: `--artifacts`, else `artifacts/` next to the config file.
 pub fn artifacts_dir(cli: &Cli, cfg: &Config) -> PathBuf {
     match &cli.artifacts {
@@ -219,16 +163,26 @@ pub fn artifacts_dir(cli: &Cli, cfg: &Config) -> PathBuf {
     }
 }
 
+/// How a command that did not fail ended: the binary's exit code.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Outcome {
+    /// Exit 0.
+    Done,
+    /// A check ran and failed (`compare` found drift): exit 1, apart from errors (exit 2).
+    CheckFailed,
+}
+
 /// Runs one command. Nothing is created before the config is valid.
-pub fn run(cli: Cli) -> Result<(), PipelineError> {
+pub fn run(cli: Cli) -> Result<Outcome, PipelineError> {
     init_logging(cli.verbose);
     if let Command::Compare(args) = &cli.command {
         // Needs no config. Drift is not an error (exit 2) but a failed check: exit 1.
-        if !crate::commands::compare::run(args)? {
-            std::process::exit(1);
-        }
-        return Ok(());
+        return Ok(if crate::commands::compare::run(args)? { Outcome::Done } else { Outcome::CheckFailed });
     }
+    dispatch(cli).map(|()| Outcome::Done)
+}
+
+fn dispatch(cli: Cli) -> Result<(), PipelineError> {
     if let Command::Study(args) = &cli.command {
         // The study file names its own base config and seeds.
         if cli.config.is_some() || cli.seeds.is_some() {
@@ -251,13 +205,13 @@ pub fn run(cli: Cli) -> Result<(), PipelineError> {
             let store = Store::open_read_only(&root);
             crate::hashing::load_cache(&root);
             let lines = match resolve_tuned_if_tuned(&cfg, &store)? {
-                Some(resolved) => crate::status::status(&first_replicate(&resolved), &store)?,
-                None => crate::status::status_awaiting_tune(&first_replicate(&cfg), &store)?,
+                Some(resolved) => crate::commands::status::status(&first_replicate(&resolved), &store)?,
+                None => crate::commands::status::status_awaiting_tune(&first_replicate(&cfg), &store)?,
             };
             if *json {
                 println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "stages": lines }))?);
             } else {
-                print!("{}", crate::status::render(&lines));
+                print!("{}", crate::commands::status::render(&lines));
             }
             Ok(())
         }
@@ -266,8 +220,8 @@ pub fn run(cli: Cli) -> Result<(), PipelineError> {
             crate::hashing::load_cache(&root);
             // Partition and tune are keyed without any learning rate.
             let cfg = if matches!(target.as_str(), "partition" | "tune") { cfg } else { resolve_tuned_from_store(&cfg, &store)? };
-            let artifact = crate::inspect::resolve_target(&first_replicate(&cfg), &store, target)?;
-            let (value, text) = crate::inspect::inspect(&artifact)?;
+            let artifact = crate::commands::inspect::resolve_target(&first_replicate(&cfg), &store, target)?;
+            let (value, text) = crate::commands::inspect::inspect(&artifact)?;
             if *json {
                 println!("{}", serde_json::to_string_pretty(&value)?);
             } else {
@@ -301,65 +255,4 @@ pub fn run(cli: Cli) -> Result<(), PipelineError> {
             run_stages_with(&cfg, &root, &RunOptions { force, no_rebuild: cli.no_rebuild }, &[stage])
         }
     }
-}
-
-/// How [`run_stages_with`] treats existing artifacts.
-#[derive(Debug, Clone)]
-pub struct RunOptions {
-    /// Which stages to rebuild even when up to date.
-    pub force: Force,
-    /// Stop on a corrupt artifact or checkpoint instead of rebuilding it (`--no-rebuild`).
-    pub no_rebuild: bool,
-}
-
-/// [`run_stages_with`] without `--no-rebuild`.
-pub fn run_stages(cfg: &Config, root: &Path, force: Force, stages: &[&str]) -> Result<(), PipelineError> {
-    run_stages_with(cfg, root, &RunOptions { force, no_rebuild: false }, stages)
-}
-
-/// Runs `stages` in order under the store lock; stops at the first error (e.g. "not implemented
-/// yet" for a planned stage without code). The model-dependent config checks
-/// ([`crate::preflight::check`]) run first, before the artifacts directory is created or locked.
-pub fn run_stages_with(cfg: &Config, root: &Path, opts: &RunOptions, stages: &[&str]) -> Result<(), PipelineError> {
-    crate::preflight::check(cfg)?;
-    let store = Store::open(root)?;
-    crate::hashing::load_cache(store.root());
-    let result = run_in_store(cfg, &store, opts, stages);
-    if let Err(e) = crate::hashing::save_cache(store.root()) {
-        tracing::warn!("could not save the hash cache: {e}");
-    }
-    result
-}
-
-/// Runs `stages` for every replicate seed: `tune` first (on the first seed) when it is asked for or
-/// a rate is `"tuned"`, whose choices then key every later stage; each per-seed stage once per seed;
-/// a stage across seeds (the report) once over all of them.
-fn run_in_store(cfg: &Config, store: &Store, opts: &RunOptions, stages: &[&str]) -> Result<(), PipelineError> {
-    let seeds = cfg.run.replicate_seeds();
-    let mut resolved = cfg.clone();
-    let mut tuning = None;
-    // Only stages that train (or report on) a method need its rate: `partition` alone never tunes.
-    let needs_rates = stages.iter().any(|s| !matches!(*s, "partition" | "tune"));
-    if stages.contains(&"tune") || (needs_rates && !cfg.tuned_keys().is_empty()) {
-        let tune_cfg = cfg.for_seed(seeds[0]);
-        let artifact = Runner::new(&tune_cfg, store, opts.force.clone()).no_rebuild(opts.no_rebuild).run("tune")?;
-        resolved = resolve_with(cfg, &artifact)?;
-        tuning = Some(artifact);
-    }
-    let seed_cfgs: Vec<Config> = seeds.iter().map(|s| resolved.for_seed(*s)).collect();
-    let mut runners: Vec<Runner> = seed_cfgs
-        .iter()
-        .map(|c| Runner::new(c, store, opts.force.clone()).no_rebuild(opts.no_rebuild).with_tuning(tuning.clone()))
-        .collect();
-    for stage in stages.iter().filter(|s| **s != "tune") {
-        if seeds.len() > 1 {
-            tracing::info!("{stage}: {} replicate seeds {seeds:?}", seeds.len());
-        }
-        let artifact = Runner::run_across(&mut runners, stage)?;
-        // The report is published after every run, cached or not (see stages::report::publish).
-        if *stage == "report" {
-            crate::stages::report::publish(&resolved, &artifact)?;
-        }
-    }
-    Ok(())
 }

@@ -74,6 +74,21 @@ pub enum PipelineError {
     /// Hub cache resolution.
     #[error(transparent)]
     Hub(#[from] slora_hub::HubError),
+    /// Model files, weights, adapters.
+    #[error(transparent)]
+    Model(#[from] slora_model::ModelError),
+    /// Federated runs, checkpoints, metrics files.
+    #[error(transparent)]
+    Federation(#[from] slora_federation::FederationError),
+    /// An error inside a stage (or command): its name, then the error, kept as the source.
+    #[error("{stage}: {source}")]
+    InStage {
+        /// The stage or command.
+        stage: String,
+        /// What went wrong.
+        #[source]
+        source: Box<PipelineError>,
+    },
     /// Data loading, tokenization, partitioning, shards.
     #[error(transparent)]
     Data(#[from] slora_data::DataError),
@@ -98,6 +113,17 @@ impl PipelineError {
     /// An I/O error on `path`.
     pub fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
         PipelineError::Io { path: path.into(), source }
+    }
+
+    /// A stage's own error.
+    /// `e` inside `stage`: left as it is when it already names the stage, else wrapped (its
+    /// causes stay reachable through `source()`).
+    pub fn in_stage(stage: &str, e: PipelineError) -> Self {
+        match e {
+            e @ (PipelineError::Stage { .. } | PipelineError::InStage { .. }) => e,
+            e if e.to_string().starts_with(&format!("{stage}: ")) => e,
+            e => PipelineError::InStage { stage: stage.to_string(), source: Box::new(e) },
+        }
     }
 
     /// A stage's own error.

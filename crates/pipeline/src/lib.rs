@@ -12,13 +12,11 @@ pub mod config;
 pub mod error;
 pub mod fsutil;
 pub mod hashing;
-pub mod inspect;
 pub mod preflight;
 pub mod progress;
 pub mod runner;
 pub mod stage;
 pub mod stages;
-pub mod status;
 pub mod store;
 
 pub use config::Config;

@@ -24,7 +24,8 @@ fn main() -> ExitCode {
     }
     let cli = slora_pipeline::cli::Cli::parse_env();
     match slora_pipeline::cli::run(cli) {
-        Ok(()) => ExitCode::SUCCESS,
+        Ok(slora_pipeline::cli::Outcome::Done) => ExitCode::SUCCESS,
+        Ok(slora_pipeline::cli::Outcome::CheckFailed) => ExitCode::from(1),
         Err(e) => {
             eprintln!("error: {}", one_line(&anyhow::Error::from(e)));
             ExitCode::from(2)

@@ -29,7 +29,7 @@ pub trait Stage {
     /// `pipeline inspect` of one of its artifacts: the JSON view and the text view. Default: the
     /// manifest summary and the files.
     fn inspect(&self, artifact: &Artifact) -> Result<(serde_json::Value, String), PipelineError> {
-        Ok(crate::inspect::generic(artifact))
+        Ok(crate::commands::inspect::generic(artifact))
     }
 }
 

@@ -18,7 +18,7 @@ use slora_model::{Classifier, ModelType, Weights};
 use crate::config::{BaselineMethod, Config};
 use crate::error::{IoContext, PipelineError};
 use crate::runner::{lookup_stage, plan_stage};
-use crate::stages::federated::{load_base_model, BaseModel, OrStage};
+use crate::stages::base_model::{load_base_model, BaseModel};
 use crate::store::{Artifact, Store};
 
 /// Which adapter to export.
@@ -128,13 +128,17 @@ fn write_model_dir(dir: &Path, config: &Value, weights: &Weights, model_dir: &Pa
 pub fn merge(base: &BaseModel, base_weights: &Weights, adapter: &PeftAdapter, num_labels: usize, seed: u64) -> Result<Weights, PipelineError> {
     let mut weights = base_weights.clone();
     adapter.apply_saved_modules(&mut weights);
-    let spec = adapter.train_spec(num_labels, seed).or_stage(EXPORT)?;
-    let (model, _) = Classifier::new(&base.config, &weights, &spec).or_stage(EXPORT)?;
-    model.effective_weights().or_stage(EXPORT)
+    let spec = adapter.train_spec(num_labels, seed)?;
+    let (model, _) = Classifier::new(&base.config, &weights, &spec)?;
+    Ok(model.effective_weights()?)
 }
 
 /// Runs the export; returns the output folder.
 pub fn run(cfg: &Config, artifacts: &Path, args: &ExportArgs) -> Result<PathBuf, PipelineError> {
+    export(cfg, artifacts, args).map_err(|e| PipelineError::in_stage(EXPORT, e))
+}
+
+fn export(cfg: &Config, artifacts: &Path, args: &ExportArgs) -> Result<PathBuf, PipelineError> {
     let store = Store::open_read_only(artifacts);
     crate::hashing::load_cache(artifacts);
     let method_name = match args.method {
@@ -153,10 +157,10 @@ pub fn run(cfg: &Config, artifacts: &Path, args: &ExportArgs) -> Result<PathBuf,
             (current_artifact(cfg, &store, "baselines")?, dir)
         }
     };
-    let adapter = load_adapter(&artifact.file(adapter_rel)).or_stage(EXPORT)?;
+    let adapter = load_adapter(&artifact.file(adapter_rel))?;
     let partition = current_artifact(cfg, &store, "partition")?;
-    let labels = slora_data::LabelSet::read(&partition.file("labels.json")).or_stage(EXPORT)?;
-    let base = load_base_model(cfg, EXPORT)?;
+    let labels = slora_data::LabelSet::read(&partition.file("labels.json"))?;
+    let base = load_base_model(cfg)?;
 
     let out = args.out.clone().unwrap_or_else(|| cfg.report.dir.join(format!("{}-export", cfg.run.name)).join(method_name));
     crate::fsutil::remove_dir_if_exists(&out)?;
@@ -169,7 +173,7 @@ pub fn run(cfg: &Config, artifacts: &Path, args: &ExportArgs) -> Result<PathBuf,
         ExportMethod::Lora | ExportMethod::FfaLora => base.weights.clone(),
         ExportMethod::Slora => {
             let decompose = current_artifact(cfg, &store, "decompose")?;
-            let init = slora_federation::read_safetensors(&decompose.file(crate::stages::decompose::LORA_INIT_FILE)).or_stage(EXPORT)?;
+            let init = slora_federation::read_safetensors(&decompose.file(crate::stages::decompose::LORA_INIT_FILE))?;
             let mut w = base.weights.clone();
             for (name, t) in init {
                 if !name.ends_with(".lora_A.weight") && !name.ends_with(".lora_B.weight") {
@@ -185,9 +189,9 @@ pub fn run(cfg: &Config, artifacts: &Path, args: &ExportArgs) -> Result<PathBuf,
         ExportMethod::Lora | ExportMethod::FfaLora => cfg.model.source.clone(),
         ExportMethod::Slora => out.join("base").display().to_string(),
     });
-    save_adapter(&out.join("adapter"), &exported).or_stage(EXPORT)?;
+    save_adapter(&out.join("adapter"), &exported)?;
     // Read back with the same loader a consumer would use: the layout and shapes must hold.
-    load_adapter(&out.join("adapter")).or_stage(EXPORT)?;
+    load_adapter(&out.join("adapter"))?;
 
     if args.merged {
         let merged = merge(&base, &base_weights, &adapter, labels.num_labels, cfg.run.seed)?;

@@ -5,5 +5,7 @@
 pub mod bench;
 pub mod compare;
 pub mod export;
+pub mod inspect;
+pub mod status;
 pub mod study;
 pub mod sweep;

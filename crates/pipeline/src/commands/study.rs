@@ -231,7 +231,7 @@ pub fn run(ctx: &StudyContext, args: &StudyArgs) -> Result<PathBuf, PipelineErro
     let claim_label = file.claim_point.clone().or(regular_last);
     let tune_label = file.tune_point.clone().or_else(|| claim_label.clone());
 
-    let opts = |force: Force| crate::cli::RunOptions { force, no_rebuild: ctx.no_rebuild };
+    let opts = |force: Force| crate::runner::RunOptions { force, no_rebuild: ctx.no_rebuild };
     // "tuned" rates: chosen once, at the tune point, and used everywhere.
     let mut setup = vec![
         ("Study file".to_string(), path.display().to_string()),
@@ -243,10 +243,10 @@ pub fn run(ctx: &StudyContext, args: &StudyArgs) -> Result<PathBuf, PipelineErro
         let (_, _, tune_cfg) = planned.iter().find(|(p, _, _)| p.label == label).expect("validated label");
         let tune_cfg = tune_cfg.clone();
         let force = if ctx.force { Force::Stages(vec!["tune".into()]) } else { Force::Nothing };
-        crate::cli::run_stages_with(&tune_cfg, &root, &opts(force), &["tune"])?;
+        crate::runner::run_stages_with(&tune_cfg, &root, &opts(force), &["tune"])?;
         let store = Store::open(&root)?;
         for (_, _, cfg) in &mut planned {
-            *cfg = crate::cli::resolve_tuned_at(cfg, &tune_cfg, &store)?;
+            *cfg = crate::runner::resolve_tuned_at(cfg, &tune_cfg, &store)?;
         }
         let planned_tune = plan_stage(&tune_cfg.for_seed(tune_cfg.run.replicate_seeds()[0]), lookup_stage("tune")?.as_ref())?;
         let grids = store
@@ -287,7 +287,7 @@ pub fn run(ctx: &StudyContext, args: &StudyArgs) -> Result<PathBuf, PipelineErro
         } else {
             Force::Nothing
         };
-        crate::cli::run_stages_with(&cfg, &root, &opts(force), ALL)?;
+        crate::runner::run_stages_with(&cfg, &root, &opts(force), ALL)?;
         let key = plan_stage(&cfg, lookup_stage("report")?.as_ref())?.key;
         let summary_path = root.join("report").join(&key).join(SUMMARY_FILE);
         let summary = Summary::read(&summary_path).map_err(|e| study_error(e.to_string()))?;

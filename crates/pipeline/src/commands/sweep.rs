@@ -208,7 +208,7 @@ pub fn run(ctx: &SweepContext, args: &SweepArgs) -> Result<PathBuf, PipelineErro
         } else {
             Force::Nothing
         };
-        crate::cli::run_stages_with(&cfg, &root, &crate::cli::RunOptions { force, no_rebuild: ctx.no_rebuild }, ALL)?;
+        crate::runner::run_stages_with(&cfg, &root, &crate::runner::RunOptions { force, no_rebuild: ctx.no_rebuild }, ALL)?;
         let key = plan_stage(&cfg, lookup_stage("report")?.as_ref())?.key;
         let summary_path = root.join("report").join(&key).join(SUMMARY_FILE);
         let summary = Summary::read(&summary_path).map_err(|e| sweep_error(e.to_string()))?;

@@ -20,7 +20,7 @@ use serde_json::{json, Value};
 use slora_federation::{ClassifierLearner, RoundMetrics};
 use slora_model::peft::{save_adapter, PeftAdapter};
 
-use super::federated::{self as fed, OrStage};
+use super::federated as fed;
 use super::summaries::{BaselineRun, BaselinesSummary, MaskSummary, Stage1Summary, StageSummary};
 use crate::config::{BaselineMethod, Config};
 use crate::error::PipelineError;
@@ -82,7 +82,7 @@ impl Stage for Baselines {
             return Err(ctx.error("baselines.methods is empty: nothing to run"));
         }
         let data = fed::load_data(ctx, ctx.input("partition")?)?;
-        let base = fed::load_base_model(cfg, stage)?;
+        let base = super::base_model::load_base_model(cfg)?;
         let rounds = cfg.stage1.rounds + cfg.stage2.rounds;
         let mut all_rows: Vec<RoundMetrics> = Vec::new();
         let mut methods = BTreeMap::new();
@@ -107,8 +107,8 @@ impl Stage for Baselines {
             }
             let outcome = fed::run_federated(ctx, &mut learner, &data, &fedcfg, &format!("baselines.{name}_lr"))?;
             if let Some(dir) = adapter_dir(*method) {
-                let adapter = PeftAdapter::from_classifier(learner.model(), Some(&cfg.model.source)).or_stage(stage)?;
-                save_adapter(&out.join(dir), &adapter).or_stage(stage)?;
+                let adapter = PeftAdapter::from_classifier(learner.model(), Some(&cfg.model.source))?;
+                save_adapter(&out.join(dir), &adapter)?;
             }
             let summary = BaselineRun {
                 run: fed::run_summary(&outcome, learner.model()),
@@ -119,7 +119,7 @@ impl Stage for Baselines {
             methods.insert(name, summary);
             all_rows.extend(outcome.metrics);
         }
-        fed::write_metrics(out, &all_rows, stage)?;
+        fed::write_metrics(out, &all_rows)?;
         Ok(BaselinesSummary { rounds, methods }.to_value())
     }
 }
@@ -146,11 +146,11 @@ fn continues_stage1(cfg: &Config) -> bool {
 fn seed_from_stage1(ctx: &StageCtx, method: &str) -> Result<(), PipelineError> {
     let stage = ctx.stage;
     let store = fed::checkpoint_store(ctx, method)?;
-    if store.latest().or_stage(stage)?.is_some() {
+    if store.latest()?.is_some() {
         return Ok(());
     }
     let stage1 = ctx.input("stage1")?;
-    let saved = slora_federation::read_safetensors(&stage1.file(super::stage1::SPARSE_DELTA_FILE)).or_stage(stage)?;
+    let saved = slora_federation::read_safetensors(&stage1.file(super::stage1::SPARSE_DELTA_FILE))?;
     let state: slora_federation::State = saved
         .into_iter()
         .filter(|(k, _)| !k.ends_with(".indices"))
@@ -159,7 +159,7 @@ fn seed_from_stage1(ctx: &StageCtx, method: &str) -> Result<(), PipelineError> {
             None => (k, v),
         })
         .collect();
-    let mut rows = slora_federation::metrics::read_parquet(&stage1.file("metrics.parquet")).or_stage(stage)?;
+    let mut rows = slora_federation::metrics::read_parquet(&stage1.file("metrics.parquet"))?;
     for r in &mut rows {
         r.method = method.to_string();
         // Only a run's own last round carries full-test figures (Stage 1 records none).
@@ -167,6 +167,6 @@ fn seed_from_stage1(ctx: &StageCtx, method: &str) -> Result<(), PipelineError> {
     }
     let last = rows.last().ok_or_else(|| ctx.error("stage1 metrics.parquet has no rows"))?;
     tracing::info!("{stage}: {method} continues Stage 1 after round {} (same masks, sampling and seeds)", last.round);
-    store.save(last.round, &state, &rows, last.wall_seconds).or_stage(stage)
+    Ok(store.save(last.round, &state, &rows, last.wall_seconds)?)
 }
 

@@ -24,7 +24,7 @@ use serde_json::{json, Value};
 use slora_model::svd_init::{lora_from_delta, InitMode};
 use slora_model::{derive_seed, Batch, LoraFactors, LoraSpec, Mode, SparseSpec};
 
-use super::federated::{self as fed, OrStage};
+use super::federated as fed;
 use crate::config::{Config, DecomposeInit};
 use super::summaries::{DecomposeSummary, ModuleSpectrum, StageSummary, SwitchCheck};
 use crate::error::PipelineError;
@@ -65,7 +65,7 @@ impl Stage for Decompose {
     fn params(&self, cfg: &Config) -> Value {
         json!({
             "seed": cfg.run.seed,
-            "model": fed::model_params(cfg),
+            "model": super::base_model::model_params(cfg),
             "adapter": cfg.adapter,
             "decompose": cfg.decompose,
             "switch_check_rows": fed::SWITCH_CHECK_ROWS,
@@ -76,9 +76,9 @@ impl Stage for Decompose {
         let cfg = ctx.config;
         let stage = ctx.stage;
         let d = &cfg.decompose;
-        let base = fed::load_base_model(cfg, stage)?;
+        let base = super::base_model::load_base_model(cfg)?;
         let stage1 = ctx.input("stage1")?;
-        let sparse = slora_federation::read_safetensors(&stage1.file(super::stage1::SPARSE_DELTA_FILE)).or_stage(stage)?;
+        let sparse = slora_federation::read_safetensors(&stage1.file(super::stage1::SPARSE_DELTA_FILE))?;
         let modules: Vec<String> = sparse.keys().filter_map(|k| k.strip_suffix(".indices")).map(str::to_string).collect();
         let head: BTreeMap<String, Tensor> =
             sparse.iter().filter(|(k, _)| !k.ends_with(".indices") && !k.ends_with(".values")).map(|(k, v)| (k.clone(), v.clone())).collect();
@@ -99,12 +99,12 @@ impl Stage for Decompose {
             .map(|module| {
                 let w_name = format!("{module}.weight");
                 let w0 = base.weights.get(&w_name).ok_or_else(|| ctx.error(format!("base model has no `{w_name}`")))?;
-                let (rows, cols) = w0.dims2().or_stage(stage)?;
-                let idx = sparse[&format!("{module}.indices")].to_vec1::<u32>().or_stage(stage)?;
+                let (rows, cols) = w0.dims2()?;
+                let idx = sparse[&format!("{module}.indices")].to_vec1::<u32>()?;
                 let vals_t = sparse
                     .get(&format!("{module}.values"))
                     .ok_or_else(|| ctx.error(format!("{} lacks `{module}.values`", super::stage1::SPARSE_DELTA_FILE)))?;
-                let vals = vals_t.to_vec1::<f32>().or_stage(stage)?;
+                let vals = vals_t.to_vec1::<f32>()?;
                 let mut delta = vec![0f32; rows * cols];
                 for (&i, &v) in idx.iter().zip(&vals) {
                     *delta.get_mut(i as usize).ok_or_else(|| ctx.error(format!("`{module}.indices` has {i} >= {rows}x{cols}")))? = v;
@@ -121,10 +121,10 @@ impl Stage for Decompose {
             .collect::<Result<_, PipelineError>>()?;
         for (module, w_name, w0, rows, cols, idx, vals_t, init) in inits {
             let dev = Device::Cpu;
-            let a = Tensor::from_vec(init.a, (d.rank, cols), &dev).or_stage(stage)?;
-            let b = Tensor::from_vec(init.b, (rows, d.rank), &dev).or_stage(stage)?;
-            let correction = Tensor::from_vec(init.base_correction, (rows, cols), &dev).or_stage(stage)?;
-            let new_base = (w0 + correction).or_stage(stage)?;
+            let a = Tensor::from_vec(init.a, (d.rank, cols), &dev)?;
+            let b = Tensor::from_vec(init.b, (rows, d.rank), &dev)?;
+            let correction = Tensor::from_vec(init.base_correction, (rows, cols), &dev)?;
+            let new_base = (w0 + correction)?;
             lora_init.insert(format!("{module}.lora_A.weight"), a.clone());
             lora_init.insert(format!("{module}.lora_B.weight"), b.clone());
             lora_init.insert(w_name.clone(), new_base.clone());
@@ -142,13 +142,13 @@ impl Stage for Decompose {
 
         // Switch check: stage 1's sparse model against the LoRA-initialised model on one test batch.
         let partition = ctx.input("partition")?;
-        let data_labels = slora_data::LabelSet::read(&partition.file("labels.json")).or_stage(stage)?;
-        let test = slora_data::read_shard(&partition.file("test.parquet")).or_stage(stage)?;
+        let data_labels = slora_data::LabelSet::read(&partition.file("labels.json"))?;
+        let test = slora_data::read_shard(&partition.file("test.parquet"))?;
         let n = test.len().min(fed::SWITCH_CHECK_ROWS);
         if n == 0 {
             return Err(ctx.error("the test shard is empty: no batch for the switch check"));
         }
-        let batch = Batch::collate(&test.input_ids[..n], &test.labels[..n], base.config.pad_token_id).or_stage(stage)?;
+        let batch = Batch::collate(&test.input_ids[..n], &test.labels[..n], base.config.pad_token_id)?;
         let mut sparse_weights = base.weights.clone();
         for (k, v) in &head {
             sparse_weights.insert(k.clone(), v.clone());
@@ -159,13 +159,13 @@ impl Stage for Decompose {
         let lora_spec = LoraSpec { r: d.rank, lora_alpha: d.lora_alpha, dropout: 0.0, init: factors, freeze_a: false };
         let lora_spec = fed::train_spec(cfg, Mode::Lora(lora_spec), data_labels.num_labels);
         let (lora_model, _) = fed::build_classifier(stage, &base.config, &lora_weights, &lora_spec)?;
-        let before = sparse_model.predict(&batch).or_stage(stage)?;
-        let after = lora_model.predict(&batch).or_stage(stage)?;
+        let before = sparse_model.predict(&batch)?;
+        let after = lora_model.predict(&batch)?;
         let max_change = (before - after)
             .and_then(|t| t.abs())
             .and_then(|t| t.max_all())
             .and_then(|t| t.to_scalar::<f32>())
-            .or_stage(stage)? as f64;
+            ? as f64;
         let passed = max_change <= SWITCH_TOLERANCE;
         tracing::info!("{stage}: largest logit change across the switch {max_change:.3e} on {n} test rows ({} init)", d.init);
         if d.init == DecomposeInit::Svd && !passed {
@@ -174,7 +174,7 @@ impl Stage for Decompose {
             )));
         }
 
-        slora_federation::write_safetensors(&out.join(LORA_INIT_FILE), &lora_init).or_stage(stage)?;
+        slora_federation::write_safetensors(&out.join(LORA_INIT_FILE), &lora_init)?;
         write_spectrum(&out.join("spectrum.parquet"), &factored, d.rank)?;
         let energies: Vec<f64> = factored.iter().map(|f| f.energy_kept).collect();
         let modules = factored

@@ -1,4 +1,4 @@
-//! What the federated stages (stage1, stage2, baselines) share: loading the model and the partition
+//! What the federated stages (stage1, stage2, baselines, tune) share: the partition
 //! shards, the training spec and optimizer settings from the config, the params that key them, and
 //! one call that runs FedAvg with round checkpoints in the stage's work folder.
 
@@ -9,7 +9,7 @@ use slora_federation::{
     run_fedavg, CheckpointStore, ClassifierLearner, FedAvgConfig, FedOutcome, FederationError, OptimSettings, Schedule, Shard,
 };
 use slora_model::optim::AdamWConfig;
-use slora_model::{Classifier, EncoderConfig, InitReport, Mode, ModelFiles, TrainSpec, Weights};
+use slora_model::{Classifier, EncoderConfig, InitReport, Mode, TrainSpec, Weights};
 
 use crate::config::{self, Config};
 use crate::error::PipelineError;
@@ -19,55 +19,11 @@ use crate::store::Artifact;
 /// Rows of the test batch used for the switch check (decompose).
 pub const SWITCH_CHECK_ROWS: usize = 32;
 
-/// Maps a library error into this stage's [`PipelineError::Stage`] (one line, cause included).
-pub trait OrStage<T> {
-    /// `stage: <error>`.
-    fn or_stage(self, stage: &str) -> Result<T, PipelineError>;
-}
-
-impl<T, E: std::fmt::Display> OrStage<T> for Result<T, E> {
-    fn or_stage(self, stage: &str) -> Result<T, PipelineError> {
-        self.map_err(|e| PipelineError::stage(stage, e.to_string()))
-    }
-}
-
-/// The encoder: its files, config and base weights.
-pub struct BaseModel {
-    /// Where the files are.
-    pub files: ModelFiles,
-    /// The architecture.
-    pub config: EncoderConfig,
-    /// Base weights (normalised names, f32).
-    pub weights: Weights,
-}
-
-/// Resolves and loads `model.source` at `model.revision`.
-pub fn load_base_model(cfg: &Config, stage: &str) -> Result<BaseModel, PipelineError> {
-    let files = ModelFiles::resolve(&cfg.model.source, &cfg.model.revision).or_stage(stage)?;
-    let config = EncoderConfig::from_file(&files.config).or_stage(stage)?;
-    let weights = Weights::load(&files.weights, &config).or_stage(stage)?;
-    Ok(BaseModel { files, config, weights })
-}
-
-/// The params every model-reading stage is keyed by: model id, revision and file hashes.
-pub fn model_params(cfg: &Config) -> Value {
-    let (config_sha256, weights_sha256) = match ModelFiles::resolve(&cfg.model.source, &cfg.model.revision) {
-        Ok(f) => (crate::hashing::input_hash(&f.config), crate::hashing::input_hash(&f.weights)),
-        Err(e) => (format!("unresolved: {e}"), format!("unresolved: {e}")),
-    };
-    json!({
-        "source": cfg.model.source,
-        "revision": cfg.model.revision,
-        "config_sha256": config_sha256,
-        "weights_sha256": weights_sha256,
-    })
-}
-
 /// Params shared by every federated run: seed, model, `[federation]`, `[optim]`, `[adapter]`.
 pub fn federated_params(cfg: &Config) -> Value {
     json!({
         "seed": cfg.run.seed,
-        "model": model_params(cfg),
+        "model": super::base_model::model_params(cfg),
         "federation": cfg.federation,
         "optim": cfg.optim,
         "adapter": cfg.adapter,
@@ -91,23 +47,22 @@ pub struct Data {
 
 /// Reads the shards of the partition artifact.
 pub fn load_data(ctx: &StageCtx, partition: &Artifact) -> Result<Data, PipelineError> {
-    let stage = ctx.stage;
-    let labels = slora_data::LabelSet::read(&partition.file("labels.json")).or_stage(stage)?;
+    let labels = slora_data::LabelSet::read(&partition.file("labels.json"))?;
     let mut clients = Vec::new();
     // As many clients as the partition wrote (natural ids decide their own count).
     let count = (0..).take_while(|&i| partition.manifest.files.contains_key(&slora_data::shard::client_file_name(i))).count();
     for i in 0..count {
         let path = partition.file(&slora_data::shard::client_file_name(i));
-        let s = slora_data::read_shard(&path).or_stage(stage)?;
+        let s = slora_data::read_shard(&path)?;
         clients.push(Shard { input_ids: s.input_ids, labels: s.labels });
     }
-    let test = slora_data::read_shard(&partition.file("test.parquet")).or_stage(stage)?;
+    let test = slora_data::read_shard(&partition.file("test.parquet"))?;
     let keep = slora_data::stratified_subsample(&test.labels, ctx.config.federation.eval_max_rows, ctx.config.run.seed);
     let full = Shard { input_ids: test.input_ids, labels: test.labels };
     let (test, full_test) = if keep.len() < full.len() { (full.select(&keep), Some(full)) } else { (full, None) };
     let validation_path = partition.file(super::partition::VALIDATION_FILE);
     let validation = if partition.manifest.files.contains_key(super::partition::VALIDATION_FILE) {
-        let v = slora_data::read_shard(&validation_path).or_stage(stage)?;
+        let v = slora_data::read_shard(&validation_path)?;
         Some(Shard { input_ids: v.input_ids, labels: v.labels })
     } else {
         None
@@ -182,7 +137,7 @@ pub fn build_classifier(
     weights: &Weights,
     spec: &TrainSpec,
 ) -> Result<(Classifier, InitReport), PipelineError> {
-    let (model, report) = Classifier::new(base, weights, spec).or_stage(stage)?;
+    let (model, report) = Classifier::new(base, weights, spec)?;
     tracing::info!(
         "{stage}: {} trainable parameters in {} tensors{}",
         model.num_trainable_params(),
@@ -195,7 +150,7 @@ pub fn build_classifier(
 /// The round-checkpoint store of `method` in the stage's work folder.
 pub fn checkpoint_store(ctx: &StageCtx, method: &str) -> Result<CheckpointStore, PipelineError> {
     let dir = ctx.work_dir.join(method);
-    Ok(CheckpointStore::open(&dir, format!("{}:{}:{}", ctx.stage, ctx.key, method)).or_stage(ctx.stage)?.strict(ctx.no_rebuild))
+    Ok(CheckpointStore::open(&dir, format!("{}:{}:{}", ctx.stage, ctx.key, method))?.strict(ctx.no_rebuild))
 }
 
 /// Runs FedAvg for `learner` with round checkpoints in `<work_dir>/<method>/` (resumed when present).
@@ -236,8 +191,8 @@ pub fn run_summary(outcome: &FedOutcome, model: &Classifier) -> super::summaries
 }
 
 /// Writes `metrics.parquet` into `out`.
-pub fn write_metrics(out: &Path, rows: &[slora_federation::RoundMetrics], stage: &str) -> Result<(), PipelineError> {
-    slora_federation::metrics::write_parquet(&out.join("metrics.parquet"), rows).or_stage(stage)
+pub fn write_metrics(out: &Path, rows: &[slora_federation::RoundMetrics]) -> Result<(), PipelineError> {
+    Ok(slora_federation::metrics::write_parquet(&out.join("metrics.parquet"), rows)?)
 }
 
 /// The head tensors of a trainable state (everything that is not an adapter tensor).
@@ -251,7 +206,7 @@ pub fn head_tensors(state: &slora_federation::State) -> slora_federation::State 
 
 /// `pipeline inspect` for stages whose output is a metrics table (stage2, baselines).
 pub fn inspect_metrics(artifact: &crate::store::Artifact) -> Result<(Value, String), PipelineError> {
-    let rows = slora_federation::metrics::read_parquet(&artifact.file("metrics.parquet")).or_stage(&artifact.stage)?;
+    let rows = slora_federation::metrics::read_parquet(&artifact.file("metrics.parquet"))?;
     let mut text = format!("{} {} at {}\n", artifact.stage, artifact.short_key(), artifact.dir.display());
     text.push_str(&slora_federation::metrics::format_table(&rows));
     let value = json!({

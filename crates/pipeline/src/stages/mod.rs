@@ -3,6 +3,7 @@
 //! Adding a stage = `pub mod <name>;` plus one line in [`registry`] (and its name in [`PLAN`]; a
 //! test checks they agree).
 
+pub mod base_model;
 pub mod baselines;
 pub mod decompose;
 pub mod federated;

@@ -25,7 +25,7 @@ use slora_federation::mask::{coverage, overlap};
 use slora_federation::{comm, ClassifierLearner, MaskRoundConfig, MaskRoundOutcome, MaskTarget, SetupCosts};
 use slora_model::{Adapter, Classifier, Mode, SparseSpec};
 
-use super::federated::{self as fed, OrStage};
+use super::federated as fed;
 use super::summaries::{MaskSummary, MatrixSummary, Stage1Summary, StageSummary};
 use crate::config::{Config, StageOneMask};
 use crate::error::PipelineError;
@@ -66,7 +66,7 @@ impl Stage for Stage1 {
         let cfg = ctx.config;
         let stage = ctx.stage;
         let data = fed::load_data(ctx, ctx.input("partition")?)?;
-        let base = fed::load_base_model(cfg, stage)?;
+        let base = super::base_model::load_base_model(cfg)?;
         let mut sparse = SparseSpec::new(cfg.stage1.density);
         let spec = fed::train_spec(cfg, Mode::Sparse(sparse.clone()), data.num_labels);
         let (mut model, mut init) = fed::build_classifier(stage, &base.config, &base.weights, &spec)?;
@@ -107,7 +107,7 @@ impl Stage for Stage1 {
                 .ok_or_else(|| ctx.error(format!("final state lacks `{module}.sparse_delta`")))?;
             let (rows, cols) = linear.shape();
             let nnz = sparse.indices.len();
-            let norm = values.sqr().and_then(|t| t.sum_all()).and_then(|t| t.to_scalar::<f32>()).or_stage(stage)?.sqrt();
+            let norm = values.sqr().and_then(|t| t.sum_all()).and_then(|t| t.to_scalar::<f32>())?.sqrt();
             let (rows_covered, cols_covered) = coverage(&sparse.indices, rows, cols);
             let mut entry = MatrixSummary {
                 shape: vec![rows, cols],
@@ -130,7 +130,7 @@ impl Stage for Stage1 {
             matrices.insert(module.to_string(), entry);
             nnz_total += nnz;
             entries_total += rows * cols;
-            let indices = Tensor::from_slice(sparse.indices.as_slice(), nnz, &candle_core::Device::Cpu).or_stage(stage)?;
+            let indices = Tensor::from_slice(sparse.indices.as_slice(), nnz, &candle_core::Device::Cpu)?;
             tensors.insert(format!("{module}.indices"), indices);
             tensors.insert(format!("{module}.values"), values.clone());
         }
@@ -140,8 +140,8 @@ impl Stage for Stage1 {
         let head = fed::head_tensors(&outcome.state);
         let head_bytes = comm::state_bytes(&head);
         tensors.extend(head);
-        slora_federation::write_safetensors(&out.join(SPARSE_DELTA_FILE), &tensors).or_stage(stage)?;
-        fed::write_metrics(out, &outcome.metrics, stage)?;
+        slora_federation::write_safetensors(&out.join(SPARSE_DELTA_FILE), &tensors)?;
+        fed::write_metrics(out, &outcome.metrics)?;
 
         let mask = match &mask_round {
             None => MaskSummary::default(),
@@ -197,7 +197,7 @@ fn module_of(tensor: &str) -> &str {
 /// outcome and the round's wall seconds.
 fn run_mask_round(
     ctx: &StageCtx,
-    base: &fed::BaseModel,
+    base: &super::base_model::BaseModel,
     data: &fed::Data,
     sparse_model: &Classifier,
 ) -> Result<(MaskRoundOutcome, f64), PipelineError> {
@@ -231,11 +231,11 @@ fn run_mask_round(
 
 /// The masks Stage 1 trained (its `<module>.indices` tensors), for methods that reuse them (SFT).
 pub fn trained_masks(artifact: &crate::store::Artifact) -> Result<BTreeMap<String, Arc<Vec<u32>>>, PipelineError> {
-    let saved = slora_federation::read_safetensors(&artifact.file(SPARSE_DELTA_FILE)).or_stage("stage1")?;
+    let saved = slora_federation::read_safetensors(&artifact.file(SPARSE_DELTA_FILE))?;
     saved
         .iter()
         .filter_map(|(k, t)| k.strip_suffix(".indices").map(|m| (m, t)))
-        .map(|(m, t)| Ok((m.to_string(), Arc::new(t.to_vec1::<u32>().or_stage("stage1")?))))
+        .map(|(m, t)| Ok((m.to_string(), Arc::new(t.to_vec1::<u32>()?))))
         .collect()
 }
 
@@ -294,7 +294,7 @@ pub fn inspect(artifact: &crate::store::Artifact) -> Result<(Value, String), Pip
             ));
         }
     }
-    let rows = slora_federation::metrics::read_parquet(&artifact.file("metrics.parquet")).or_stage("stage1")?;
+    let rows = slora_federation::metrics::read_parquet(&artifact.file("metrics.parquet"))?;
     text.push_str(&slora_federation::metrics::format_table(&rows));
     let value = json!({ "stage": "stage1", "key": artifact.key, "dir": artifact.dir, "summary": artifact.manifest.summary, "metrics": slora_federation::metrics::rows_json(&rows) });
     Ok((value, text))

@@ -19,7 +19,7 @@ use slora_federation::ClassifierLearner;
 use slora_model::peft::{save_adapter, PeftAdapter};
 use slora_model::{LoraFactors, LoraSpec, Mode};
 
-use super::federated::{self as fed, OrStage};
+use super::federated as fed;
 use super::summaries::{DecomposeSummary, Stage1Summary, Stage2Summary, StageSummary, SwitchSummary};
 use crate::config::Config;
 use crate::error::PipelineError;
@@ -60,15 +60,15 @@ impl Stage for Stage2 {
         let cfg = ctx.config;
         let stage = ctx.stage;
         let data = fed::load_data(ctx, ctx.input("partition")?)?;
-        let base = fed::load_base_model(cfg, stage)?;
+        let base = super::base_model::load_base_model(cfg)?;
 
         // Stage 1's last metrics row: where round numbers, upload bytes and wall time continue from.
         let stage1 = ctx.input("stage1")?;
-        let stage1_rows = slora_federation::metrics::read_parquet(&stage1.file("metrics.parquet")).or_stage(stage)?;
+        let stage1_rows = slora_federation::metrics::read_parquet(&stage1.file("metrics.parquet"))?;
         let last = stage1_rows.last().ok_or_else(|| ctx.error("stage1 metrics.parquet has no rows"))?;
 
         let decompose = ctx.input("decompose")?;
-        let init = slora_federation::read_safetensors(&decompose.file(super::decompose::LORA_INIT_FILE)).or_stage(stage)?;
+        let init = slora_federation::read_safetensors(&decompose.file(super::decompose::LORA_INIT_FILE))?;
         let mut weights = base.weights.clone();
         let mut factors: BTreeMap<String, LoraFactors> = BTreeMap::new();
         for (name, t) in &init {
@@ -98,9 +98,9 @@ impl Stage for Stage2 {
         let outcome = fed::run_federated(ctx, &mut learner, &data, &fedcfg, "stage2.lr")?;
 
         let model = learner.model();
-        let adapter = PeftAdapter::from_classifier(model, Some(&cfg.model.source)).or_stage(stage)?;
-        save_adapter(&out.join(ADAPTER_DIR), &adapter).or_stage(stage)?;
-        fed::write_metrics(out, &outcome.metrics, stage)?;
+        let adapter = PeftAdapter::from_classifier(model, Some(&cfg.model.source))?;
+        save_adapter(&out.join(ADAPTER_DIR), &adapter)?;
+        fed::write_metrics(out, &outcome.metrics)?;
         let summary = Stage2Summary {
             run: fed::run_summary(&outcome, model),
             method: METHOD.to_string(),

@@ -16,7 +16,7 @@ use std::path::Path;
 use serde_json::{json, Value};
 use slora_federation::{run_fedavg, CheckpointStore, ClassifierLearner, FederationError, RoundMetrics};
 
-use super::federated::{self as fed, OrStage};
+use super::federated as fed;
 use super::summaries::{StageSummary, TunePoint, TuneSummary, TunedMethod};
 use crate::config::{BaselineMethod, Config};
 use crate::error::PipelineError;
@@ -85,7 +85,7 @@ impl Stage for Tune {
                 "partition.validation_fraction is 0: tune needs validation rows carved from the clients' training data (e.g. 0.1)",
             ));
         };
-        let base = fed::load_base_model(cfg, stage)?;
+        let base = super::base_model::load_base_model(cfg)?;
         let rounds = rounds(cfg);
         let mut all_rows = Vec::new();
         let mut methods = BTreeMap::new();
@@ -103,7 +103,7 @@ impl Stage for Tune {
                 let name = format!("tune-{method}-{lr:e}");
                 let fedcfg = fed::fedavg_config(cfg, &name, rounds, 0, 0);
                 let store = CheckpointStore::open(&ctx.work_dir.join(&name), format!("{stage}:{}:{name}", ctx.key))
-                    .or_stage(stage)?
+                    ?
                     .strict(ctx.no_rebuild);
                 match run_fedavg(&mut learner, &data.clients, &validation, None, &fedcfg, Some(&store)) {
                     Ok(outcome) => {
@@ -130,7 +130,7 @@ impl Stage for Tune {
             };
             methods.insert(method.to_string(), TunedMethod { points, chosen });
         }
-        fed::write_metrics(out, &all_rows, stage)?;
+        fed::write_metrics(out, &all_rows)?;
         Ok(TuneSummary { rounds, last_k: cfg.tune.last_k, seed: cfg.run.seed, validation_rows: validation.len(), methods }.to_value())
     }
 }
