@@ -456,8 +456,8 @@ batch_size = 16
 modules_to_save = ["classifier"]
 [stage1]
 rounds = 1
-[decompose]
-rank = 4
+[lora]
+r = 4
 lora_alpha = 8.0
 [stage2]
 rounds = 1

@@ -225,18 +225,20 @@ fn density_above_one() {
 
 #[test]
 fn rank_zero() {
-    tiny_fails("rank = 0", &["--set", "decompose.rank=0", "decompose"], &["decompose.rank must be >= 1 (got 0)"]);
+    tiny_fails("rank = 0", &["--set", "lora.r=0", "decompose"], &["lora.r must be >= 1 (got 0)"]);
 }
 
 #[test]
 fn rank_above_min_in_out() {
-    tiny_fails("rank > min(in, out)", &["--set", "decompose.rank=385", "all"], &["decompose.rank must be <= 384", "config.json", "(got 385)"]);
+    tiny_fails("rank > min(in, out)", &["--set", "lora.r=385", "all"], &["lora.r must be <= 384", "config.json", "(got 385)"]);
+    // The deprecated spelling still reads (into lora.r), so its limits still apply.
+    tiny_fails("deprecated rank > min(in, out)", &["--set", "decompose.rank=385", "all"], &["lora.r must be <= 384", "(got 385)"]);
 }
 
 #[test]
 fn lora_alpha_not_positive() {
-    tiny_fails("lora_alpha = 0", &["--set", "decompose.lora_alpha=0", "stage2"], &["decompose.lora_alpha must be > 0 (got 0)"]);
-    tiny_fails("lora_alpha < 0", &["--set", "decompose.lora_alpha=-16", "stage2"], &["decompose.lora_alpha must be > 0 (got -16)"]);
+    tiny_fails("lora_alpha = 0", &["--set", "lora.lora_alpha=0", "stage2"], &["lora.lora_alpha must be > 0 (got 0)"]);
+    tiny_fails("lora_alpha < 0", &["--set", "lora.lora_alpha=-16", "stage2"], &["lora.lora_alpha must be > 0 (got -16)"]);
 }
 
 #[test]

@@ -1,7 +1,7 @@
 //! Checks of the config against the model, made before the artifacts directory is touched.
 //!
 //! [`crate::config::Config::validate`] checks each key on its own and reads no file. Some limits come
-//! from the model: `data.max_len` may not exceed its position embeddings, and `decompose.rank` may not
+//! from the model: `data.max_len` may not exceed its position embeddings, and `lora.r` may not
 //! exceed `min(in, out)` of the adapted matrices (every adapted matrix of BERT, DistilBERT and ALBERT
 //! layers has `hidden_size` as its smaller side). These need only `config.json` (a few hundred bytes),
 //! so every stage command checks them first: a bad value fails in milliseconds with a one-line error
@@ -99,7 +99,7 @@ pub struct ModelLimits {
     pub max_rank: usize,
 }
 
-/// Resolves the model, reads its `config.json` and checks `data.max_len` and `decompose.rank`
+/// Resolves the model, reads its `config.json` and checks `data.max_len` and `lora.r`
 /// against it, and that `tokenizer.json` exists.
 pub fn check(cfg: &Config) -> Result<ModelLimits, PipelineError> {
     let files = ModelFiles::resolve(&cfg.model.source, &cfg.model.revision)
@@ -121,12 +121,12 @@ pub fn check(cfg: &Config) -> Result<ModelLimits, PipelineError> {
             cfg.data.max_len
         )));
     }
-    if cfg.decompose.rank > limits.max_rank {
+    if cfg.lora.r > limits.max_rank {
         return Err(PipelineError::config(format!(
-            "decompose.rank must be <= {} (min(in, out) of the adapted matrices: hidden_size of {}) (got {})",
+            "lora.r must be <= {} (min(in, out) of the adapted matrices: hidden_size of {}) (got {})",
             limits.max_rank,
             files.config.display(),
-            cfg.decompose.rank
+            cfg.lora.r
         )));
     }
     Ok(limits)

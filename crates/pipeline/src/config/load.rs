@@ -140,6 +140,10 @@ fn schema() -> Table {
         }
     };
     add("stage2", "freeze_a", Value::Boolean(false));
+    // Deprecated spellings of `[lora]` keys, still read (Config::migrate_deprecated).
+    add("decompose", "rank", Value::Integer(8));
+    add("decompose", "lora_alpha", Value::Float(16.0));
+    add("stage2", "lora_dropout", Value::Float(0.0));
     add("partition", "id_column", Value::String(String::new()));
     add("stage1", "mask", Value::String("random".into()));
     add("stage1", "mask_batches", Value::Integer(4));
@@ -158,7 +162,9 @@ fn parse_table(text: &str, path: &Path) -> Result<Table, PipelineError> {
 }
 
 fn into_config(table: Table) -> Result<Config, PipelineError> {
-    Value::Table(table).try_into::<Config>().map_err(|e| PipelineError::config(e.message().trim().to_string()))
+    let mut cfg = Value::Table(table).try_into::<Config>().map_err(|e| PipelineError::config(e.message().trim().to_string()))?;
+    cfg.migrate_deprecated()?;
+    Ok(cfg)
 }
 
 fn type_name(v: &Value) -> &'static str {

@@ -12,6 +12,7 @@ pub use load::{parse_set, ConfigOverride};
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
+use crate::error::PipelineError;
 
 /// The whole configuration. Every section and key is optional; see `pipeline.toml` for the meaning
 /// of each key.
@@ -32,6 +33,8 @@ pub struct Config {
     pub optim: OptimConfig,
     /// `[adapter]`.
     pub adapter: AdapterConfig,
+    /// `[lora]`.
+    pub lora: LoraConfig,
     /// `[stage1]`.
     pub stage1: Stage1Config,
     /// `[decompose]`.
@@ -462,21 +465,42 @@ pub enum DecomposeInit {
     Random,
 }
 
+/// `[lora]`: the LoRA adapter of every LoRA method: SLoRA's decomposition and Stage 2, and the LoRA
+/// and FFA-LoRA baselines (peft's `r`, `lora_alpha`, `lora_dropout`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LoraConfig {
+    /// Rank.
+    pub r: usize,
+    /// Scaling numerator (scaling = lora_alpha / r).
+    pub lora_alpha: f64,
+    /// Dropout on the LoRA input while training, in [0, 1).
+    pub lora_dropout: f64,
+}
+
+impl Default for LoraConfig {
+    fn default() -> Self {
+        Self { r: 8, lora_alpha: 16.0, lora_dropout: 0.0 }
+    }
+}
+
 /// `[decompose]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct DecomposeConfig {
-    /// LoRA rank.
-    pub rank: usize,
-    /// LoRA alpha (scaling = lora_alpha / rank).
-    pub lora_alpha: f64,
+    /// Deprecated: `lora.r` (read, with a warning, into it).
+    #[serde(skip_serializing)]
+    pub rank: Option<usize>,
+    /// Deprecated: `lora.lora_alpha`.
+    #[serde(skip_serializing)]
+    pub lora_alpha: Option<f64>,
     /// svd | svd-b | random.
     pub init: DecomposeInit,
 }
 
 impl Default for DecomposeConfig {
     fn default() -> Self {
-        Self { rank: 8, lora_alpha: 16.0, init: DecomposeInit::Svd }
+        Self { rank: None, lora_alpha: None, init: DecomposeInit::Svd }
     }
 }
 
@@ -488,8 +512,9 @@ pub struct Stage2Config {
     pub rounds: usize,
     /// Learning rate (`"tuned"`: LoRA's tuned rate, since Stage 2 is LoRA).
     pub lr: LearningRate,
-    /// Dropout on the LoRA input, in [0, 1).
-    pub lora_dropout: f64,
+    /// Deprecated: `lora.lora_dropout`.
+    #[serde(skip_serializing)]
+    pub lora_dropout: Option<f64>,
     /// FFA-LoRA in Stage 2: keep the SVD-initialised A frozen and train (and upload) only B.
     /// (Left out of the keys when false, so runs from before the option keep their cache.)
     #[serde(skip_serializing_if = "std::ops::Not::not")]
@@ -498,7 +523,7 @@ pub struct Stage2Config {
 
 impl Default for Stage2Config {
     fn default() -> Self {
-        Self { rounds: 3, lr: LearningRate::Value(1e-3), lora_dropout: 0.0, freeze_a: false }
+        Self { rounds: 3, lr: LearningRate::Value(1e-3), lora_dropout: None, freeze_a: false }
     }
 }
 
@@ -697,3 +722,40 @@ impl Config {
 
 #[cfg(test)]
 mod tests;
+
+impl Config {
+    /// Moves the deprecated LoRA keys (`decompose.rank`, `decompose.lora_alpha`,
+    /// `stage2.lora_dropout`) into `[lora]`, with a warning each; both spellings at once, with
+    /// different values, is an error naming both.
+    pub fn migrate_deprecated(&mut self) -> Result<(), PipelineError> {
+        let defaults = LoraConfig::default();
+        if let Some(v) = self.decompose.rank.take() {
+            if self.lora.r != defaults.r && self.lora.r != v {
+                return Err(PipelineError::config(format!("decompose.rank = {v} and lora.r = {} disagree: keep lora.r (decompose.rank is deprecated)", self.lora.r)));
+            }
+            tracing::warn!("decompose.rank is deprecated: use lora.r (one [lora] section for every LoRA method)");
+            self.lora.r = v;
+        }
+        if let Some(v) = self.decompose.lora_alpha.take() {
+            if self.lora.lora_alpha != defaults.lora_alpha && self.lora.lora_alpha != v {
+                return Err(PipelineError::config(format!(
+                    "decompose.lora_alpha = {v} and lora.lora_alpha = {} disagree: keep lora.lora_alpha (decompose.lora_alpha is deprecated)",
+                    self.lora.lora_alpha
+                )));
+            }
+            tracing::warn!("decompose.lora_alpha is deprecated: use lora.lora_alpha");
+            self.lora.lora_alpha = v;
+        }
+        if let Some(v) = self.stage2.lora_dropout.take() {
+            if self.lora.lora_dropout != defaults.lora_dropout && self.lora.lora_dropout != v {
+                return Err(PipelineError::config(format!(
+                    "stage2.lora_dropout = {v} and lora.lora_dropout = {} disagree: keep lora.lora_dropout (stage2.lora_dropout is deprecated)",
+                    self.lora.lora_dropout
+                )));
+            }
+            tracing::warn!("stage2.lora_dropout is deprecated: use lora.lora_dropout (it applies to every LoRA method)");
+            self.lora.lora_dropout = v;
+        }
+        Ok(())
+    }
+}

@@ -215,3 +215,23 @@ fn natural_partition_and_federated_mask_options_parse_and_stay_out_of_keys_when_
     let err = Config::from_toml_str("[stage1]\nmask = \"importance\"\n", "p.toml").unwrap_err().to_string();
     assert!(err.contains("stage1.mask must be one of random, federated-importance"), "{err}");
 }
+
+#[test]
+fn lora_section_takes_the_deprecated_keys_with_a_warning_and_keys_keep_their_shape() {
+    let new = Config::from_toml_str("[lora]\nr = 4\nlora_alpha = 8.0\nlora_dropout = 0.1\n", "p.toml").unwrap();
+    let old = Config::from_toml_str("[decompose]\nrank = 4\nlora_alpha = 8.0\n[stage2]\nlora_dropout = 0.1\n", "p.toml").unwrap();
+    assert_eq!(new.lora, old.lora, "the old spelling reads into [lora]");
+    assert_eq!((old.decompose.rank, old.decompose.lora_alpha, old.stage2.lora_dropout), (None, None, None));
+    assert_eq!(new, old);
+    let c = Config::load(None, &[set("decompose.rank", "16")]).unwrap();
+    assert_eq!(c.lora.r, 16);
+    let err = Config::from_toml_str("[lora]\nr = 4\n[decompose]\nrank = 16\n", "p.toml").unwrap_err().to_string();
+    assert!(err.contains("decompose.rank = 16 and lora.r = 4 disagree"), "{err}");
+    // The deprecated keys are never written back (nor hashed); [lora] is.
+    let v = serde_json::to_value(&old).unwrap();
+    assert!(v["decompose"].get("rank").is_none() && v["stage2"].get("lora_dropout").is_none());
+    assert_eq!(v["lora"]["r"], 4);
+    let mut bad = valid();
+    bad.lora.lora_dropout = 1.0;
+    assert_eq!(bad.validate().unwrap_err().to_string(), "lora.lora_dropout must be in [0, 1) (got 1)");
+}

@@ -134,14 +134,14 @@ impl Config {
         in_unit("stage1.density", s1.density, "in (0, 1]", s1.density > 0.0 && s1.density <= 1.0)?;
         positive_lr("stage1.lr", s1.lr)?;
 
-        let dc = &self.decompose;
-        at_least("decompose.rank", dc.rank, 1)?;
-        positive("decompose.lora_alpha", dc.lora_alpha)?;
+        let l = &self.lora;
+        at_least("lora.r", l.r, 1)?;
+        positive("lora.lora_alpha", l.lora_alpha)?;
+        in_unit("lora.lora_dropout", l.lora_dropout, "in [0, 1)", (0.0..1.0).contains(&l.lora_dropout))?;
 
         let s2 = &self.stage2;
         at_least("stage2.rounds", s2.rounds, 1)?;
         positive_lr("stage2.lr", s2.lr)?;
-        in_unit("stage2.lora_dropout", s2.lora_dropout, "in [0, 1)", (0.0..1.0).contains(&s2.lora_dropout))?;
 
         let b = &self.baselines;
         positive_lr("baselines.fft_lr", b.fft_lr)?;

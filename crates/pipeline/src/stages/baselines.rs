@@ -3,7 +3,7 @@
 //!
 //! Methods run in `baselines.methods` order; each keeps its own round checkpoints
 //! (`<work>/<method>/`), so a killed run resumes inside the method it was in and does not redo finished
-//! ones. LoRA uses `decompose.rank` / `decompose.lora_alpha` and `stage2.lora_dropout`; SFT uses
+//! ones. LoRA uses `[lora]` (`r`, `lora_alpha`, `lora_dropout`), as SLoRA's Stage 2 does; SFT uses
 //! `stage1.density` (the same masks as stage 1); FFA-LoRA is that LoRA with A frozen (only B trains,
 //! is uploaded and averaged). Outputs: one `metrics.parquet` with a `method` column and, when LoRA /
 //! FFA-LoRA ran, its final adapter in peft's format in `lora-adapter/` / `ffa-lora-adapter/`.
@@ -69,8 +69,8 @@ impl Stage for Baselines {
             p["stage1"]["mask"] = json!(cfg.stage1.mask);
             p["stage1"]["mask_batches"] = json!(cfg.stage1.mask_batches);
         }
-        p["stage2"] = json!({ "lora_dropout": cfg.stage2.lora_dropout });
-        p["decompose"] = json!({ "rank": cfg.decompose.rank, "lora_alpha": cfg.decompose.lora_alpha });
+        p["stage2"] = json!({ "lora_dropout": cfg.lora.lora_dropout });
+        p["decompose"] = json!({ "rank": cfg.lora.r, "lora_alpha": cfg.lora.lora_alpha });
         p["baselines"] = json!(cfg.baselines);
         p
     }

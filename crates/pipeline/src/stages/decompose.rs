@@ -1,7 +1,7 @@
 //! `decompose`: SLoRA's switch from the sparse update to LoRA.
 //!
 //! Per adapted matrix, ΔW = scatter(stage-1 values at their indices) is factored by
-//! `svd_init::lora_from_delta` into rank-`decompose.rank` factors with scaling s = lora_alpha / rank
+//! `svd_init::lora_from_delta` into rank-`lora.r` factors with scaling s = lora_alpha / rank
 //! (`svd`: B = U_r√(S_r/s), A = √(S_r/s)V_rᵀ, base W0 + ΔW − s·BA; `svd-b`: singular values in B, base
 //! W0; `random`: kaiming A, zero B, base W0 + ΔW). Outputs:
 //! - `lora_init.safetensors`: `<module>.lora_A.weight` `[r, in]`, `<module>.lora_B.weight` `[out, r]`,
@@ -67,7 +67,8 @@ impl Stage for Decompose {
             "seed": cfg.run.seed,
             "model": super::base_model::model_params(cfg),
             "adapter": cfg.adapter,
-            "decompose": cfg.decompose,
+            // The old `[decompose]` shape (rank, lora_alpha, init), so artifacts keep their keys.
+            "decompose": { "rank": cfg.lora.r, "lora_alpha": cfg.lora.lora_alpha, "init": cfg.decompose.init },
             "switch_check_rows": fed::SWITCH_CHECK_ROWS,
         })
     }
@@ -75,14 +76,14 @@ impl Stage for Decompose {
     fn run(&self, ctx: &StageCtx, out: &Path) -> Result<Value, PipelineError> {
         let cfg = ctx.config;
         let stage = ctx.stage;
-        let d = &cfg.decompose;
+        let (d, l) = (&cfg.decompose, &cfg.lora);
         let base = super::base_model::load_base_model(cfg)?;
         let stage1 = ctx.input("stage1")?;
         let sparse = slora_federation::read_safetensors(&stage1.file(super::stage1::SPARSE_DELTA_FILE))?;
         let modules: Vec<String> = sparse.keys().filter_map(|k| k.strip_suffix(".indices")).map(str::to_string).collect();
         let head: BTreeMap<String, Tensor> =
             sparse.iter().filter(|(k, _)| !k.ends_with(".indices") && !k.ends_with(".values")).map(|(k, v)| (k.clone(), v.clone())).collect();
-        let scale = d.lora_alpha / d.rank as f64;
+        let scale = l.lora_alpha / l.r as f64;
 
         let bar = ctx.progress(modules.len() as u64, "svd");
         let svd_clock = std::time::Instant::now();
@@ -114,15 +115,15 @@ impl Stage for Decompose {
                     DecomposeInit::SvdB => InitMode::SvdB,
                     DecomposeInit::Random => InitMode::Random { seed: derive_seed(cfg.run.seed, &format!("{module}.lora_A")) },
                 };
-                let init = lora_from_delta(&delta, rows, cols, d.rank, scale, mode).map_err(|e| ctx.error(format!("{module}: {e}")))?;
+                let init = lora_from_delta(&delta, rows, cols, l.r, scale, mode).map_err(|e| ctx.error(format!("{module}: {e}")))?;
                 bar.inc(1);
                 Ok((module, w_name, w0, rows, cols, idx, vals_t, init))
             })
             .collect::<Result<_, PipelineError>>()?;
         for (module, w_name, w0, rows, cols, idx, vals_t, init) in inits {
             let dev = Device::Cpu;
-            let a = Tensor::from_vec(init.a, (d.rank, cols), &dev)?;
-            let b = Tensor::from_vec(init.b, (rows, d.rank), &dev)?;
+            let a = Tensor::from_vec(init.a, (l.r, cols), &dev)?;
+            let b = Tensor::from_vec(init.b, (rows, l.r), &dev)?;
             let correction = Tensor::from_vec(init.base_correction, (rows, cols), &dev)?;
             let new_base = (w0 + correction)?;
             lora_init.insert(format!("{module}.lora_A.weight"), a.clone());
@@ -156,7 +157,7 @@ impl Stage for Decompose {
         }
         let sparse_spec = fed::train_spec(cfg, Mode::Sparse(SparseSpec::from_masks(masks, values)), data_labels.num_labels);
         let (sparse_model, _) = fed::build_classifier(stage, &base.config, &sparse_weights, &sparse_spec)?;
-        let lora_spec = LoraSpec { r: d.rank, lora_alpha: d.lora_alpha, dropout: 0.0, init: factors, freeze_a: false };
+        let lora_spec = LoraSpec { r: l.r, lora_alpha: l.lora_alpha, dropout: 0.0, init: factors, freeze_a: false };
         let lora_spec = fed::train_spec(cfg, Mode::Lora(lora_spec), data_labels.num_labels);
         let (lora_model, _) = fed::build_classifier(stage, &base.config, &lora_weights, &lora_spec)?;
         let before = sparse_model.predict(&batch)?;
@@ -175,18 +176,18 @@ impl Stage for Decompose {
         }
 
         slora_federation::write_safetensors(&out.join(LORA_INIT_FILE), &lora_init)?;
-        write_spectrum(&out.join("spectrum.parquet"), &factored, d.rank)?;
+        write_spectrum(&out.join("spectrum.parquet"), &factored, l.r)?;
         let energies: Vec<f64> = factored.iter().map(|f| f.energy_kept).collect();
         let modules = factored
             .iter()
             .map(|f| {
-                let top = f.singular_values[..f.singular_values.len().min(d.rank)].iter().map(|&s| f64::from(s)).collect();
+                let top = f.singular_values[..f.singular_values.len().min(l.r)].iter().map(|&s| f64::from(s)).collect();
                 (f.module.clone(), ModuleSpectrum { energy_kept: f.energy_kept, top_singular_values: top })
             })
             .collect();
         let summary = DecomposeSummary {
-            rank: d.rank,
-            lora_alpha: d.lora_alpha,
+            rank: l.r,
+            lora_alpha: l.lora_alpha,
             scale,
             init: d.init.to_string(),
             matrices: factored.len(),

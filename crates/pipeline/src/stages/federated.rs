@@ -70,14 +70,14 @@ pub fn load_data(ctx: &StageCtx, partition: &Artifact) -> Result<Data, PipelineE
     Ok(Data { clients, test, full_test, validation, num_labels: labels.num_labels })
 }
 
-/// The training mode of a baseline method: LoRA with `decompose.rank` / `lora_alpha` and
-/// `stage2.lora_dropout`, SFT with `stage1.density` (the same masks as Stage 1).
+/// The training mode of a baseline method: LoRA with `[lora]` (`r`, `lora_alpha`, `lora_dropout`),
+/// SFT with `stage1.density` (the same masks as Stage 1).
 pub fn baseline_mode(cfg: &Config, method: config::BaselineMethod) -> Mode {
     match method {
         config::BaselineMethod::Fft => Mode::Full,
         config::BaselineMethod::Lora | config::BaselineMethod::FfaLora => {
-            let mut lora = slora_model::LoraSpec::new(cfg.decompose.rank, cfg.decompose.lora_alpha);
-            lora.dropout = cfg.stage2.lora_dropout;
+            let mut lora = slora_model::LoraSpec::new(cfg.lora.r, cfg.lora.lora_alpha);
+            lora.dropout = cfg.lora.lora_dropout;
             lora.freeze_a = method == config::BaselineMethod::FfaLora;
             Mode::Lora(lora)
         }

@@ -128,7 +128,7 @@ fn gather_inputs(ctx: &StageCtx) -> Result<ReportInputs, PipelineError> {
     let partition_counts = PartitionCounts::read_parquet(&partition.file(super::partition::STATS_FILE)).map_err(report_err)?;
     let spectrum_path = decompose.file("spectrum.parquet");
     let spectra = Spectra::read_parquet(&spectrum_path).map_err(report_err)?;
-    let lora_rank = Spectra::read_rank(&spectrum_path).map_err(report_err)?.or(Some(cfg.decompose.rank));
+    let lora_rank = Spectra::read_rank(&spectrum_path).map_err(report_err)?.or(Some(cfg.lora.r));
 
     let (s1, s2, base) = (Stage1Summary::of(stage1)?, Stage2Summary::of(stage2)?, BaselinesSummary::of(baselines)?);
     let mut trainable = BTreeMap::new();
@@ -225,8 +225,8 @@ fn setup_lines(cfg: &Config, partition_summary: &PartitionSummary) -> Vec<(Strin
                 cfg.stage1.rounds,
                 cfg.stage1.density,
                 cfg.stage1.lr,
-                cfg.decompose.rank,
-                cfg.decompose.lora_alpha,
+                cfg.lora.r,
+                cfg.lora.lora_alpha,
                 cfg.decompose.init,
                 cfg.stage2.rounds,
                 if cfg.stage2.freeze_a { " with A frozen (FFA-LoRA: B alone trains)" } else { "" },

@@ -53,6 +53,8 @@ impl Stage for Stage2 {
     fn params(&self, cfg: &Config) -> Value {
         let mut p = fed::federated_params(cfg);
         p["stage2"] = json!(cfg.stage2);
+        // lora_dropout moved to `[lora]`; keyed where it always was, so artifacts keep their keys.
+        p["stage2"]["lora_dropout"] = json!(cfg.lora.lora_dropout);
         p
     }
 
@@ -81,9 +83,9 @@ impl Stage for Stage2 {
                 weights.insert(name.clone(), t.clone()); // corrected base tensors and the stage-1 head
             }
         }
-        let d = &cfg.decompose;
+        let l = &cfg.lora;
         let rank = factors.values().next().map(|f| f.a.dims()[0]).ok_or_else(|| ctx.error("lora_init holds no LoRA factors"))?;
-        let lora = LoraSpec { r: rank, lora_alpha: d.lora_alpha, dropout: cfg.stage2.lora_dropout, init: factors, freeze_a: cfg.stage2.freeze_a };
+        let lora = LoraSpec { r: rank, lora_alpha: l.lora_alpha, dropout: cfg.lora.lora_dropout, init: factors, freeze_a: cfg.stage2.freeze_a };
         let spec = fed::train_spec(cfg, Mode::Lora(lora), data.num_labels);
         let (model, _) = fed::build_classifier(stage, &base.config, &weights, &spec)?;
         let mut learner = ClassifierLearner::new(model, fed::optim_settings(cfg, cfg.stage2.lr.value()));
@@ -105,7 +107,7 @@ impl Stage for Stage2 {
             run: fed::run_summary(&outcome, model),
             method: METHOD.to_string(),
             rank,
-            lora_alpha: d.lora_alpha,
+            lora_alpha: l.lora_alpha,
             round_offset: last.round,
             lr: cfg.stage2.lr.value(),
             head_lr: learner.head_learning_rate(),

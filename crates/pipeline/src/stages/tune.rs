@@ -71,8 +71,8 @@ impl Stage for Tune {
         p["tune"] = json!(cfg.tune);
         p["rounds"] = json!(rounds(cfg));
         p["stage1"] = json!({ "density": cfg.stage1.density });
-        p["stage2"] = json!({ "lora_dropout": cfg.stage2.lora_dropout });
-        p["decompose"] = json!({ "rank": cfg.decompose.rank, "lora_alpha": cfg.decompose.lora_alpha });
+        p["stage2"] = json!({ "lora_dropout": cfg.lora.lora_dropout });
+        p["decompose"] = json!({ "rank": cfg.lora.r, "lora_alpha": cfg.lora.lora_alpha });
         p
     }
 

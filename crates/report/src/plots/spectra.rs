@@ -10,7 +10,7 @@ use super::style::{grid, legend, CAPTION_SIZE, FIGURE_SIZE, FONT, OKABE_ITO};
 use crate::error::{ReportError, Result};
 use crate::spectrum::Spectra;
 
-/// Energy kept (%) vs truncation rank (log x) for every matrix; `rank` (decompose.rank) is marked.
+/// Energy kept (%) vs truncation rank (log x) for every matrix; `rank` (lora.r) is marked.
 pub fn energy_vs_rank(spectra: &Spectra, rank: Option<usize>) -> Result<String> {
     let err = |e: &dyn std::fmt::Display| ReportError::plot("spectra", e);
     let max_rank = spectra.max_rank().max(2) as f64;
