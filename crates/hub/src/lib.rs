@@ -1,18 +1,20 @@
-//! Resolve Hugging Face hub ids from a local cache (offline-first).
+//! Resolve Hugging Face hub ids: from the local cache first, else downloaded into it.
 //!
 //! The cache directory is `$HF_HUB_CACHE`, else `$HF_HOME/hub`, else `~/.cache/huggingface/hub`
 //! (the layout `huggingface_hub` writes: `models--ORG--NAME/refs/<revision>` holding a commit hash,
-//! and `snapshots/<commit>/<file>`). This build of `hf-hub` has no download features, so a file that
-//! is not in the cache is an error that names the repo, revision, file and cache directory and says
-//! how to fill the cache. `HF_HUB_OFFLINE=1` is honoured (nothing here ever touches the network; the
-//! flag only changes the wording of the error).
+//! `snapshots/<commit>/<file>` linking to `blobs/<etag>`). A file that is not there is downloaded
+//! ([`download`]: `HF_ENDPOINT`, `HF_TOKEN`, resumable, locked, LFS files checked against their
+//! sha256) unless `HF_HUB_OFFLINE=1`, which never touches the network: then a missing file is an
+//! error naming the repo, revision, file and cache directory.
 //!
 //! A source string is either a local path (returned as is) or a hub id (`org/name` or `name`):
 //! see [`Source::parse`].
 #![deny(missing_docs)]
 
+pub mod download;
 mod source;
 
+pub use download::{Downloader, Target};
 pub use source::{is_hub_id, Source};
 
 use std::path::{Path, PathBuf};
@@ -98,13 +100,69 @@ pub enum HubError {
         /// The hub id.
         repo_id: String,
     },
+    /// The Hub answered 404.
+    #[error("{target}: no such repo or file on {endpoint} (404); check the id, the revision and the file name")]
+    NotFound {
+        /// What was asked for.
+        target: Target,
+        /// The Hub.
+        endpoint: String,
+    },
+    /// The Hub answered 401 or 403.
+    #[error("{target}: {endpoint} answered {status}: the repo is gated or private; set HF_TOKEN to a token with access (or log in with `huggingface-cli login`)")]
+    Unauthorized {
+        /// What was asked for.
+        target: Target,
+        /// The Hub.
+        endpoint: String,
+        /// 401 or 403.
+        status: u16,
+    },
+    /// The network is down (or the endpoint wrong) and the file is not cached.
+    #[error("{target}: not in the cache and {endpoint} cannot be reached ({message}); connect, set HF_ENDPOINT, or fill the cache and set HF_HUB_OFFLINE=1")]
+    Unreachable {
+        /// What was asked for.
+        target: Target,
+        /// The Hub.
+        endpoint: String,
+        /// The client's error.
+        message: String,
+    },
+    /// Any other download failure.
+    #[error("{target}: download from {endpoint} failed: {message}")]
+    Download {
+        /// What was asked for.
+        target: Target,
+        /// The Hub.
+        endpoint: String,
+        /// The client's error.
+        message: String,
+    },
+    /// A downloaded LFS file whose sha256 is not its etag (removed; the next run downloads it again).
+    #[error("{path}: sha256 {actual} does not match the Hub's {expected}; the file was removed, run again to download it anew")]
+    Checksum {
+        /// The blob.
+        path: PathBuf,
+        /// The etag.
+        expected: String,
+        /// What the bytes hash to.
+        actual: String,
+    },
+    /// Reading a cached file.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
 }
 
 fn offline_note(offline: bool) -> &'static str {
     if offline {
         " (HF_HUB_OFFLINE=1: the network is never used)"
     } else {
-        " (this build resolves hub ids from the local cache only)"
+        ""
     }
 }
 
@@ -139,17 +197,31 @@ fn non_empty_env(name: &str) -> Option<String> {
 pub struct HubCache {
     cache: hf_hub::Cache,
     offline: bool,
+    downloader: Downloader,
 }
 
 impl HubCache {
-    /// The cache named by the environment (see [`cache_dir`], [`is_offline`]).
+    /// The cache named by the environment (see [`cache_dir`], [`is_offline`], [`Downloader::from_env`]).
     pub fn from_env() -> Self {
-        Self { cache: hf_hub::Cache::new(cache_dir()), offline: is_offline() }
+        Self::new(cache_dir())
     }
 
-    /// A cache at an explicit directory (the `hub` folder itself).
+    /// A cache at an explicit directory (the `hub` folder itself); offline mode and the Hub from the
+    /// environment.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { cache: hf_hub::Cache::new(dir.into()), offline: is_offline() }
+        Self { cache: hf_hub::Cache::new(dir.into()), offline: is_offline(), downloader: Downloader::from_env() }
+    }
+
+    /// Offline (never download) or not, whatever the environment says.
+    pub fn offline(mut self, yes: bool) -> Self {
+        self.offline = yes;
+        self
+    }
+
+    /// Download from this Hub instead of the environment's.
+    pub fn with_downloader(mut self, downloader: Downloader) -> Self {
+        self.downloader = downloader;
+        self
     }
 
     /// The cache directory.
@@ -189,14 +261,17 @@ impl HubCache {
             return Ok(candidate);
         }
         tracing::debug!(repo_id, revision, filename, cache = %self.dir().display(), "not in hub cache");
-        Err(HubError::NotCached {
-            kind,
-            repo_id: repo_id.to_string(),
-            revision: revision.to_string(),
-            filename: filename.to_string(),
-            cache_dir: self.dir().to_path_buf(),
-            offline: self.offline,
-        })
+        if self.offline || filename.is_empty() {
+            return Err(HubError::NotCached {
+                kind,
+                repo_id: repo_id.to_string(),
+                revision: revision.to_string(),
+                filename: filename.to_string(),
+                cache_dir: self.dir().to_path_buf(),
+                offline: self.offline,
+            });
+        }
+        self.downloader.download(self.dir(), repo_id, kind, revision, filename)
     }
 
     /// A folder holding every file of `required_files`: a local folder as is, or the snapshot folder
@@ -272,5 +347,7 @@ pub fn resolve_dataset_file(source: &str, revision: &str, hub_file: &str) -> Res
     HubCache::from_env().resolve_dataset_file(source, revision, hub_file)
 }
 
+#[cfg(test)]
+mod fake_hub;
 #[cfg(test)]
 mod tests;

@@ -43,7 +43,7 @@ fn resolves_model_files_by_ref_and_by_commit() {
 fn missing_file_error_names_repo_revision_file_and_cache() {
     let tmp = tempfile::tempdir().unwrap();
     fake_repo(tmp.path(), "models--org--tiny", "abc", &[("config.json", "{}")], "abc");
-    let cache = HubCache::new(tmp.path());
+    let cache = HubCache::new(tmp.path()).offline(true);
     let err = cache.resolve_model_dir("org/tiny", "main", &["config.json", "model.safetensors"]).unwrap_err();
     let msg = err.to_string();
     for needle in ["org/tiny", "`main`", "model.safetensors", &tmp.path().display().to_string(), "huggingface-cli download"] {
@@ -69,4 +69,144 @@ fn datasets_and_local_paths() {
     assert!(matches!(cache.resolve_dataset_file(missing.to_str().unwrap(), "main", ""), Err(HubError::LocalNotFound { .. })));
     let err = cache.resolve_model_dir(tmp.path().to_str().unwrap(), "main", &["config.json"]).unwrap_err();
     assert!(matches!(err, HubError::LocalFileMissing { .. }), "{err}");
+}
+
+mod downloads {
+    use super::super::fake_hub::{FakeFile, FakeHub, FakeHubConfig, COMMIT};
+    use super::*;
+
+    fn file(repo: &str, name: &str, bytes: &[u8], lfs: bool) -> FakeFile {
+        FakeFile { repo_path: repo.into(), name: name.into(), bytes: bytes.to_vec(), lfs }
+    }
+
+    fn weights() -> Vec<u8> {
+        (0..200_000u32).flat_map(|i| (i.wrapping_mul(2654435761)).to_le_bytes()).collect()
+    }
+
+    fn hub(cfg: FakeHubConfig) -> FakeHub {
+        FakeHub::start(cfg)
+    }
+
+    fn cache(dir: &Path, hub: &FakeHub, token: Option<&str>) -> HubCache {
+        HubCache::new(dir).offline(false).with_downloader(Downloader { endpoint: hub.url.clone(), token: token.map(String::from) })
+    }
+
+    #[test]
+    fn cold_download_fills_the_python_layout_and_a_warm_cache_makes_no_request() {
+        let w = weights();
+        let hub = hub(FakeHubConfig {
+            files: vec![file("org/tiny", "config.json", b"{\"model_type\": \"bert\"}", false), file("org/tiny", "model.safetensors", &w, true)],
+            ..Default::default()
+        });
+        let tmp = tempfile::tempdir().unwrap();
+        let c = cache(tmp.path(), &hub, None);
+        let dir = c.resolve_model_dir("org/tiny", "main", &["config.json", "model.safetensors"]).unwrap();
+        assert_eq!(dir, tmp.path().join("models--org--tiny/snapshots").join(COMMIT));
+        assert_eq!(fs::read(dir.join("model.safetensors")).unwrap(), w);
+        assert_eq!(fs::read_to_string(tmp.path().join("models--org--tiny/refs/main")).unwrap().trim(), COMMIT);
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&w));
+        assert!(tmp.path().join("models--org--tiny/blobs").join(&sha).is_file(), "blobs/<sha256> as huggingface_hub names LFS blobs");
+        let served = hub.count();
+        assert!(served > 0);
+        // Warm: resolved from the cache, not one request more; by commit hash too.
+        c.resolve_model_dir("org/tiny", "main", &["config.json", "model.safetensors"]).unwrap();
+        c.resolve_file("org/tiny", RepoKind::Model, COMMIT, "config.json").unwrap();
+        assert_eq!(hub.count(), served);
+        // No stray partial or lock files are used as data.
+        let blobs: Vec<String> =
+            fs::read_dir(tmp.path().join("models--org--tiny/blobs")).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into_owned()).collect();
+        assert!(blobs.iter().all(|b| !b.ends_with(".part")), "{blobs:?}");
+    }
+
+    #[test]
+    fn a_transfer_cut_mid_file_is_never_used_and_a_rerun_gets_the_right_sha256() {
+        let w = weights();
+        let hub = hub(FakeHubConfig { files: vec![file("org/tiny", "model.safetensors", &w, true)], cut_once: vec!["model.safetensors".into()], ..Default::default() });
+        let tmp = tempfile::tempdir().unwrap();
+        let c = cache(tmp.path(), &hub, None);
+        let err = c.resolve_file("org/tiny", RepoKind::Model, "main", "model.safetensors").unwrap_err();
+        assert!(err.to_string().contains("bytes") && err.to_string().contains("run again"), "{err}");
+        let snap = tmp.path().join("models--org--tiny/snapshots").join(COMMIT).join("model.safetensors");
+        assert!(!snap.exists(), "the half file is not in the cache");
+        let p = c.resolve_file("org/tiny", RepoKind::Model, "main", "model.safetensors").unwrap();
+        assert_eq!(fs::read(p).unwrap(), w);
+    }
+
+    #[test]
+    fn a_partial_file_from_a_killed_run_is_resumed() {
+        let w = weights();
+        let hub = hub(FakeHubConfig { files: vec![file("org/tiny", "model.safetensors", &w, true)], ..Default::default() });
+        let tmp = tempfile::tempdir().unwrap();
+        let sha = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&w));
+        let blobs = tmp.path().join("models--org--tiny/blobs");
+        fs::create_dir_all(&blobs).unwrap();
+        fs::write(blobs.join(format!("{sha}.part")), &w[..w.len() / 3]).unwrap();
+        let p = cache(tmp.path(), &hub, None).resolve_file("org/tiny", RepoKind::Model, "main", "model.safetensors").unwrap();
+        assert_eq!(fs::read(p).unwrap(), w);
+    }
+
+    #[test]
+    fn a_corrupted_transfer_is_removed_and_reported() {
+        let hub = hub(FakeHubConfig { files: vec![file("org/tiny", "model.safetensors", &weights(), true)], wrong_sha: vec!["model.safetensors".into()], ..Default::default() });
+        let tmp = tempfile::tempdir().unwrap();
+        let err = cache(tmp.path(), &hub, None).resolve_file("org/tiny", RepoKind::Model, "main", "model.safetensors").unwrap_err();
+        assert!(matches!(err, HubError::Checksum { .. }), "{err}");
+        let snap = tmp.path().join("models--org--tiny/snapshots").join(COMMIT).join("model.safetensors");
+        assert!(!snap.exists(), "never used half-written or corrupted");
+    }
+
+    #[test]
+    fn errors_name_the_repo_file_and_revision_and_say_what_to_do() {
+        let hub = hub(FakeHubConfig {
+            files: vec![file("org/gated", "config.json", b"{}", false), file("datasets/org/set", "data/train.parquet", b"PAR1 fake", true)],
+            gated: vec!["org/gated".into()],
+            token: "secret".into(),
+            ..Default::default()
+        });
+        let tmp = tempfile::tempdir().unwrap();
+        let c = cache(tmp.path(), &hub, None);
+        let err = c.resolve_file("org/tiny", RepoKind::Model, "v2", "config.json").unwrap_err();
+        assert!(matches!(err, HubError::NotFound { .. }), "{err}");
+        let msg = err.to_string();
+        assert!(msg.contains("org/tiny") && msg.contains("`v2`") && msg.contains("config.json") && msg.contains("404"), "{msg}");
+        let err = c.resolve_file("org/gated", RepoKind::Model, "main", "config.json").unwrap_err().to_string();
+        assert!(err.contains("401") && err.contains("HF_TOKEN") && err.contains("org/gated"), "{err}");
+        // With the token the gated file downloads.
+        assert!(cache(tmp.path(), &hub, Some("secret")).resolve_file("org/gated", RepoKind::Model, "main", "config.json").is_ok());
+        // Dataset repos resolve under `datasets--org--set`.
+        let p = c.resolve_dataset_file("org/set", "main", "data/train.parquet").unwrap();
+        assert!(p.starts_with(tmp.path().join("datasets--org--set/snapshots")), "{}", p.display());
+        // Offline: nothing is requested, and the error says so.
+        let before = hub.count();
+        let err = cache(tmp.path(), &hub, None).offline(true).resolve_file("org/other", RepoKind::Model, "main", "config.json").unwrap_err().to_string();
+        assert!(err.contains("HF_HUB_OFFLINE=1"), "{err}");
+        assert_eq!(hub.count(), before);
+        // Nothing listening: unreachable, with what to do.
+        let down = HubCache::new(tmp.path()).offline(false).with_downloader(Downloader { endpoint: "http://127.0.0.1:9".into(), token: None });
+        let err = down.resolve_file("org/other", RepoKind::Model, "main", "config.json").unwrap_err();
+        assert!(matches!(err, HubError::Unreachable { .. } | HubError::Download { .. }), "{err}");
+        assert!(err.to_string().contains("org/other"), "{err}");
+    }
+
+    /// Python's `huggingface_hub` reads what this crate downloaded (skipped, saying so, when it is
+    /// not installed).
+    #[test]
+    fn python_huggingface_hub_reads_this_cache() {
+        let probe = std::process::Command::new("python3").args(["-c", "import huggingface_hub"]).output();
+        if !probe.is_ok_and(|o| o.status.success()) {
+            eprintln!("skipped: python3 with huggingface_hub is not installed (pip install huggingface_hub)");
+            return;
+        }
+        let w = weights();
+        let hub = hub(FakeHubConfig { files: vec![file("org/tiny", "model.safetensors", &w, true)], ..Default::default() });
+        let tmp = tempfile::tempdir().unwrap();
+        let ours = cache(tmp.path(), &hub, None).resolve_file("org/tiny", RepoKind::Model, "main", "model.safetensors").unwrap();
+        let script = format!(
+            "from huggingface_hub import try_to_load_from_cache as t; print(t('org/tiny', 'model.safetensors', cache_dir={:?}))",
+            tmp.path().display().to_string()
+        );
+        let out = std::process::Command::new("python3").args(["-c", &script]).output().unwrap();
+        let theirs = String::from_utf8_lossy(&out.stdout).trim().to_string();
+        assert_eq!(std::fs::canonicalize(&theirs).unwrap(), std::fs::canonicalize(&ours).unwrap(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
 }
