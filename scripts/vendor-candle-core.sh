@@ -16,6 +16,10 @@ SHA256=d11c8be87cfbaef9ebb62fb3f850d1fc8e00cc1d11d393fdbe55a4d5c2cdb325
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 VENDOR=$ROOT/vendor/candle-core
 
+for tool in curl tar awk patch diff sha256sum; do
+    command -v "$tool" >/dev/null || { echo "missing tool: $tool" >&2; exit 3; }
+done
+
 mode=${1:-}
 crate=${2:-}
 case "$mode" in --check | --write) ;; *) echo "usage: $0 --check|--write [candle-core-$VERSION.crate]" >&2; exit 2 ;; esac

@@ -519,8 +519,8 @@ fn vendored_candle_core_is_the_release_plus_its_patch() {
     let out = Command::new("bash").arg(repo().join("scripts/vendor-candle-core.sh")).arg("--check").output().expect("run bash");
     let stderr = String::from_utf8_lossy(&out.stderr);
     let stdout = String::from_utf8_lossy(&out.stdout);
-    if !out.status.success() && (stderr.contains("curl") || stderr.contains("Could not resolve")) {
-        eprintln!("skipped: crates.io cannot be reached to fetch candle-core 0.11.1 ({})", stderr.trim());
+    if !out.status.success() && (stderr.contains("curl") || stderr.contains("Could not resolve") || out.status.code() == Some(3)) {
+        eprintln!("skipped: crates.io cannot be reached, or a tool is missing ({})", stderr.trim());
         return;
     }
     assert!(out.status.success(), "{stdout}\n{stderr}");
