@@ -145,6 +145,7 @@ fn schema() -> Table {
     add("decompose", "lora_alpha", Value::Float(16.0));
     add("stage2", "lora_dropout", Value::Float(0.0));
     add("partition", "id_column", Value::String(String::new()));
+    add("data", "test_hub_file", Value::String(String::new()));
     add("stage1", "mask", Value::String("random".into()));
     add("stage1", "mask_batches", Value::Integer(4));
     add("partition", "max_clients", Value::Integer(0));

@@ -162,6 +162,10 @@ pub struct DataConfig {
     pub source: String,
     /// File inside a hub dataset repo (hub ids only).
     pub hub_file: String,
+    /// File inside the hub dataset repo `test_source` (default: `hub_file`), e.g. `test.jsonl` next to
+    /// `train.jsonl` in one repo.
+    #[serde(skip_serializing_if = "String::is_empty")]
+    pub test_hub_file: String,
     /// Hub revision (hub ids only).
     pub revision: String,
     /// Optional second source holding the test rows.
@@ -192,6 +196,7 @@ impl Default for DataConfig {
         Self {
             source: String::new(),
             hub_file: String::new(),
+            test_hub_file: String::new(),
             revision: "main".into(),
             test_source: String::new(),
             split_column: "split".into(),

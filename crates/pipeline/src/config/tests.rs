@@ -235,3 +235,14 @@ fn lora_section_takes_the_deprecated_keys_with_a_warning_and_keys_keep_their_sha
     bad.lora.lora_dropout = 1.0;
     assert_eq!(bad.validate().unwrap_err().to_string(), "lora.lora_dropout must be in [0, 1) (got 1)");
 }
+
+#[test]
+fn paper_config_names_hub_ids_and_the_architecture_defaults() {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../configs/paper.toml");
+    let cfg = Config::load(Some(&path), &[]).unwrap();
+    cfg.validate().unwrap();
+    assert_eq!(cfg.model.source, "distilbert-base-uncased", "hub ids are not resolved as paths");
+    assert_eq!((cfg.data.source.as_str(), cfg.data.hub_file.as_str(), cfg.data.test_hub_file.as_str()), ("SetFit/20_newsgroups", "train.jsonl", "test.jsonl"));
+    assert!(cfg.adapter.target_modules.is_empty() && cfg.adapter.modules_to_save.is_empty(), "DistilBERT's own linears and head");
+    assert!(serde_json::to_value(Config::default()).unwrap()["data"].get("test_hub_file").is_none(), "off: not in keys");
+}

@@ -43,7 +43,8 @@ pub fn resolve_data_files(cfg: &Config) -> Result<(PathBuf, Option<PathBuf>), Pi
     let test = if d.test_source.is_empty() {
         None
     } else {
-        Some(slora_hub::resolve_dataset_file(&d.test_source, &d.revision, &d.hub_file).map_err(|e| named("data.test_source", e))?)
+        let file = if d.test_hub_file.is_empty() { &d.hub_file } else { &d.test_hub_file };
+        Some(slora_hub::resolve_dataset_file(&d.test_source, &d.revision, file).map_err(|e| named("data.test_source", e))?)
     };
     Ok((source, test))
 }
