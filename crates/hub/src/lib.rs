@@ -197,7 +197,8 @@ fn non_empty_env(name: &str) -> Option<String> {
 pub struct HubCache {
     cache: hf_hub::Cache,
     offline: bool,
-    downloader: Downloader,
+    /// `None`: the environment's Hub, read only when a download is needed.
+    downloader: Option<Downloader>,
 }
 
 impl HubCache {
@@ -209,7 +210,7 @@ impl HubCache {
     /// A cache at an explicit directory (the `hub` folder itself); offline mode and the Hub from the
     /// environment.
     pub fn new(dir: impl Into<PathBuf>) -> Self {
-        Self { cache: hf_hub::Cache::new(dir.into()), offline: is_offline(), downloader: Downloader::from_env() }
+        Self { cache: hf_hub::Cache::new(dir.into()), offline: is_offline(), downloader: None }
     }
 
     /// Offline (never download) or not, whatever the environment says.
@@ -220,7 +221,7 @@ impl HubCache {
 
     /// Download from this Hub instead of the environment's.
     pub fn with_downloader(mut self, downloader: Downloader) -> Self {
-        self.downloader = downloader;
+        self.downloader = Some(downloader);
         self
     }
 
@@ -271,7 +272,7 @@ impl HubCache {
                 offline: self.offline,
             });
         }
-        self.downloader.download(self.dir(), repo_id, kind, revision, filename)
+        self.downloader.clone().unwrap_or_else(Downloader::from_env).download(self.dir(), repo_id, kind, revision, filename)
     }
 
     /// A folder holding every file of `required_files`: a local folder as is, or the snapshot folder

@@ -733,34 +733,27 @@ impl Config {
     /// `stage2.lora_dropout`) into `[lora]`, with a warning each; both spellings at once, with
     /// different values, is an error naming both.
     pub fn migrate_deprecated(&mut self) -> Result<(), PipelineError> {
-        let defaults = LoraConfig::default();
-        if let Some(v) = self.decompose.rank.take() {
-            if self.lora.r != defaults.r && self.lora.r != v {
-                return Err(PipelineError::config(format!("decompose.rank = {v} and lora.r = {} disagree: keep lora.r (decompose.rank is deprecated)", self.lora.r)));
-            }
-            tracing::warn!("decompose.rank is deprecated: use lora.r (one [lora] section for every LoRA method)");
-            self.lora.r = v;
-        }
-        if let Some(v) = self.decompose.lora_alpha.take() {
-            if self.lora.lora_alpha != defaults.lora_alpha && self.lora.lora_alpha != v {
-                return Err(PipelineError::config(format!(
-                    "decompose.lora_alpha = {v} and lora.lora_alpha = {} disagree: keep lora.lora_alpha (decompose.lora_alpha is deprecated)",
-                    self.lora.lora_alpha
-                )));
-            }
-            tracing::warn!("decompose.lora_alpha is deprecated: use lora.lora_alpha");
-            self.lora.lora_alpha = v;
-        }
-        if let Some(v) = self.stage2.lora_dropout.take() {
-            if self.lora.lora_dropout != defaults.lora_dropout && self.lora.lora_dropout != v {
-                return Err(PipelineError::config(format!(
-                    "stage2.lora_dropout = {v} and lora.lora_dropout = {} disagree: keep lora.lora_dropout (stage2.lora_dropout is deprecated)",
-                    self.lora.lora_dropout
-                )));
-            }
-            tracing::warn!("stage2.lora_dropout is deprecated: use lora.lora_dropout (it applies to every LoRA method)");
-            self.lora.lora_dropout = v;
-        }
-        Ok(())
+        let d = LoraConfig::default();
+        move_deprecated(&mut self.decompose.rank, &mut self.lora.r, d.r, "decompose.rank", "lora.r")?;
+        move_deprecated(&mut self.decompose.lora_alpha, &mut self.lora.lora_alpha, d.lora_alpha, "decompose.lora_alpha", "lora.lora_alpha")?;
+        move_deprecated(&mut self.stage2.lora_dropout, &mut self.lora.lora_dropout, d.lora_dropout, "stage2.lora_dropout", "lora.lora_dropout")
     }
+}
+
+/// Moves a deprecated key's value (if given) into its new key, warning; an error when the new key was
+/// also set (away from its default) to another value.
+fn move_deprecated<T: PartialEq + Copy + std::fmt::Display>(
+    old: &mut Option<T>,
+    new: &mut T,
+    default: T,
+    old_key: &str,
+    new_key: &str,
+) -> Result<(), PipelineError> {
+    let Some(v) = old.take() else { return Ok(()) };
+    if *new != default && *new != v {
+        return Err(PipelineError::config(format!("{old_key} = {v} and {new_key} = {new} disagree: keep {new_key} ({old_key} is deprecated)")));
+    }
+    tracing::warn!("{old_key} is deprecated: use {new_key} (one [lora] section for every LoRA method)");
+    *new = v;
+    Ok(())
 }
