@@ -579,3 +579,128 @@ fn adapter_defaults_follow_the_architecture() {
     assert!(out.ok, "{}", out.stderr);
     assert!(out.stderr.contains("not adapted: attention.key, attention.dense, ffn, ffn_output"), "{}", out.stderr);
 }
+
+/// SST-2's train rows (in two shards) and validation rows as Parquet files, the way the Hub's
+/// `refs/convert/parquet` branch lays a dataset out: `default/<split>/000N.parquet`.
+fn sst2_converted_parquet(train_rows: usize, validation_rows: usize) -> Vec<(String, Vec<u8>)> {
+    use arrow::array::{Array, BooleanArray, StringArray};
+    use parquet::arrow::{arrow_reader::ParquetRecordBatchReaderBuilder, ArrowWriter};
+    let file = std::fs::File::open(shared("datasets/sst2.parquet")).unwrap();
+    let batches: Vec<_> = ParquetRecordBatchReaderBuilder::try_new(file).unwrap().build().unwrap().map(|b| b.unwrap()).collect();
+    let schema = batches[0].schema();
+    let all = arrow::compute::concat_batches(&schema, &batches).unwrap();
+    let split = all.column_by_name("split").unwrap().as_any().downcast_ref::<StringArray>().unwrap();
+    let rows_of = |name: &str, skip: usize, take: usize| -> Vec<u8> {
+        let mut seen = 0;
+        let keep: BooleanArray = (0..split.len())
+            .map(|i| {
+                let this = split.value(i) == name;
+                let keep = this && seen >= skip && seen < skip + take;
+                seen += usize::from(this);
+                Some(keep)
+            })
+            .collect();
+        let part = arrow::compute::filter_record_batch(&all, &keep).unwrap();
+        let mut bytes = Vec::new();
+        let mut writer = ArrowWriter::try_new(&mut bytes, schema.clone(), None).unwrap();
+        writer.write(&part).unwrap();
+        writer.close().unwrap();
+        bytes
+    };
+    let half = train_rows / 2;
+    vec![
+        ("default/train/0000.parquet".into(), rows_of("train", 0, half)),
+        ("default/train/0001.parquet".into(), rows_of("train", half, train_rows - half)),
+        ("default/validation/0000.parquet".into(), rows_of("validation", 0, validation_rows)),
+    ]
+}
+
+/// Issue 16: the paper's hub ids through a local Hub (`HF_ENDPOINT`): DistilBERT and ALBERT from
+/// checkpoints in their real masked-LM key layout (tests/fixtures/hub-checkpoints) train with their
+/// own adapter targets and heads; a dataset that names no file is read from its Parquet export
+/// (`refs/convert/parquet`, train in two shards); a warm rerun downloads nothing; offline mode
+/// makes no request at all.
+#[test]
+fn paper_models_and_a_parquet_dataset_from_a_local_hub() {
+    use slora_hub::fake_hub::{FakeFile, FakeHub, FakeHubConfig};
+    let mut files = vec![
+        FakeFile::new("datasets/stanfordnlp/sst2", "README.md", b"# sst2".to_vec(), false),
+        FakeFile::new("datasets/nobody/jsonl-only", "train.jsonl", b"{}".to_vec(), false),
+    ];
+    for (name, bytes) in sst2_converted_parquet(400, 100) {
+        files.push(FakeFile::new("datasets/stanfordnlp/sst2", &name, bytes, true).on_branch(slora_hub::CONVERTED_REVISION));
+    }
+    for id in ["distilbert-base-uncased", "albert-base-v2"] {
+        let dir = repo().join("tests/fixtures/hub-checkpoints").join(id);
+        files.extend(FakeHub::folder_files(&dir, id).unwrap().into_iter().filter(|f| !f.name.starts_with("expected.")));
+    }
+    let hub = FakeHub::start(FakeHubConfig { files, ..Default::default() });
+    let tmp = tempfile::tempdir().unwrap();
+    let cache = tmp.path().join("hf-cache");
+    let artifacts = s(&tmp.path().join("artifacts"));
+    let run = |model: &str, offline: bool, cmd: &[&str]| {
+        let model = format!("model.source={model}");
+        let mut args = vec!["--artifacts", artifacts.as_str()];
+        for kv in [
+            "run.seeds=[1]",
+            "data.source=stanfordnlp/sst2",
+            "data.test_split=validation",
+            "data.text_column=text",
+            "data.max_len=32",
+            "data.max_train=64",
+            "data.max_test=32",
+            model.as_str(),
+            "partition.scheme=iid",
+            "partition.clients=2",
+            "partition.validation_fraction=0",
+            "federation.clients_per_round=2",
+            "stage1.rounds=1",
+            "adapter.target_modules=[]",
+            "adapter.modules_to_save=[]",
+        ] {
+            args.extend(["--set", kv]);
+        }
+        args.extend(cmd);
+        let mut envs: Vec<(&str, &Path)> = vec![("HF_HUB_CACHE", &cache), ("HF_ENDPOINT", Path::new(&hub.url))];
+        if offline {
+            envs.push(("HF_HUB_OFFLINE", Path::new("1")));
+        }
+        let clock = std::time::Instant::now();
+        let out = pipeline_env(&args, &envs);
+        (out, clock.elapsed().as_secs_f64())
+    };
+    for (model, adapted) in [("distilbert-base-uncased", 12), ("albert-base-v2", 6)] {
+        let (before, bytes_before) = (hub.count(), hub.bytes());
+        let (cold, cold_s) = run(model, false, &["stage1"]);
+        assert!(cold.ok, "{model}: {}", cold.stderr);
+        let (requests, bytes) = (hub.count() - before, hub.bytes() - bytes_before);
+        assert!(requests > 0 && bytes > 0, "{model}: the cold run downloads");
+        assert!(cold.stderr.contains("refs/convert/parquet"), "{model}: the Parquet export is found: {}", cold.stderr);
+        assert!(!cold.stderr.contains("does not include"), "{model}: its own head trains: {}", cold.stderr);
+        let v: Value = serde_json::from_str(&run(model, false, &["inspect", "stage1", "--json"]).0.stdout).unwrap();
+        assert_eq!(v["summary"]["adapted_matrices"], adapted, "{model}: every attention and FFN linear");
+        let (before_warm, bytes_before_warm) = (hub.count(), hub.bytes());
+        let (warm, warm_s) = run(model, false, &["--force", "stage1"]);
+        assert!(warm.ok, "{}", warm.stderr);
+        assert_eq!(hub.bytes() - bytes_before_warm, 0, "{model}: the warm run downloads nothing");
+        let warm_requests = hub.count() - before_warm;
+        eprintln!("{model}: cold {requests} requests, {bytes} bytes, {cold_s:.1} s; warm {warm_requests} requests (file lists), 0 bytes, {warm_s:.1} s");
+        assert!(warm_requests <= 2, "{model}: a warm run asks only for the dataset's file lists (main, then the export), once each");
+        let (offline, _) = run(model, true, &["--force", "stage1"]);
+        assert!(offline.ok, "{}", offline.stderr);
+        assert_eq!(hub.count() - before_warm, warm_requests, "{model}: offline makes no request");
+    }
+    // The dataset: 400 train rows from the two shards, the validation split as the 100 test rows.
+    let all = ["--set", "data.max_train=100000", "--set", "data.max_test=100000"];
+    let (out, _) = run("albert-base-v2", true, &[&all[..], &["partition"]].concat());
+    assert!(out.ok, "{}", out.stderr);
+    let v: Value = serde_json::from_str(&run("albert-base-v2", true, &[&all[..], &["inspect", "partition", "--json"]].concat()).0.stdout).unwrap();
+    assert_eq!((v["train_rows"].as_u64(), v["test_rows"].as_u64()), (Some(400), Some(100)));
+    // A dataset without Parquet files names the repo and says what to set.
+    let (out, _) = run("albert-base-v2", false, &["--set", "data.source=nobody/jsonl-only", "partition"]);
+    assert!(!out.ok);
+    assert!(out.stderr.contains("nobody/jsonl-only") && out.stderr.contains("data.hub_file"), "{}", out.stderr);
+    // No such repo: the Hub's 404, naming it.
+    let (out, _) = run("albert-base-v2", false, &["--set", "data.source=nobody/nothing", "partition"]);
+    assert!(!out.ok && out.stderr.contains("nobody/nothing") && out.stderr.contains("404"), "{}", out.stderr);
+}

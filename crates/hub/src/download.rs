@@ -86,6 +86,22 @@ impl Downloader {
         Ok(path)
     }
 
+    /// The files of `repo_id` at `revision`, from the Hub's repo-info endpoint.
+    pub fn list(&self, repo_id: &str, kind: RepoKind, revision: &str) -> Result<Vec<String>, HubError> {
+        let what = || Target { kind, repo_id: repo_id.to_string(), revision: revision.to_string(), filename: String::new() };
+        let api = ApiBuilder::new()
+            .with_endpoint(self.endpoint.clone())
+            .with_token(self.token.clone())
+            .with_progress(false)
+            .build()
+            .map_err(|e| self.failed(what(), e))?;
+        let repo = api.repo(hf_hub::Repo::with_revision(repo_id.to_string(), kind.hf(), revision.to_string()));
+        let info = repo.info().map_err(|e| self.failed(what(), e))?;
+        let mut files: Vec<String> = info.siblings.into_iter().map(|s| s.rfilename).collect();
+        files.sort();
+        Ok(files)
+    }
+
     fn failed(&self, t: Target, e: ApiError) -> HubError {
         let endpoint = self.endpoint.clone();
         let status = match &e {
@@ -122,13 +138,18 @@ pub struct Target {
     pub repo_id: String,
     /// Branch, tag or commit.
     pub revision: String,
-    /// The file inside the repo.
+    /// The file inside the repo (empty: the repo's file list).
     pub filename: String,
 }
 
 impl std::fmt::Display for Target {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "{} `{}` (revision `{}`): file `{}`", self.kind, self.repo_id, self.revision, self.filename)
+        write!(f, "{} `{}` (revision `{}`): ", self.kind, self.repo_id, self.revision)?;
+        if self.filename.is_empty() {
+            f.write_str("the list of files")
+        } else {
+            write!(f, "file `{}`", self.filename)
+        }
     }
 }
 

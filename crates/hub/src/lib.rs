@@ -12,9 +12,12 @@
 #![deny(missing_docs)]
 
 pub mod download;
+pub mod fake_hub;
+pub mod parquet;
 mod source;
 
 pub use download::{Downloader, Target};
+pub use parquet::{ParquetSplits, CONVERTED_REVISION};
 pub use source::{is_hub_id, Source};
 
 use std::path::{Path, PathBuf};
@@ -99,6 +102,35 @@ pub enum HubError {
     NoFileNamed {
         /// The hub id.
         repo_id: String,
+    },
+    /// A dataset repo without Parquet files for the train split, at any revision tried.
+    #[error(
+        "dataset `{repo_id}`: no Parquet file for split `{split}` at revision {} ({}){}; name the file to read with data.hub_file",
+        revisions.join(" or "),
+        if seen.is_empty() { "no Parquet files".to_string() } else { format!("Parquet files: {}", seen.join(", ")) },
+        offline_note(*offline)
+    )]
+    NoParquet {
+        /// The hub id.
+        repo_id: String,
+        /// The revisions looked at.
+        revisions: Vec<String>,
+        /// The split not found (`data.train_split`).
+        split: String,
+        /// Some of the Parquet files that were there.
+        seen: Vec<String>,
+        /// Whether only the local cache was looked at (HF_HUB_OFFLINE).
+        offline: bool,
+    },
+    /// A dataset repo whose Parquet files sit in several configs, none of them the default.
+    #[error("dataset `{repo_id}` (revision `{revision}`) has Parquet files in several configs ({}): name the file to read with data.hub_file", configs.join(", "))]
+    ParquetConfigs {
+        /// The hub id.
+        repo_id: String,
+        /// The revision.
+        revision: String,
+        /// The config folders.
+        configs: Vec<String>,
     },
     /// The Hub answered 404.
     #[error("{target}: no such repo or file on {endpoint} (404); check the id, the revision and the file name")]
@@ -348,7 +380,5 @@ pub fn resolve_dataset_file(source: &str, revision: &str, hub_file: &str) -> Res
     HubCache::from_env().resolve_dataset_file(source, revision, hub_file)
 }
 
-#[cfg(test)]
-mod fake_hub;
 #[cfg(test)]
 mod tests;

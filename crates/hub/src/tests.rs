@@ -76,7 +76,7 @@ mod downloads {
     use super::*;
 
     fn file(repo: &str, name: &str, bytes: &[u8], lfs: bool) -> FakeFile {
-        FakeFile { repo_path: repo.into(), name: name.into(), bytes: bytes.to_vec(), lfs }
+        FakeFile::new(repo, name, bytes, lfs)
     }
 
     fn weights() -> Vec<u8> {
@@ -186,6 +186,49 @@ mod downloads {
         let err = down.resolve_file("org/other", RepoKind::Model, "main", "config.json").unwrap_err();
         assert!(matches!(err, HubError::Unreachable { .. } | HubError::Download { .. }), "{err}");
         assert!(err.to_string().contains("org/other"), "{err}");
+    }
+
+    #[test]
+    fn a_datasets_parquet_files_are_found_on_main_or_on_the_converted_branch() {
+        let parquet = |n: u8| vec![b'P', b'A', b'R', b'1', n];
+        let hub = hub(FakeHubConfig {
+            files: vec![
+                // Pushed with `push_to_hub`: on main.
+                file("datasets/org/pushed", "README.md", b"# card", false),
+                file("datasets/org/pushed", "data/train-00001-of-00002.parquet", &parquet(2), true),
+                file("datasets/org/pushed", "data/train-00000-of-00002.parquet", &parquet(1), true),
+                file("datasets/org/pushed", "data/test-00000-of-00001.parquet", &parquet(3), true),
+                // JSON lines on main; the Hub's Parquet export on refs/convert/parquet.
+                file("datasets/org/jsonl", "train.jsonl", b"{}", false),
+                file("datasets/org/jsonl", "default/train/0000.parquet", &parquet(4), true).on_branch(crate::CONVERTED_REVISION),
+                file("datasets/org/jsonl", "default/test/0000.parquet", &parquet(5), true).on_branch(crate::CONVERTED_REVISION),
+            ],
+            ..Default::default()
+        });
+        let tmp = tempfile::tempdir().unwrap();
+        let c = cache(tmp.path(), &hub, None);
+        let found = c.find_parquet("org/pushed", "main", &["train", "test"]).unwrap();
+        assert_eq!(found.revision, "main");
+        assert_eq!(found.files["train"], ["data/train-00000-of-00002.parquet", "data/train-00001-of-00002.parquet"]);
+        let found = c.find_parquet("org/jsonl", "main", &["train", "test"]).unwrap();
+        assert_eq!(found.revision, crate::CONVERTED_REVISION);
+        assert_eq!(found.files["test"], ["default/test/0000.parquet"]);
+        let path = c.resolve_file("org/jsonl", RepoKind::Dataset, &found.revision, "default/test/0000.parquet").unwrap();
+        assert_eq!(fs::read(&path).unwrap(), parquet(5));
+        // The same cache layout as huggingface_hub: refs/refs/convert/parquet holds the branch's commit.
+        let refs = tmp.path().join("datasets--org--jsonl/refs/refs/convert/parquet");
+        assert_eq!(fs::read_to_string(refs).unwrap().trim(), super::super::fake_hub::commit_of(crate::CONVERTED_REVISION));
+        // Offline: listed from the cached snapshot, no request.
+        c.resolve_file("org/jsonl", RepoKind::Dataset, &found.revision, "default/train/0000.parquet").unwrap();
+        let before = hub.count();
+        let offline = cache(tmp.path(), &hub, None).offline(true);
+        assert_eq!(offline.find_parquet("org/jsonl", "main", &["train", "test"]).unwrap(), found);
+        assert_eq!(hub.count(), before);
+        // Nothing for the split: named, with the Parquet files that were there and what to set.
+        let err = c.find_parquet("org/pushed", "main", &["fit", "test"]).unwrap_err().to_string();
+        assert!(err.contains("org/pushed") && err.contains("`fit`") && err.contains("data/test-00000-of-00001.parquet") && err.contains("data.hub_file"), "{err}");
+        let err = offline.find_parquet("org/never", "main", &["train"]).unwrap_err().to_string();
+        assert!(err.contains("org/never") && err.contains("HF_HUB_OFFLINE"), "{err}");
     }
 
     /// Python's `huggingface_hub` reads what this crate downloaded (skipped, saying so, when it is

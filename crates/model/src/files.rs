@@ -27,9 +27,15 @@ impl ModelFiles {
 
     /// [`ModelFiles::resolve`] against an explicit hub cache.
     pub fn resolve_with(cache: &slora_hub::HubCache, source: &str, revision: &str) -> Result<Self> {
-        let dir = cache
-            .resolve_model_dir(source, revision, &["config.json", "model.safetensors"])
-            .map_err(|e| ModelError::Source { source_id: source.to_string(), message: e.to_string() })?;
+        let failed = |e: slora_hub::HubError| ModelError::Source { source_id: source.to_string(), message: e.to_string() };
+        let dir = cache.resolve_model_dir(source, revision, &["config.json", "model.safetensors"]).map_err(failed)?;
+        // A hub model's tokenizer comes with it (downloaded when missing); a repo without one says so later.
+        if let slora_hub::Source::Hub(repo_id) = slora_hub::Source::parse(source) {
+            match cache.resolve_file(&repo_id, slora_hub::RepoKind::Model, revision, "tokenizer.json") {
+                Ok(_) | Err(slora_hub::HubError::NotFound { .. }) => {}
+                Err(e) => return Err(failed(e)),
+            }
+        }
         Ok(Self::in_dir(dir))
     }
 

@@ -14,7 +14,9 @@
 //!   always read as text. A file without rows is an error.
 //! - Train/test: a second source (`test_source`: all its rows are test), else the `split_column`
 //!   values `train_split` / `test_split` (rows with other values, e.g. `validation`, are dropped).
-//! - Row ids: the row's 0-based position in its file.
+//! - Shards: a source may come in several files (a hub dataset's `train-00000-of-00002.parquet`, …),
+//!   read one after the other as one table.
+//! - Row ids: the row's 0-based position in its file (in the shards read one after the other).
 //! - Writer ids (`id_column`, for the natural-id partitioner): any scalar column read as text (numbers
 //!   in their decimal form); null and missing values are the empty string, which is one id like any
 //!   other (flwr-datasets' `NaturalIdPartitioner` groups on the raw value too).
@@ -31,8 +33,13 @@ use std::path::{Path, PathBuf};
 pub struct DatasetSpec {
     /// The main file (local; resolve hub ids first with `slora_hub`).
     pub source: PathBuf,
+    /// Further shards of `source` (same columns), read after it in this order; row ids count on
+    /// across shards.
+    pub source_shards: Vec<PathBuf>,
     /// A file holding the test rows, or `None` to use `split_column`.
     pub test_source: Option<PathBuf>,
+    /// Further shards of `test_source`, read after it in this order.
+    pub test_source_shards: Vec<PathBuf>,
     /// Text column, or columns joined by `+`.
     pub text_column: String,
     /// Label column.
@@ -146,6 +153,33 @@ fn read_file(path: &Path, cols: &Columns) -> Result<RawRows, DataError> {
     Ok(rows)
 }
 
+/// `first` and its `shards`, read one after the other into one table.
+fn read_sharded(first: &Path, shards: &[PathBuf], cols: &Columns) -> Result<RawRows, DataError> {
+    let mut rows = read_file(first, cols)?;
+    for shard in shards {
+        let more = read_file(shard, cols)?;
+        match (&mut rows.labels, more.labels) {
+            (RawLabels::Int(a), RawLabels::Int(b)) => a.extend(b),
+            (RawLabels::Str(a), RawLabels::Str(b)) => a.extend(b),
+            _ => {
+                return Err(DataError::format(
+                    shard,
+                    format!("label column `{}` is numeric in one shard and text in another", cols.label),
+                ))
+            }
+        }
+        rows.texts.extend(more.texts);
+        let extend = |a: &mut Option<Vec<String>>, b: Option<Vec<String>>| match (a.as_mut(), b) {
+            (Some(a), Some(b)) => a.extend(b),
+            _ => *a = None,
+        };
+        extend(&mut rows.splits, more.splits);
+        extend(&mut rows.label_names, more.label_names);
+        extend(&mut rows.ids, more.ids);
+    }
+    Ok(rows)
+}
+
 fn read_format(path: &Path, cols: &Columns) -> Result<RawRows, DataError> {
     let name = path.file_name().map(|n| n.to_string_lossy().to_ascii_lowercase()).unwrap_or_default();
     let name = name.strip_suffix(".gz").unwrap_or(&name);
@@ -208,13 +242,13 @@ pub fn load_dataset(spec: &DatasetSpec) -> Result<Dataset, DataError> {
     let (train_rows, train_idx, test_rows, test_idx);
     match &spec.test_source {
         Some(test_path) => {
-            train_rows = read_file(&spec.source, &cols(false))?;
-            test_rows = read_file(test_path, &cols(false))?;
+            train_rows = read_sharded(&spec.source, &spec.source_shards, &cols(false))?;
+            test_rows = read_sharded(test_path, &spec.test_source_shards, &cols(false))?;
             train_idx = (0..train_rows.texts.len()).collect::<Vec<_>>();
             test_idx = (0..test_rows.texts.len()).collect::<Vec<_>>();
         }
         None if spec.test_fraction > 0.0 => {
-            let rows = read_file(&spec.source, &cols(false))?;
+            let rows = read_sharded(&spec.source, &spec.source_shards, &cols(false))?;
             (train_idx, test_idx) = fraction_split(&rows.labels, spec.test_fraction, spec.split_seed);
             if test_idx.is_empty() {
                 return Err(DataError::Split(format!(
@@ -228,7 +262,7 @@ pub fn load_dataset(spec: &DatasetSpec) -> Result<Dataset, DataError> {
             train_rows = rows;
         }
         None => {
-            let rows = read_file(&spec.source, &cols(true))?;
+            let rows = read_sharded(&spec.source, &spec.source_shards, &cols(true))?;
             let splits = rows.splits.as_ref().expect("split column read");
             let pick = |value: &str| splits.iter().enumerate().filter(|(_, s)| *s == value).map(|(i, _)| i).collect::<Vec<_>>();
             train_idx = pick(&spec.train_split);

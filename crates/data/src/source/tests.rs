@@ -10,7 +10,9 @@ fn shared(rel: &str) -> PathBuf {
 fn spec(source: PathBuf, text: &str, label: &str) -> DatasetSpec {
     DatasetSpec {
         source,
+        source_shards: Vec::new(),
         test_source: None,
+        test_source_shards: Vec::new(),
         text_column: text.into(),
         label_column: label.into(),
         split_column: "split".into(),
@@ -50,6 +52,35 @@ fn news_category_v3_jsonl_gz() {
     // The first line of the v3 file: headline + ". " + short description.
     assert!(ds.train.texts[0].starts_with("Over 4 Million Americans Roll Up Sleeves For Omicron-Targeted COVID Boosters. "), "{}", ds.train.texts[0]);
     assert_eq!(ds.labels.names[ds.train.labels[0] as usize], "U.S. NEWS");
+}
+
+/// A source in shards reads as the one file they were cut from: same rows, labels and row ids.
+#[test]
+fn shards_read_as_one_file() {
+    let dir = tempfile::tempdir().unwrap();
+    let lines: Vec<String> = (0..9)
+        .map(|i| format!("{{\"text\": \"row {i}\", \"label\": \"{}\", \"split\": \"{}\"}}", ["b", "a", "c"][i % 3], if i % 4 == 3 { "test" } else { "train" }))
+        .collect();
+    let write = |name: &str, rows: &[String]| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, rows.join("\n")).unwrap();
+        path
+    };
+    let whole = load_dataset(&spec(write("all.jsonl", &lines), "text", "label")).unwrap();
+    let mut sharded = spec(write("train-0.jsonl", &lines[..4]), "text", "label");
+    sharded.source_shards = vec![write("train-1.jsonl", &lines[4..5]), write("train-2.jsonl", &lines[5..])];
+    assert_eq!(load_dataset(&sharded).unwrap(), whole);
+    assert_eq!(whole.train.row_ids, vec![0, 1, 2, 4, 5, 6, 8]);
+    // Test shards likewise.
+    let mut two = spec(write("tr.jsonl", &lines), "text", "label");
+    two.test_source = Some(write("te-0.jsonl", &lines[..2]));
+    two.test_source_shards = vec![write("te-1.jsonl", &lines[2..])];
+    assert_eq!(load_dataset(&two).unwrap().test.texts.len(), 9);
+    // A shard whose labels change type is named.
+    let mut bad = spec(write("x-0.jsonl", &lines[..2]), "text", "label");
+    bad.source_shards = vec![write("x-1.jsonl", &["{\"text\": \"t\", \"label\": 3, \"split\": \"train\"}".to_string()])];
+    let err = load_dataset(&bad).unwrap_err().to_string();
+    assert!(err.contains("x-1.jsonl") && err.contains("label"), "{err}");
 }
 
 #[test]

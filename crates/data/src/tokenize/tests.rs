@@ -32,7 +32,9 @@ fn prefix_fast_path_equals_plain_encoding_on_news20() {
     use crate::source::{load_dataset, DatasetSpec};
     let ds = load_dataset(&DatasetSpec {
         source: shared("datasets/20newsgroups_bydate.parquet"),
+        source_shards: Vec::new(),
         test_source: None,
+        test_source_shards: Vec::new(),
         text_column: "text_clean".into(),
         label_column: "label".into(),
         split_column: "split".into(),

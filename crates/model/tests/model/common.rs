@@ -129,8 +129,13 @@ pub fn encode_rows(tok: &Tokenizer, texts: &[String]) -> Result<Vec<Vec<u32>>> {
 /// Tokenizes the fixture sentences (truncation 32, BatchLongest), checks ids / mask / types against
 /// the stored ones, and returns the collated batch.
 pub fn fixture_batch(name: &str, expected: &Expected) -> Result<Batch> {
-    let dir = fixture_dir(name);
-    let tok = tokenizer(&dir, 32, true)?;
+    batch_in(&fixture_dir(name), expected)
+}
+
+/// [`fixture_batch`] for the fixture in `dir` (its tokenizer, sentences and stored ids).
+pub fn batch_in(dir: &Path, expected: &Expected) -> Result<Batch> {
+    let name = dir.display();
+    let tok = tokenizer(dir, 32, true)?;
     let enc = tok.encode_batch(expected.sentences(), true).map_err(|e| anyhow!("{e}"))?;
     let as_i64 = |f: &dyn Fn(&tokenizers::Encoding) -> Vec<u32>| -> Vec<Vec<i64>> {
         enc.iter().map(|e| f(e).into_iter().map(i64::from).collect()).collect()

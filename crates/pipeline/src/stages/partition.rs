@@ -35,18 +35,78 @@ pub const LABELS_FILE: &str = "labels.json";
 #[derive(Debug, Clone, Copy, Default)]
 pub struct Partition;
 
-/// The data file(s) the config names, resolved (local path, or a file in the hub cache).
-pub fn resolve_data_files(cfg: &Config) -> Result<(PathBuf, Option<PathBuf>), PipelineError> {
+/// The data files the config names, resolved to local paths.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DataFiles {
+    /// The train rows' file (or the file with a split column), then its further shards.
+    pub train: Vec<PathBuf>,
+    /// The test rows' file and its further shards; empty to use the split column or
+    /// `data.test_fraction`.
+    pub test: Vec<PathBuf>,
+}
+
+impl DataFiles {
+    fn first(files: &[PathBuf]) -> Option<(PathBuf, Vec<PathBuf>)> {
+        files.split_first().map(|(a, rest)| (a.clone(), rest.to_vec()))
+    }
+}
+
+/// One hash for a list of files: the file's own for one, else a hash of theirs in order.
+fn files_hash(files: &[PathBuf]) -> String {
+    match files {
+        [one] => input_hash(one),
+        many => {
+            let joined: String = many.iter().map(|f| input_hash(f) + "\n").collect();
+            crate::hashing::sha256_hex(joined.as_bytes())
+        }
+    }
+}
+
+/// The data files the config names: local paths as they are, `data.hub_file` inside a hub dataset,
+/// or, when a hub dataset names no file, its Parquet files for `data.train_split` and
+/// `data.test_split` (found at `data.revision`, else on the Hub's `refs/convert/parquet` branch).
+pub fn resolve_data_files(cfg: &Config) -> Result<DataFiles, PipelineError> {
     let d = &cfg.data;
     let named = |key: &str, e: slora_hub::HubError| PipelineError::config(format!("{key}: {e}"));
-    let source = slora_hub::resolve_dataset_file(&d.source, &d.revision, &d.hub_file).map_err(|e| named("data.source", e))?;
-    let test = if d.test_source.is_empty() {
-        None
-    } else {
-        let file = if d.test_hub_file.is_empty() { &d.hub_file } else { &d.test_hub_file };
-        Some(slora_hub::resolve_dataset_file(&d.test_source, &d.revision, file).map_err(|e| named("data.test_source", e))?)
+    let test_source = |fallback_file: &str| -> Result<Vec<PathBuf>, PipelineError> {
+        let file = if d.test_hub_file.is_empty() { fallback_file } else { &d.test_hub_file };
+        Ok(vec![slora_hub::resolve_dataset_file(&d.test_source, &d.revision, file).map_err(|e| named("data.test_source", e))?])
     };
-    Ok((source, test))
+    let repo_id = match slora_hub::Source::parse(&d.source) {
+        slora_hub::Source::Hub(repo_id) if d.hub_file.is_empty() => repo_id,
+        _ => {
+            let source = slora_hub::resolve_dataset_file(&d.source, &d.revision, &d.hub_file).map_err(|e| named("data.source", e))?;
+            let test = if d.test_source.is_empty() { Vec::new() } else { test_source(&d.hub_file)? };
+            return Ok(DataFiles { train: vec![source], test });
+        }
+    };
+    let cache = slora_hub::HubCache::from_env();
+    let found = cache.find_parquet(&repo_id, &d.revision, &[&d.train_split, &d.test_split]).map_err(|e| named("data.source", e))?;
+    let fetch = |files: &[String]| -> Result<Vec<PathBuf>, PipelineError> {
+        files
+            .iter()
+            .map(|f| cache.resolve_file(&repo_id, slora_hub::RepoKind::Dataset, &found.revision, f).map_err(|e| named("data.source", e)))
+            .collect()
+    };
+    let train = fetch(&found.files[&d.train_split])?;
+    let test = if !d.test_source.is_empty() {
+        test_source("")?
+    } else if d.test_fraction > 0.0 {
+        Vec::new()
+    } else {
+        match found.files.get(&d.test_split) {
+            Some(files) => fetch(files)?,
+            None => {
+                return Err(PipelineError::config(format!(
+                    "data.test_split: dataset `{repo_id}` (revision `{}`) has no Parquet file for split `{}` (splits found: {}); name another split, or set data.test_fraction to hold out train rows",
+                    found.revision,
+                    d.test_split,
+                    found.files.keys().cloned().collect::<Vec<_>>().join(", ")
+                )))
+            }
+        }
+    };
+    Ok(DataFiles { train, test })
 }
 
 /// The model's `tokenizer.json`, resolved.
@@ -138,15 +198,19 @@ impl Stage for Partition {
         let d = &cfg.data;
         let files = resolve_data_files(cfg);
         let mut data = json!({
-            "source_sha256": hash_or_error(files.as_ref().map_err(clone_err), |f| &f.0),
+            "source_sha256": match &files {
+                Ok(f) => files_hash(&f.train),
+                Err(e) => format!("unresolved: {e}"),
+            },
             "text_column": d.text_column,
             "label_column": d.label_column,
             "max_len": d.max_len,
             "max_train": d.max_train,
             "max_test": d.max_test,
         });
-        if let Ok((_, Some(test))) = &files {
-            data["test_source_sha256"] = json!(input_hash(test));
+        let test_files = files.as_ref().map(|f| f.test.as_slice()).unwrap_or_default();
+        if !test_files.is_empty() {
+            data["test_source_sha256"] = json!(files_hash(test_files));
         } else if !d.test_source.is_empty() {
             data["test_source_sha256"] = json!("unresolved");
         } else if d.test_fraction > 0.0 {
@@ -187,11 +251,15 @@ impl Stage for Partition {
         let cfg = ctx.config;
         let clock = std::time::Instant::now();
         let lap = |what: &str| tracing::debug!("partition: {what} done at {:.3} s", clock.elapsed().as_secs_f64());
-        let (source, test_source) = resolve_data_files(cfg)?;
+        let files = resolve_data_files(cfg)?;
+        let (source, source_shards) = DataFiles::first(&files.train).expect("one train file at least");
+        let (test_source, test_source_shards) = DataFiles::first(&files.test).unzip();
         let d = &cfg.data;
         let spec = DatasetSpec {
             source: source.clone(),
+            source_shards,
             test_source,
+            test_source_shards: test_source_shards.unwrap_or_default(),
             text_column: d.text_column.clone(),
             label_column: d.label_column.clone(),
             split_column: d.split_column.clone(),
@@ -317,10 +385,6 @@ fn check_train_labels(ds: &slora_data::Dataset, source: &Path, label_column: &st
         ));
     }
     Ok(())
-}
-
-fn clone_err(e: &PipelineError) -> PipelineError {
-    PipelineError::config(e.to_string())
 }
 
 /// `pipeline inspect partition`: clients, rows per client, label histograms, entropy, test rows.
