@@ -631,9 +631,11 @@ pub fn build_study_report(
             results.push(Block::Figure(Figure {
                 id: "accuracy_vs_upload".into(),
                 title: "Accuracy against total upload".into(),
-                caption: "Final accuracy (mean, bars = 95 % interval over seeds) against the bytes all clients \
-                          uploaded over the run. SLoRA's points are its Stage-1 densities: sparser is cheaper."
-                    .into(),
+                caption: format!(
+                    "Final accuracy (mean, bars = 95 % interval over seeds) against the bytes all clients \
+                     uploaded over the run; one marker per point ({}) for each method that ran there.",
+                    points.iter().map(|p| p.label.as_str()).collect::<Vec<_>>().join(", ")
+                ),
                 svg: plots::accuracy_vs_upload(&upload)?,
             }));
         }
