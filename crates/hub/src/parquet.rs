@@ -32,7 +32,7 @@ pub struct ParquetSplits {
     /// The config folder they sit in (`""` at the repo root).
     pub config: String,
     /// Paths inside the repo, in read order, for each split that has files.
-    pub files: BTreeMap<String, Vec<String>>,
+    pub files: SplitFiles,
 }
 
 /// The first of `splits` that `path` belongs to, with the config folder before the part that named it.
@@ -55,10 +55,13 @@ fn split_of(path: &str, splits: &[&str]) -> Option<(String, String)> {
     None
 }
 
-/// Groups repo `files` into `splits` (see the module docs); `Err` names the configs when there are
-/// several and none is the default.
-pub fn group_by_split(files: &[String], splits: &[&str]) -> Result<(String, BTreeMap<String, Vec<String>>), Vec<String>> {
-    let mut by_config: BTreeMap<String, BTreeMap<String, Vec<String>>> = BTreeMap::new();
+/// Repo paths by split name.
+pub type SplitFiles = BTreeMap<String, Vec<String>>;
+
+/// Groups repo `files` into `splits` (see the module docs): the config chosen and its files; `Err`
+/// names the configs when there are several and none is the default.
+pub fn group_by_split(files: &[String], splits: &[&str]) -> Result<(String, SplitFiles), Vec<String>> {
+    let mut by_config: BTreeMap<String, SplitFiles> = BTreeMap::new();
     for file in files {
         if let Some((split, config)) = split_of(file, splits) {
             by_config.entry(config).or_default().entry(split).or_default().push(file.clone());

@@ -4,6 +4,7 @@
 //! computes the weight gradient, frozen or not. Every op here has a fused forward, a fused
 //! backward, and a composed twin (`*_slow` or candle's own op) its tests compare against.
 
+pub mod bf16;
 mod cpu;
 mod math;
 
