@@ -38,7 +38,9 @@ pub(crate) fn available() -> bool {
         let leaf7 = __cpuid_count(7, 0);
         let has_amx = leaf7.edx & (1 << 22) != 0 && leaf7.edx & (1 << 24) != 0;
         let osxsave = __cpuid_count(1, 0).ecx & (1 << 27) != 0;
-        if !has_amx || !osxsave {
+        // The packing uses AVX512-BF16 (every AMX CPU so far has it; checked all the same).
+        let packing = std::is_x86_feature_detected!("avx512bf16") && std::is_x86_feature_detected!("avx512bw");
+        if !has_amx || !osxsave || !packing {
             return false;
         }
         // XCR0 bits 17 (XTILECFG) and 18 (XTILEDATA).
@@ -97,8 +99,8 @@ fn pack_rhs(k: usize, n: usize, rhs: MatView, kp: usize, np: usize) -> Vec<u16> 
                 let (p, j0) = (ks * KSTEP + 2 * r, jb * TILE);
                 if rhs.cs == 1 && p + 1 < k && j0 + TILE <= n {
                     let row = &rhs.data[p * rhs.rs + j0..];
-                    // SAFETY: 16 values of rows p and p + 1 from column j0 are in range; every CPU
-                    // with AMX-BF16 has AVX512-BF16 and AVX512-BW.
+                    // SAFETY: 16 values of rows p and p + 1 from column j0 are in range; `available`
+                    // checked AVX512-BF16 and AVX512-BW.
                     unsafe { interleave_pair(&row[..TILE], &row[rhs.rs..rhs.rs + TILE], &mut tile[r * KSTEP..(r + 1) * KSTEP]) };
                     continue;
                 }
@@ -142,7 +144,7 @@ fn pack_lhs_band(i0: usize, m: usize, k: usize, lhs: MatView, kp: usize, out: &m
         }
         if lhs.cs == 1 {
             let src = &lhs.data[i * lhs.rs..i * lhs.rs + k];
-            // SAFETY: every CPU with AMX-BF16 has AVX512-BF16 (Sapphire Rapids and newer).
+            // SAFETY: `available` checked AVX512-BF16.
             unsafe { convert_row(src, &mut row[..k]) };
             row[k..].fill(0);
             continue;
