@@ -10,6 +10,7 @@
 //! [`reference`] is the slow twin every kernel is tested against. Results do not depend on the
 //! thread count: each output block is computed by one thread, over k in a fixed order.
 
+#[cfg(test)]
 pub(crate) mod reference;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod amx;
