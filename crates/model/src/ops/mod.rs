@@ -4,6 +4,9 @@
 //! computes the weight gradient, frozen or not. Every op here has a fused forward, a fused
 //! backward, and a composed twin (`*_slow` or candle's own op) its tests compare against.
 
+// The bf16 GEMM is tested and benchmarked on its own; the linear ops take it up with the precision
+// setting (issue 17), until then nothing outside its tests calls it.
+#[allow(dead_code)]
 pub mod bf16;
 mod cpu;
 mod math;
