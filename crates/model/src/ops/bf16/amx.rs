@@ -95,6 +95,22 @@ fn pack_rhs(k: usize, n: usize, rhs: MatView, kp: usize, np: usize) -> Vec<u16> 
     let mut out = vec![0u16; np / TILE * ksteps * tile_len];
     out.par_chunks_mut(ksteps * tile_len).enumerate().for_each(|(jb, panel)| {
         for (ks, tile) in panel.chunks_mut(tile_len).enumerate() {
+            if rhs.rs == 1 && rhs.cs != 1 && (ks + 1) * KSTEP <= k {
+                // rhs is the transpose of a row-major n × k matrix (a weight in `x wᵀ`): its column j
+                // holds 32 consecutive k = 16 pairs, one per tile row, at the tile's column j.
+                let mut pairs = [0u16; KSTEP];
+                for c in 0..TILE.min(n.saturating_sub(jb * TILE)) {
+                    let j = jb * TILE + c;
+                    let src = &rhs.data[j * rhs.cs + ks * KSTEP..j * rhs.cs + (ks + 1) * KSTEP];
+                    // SAFETY: `available` checked AVX512-BF16.
+                    unsafe { convert_row(src, &mut pairs) };
+                    for r in 0..TILE {
+                        tile[r * KSTEP + 2 * c] = pairs[2 * r];
+                        tile[r * KSTEP + 2 * c + 1] = pairs[2 * r + 1];
+                    }
+                }
+                continue;
+            }
             for r in 0..TILE {
                 let (p, j0) = (ks * KSTEP + 2 * r, jb * TILE);
                 if rhs.cs == 1 && p + 1 < k && j0 + TILE <= n {
@@ -149,8 +165,34 @@ fn pack_lhs_band(i0: usize, m: usize, k: usize, lhs: MatView, kp: usize, out: &m
             row[k..].fill(0);
             continue;
         }
+        if lhs.rs == 1 {
+            continue; // the transposed case, below
+        }
         for (p, v) in row.iter_mut().enumerate() {
             *v = if p < k { to_bf16(lhs.data[i * lhs.rs + p * lhs.cs]) } else { 0 };
+        }
+    }
+    if lhs.rs == 1 && lhs.cs != 1 {
+        // lhs is the transpose of a row-major k × m matrix: read its rows (32 contiguous values of
+        // the band per k), convert 32 at a time, write them down the band's column p.
+        let rows = BLOCK.min(m - i0);
+        let mut column = [0u16; BLOCK];
+        for p in 0..k {
+            let src = &lhs.data[i0 + p * lhs.cs..];
+            if rows == BLOCK {
+                // SAFETY: `available` checked AVX512-BF16.
+                unsafe { convert_row(&src[..BLOCK], &mut column) };
+            } else {
+                for r in 0..rows {
+                    column[r] = to_bf16(src[r]);
+                }
+            }
+            for r in 0..rows {
+                out[r * kp + p] = column[r];
+            }
+        }
+        for r in 0..rows {
+            out[r * kp + k..(r + 1) * kp].fill(0);
         }
     }
 }
@@ -254,7 +296,45 @@ pub(crate) unsafe fn gemm(
     if m == 0 || n == 0 {
         return;
     }
-    let (kp, np) = (round_up(k.max(1), KSTEP), round_up(n, BLOCK));
+    if k == 0 {
+        if !accumulate {
+            for i in 0..m {
+                for j in 0..n {
+                    *dst.add(i * dst_rs + j * dst_cs) = 0.0;
+                }
+            }
+        }
+        return;
+    }
+    // k in blocks of KC: one block of packed rhs (KC × n bf16) stays in cache while every band of
+    // lhs passes over it; the blocks after the first add onto dst.
+    for (kb, k0) in (0..k).step_by(KC).enumerate() {
+        let kn = KC.min(k - k0);
+        let lhs_k = MatView { data: &lhs.data[k0 * lhs.cs..], rs: lhs.rs, cs: lhs.cs };
+        let rhs_k = MatView { data: &rhs.data[k0 * rhs.rs..], rs: rhs.rs, cs: rhs.cs };
+        gemm_kblock(m, n, kn, dst, dst_rs, dst_cs, accumulate || kb > 0, scale, lhs_k, rhs_k, parallel);
+    }
+}
+
+/// Depth of one k block (a multiple of [`KSTEP`]).
+const KC: usize = 1024;
+
+/// [`gemm`] for one k block (`k <= KC`).
+#[allow(clippy::too_many_arguments)]
+unsafe fn gemm_kblock(
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    dst_cs: usize,
+    accumulate: bool,
+    scale: f32,
+    lhs: MatView,
+    rhs: MatView,
+    parallel: bool,
+) {
+    let (kp, np) = (round_up(k, KSTEP), round_up(n, BLOCK));
     let ksteps = kp / KSTEP;
     let packed_rhs = pack_rhs(k, n, rhs, kp, np);
     let dst = SharedMut(dst);
