@@ -63,12 +63,14 @@ pub struct BenchConfig {
     pub density: f64,
     /// LoRA rank for [`BenchMode::Lora`] (alpha = 2 r).
     pub lora_rank: usize,
+    /// The GEMMs' arithmetic.
+    pub precision: crate::Precision,
 }
 
 impl BenchConfig {
     /// Batch × seq with 2 warm-up and 5 timed steps, 20 labels, density 1%, r = 8.
     pub fn new(batch: usize, seq: usize) -> Self {
-        Self { batch, seq, warmup: 2, steps: 5, num_labels: 20, seed: 0, density: 0.01, lora_rank: 8 }
+        Self { batch, seq, warmup: 2, steps: 5, num_labels: 20, seed: 0, density: 0.01, lora_rank: 8, precision: crate::Precision::Fp32 }
     }
 }
 
@@ -140,7 +142,8 @@ impl BenchModel {
             BenchMode::Sparse => (Mode::Sparse(SparseSpec::new(bc.density)), 1e-3),
             BenchMode::Eval => (Mode::Frozen, 0.0),
         };
-        let spec = TrainSpec::new(train_mode, bc.num_labels, bc.seed);
+        let mut spec = TrainSpec::new(train_mode, bc.num_labels, bc.seed);
+        spec.precision = bc.precision;
         let (model, _) = Classifier::new(&self.cfg, &self.weights, &spec)?;
         let batch = random_batch(&self.cfg, bc)?;
         let vars = model.trainable_vars();

@@ -166,7 +166,7 @@ impl Classifier {
 
     /// Forward pass building the gradient graph; `dropout_seed = None` disables dropout.
     pub fn forward(&self, batch: &Batch, dropout_seed: Option<u64>) -> Result<ForwardOutput> {
-        self.run(batch, &Ctx::train(dropout_seed))
+        self.run(batch, &Ctx::train(dropout_seed).with_precision(self.spec.precision))
     }
 
     /// Mean cross-entropy over the batch and the logits (gradient graph built).
@@ -177,7 +177,7 @@ impl Classifier {
 
     /// Logits without a gradient graph or dropout.
     pub fn predict(&self, batch: &Batch) -> Result<Tensor> {
-        Ok(self.run(batch, &Ctx::eval())?.logits)
+        Ok(self.run(batch, &Ctx::eval().with_precision(self.spec.precision))?.logits)
     }
 
     /// `(mean loss, logits)` without a gradient graph or dropout.

@@ -39,5 +39,5 @@ pub use files::ModelFiles;
 pub use linear::{AdaptableLinear, Adapter, LoraAdapter, SparseDelta};
 pub use names::{block_linears, head_modules, within_block};
 pub use param::{derive_seed, Ctx, Param};
-pub use spec::{default_modules_to_save, module_matches, LoraFactors, LoraSpec, Mode, SparseSpec, TargetModules, TrainSpec};
+pub use spec::{default_modules_to_save, module_matches, LoraFactors, LoraSpec, Mode, Precision, SparseSpec, TargetModules, TrainSpec};
 pub use weights::Weights;

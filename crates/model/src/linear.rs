@@ -162,13 +162,14 @@ impl AdaptableLinear {
         let var = |v: &Var| if ctx.tracks_grad() { v.as_tensor().clone() } else { v.as_detached_tensor() };
         let lora_a = |l: &LoraAdapter| if l.freeze_a { l.a.as_detached_tensor() } else { var(&l.a) };
         match (&self.adapter, self.merged) {
-            (Adapter::Sparse(s), _) => Ok(ops::sparse_delta_linear(x, &w, &s.indices, &var(&s.values), b.as_ref())?),
+            (Adapter::Sparse(s), _) => Ok(ops::sparse_delta_linear_at(x, &w, &s.indices, &var(&s.values), b.as_ref(), ctx.precision())?),
             (Adapter::Lora(l), false) if frozen && (l.dropout == 0.0 || !ctx.has_dropout()) => {
                 // One fused op: base + adapter, gradients to x, A (unless frozen) and B only.
-                Ok(ops::lora_linear(x, &w, b.as_ref(), &lora_a(l), &var(&l.b), l.scale)?)
+                Ok(ops::lora_linear_at(x, &w, b.as_ref(), &lora_a(l), &var(&l.b), l.scale, ctx.precision())?)
             }
             (adapter, merged) => {
-                let base = if frozen { ops::frozen_linear(x, &w, b.as_ref())? } else { ops::linear(x, &w, b.as_ref())? };
+                let p = ctx.precision();
+                let base = if frozen { ops::frozen_linear_at(x, &w, b.as_ref(), p)? } else { ops::linear_at(x, &w, b.as_ref(), p)? };
                 match adapter {
                     Adapter::Lora(l) if !merged => {
                         // Adapter dropout (or a trainable base): the composed path.

@@ -8,6 +8,7 @@ use candle_core::{Tensor, Var};
 use crate::error::Result;
 use crate::ops;
 use crate::seed::{fnv1a, splitmix64};
+use crate::spec::Precision;
 
 /// One parameter tensor: frozen (no gradient, no optimizer state) or trainable.
 #[derive(Debug, Clone)]
@@ -70,17 +71,29 @@ pub struct Ctx {
     grad: bool,
     dropout_seed: Option<u64>,
     site: Cell<u64>,
+    precision: Precision,
 }
 
 impl Ctx {
     /// A training or gradient-checking pass (`dropout_seed = None`: no dropout).
     pub fn train(dropout_seed: Option<u64>) -> Self {
-        Self { grad: true, dropout_seed, site: Cell::new(0) }
+        Self { grad: true, dropout_seed, site: Cell::new(0), precision: Precision::Fp32 }
     }
 
     /// An evaluation pass: no gradient graph, no dropout.
     pub fn eval() -> Self {
-        Self { grad: false, dropout_seed: None, site: Cell::new(0) }
+        Self { grad: false, dropout_seed: None, site: Cell::new(0), precision: Precision::Fp32 }
+    }
+
+    /// The same pass with the linear layers' GEMMs in `precision`.
+    pub fn with_precision(mut self, precision: Precision) -> Self {
+        self.precision = precision;
+        self
+    }
+
+    /// The linear layers' GEMM arithmetic.
+    pub fn precision(&self) -> Precision {
+        self.precision
     }
 
     /// Whether parameters enter the graph as variables.

@@ -123,6 +123,27 @@ pub fn default_modules_to_save() -> Vec<String> {
     ["pooler.dense", "pooler", "pre_classifier", "classifier"].iter().map(|s| s.to_string()).collect()
 }
 
+/// The arithmetic of the linear layers' GEMMs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Precision {
+    /// f32 operands and sums.
+    #[default]
+    Fp32,
+    /// Mixed precision as PyTorch's CPU autocast does it: GEMM operands rounded to bf16, products
+    /// summed in f32; weights, optimizer state, layer norms, softmax, the loss and every upload stay
+    /// f32. Runs f32 where the CPU has no bf16 kernel (see [`crate::ops::bf16::kernel`]).
+    Bf16,
+}
+
+impl std::fmt::Display for Precision {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Precision::Fp32 => "fp32",
+            Precision::Bf16 => "bf16",
+        })
+    }
+}
+
 /// Everything `Classifier::new` needs to know about training.
 #[derive(Debug, Clone)]
 pub struct TrainSpec {
@@ -138,6 +159,8 @@ pub struct TrainSpec {
     pub seed: u64,
     /// Overrides every dropout probability of the config (hidden, attention, classifier) when set.
     pub dropout: Option<f64>,
+    /// The GEMMs' arithmetic.
+    pub precision: Precision,
 }
 
 impl TrainSpec {
@@ -150,6 +173,7 @@ impl TrainSpec {
             num_labels,
             seed,
             dropout: None,
+            precision: Precision::Fp32,
         }
     }
 }

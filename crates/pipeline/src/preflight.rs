@@ -99,9 +99,19 @@ pub struct ModelLimits {
     pub max_rank: usize,
 }
 
+/// Says once per process when `optim.precision = bf16` has no kernel on this CPU (the GEMMs then
+/// run fp32).
+pub fn warn_without_bf16(precision: crate::config::Precision) {
+    static SAID: std::sync::Once = std::sync::Once::new();
+    if precision == crate::config::Precision::Bf16 && slora_model::ops::bf16::kernel() == slora_model::ops::bf16::Bf16Kernel::None {
+        SAID.call_once(|| tracing::warn!("optim.precision = bf16: this CPU has no bf16 kernel (AMX-BF16); the GEMMs run in fp32"));
+    }
+}
+
 /// Resolves the model, reads its `config.json` and checks `data.max_len` and `lora.r`
 /// against it, and that `tokenizer.json` exists.
 pub fn check(cfg: &Config) -> Result<ModelLimits, PipelineError> {
+    warn_without_bf16(cfg.optim.precision);
     let files = ModelFiles::resolve(&cfg.model.source, &cfg.model.revision)
         .map_err(|e| PipelineError::config(format!("model.source: {e}")))?;
     let model = EncoderConfig::from_file(&files.config).map_err(|e| PipelineError::config(format!("model.source: {e}")))?;

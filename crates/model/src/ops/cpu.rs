@@ -5,6 +5,7 @@ use candle_core::{bail, CpuStorage, Device, Layout, Result, Shape, Storage, Tens
 use rayon::prelude::*;
 
 use super::math::simd_dispatch;
+use crate::spec::Precision;
 
 /// Elements one rayon task handles at least: below this, splitting costs more than it saves.
 const MIN_TASK_ELEMS: usize = 16 * 1024;
@@ -131,10 +132,17 @@ impl<'a> MatView<'a> {
 
 /// `dst (m×n, row-major) = [dst +] lhs (m×k) · rhs (k×n)` through the `gemm` crate, with
 /// candle's thread count (RAYON_NUM_THREADS).
+#[cfg(test)]
 pub(crate) fn gemm(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: MatView, rhs: MatView) {
+    gemm_at(Precision::Fp32, m, n, k, dst, accumulate, lhs, rhs)
+}
+
+/// [`gemm`] in `precision`.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_at(precision: Precision, m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: MatView, rhs: MatView) {
     assert_eq!(dst.len(), m * n, "gemm: destination size");
     // SAFETY: dst is exactly m×n row-major and exclusively borrowed.
-    unsafe { gemm_raw(m, n, k, dst.as_mut_ptr(), n, 1, accumulate, 1.0, lhs, rhs, true) }
+    unsafe { gemm_raw_at(precision, m, n, k, dst.as_mut_ptr(), n, 1, accumulate, 1.0, lhs, rhs, true) }
 }
 
 /// A new `m × n` matrix `scale · lhs · rhs`, row-major, or column-major (= its transpose,
@@ -142,23 +150,29 @@ pub(crate) fn gemm(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bo
 /// dimension in its register tile: for a thin product (n ≤ 16, e.g. `x Aᵀ` with LoRA rank 8)
 /// the column-major result uses the full tile instead of half of it. No zero-fill: every element
 /// is written by the GEMM.
+#[cfg(test)]
 pub(crate) fn gemm_new(m: usize, n: usize, k: usize, lhs: MatView, rhs: MatView, scale: f32, transposed: bool) -> Vec<f32> {
-    gemm_new_on(m, n, k, lhs, rhs, scale, transposed, true)
+    gemm_new_on(Precision::Fp32, m, n, k, lhs, rhs, scale, transposed, true)
+}
+
+/// [`gemm_new`] (row-major, scale 1) in `precision`.
+pub(crate) fn gemm_new_at(precision: Precision, m: usize, n: usize, k: usize, lhs: MatView, rhs: MatView) -> Vec<f32> {
+    gemm_new_on(precision, m, n, k, lhs, rhs, 1.0, false, true)
 }
 
 /// [`gemm_new`] (row-major) on the calling thread only, for tasks of an already parallel loop.
 pub(crate) fn gemm_new_single(m: usize, n: usize, k: usize, lhs: MatView, rhs: MatView, scale: f32) -> Vec<f32> {
-    gemm_new_on(m, n, k, lhs, rhs, scale, false, false)
+    gemm_new_on(Precision::Fp32, m, n, k, lhs, rhs, scale, false, false)
 }
 
 #[allow(clippy::too_many_arguments)]
-fn gemm_new_on(m: usize, n: usize, k: usize, lhs: MatView, rhs: MatView, scale: f32, transposed: bool, parallel: bool) -> Vec<f32> {
+fn gemm_new_on(precision: Precision, m: usize, n: usize, k: usize, lhs: MatView, rhs: MatView, scale: f32, transposed: bool, parallel: bool) -> Vec<f32> {
     let (rs, cs) = if transposed { (1, m) } else { (n, 1) };
     // SAFETY: (i, j) -> i·rs + j·cs covers each of the m·n elements exactly once; a GEMM that does
     // not accumulate (or k = 0, which fills zeros) writes every element and reads none.
     unsafe {
         let mut out = uninit_f32(m * n);
-        gemm_raw(m, n, k, out.as_mut_ptr(), rs, cs, false, scale, lhs, rhs, parallel);
+        gemm_raw_at(precision, m, n, k, out.as_mut_ptr(), rs, cs, false, scale, lhs, rhs, parallel);
         out
     }
 }
@@ -195,6 +209,29 @@ pub(crate) unsafe fn gemm_raw(
     rhs: MatView,
     parallel: bool,
 ) {
+    gemm_raw_at(Precision::Fp32, m, n, k, dst, dst_rs, dst_cs, accumulate, scale, lhs, rhs, parallel)
+}
+
+/// [`gemm_raw`] in `precision`: bf16 runs the bf16 kernel for products of at least 32 × 32 × 32
+/// (smaller ones, e.g. LoRA's rank-r factors, stay f32), and f32 where the CPU has none.
+///
+/// # Safety
+/// As [`gemm_raw`].
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_raw_at(
+    precision: Precision,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    dst_cs: usize,
+    accumulate: bool,
+    scale: f32,
+    lhs: MatView,
+    rhs: MatView,
+    parallel: bool,
+) {
     lhs.check(m, k, "lhs");
     rhs.check(k, n, "rhs");
     if m == 0 || n == 0 {
@@ -208,6 +245,14 @@ pub(crate) unsafe fn gemm_raw(
                 }
             }
         }
+        return;
+    }
+    if precision == Precision::Bf16
+        && m >= 32
+        && n >= 32
+        && k >= 32
+        && super::bf16::gemm(m, n, k, dst, dst_rs, dst_cs, accumulate, scale, lhs, rhs, parallel)
+    {
         return;
     }
     let threads = if parallel { candle_core::utils::get_num_threads() } else { 1 };

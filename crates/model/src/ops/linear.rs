@@ -6,7 +6,8 @@
 //! weight, one op replaces candle's matmul + transpose + broadcast-add nodes (and the extra
 //! gradient buffers and additions each node costs in the backward).
 
-use super::cpu::{check_f32_cpu, gemm, gemm_new, repeat_rows, slice, sum_in_order, tensor, with_f32, MatView};
+use super::cpu::{check_f32_cpu, gemm_at, gemm_new_at, repeat_rows, slice, sum_in_order, tensor, with_f32, MatView};
+use crate::spec::Precision;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
 
@@ -14,7 +15,12 @@ use rayon::prelude::*;
 /// (no gradient flows to them, even if they are `Var`s). Leading dims of `x` are folded into
 /// one GEMM.
 pub fn frozen_linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
-    let op = FrozenLinear::new(x, w, b, "frozen_linear")?;
+    frozen_linear_at(x, w, b, Precision::Fp32)
+}
+
+/// [`frozen_linear`] with its GEMMs in `precision`.
+pub fn frozen_linear_at(x: &Tensor, w: &Tensor, b: Option<&Tensor>, precision: Precision) -> Result<Tensor> {
+    let op = FrozenLinear::new(x, w, b, "frozen_linear", precision)?;
     x.contiguous()?.apply_op1(op)
 }
 
@@ -74,6 +80,7 @@ struct FrozenLinear {
     w: Tensor,
     b: Option<Tensor>,
     shape: LinearShape,
+    precision: Precision,
 }
 
 /// Whether a gradient can flow into `x` (a variable or the result of a tracked op); when not
@@ -83,12 +90,12 @@ pub(crate) fn wants_grad(x: &Tensor) -> bool {
 }
 
 impl FrozenLinear {
-    fn new(x: &Tensor, w: &Tensor, b: Option<&Tensor>, op: &str) -> Result<Self> {
+    fn new(x: &Tensor, w: &Tensor, b: Option<&Tensor>, op: &str, precision: Precision) -> Result<Self> {
         let shape = LinearShape::check(x, w, b, op)?;
         // Detached: the op owns constants, the graph never reaches them.
         let w = w.detach().contiguous()?;
         let b = b.map(|b| b.detach().contiguous()).transpose()?;
-        Ok(Self { w, b, shape })
+        Ok(Self { w, b, shape, precision })
     }
 }
 
@@ -103,7 +110,7 @@ impl CustomOp1 for FrozenLinear {
         let rows = x.len() / in_dim.max(1);
         let (mut y, has_bias) = bias_rows(self.b.as_ref(), rows, out_dim, "frozen_linear")?;
         with_f32(&self.w, "frozen_linear", |w| {
-            gemm(rows, out_dim, in_dim, &mut y, has_bias, MatView::rows(x, in_dim), MatView::transposed(w, in_dim))
+            gemm_at(self.precision, rows, out_dim, in_dim, &mut y, has_bias, MatView::rows(x, in_dim), MatView::transposed(w, in_dim))
         })?;
         Ok((CpuStorage::F32(y), Shape::from(self.shape.out_dims.clone())))
     }
@@ -116,7 +123,7 @@ impl CustomOp1 for FrozenLinear {
         let dx = with_f32(grad, "frozen_linear bwd", |g| {
             with_f32(&self.w, "frozen_linear bwd", |w| {
                 let rows = g.len() / out_dim.max(1);
-                gemm_new(rows, in_dim, out_dim, MatView::rows(g, out_dim), MatView::rows(w, in_dim), 1.0, false)
+                gemm_new_at(self.precision, rows, in_dim, out_dim, MatView::rows(g, out_dim), MatView::rows(w, in_dim))
             })
         })??;
         Ok(Some(tensor(dx, x.shape())?))
@@ -125,8 +132,13 @@ impl CustomOp1 for FrozenLinear {
 
 /// `y[.., out] = x[.., in] · wᵀ + b` with gradients for `x`, `w` (`[out, in]`) and `b` (`[out]`).
 pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
+    linear_at(x, w, b, Precision::Fp32)
+}
+
+/// [`linear`] with its GEMMs in `precision` (the weight and its gradient stay f32).
+pub fn linear_at(x: &Tensor, w: &Tensor, b: Option<&Tensor>, precision: Precision) -> Result<Tensor> {
     let shape = LinearShape::check(x, w, b, "linear")?;
-    let op = TrainableLinear { shape };
+    let op = TrainableLinear { shape, precision };
     let (x, w) = (x.contiguous()?, w.contiguous()?);
     match b {
         Some(b) => x.apply_op3(&w, &b.contiguous()?, op),
@@ -136,6 +148,7 @@ pub fn linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>) -> Result<Tensor> {
 
 struct TrainableLinear {
     shape: LinearShape,
+    precision: Precision,
 }
 
 impl TrainableLinear {
@@ -146,7 +159,7 @@ impl TrainableLinear {
             Some(b) => repeat_rows(b, rows),
             None => vec![0f32; rows * out_dim],
         };
-        gemm(rows, out_dim, in_dim, &mut y, b.is_some(), MatView::rows(x, in_dim), MatView::transposed(w, in_dim));
+        gemm_at(self.precision, rows, out_dim, in_dim, &mut y, b.is_some(), MatView::rows(x, in_dim), MatView::transposed(w, in_dim));
         (CpuStorage::F32(y), Shape::from(self.shape.out_dims.clone()))
     }
 
@@ -158,8 +171,9 @@ impl TrainableLinear {
             with_f32(x, OP, |xs| {
                 with_f32(w, OP, |ws| {
                     let rows = g.len() / out_dim.max(1);
-                    let dx = wants_grad(x).then(|| gemm_new(rows, in_dim, out_dim, MatView::rows(g, out_dim), MatView::rows(ws, in_dim), 1.0, false));
-                    let dw = gemm_new(out_dim, in_dim, rows, MatView::transposed(g, out_dim), MatView::rows(xs, in_dim), 1.0, false);
+                    let p = self.precision;
+                    let dx = wants_grad(x).then(|| gemm_new_at(p, rows, in_dim, out_dim, MatView::rows(g, out_dim), MatView::rows(ws, in_dim)));
+                    let dw = gemm_new_at(p, out_dim, in_dim, rows, MatView::transposed(g, out_dim), MatView::rows(xs, in_dim));
                     let db = with_bias.then(|| column_sums(g, out_dim));
                     (dx, dw, db)
                 })

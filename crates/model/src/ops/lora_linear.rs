@@ -9,7 +9,8 @@
 //! writes the whole activation, all memory traffic. The backward is then one full GEMM (dx) and
 //! four thin ones (rank r) for dA and dB, computed per block of rows (see [`factor_grads`]).
 
-use super::cpu::{gemm, gemm_new, gemm_new_single, gemm_raw, slice, sum_in_order, tensor, with_f32, MatView};
+use super::cpu::{gemm_at, gemm_new_at, gemm_new_single, gemm_raw, slice, sum_in_order, tensor, with_f32, MatView};
+use crate::spec::Precision;
 use rayon::prelude::*;
 use super::linear::{bias_rows, wants_grad, LinearShape};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
@@ -17,6 +18,12 @@ use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 /// `x[.., in] · W0ᵀ + b + scale · (x Aᵀ) Bᵀ` with `w`, `b` constants and `a: [r, in]`,
 /// `b_lora: [out, r]` (usually `Var`s). No adapter dropout: apply it outside (composed) if needed.
 pub fn lora_linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, a: &Tensor, b_lora: &Tensor, scale: f64) -> Result<Tensor> {
+    lora_linear_at(x, w, b, a, b_lora, scale, Precision::Fp32)
+}
+
+/// [`lora_linear`] with the GEMMs through the merged weight in `precision` (the rank-r factor
+/// products stay f32).
+pub fn lora_linear_at(x: &Tensor, w: &Tensor, b: Option<&Tensor>, a: &Tensor, b_lora: &Tensor, scale: f64, precision: Precision) -> Result<Tensor> {
     const OP: &str = "lora_linear";
     let shape = LinearShape::check(x, w, b, OP)?;
     let r = a.dim(0)?;
@@ -30,6 +37,7 @@ pub fn lora_linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, a: &Tensor, b_lor
         rank: r,
         scale: scale as f32,
         merged: Default::default(),
+        precision,
     };
     x.contiguous()?.apply_op3(&a.contiguous()?, &b_lora.contiguous()?, op)
 }
@@ -51,6 +59,7 @@ struct LoraLinear {
     scale: f32,
     /// `W0 + s · B A` from the forward, taken by the backward (else formed again).
     merged: std::sync::Mutex<Option<Vec<f32>>>,
+    precision: Precision,
 }
 
 impl LoraLinear {
@@ -112,7 +121,7 @@ impl CustomOp3 for LoraLinear {
         let rows = x.len() / in_dim.max(1);
         let (mut y, has_bias) = bias_rows(self.b.as_ref(), rows, out_dim, OP)?;
         let w = self.merged_weight(a, bl)?;
-        gemm(rows, out_dim, in_dim, &mut y, has_bias, MatView::rows(x, in_dim), MatView::transposed(&w, in_dim));
+        gemm_at(self.precision, rows, out_dim, in_dim, &mut y, has_bias, MatView::rows(x, in_dim), MatView::transposed(&w, in_dim));
         *self.merged.lock().unwrap_or_else(|e| e.into_inner()) = Some(w);
         Ok((CpuStorage::F32(y), Shape::from(self.shape.out_dims.clone())))
     }
@@ -135,7 +144,7 @@ impl CustomOp3 for LoraLinear {
                                     Some(w) => w,
                                     None => self.merged_weight(a, bl)?,
                                 };
-                                Some(gemm_new(rows, in_dim, out_dim, MatView::rows(g, out_dim), MatView::rows(&w, in_dim), 1.0, false))
+                                Some(gemm_new_at(self.precision, rows, in_dim, out_dim, MatView::rows(g, out_dim), MatView::rows(&w, in_dim)))
                             } else {
                                 None
                             };

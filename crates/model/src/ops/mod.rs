@@ -4,9 +4,6 @@
 //! computes the weight gradient, frozen or not. Every op here has a fused forward, a fused
 //! backward, and a composed twin (`*_slow` or candle's own op) its tests compare against.
 
-// The bf16 GEMM is tested and benchmarked on its own; the linear ops take it up with the precision
-// setting (issue 17), until then nothing outside its tests calls it.
-#[allow(dead_code)]
 pub mod bf16;
 mod cpu;
 mod math;
@@ -24,10 +21,10 @@ pub use attention::{attention, attention_slow, AttentionDropout};
 pub use dropout::dropout;
 pub use gelu::{gelu_erf, gelu_tanh};
 pub use layer_norm::{layer_norm, layer_norm_slow, residual_layer_norm};
-pub use linear::{frozen_linear, frozen_linear_slow, linear};
-pub use lora_linear::{lora_linear, lora_linear_slow};
+pub use linear::{frozen_linear, frozen_linear_at, frozen_linear_slow, linear, linear_at};
+pub use lora_linear::{lora_linear, lora_linear_at, lora_linear_slow};
 pub use softmax::{softmax_last_dim, softmax_last_dim_slow};
-pub use sparse_linear::{sparse_delta_linear, sparse_delta_linear_slow};
+pub use sparse_linear::{sparse_delta_linear, sparse_delta_linear_at, sparse_delta_linear_slow};
 
 #[cfg(test)]
 pub(crate) mod test_util;

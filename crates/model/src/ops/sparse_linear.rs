@@ -4,7 +4,8 @@
 //! sampled dense-dense product over the index set: `dvalues[k] = Σ_t g[t, row_k] · x[t, col_k]`,
 //! work ∝ nnz × tokens instead of the out × in × tokens of a dense weight gradient.
 
-use super::cpu::{gemm, gemm_new, slice, sum_in_order, tensor, transpose_into, with_f32, MatView};
+use super::cpu::{gemm_at, gemm_new_at, slice, sum_in_order, tensor, transpose_into, with_f32, MatView};
+use crate::spec::Precision;
 use super::linear::{bias_rows, wants_grad, LinearShape};
 use super::math::{self, simd_dispatch};
 use candle_core::{bail, CpuStorage, CustomOp2, Layout, Result, Shape, Tensor};
@@ -21,6 +22,19 @@ pub fn sparse_delta_linear(
     values: &Tensor,
     b: Option<&Tensor>,
 ) -> Result<Tensor> {
+    sparse_delta_linear_at(x, w_base, idx, values, b, Precision::Fp32)
+}
+
+/// [`sparse_delta_linear`] with the GEMMs through the effective weight in `precision` (the values'
+/// gradient stays f32).
+pub fn sparse_delta_linear_at(
+    x: &Tensor,
+    w_base: &Tensor,
+    idx: &Arc<Vec<u32>>,
+    values: &Tensor,
+    b: Option<&Tensor>,
+    precision: Precision,
+) -> Result<Tensor> {
     const OP: &str = "sparse_delta_linear";
     let shape = LinearShape::check(x, w_base, b, OP)?;
     check_index(idx, values, shape.out_dim * shape.in_dim, OP)?;
@@ -30,6 +44,7 @@ pub fn sparse_delta_linear(
         b: b.map(|b| b.detach().contiguous()).transpose()?,
         shape,
         saved_weight: Default::default(),
+        precision,
     };
     x.contiguous()?.apply_op2(&values.contiguous()?, op)
 }
@@ -72,6 +87,7 @@ struct SparseDeltaLinear {
     shape: LinearShape,
     /// The forward's effective weight, taken by the backward (else formed again).
     saved_weight: std::sync::Mutex<Option<Vec<f32>>>,
+    precision: Precision,
 }
 
 impl SparseDeltaLinear {
@@ -135,7 +151,7 @@ impl CustomOp2 for SparseDeltaLinear {
         let rows = x.len() / in_dim.max(1);
         let w = self.effective_weight(values)?;
         let (mut y, has_bias) = bias_rows(self.b.as_ref(), rows, out_dim, "sparse_delta_linear")?;
-        gemm(rows, out_dim, in_dim, &mut y, has_bias, MatView::rows(x, in_dim), MatView::transposed(&w, in_dim));
+        gemm_at(self.precision, rows, out_dim, in_dim, &mut y, has_bias, MatView::rows(x, in_dim), MatView::transposed(&w, in_dim));
         *self.saved_weight.lock().unwrap_or_else(|e| e.into_inner()) = Some(w);
         Ok((CpuStorage::F32(y), Shape::from(self.shape.out_dims.clone())))
     }
@@ -153,7 +169,7 @@ impl CustomOp2 for SparseDeltaLinear {
         let (dx, dvalues) = with_f32(grad, OP, |g| {
             with_f32(x, OP, |x| {
                 let tokens = g.len() / out_dim.max(1);
-                let dx = wants_grad(x_t).then(|| gemm_new(tokens, in_dim, out_dim, MatView::rows(g, out_dim), MatView::rows(&w, in_dim), 1.0, false));
+                let dx = wants_grad(x_t).then(|| gemm_new_at(self.precision, tokens, in_dim, out_dim, MatView::rows(g, out_dim), MatView::rows(&w, in_dim)));
                 let dvalues = sampled_dense_dense(g, x, tokens, out_dim, in_dim, &self.idx);
                 (dx, dvalues)
             })

@@ -31,6 +31,9 @@ pub struct BenchArgs {
     /// One JSON object per row instead of a table.
     #[arg(long)]
     pub json: bool,
+    /// GEMM arithmetic: fp32 or bf16 (default: the config's `optim.precision`).
+    #[arg(long, value_parser = ["fp32", "bf16"])]
+    pub precision: Option<String>,
 }
 
 fn bad(message: String) -> PipelineError {
@@ -39,6 +42,15 @@ fn bad(message: String) -> PipelineError {
 
 /// Runs the benchmark and prints one row per model × shape × mode.
 pub fn run(cfg: &Config, args: &BenchArgs) -> Result<(), PipelineError> {
+    let precision = match args.precision.as_deref() {
+        Some("bf16") => crate::config::Precision::Bf16,
+        Some(_) => crate::config::Precision::Fp32,
+        None => cfg.optim.precision,
+    };
+    crate::preflight::warn_without_bf16(precision);
+    if precision == crate::config::Precision::Bf16 {
+        println!("precision bf16: kernel {}", slora_model::ops::bf16::kernel());
+    }
     let sources = if args.models.is_empty() { vec![cfg.model.source.clone()] } else { args.models.clone() };
     let modes = args
         .modes
@@ -69,6 +81,7 @@ pub fn run(cfg: &Config, args: &BenchArgs) -> Result<(), PipelineError> {
             let mut bc = BenchConfig::new(batch, seq);
             bc.steps = args.steps.max(1);
             bc.warmup = args.warmup;
+            bc.precision = precision.into();
             for &mode in &modes {
                 let r = model.run(mode, &bc).map_err(|e| bad(format!("{e}")))?;
                 if args.json {
@@ -80,6 +93,7 @@ pub fn run(cfg: &Config, args: &BenchArgs) -> Result<(), PipelineError> {
                             "cpu_ms_per_step": r.cpu_ms_per_step, "tokens_per_s": r.tokens_per_s,
                             "gflops": r.gflops, "peak_rss_mb": r.peak_rss_mb, "rss_per_mode": r.rss_per_mode,
                             "trainable_params": r.trainable_params, "threads": r.threads,
+                            "precision": bc.precision.to_string(),
                         })
                     );
                 } else {

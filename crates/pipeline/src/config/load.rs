@@ -15,6 +15,7 @@ const ENUM_KEYS: &[(&str, &[&str])] = &[
     ("partition.scheme", &["iid", "dirichlet", "pathological", "natural"]),
     ("stage1.mask", &["random", "federated-importance"]),
     ("optim.schedule", &["constant", "linear"]),
+    ("optim.precision", &["fp32", "bf16"]),
     ("decompose.init", &["svd", "svd-b", "random"]),
     ("baselines.methods", &["fft", "lora", "sft", "ffa-lora"]),
 ];
@@ -140,6 +141,7 @@ fn schema() -> Table {
         }
     };
     add("stage2", "freeze_a", Value::Boolean(false));
+    add("optim", "precision", Value::String("fp32".into()));
     // Deprecated spellings of `[lora]` keys, still read (Config::migrate_deprecated).
     add("decompose", "rank", Value::Integer(8));
     add("decompose", "lora_alpha", Value::Float(16.0));

@@ -325,6 +325,34 @@ pub enum Schedule {
     Linear,
 }
 
+/// The linear layers' GEMM arithmetic (`optim.precision`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Precision {
+    /// f32 throughout.
+    #[default]
+    Fp32,
+    /// bf16 GEMM operands with f32 sums (mixed precision); everything else f32.
+    Bf16,
+}
+
+impl Precision {
+    /// Whether this is the default (kept out of serialisations, so that fp32 configs keep their
+    /// cache keys).
+    pub fn is_fp32(&self) -> bool {
+        *self == Precision::Fp32
+    }
+}
+
+impl From<Precision> for slora_model::Precision {
+    fn from(p: Precision) -> Self {
+        match p {
+            Precision::Fp32 => slora_model::Precision::Fp32,
+            Precision::Bf16 => slora_model::Precision::Bf16,
+        }
+    }
+}
+
 /// `[optim]`: AdamW settings shared by every method.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -347,6 +375,9 @@ pub struct OptimConfig {
     /// initialised) in every method, FFT included: its own parameter group, as peft trains
     /// `modules_to_save` at the task rate. 0 = each method's own rate.
     pub head_lr: f64,
+    /// `fp32` or `bf16` (mixed precision; f32 where the CPU has no bf16 kernel).
+    #[serde(skip_serializing_if = "Precision::is_fp32")]
+    pub precision: Precision,
 }
 
 impl Default for OptimConfig {
@@ -360,6 +391,7 @@ impl Default for OptimConfig {
             warmup_steps: 0,
             dropout: -1.0,
             head_lr: 1e-3,
+            precision: Precision::Fp32,
         }
     }
 }

@@ -246,3 +246,20 @@ fn paper_config_names_hub_ids_and_the_architecture_defaults() {
     assert!(cfg.adapter.target_modules.is_empty() && cfg.adapter.modules_to_save.is_empty(), "DistilBERT's own linears and head");
     assert!(serde_json::to_value(Config::default()).unwrap()["data"].get("test_hub_file").is_none(), "off: not in keys");
 }
+
+/// Issue 17: `optim.precision` parses from TOML and `--set`, reaches the training spec, and stays
+/// out of the cache keys at its default (fp32 runs keep their artifacts; bf16 ones get their own).
+#[test]
+fn precision_parses_and_enters_the_keys_only_when_bf16() {
+    let cfg = Config::from_toml_str("[optim]\nprecision = \"bf16\"\n", "p.toml").unwrap();
+    assert_eq!(cfg.optim.precision, Precision::Bf16);
+    let spec = crate::stages::federated::train_spec(&cfg, slora_model::Mode::Full, 2);
+    assert_eq!(spec.precision, slora_model::Precision::Bf16);
+    let c = Config::load(None, &[set("optim.precision", "bf16")]).unwrap();
+    assert_eq!(c.optim.precision, Precision::Bf16);
+    let off = serde_json::to_value(Config::default()).unwrap();
+    assert!(off["optim"].get("precision").is_none());
+    assert_eq!(serde_json::to_value(&cfg).unwrap()["optim"]["precision"], "bf16");
+    let err = Config::from_toml_str("[optim]\nprecision = \"fp16\"\n", "p.toml").unwrap_err().to_string();
+    assert!(err.contains("optim.precision") && err.contains("bf16"), "{err}");
+}

@@ -91,6 +91,7 @@ pub fn train_spec(cfg: &Config, mode: Mode, num_labels: usize) -> TrainSpec {
     spec.targets = cfg.adapter.targets();
     spec.modules_to_save = cfg.adapter.modules_to_save();
     spec.dropout = (cfg.optim.dropout >= 0.0).then_some(cfg.optim.dropout);
+    spec.precision = cfg.optim.precision.into();
     spec
 }
 
