@@ -177,7 +177,27 @@ fn pack_lhs_band(i0: usize, m: usize, k: usize, lhs: MatView, kp: usize, out: &m
         // the band per k), convert 32 at a time, write them down the band's column p.
         let rows = BLOCK.min(m - i0);
         let mut column = [0u16; BLOCK];
-        for p in 0..k {
+        let mut p = 0;
+        if rows == BLOCK {
+            // Two k at a time: rows p and p + 1 interleaved give, for each band row, the pair the
+            // band holds at (r, p..p + 2): one 32-bit store per row instead of two 16-bit ones.
+            let mut pairs = [0u16; 2 * BLOCK];
+            while p + 1 < k {
+                let a = &lhs.data[i0 + p * lhs.cs..];
+                let b = &lhs.data[i0 + (p + 1) * lhs.cs..];
+                for half in 0..2 {
+                    let at = half * TILE;
+                    // SAFETY: `available` checked AVX512-BF16 and AVX512-BW; 16 values of each row.
+                    unsafe { interleave_pair(&a[at..at + TILE], &b[at..at + TILE], &mut pairs[2 * at..2 * at + 2 * TILE]) };
+                }
+                for r in 0..BLOCK {
+                    out[r * kp + p] = pairs[2 * r];
+                    out[r * kp + p + 1] = pairs[2 * r + 1];
+                }
+                p += 2;
+            }
+        }
+        while p < k {
             let src = &lhs.data[i0 + p * lhs.cs..];
             if rows == BLOCK {
                 // SAFETY: `available` checked AVX512-BF16.
@@ -190,6 +210,7 @@ fn pack_lhs_band(i0: usize, m: usize, k: usize, lhs: MatView, kp: usize, out: &m
             for r in 0..rows {
                 out[r * kp + p] = column[r];
             }
+            p += 1;
         }
         for r in 0..rows {
             out[r * kp + k..(r + 1) * kp].fill(0);
