@@ -527,6 +527,23 @@ fn vendored_candle_core_is_the_release_plus_its_patch() {
     assert!(stdout.contains("vendor/candle-core = candle-core 0.11.1 + backprop.patch"), "{stdout}");
 }
 
+/// SST-2 (train / validation, 64 / 32 rows of 32 tokens), 2 iid clients, one Stage-1 round, and
+/// the architecture's own adapter targets and head (pipeline.toml names BERT's).
+const SST2_ONE_ROUND_OWN_ADAPTERS: &[&str] = &[
+    "data.test_split=validation",
+    "data.text_column=text",
+    "data.max_len=32",
+    "data.max_train=64",
+    "data.max_test=32",
+    "partition.scheme=iid",
+    "partition.clients=2",
+    "partition.validation_fraction=0",
+    "federation.clients_per_round=2",
+    "stage1.rounds=1",
+    "adapter.target_modules=[]",
+    "adapter.modules_to_save=[]",
+];
+
 /// Issue 16: without `[adapter]` keys each architecture adapts its own attention and feed-forward
 /// linears and trains its own pooler and classifier; BERT's names on DistilBERT fail before training.
 #[test]
@@ -537,26 +554,7 @@ fn adapter_defaults_follow_the_architecture() {
     let run = |model: &str, extra: &[&str], cmd: &[&str]| {
         let model = format!("model.source={}", s(&shared(&format!("fixtures/parity/{model}"))));
         let mut args = vec!["--artifacts", art.as_str()];
-        for kv in [
-            data.as_str(),
-            "data.test_split=validation",
-            "data.text_column=text",
-            "data.max_len=32",
-            "data.max_train=64",
-            "data.max_test=32",
-            model.as_str(),
-            "partition.scheme=iid",
-            "partition.clients=2",
-            "partition.validation_fraction=0",
-            "federation.clients_per_round=2",
-            "stage1.rounds=1",
-            // pipeline.toml names BERT's linears and head; these runs take the architecture's own.
-            "adapter.target_modules=[]",
-            "adapter.modules_to_save=[]",
-        ]
-        .iter()
-        .chain(extra)
-        {
+        for kv in [data.as_str(), model.as_str()].iter().chain(SST2_ONE_ROUND_OWN_ADAPTERS).chain(extra) {
             args.extend(["--set", kv]);
         }
         args.extend(cmd);
@@ -641,23 +639,7 @@ fn paper_models_and_a_parquet_dataset_from_a_local_hub() {
     let run = |model: &str, offline: bool, cmd: &[&str]| {
         let model = format!("model.source={model}");
         let mut args = vec!["--artifacts", artifacts.as_str()];
-        for kv in [
-            "run.seeds=[1]",
-            "data.source=stanfordnlp/sst2",
-            "data.test_split=validation",
-            "data.text_column=text",
-            "data.max_len=32",
-            "data.max_train=64",
-            "data.max_test=32",
-            model.as_str(),
-            "partition.scheme=iid",
-            "partition.clients=2",
-            "partition.validation_fraction=0",
-            "federation.clients_per_round=2",
-            "stage1.rounds=1",
-            "adapter.target_modules=[]",
-            "adapter.modules_to_save=[]",
-        ] {
+        for kv in ["run.seeds=[1]", "data.source=stanfordnlp/sst2", model.as_str()].iter().chain(SST2_ONE_ROUND_OWN_ADAPTERS) {
             args.extend(["--set", kv]);
         }
         args.extend(cmd);

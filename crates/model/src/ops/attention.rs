@@ -15,6 +15,7 @@ use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
 use rayon::prelude::*;
 use std::sync::OnceLock;
+use crate::spec::Precision;
 
 /// Largest probability tensor (per attention call) the forward keeps for the backward: 32 × 12
 /// heads × 128² floats are 25 MB; at 512 tokens the same batch would need 400 MB per layer, and the
@@ -187,7 +188,7 @@ impl Attention {
         let kt = MatView { data: &k[base..], rs: 1, cs: hidden };
         let scale = 1.0 / (d as f32).sqrt();
         // SAFETY: s is a private T×T buffer.
-        unsafe { gemm_raw(t, t, d, s.as_mut_ptr(), t, 1, false, scale, qv, kt, false) };
+        unsafe { gemm_raw(Precision::Fp32, t, t, d, s.as_mut_ptr(), t, 1, false, scale, qv, kt, false) };
         let bias = self.bias.as_ref().map_or(&[][..], |m| &m[b * t..(b + 1) * t]);
         softmax_bias_rows(s, bias, t);
     }
@@ -230,7 +231,7 @@ impl CustomOp3 for Attention {
                 let base = b * t * hidden + h * d;
                 let vv = MatView { data: &v[base..], rs: hidden, cs: 1 };
                 // SAFETY: pair (b, h) alone writes rows b·T..(b+1)·T, columns h·d..(h+1)·d of out.
-                unsafe { gemm_raw(t, d, t, out_ptr.ptr().add(base), hidden, 1, false, 1.0, MatView::rows(p, t), vv, false) };
+                unsafe { gemm_raw(Precision::Fp32, t, d, t, out_ptr.ptr().add(base), hidden, 1, false, 1.0, MatView::rows(p, t), vv, false) };
             },
         );
         if self.keep_probs {
@@ -284,9 +285,9 @@ impl CustomOp3 for Attention {
                                 // block of dq, dk, dv; p/dp/dropped are private buffers.
                                 unsafe {
                                     // dV = Pdᵀ dO
-                                    gemm_raw(t, d, t, dv_ptr.ptr().add(base), hidden, 1, false, 1.0, MatView::transposed(pd, t), view(g), false);
+                                    gemm_raw(Precision::Fp32, t, d, t, dv_ptr.ptr().add(base), hidden, 1, false, 1.0, MatView::transposed(pd, t), view(g), false);
                                     // dPd = dO Vᵀ
-                                    gemm_raw(t, t, d, dp.as_mut_ptr(), t, 1, false, 1.0, view(g), view_t(v), false);
+                                    gemm_raw(Precision::Fp32, t, t, d, dp.as_mut_ptr(), t, 1, false, 1.0, view(g), view_t(v), false);
                                 }
                                 if self.dropout.is_some() {
                                     dropped.copy_from_slice(dp);
@@ -295,8 +296,8 @@ impl CustomOp3 for Attention {
                                 softmax_backward_rows(p, dp, t);
                                 unsafe {
                                     // dQ = dS K / √d ; dK = dSᵀ Q / √d
-                                    gemm_raw(t, d, t, dq_ptr.ptr().add(base), hidden, 1, false, scale, MatView::rows(dp, t), view(k), false);
-                                    gemm_raw(t, d, t, dk_ptr.ptr().add(base), hidden, 1, false, scale, MatView::transposed(dp, t), view(q), false);
+                                    gemm_raw(Precision::Fp32, t, d, t, dq_ptr.ptr().add(base), hidden, 1, false, scale, MatView::rows(dp, t), view(k), false);
+                                    gemm_raw(Precision::Fp32, t, d, t, dk_ptr.ptr().add(base), hidden, 1, false, scale, MatView::transposed(dp, t), view(q), false);
                                 }
                             },
                         )

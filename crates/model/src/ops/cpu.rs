@@ -142,7 +142,7 @@ pub(crate) fn gemm(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bo
 pub(crate) fn gemm_at(precision: Precision, m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: MatView, rhs: MatView) {
     assert_eq!(dst.len(), m * n, "gemm: destination size");
     // SAFETY: dst is exactly m×n row-major and exclusively borrowed.
-    unsafe { gemm_raw_at(precision, m, n, k, dst.as_mut_ptr(), n, 1, accumulate, 1.0, lhs, rhs, true) }
+    unsafe { gemm_raw(precision, m, n, k, dst.as_mut_ptr(), n, 1, accumulate, 1.0, lhs, rhs, true) }
 }
 
 /// A new `m × n` matrix `scale · lhs · rhs`, row-major, or column-major (= its transpose,
@@ -172,7 +172,7 @@ fn gemm_new_on(precision: Precision, m: usize, n: usize, k: usize, lhs: MatView,
     // not accumulate (or k = 0, which fills zeros) writes every element and reads none.
     unsafe {
         let mut out = uninit_f32(m * n);
-        gemm_raw_at(precision, m, n, k, out.as_mut_ptr(), rs, cs, false, scale, lhs, rhs, parallel);
+        gemm_raw(precision, m, n, k, out.as_mut_ptr(), rs, cs, false, scale, lhs, rhs, parallel);
         out
     }
 }
@@ -190,35 +190,15 @@ pub(crate) fn sum_in_order(parts: impl IntoIterator<Item = Vec<f32>>, len: usize
 }
 
 /// `dst = [dst +] scale · lhs · rhs` with element (i, j) of `dst` at `dst.add(i * dst_rs + j * dst_cs)`;
-/// multi-threaded when `parallel` (else for use inside an already parallel loop).
+/// multi-threaded when `parallel` (else for use inside an already parallel loop). In `precision`
+/// bf16, products of at least 32 × 32 × 32 run the bf16 kernel (smaller ones, e.g. LoRA's rank-r
+/// factors, stay f32, as does everything where the CPU has no kernel).
 ///
 /// # Safety
 /// `dst` must be valid for writes of every element (i, j), i < m, j < n, at `i * dst_rs + j * dst_cs`
 /// (and for reads when `accumulate`), and no other thread may access those elements during the call.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm_raw(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: usize,
-    dst_cs: usize,
-    accumulate: bool,
-    scale: f32,
-    lhs: MatView,
-    rhs: MatView,
-    parallel: bool,
-) {
-    gemm_raw_at(Precision::Fp32, m, n, k, dst, dst_rs, dst_cs, accumulate, scale, lhs, rhs, parallel)
-}
-
-/// [`gemm_raw`] in `precision`: bf16 runs the bf16 kernel for products of at least 32 × 32 × 32
-/// (smaller ones, e.g. LoRA's rank-r factors, stay f32), and f32 where the CPU has none.
-///
-/// # Safety
-/// As [`gemm_raw`].
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm_raw_at(
     precision: Precision,
     m: usize,
     n: usize,
@@ -416,14 +396,14 @@ mod timing {
             let mut out = vec![0f32; r * d];
             let alt = time(&mut || unsafe {
                 // dAᵀ [d, r] = xᵀ [d, T] · smallᵀ [T, r], written into out as [r, d]
-                gemm_raw(d, r, t, out.as_mut_ptr(), 1, d, false, 1.0, MatView::transposed(&x, d), MatView::transposed(&small_t, t), true)
+                gemm_raw(Precision::Fp32, d, r, t, out.as_mut_ptr(), 1, d, false, 1.0, MatView::transposed(&x, d), MatView::transposed(&small_t, t), true)
             });
             // xa_t-like: [r, T] (col-major dst) = x [T, d] · aᵀ [d, r]
             let cur2 = time(&mut || { let _ = gemm_new(t, r, d, MatView::rows(&x, d), MatView::transposed(&a, d), 1.0, true); });
             let mut out2 = vec![0f32; r * t];
             let alt2 = time(&mut || unsafe {
                 // [r, T] = a [r, d] · xᵀ [d, T]
-                gemm_raw(r, t, d, out2.as_mut_ptr(), t, 1, false, 1.0, MatView::rows(&a, d), MatView::transposed(&x, d), true)
+                gemm_raw(Precision::Fp32, r, t, d, out2.as_mut_ptr(), t, 1, false, 1.0, MatView::rows(&a, d), MatView::transposed(&x, d), true)
             });
             println!("d {d}: [r,d] = [r,T]·[T,d]: {cur:.2} ms vs column-major lhs {alt:.2} ms;  [T,r] = [T,d]·[d,r]: {cur2:.2} ms vs [r,d]·[d,T] {alt2:.2} ms");
         }

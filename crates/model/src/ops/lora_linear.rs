@@ -69,7 +69,7 @@ impl LoraLinear {
         let mut w = with_f32(&self.w, "lora_linear", |w| w.to_vec())?;
         // SAFETY: w is exactly out × in, row-major, exclusively borrowed.
         unsafe {
-            gemm_raw(out_dim, in_dim, self.rank, w.as_mut_ptr(), in_dim, 1, true, self.scale, MatView::rows(bl, self.rank), MatView::rows(a, in_dim), true);
+            gemm_raw(Precision::Fp32, out_dim, in_dim, self.rank, w.as_mut_ptr(), in_dim, 1, true, self.scale, MatView::rows(bl, self.rank), MatView::rows(a, in_dim), true);
         }
         Ok(w)
     }

@@ -296,10 +296,13 @@ unsafe fn block(a: *const u16, stride_a: usize, b0: *const u16, b1: *const u16, 
     );
 }
 
+/// Depth of one k block (a multiple of [`KSTEP`]).
+const KC: usize = 1024;
+
 /// See [`super::gemm`].
 ///
 /// # Safety
-/// As [`super::gemm`]; [`available`] returned true.
+/// As [`super::gemm`] (m, n, k ≥ 1); [`available`] returned true.
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm(
     m: usize,
@@ -314,89 +317,57 @@ pub(crate) unsafe fn gemm(
     rhs: MatView,
     parallel: bool,
 ) {
-    if m == 0 || n == 0 {
-        return;
-    }
-    if k == 0 {
-        if !accumulate {
-            for i in 0..m {
-                for j in 0..n {
-                    *dst.add(i * dst_rs + j * dst_cs) = 0.0;
-                }
-            }
-        }
-        return;
-    }
+    debug_assert!(m > 0 && n > 0 && k > 0, "the caller handles empty products");
     // k in blocks of KC: one block of packed rhs (KC × n bf16) stays in cache while every band of
     // lhs passes over it; the blocks after the first add onto dst.
-    for (kb, k0) in (0..k).step_by(KC).enumerate() {
-        let kn = KC.min(k - k0);
-        let lhs_k = MatView { data: &lhs.data[k0 * lhs.cs..], rs: lhs.rs, cs: lhs.cs };
-        let rhs_k = MatView { data: &rhs.data[k0 * rhs.rs..], rs: rhs.rs, cs: rhs.cs };
-        gemm_kblock(m, n, kn, dst, dst_rs, dst_cs, accumulate || kb > 0, scale, lhs_k, rhs_k, parallel);
-    }
-}
-
-/// Depth of one k block (a multiple of [`KSTEP`]).
-const KC: usize = 1024;
-
-/// [`gemm`] for one k block (`k <= KC`).
-#[allow(clippy::too_many_arguments)]
-unsafe fn gemm_kblock(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: usize,
-    dst_cs: usize,
-    accumulate: bool,
-    scale: f32,
-    lhs: MatView,
-    rhs: MatView,
-    parallel: bool,
-) {
-    let (kp, np) = (round_up(k, KSTEP), round_up(n, BLOCK));
-    let ksteps = kp / KSTEP;
-    let packed_rhs = pack_rhs(k, n, rhs, kp, np);
-    let dst = SharedMut(dst);
-    let band = |ib: usize| {
-        let cfg = TileConfig::full_tiles();
-        // SAFETY: a valid palette-1 configuration; released below.
-        asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
-        let mut a = vec![0u16; BLOCK * kp];
-        pack_lhs_band(ib * BLOCK, m, k, lhs, kp, &mut a);
-        let mut out = [0f32; BLOCK * BLOCK];
-        let rhs_panel = ksteps * TILE * KSTEP;
-        let rows = BLOCK.min(m - ib * BLOCK);
-        for jb in 0..np / BLOCK {
-            let b0 = packed_rhs.as_ptr().add(2 * jb * rhs_panel);
-            let cols = BLOCK.min(n - jb * BLOCK);
-            if rows == BLOCK && cols == BLOCK && dst_cs == 1 && scale == 1.0 {
-                // A whole block of a row-major dst: the tiles read and write it in place.
-                let c = dst.ptr().add(ib * BLOCK * dst_rs + jb * BLOCK);
-                // SAFETY: rows ib·32.. of dst belong to this task; 32 × 32 elements in range.
-                block(a.as_ptr(), kp * 2, b0, b0.add(rhs_panel), ksteps, c, dst_rs * 4, accumulate);
-                continue;
-            }
-            // SAFETY: the band holds 32 rows of kp bf16; each panel holds ksteps tiles.
-            block(a.as_ptr(), kp * 2, b0, b0.add(rhs_panel), ksteps, out.as_mut_ptr(), BLOCK * 4, false);
-            for r in 0..rows {
-                let i = ib * BLOCK + r;
-                for c in 0..cols {
-                    let j = jb * BLOCK + c;
-                    // SAFETY: (i, j) inside dst; this band's rows belong to this task only.
-                    let d = dst.ptr().add(i * dst_rs + j * dst_cs);
-                    let v = scale * out[r * BLOCK + c];
-                    *d = if accumulate { *d + v } else { v };
+    for k0 in (0..k).step_by(KC) {
+        let accumulate = accumulate || k0 > 0;
+        let lhs = MatView { data: &lhs.data[k0 * lhs.cs..], rs: lhs.rs, cs: lhs.cs };
+        let rhs = MatView { data: &rhs.data[k0 * rhs.rs..], rs: rhs.rs, cs: rhs.cs };
+        let k = KC.min(k - k0);
+        let (kp, np) = (round_up(k, KSTEP), round_up(n, BLOCK));
+        let ksteps = kp / KSTEP;
+        let packed_rhs = pack_rhs(k, n, rhs, kp, np);
+        let dst = SharedMut(dst);
+        let band = |ib: usize| {
+            let cfg = TileConfig::full_tiles();
+            // SAFETY: a valid palette-1 configuration; released below.
+            asm!("ldtilecfg [{}]", in(reg) cfg.0.as_ptr(), options(nostack, readonly));
+            let mut a = vec![0u16; BLOCK * kp];
+            pack_lhs_band(ib * BLOCK, m, k, lhs, kp, &mut a);
+            let mut out = [0f32; BLOCK * BLOCK];
+            let rhs_panel = ksteps * TILE * KSTEP;
+            let rows = BLOCK.min(m - ib * BLOCK);
+            for jb in 0..np / BLOCK {
+                let b0 = packed_rhs.as_ptr().add(2 * jb * rhs_panel);
+                let cols = BLOCK.min(n - jb * BLOCK);
+                if rows == BLOCK && cols == BLOCK && dst_cs == 1 && scale == 1.0 {
+                    // A whole block of a row-major dst: the tiles read and write it in place.
+                    let c = dst.ptr().add(ib * BLOCK * dst_rs + jb * BLOCK);
+                    // SAFETY: rows ib·32.. of dst belong to this task; 32 × 32 elements in range.
+                    block(a.as_ptr(), kp * 2, b0, b0.add(rhs_panel), ksteps, c, dst_rs * 4, accumulate);
+                    continue;
+                }
+                // SAFETY: the band holds 32 rows of kp bf16; each panel holds ksteps tiles.
+                block(a.as_ptr(), kp * 2, b0, b0.add(rhs_panel), ksteps, out.as_mut_ptr(), BLOCK * 4, false);
+                for r in 0..rows {
+                    let i = ib * BLOCK + r;
+                    for c in 0..cols {
+                        let j = jb * BLOCK + c;
+                        // SAFETY: (i, j) inside dst; this band's rows belong to this task only.
+                        let d = dst.ptr().add(i * dst_rs + j * dst_cs);
+                        let v = scale * out[r * BLOCK + c];
+                        *d = if accumulate { *d + v } else { v };
+                    }
                 }
             }
+            asm!("tilerelease", options(nostack, nomem));
+        };
+        let bands = m.div_ceil(BLOCK);
+        if parallel && bands > 1 {
+            (0..bands).into_par_iter().for_each(|ib| band(ib));
+        } else {
+            (0..bands).for_each(band);
         }
-        asm!("tilerelease", options(nostack, nomem));
-    };
-    let bands = m.div_ceil(BLOCK);
-    if parallel && bands > 1 {
-        (0..bands).into_par_iter().for_each(|ib| band(ib));
-    } else {
-        (0..bands).for_each(band);
     }
 }

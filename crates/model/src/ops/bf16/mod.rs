@@ -55,7 +55,8 @@ pub fn kernel() -> Bf16Kernel {
 ///
 /// # Safety
 /// As [`super::cpu::gemm_raw`]: `dst` valid for every (i, j) (reads too when `accumulate`), and not
-/// accessed by other threads during the call.
+/// accessed by other threads during the call. m, n and k are at least 1 (`gemm_raw` handles the
+/// empty products before it gets here).
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm(
     m: usize,

@@ -3,6 +3,7 @@
 
 use super::super::cpu::MatView;
 use super::{kernel, reference, Bf16Kernel};
+use crate::spec::Precision;
 
 fn values(len: usize, seed: u64) -> Vec<f32> {
     let mut s = seed;
@@ -114,7 +115,7 @@ fn bf16_throughput() {
             for _ in 0..3 {
                 let t = Instant::now();
                 // SAFETY: d is m × n row-major, owned here.
-                unsafe { super::super::cpu::gemm_raw(m, n, k, d.as_mut_ptr(), n, 1, false, 1.0, lhs, rhs, true) };
+                unsafe { super::super::cpu::gemm_raw(Precision::Fp32, m, n, k, d.as_mut_ptr(), n, 1, false, 1.0, lhs, rhs, true) };
                 f32_s = f32_s.min(t.elapsed().as_secs_f64());
                 let t = Instant::now();
                 // SAFETY: as above.
