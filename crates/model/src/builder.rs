@@ -14,7 +14,7 @@ use crate::encoder::{LayerNorm, LinearId};
 use crate::error::{ModelError, Result};
 use crate::linear::{AdaptableLinear, Adapter, LoraAdapter, SparseDelta};
 use crate::param::{derive_seed, Param};
-use crate::spec::{module_matches, Mode, TrainSpec};
+use crate::spec::{module_matches, Mode, Precision, TrainSpec};
 use crate::weights::Weights;
 
 /// Collects modules and trainable variables while an encoder is assembled.
@@ -84,7 +84,15 @@ impl<'a> Builder<'a> {
     pub fn linear(&mut self, module: &str, out: usize, inp: usize) -> Result<LinearId> {
         self.modules.insert(module.to_string());
         let dense = self.trains_densely(module);
-        let weight = self.dense(&format!("{module}.weight"), &[out, inp], dense)?;
+        let weight = match self.dense(&format!("{module}.weight"), &[out, inp], dense)? {
+            // Mixed precision: a frozen weight is a GEMM operand only, which the bf16 kernels round
+            // to bf16 anyway; holding it so halves its memory and its packing reads. Where the CPU
+            // has no bf16 kernel, bf16 runs f32 and the weight stays f32.
+            Param::Frozen(w) if self.spec.precision == Precision::Bf16 && crate::ops::bf16::kernel() != crate::ops::bf16::Bf16Kernel::None => {
+                Param::Frozen(w.to_dtype(DType::BF16)?)
+            }
+            p => p,
+        };
         let bias = Some(self.dense(&format!("{module}.bias"), &[out], dense)?);
         let adapted = !dense && module_matches(module, &self.targets);
         let adapter = match (&self.spec.mode, adapted) {

@@ -90,7 +90,7 @@ impl AdaptableLinear {
     /// A layer over `weight [out, in]` and `bias [out]` with an adapter.
     pub fn new(module: impl Into<String>, weight: Param, bias: Option<Param>, adapter: Adapter) -> Result<Self> {
         let module = module.into();
-        let dims = weight.value().dims().to_vec();
+        let dims = weight.dims().to_vec();
         if dims.len() != 2 {
             return Err(ModelError::invalid(format!("{module}: weight must be 2-D, got {dims:?}")));
         }
@@ -103,7 +103,7 @@ impl AdaptableLinear {
             }
         };
         if let Some(b) = &bias {
-            check("bias", b.value().dims(), &[out])?;
+            check("bias", b.dims(), &[out])?;
         }
         match &adapter {
             Adapter::None => {}
@@ -149,7 +149,7 @@ impl AdaptableLinear {
 
     /// `[out, in]`.
     pub fn shape(&self) -> (usize, usize) {
-        let d = self.weight.value().dims().to_vec();
+        let d = self.weight.dims();
         (d[0], d[1])
     }
 
@@ -220,10 +220,10 @@ impl AdaptableLinear {
         let Adapter::Lora(l) = &self.adapter else {
             return Err(ModelError::invalid(format!("{}: only a LoRA adapter can be merged", self.module)));
         };
-        let Param::Frozen(w) = &self.weight else {
+        if self.weight.is_trainable() {
             return Err(ModelError::invalid(format!("{}: cannot merge into a trainable base", self.module)));
-        };
-        let merged = (w + l.delta_weight()?)?;
+        }
+        let merged = (self.weight.value() + l.delta_weight()?)?;
         if !merged.sum_all()?.to_scalar::<f32>()?.is_finite() {
             return Err(ModelError::invalid(format!("{}: merged weight is not finite", self.module)));
         }
@@ -237,8 +237,8 @@ impl AdaptableLinear {
         if !self.merged {
             return Ok(());
         }
-        if let (Adapter::Lora(l), Param::Frozen(w)) = (&self.adapter, &self.weight) {
-            self.weight = Param::Frozen((w - l.delta_weight()?)?);
+        if let (Adapter::Lora(l), Param::Frozen(_)) = (&self.adapter, &self.weight) {
+            self.weight = Param::Frozen((self.weight.value() - l.delta_weight()?)?);
         }
         self.merged = false;
         Ok(())

@@ -30,19 +30,31 @@ impl Param {
         Ok(Param::Trainable(Var::from_tensor(&t.copy()?)?))
     }
 
-    /// The current value, detached from any graph.
+    /// The current value in f32, detached from any graph (a frozen weight held in bf16 is widened,
+    /// exactly, to a new tensor).
     pub fn value(&self) -> Tensor {
         match self {
+            Param::Frozen(t) if t.dtype() != candle_core::DType::F32 => t.to_dtype(candle_core::DType::F32).unwrap_or_else(|_| t.clone()),
             Param::Frozen(t) => t.clone(),
             Param::Trainable(v) => v.as_detached_tensor(),
         }
     }
 
-    /// The tensor to compute with: the variable itself when `ctx` tracks gradients, else detached.
+    /// The shape, without copying anything.
+    pub fn dims(&self) -> &[usize] {
+        match self {
+            Param::Frozen(t) => t.dims(),
+            Param::Trainable(v) => v.dims(),
+        }
+    }
+
+    /// The tensor to compute with: the variable itself when `ctx` tracks gradients, else detached;
+    /// a frozen weight in the dtype it is held in (f32, or bf16 for the linear ops).
     pub fn get(&self, ctx: &Ctx) -> Tensor {
         match self {
             Param::Trainable(v) if ctx.grad => v.as_tensor().clone(),
-            _ => self.value(),
+            Param::Trainable(v) => v.as_detached_tensor(),
+            Param::Frozen(t) => t.clone(),
         }
     }
 

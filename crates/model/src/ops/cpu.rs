@@ -5,6 +5,7 @@ use candle_core::{bail, CpuStorage, Device, Layout, Result, Shape, Storage, Tens
 use rayon::prelude::*;
 
 use super::math::simd_dispatch;
+use super::bf16::LowRank;
 use crate::spec::Precision;
 
 /// Elements one rayon task handles at least: below this, splitting costs more than it saves.
@@ -29,6 +30,64 @@ pub(crate) fn with_f32<R>(t: &Tensor, op: &str, f: impl FnOnce(&[f32]) -> R) -> 
     match &*storage {
         Storage::Cpu(cpu) => Ok(f(slice(cpu, layout, op)?)),
         _ => bail!("{op}: only the CPU device is supported"),
+    }
+}
+
+/// A linear layer's weight as held: f32, or bf16 (a frozen weight under mixed precision).
+#[derive(Clone, Copy)]
+pub(crate) enum WeightData<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [half::bf16]),
+}
+
+/// Runs `f` on the data of weight `t` (f32 or bf16, made contiguous first).
+pub(crate) fn with_weight<R>(t: &Tensor, op: &str, f: impl FnOnce(WeightData) -> R) -> Result<R> {
+    let t = t.contiguous()?;
+    let (storage, layout) = t.storage_and_layout();
+    let Storage::Cpu(cpu) = &*storage else { bail!("{op}: only the CPU device is supported") };
+    let Some((start, end)) = layout.contiguous_offsets() else { bail!("{op}: weight is not contiguous") };
+    match cpu {
+        CpuStorage::F32(v) => Ok(f(WeightData::F32(&v[start..end]))),
+        CpuStorage::BF16(v) => Ok(f(WeightData::Bf16(&v[start..end]))),
+        other => bail!("{op}: weight must be f32 or bf16, got {:?}", other.dtype()),
+    }
+}
+
+impl WeightData<'_> {
+    /// `dst [+]= x · wᵀ [+ low-rank term]` for `w: [out, in]` and `x: [rows, in]` (the forward of a
+    /// linear layer).
+    #[allow(clippy::too_many_arguments)]
+    pub(crate) fn x_wt(self, precision: Precision, rows: usize, out_dim: usize, in_dim: usize, dst: &mut [f32], accumulate: bool, x: &[f32], low_rank: Option<LowRank>) {
+        let x = MatView::rows(x, in_dim);
+        match self {
+            WeightData::F32(w) => {
+                gemm_at(precision, rows, out_dim, in_dim, dst, accumulate, x, MatView::transposed(w, in_dim));
+                if let Some(t) = low_rank {
+                    // SAFETY: dst is exactly rows × out_dim, row-major, exclusively borrowed.
+                    unsafe { gemm_raw(Precision::Fp32, rows, out_dim, t.r, dst.as_mut_ptr(), out_dim, 1, true, 1.0, t.lhs, t.rhs, true) };
+                }
+            }
+            WeightData::Bf16(w) => gemm_bf16_rhs(rows, out_dim, in_dim, dst, accumulate, x, MatView::transposed(w, in_dim), low_rank),
+        }
+    }
+
+    /// A new `[rows, in]` matrix `g · w [+ low-rank term]` for `g: [rows, out]` (the input gradient of
+    /// a linear layer).
+    pub(crate) fn g_w(self, precision: Precision, rows: usize, in_dim: usize, out_dim: usize, g: &[f32], low_rank: Option<LowRank>) -> Vec<f32> {
+        // SAFETY: a GEMM that does not accumulate writes every element and reads none.
+        let mut dst = unsafe { uninit_f32(rows * in_dim) };
+        let g = MatView::rows(g, out_dim);
+        match self {
+            WeightData::F32(w) => {
+                gemm_at(precision, rows, in_dim, out_dim, &mut dst, false, g, MatView::rows(w, in_dim));
+                if let Some(t) = low_rank {
+                    // SAFETY: dst is exactly rows × in_dim, row-major, exclusively borrowed.
+                    unsafe { gemm_raw(Precision::Fp32, rows, in_dim, t.r, dst.as_mut_ptr(), in_dim, 1, true, 1.0, t.lhs, t.rhs, true) };
+                }
+            }
+            WeightData::Bf16(w) => gemm_bf16_rhs(rows, in_dim, out_dim, &mut dst, false, g, MatView::rows(w, in_dim), low_rank),
+        }
+        dst
     }
 }
 
@@ -105,24 +164,32 @@ pub(crate) fn repeat_rows(row: &[f32], rows: usize) -> Vec<f32> {
     })
 }
 
-/// A strided read-only matrix view for [`gemm`]: element (i, j) is `data[i * rs + j * cs]`.
-#[derive(Clone, Copy)]
-pub(crate) struct MatView<'a> {
-    pub data: &'a [f32],
+/// A strided read-only matrix view for [`gemm`]: element (i, j) is `data[i * rs + j * cs]`; f32, or
+/// bf16 for a weight held in bf16 (read by the bf16 kernels only).
+pub(crate) struct MatView<'a, T = f32> {
+    pub data: &'a [T],
     pub rs: usize,
     pub cs: usize,
 }
 
-impl<'a> MatView<'a> {
+// Not derived: a derive would ask `T: Copy`, which every element type is anyway.
+impl<T> Clone for MatView<'_, T> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+impl<T> Copy for MatView<'_, T> {}
+
+impl<'a, T> MatView<'a, T> {
     /// Row-major `rows × cols`.
-    pub fn rows(data: &'a [f32], cols: usize) -> Self {
+    pub fn rows(data: &'a [T], cols: usize) -> Self {
         Self { data, rs: cols, cs: 1 }
     }
     /// The transpose of a row-major matrix with `cols` columns.
-    pub fn transposed(data: &'a [f32], cols: usize) -> Self {
+    pub fn transposed(data: &'a [T], cols: usize) -> Self {
         Self { data, rs: 1, cs: cols }
     }
-    fn check(&self, rows: usize, cols: usize, what: &str) {
+    pub(crate) fn check(&self, rows: usize, cols: usize, what: &str) {
         if rows > 0 && cols > 0 {
             let last = (rows - 1) * self.rs + (cols - 1) * self.cs;
             assert!(last < self.data.len(), "gemm: {what} view out of bounds");
@@ -166,7 +233,7 @@ pub(crate) fn gemm_new_single(m: usize, n: usize, k: usize, lhs: MatView, rhs: M
 }
 
 #[allow(clippy::too_many_arguments)]
-fn gemm_new_on(precision: Precision, m: usize, n: usize, k: usize, lhs: MatView, rhs: MatView, scale: f32, transposed: bool, parallel: bool) -> Vec<f32> {
+pub(crate) fn gemm_new_on(precision: Precision, m: usize, n: usize, k: usize, lhs: MatView, rhs: MatView, scale: f32, transposed: bool, parallel: bool) -> Vec<f32> {
     let (rs, cs) = if transposed { (1, m) } else { (n, 1) };
     // SAFETY: (i, j) -> i·rs + j·cs covers each of the m·n elements exactly once; a GEMM that does
     // not accumulate (or k = 0, which fills zeros) writes every element and reads none.
@@ -258,6 +325,33 @@ pub(crate) unsafe fn gemm_raw(
         false,
         parallelism,
     )
+}
+
+/// `dst (m×n, row-major) = [dst +] lhs · rhs [+ low-rank term]` where `rhs` is a weight held in
+/// bf16: on the bf16 kernel at any size (its operand is bf16 already), else (a CPU without one,
+/// where weights are not held in bf16 in the first place) through an f32 copy of it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) fn gemm_bf16_rhs(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: MatView, rhs: MatView<half::bf16>, low_rank: Option<LowRank>) {
+    assert_eq!(dst.len(), m * n, "gemm: destination size");
+    lhs.check(m, k, "lhs");
+    rhs.check(k, n, "rhs");
+    if let Some(t) = low_rank {
+        t.lhs.check(m, t.r, "low-rank lhs");
+        t.rhs.check(t.r, n, "low-rank rhs");
+    }
+    // SAFETY: dst is exactly m×n row-major and exclusively borrowed; m, n, k ≥ 1 when it runs.
+    if m > 0 && n > 0 && k > 0 && unsafe { super::bf16::gemm_on(super::bf16::kernel(), m, n, k, dst.as_mut_ptr(), n, 1, accumulate, 1.0, lhs, rhs, true, low_rank) } {
+        return;
+    }
+    let wide: Vec<f32> = rhs.data.iter().map(|v| v.to_f32()).collect();
+    let rhs = MatView { data: &wide, rs: rhs.rs, cs: rhs.cs };
+    // SAFETY: as above (gemm_raw also handles the empty products).
+    unsafe {
+        gemm_raw(Precision::Fp32, m, n, k, dst.as_mut_ptr(), n, 1, accumulate, 1.0, lhs, rhs, true);
+        if let Some(t) = low_rank {
+            gemm_raw(Precision::Fp32, m, n, t.r, dst.as_mut_ptr(), n, 1, true, 1.0, t.lhs, t.rhs, true);
+        }
+    }
 }
 
 /// A raw pointer that parallel tasks may share because each writes a disjoint region of it.

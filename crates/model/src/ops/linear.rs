@@ -6,7 +6,7 @@
 //! weight, one op replaces candle's matmul + transpose + broadcast-add nodes (and the extra
 //! gradient buffers and additions each node costs in the backward).
 
-use super::cpu::{check_f32_cpu, gemm_at, gemm_new_at, repeat_rows, slice, sum_in_order, tensor, with_f32, MatView};
+use super::cpu::{check_f32_cpu, gemm_at, gemm_new_at, repeat_rows, slice, sum_in_order, tensor, with_f32, with_weight, MatView};
 use crate::spec::Precision;
 use candle_core::{bail, CpuStorage, CustomOp1, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor, D};
 use rayon::prelude::*;
@@ -48,7 +48,10 @@ pub(crate) struct LinearShape {
 impl LinearShape {
     pub(crate) fn check(x: &Tensor, w: &Tensor, b: Option<&Tensor>, op: &str) -> Result<Self> {
         check_f32_cpu(x, op, "x")?;
-        check_f32_cpu(w, op, "weight")?;
+        if w.dtype() != candle_core::DType::BF16 {
+            // A frozen weight may be held in bf16 (mixed precision); every other operand is f32.
+            check_f32_cpu(w, op, "weight")?;
+        }
         let (out_dim, in_dim) = w.dims2().map_err(|_| candle_core::Error::Msg(format!("{op}: weight must be 2-D [out, in], got {:?}", w.dims())))?;
         if x.dim(D::Minus1)? != in_dim {
             bail!("{op}: input's last dim {} does not match weight [out={out_dim}, in={in_dim}]", x.dim(D::Minus1)?);
@@ -109,9 +112,7 @@ impl CustomOp1 for FrozenLinear {
         let LinearShape { in_dim, out_dim, .. } = self.shape;
         let rows = x.len() / in_dim.max(1);
         let (mut y, has_bias) = bias_rows(self.b.as_ref(), rows, out_dim, "frozen_linear")?;
-        with_f32(&self.w, "frozen_linear", |w| {
-            gemm_at(self.precision, rows, out_dim, in_dim, &mut y, has_bias, MatView::rows(x, in_dim), MatView::transposed(w, in_dim))
-        })?;
+        with_weight(&self.w, "frozen_linear", |w| w.x_wt(self.precision, rows, out_dim, in_dim, &mut y, has_bias, x, None))?;
         Ok((CpuStorage::F32(y), Shape::from(self.shape.out_dims.clone())))
     }
 
@@ -121,10 +122,7 @@ impl CustomOp1 for FrozenLinear {
         }
         let LinearShape { in_dim, out_dim, .. } = self.shape;
         let dx = with_f32(grad, "frozen_linear bwd", |g| {
-            with_f32(&self.w, "frozen_linear bwd", |w| {
-                let rows = g.len() / out_dim.max(1);
-                gemm_new_at(self.precision, rows, in_dim, out_dim, MatView::rows(g, out_dim), MatView::rows(w, in_dim))
-            })
+            with_weight(&self.w, "frozen_linear bwd", |w| w.g_w(self.precision, g.len() / out_dim.max(1), in_dim, out_dim, g, None))
         })??;
         Ok(Some(tensor(dx, x.shape())?))
     }

@@ -9,11 +9,12 @@
 //! writes the whole activation, all memory traffic. The backward is then one full GEMM (dx) and
 //! four thin ones (rank r) for dA and dB, computed per block of rows (see [`factor_grads`]).
 
-use super::cpu::{gemm_at, gemm_new_at, gemm_new_single, gemm_raw, slice, sum_in_order, tensor, with_f32, MatView};
+use super::bf16::LowRank;
+use super::cpu::{gemm_at, gemm_new_at, gemm_new_on, gemm_new_single, gemm_raw, slice, sum_in_order, tensor, with_f32, with_weight, MatView};
 use crate::spec::Precision;
 use rayon::prelude::*;
 use super::linear::{bias_rows, wants_grad, LinearShape};
-use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+use candle_core::{DType, bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 /// `x[.., in] · W0ᵀ + b + scale · (x Aᵀ) Bᵀ` with `w`, `b` constants and `a: [r, in]`,
 /// `b_lora: [out, r]` (usually `Var`s). No adapter dropout: apply it outside (composed) if needed.
@@ -21,8 +22,9 @@ pub fn lora_linear(x: &Tensor, w: &Tensor, b: Option<&Tensor>, a: &Tensor, b_lor
     lora_linear_at(x, w, b, a, b_lora, scale, Precision::Fp32)
 }
 
-/// [`lora_linear`] with the GEMMs through the merged weight in `precision` (the rank-r factor
-/// products stay f32).
+/// [`lora_linear`] with the GEMMs through the base weight in `precision` (the factors' gradients
+/// stay f32). An f32 base absorbs the update (one GEMM through `W0 + s B A`); a base held in bf16
+/// cannot without rounding the update away, so its update is summed beside it, as peft does.
 pub fn lora_linear_at(x: &Tensor, w: &Tensor, b: Option<&Tensor>, a: &Tensor, b_lora: &Tensor, scale: f64, precision: Precision) -> Result<Tensor> {
     const OP: &str = "lora_linear";
     let shape = LinearShape::check(x, w, b, OP)?;
@@ -37,6 +39,7 @@ pub fn lora_linear_at(x: &Tensor, w: &Tensor, b: Option<&Tensor>, a: &Tensor, b_
         rank: r,
         scale: scale as f32,
         merged: Default::default(),
+        saved_xa: Default::default(),
         precision,
     };
     x.contiguous()?.apply_op3(&a.contiguous()?, &b_lora.contiguous()?, op)
@@ -59,6 +62,8 @@ struct LoraLinear {
     scale: f32,
     /// `W0 + s · B A` from the forward, taken by the backward (else formed again).
     merged: std::sync::Mutex<Option<Vec<f32>>>,
+    /// `s · x Aᵀ` (`[T, r]`) from a forward over a bf16 base, taken by the backward.
+    saved_xa: std::sync::Mutex<Option<Vec<f32>>>,
     precision: Precision,
 }
 
@@ -109,6 +114,26 @@ fn factor_grads(x: &[f32], g: &[f32], a: &[f32], bl: &[f32], shape: FactorShape,
     (sum_in_order(da, r * in_dim), sum_in_order(db, out_dim * r))
 }
 
+/// [`factor_grads`] from `xa = s x Aᵀ` and `gb = s g B` (`[T, r]`) formed already: `dA = gbᵀ x`,
+/// `dB = gᵀ xa`, per block of rows as there.
+fn factor_grads_from(x: &[f32], g: &[f32], xa: &[f32], gb: &[f32], shape: FactorShape) -> (Vec<f32>, Vec<f32>) {
+    const ROWS_PER_BLOCK: usize = 256;
+    let FactorShape { rows, in_dim, out_dim, rank: r } = shape;
+    let partials: Vec<(Vec<f32>, Vec<f32>)> = (0..rows.div_ceil(ROWS_PER_BLOCK))
+        .into_par_iter()
+        .map(|block| {
+            let (t0, tb) = (block * ROWS_PER_BLOCK, ROWS_PER_BLOCK.min(rows - block * ROWS_PER_BLOCK));
+            let (xb, gblock) = (&x[t0 * in_dim..(t0 + tb) * in_dim], &g[t0 * out_dim..(t0 + tb) * out_dim]);
+            let (xab, gbb) = (&xa[t0 * r..(t0 + tb) * r], &gb[t0 * r..(t0 + tb) * r]);
+            let da = gemm_new_single(r, in_dim, tb, MatView::transposed(gbb, r), MatView::rows(xb, in_dim), 1.0);
+            let db = gemm_new_single(out_dim, r, tb, MatView::transposed(gblock, out_dim), MatView::rows(xab, r), 1.0);
+            (da, db)
+        })
+        .collect();
+    let (da, db): (Vec<_>, Vec<_>) = partials.into_iter().unzip();
+    (sum_in_order(da, r * in_dim), sum_in_order(db, out_dim * r))
+}
+
 impl CustomOp3 for LoraLinear {
     fn name(&self) -> &'static str {
         "slora-lora-linear"
@@ -120,9 +145,21 @@ impl CustomOp3 for LoraLinear {
         let LinearShape { in_dim, out_dim, .. } = self.shape;
         let rows = x.len() / in_dim.max(1);
         let (mut y, has_bias) = bias_rows(self.b.as_ref(), rows, out_dim, OP)?;
-        let w = self.merged_weight(a, bl)?;
-        gemm_at(self.precision, rows, out_dim, in_dim, &mut y, has_bias, MatView::rows(x, in_dim), MatView::transposed(&w, in_dim));
-        *self.merged.lock().unwrap_or_else(|e| e.into_inner()) = Some(w);
+        if self.w.dtype() == DType::BF16 {
+            // A base held in bf16 cannot absorb the update without rounding it away (an update below
+            // 2⁻⁹ of W would vanish in bf16(W + s B A)): as peft computes it, beside the base. s (x Aᵀ) Bᵀ
+            // is one more k step of the base GEMM: summed in the same f32 accumulators, no pass of its
+            // own over y (its operands rounded to bf16, as autocast rounds them).
+            let r = self.rank;
+            let xa = gemm_new_on(Precision::Fp32, rows, r, in_dim, MatView::rows(x, in_dim), MatView::transposed(a, in_dim), self.scale, false, true);
+            let update = LowRank { lhs: MatView::rows(&xa, r), rhs: MatView::transposed(bl, r), r };
+            with_weight(&self.w, OP, |w| w.x_wt(self.precision, rows, out_dim, in_dim, &mut y, has_bias, x, Some(update)))?;
+            *self.saved_xa.lock().unwrap_or_else(|e| e.into_inner()) = Some(xa);
+        } else {
+            let w = self.merged_weight(a, bl)?;
+            gemm_at(self.precision, rows, out_dim, in_dim, &mut y, has_bias, MatView::rows(x, in_dim), MatView::transposed(&w, in_dim));
+            *self.merged.lock().unwrap_or_else(|e| e.into_inner()) = Some(w);
+        }
         Ok((CpuStorage::F32(y), Shape::from(self.shape.out_dims.clone())))
     }
 
@@ -135,22 +172,40 @@ impl CustomOp3 for LoraLinear {
             with_f32(x, OP, |xs| {
                 with_f32(a, OP, |a| {
                     with_f32(b_lora, OP, |bl| {
-                        {
-                            let rows = g.len() / out_dim.max(1);
-                            // dx = g (W0 + s B A) (when x takes gradients)
+                        let rows = g.len() / out_dim.max(1);
+                        let shape = FactorShape { rows, in_dim, out_dim, rank: r };
+                        if self.w.dtype() == DType::BF16 {
+                            // A base held in bf16: s x Aᵀ (from the forward) and s g B, each formed once,
+                            // serve both dx's low-rank term and the factors' gradients.
+                            let saved = self.saved_xa.lock().unwrap_or_else(|e| e.into_inner()).take();
+                            let xa = match saved {
+                                Some(xa) => xa,
+                                None => gemm_new_on(Precision::Fp32, rows, r, in_dim, MatView::rows(xs, in_dim), MatView::transposed(a, in_dim), s, false, true),
+                            };
+                            let gb = gemm_new_on(Precision::Fp32, rows, r, out_dim, MatView::rows(g, out_dim), MatView::rows(bl, r), s, false, true);
+                            // dx = g W + s (g B) A, the low-rank term as in the forward.
                             let dx = if wants_grad(x) {
-                                let saved = self.merged.lock().unwrap_or_else(|e| e.into_inner()).take();
-                                let w = match saved {
-                                    Some(w) => w,
-                                    None => self.merged_weight(a, bl)?,
-                                };
-                                Some(gemm_new_at(self.precision, rows, in_dim, out_dim, MatView::rows(g, out_dim), MatView::rows(&w, in_dim)))
+                                let update = LowRank { lhs: MatView::rows(&gb, r), rhs: MatView::rows(a, in_dim), r };
+                                Some(with_weight(&self.w, OP, |w| w.g_w(self.precision, rows, in_dim, out_dim, g, Some(update)))?)
                             } else {
                                 None
                             };
-                            let (da, db) = factor_grads(xs, g, a, bl, FactorShape { rows, in_dim, out_dim, rank: r }, s);
-                            Ok::<_, candle_core::Error>((dx, da, db))
+                            let (da, db) = factor_grads_from(xs, g, &xa, &gb, shape);
+                            return Ok::<_, candle_core::Error>((dx, da, db));
                         }
+                        // dx = g (W0 + s B A) (when x takes gradients)
+                        let dx = if wants_grad(x) {
+                            let saved = self.merged.lock().unwrap_or_else(|e| e.into_inner()).take();
+                            let w = match saved {
+                                Some(w) => w,
+                                None => self.merged_weight(a, bl)?,
+                            };
+                            Some(gemm_new_at(self.precision, rows, in_dim, out_dim, MatView::rows(g, out_dim), MatView::rows(&w, in_dim)))
+                        } else {
+                            None
+                        };
+                        let (da, db) = factor_grads(xs, g, a, bl, shape, s);
+                        Ok((dx, da, db))
                     })
                 })
             })
@@ -163,6 +218,7 @@ impl CustomOp3 for LoraLinear {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::ops::frozen_linear_at;
     use crate::ops::test_util::{assert_close, rand_tensor};
     use candle_core::Var;
 
@@ -192,6 +248,40 @@ mod tests {
         assert!(gc.get(&x_const).is_none());
         for (v, name) in [(&a, "dA"), (&bl, "dB")] {
             assert_close(gc.get(v).unwrap(), gs.get(v).unwrap(), 1e-5, name)?;
+        }
+        Ok(())
+    }
+
+    /// A base held in bf16 (mixed precision): the output within bf16 rounding of the f32 function,
+    /// and the adapter's update summed beside the base, not rounded into it: an update a thousandth
+    /// of W, which would vanish in bf16(W + s B A), comes out within bf16 rounding of itself.
+    #[test]
+    fn ops_lora_linear_over_a_bf16_base_keeps_the_update() -> Result<()> {
+        if crate::ops::bf16::kernel() == crate::ops::bf16::Bf16Kernel::None {
+            eprintln!("skipped: this CPU has no bf16 kernel");
+            return Ok(());
+        }
+        let (out_dim, in_dim, r) = (384, 384, 8);
+        let x = Var::from_tensor(&rand_tensor(&[2, 64, in_dim], 91)?)?;
+        let w = (rand_tensor(&[out_dim, in_dim], 92)? * 0.05)?;
+        let w16 = w.to_dtype(DType::BF16)?;
+        let bias = rand_tensor(&[out_dim], 93)?;
+        let a = Var::from_tensor(&(rand_tensor(&[r, in_dim], 94)? * 0.05)?)?;
+        // An update a thousandth of the base's scale: below bf16's resolution of W.
+        let bl = Var::from_tensor(&(rand_tensor(&[out_dim, r], 95)? * 0.001)?)?;
+        let upstream = rand_tensor(&[2, 64, out_dim], 96)?;
+        let fast = lora_linear_at(&x, &w16, Some(&bias), &a, &bl, 2.0, Precision::Bf16)?;
+        let slow = lora_linear_slow(&x, &w, Some(&bias), &a, &bl, 2.0)?;
+        assert_close(&fast, &slow, 1e-2, "forward within bf16 rounding")?;
+        let base_only = frozen_linear_at(&x.as_detached_tensor(), &w16, Some(&bias), Precision::Bf16)?;
+        let update = (x.as_detached_tensor().reshape(((), in_dim))?.matmul(&a.as_detached_tensor().t()?)?.matmul(&bl.as_detached_tensor().t()?)? * 2.0)?;
+        assert_close(&(&fast - &base_only)?.reshape(((), out_dim))?, &update, 2e-2, "the update")?;
+        let gf = (fast * &upstream)?.sum_all()?.backward()?;
+        let gs = (slow * &upstream)?.sum_all()?.backward()?;
+        assert_close(gf.get(&x).unwrap(), gs.get(&x).unwrap(), 1e-2, "dx")?;
+        // dA and dB never touch the base: f32 as without bf16.
+        for (v, name) in [(&a, "dA"), (&bl, "dB")] {
+            assert_close(gf.get(v).unwrap(), gs.get(v).unwrap(), 1e-5, name)?;
         }
         Ok(())
     }

@@ -4,7 +4,7 @@
 //! sampled dense-dense product over the index set: `dvalues[k] = Σ_t g[t, row_k] · x[t, col_k]`,
 //! work ∝ nnz × tokens instead of the out × in × tokens of a dense weight gradient.
 
-use super::cpu::{gemm_at, gemm_new_at, slice, sum_in_order, tensor, transpose_into, with_f32, MatView};
+use super::cpu::{slice, sum_in_order, tensor, transpose_into, with_f32, with_weight, WeightData};
 use crate::spec::Precision;
 use super::linear::{bias_rows, wants_grad, LinearShape};
 use super::math::{self, simd_dispatch};
@@ -86,18 +86,46 @@ struct SparseDeltaLinear {
     b: Option<Tensor>,
     shape: LinearShape,
     /// The forward's effective weight, taken by the backward (else formed again).
-    saved_weight: std::sync::Mutex<Option<Vec<f32>>>,
+    saved_weight: std::sync::Mutex<Option<EffectiveWeight>>,
     precision: Precision,
+}
+
+/// `W0 + scatter(values)`, in the dtype the base is held in.
+enum EffectiveWeight {
+    F32(Vec<f32>),
+    /// A base held in bf16: the sum is rounded to bf16 at the index set only (every other entry is
+    /// the base's, already bf16), which the GEMM would round it to anyway.
+    Bf16(Vec<half::bf16>),
+}
+
+impl EffectiveWeight {
+    fn data(&self) -> WeightData<'_> {
+        match self {
+            EffectiveWeight::F32(w) => WeightData::F32(w),
+            EffectiveWeight::Bf16(w) => WeightData::Bf16(w),
+        }
+    }
 }
 
 impl SparseDeltaLinear {
     /// W0 with the delta added at the index set (one copy of the weight; the GEMM dominates).
-    fn effective_weight(&self, values: &[f32]) -> Result<Vec<f32>> {
-        let mut w = with_f32(&self.w_base, "sparse_delta_linear", |w| w.to_vec())?;
-        for (&i, &v) in self.idx.iter().zip(values) {
-            w[i as usize] += v;
-        }
-        Ok(w)
+    fn effective_weight(&self, values: &[f32]) -> Result<EffectiveWeight> {
+        with_weight(&self.w_base, "sparse_delta_linear", |w| match w {
+            WeightData::F32(w) => {
+                let mut w = w.to_vec();
+                for (&i, &v) in self.idx.iter().zip(values) {
+                    w[i as usize] += v;
+                }
+                EffectiveWeight::F32(w)
+            }
+            WeightData::Bf16(w) => {
+                let mut w = w.to_vec();
+                for (&i, &v) in self.idx.iter().zip(values) {
+                    w[i as usize] = half::bf16::from_f32(w[i as usize].to_f32() + v);
+                }
+                EffectiveWeight::Bf16(w)
+            }
+        })
     }
 }
 
@@ -151,7 +179,7 @@ impl CustomOp2 for SparseDeltaLinear {
         let rows = x.len() / in_dim.max(1);
         let w = self.effective_weight(values)?;
         let (mut y, has_bias) = bias_rows(self.b.as_ref(), rows, out_dim, "sparse_delta_linear")?;
-        gemm_at(self.precision, rows, out_dim, in_dim, &mut y, has_bias, MatView::rows(x, in_dim), MatView::transposed(&w, in_dim));
+        w.data().x_wt(self.precision, rows, out_dim, in_dim, &mut y, has_bias, x, None);
         *self.saved_weight.lock().unwrap_or_else(|e| e.into_inner()) = Some(w);
         Ok((CpuStorage::F32(y), Shape::from(self.shape.out_dims.clone())))
     }
@@ -163,13 +191,13 @@ impl CustomOp2 for SparseDeltaLinear {
         let w = match saved {
             Some(w) => w,
             None if wants_grad(x) => with_f32(values, OP, |v| self.effective_weight(v))??,
-            None => Vec::new(),
+            None => EffectiveWeight::F32(Vec::new()),
         };
         let x_t = x;
         let (dx, dvalues) = with_f32(grad, OP, |g| {
             with_f32(x, OP, |x| {
                 let tokens = g.len() / out_dim.max(1);
-                let dx = wants_grad(x_t).then(|| gemm_new_at(self.precision, tokens, in_dim, out_dim, MatView::rows(g, out_dim), MatView::rows(&w, in_dim)));
+                let dx = wants_grad(x_t).then(|| w.data().g_w(self.precision, tokens, in_dim, out_dim, g, None));
                 let dvalues = sampled_dense_dense(g, x, tokens, out_dim, in_dim, &self.idx);
                 (dx, dvalues)
             })
@@ -202,6 +230,31 @@ mod tests {
         assert_close(gf.get(&x).unwrap(), gs.get(&x).unwrap(), 1e-5, "dx")?;
         assert_close(gf.get(&values).unwrap(), gs.get(&values).unwrap(), 1e-5, "dvalues")?;
         assert!(gf.get(&w0).is_none(), "base weight gets no gradient");
+        Ok(())
+    }
+
+    /// A base held in bf16: the output and dx within bf16 rounding of the f32 function; the values'
+    /// gradient never touches the base and stays f32-exact.
+    #[test]
+    fn ops_sparse_delta_linear_over_a_bf16_base() -> Result<()> {
+        if crate::ops::bf16::kernel() == crate::ops::bf16::Bf16Kernel::None {
+            eprintln!("skipped: this CPU has no bf16 kernel");
+            return Ok(());
+        }
+        let (out_dim, in_dim) = (384, 384);
+        let idx = Arc::new(crate::sparse::random_mask(out_dim, in_dim, 0.01, 8));
+        let x = Var::from_tensor(&rand_tensor(&[2, 64, in_dim], 51)?)?;
+        let w0 = (rand_tensor(&[out_dim, in_dim], 52)? * 0.05)?;
+        let values = Var::from_tensor(&(rand_tensor(&[idx.len()], 53)? * 0.05)?)?;
+        let upstream = rand_tensor(&[2, 64, out_dim], 55)?;
+        let w16 = w0.to_dtype(candle_core::DType::BF16)?;
+        let fast = sparse_delta_linear_at(&x, &w16, &idx, &values, None, Precision::Bf16)?;
+        let slow = sparse_delta_linear_slow(&x, &w0, &idx, &values, None)?;
+        assert_close(&fast, &slow, 1e-2, "forward")?;
+        let gf = (fast * &upstream)?.sum_all()?.backward()?;
+        let gs = (slow * &upstream)?.sum_all()?.backward()?;
+        assert_close(gf.get(&x).unwrap(), gs.get(&x).unwrap(), 1e-2, "dx")?;
+        assert_close(gf.get(&values).unwrap(), gs.get(&values).unwrap(), 1e-5, "dvalues")?;
         Ok(())
     }
 

@@ -1,12 +1,13 @@
 //! Every trainable parameter receives a nonzero gradient in every mode (full, LoRA, sparse,
-//! frozen-head) and architecture. This is what catches an op without backward (candle-nn's fused
+//! frozen-head) and architecture, in fp32 and (where the CPU has a bf16 kernel) in bf16, where
+//! frozen weights are held in bf16 and LoRA's update runs beside the base instead of inside it. This is what catches an op without backward (candle-nn's fused
 //! LayerNorm / softmax silently stop the gradient).
 
 use std::collections::BTreeMap;
 
 use anyhow::{anyhow, Result};
 use candle_core::Tensor;
-use slora_model::{Classifier, LoraSpec, Mode, SparseSpec, TrainSpec};
+use slora_model::{Classifier, LoraSpec, Mode, Precision, SparseSpec, TrainSpec};
 
 use crate::common::{fixture_batch, fixture_dir, fixture_model, Expected};
 
@@ -24,8 +25,13 @@ fn check_all_grads(name: &str) -> Result<()> {
     let expected = Expected::load(&fixture_dir(name), "expected")?;
     let batch = fixture_batch(name, &expected)?;
     let (cfg, weights) = fixture_model(name)?;
-    for (mode_name, mode) in modes() {
-        let spec = TrainSpec::new(mode, 5, 3);
+    let mut precisions = vec![Precision::Fp32];
+    if slora_model::ops::bf16::kernel() != slora_model::ops::bf16::Bf16Kernel::None {
+        precisions.push(Precision::Bf16);
+    }
+    for (mode_name, mode, precision) in precisions.iter().flat_map(|&p| modes().into_iter().map(move |(n, m)| (n, m, p))) {
+        let mut spec = TrainSpec::new(mode, 5, 3);
+        spec.precision = precision;
         let (model, _) = Classifier::new(&cfg, &weights, &spec)?;
         if mode_name == "lora" || mode_name == "ffa-lora" {
             // peft starts B at zero, which makes A's gradient exactly zero: give B values first.

@@ -98,7 +98,7 @@ fn predict_equals_forward() -> Result<()> {
 fn bf16_matches_transformers_within_bf16_tolerance() -> Result<()> {
     use slora_model::ops::bf16::{kernel, Bf16Kernel};
     if kernel() == Bf16Kernel::None {
-        eprintln!("skipped: this CPU has no bf16 kernel (AMX-BF16)");
+        eprintln!("skipped: this CPU has no bf16 kernel (AMX-BF16 or AVX512-BF16)");
         return Ok(());
     }
     for name in ["bert-minilm-l3", "bert-tiny", "distilbert-tiny", "albert-tiny"] {
@@ -122,6 +122,14 @@ fn bf16_matches_transformers_within_bf16_tolerance() -> Result<()> {
         assert!((got_loss - want_loss).abs() <= 0.01 * want_loss.abs(), "{name}: loss {got_loss} vs {want_loss}");
         let (fp32, _) = Classifier::new(&cfg, &weights, &TrainSpec::new(Mode::Full, 5, 0))?;
         assert_ne!(fp32.forward(&batch, None)?.logits.to_vec2::<f32>()?, out.logits.to_vec2::<f32>()?, "{name}: the bf16 path ran");
+        // Adapter modes hold the frozen base in bf16 and run LoRA's update beside it; at init (B = 0,
+        // sparse values 0) they compute the very function of the full model in bf16, bit for bit.
+        for mode in [Mode::Lora(slora_model::LoraSpec::new(4, 8.0)), Mode::Sparse(slora_model::SparseSpec::new(0.05))] {
+            let mut adapter_spec = TrainSpec::new(mode.clone(), 5, 0);
+            adapter_spec.precision = slora_model::Precision::Bf16;
+            let (adapted, _) = Classifier::new(&cfg, &weights, &adapter_spec)?;
+            assert_eq!(adapted.forward(&batch, None)?.logits.to_vec2::<f32>()?, out.logits.to_vec2::<f32>()?, "{name}: {mode:?} over a bf16 base");
+        }
         println!("{name}: bf16 max |diff| vs transformers fp32: {worst:?}, loss {got_loss:.6} vs {want_loss:.6}");
     }
     Ok(())

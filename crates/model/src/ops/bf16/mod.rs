@@ -2,28 +2,72 @@
 //! both operands rounded to bf16 (round to nearest even) and every product summed in f32. Inputs,
 //! outputs and everything around the GEMM stay f32.
 //!
-//! Kernels, chosen once at run time ([`kernel`]):
+//! Kernels, chosen once at run time ([`kernel`]), each one file, all sharing [`pack`]'s operand
+//! layout and loop:
 //! - [`amx`]: AMX-BF16 tiles (Intel Sapphire Rapids and newer), when the CPU has them, the OS
 //!   enables their state and grants the process permission (`arch_prctl(ARCH_REQ_XCOMP_PERM)`);
+//! - [`avx512`]: AVX512-BF16 `vdpbf16ps` (AMD Zen 4, Intel Cooper Lake and newer);
 //! - none: callers run their f32 GEMM instead, and say so once.
 //!
+//! `SLORA_BF16_KERNEL=amx|avx512bf16|none` picks another available kernel (benchmarks, tests).
 //! [`reference`] is the slow twin every kernel is tested against. Results do not depend on the
 //! thread count: each output block is computed by one thread, over k in a fixed order.
 
-#[cfg(test)]
-pub(crate) mod reference;
 #[cfg(target_arch = "x86_64")]
 pub(crate) mod amx;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod avx512;
+#[cfg(target_arch = "x86_64")]
+pub(crate) mod pack;
+#[cfg(test)]
+pub(crate) mod reference;
+
+/// A low-rank term added inside the product: `dst = [dst +] lhs · rhs + low_lhs · low_rhs`, with
+/// `low_lhs` m × r and `low_rhs` r × n (r ≤ 32). It becomes one more k step of the last k block:
+/// the sum of the two products is formed in the same f32 accumulators (LoRA's update beside a base
+/// held in bf16, at the cost of one k step and no pass of its own over `dst`).
+#[derive(Clone, Copy)]
+pub(crate) struct LowRank<'a> {
+    pub lhs: MatView<'a, f32>,
+    pub rhs: MatView<'a, f32>,
+    pub r: usize,
+}
 
 use std::sync::OnceLock;
 
 use super::cpu::MatView;
 
-/// The bf16 kernel this CPU runs.
+/// An element a bf16 kernel reads: f32 (rounded when packed) or bf16 (copied).
+pub(crate) trait Operand: Copy + Send + Sync + 'static {
+    /// True for `half::bf16`.
+    const IS_BF16: bool;
+    /// The value as bf16 bits, rounded to nearest even.
+    fn bf16_bits(self) -> u16;
+}
+
+impl Operand for f32 {
+    const IS_BF16: bool = false;
+    #[inline(always)]
+    fn bf16_bits(self) -> u16 {
+        to_bf16(self)
+    }
+}
+
+impl Operand for half::bf16 {
+    const IS_BF16: bool = true;
+    #[inline(always)]
+    fn bf16_bits(self) -> u16 {
+        self.to_bits()
+    }
+}
+
+/// A bf16 kernel.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Bf16Kernel {
     /// AMX-BF16 tiles.
     Amx,
+    /// AVX512-BF16 dot products.
+    Avx512Bf16,
     /// No bf16 hardware path: f32.
     None,
 }
@@ -32,33 +76,57 @@ impl std::fmt::Display for Bf16Kernel {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.write_str(match self {
             Bf16Kernel::Amx => "AMX-BF16",
+            Bf16Kernel::Avx512Bf16 => "AVX512-BF16",
             Bf16Kernel::None => "none (f32)",
         })
     }
 }
 
-/// The bf16 kernel of this machine, detected once.
+/// The bf16 kernels this machine can run, fastest first.
+pub fn available_kernels() -> Vec<Bf16Kernel> {
+    let mut kernels = Vec::new();
+    #[cfg(target_arch = "x86_64")]
+    {
+        if amx::available() {
+            kernels.push(Bf16Kernel::Amx);
+        }
+        if avx512::available() {
+            kernels.push(Bf16Kernel::Avx512Bf16);
+        }
+    }
+    kernels
+}
+
+/// The bf16 kernel of this machine, chosen once: the fastest available, or the one
+/// `SLORA_BF16_KERNEL` names when it is available.
 pub fn kernel() -> Bf16Kernel {
     static KERNEL: OnceLock<Bf16Kernel> = OnceLock::new();
     *KERNEL.get_or_init(|| {
-        #[cfg(target_arch = "x86_64")]
-        if amx::available() {
-            return Bf16Kernel::Amx;
+        let available = available_kernels();
+        let wanted = match std::env::var("SLORA_BF16_KERNEL").as_deref() {
+            Ok("amx") => Some(Bf16Kernel::Amx),
+            Ok("avx512bf16") => Some(Bf16Kernel::Avx512Bf16),
+            Ok("none") => return Bf16Kernel::None,
+            _ => None,
+        };
+        match wanted {
+            Some(k) if available.contains(&k) => k,
+            _ => available.first().copied().unwrap_or(Bf16Kernel::None),
         }
-        Bf16Kernel::None
     })
 }
 
 /// `dst = [dst +] scale · bf16(lhs) · bf16(rhs)` with f32 sums, element (i, j) of `dst` at
-/// `dst.add(i * dst_rs + j * dst_cs)`. Returns `false` (and writes nothing) when this CPU has no bf16
-/// kernel, so the caller runs its f32 GEMM.
+/// `dst.add(i * dst_rs + j * dst_cs)`, on this machine's [`kernel`]. Returns `false` (and writes
+/// nothing) when there is none, so the caller runs its f32 GEMM.
 ///
 /// # Safety
 /// As [`super::cpu::gemm_raw`]: `dst` valid for every (i, j) (reads too when `accumulate`), and not
 /// accessed by other threads during the call. m, n and k are at least 1 (`gemm_raw` handles the
 /// empty products before it gets here).
+#[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm(
+pub(crate) unsafe fn gemm<L: Operand, R: Operand>(
     m: usize,
     n: usize,
     k: usize,
@@ -67,18 +135,48 @@ pub(crate) unsafe fn gemm(
     dst_cs: usize,
     accumulate: bool,
     scale: f32,
-    lhs: MatView,
-    rhs: MatView,
+    lhs: MatView<L>,
+    rhs: MatView<R>,
     parallel: bool,
 ) -> bool {
-    match kernel() {
-        #[cfg(target_arch = "x86_64")]
-        Bf16Kernel::Amx => {
-            amx::gemm(m, n, k, dst, dst_rs, dst_cs, accumulate, scale, lhs, rhs, parallel);
-            true
-        }
-        _ => false,
+    gemm_on(kernel(), m, n, k, dst, dst_rs, dst_cs, accumulate, scale, lhs, rhs, parallel, None)
+}
+
+/// [`gemm`] on a given kernel (one of [`available_kernels`], or `None`: returns `false`), with an
+/// optional low-rank term summed inside the product.
+///
+/// # Safety
+/// As [`gemm`].
+#[cfg(target_arch = "x86_64")]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm_on<L: Operand, R: Operand>(
+    kernel: Bf16Kernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    dst: *mut f32,
+    dst_rs: usize,
+    dst_cs: usize,
+    accumulate: bool,
+    scale: f32,
+    lhs: MatView<L>,
+    rhs: MatView<R>,
+    parallel: bool,
+    low_rank: Option<LowRank>,
+) -> bool {
+    match kernel {
+        Bf16Kernel::Amx => pack::gemm(low_rank, &amx::Amx, m, n, k, dst, dst_rs, dst_cs, accumulate, scale, lhs, rhs, parallel),
+        Bf16Kernel::Avx512Bf16 => pack::gemm(low_rank, &avx512::Avx512Bf16, m, n, k, dst, dst_rs, dst_cs, accumulate, scale, lhs, rhs, parallel),
+        Bf16Kernel::None => return false,
     }
+    true
+}
+
+/// No bf16 kernels off x86_64.
+#[cfg(not(target_arch = "x86_64"))]
+#[allow(clippy::too_many_arguments)]
+pub(crate) unsafe fn gemm<L: Operand, R: Operand>(_: usize, _: usize, _: usize, _: *mut f32, _: usize, _: usize, _: bool, _: f32, _: MatView<L>, _: MatView<R>, _: bool) -> bool {
+    false
 }
 
 /// f32 → bf16 bits, rounded to nearest even (NaN stays NaN).

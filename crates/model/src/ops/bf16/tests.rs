@@ -2,7 +2,7 @@
 //! strided and transposed views, accumulation and scale, and bits independent of the thread count.
 
 use super::super::cpu::MatView;
-use super::{kernel, reference, Bf16Kernel};
+use super::{available_kernels, kernel, reference, Bf16Kernel};
 use crate::spec::Precision;
 
 fn values(len: usize, seed: u64) -> Vec<f32> {
@@ -15,20 +15,48 @@ fn values(len: usize, seed: u64) -> Vec<f32> {
         .collect()
 }
 
-/// Runs the machine's kernel; `None` (saying so) when it has none.
-fn run(m: usize, n: usize, k: usize, lhs: MatView, rhs: MatView, init: &[f32], accumulate: bool, scale: f32, parallel: bool) -> Option<Vec<f32>> {
+/// Runs `kernel`; `None` when it is `Bf16Kernel::None`.
+#[allow(clippy::too_many_arguments)]
+fn run_on<R: super::Operand>(
+    kernel: Bf16Kernel,
+    m: usize,
+    n: usize,
+    k: usize,
+    lhs: MatView,
+    rhs: MatView<R>,
+    init: &[f32],
+    accumulate: bool,
+    scale: f32,
+    parallel: bool,
+) -> Option<Vec<f32>> {
     let mut dst = init.to_vec();
-    // SAFETY: dst is m × n row-major, owned here.
-    let ran = unsafe { super::gemm(m, n, k, dst.as_mut_ptr(), n, 1, accumulate, scale, lhs, rhs, parallel) };
+    // SAFETY: dst is m × n row-major, owned here; the kernel is available or None.
+    let ran = unsafe { super::gemm_on(kernel, m, n, k, dst.as_mut_ptr(), n, 1, accumulate, scale, lhs, rhs, parallel, None) };
     ran.then_some(dst)
+}
+
+/// Runs the machine's kernel; `None` when it has none.
+fn run(m: usize, n: usize, k: usize, lhs: MatView, rhs: MatView, init: &[f32], accumulate: bool, scale: f32, parallel: bool) -> Option<Vec<f32>> {
+    run_on(kernel(), m, n, k, lhs, rhs, init, accumulate, scale, parallel)
+}
+
+fn bf16_copy(v: &[f32]) -> Vec<half::bf16> {
+    v.iter().map(|&x| half::bf16::from_f32(x)).collect()
 }
 
 #[test]
 fn kernels_match_the_reference_at_every_edge() {
-    if kernel() == Bf16Kernel::None {
-        eprintln!("skipped: this CPU has no bf16 kernel (AMX-BF16)");
+    let kernels = available_kernels();
+    if kernels.is_empty() {
+        eprintln!("skipped: this CPU has no bf16 kernel (AMX-BF16 or AVX512-BF16)");
         return;
     }
+    for kernel in kernels {
+        one_kernel_matches_the_reference(kernel);
+    }
+}
+
+fn one_kernel_matches_the_reference(kernel: Bf16Kernel) {
     // Shapes: partial tiles and blocks everywhere, k over several k blocks (1024) with a partial last.
     for &(m, n, k) in &[(1, 1, 1), (16, 16, 32), (32, 32, 64), (37, 45, 70), (70, 33, 384), (5, 100, 31), (33, 20, 45), (64, 40, 2100)] {
         let a = values(m * k, 1 + m as u64);
@@ -42,19 +70,50 @@ fn kernels_match_the_reference_at_every_edge() {
             (MatView::rows(&a, k), MatView::transposed(&bt, k), "rhs transposed"),
             (MatView::transposed(&at, m), MatView::rows(&b, n), "lhs transposed"),
         ];
+        // A weight held in bf16 (row-major, or transposed as in `x wᵀ`): the same products.
+        let (b16, bt16) = (bf16_copy(&b), bf16_copy(&bt));
         for (lhs, rhs, what) in views {
             let (want, magnitude) = reference::gemm(m, n, k, lhs, rhs);
             for (accumulate, scale) in [(false, 1.0f32), (true, 0.5)] {
-                let got = run(m, n, k, lhs, rhs, &init, accumulate, scale, true).unwrap();
+                let got = run_on(kernel, m, n, k, lhs, rhs, &init, accumulate, scale, true).unwrap();
                 for idx in 0..m * n {
                     let expect = f64::from(scale) * want[idx] + if accumulate { f64::from(init[idx]) } else { 0.0 };
                     // f32 sums of k exact bf16 products: at most k roundings of 2^-24 of the running sum.
                     let tol = (k as f64) * 2f64.powi(-23) * (f64::from(scale) * magnitude[idx] + 1.0) + 1e-7;
                     let diff = (f64::from(got[idx]) - expect).abs();
-                    assert!(diff <= tol, "{m}x{n}x{k} {what} acc={accumulate}: element {idx}: {} vs {expect} (|diff| {diff:e} > {tol:e})", got[idx]);
+                    assert!(diff <= tol, "{kernel} {m}x{n}x{k} {what} acc={accumulate}: element {idx}: {} vs {expect} (|diff| {diff:e} > {tol:e})", got[idx]);
                 }
                 // The same bits on one thread as on many.
-                assert_eq!(got, run(m, n, k, lhs, rhs, &init, accumulate, scale, false).unwrap(), "{m}x{n}x{k}: thread count changed bits");
+                assert_eq!(got, run_on(kernel, m, n, k, lhs, rhs, &init, accumulate, scale, false).unwrap(), "{kernel} {m}x{n}x{k}: thread count changed bits");
+                // rhs held in bf16: bit for bit what rounding it in the kernel gives.
+                let held = if rhs.cs == 1 { MatView::rows(&b16, n) } else { MatView::transposed(&bt16, k) };
+                let got16 = run_on(kernel, m, n, k, lhs, held, &init, accumulate, scale, true).unwrap();
+                assert_eq!(got, got16, "{kernel} {m}x{n}x{k} {what}: rhs held in bf16 changed bits");
+            }
+        }
+    }
+}
+
+/// A low-rank term summed inside the product (LoRA's update beside a base held in bf16): the sum of
+/// the two rounded products, with the term in the last k block only.
+#[test]
+fn kernels_add_a_low_rank_term_inside_the_product() {
+    for kernel in available_kernels() {
+        for &(m, n, k, r) in &[(37, 45, 70, 8), (64, 96, 2100, 3), (32, 32, 32, 32)] {
+            let (a, b) = (values(m * k, 21), values(k * n, 22));
+            let (xa, bt) = (values(m * r, 23), values(n * r, 24));
+            let (lhs, rhs) = (MatView::rows(&a, k), MatView::rows(&b, n));
+            // The update's rhs as LoRA's Bᵀ: the transpose of a row-major n × r matrix.
+            let low = super::LowRank { lhs: MatView::rows(&xa, r), rhs: MatView::transposed(&bt, r), r };
+            let (want, mag) = reference::gemm(m, n, k, lhs, rhs);
+            let (want_low, mag_low) = reference::gemm(m, n, r, low.lhs, low.rhs);
+            let mut got = vec![0f32; m * n];
+            // SAFETY: got is m × n row-major, owned here; the kernel is available.
+            assert!(unsafe { super::gemm_on(kernel, m, n, k, got.as_mut_ptr(), n, 1, false, 1.0, lhs, rhs, true, Some(low),) });
+            for idx in 0..m * n {
+                let tol = ((k + r) as f64) * 2f64.powi(-23) * (mag[idx] + mag_low[idx] + 1.0) + 1e-7;
+                let diff = (f64::from(got[idx]) - want[idx] - want_low[idx]).abs();
+                assert!(diff <= tol, "{kernel} {m}x{n}x{k} r={r}: element {idx} off by {diff:e}");
             }
         }
     }
@@ -65,7 +124,7 @@ fn kernels_match_the_reference_at_every_edge() {
 #[test]
 fn bf16_error_against_f32_is_of_the_order_of_its_precision() {
     if kernel() == Bf16Kernel::None {
-        eprintln!("skipped: this CPU has no bf16 kernel (AMX-BF16)");
+        eprintln!("skipped: this CPU has no bf16 kernel (AMX-BF16 or AVX512-BF16)");
         return;
     }
     let (m, n, k) = (64, 64, 384);
@@ -92,11 +151,21 @@ fn bf16_error_against_f32_is_of_the_order_of_its_precision() {
 #[test]
 #[ignore]
 fn bf16_throughput() {
-    if kernel() == Bf16Kernel::None {
-        eprintln!("skipped: this CPU has no bf16 kernel (AMX-BF16)");
+    use std::time::Instant;
+    let kernels = available_kernels();
+    if kernels.is_empty() {
+        eprintln!("skipped: this CPU has no bf16 kernel (AMX-BF16 or AVX512-BF16)");
         return;
     }
-    use std::time::Instant;
+    let time = |f: &mut dyn FnMut()| {
+        (0..3)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .fold(f64::MAX, f64::min)
+    };
     // A linear layer's three GEMMs at 4096 tokens: forward x wᵀ, input gradient g w, weight
     // gradient gᵀ x; for the FFN's two shapes (384 → 1536 and back).
     for &(tokens, inp, out) in &[(4096usize, 384usize, 1536usize), (4096, 1536, 384)] {
@@ -111,26 +180,27 @@ fn bf16_throughput() {
         for (what, m, n, k, lhs, rhs) in cases {
             let mut d = vec![0f32; m * n];
             let flops = 2.0 * (m * n * k) as f64;
-            let (mut f32_s, mut bf_s) = (f64::MAX, f64::MAX);
-            for _ in 0..3 {
-                let t = Instant::now();
-                // SAFETY: d is m × n row-major, owned here.
-                unsafe { super::super::cpu::gemm_raw(Precision::Fp32, m, n, k, d.as_mut_ptr(), n, 1, false, 1.0, lhs, rhs, true) };
-                f32_s = f32_s.min(t.elapsed().as_secs_f64());
-                let t = Instant::now();
-                // SAFETY: as above.
-                unsafe { super::gemm(m, n, k, d.as_mut_ptr(), n, 1, false, 1.0, lhs, rhs, true) };
-                bf_s = bf_s.min(t.elapsed().as_secs_f64());
+            // SAFETY: d is m × n row-major, owned here.
+            let f32_s = time(&mut || unsafe { super::super::cpu::gemm_raw(Precision::Fp32, m, n, k, d.as_mut_ptr(), n, 1, false, 1.0, lhs, rhs, true) });
+            let mut line = format!("{what:>18} {m}x{n}x{k}: f32 {:.1} ms ({:.0} GFLOP/s)", f32_s * 1e3, flops / f32_s / 1e9);
+            for &kernel in &kernels {
+                // SAFETY: as above; the kernel is available.
+                let s = time(&mut || unsafe {
+                    super::gemm_on(kernel, m, n, k, d.as_mut_ptr(), n, 1, false, 1.0, lhs, rhs, true, None);
+                });
+                line += &format!(", {kernel} {:.1} ms ({:.0} GFLOP/s, x{:.2})", s * 1e3, flops / s / 1e9, f32_s / s);
             }
-            println!(
-                "{what:>18} {m}x{n}x{k}: f32 {:.1} ms ({:.0} GFLOP/s), {} {:.1} ms ({:.0} GFLOP/s), x{:.2}",
-                f32_s * 1e3,
-                flops / f32_s / 1e9,
-                kernel(),
-                bf_s * 1e3,
-                flops / bf_s / 1e9,
-                f32_s / bf_s
-            );
+            // The weight held in bf16 (the frozen base of LoRA and SFT): the forward and input gradient.
+            if what != "weight grad gT x" {
+                let w16: Vec<half::bf16> = w.iter().map(|&v| half::bf16::from_f32(v)).collect();
+                let held = if rhs.cs == 1 { MatView::rows(&w16, n) } else { MatView::transposed(&w16, k) };
+                // SAFETY: as above.
+                let s = time(&mut || unsafe {
+                    super::gemm_on(kernels[0], m, n, k, d.as_mut_ptr(), n, 1, false, 1.0, lhs, held, true, None);
+                });
+                line += &format!(", {} weight held in bf16 {:.1} ms (x{:.2})", kernels[0], s * 1e3, f32_s / s);
+            }
+            println!("{line}");
         }
     }
 }
