@@ -104,7 +104,7 @@ pub struct ModelLimits {
 pub fn warn_without_bf16(precision: crate::config::Precision) {
     static SAID: std::sync::Once = std::sync::Once::new();
     if precision == crate::config::Precision::Bf16 && slora_model::ops::bf16::kernel() == slora_model::ops::bf16::Bf16Kernel::None {
-        SAID.call_once(|| tracing::warn!("optim.precision = bf16: this CPU has no bf16 kernel (AMX-BF16 or AVX512-BF16); the GEMMs run in fp32"));
+        SAID.call_once(|| tracing::warn!("optim.precision = bf16: this CPU has no bf16 kernel that beats f32 (AMX-BF16, or AVX512-BF16 on AMD); the GEMMs run in fp32"));
     }
 }
 
