@@ -49,7 +49,13 @@ pub fn run(cfg: &Config, args: &BenchArgs) -> Result<(), PipelineError> {
     };
     crate::preflight::warn_without_bf16(precision);
     if precision == crate::config::Precision::Bf16 {
-        println!("precision bf16: kernel {}", slora_model::ops::bf16::kernel());
+        // On stderr with --json: stdout is then one JSON object per line, nothing else.
+        let line = format!("precision bf16: kernel {}", slora_model::ops::bf16::kernel());
+        if args.json {
+            eprintln!("{line}");
+        } else {
+            println!("{line}");
+        }
     }
     let sources = if args.models.is_empty() { vec![cfg.model.source.clone()] } else { args.models.clone() };
     let modes = args
@@ -94,6 +100,7 @@ pub fn run(cfg: &Config, args: &BenchArgs) -> Result<(), PipelineError> {
                             "gflops": r.gflops, "peak_rss_mb": r.peak_rss_mb, "rss_per_mode": r.rss_per_mode,
                             "trainable_params": r.trainable_params, "threads": r.threads,
                             "precision": bc.precision.to_string(),
+                            "bf16_kernel": (precision == crate::config::Precision::Bf16).then(|| slora_model::ops::bf16::kernel().to_string()),
                         })
                     );
                 } else {
