@@ -60,9 +60,11 @@ def best(autocast, mode):
     return min(float(runs[p][f"{mode}_ms_per_step"]) for p in runs if f"{mode}_ms_per_step" in runs[p])
 def rows(label, precision):
     rs = {}
+    # JSON rows only (a binary older than the bf16 kernel line's move to stderr printed it on stdout).
     for line in open(os.path.join(out, f"{label}-{precision}.json")):
-        r = json.loads(line); rs[r["mode"]] = r
-    lora = [json.loads(l) for l in open(os.path.join(out, f"{label}-{precision}-lora.json"))][0]
+        if line.startswith("{"):
+            r = json.loads(line); rs[r["mode"]] = r
+    lora = [json.loads(l) for l in open(os.path.join(out, f"{label}-{precision}-lora.json")) if l.startswith("{")][0]
     rs["lora"]["peak_rss_mb"] = lora["peak_rss_mb"]
     return rs
 ours = {p: rows("ours", p) for p in ("fp32", "bf16")}
