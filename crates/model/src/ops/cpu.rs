@@ -298,7 +298,7 @@ pub(crate) unsafe fn gemm_raw(
         && m >= 32
         && n >= 32
         && k >= 32
-        && super::bf16::gemm(m, n, k, dst, dst_rs, dst_cs, accumulate, scale, lhs, rhs, parallel)
+        && super::bf16::gemm_on(super::bf16::kernel(), m, n, k, dst, dst_rs, dst_cs, accumulate, scale, lhs, rhs, parallel, None)
     {
         return;
     }

@@ -9,6 +9,8 @@
 //! writes the whole activation, all memory traffic. The backward is then one full GEMM (dx) and
 //! four thin ones (rank r) for dA and dB, computed per block of rows (see [`factor_grads`]).
 
+use std::borrow::Cow;
+
 use super::bf16::LowRank;
 use super::cpu::{gemm_at, gemm_new_at, gemm_new_on, gemm_new_single, gemm_raw, slice, sum_in_order, tensor, with_f32, with_weight, MatView};
 use crate::spec::Precision;
@@ -95,6 +97,27 @@ struct FactorShape {
 /// from memory once and reused from cache by both of its products. Blocks run in parallel; their
 /// partial sums are added in block order (the same result for any thread count).
 fn factor_grads(x: &[f32], g: &[f32], a: &[f32], bl: &[f32], shape: FactorShape, s: f32) -> (Vec<f32>, Vec<f32>) {
+    let FactorShape { in_dim, out_dim, rank: r, .. } = shape;
+    factor_grads_by_block(x, g, shape, |_, xb, gb| {
+        let tb = xb.len() / in_dim;
+        let xa = gemm_new_single(tb, r, in_dim, MatView::rows(xb, in_dim), MatView::transposed(a, in_dim), s);
+        let gbl = gemm_new_single(tb, r, out_dim, MatView::rows(gb, out_dim), MatView::rows(bl, r), s);
+        (Cow::Owned(xa), Cow::Owned(gbl))
+    })
+}
+
+/// [`factor_grads`] from `xa = s x Aᵀ` and `gb = s g B` (`[T, r]`) formed already.
+fn factor_grads_from(x: &[f32], g: &[f32], xa: &[f32], gb: &[f32], shape: FactorShape) -> (Vec<f32>, Vec<f32>) {
+    let r = shape.rank;
+    factor_grads_by_block(x, g, shape, |rows, _, _| (Cow::Borrowed(&xa[rows.start * r..rows.end * r]), Cow::Borrowed(&gb[rows.start * r..rows.end * r])))
+}
+
+/// `dA = gblᵀ x` and `dB = gᵀ xa` per block of 256 rows, where `thin(rows, x block, g block)` gives
+/// the block's `xa` and `gbl` (`[rows, r]`); partial sums added in block order.
+fn factor_grads_by_block<'a, F>(x: &[f32], g: &[f32], shape: FactorShape, thin: F) -> (Vec<f32>, Vec<f32>)
+where
+    F: Fn(std::ops::Range<usize>, &[f32], &[f32]) -> (Cow<'a, [f32]>, Cow<'a, [f32]>) + Sync,
+{
     const ROWS_PER_BLOCK: usize = 256;
     let FactorShape { rows, in_dim, out_dim, rank: r } = shape;
     let partials: Vec<(Vec<f32>, Vec<f32>)> = (0..rows.div_ceil(ROWS_PER_BLOCK))
@@ -103,30 +126,9 @@ fn factor_grads(x: &[f32], g: &[f32], a: &[f32], bl: &[f32], shape: FactorShape,
             let (t0, tb) = (block * ROWS_PER_BLOCK, ROWS_PER_BLOCK.min(rows - block * ROWS_PER_BLOCK));
             let xb = &x[t0 * in_dim..(t0 + tb) * in_dim];
             let gb = &g[t0 * out_dim..(t0 + tb) * out_dim];
-            let xa = gemm_new_single(tb, r, in_dim, MatView::rows(xb, in_dim), MatView::transposed(a, in_dim), s);
-            let gbl = gemm_new_single(tb, r, out_dim, MatView::rows(gb, out_dim), MatView::rows(bl, r), s);
+            let (xa, gbl) = thin(t0..t0 + tb, xb, gb);
             let da = gemm_new_single(r, in_dim, tb, MatView::transposed(&gbl, r), MatView::rows(xb, in_dim), 1.0);
             let db = gemm_new_single(out_dim, r, tb, MatView::transposed(gb, out_dim), MatView::rows(&xa, r), 1.0);
-            (da, db)
-        })
-        .collect();
-    let (da, db): (Vec<_>, Vec<_>) = partials.into_iter().unzip();
-    (sum_in_order(da, r * in_dim), sum_in_order(db, out_dim * r))
-}
-
-/// [`factor_grads`] from `xa = s x Aᵀ` and `gb = s g B` (`[T, r]`) formed already: `dA = gbᵀ x`,
-/// `dB = gᵀ xa`, per block of rows as there.
-fn factor_grads_from(x: &[f32], g: &[f32], xa: &[f32], gb: &[f32], shape: FactorShape) -> (Vec<f32>, Vec<f32>) {
-    const ROWS_PER_BLOCK: usize = 256;
-    let FactorShape { rows, in_dim, out_dim, rank: r } = shape;
-    let partials: Vec<(Vec<f32>, Vec<f32>)> = (0..rows.div_ceil(ROWS_PER_BLOCK))
-        .into_par_iter()
-        .map(|block| {
-            let (t0, tb) = (block * ROWS_PER_BLOCK, ROWS_PER_BLOCK.min(rows - block * ROWS_PER_BLOCK));
-            let (xb, gblock) = (&x[t0 * in_dim..(t0 + tb) * in_dim], &g[t0 * out_dim..(t0 + tb) * out_dim]);
-            let (xab, gbb) = (&xa[t0 * r..(t0 + tb) * r], &gb[t0 * r..(t0 + tb) * r]);
-            let da = gemm_new_single(r, in_dim, tb, MatView::transposed(gbb, r), MatView::rows(xb, in_dim), 1.0);
-            let db = gemm_new_single(out_dim, r, tb, MatView::transposed(gblock, out_dim), MatView::rows(xab, r), 1.0);
             (da, db)
         })
         .collect();

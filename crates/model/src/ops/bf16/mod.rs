@@ -134,37 +134,15 @@ pub fn kernel() -> Bf16Kernel {
     })
 }
 
-/// `dst = [dst +] scale · bf16(lhs) · bf16(rhs)` with f32 sums, element (i, j) of `dst` at
-/// `dst.add(i * dst_rs + j * dst_cs)`, on this machine's [`kernel`]. Returns `false` (and writes
-/// nothing) when there is none, so the caller runs its f32 GEMM.
+/// `dst = [dst +] scale · bf16(lhs) · bf16(rhs) [+ scale · bf16(low-rank term)]` with f32 sums,
+/// element (i, j) of `dst` at `dst.add(i * dst_rs + j * dst_cs)`, on `kernel` (this machine's
+/// [`kernel`], or another of [`available_kernels`]). Returns `false` (and writes nothing) for
+/// `Bf16Kernel::None`, so the caller runs its f32 GEMM.
 ///
 /// # Safety
 /// As [`super::cpu::gemm_raw`]: `dst` valid for every (i, j) (reads too when `accumulate`), and not
 /// accessed by other threads during the call. m, n and k are at least 1 (`gemm_raw` handles the
-/// empty products before it gets here).
-#[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm<L: Operand, R: Operand>(
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: usize,
-    dst_cs: usize,
-    accumulate: bool,
-    scale: f32,
-    lhs: MatView<L>,
-    rhs: MatView<R>,
-    parallel: bool,
-) -> bool {
-    gemm_on(kernel(), m, n, k, dst, dst_rs, dst_cs, accumulate, scale, lhs, rhs, parallel, None)
-}
-
-/// [`gemm`] on a given kernel (one of [`available_kernels`], or `None`: returns `false`), with an
-/// optional low-rank term summed inside the product.
-///
-/// # Safety
-/// As [`gemm`].
+/// empty products before it gets here). The kernel's hardware is available.
 #[cfg(target_arch = "x86_64")]
 #[allow(clippy::too_many_arguments)]
 pub(crate) unsafe fn gemm_on<L: Operand, R: Operand>(
@@ -193,7 +171,21 @@ pub(crate) unsafe fn gemm_on<L: Operand, R: Operand>(
 /// No bf16 kernels off x86_64.
 #[cfg(not(target_arch = "x86_64"))]
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm<L: Operand, R: Operand>(_: usize, _: usize, _: usize, _: *mut f32, _: usize, _: usize, _: bool, _: f32, _: MatView<L>, _: MatView<R>, _: bool) -> bool {
+pub(crate) unsafe fn gemm_on<L: Operand, R: Operand>(
+    _: Bf16Kernel,
+    _: usize,
+    _: usize,
+    _: usize,
+    _: *mut f32,
+    _: usize,
+    _: usize,
+    _: bool,
+    _: f32,
+    _: MatView<L>,
+    _: MatView<R>,
+    _: bool,
+    _: Option<LowRank>,
+) -> bool {
     false
 }
 
