@@ -222,33 +222,20 @@ pub fn run_fedavg<L: Learner>(
         for &client in &chosen {
             let client_start = Instant::now();
             let shard = &clients[client];
-            learner.set_trainable_state(&global)?;
-            let steps = cfg.local_epochs as usize * shard.len().div_ceil(cfg.batch_size);
-            learner.begin_local(steps)?;
-            let steps_bar = progress.add(ProgressBar::new(steps as u64));
+            let local = LocalRound { seed: cfg.seed, round, client, local_epochs: cfg.local_epochs, batch_size: cfg.batch_size };
+            let steps_bar = progress.add(ProgressBar::new(local.steps(shard) as u64));
             steps_bar.set_style(bar_style("steps"));
             steps_bar.set_prefix(format!("round {round} client {client}"));
-            let mut step = 0usize;
-            for epoch in 0..cfg.local_epochs {
-                let order = epoch_order(shard.len(), cfg.seed, round, client, epoch);
-                for rows in order.chunks(cfg.batch_size) {
-                    let ids: Vec<&[u32]> = rows.iter().map(|&i| shard.input_ids[i].as_slice()).collect();
-                    let labels: Vec<u32> = rows.iter().map(|&i| shard.labels[i]).collect();
-                    let dropout_seed = seeds::derive(cfg.seed, Stream::Dropout, &[round as u64, client as u64, step as u64]);
-                    let loss = learner.train_step(&ids, &labels, dropout_seed)?;
-                    if !loss.is_finite() || loss > DIVERGED_LOSS {
-                        steps_bar.abandon();
-                        return Err(FederationError::NonFiniteLoss { round, client, step, loss });
-                    }
-                    train_loss_sum += loss * rows.len() as f64;
-                    train_rows += rows.len() as u64;
-                    step += 1;
-                    steps_bar.inc(1);
-                }
-            }
+            let update = local_update(learner, shard, &global, &local, || steps_bar.inc(1));
             steps_bar.finish_and_clear();
             progress.remove(&steps_bar);
-            let uploaded = learner.trainable_state()?;
+            let update = update?;
+            // Per step, in order, as one running sum over the round's clients.
+            for &(loss, rows) in &update.step_losses {
+                train_loss_sum += loss * rows as f64;
+                train_rows += rows as u64;
+            }
+            let uploaded = update.state;
             train_seconds += client_start.elapsed().as_secs_f64();
             bytes_up = state_bytes(&uploaded);
             bytes_up_head = crate::comm::state_bytes_where(&uploaded, |n| learner.is_head(n));
@@ -318,6 +305,66 @@ pub fn run_fedavg<L: Learner>(
     }
     rounds_bar.finish_and_clear();
     Ok(FedOutcome { metrics, state: global, resumed_from })
+}
+
+/// What one client does in one round, apart from the network: its round number, its index (the
+/// partition id), the run seed, and the local training settings.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LocalRound {
+    /// The run seed (sampling, shuffling and dropout streams derive from it).
+    pub seed: u64,
+    /// The global round number.
+    pub round: u32,
+    /// The client's index among all clients.
+    pub client: usize,
+    /// Passes over the shard.
+    pub local_epochs: u32,
+    /// Rows per step.
+    pub batch_size: usize,
+}
+
+impl LocalRound {
+    /// Optimizer steps over `shard` (the last batch of an epoch may be short).
+    pub fn steps(&self, shard: &Shard) -> usize {
+        self.local_epochs as usize * shard.len().div_ceil(self.batch_size)
+    }
+}
+
+/// A client's result: the trainable state it uploads, and each step's mean training loss with the
+/// rows it averaged.
+#[derive(Debug)]
+pub struct LocalUpdate {
+    /// The trainable state after the last step.
+    pub state: State,
+    /// `(mean loss, rows)` per step, in order.
+    pub step_losses: Vec<(f64, usize)>,
+}
+
+/// One client's local training from `global`: the seeded row order per epoch, the seeded dropout per
+/// step, the optimizer started afresh (`begin_local`). The in-process engine and a deployed client
+/// run this same function, so both compute the same update from the same inputs. `on_step` is
+/// called after every step (progress).
+pub fn local_update<L: Learner>(learner: &mut L, shard: &Shard, global: &State, local: &LocalRound, mut on_step: impl FnMut()) -> Result<LocalUpdate> {
+    let LocalRound { seed, round, client, local_epochs, batch_size } = *local;
+    learner.set_trainable_state(global)?;
+    learner.begin_local(local.steps(shard))?;
+    let mut step_losses = Vec::with_capacity(local.steps(shard));
+    for epoch in 0..local_epochs {
+        let order = epoch_order(shard.len(), seed, round, client, epoch);
+        for rows in order.chunks(batch_size) {
+            let ids: Vec<&[u32]> = rows.iter().map(|&i| shard.input_ids[i].as_slice()).collect();
+            let labels: Vec<u32> = rows.iter().map(|&i| shard.labels[i]).collect();
+            let step = step_losses.len();
+            let dropout_seed = seeds::derive(seed, Stream::Dropout, &[round as u64, client as u64, step as u64]);
+            let loss = learner.train_step(&ids, &labels, dropout_seed)?;
+            if !loss.is_finite() || loss > DIVERGED_LOSS {
+                return Err(FederationError::NonFiniteLoss { round, client, step, loss });
+            }
+            step_losses.push((loss, rows.len()));
+            on_step();
+        }
+    }
+    Ok(LocalUpdate { state: learner.trainable_state()?, step_losses })
 }
 
 fn bar_style(unit: &str) -> ProgressStyle {
@@ -448,6 +495,31 @@ mod tests {
         let done = run_fedavg(&mut idle, &clients, &test, None, &cfg, Some(&store))?;
         assert_eq!((done.resumed_from, idle.optimizers_created), (Some(4), 0));
         assert!(same(&full.metrics, &done.metrics));
+        Ok(())
+    }
+
+    /// What a deployment does (each client a separate learner, the server sampling and averaging in
+    /// the sampled order) gives the in-process engine's global state bit for bit.
+    #[test]
+    fn separate_local_updates_and_the_average_reproduce_the_engine() -> anyhow::Result<()> {
+        let (clients, test) = toy_data(6, 4, 30);
+        let cfg = config(3);
+        let engine = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients, &test, None, &cfg, None)?;
+        let mut global = ToyLearner::new(toy_vocab(4), 4, 20.0).trainable_state()?;
+        for round in 1..=cfg.rounds {
+            let mut sum = WeightedAverage::new();
+            for client in sample_clients(clients.len(), cfg.clients_per_round, cfg.seed, round) {
+                let local = LocalRound { seed: cfg.seed, round, client, local_epochs: cfg.local_epochs, batch_size: cfg.batch_size };
+                // A fresh learner per client, as on its own machine.
+                let update = local_update(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients[client], &global, &local, || {})?;
+                assert_eq!(update.step_losses.len(), local.steps(&clients[client]));
+                sum.add(&update.state, clients[client].len() as u64)?;
+            }
+            global = sum.finish()?;
+        }
+        for (name, t) in &engine.state {
+            assert_eq!(t.flatten_all()?.to_vec1::<f32>()?, global[name].flatten_all()?.to_vec1::<f32>()?, "{name}");
+        }
         Ok(())
     }
 

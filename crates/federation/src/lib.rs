@@ -24,7 +24,7 @@ pub use aggregate::{State, WeightedAverage};
 pub use classifier::{ClassifierLearner, OptimSettings, Schedule};
 pub use checkpoint::{read_safetensors, write_safetensors, CheckpointStore};
 pub use comm::state_bytes;
-pub use engine::{evaluate, length_sorted_batches, run_fedavg, Evaluation, FedAvgConfig, FedOutcome, SetupCosts};
+pub use engine::{evaluate, length_sorted_batches, local_update, run_fedavg, Evaluation, FedAvgConfig, FedOutcome, LocalRound, LocalUpdate, SetupCosts};
 pub use error::{FederationError, Result};
 pub use learner::{EvalSums, Learner, Shard};
 pub use mask::{mask_round, MaskRoundConfig, MaskRoundOutcome, MaskTarget};
