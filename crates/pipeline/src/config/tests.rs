@@ -260,6 +260,10 @@ fn precision_parses_and_enters_the_keys_only_when_bf16() {
     let off = serde_json::to_value(Config::default()).unwrap();
     assert!(off["optim"].get("precision").is_none());
     assert_eq!(serde_json::to_value(&cfg).unwrap()["optim"]["precision"], "bf16");
+    // The training stages' keys carry bf16's revision, and only in bf16.
+    use crate::stages::federated::{federated_params, BF16_NUMERICS};
+    assert_eq!(federated_params(&cfg)["bf16_numerics"], BF16_NUMERICS);
+    assert!(federated_params(&Config::default()).get("bf16_numerics").is_none());
     let err = Config::from_toml_str("[optim]\nprecision = \"fp16\"\n", "p.toml").unwrap_err().to_string();
     assert!(err.contains("optim.precision") && err.contains("bf16"), "{err}");
 }

@@ -21,14 +21,23 @@ pub const SWITCH_CHECK_ROWS: usize = 32;
 
 /// Params shared by every federated run: seed, model, `[federation]`, `[optim]`, `[adapter]`.
 pub fn federated_params(cfg: &Config) -> Value {
-    json!({
+    let mut params = json!({
         "seed": cfg.run.seed,
         "model": super::base_model::model_params(cfg),
         "federation": cfg.federation,
         "optim": cfg.optim,
         "adapter": cfg.adapter,
-    })
+    });
+    if cfg.optim.precision == crate::config::Precision::Bf16 {
+        params["bf16_numerics"] = json!(BF16_NUMERICS);
+    }
+    params
 }
+
+/// What `optim.precision = "bf16"` computes, by revision, in the training stages' keys (only when
+/// bf16: fp32 keys do not change), so that artifacts of an earlier bf16 are not reused. 2: frozen
+/// weights held in bf16 and LoRA's update summed beside the base instead of folded into it.
+pub const BF16_NUMERICS: u32 = 2;
 
 /// The partition artifact's client shards, test shard and label count.
 pub struct Data {
