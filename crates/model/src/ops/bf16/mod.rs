@@ -84,6 +84,7 @@ impl std::fmt::Display for Bf16Kernel {
 }
 
 /// The bf16 kernels this machine's hardware can run, fastest first (tests run every one).
+#[cfg_attr(not(target_arch = "x86_64"), allow(unused_mut))]
 pub fn available_kernels() -> Vec<Bf16Kernel> {
     let mut kernels = Vec::new();
     #[cfg(target_arch = "x86_64")]
