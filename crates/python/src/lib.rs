@@ -59,6 +59,17 @@ pub struct Client {
     batch_size: usize,
 }
 
+/// Accuracy and mean loss of a state on a shard.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Evaluation {
+    /// Fraction of rows whose argmax is the label.
+    pub accuracy: f64,
+    /// Mean cross-entropy.
+    pub loss: f64,
+    /// Rows evaluated.
+    pub rows: u64,
+}
+
 impl Client {
     /// Loads `config` (with `KEY=VALUE` overrides, as `pipeline --set`), the base model, and the shard.
     pub fn open(config: &Path, overrides: &[String], method_name: &str, shard: &Path) -> Result<Self> {
@@ -85,6 +96,19 @@ impl Client {
             local_epochs: cfg.federation.local_epochs as u32,
             batch_size: cfg.federation.batch_size,
         })
+    }
+
+    /// `state` evaluated on the shard at `path` (e.g. the partition's `test.parquet`), in the
+    /// engine's batches (length-sorted, `max(batch_size, 64)` rows), so the numbers are the
+    /// in-process run's.
+    pub fn evaluate(&mut self, state: &State, path: &Path) -> Result<Evaluation> {
+        use slora_federation::Learner;
+        let rows = slora_data::read_shard(path)?;
+        let shard = Shard { input_ids: rows.input_ids, labels: rows.labels };
+        self.learner.set_trainable_state(state)?;
+        let batches = slora_federation::length_sorted_batches(&shard, self.batch_size.max(64));
+        let e = slora_federation::evaluate(&self.learner, &shard, &batches)?;
+        Ok(Evaluation { accuracy: e.accuracy(), loss: e.mean_loss(), rows: e.rows() })
     }
 
     /// The trainable state (the model's initial one before any round: the server's round-0 state).

@@ -65,6 +65,12 @@ impl PyClient {
         let (update, losses) = self.inner.fit(&global, round, client).map_err(err)?;
         Ok((state_to_py(py, &update)?, losses))
     }
+
+    /// `(accuracy, mean loss, rows)` of `state` on the shard at `path`, in the engine's batches.
+    fn evaluate(&mut self, state: &Bound<'_, PyDict>, path: PathBuf) -> PyResult<(f64, f64, u64)> {
+        let e = self.inner.evaluate(&state_from_py(state)?, &path).map_err(err)?;
+        Ok((e.accuracy, e.loss, e.rows))
+    }
 }
 
 /// The clients of `round`, as the in-process engine draws them.

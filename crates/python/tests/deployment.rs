@@ -20,11 +20,8 @@ fn separate_clients_reproduce_the_in_process_lora_run_bit_for_bit() -> anyhow::R
     let mut runner = Runner::new(&cfg, &store, Force::Nothing);
     let partition = runner.run("partition")?;
     let baselines = runner.run("baselines")?;
-    let in_process: Vec<f64> = slora_federation::metrics::read_parquet(&baselines.file("metrics.parquet"))?
-        .iter()
-        .filter(|m| m.method == "lora" && m.round > 0)
-        .map(|m| m.train_loss.expect("trained rounds have a train loss"))
-        .collect();
+    let metrics: Vec<_> = slora_federation::metrics::read_parquet(&baselines.file("metrics.parquet"))?.into_iter().filter(|m| m.method == "lora" && m.round > 0).collect();
+    let in_process: Vec<f64> = metrics.iter().map(|m| m.train_loss.expect("trained rounds have a train loss")).collect();
 
     let n = cfg.partition.clients;
     let mut clients = (0..n)
@@ -47,5 +44,10 @@ fn separate_clients_reproduce_the_in_process_lora_run_bit_for_bit() -> anyhow::R
         deployed.push(loss_sum / rows as f64);
     }
     assert_eq!(deployed, in_process, "train loss per round, deployed vs in-process");
+    // The final global state scores what the in-process run reported, on every test row.
+    let last = metrics.last().expect("rounds");
+    let eval = clients[0].evaluate(&global, &partition.file("test.parquet"))?;
+    assert_eq!((eval.accuracy, eval.rows), (last.final_accuracy().expect("final accuracy"), last.full_test_rows.max(last.eval_rows)));
+    println!("deployed: final accuracy {:.4} on {} rows, train losses {deployed:?}", eval.accuracy, eval.rows);
     Ok(())
 }
