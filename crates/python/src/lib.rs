@@ -38,15 +38,11 @@ pub enum BindingError {
 /// Results of this crate.
 pub type Result<T, E = BindingError> = std::result::Result<T, E>;
 
-/// A baseline method by its config name (`fft`, `lora`, `ffa-lora`, `sft`).
+/// A baseline method by its config name (`fft`, `lora`, `ffa-lora`, `sft`), parsed as the config
+/// parses `baselines.methods`.
 pub fn method(name: &str) -> Result<BaselineMethod> {
-    match name {
-        "fft" => Ok(BaselineMethod::Fft),
-        "lora" => Ok(BaselineMethod::Lora),
-        "ffa-lora" => Ok(BaselineMethod::FfaLora),
-        "sft" => Ok(BaselineMethod::Sft),
-        other => Err(BindingError::Invalid(format!("method: unknown `{other}` (fft, lora, ffa-lora, sft)"))),
-    }
+    serde_json::from_value(serde_json::Value::String(name.to_string()))
+        .map_err(|_| BindingError::Invalid(format!("method: unknown `{name}` (fft, lora, ffa-lora, sft)")))
 }
 
 /// One data holder: the model of a method built from the config, as the pipeline builds it, and the

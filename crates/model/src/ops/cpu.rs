@@ -60,13 +60,7 @@ impl WeightData<'_> {
     pub(crate) fn x_wt(self, precision: Precision, rows: usize, out_dim: usize, in_dim: usize, dst: &mut [f32], accumulate: bool, x: &[f32], low_rank: Option<LowRank>) {
         let x = MatView::rows(x, in_dim);
         match self {
-            WeightData::F32(w) => {
-                gemm_at(precision, rows, out_dim, in_dim, dst, accumulate, x, MatView::transposed(w, in_dim));
-                if let Some(t) = low_rank {
-                    // SAFETY: dst is exactly rows × out_dim, row-major, exclusively borrowed.
-                    unsafe { gemm_raw(Precision::Fp32, rows, out_dim, t.r, dst.as_mut_ptr(), out_dim, 1, true, 1.0, t.lhs, t.rhs, true) };
-                }
-            }
+            WeightData::F32(w) => gemm_with_low_rank(precision, rows, out_dim, in_dim, dst, accumulate, x, MatView::transposed(w, in_dim), low_rank),
             WeightData::Bf16(w) => gemm_bf16_rhs(rows, out_dim, in_dim, dst, accumulate, x, MatView::transposed(w, in_dim), low_rank),
         }
     }
@@ -78,13 +72,7 @@ impl WeightData<'_> {
         let mut dst = unsafe { uninit_f32(rows * in_dim) };
         let g = MatView::rows(g, out_dim);
         match self {
-            WeightData::F32(w) => {
-                gemm_at(precision, rows, in_dim, out_dim, &mut dst, false, g, MatView::rows(w, in_dim));
-                if let Some(t) = low_rank {
-                    // SAFETY: dst is exactly rows × in_dim, row-major, exclusively borrowed.
-                    unsafe { gemm_raw(Precision::Fp32, rows, in_dim, t.r, dst.as_mut_ptr(), in_dim, 1, true, 1.0, t.lhs, t.rhs, true) };
-                }
-            }
+            WeightData::F32(w) => gemm_with_low_rank(precision, rows, in_dim, out_dim, &mut dst, false, g, MatView::rows(w, in_dim), low_rank),
             WeightData::Bf16(w) => gemm_bf16_rhs(rows, in_dim, out_dim, &mut dst, false, g, MatView::rows(w, in_dim), low_rank),
         }
         dst
@@ -344,13 +332,15 @@ pub(crate) fn gemm_bf16_rhs(m: usize, n: usize, k: usize, dst: &mut [f32], accum
         return;
     }
     let wide: Vec<f32> = rhs.data.iter().map(|v| v.to_f32()).collect();
-    let rhs = MatView { data: &wide, rs: rhs.rs, cs: rhs.cs };
-    // SAFETY: as above (gemm_raw also handles the empty products).
-    unsafe {
-        gemm_raw(Precision::Fp32, m, n, k, dst.as_mut_ptr(), n, 1, accumulate, 1.0, lhs, rhs, true);
-        if let Some(t) = low_rank {
-            gemm_raw(Precision::Fp32, m, n, t.r, dst.as_mut_ptr(), n, 1, true, 1.0, t.lhs, t.rhs, true);
-        }
+    gemm_with_low_rank(Precision::Fp32, m, n, k, dst, accumulate, lhs, MatView { data: &wide, rs: rhs.rs, cs: rhs.cs }, low_rank);
+}
+
+/// [`gemm_at`], then the low-rank term (in f32) added onto `dst` (m × n, row-major).
+#[allow(clippy::too_many_arguments)]
+fn gemm_with_low_rank(precision: Precision, m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: MatView, rhs: MatView, low_rank: Option<LowRank>) {
+    gemm_at(precision, m, n, k, dst, accumulate, lhs, rhs);
+    if let Some(t) = low_rank {
+        gemm_at(Precision::Fp32, m, n, t.r, dst, true, t.lhs, t.rhs);
     }
 }
 

@@ -82,6 +82,14 @@ impl LoraLinear {
     }
 }
 
+impl LoraLinear {
+    /// `s · x Aᵀ` (`[rows, r]`): the low-rank term's left operand over a bf16 base.
+    fn scaled_xa(&self, x: &[f32], a: &[f32], rows: usize) -> Vec<f32> {
+        let in_dim = self.shape.in_dim;
+        gemm_new_on(Precision::Fp32, rows, self.rank, in_dim, MatView::rows(x, in_dim), MatView::transposed(a, in_dim), self.scale, false, true)
+    }
+}
+
 /// Sizes of [`factor_grads`]'s operands.
 #[derive(Clone, Copy)]
 struct FactorShape {
@@ -153,7 +161,7 @@ impl CustomOp3 for LoraLinear {
             // is one more k step of the base GEMM: summed in the same f32 accumulators, no pass of its
             // own over y (its operands rounded to bf16, as autocast rounds them).
             let r = self.rank;
-            let xa = gemm_new_on(Precision::Fp32, rows, r, in_dim, MatView::rows(x, in_dim), MatView::transposed(a, in_dim), self.scale, false, true);
+            let xa = self.scaled_xa(x, a, rows);
             let update = LowRank { lhs: MatView::rows(&xa, r), rhs: MatView::transposed(bl, r), r };
             with_weight(&self.w, OP, |w| w.x_wt(self.precision, rows, out_dim, in_dim, &mut y, has_bias, x, Some(update)))?;
             *self.saved_xa.lock().unwrap_or_else(|e| e.into_inner()) = Some(xa);
@@ -182,7 +190,7 @@ impl CustomOp3 for LoraLinear {
                             let saved = self.saved_xa.lock().unwrap_or_else(|e| e.into_inner()).take();
                             let xa = match saved {
                                 Some(xa) => xa,
-                                None => gemm_new_on(Precision::Fp32, rows, r, in_dim, MatView::rows(xs, in_dim), MatView::transposed(a, in_dim), s, false, true),
+                                None => self.scaled_xa(xs, a, rows),
                             };
                             let gb = gemm_new_on(Precision::Fp32, rows, r, out_dim, MatView::rows(g, out_dim), MatView::rows(bl, r), s, false, true);
                             // dx = g W + s (g B) A, the low-rank term as in the forward.
