@@ -11,13 +11,13 @@ use std::time::Instant;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 
-use crate::aggregate::{State, WeightedAverage};
+use crate::aggregate::State;
 use crate::checkpoint::CheckpointStore;
-use crate::comm::state_bytes;
 use crate::error::{FederationError, Result};
 use crate::learner::{EvalSums, Learner, Shard};
 use crate::metrics::RoundMetrics;
-use crate::sampling::{epoch_order, sample_clients};
+use crate::sampling::epoch_order;
+use crate::server::FedAvgServer;
 use crate::seeds::{self, Stream};
 
 /// A mean batch cross-entropy above this is divergence, not learning: it needs logit margins of ~10⁴
@@ -94,15 +94,15 @@ impl FedAvgConfig {
 }
 
 impl FedAvgConfig {
-    fn validate(&self, clients: &[Shard], test: &Shard) -> Result<()> {
+    pub(crate) fn validate(&self, client_rows: &[usize], test: &Shard) -> Result<()> {
         let bad = |key, message: String| Err(FederationError::InvalidConfig { key, message });
         if self.rounds == 0 {
             return bad("rounds", "must be >= 1 (got 0)".into());
         }
-        if self.clients_per_round == 0 || self.clients_per_round > clients.len() {
+        if self.clients_per_round == 0 || self.clients_per_round > client_rows.len() {
             return bad(
                 "federation.clients_per_round",
-                format!("must be in 1..={} (the number of clients), got {}", clients.len(), self.clients_per_round),
+                format!("must be in 1..={} (the number of clients), got {}", client_rows.len(), self.clients_per_round),
             );
         }
         if self.local_epochs == 0 {
@@ -114,7 +114,7 @@ impl FedAvgConfig {
         if self.eval_every == 0 {
             return bad("federation.eval_every", "must be >= 1 (got 0)".into());
         }
-        if let Some(client) = clients.iter().position(Shard::is_empty) {
+        if let Some(client) = client_rows.iter().position(|&rows| rows == 0) {
             return Err(FederationError::EmptyClient { client });
         }
         if test.is_empty() {
@@ -148,163 +148,64 @@ pub fn run_fedavg<L: Learner>(
     cfg: &FedAvgConfig,
     checkpoints: Option<&CheckpointStore>,
 ) -> Result<FedOutcome> {
-    cfg.validate(clients, test)?;
-    let eval_batches = length_sorted_batches(test, cfg.eval_batch_size);
+    let client_rows: Vec<usize> = clients.iter().map(Shard::len).collect();
+    let mut server = FedAvgServer::start(learner, &client_rows, test, full_test, cfg, checkpoints)?;
     let progress = MultiProgress::new();
-
-    let resumed = match checkpoints {
-        Some(store) => store.latest()?,
-        None => None,
-    };
-    let (mut global, mut metrics, mut wall, first_round, resumed_from) = match resumed {
-        Some(cp) => {
-            progress.suspend(|| {
-                tracing::info!(
-                    "{}: resuming after round {} from {}",
-                    cfg.method,
-                    cfg.round_offset + cp.completed_rounds,
-                    checkpoints.unwrap().dir().display()
-                )
-            });
-            learner.set_trainable_state(&cp.state)?;
-            (cp.state, cp.metrics, cp.wall_seconds, cp.completed_rounds + 1, Some(cp.completed_rounds))
-        }
+    match server.resumed_from() {
+        Some(done) => progress.suspend(|| {
+            tracing::info!("{}: resuming after round {} from {}", cfg.method, cfg.round_offset + done, checkpoints.unwrap().dir().display())
+        }),
         None => {
-            let start = Instant::now();
-            let global = learner.trainable_state()?;
-            let eval = evaluate(learner, test, &eval_batches)?;
-            let wall = cfg.wall_seconds_start + start.elapsed().as_secs_f64();
-            let row = RoundMetrics {
-                method: cfg.method.clone(),
-                round: cfg.round_offset,
-                accuracy: Some(eval.accuracy()),
-                loss: Some(eval.mean_loss()),
-                train_loss: None,
-                bytes_up_per_client: cfg.setup.bytes_up_per_client,
-                bytes_down_per_client: cfg.setup.bytes_down_per_client,
-                bytes_down_switch_per_client: cfg.setup.bytes_down_per_client,
-                cum_bytes_up: cfg.cum_bytes_up_start + cfg.setup.bytes_up_per_client * u64::from(cfg.setup.clients),
-                wall_seconds: wall,
-                clients: cfg.setup.clients,
-                eval_rows: eval.rows(),
-                cum_bytes_down: cfg.cum_bytes_down_start + cfg.setup.bytes_down_per_client * clients.len() as u64,
-                server_seconds: cfg.setup_server_seconds,
-                train_seconds: cfg.setup.train_seconds,
-                ..Default::default()
-            };
+            let row = &server.metrics()[0];
             progress.suspend(|| {
-                tracing::info!("{} round {}: accuracy {:.4}, loss {:.4} (before training)", cfg.method, row.round, eval.accuracy(), eval.mean_loss())
+                tracing::info!("{} round {}: accuracy {:.4}, loss {:.4} (before training)", cfg.method, row.round, row.accuracy.unwrap_or(f64::NAN), row.loss.unwrap_or(f64::NAN))
             });
-            let metrics = vec![row];
-            if let Some(store) = checkpoints {
-                store.save(0, &global, &metrics, wall)?;
-            }
-            (global, metrics, wall, 1, None)
         }
-    };
+    }
 
     let rounds_bar = progress.add(ProgressBar::new(cfg.rounds as u64));
     rounds_bar.set_style(bar_style("rounds"));
     rounds_bar.set_prefix(cfg.method.clone());
-    rounds_bar.set_position(first_round as u64 - 1);
+    rounds_bar.set_position(server.completed_rounds() as u64);
 
-    for local_round in first_round..=cfg.rounds {
-        let start = Instant::now();
-        let round = cfg.round_offset + local_round;
-        let chosen = sample_clients(clients.len(), cfg.clients_per_round, cfg.seed, round);
-        let switch_bytes = if local_round == 1 { cfg.switch_bytes_per_client } else { 0 };
-        let bytes_down = state_bytes(&global) + switch_bytes;
-        let bytes_down_head = crate::comm::state_bytes_where(&global, |n| learner.is_head(n));
-        let (mut bytes_up, mut bytes_up_head) = (0, 0);
-        let mut sum = WeightedAverage::new();
-        let (mut train_loss_sum, mut train_rows) = (0.0f64, 0u64);
-        let (mut train_seconds, mut server_seconds) = (0.0f64, 0.0f64);
-        for &client in &chosen {
+    while let Some(plan) = server.begin_round() {
+        let global = server.global().clone();
+        for &client in &plan.chosen {
             let client_start = Instant::now();
             let shard = &clients[client];
-            let local = LocalRound { seed: cfg.seed, round, client, local_epochs: cfg.local_epochs, batch_size: cfg.batch_size };
+            let local = LocalRound { seed: cfg.seed, round: plan.round, client, local_epochs: cfg.local_epochs, batch_size: cfg.batch_size };
             let steps_bar = progress.add(ProgressBar::new(local.steps(shard) as u64));
             steps_bar.set_style(bar_style("steps"));
-            steps_bar.set_prefix(format!("round {round} client {client}"));
+            steps_bar.set_prefix(format!("round {} client {client}", plan.round));
             let update = local_update(learner, shard, &global, &local, || steps_bar.inc(1));
             steps_bar.finish_and_clear();
             progress.remove(&steps_bar);
             let update = update?;
-            // Per step, in order, as one running sum over the round's clients.
-            for &(loss, rows) in &update.step_losses {
-                train_loss_sum += loss * rows as f64;
-                train_rows += rows as u64;
-            }
-            let uploaded = update.state;
-            train_seconds += client_start.elapsed().as_secs_f64();
-            bytes_up = state_bytes(&uploaded);
-            bytes_up_head = crate::comm::state_bytes_where(&uploaded, |n| learner.is_head(n));
-            let server_start = Instant::now();
-            sum.add(&uploaded, shard.len() as u64)?;
-            server_seconds += server_start.elapsed().as_secs_f64();
+            let train_seconds = client_start.elapsed().as_secs_f64();
+            server.accept(learner, client, &update.state, shard.len() as u64, &update.step_losses, train_seconds)?;
         }
-        let server_start = Instant::now();
-        global = sum.finish()?;
-        server_seconds += server_start.elapsed().as_secs_f64();
-        learner.set_trainable_state(&global)?;
-
-        let evaluated = local_round % cfg.eval_every == 0 || local_round == cfg.rounds;
-        let eval = if evaluated { Some(evaluate(learner, test, &eval_batches)?) } else { None };
-        let full = match (local_round == cfg.rounds, full_test) {
-            (false, _) => None,
-            (true, Some(_)) if !cfg.final_full_test => None,
-            (true, Some(full)) => Some(evaluate(learner, full, &length_sorted_batches(full, cfg.eval_batch_size))?),
-            (true, None) => eval,
-        };
-        wall += start.elapsed().as_secs_f64();
-        let cum_before = metrics.last().map_or(cfg.cum_bytes_up_start, |m| m.cum_bytes_up);
-        let cum_down_before = metrics.last().map_or(cfg.cum_bytes_down_start, |m| m.cum_bytes_down);
-        // The one-off payload goes to every client (any may be sampled later); the state only to
-        // the sampled ones.
-        let cum_bytes_down = cum_down_before
-            + (bytes_down - switch_bytes) * chosen.len() as u64
-            + switch_bytes * clients.len() as u64;
-        let row = RoundMetrics {
-            method: cfg.method.clone(),
-            round,
-            accuracy: eval.map(|e| e.accuracy()),
-            loss: eval.map(|e| e.mean_loss()),
-            train_loss: Some(train_loss_sum / train_rows as f64),
-            bytes_up_per_client: bytes_up,
-            bytes_down_per_client: bytes_down,
-            cum_bytes_up: cum_before + bytes_up * chosen.len() as u64,
-            wall_seconds: wall,
-            clients: chosen.len() as u32,
-            eval_rows: eval.map_or(0, |e| e.rows()),
-            full_test_accuracy: full.map(|e| e.accuracy()),
-            full_test_loss: full.map(|e| e.mean_loss()),
-            full_test_rows: full.map_or(0, |e| e.rows()),
-            bytes_up_head_per_client: bytes_up_head,
-            bytes_down_head_per_client: bytes_down_head,
-            bytes_down_switch_per_client: switch_bytes,
-            cum_bytes_down,
-            train_seconds,
-            server_seconds,
-        };
+        let row = server.finish_round(learner)?;
         progress.suspend(|| {
             tracing::info!(
-                "{} round {round}/{}: clients {chosen:?}, train loss {:.4}, {}, up {} B/client, {:.1} s",
+                "{} round {}/{}: clients {:?}, train loss {:.4}, {}, up {} B/client, {:.1} s",
                 cfg.method,
+                row.round,
                 cfg.round_offset + cfg.rounds,
+                plan.chosen,
                 row.train_loss.unwrap_or(f64::NAN),
-                eval.map_or("not evaluated".to_string(), |e| format!("test accuracy {:.4}, loss {:.4}", e.accuracy(), e.mean_loss())),
-                bytes_up,
-                wall
+                match (row.accuracy, row.loss) {
+                    (Some(a), Some(l)) => format!("test accuracy {a:.4}, loss {l:.4}"),
+                    _ => "not evaluated".to_string(),
+                },
+                row.bytes_up_per_client,
+                row.wall_seconds
             )
         });
-        metrics.push(row);
-        if let Some(store) = checkpoints {
-            store.save(local_round, &global, &metrics, wall)?;
-        }
         rounds_bar.inc(1);
     }
     rounds_bar.finish_and_clear();
-    Ok(FedOutcome { metrics, state: global, resumed_from })
+    let (metrics, state, resumed_from) = server.finish();
+    Ok(FedOutcome { metrics, state, resumed_from })
 }
 
 /// What one client does in one round, apart from the network: its round number, its index (the
@@ -418,6 +319,8 @@ pub fn evaluate<L: Learner>(learner: &L, shard: &Shard, batches: &[Vec<usize>]) 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::aggregate::WeightedAverage;
+    use crate::sampling::sample_clients;
     use crate::toy::{toy_data, toy_vocab, ToyLearner};
 
     fn config(rounds: u32) -> FedAvgConfig {

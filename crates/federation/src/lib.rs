@@ -17,6 +17,7 @@ pub mod mask;
 pub mod metrics;
 pub mod sampling;
 pub mod seeds;
+pub mod server;
 #[cfg(test)]
 mod toy;
 
@@ -29,3 +30,4 @@ pub use error::{FederationError, Result};
 pub use learner::{EvalSums, Learner, Shard};
 pub use mask::{mask_round, MaskRoundConfig, MaskRoundOutcome, MaskTarget};
 pub use metrics::RoundMetrics;
+pub use server::{FedAvgServer, RoundPlan};

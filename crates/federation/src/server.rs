@@ -1,0 +1,390 @@
+//! The server half of FedAvg, one round at a time: the round-0 evaluation (or the resume from a
+//! checkpoint), the seeded sample of each round, the sample-weighted average of the replies in the
+//! sampled order, the evaluation, the byte accounting and the metrics row, the round checkpoint.
+//!
+//! [`crate::run_fedavg`] drives it with in-process clients; a deployment (the Flower ServerApp, through
+//! the Python bindings) drives the same object with replies that came over the network, so both
+//! write the same `metrics.parquet` from the same arithmetic. A deployment may lose clients: a round
+//! is averaged over the replies that arrived, and a reply whose tensors do not match the global
+//! state's names, shapes and dtype, or hold a non-finite value, is refused before it is added.
+
+use std::time::Instant;
+
+use candle_core::DType;
+
+use crate::aggregate::{State, WeightedAverage};
+use crate::checkpoint::CheckpointStore;
+use crate::comm::{state_bytes, state_bytes_where};
+use crate::engine::{evaluate, length_sorted_batches, Evaluation, FedAvgConfig};
+use crate::error::{FederationError, Result};
+use crate::learner::{Learner, Shard};
+use crate::metrics::RoundMetrics;
+use crate::sampling::sample_clients;
+
+/// One round as the server plans it: its number, the clients it samples (in order: the order their
+/// updates are added in) and the one-off payload each client receives first (SLoRA's switch).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RoundPlan {
+    /// Round of this run, 1-based.
+    pub local_round: u32,
+    /// Global round number (`round_offset + local_round`).
+    pub round: u32,
+    /// Sampled client indices (partition ids), in sampling order.
+    pub chosen: Vec<usize>,
+    /// Bytes every client downloads once before it trains in this run (charged in round 1 only).
+    pub switch_bytes: u64,
+}
+
+/// The running sums of the round in progress.
+struct OpenRound {
+    plan: RoundPlan,
+    start: Instant,
+    sum: WeightedAverage,
+    train_loss_sum: f64,
+    train_rows: u64,
+    bytes_up: u64,
+    bytes_up_head: u64,
+    train_seconds: f64,
+    server_seconds: f64,
+}
+
+/// The server of one FedAvg run (see the module docs).
+pub struct FedAvgServer<'a> {
+    cfg: FedAvgConfig,
+    num_clients: usize,
+    test: &'a Shard,
+    full_test: Option<&'a Shard>,
+    eval_batches: Vec<Vec<usize>>,
+    checkpoints: Option<&'a CheckpointStore>,
+    global: State,
+    metrics: Vec<RoundMetrics>,
+    wall: f64,
+    next_round: u32,
+    resumed_from: Option<u32>,
+    open: Option<OpenRound>,
+}
+
+impl<'a> FedAvgServer<'a> {
+    /// Starts a run over clients with `client_rows` rows each: resumes the latest checkpoint in
+    /// `checkpoints` when there is one (the learner then holds its state), else takes the learner's
+    /// state as round 0's global state and evaluates it.
+    pub fn start<L: Learner>(
+        learner: &mut L,
+        client_rows: &[usize],
+        test: &'a Shard,
+        full_test: Option<&'a Shard>,
+        cfg: &FedAvgConfig,
+        checkpoints: Option<&'a CheckpointStore>,
+    ) -> Result<Self> {
+        cfg.validate(client_rows, test)?;
+        let eval_batches = length_sorted_batches(test, cfg.eval_batch_size);
+        let mut server = Self {
+            cfg: cfg.clone(),
+            num_clients: client_rows.len(),
+            test,
+            full_test,
+            eval_batches,
+            checkpoints,
+            global: State::new(),
+            metrics: Vec::new(),
+            wall: 0.0,
+            next_round: 1,
+            resumed_from: None,
+            open: None,
+        };
+        if let Some(cp) = checkpoints.map(CheckpointStore::latest).transpose()?.flatten() {
+            learner.set_trainable_state(&cp.state)?;
+            server.global = cp.state;
+            server.metrics = cp.metrics;
+            server.wall = cp.wall_seconds;
+            server.next_round = cp.completed_rounds + 1;
+            server.resumed_from = Some(cp.completed_rounds);
+            return Ok(server);
+        }
+        let start = Instant::now();
+        server.global = learner.trainable_state()?;
+        let eval = evaluate(learner, test, &server.eval_batches)?;
+        server.wall = cfg.wall_seconds_start + start.elapsed().as_secs_f64();
+        server.metrics.push(RoundMetrics {
+            method: cfg.method.clone(),
+            round: cfg.round_offset,
+            accuracy: Some(eval.accuracy()),
+            loss: Some(eval.mean_loss()),
+            train_loss: None,
+            bytes_up_per_client: cfg.setup.bytes_up_per_client,
+            bytes_down_per_client: cfg.setup.bytes_down_per_client,
+            bytes_down_switch_per_client: cfg.setup.bytes_down_per_client,
+            cum_bytes_up: cfg.cum_bytes_up_start + cfg.setup.bytes_up_per_client * u64::from(cfg.setup.clients),
+            wall_seconds: server.wall,
+            clients: cfg.setup.clients,
+            eval_rows: eval.rows(),
+            cum_bytes_down: cfg.cum_bytes_down_start + cfg.setup.bytes_down_per_client * client_rows.len() as u64,
+            server_seconds: cfg.setup_server_seconds,
+            train_seconds: cfg.setup.train_seconds,
+            ..Default::default()
+        });
+        if let Some(store) = checkpoints {
+            store.save(0, &server.global, &server.metrics, server.wall)?;
+        }
+        Ok(server)
+    }
+
+    /// The settings of this run.
+    pub fn config(&self) -> &FedAvgConfig {
+        &self.cfg
+    }
+
+    /// The local round this run resumed after, if it resumed from a checkpoint.
+    pub fn resumed_from(&self) -> Option<u32> {
+        self.resumed_from
+    }
+
+    /// The global state the next round's clients start from (the final state once every round ran).
+    pub fn global(&self) -> &State {
+        &self.global
+    }
+
+    /// The metrics rows so far, round 0 first.
+    pub fn metrics(&self) -> &[RoundMetrics] {
+        &self.metrics
+    }
+
+    /// Local rounds completed so far.
+    pub fn completed_rounds(&self) -> u32 {
+        self.next_round - 1
+    }
+
+    /// Opens the next round and says whom it samples, or `None` when every round has run.
+    pub fn begin_round(&mut self) -> Option<RoundPlan> {
+        if self.next_round > self.cfg.rounds {
+            return None;
+        }
+        let local_round = self.next_round;
+        let round = self.cfg.round_offset + local_round;
+        let plan = RoundPlan {
+            local_round,
+            round,
+            chosen: sample_clients(self.num_clients, self.cfg.clients_per_round, self.cfg.seed, round),
+            switch_bytes: if local_round == 1 { self.cfg.switch_bytes_per_client } else { 0 },
+        };
+        self.open = Some(OpenRound {
+            plan: plan.clone(),
+            start: Instant::now(),
+            sum: WeightedAverage::new(),
+            train_loss_sum: 0.0,
+            train_rows: 0,
+            bytes_up: 0,
+            bytes_up_head: 0,
+            train_seconds: 0.0,
+            server_seconds: 0.0,
+        });
+        Some(plan)
+    }
+
+    /// Why `update` cannot be averaged into this run's global state, if it cannot: a tensor missing,
+    /// extra, of another shape or dtype, or holding a NaN or infinity.
+    pub fn check_update(&self, update: &State) -> Result<()> {
+        let bad = |m: String| Err(FederationError::StateMismatch(m));
+        if let Some(name) = self.global.keys().find(|k| !update.contains_key(*k)) {
+            return bad(format!("the update lacks `{name}`"));
+        }
+        if let Some(name) = update.keys().find(|k| !self.global.contains_key(*k)) {
+            return bad(format!("the update has an unknown tensor `{name}`"));
+        }
+        for (name, t) in update {
+            let want = &self.global[name];
+            if t.dims() != want.dims() || t.dtype() != want.dtype() {
+                return bad(format!("`{name}` is {:?} {:?}, the global state's is {:?} {:?}", t.dtype(), t.dims(), want.dtype(), want.dims()));
+            }
+            let finite = t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?.iter().all(|x| x.is_finite());
+            if !finite {
+                return bad(format!("`{name}` holds a NaN or an infinity"));
+            }
+        }
+        Ok(())
+    }
+
+    /// Adds client `client`'s reply to the open round: its uploaded state, its shard's row count
+    /// (the FedAvg weight), each local step's `(mean loss, rows)` and the seconds it trained. A reply
+    /// that fails [`Self::check_update`] is refused and changes nothing.
+    pub fn accept<L: Learner>(
+        &mut self,
+        learner: &L,
+        client: usize,
+        update: &State,
+        samples: u64,
+        step_losses: &[(f64, usize)],
+        train_seconds: f64,
+    ) -> Result<()> {
+        self.check_update(update)?;
+        let open = self.open.as_mut().ok_or_else(|| FederationError::StateMismatch("no round is open".into()))?;
+        if !open.plan.chosen.contains(&client) {
+            return Err(FederationError::StateMismatch(format!("client {client} was not sampled in round {}", open.plan.round)));
+        }
+        let server_start = Instant::now();
+        open.sum.add(update, samples)?;
+        open.server_seconds += server_start.elapsed().as_secs_f64();
+        // Per step, in order, as one running sum over the round's clients.
+        for &(loss, rows) in step_losses {
+            open.train_loss_sum += loss * rows as f64;
+            open.train_rows += rows as u64;
+        }
+        open.train_seconds += train_seconds;
+        open.bytes_up = state_bytes(update);
+        open.bytes_up_head = state_bytes_where(update, |n| learner.is_head(n));
+        Ok(())
+    }
+
+    /// Closes the open round: the average of the accepted replies becomes the global state (the
+    /// learner holds it), which is evaluated when due; the metrics row is appended and the round
+    /// checkpointed. `clients` in the row counts the replies averaged.
+    pub fn finish_round<L: Learner>(&mut self, learner: &mut L) -> Result<&RoundMetrics> {
+        let open = self.open.take().ok_or_else(|| FederationError::StateMismatch("no round is open".into()))?;
+        let OpenRound { plan, start, sum, train_loss_sum, train_rows, bytes_up, bytes_up_head, train_seconds, mut server_seconds } = open;
+        let replies = sum.clients() as u64;
+        if replies == 0 {
+            return Err(FederationError::StateMismatch(format!("round {}: no client update to average", plan.round)));
+        }
+        let bytes_down = state_bytes(&self.global) + plan.switch_bytes;
+        let bytes_down_head = state_bytes_where(&self.global, |n| learner.is_head(n));
+        let server_start = Instant::now();
+        self.global = sum.finish()?;
+        server_seconds += server_start.elapsed().as_secs_f64();
+        learner.set_trainable_state(&self.global)?;
+
+        let (local_round, rounds) = (plan.local_round, self.cfg.rounds);
+        let evaluated = local_round % self.cfg.eval_every == 0 || local_round == rounds;
+        let eval = if evaluated { Some(evaluate(learner, self.test, &self.eval_batches)?) } else { None };
+        let full: Option<Evaluation> = match (local_round == rounds, self.full_test) {
+            (false, _) => None,
+            (true, Some(_)) if !self.cfg.final_full_test => None,
+            (true, Some(full)) => Some(evaluate(learner, full, &length_sorted_batches(full, self.cfg.eval_batch_size))?),
+            (true, None) => eval,
+        };
+        self.wall += start.elapsed().as_secs_f64();
+        let cum_before = self.metrics.last().map_or(self.cfg.cum_bytes_up_start, |m| m.cum_bytes_up);
+        let cum_down_before = self.metrics.last().map_or(self.cfg.cum_bytes_down_start, |m| m.cum_bytes_down);
+        let sent = plan.chosen.len() as u64;
+        // The one-off payload goes to every client (any may be sampled later); the state only to
+        // the sampled ones.
+        let cum_bytes_down = cum_down_before + (bytes_down - plan.switch_bytes) * sent + plan.switch_bytes * self.num_clients as u64;
+        self.metrics.push(RoundMetrics {
+            method: self.cfg.method.clone(),
+            round: plan.round,
+            accuracy: eval.map(|e| e.accuracy()),
+            loss: eval.map(|e| e.mean_loss()),
+            train_loss: Some(train_loss_sum / train_rows as f64),
+            bytes_up_per_client: bytes_up,
+            bytes_down_per_client: bytes_down,
+            cum_bytes_up: cum_before + bytes_up * replies,
+            wall_seconds: self.wall,
+            clients: replies as u32,
+            eval_rows: eval.map_or(0, |e| e.rows()),
+            full_test_accuracy: full.map(|e| e.accuracy()),
+            full_test_loss: full.map(|e| e.mean_loss()),
+            full_test_rows: full.map_or(0, |e| e.rows()),
+            bytes_up_head_per_client: bytes_up_head,
+            bytes_down_head_per_client: bytes_down_head,
+            bytes_down_switch_per_client: plan.switch_bytes,
+            cum_bytes_down,
+            train_seconds,
+            server_seconds,
+        });
+        if let Some(store) = self.checkpoints {
+            store.save(local_round, &self.global, &self.metrics, self.wall)?;
+        }
+        self.next_round += 1;
+        Ok(self.metrics.last().expect("a row was just pushed"))
+    }
+
+    /// The metrics and the final global state.
+    pub fn finish(self) -> (Vec<RoundMetrics>, State, Option<u32>) {
+        (self.metrics, self.global, self.resumed_from)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+    use crate::engine::{local_update, run_fedavg, LocalRound, SetupCosts};
+    use crate::toy::{toy_data, toy_vocab, ToyLearner};
+
+    fn config(rounds: u32) -> FedAvgConfig {
+        FedAvgConfig {
+            method: "lora".into(),
+            rounds,
+            round_offset: 0,
+            clients_per_round: 3,
+            local_epochs: 1,
+            batch_size: 8,
+            eval_every: 1,
+            eval_batch_size: 16,
+            seed: 7,
+            cum_bytes_up_start: 0,
+            wall_seconds_start: 0.0,
+            cum_bytes_down_start: 0,
+            switch_bytes_per_client: 0,
+            setup_server_seconds: 0.0,
+            setup: SetupCosts::default(),
+            final_full_test: true,
+        }
+    }
+
+    /// A deployment's server: replies from separate learners, one of them malformed twice over and
+    /// one client lost in round 2. The malformed replies are refused and leave the average as it
+    /// would be without them; the lost client's round is averaged over the other two and says so.
+    #[test]
+    fn refuses_malformed_replies_and_averages_the_replies_that_arrived() -> anyhow::Result<()> {
+        let (clients, test) = toy_data(6, 4, 30);
+        let cfg = config(2);
+        let rows: Vec<usize> = clients.iter().map(Shard::len).collect();
+        let engine = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients, &test, None, &config(1), None)?;
+
+        let mut server_learner = ToyLearner::new(toy_vocab(4), 4, 20.0);
+        let mut server = FedAvgServer::start(&mut server_learner, &rows, &test, None, &cfg, None)?;
+        let mut lost = None;
+        while let Some(plan) = server.begin_round() {
+            let global = server.global().clone();
+            for (i, &client) in plan.chosen.iter().enumerate() {
+                if plan.local_round == 2 && i == 1 {
+                    lost = Some(client); // never replies
+                    continue;
+                }
+                let local = LocalRound { seed: cfg.seed, round: plan.round, client, local_epochs: 1, batch_size: cfg.batch_size };
+                let update = local_update(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients[client], &global, &local, || {})?;
+                let (name, t) = update.state.iter().next().map(|(n, t)| (n.clone(), t.clone())).unwrap();
+                let mut wrong_shape = update.state.clone();
+                wrong_shape.insert(name.clone(), Tensor::zeros(3, t.dtype(), &Device::Cpu)?);
+                let mut poisoned = update.state.clone();
+                poisoned.insert(name.clone(), (t.clone() * f64::NAN)?);
+                let mut extra = update.state.clone();
+                extra.insert("smuggled".into(), t.clone());
+                for bad in [&wrong_shape, &poisoned, &extra] {
+                    let e = server.accept(&server_learner, client, bad, rows[client] as u64, &update.step_losses, 0.0).unwrap_err();
+                    assert!(matches!(e, FederationError::StateMismatch(_)), "{e}");
+                }
+                let not_sampled = (0..6).find(|c| !plan.chosen.contains(c)).unwrap();
+                assert!(server.accept(&server_learner, not_sampled, &update.state, 1, &[], 0.0).is_err());
+                server.accept(&server_learner, client, &update.state, rows[client] as u64, &update.step_losses, 0.0)?;
+            }
+            let row = server.finish_round(&mut server_learner)?.clone();
+            assert_eq!(row.clients, if plan.local_round == 2 { 2 } else { 3 });
+            if plan.local_round == 1 {
+                // Round 1 had every reply: the in-process engine's round, bit for bit.
+                for (name, t) in &engine.state {
+                    assert_eq!(t.flatten_all()?.to_vec1::<f32>()?, server.global()[name].flatten_all()?.to_vec1::<f32>()?, "{name}");
+                }
+                let e = &engine.metrics[1];
+                assert_eq!(row.train_loss.map(f64::to_bits), e.train_loss.map(f64::to_bits));
+                assert_eq!((row.accuracy, row.bytes_up_per_client, row.bytes_down_per_client, row.cum_bytes_up), (e.accuracy, e.bytes_up_per_client, e.bytes_down_per_client, e.cum_bytes_up));
+            }
+        }
+        assert!(lost.is_some());
+        let m = server.metrics();
+        assert_eq!(m[2].cum_bytes_up, m[1].cum_bytes_up + 2 * m[2].bytes_up_per_client);
+        assert!(m[2].accuracy.is_some());
+        Ok(())
+    }
+}
