@@ -7,6 +7,7 @@
 //! (`round_offset + local round`): SLoRA's stage 2 continues stage 1's numbering and so samples the same
 //! clients in its round k as a baseline does in round `stage1.rounds + k`.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
@@ -94,15 +95,15 @@ impl FedAvgConfig {
 }
 
 impl FedAvgConfig {
-    pub(crate) fn validate(&self, client_rows: &[usize], test: &Shard) -> Result<()> {
+    pub(crate) fn validate(&self, num_clients: usize, test: &Shard) -> Result<()> {
         let bad = |key, message: String| Err(FederationError::InvalidConfig { key, message });
         if self.rounds == 0 {
             return bad("rounds", "must be >= 1 (got 0)".into());
         }
-        if self.clients_per_round == 0 || self.clients_per_round > client_rows.len() {
+        if self.clients_per_round == 0 || self.clients_per_round > num_clients {
             return bad(
                 "federation.clients_per_round",
-                format!("must be in 1..={} (the number of clients), got {}", client_rows.len(), self.clients_per_round),
+                format!("must be in 1..={num_clients} (the number of clients), got {}", self.clients_per_round),
             );
         }
         if self.local_epochs == 0 {
@@ -113,9 +114,6 @@ impl FedAvgConfig {
         }
         if self.eval_every == 0 {
             return bad("federation.eval_every", "must be >= 1 (got 0)".into());
-        }
-        if let Some(client) = client_rows.iter().position(|&rows| rows == 0) {
-            return Err(FederationError::EmptyClient { client });
         }
         if test.is_empty() {
             return Err(FederationError::EmptyTest);
@@ -148,8 +146,11 @@ pub fn run_fedavg<L: Learner>(
     cfg: &FedAvgConfig,
     checkpoints: Option<&CheckpointStore>,
 ) -> Result<FedOutcome> {
-    let client_rows: Vec<usize> = clients.iter().map(Shard::len).collect();
-    let mut server = FedAvgServer::start(learner, &client_rows, test, full_test, cfg, checkpoints)?;
+    cfg.validate(clients.len(), test)?;
+    if let Some(client) = clients.iter().position(Shard::is_empty) {
+        return Err(FederationError::EmptyClient { client });
+    }
+    let mut server = FedAvgServer::start(learner, clients.len(), Cow::Borrowed(test), full_test.map(Cow::Borrowed), cfg, checkpoints)?;
     let progress = MultiProgress::new();
     match server.resumed_from() {
         Some(done) => progress.suspend(|| {

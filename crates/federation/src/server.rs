@@ -8,6 +8,7 @@
 //! is averaged over the replies that arrived, and a reply whose tensors do not match the global
 //! state's names, shapes and dtype, or hold a non-finite value, is refused before it is added.
 
+use std::borrow::Cow;
 use std::time::Instant;
 
 use candle_core::DType;
@@ -52,10 +53,10 @@ struct OpenRound {
 pub struct FedAvgServer<'a> {
     cfg: FedAvgConfig,
     num_clients: usize,
-    test: &'a Shard,
-    full_test: Option<&'a Shard>,
+    test: Cow<'a, Shard>,
+    full_test: Option<Cow<'a, Shard>>,
     eval_batches: Vec<Vec<usize>>,
-    checkpoints: Option<&'a CheckpointStore>,
+    checkpoints: Option<CheckpointStore>,
     global: State,
     metrics: Vec<RoundMetrics>,
     wall: f64,
@@ -65,26 +66,26 @@ pub struct FedAvgServer<'a> {
 }
 
 impl<'a> FedAvgServer<'a> {
-    /// Starts a run over clients with `client_rows` rows each: resumes the latest checkpoint in
+    /// Starts a run over `num_clients` clients (none empty: the caller checks): resumes the latest checkpoint in
     /// `checkpoints` when there is one (the learner then holds its state), else takes the learner's
     /// state as round 0's global state and evaluates it.
     pub fn start<L: Learner>(
         learner: &mut L,
-        client_rows: &[usize],
-        test: &'a Shard,
-        full_test: Option<&'a Shard>,
+        num_clients: usize,
+        test: Cow<'a, Shard>,
+        full_test: Option<Cow<'a, Shard>>,
         cfg: &FedAvgConfig,
-        checkpoints: Option<&'a CheckpointStore>,
+        checkpoints: Option<&CheckpointStore>,
     ) -> Result<Self> {
-        cfg.validate(client_rows, test)?;
-        let eval_batches = length_sorted_batches(test, cfg.eval_batch_size);
+        cfg.validate(num_clients, &test)?;
+        let eval_batches = length_sorted_batches(&test, cfg.eval_batch_size);
         let mut server = Self {
             cfg: cfg.clone(),
-            num_clients: client_rows.len(),
+            num_clients,
             test,
             full_test,
             eval_batches,
-            checkpoints,
+            checkpoints: checkpoints.cloned(),
             global: State::new(),
             metrics: Vec::new(),
             wall: 0.0,
@@ -103,7 +104,7 @@ impl<'a> FedAvgServer<'a> {
         }
         let start = Instant::now();
         server.global = learner.trainable_state()?;
-        let eval = evaluate(learner, test, &server.eval_batches)?;
+        let eval = evaluate(learner, &server.test, &server.eval_batches)?;
         server.wall = cfg.wall_seconds_start + start.elapsed().as_secs_f64();
         server.metrics.push(RoundMetrics {
             method: cfg.method.clone(),
@@ -118,7 +119,7 @@ impl<'a> FedAvgServer<'a> {
             wall_seconds: server.wall,
             clients: cfg.setup.clients,
             eval_rows: eval.rows(),
-            cum_bytes_down: cfg.cum_bytes_down_start + cfg.setup.bytes_down_per_client * client_rows.len() as u64,
+            cum_bytes_down: cfg.cum_bytes_down_start + cfg.setup.bytes_down_per_client * num_clients as u64,
             server_seconds: cfg.setup_server_seconds,
             train_seconds: cfg.setup.train_seconds,
             ..Default::default()
@@ -254,8 +255,8 @@ impl<'a> FedAvgServer<'a> {
 
         let (local_round, rounds) = (plan.local_round, self.cfg.rounds);
         let evaluated = local_round % self.cfg.eval_every == 0 || local_round == rounds;
-        let eval = if evaluated { Some(evaluate(learner, self.test, &self.eval_batches)?) } else { None };
-        let full: Option<Evaluation> = match (local_round == rounds, self.full_test) {
+        let eval = if evaluated { Some(evaluate(learner, &self.test, &self.eval_batches)?) } else { None };
+        let full: Option<Evaluation> = match (local_round == rounds, self.full_test.as_deref()) {
             (false, _) => None,
             (true, Some(_)) if !self.cfg.final_full_test => None,
             (true, Some(full)) => Some(evaluate(learner, full, &length_sorted_batches(full, self.cfg.eval_batch_size))?),
@@ -290,7 +291,7 @@ impl<'a> FedAvgServer<'a> {
             train_seconds,
             server_seconds,
         });
-        if let Some(store) = self.checkpoints {
+        if let Some(store) = &self.checkpoints {
             store.save(local_round, &self.global, &self.metrics, self.wall)?;
         }
         self.next_round += 1;
@@ -343,7 +344,7 @@ mod tests {
         let engine = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients, &test, None, &config(1), None)?;
 
         let mut server_learner = ToyLearner::new(toy_vocab(4), 4, 20.0);
-        let mut server = FedAvgServer::start(&mut server_learner, &rows, &test, None, &cfg, None)?;
+        let mut server = FedAvgServer::start(&mut server_learner, rows.len(), Cow::Borrowed(&test), None, &cfg, None)?;
         let mut lost = None;
         while let Some(plan) = server.begin_round() {
             let global = server.global().clone();

@@ -8,10 +8,12 @@
 
 #![warn(missing_docs)]
 
+use std::borrow::Cow;
 use std::path::Path;
 
-use slora_federation::{local_update, ClassifierLearner, LocalRound, Shard, State, WeightedAverage};
-use slora_pipeline::config::{parse_set, BaselineMethod};
+use slora_federation::{local_update, ClassifierLearner, FedAvgServer, LocalRound, RoundMetrics, RoundPlan, Shard, State, WeightedAverage};
+use slora_model::{Mode, SparseSpec};
+use slora_pipeline::config::{parse_set, BaselineMethod, LearningRate, StageOneMask};
 use slora_pipeline::stages::{base_model, federated as fed};
 use slora_pipeline::Config;
 
@@ -38,11 +40,105 @@ pub enum BindingError {
 /// Results of this crate.
 pub type Result<T, E = BindingError> = std::result::Result<T, E>;
 
-/// A baseline method by its config name (`fft`, `lora`, `ffa-lora`, `sft`), parsed as the config
-/// parses `baselines.methods`.
-pub fn method(name: &str) -> Result<BaselineMethod> {
-    serde_json::from_value(serde_json::Value::String(name.to_string()))
-        .map_err(|_| BindingError::Invalid(format!("method: unknown `{name}` (fft, lora, ffa-lora, sft)")))
+/// A method a deployment runs: a baseline, or one of SLoRA's two stages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Method {
+    /// FFT, LoRA, FFA-LoRA or SFT, as the `baselines` stage runs them.
+    Baseline(BaselineMethod),
+    /// SLoRA's Stage 1: sparse fine-tuning under the seeded random mask (`stage1`).
+    Stage1,
+    /// SLoRA's Stage 2: LoRA from the decomposition of Stage 1's final update (`stage2`).
+    Stage2,
+}
+
+/// The metrics `method` of SLoRA's stages.
+pub const STAGE1: &str = slora_pipeline::stages::stage1::METHOD;
+/// See [`STAGE1`].
+pub const STAGE2: &str = slora_pipeline::stages::stage2::METHOD;
+
+impl Method {
+    /// A method by its metrics name: `fft`, `lora`, `ffa-lora`, `sft` (parsed as the config parses
+    /// `baselines.methods`), `slora-stage1`, `slora-stage2`.
+    pub fn parse(name: &str) -> Result<Self> {
+        match name {
+            STAGE1 => Ok(Self::Stage1),
+            STAGE2 => Ok(Self::Stage2),
+            _ => serde_json::from_value(serde_json::Value::String(name.to_string()))
+                .map(Self::Baseline)
+                .map_err(|_| BindingError::Invalid(format!("method: unknown `{name}` (fft, lora, ffa-lora, sft, {STAGE1}, {STAGE2})"))),
+        }
+    }
+
+    /// The metrics name.
+    pub fn name(&self) -> String {
+        match self {
+            Self::Baseline(b) => b.to_string(),
+            Self::Stage1 => STAGE1.into(),
+            Self::Stage2 => STAGE2.into(),
+        }
+    }
+}
+
+/// What SLoRA's switch costs and took, for Stage 2's accounting.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Switch {
+    /// Bytes each client downloads once: Stage 1's sparse ΔW values (nnz f32), from which it
+    /// rebuilds the corrected base by the same decomposition (the pipeline's accounting).
+    pub bytes_per_client: u64,
+    /// Seconds the decomposition took here.
+    pub svd_seconds: f64,
+}
+
+/// The config with `KEY=VALUE` overrides, as `pipeline --config … --set …` loads it.
+pub fn load_config(config: &Path, overrides: &[String]) -> Result<Config> {
+    let overrides = overrides.iter().map(|s| parse_set(s)).collect::<Result<Vec<_>, _>>()?;
+    Ok(Config::load(Some(config), &overrides)?)
+}
+
+/// A method's learner, built as its pipeline stage builds it. Stage 2 decomposes `stage1` (Stage 1's
+/// final global state) with the `decompose` stage's function and builds on the corrected base.
+pub fn build_learner(cfg: &Config, method: Method, num_labels: usize, stage1: Option<&State>) -> Result<(ClassifierLearner, Option<Switch>)> {
+    let base = base_model::load_base_model(cfg)?;
+    let stage1_learner = |cfg: &Config| -> Result<ClassifierLearner> {
+        if cfg.stage1.mask != StageOneMask::Random {
+            return Err(BindingError::Invalid(format!(
+                "stage1.mask: \"{}\" is not deployable (its mask round runs in-process only); use \"random\"",
+                cfg.stage1.mask
+            )));
+        }
+        let spec = fed::train_spec(cfg, Mode::Sparse(SparseSpec::new(cfg.stage1.density)), num_labels);
+        let (model, _) = fed::build_classifier(STAGE1, &base.config, &base.weights, &spec)?;
+        Ok(ClassifierLearner::new(model, fed::optim_settings(cfg, cfg.stage1.lr.value())))
+    };
+    match method {
+        Method::Baseline(b) => {
+            let lr = match cfg.baselines.lr(b) {
+                LearningRate::Value(v) => v,
+                LearningRate::Tuned => {
+                    return Err(BindingError::Invalid(format!("baselines.{}_lr: \"tuned\" needs `pipeline tune` first; give a number", b.to_string().replace('-', "_"))))
+                }
+            };
+            let spec = fed::train_spec(cfg, fed::baseline_mode(cfg, b), num_labels);
+            let (model, _) = fed::build_classifier(&b.to_string(), &base.config, &base.weights, &spec)?;
+            Ok((ClassifierLearner::new(model, fed::optim_settings(cfg, lr)), None))
+        }
+        Method::Stage1 => Ok((stage1_learner(cfg)?, None)),
+        Method::Stage2 => {
+            let stage1 = stage1.ok_or_else(|| BindingError::Invalid(format!("{STAGE2} needs Stage 1's final global state")))?;
+            let masks = stage1_learner(cfg)?;
+            let sparse = slora_pipeline::stages::stage1::sparse_update(masks.model(), stage1)?;
+            let d = slora_pipeline::stages::decompose::decompose(cfg, &base.weights, &sparse, || {})?;
+            let (learner, _) = slora_pipeline::stages::stage2::learner_from_init(cfg, &base, &d.lora_init, num_labels)?;
+            let nnz: usize = d.masks.values().map(|m| m.len()).sum();
+            Ok((learner, Some(Switch { bytes_per_client: 4 * nnz as u64, svd_seconds: d.svd_seconds })))
+        }
+    }
+}
+
+/// The tensors of Stage 1's final global state that SLoRA's switch sends every client: the sparse
+/// ΔW values (`<module>.sparse_delta`; the positions come from the mask seed).
+pub fn switch_payload(stage1: &State) -> State {
+    stage1.iter().filter(|(k, _)| k.ends_with(".sparse_delta")).map(|(k, v)| (k.clone(), v.clone())).collect()
 }
 
 /// One data holder: the model of a method built from the config, as the pipeline builds it, and the
@@ -68,23 +164,15 @@ pub struct Evaluation {
 
 impl Client {
     /// Loads `config` (with `KEY=VALUE` overrides, as `pipeline --set`), the base model, and the shard.
-    pub fn open(config: &Path, overrides: &[String], method_name: &str, shard: &Path) -> Result<Self> {
-        let overrides = overrides.iter().map(|s| parse_set(s)).collect::<Result<Vec<_>, _>>()?;
-        let cfg = Config::load(Some(config), &overrides)?;
-        let method = method(method_name)?;
+    /// Stage 2 (`slora-stage2`) needs Stage 1's final global state: its sparse ΔW values (what the
+    /// switch sends) and head; the client decomposes them as the server does.
+    pub fn open(config: &Path, overrides: &[String], method_name: &str, shard: &Path, stage1: Option<&State>) -> Result<Self> {
+        let cfg = load_config(config, overrides)?;
+        let method = Method::parse(method_name)?;
         let labels_file = shard.parent().unwrap_or(Path::new(".")).join("labels.json");
         let labels = slora_data::LabelSet::read(&labels_file)?;
         let rows = slora_data::read_shard(shard)?;
-        let base = base_model::load_base_model(&cfg)?;
-        let spec = fed::train_spec(&cfg, fed::baseline_mode(&cfg, method), labels.num_labels);
-        let (model, _) = fed::build_classifier(method_name, &base.config, &base.weights, &spec)?;
-        let lr = match cfg.baselines.lr(method) {
-            slora_pipeline::config::LearningRate::Value(v) => v,
-            slora_pipeline::config::LearningRate::Tuned => {
-                return Err(BindingError::Invalid(format!("baselines.{}_lr: \"tuned\" needs `pipeline tune` first; give a number", method_name.replace('-', "_"))))
-            }
-        };
-        let learner = ClassifierLearner::new(model, fed::optim_settings(&cfg, lr));
+        let (learner, _) = build_learner(&cfg, method, labels.num_labels, stage1)?;
         Ok(Self {
             learner,
             shard: Shard { input_ids: rows.input_ids, labels: rows.labels },
@@ -124,6 +212,115 @@ impl Client {
         let local = LocalRound { seed: self.seed, round, client, local_epochs: self.local_epochs, batch_size: self.batch_size };
         let update = local_update(&mut self.learner, &self.shard, global, &local, || {})?;
         Ok((update.state, update.step_losses))
+    }
+}
+
+/// The server of one method's run in a deployment: the pipeline's [`FedAvgServer`] (seeded sampling,
+/// checked replies averaged in the sampled order, evaluation on the test rows, the byte accounting,
+/// `metrics.parquet`, round checkpoints) around the method's model. It needs the partition's
+/// `labels.json` and `test.parquet`, never a client's shard.
+pub struct Server {
+    learner: ClassifierLearner,
+    run: FedAvgServer<'static>,
+    switch: Option<Switch>,
+}
+
+impl Server {
+    /// A run of `method_name` over `num_clients` clients (default `partition.clients`), evaluated on
+    /// `data_dir`'s test rows, checkpointed in `checkpoint_dir` (and resumed from it) when given.
+    /// Stage 2 continues `stage1`'s run (its round numbers, byte totals and clock) from its final
+    /// state, which this server decomposes.
+    pub fn open(
+        config: &Path,
+        overrides: &[String],
+        method_name: &str,
+        data_dir: &Path,
+        num_clients: Option<usize>,
+        checkpoint_dir: Option<&Path>,
+        stage1: Option<&Server>,
+    ) -> Result<Self> {
+        let cfg = load_config(config, overrides)?;
+        let method = Method::parse(method_name)?;
+        let labels = slora_data::LabelSet::read(&data_dir.join("labels.json"))?;
+        let (test, full_test) = fed::load_test(&cfg, data_dir)?;
+        let stage1_state = stage1.map(|s| s.global());
+        let (mut learner, switch) = build_learner(&cfg, method, labels.num_labels, stage1_state)?;
+        let name = method.name();
+        let mut fedcfg = match method {
+            Method::Baseline(_) => fed::fedavg_config(&cfg, &name, cfg.stage1.rounds + cfg.stage2.rounds, 0, 0),
+            Method::Stage1 => {
+                let mut f = fed::fedavg_config(&cfg, &name, cfg.stage1.rounds, 0, 0);
+                f.final_full_test = false;
+                f
+            }
+            Method::Stage2 => {
+                let last = stage1.and_then(|s| s.metrics().last()).ok_or_else(|| BindingError::Invalid(format!("{STAGE2} needs Stage 1's server")))?;
+                fed::fedavg_config(&cfg, &name, cfg.stage2.rounds, 0, 0).continue_after(last)
+            }
+        };
+        if let Some(s) = switch {
+            fedcfg.switch_bytes_per_client = s.bytes_per_client;
+            fedcfg.setup_server_seconds = s.svd_seconds;
+        }
+        let store = match checkpoint_dir {
+            // The run's identity: the method and every setting that shapes it (a changed config
+            // starts afresh instead of resuming another run's rounds).
+            Some(dir) => {
+                let settings = serde_json::to_string(&cfg).map_err(|e| BindingError::Invalid(format!("config: {e}")))?;
+                let fingerprint = format!("deployment:{name}:{}", slora_pipeline::hashing::sha256_hex(settings.as_bytes()));
+                Some(slora_federation::CheckpointStore::open(&dir.join(&name), fingerprint)?)
+            }
+            None => None,
+        };
+        let clients = num_clients.unwrap_or(cfg.partition.clients);
+        let run = FedAvgServer::start(&mut learner, clients, Cow::Owned(test), full_test.map(Cow::Owned), &fedcfg, store.as_ref())?;
+        Ok(Self { learner, run, switch })
+    }
+
+    /// The global state (the next round's start; the final state once every round ran).
+    pub fn global(&self) -> &State {
+        self.run.global()
+    }
+
+    /// The metrics rows so far, round 0 first.
+    pub fn metrics(&self) -> &[RoundMetrics] {
+        self.run.metrics()
+    }
+
+    /// The settings of this run.
+    pub fn config(&self) -> &slora_federation::FedAvgConfig {
+        self.run.config()
+    }
+
+    /// The local round this run resumed after, if it resumed from a checkpoint.
+    pub fn resumed_from(&self) -> Option<u32> {
+        self.run.resumed_from()
+    }
+
+    /// SLoRA's switch, for a Stage-2 server.
+    pub fn switch(&self) -> Option<Switch> {
+        self.switch
+    }
+
+    /// Opens the next round, or `None` when every round has run.
+    pub fn begin_round(&mut self) -> Option<RoundPlan> {
+        self.run.begin_round()
+    }
+
+    /// Adds a client's reply to the open round, or says why it is refused (and leaves the round as
+    /// it was).
+    pub fn accept(&mut self, client: usize, update: &State, samples: u64, step_losses: &[(f64, usize)], train_seconds: f64) -> Result<()> {
+        Ok(self.run.accept(&self.learner, client, update, samples, step_losses, train_seconds)?)
+    }
+
+    /// Closes the open round: averages, evaluates, checkpoints; its metrics row.
+    pub fn finish_round(&mut self) -> Result<RoundMetrics> {
+        Ok(self.run.finish_round(&mut self.learner)?.clone())
+    }
+
+    /// Writes `metrics.parquet` (the pipeline's schema) with `rows`.
+    pub fn write_metrics(path: &Path, rows: &[RoundMetrics]) -> Result<()> {
+        Ok(slora_federation::metrics::write_parquet(path, rows)?)
     }
 }
 

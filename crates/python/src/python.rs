@@ -8,7 +8,7 @@ use numpy::{IntoPyArray, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMetho
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use slora_federation::State;
+use slora_federation::{RoundMetrics, State};
 
 fn err(e: impl std::fmt::Display) -> PyErr {
     PyValueError::new_err(e.to_string())
@@ -44,9 +44,10 @@ struct PyClient {
 #[pymethods]
 impl PyClient {
     #[new]
-    #[pyo3(signature = (config, method, shard, overrides = Vec::new()))]
-    fn new(config: PathBuf, method: &str, shard: PathBuf, overrides: Vec<String>) -> PyResult<Self> {
-        Ok(Self { inner: crate::Client::open(&config, &overrides, method, &shard).map_err(err)? })
+    #[pyo3(signature = (config, method, shard, overrides = Vec::new(), stage1_state = None))]
+    fn new(config: PathBuf, method: &str, shard: PathBuf, overrides: Vec<String>, stage1_state: Option<&Bound<'_, PyDict>>) -> PyResult<Self> {
+        let stage1 = stage1_state.map(state_from_py).transpose()?;
+        Ok(Self { inner: crate::Client::open(&config, &overrides, method, &shard, stage1.as_ref()).map_err(err)? })
     }
 
     /// The trainable state.
@@ -73,6 +74,109 @@ impl PyClient {
     }
 }
 
+/// One method's server (see the Rust `Server`).
+#[pyclass(unsendable, name = "Server")]
+struct PyServer {
+    inner: crate::Server,
+}
+
+fn row_to_py<'py>(py: Python<'py>, m: &RoundMetrics) -> PyResult<Bound<'py, PyDict>> {
+    let dict = PyDict::new(py);
+    dict.set_item("method", &m.method)?;
+    dict.set_item("round", m.round)?;
+    dict.set_item("accuracy", m.accuracy)?;
+    dict.set_item("loss", m.loss)?;
+    dict.set_item("train_loss", m.train_loss)?;
+    dict.set_item("bytes_up_per_client", m.bytes_up_per_client)?;
+    dict.set_item("bytes_down_per_client", m.bytes_down_per_client)?;
+    dict.set_item("cum_bytes_up", m.cum_bytes_up)?;
+    dict.set_item("wall_seconds", m.wall_seconds)?;
+    dict.set_item("clients", m.clients)?;
+    dict.set_item("eval_rows", m.eval_rows)?;
+    dict.set_item("full_test_accuracy", m.full_test_accuracy)?;
+    dict.set_item("full_test_loss", m.full_test_loss)?;
+    dict.set_item("full_test_rows", m.full_test_rows)?;
+    dict.set_item("bytes_up_head_per_client", m.bytes_up_head_per_client)?;
+    dict.set_item("bytes_down_head_per_client", m.bytes_down_head_per_client)?;
+    dict.set_item("bytes_down_switch_per_client", m.bytes_down_switch_per_client)?;
+    dict.set_item("cum_bytes_down", m.cum_bytes_down)?;
+    dict.set_item("train_seconds", m.train_seconds)?;
+    dict.set_item("server_seconds", m.server_seconds)?;
+    Ok(dict)
+}
+
+#[pymethods]
+impl PyServer {
+    #[new]
+    #[pyo3(signature = (config, method, data_dir, overrides = Vec::new(), num_clients = None, checkpoint_dir = None, stage1 = None))]
+    fn new(
+        config: PathBuf,
+        method: &str,
+        data_dir: PathBuf,
+        overrides: Vec<String>,
+        num_clients: Option<usize>,
+        checkpoint_dir: Option<PathBuf>,
+        stage1: Option<PyRef<'_, PyServer>>,
+    ) -> PyResult<Self> {
+        let stage1 = stage1.as_ref().map(|s| &s.inner);
+        Ok(Self { inner: crate::Server::open(&config, &overrides, method, &data_dir, num_clients, checkpoint_dir.as_deref(), stage1).map_err(err)? })
+    }
+
+    /// The global state: what the next round's clients start from.
+    fn global_state<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        state_to_py(py, self.inner.global())
+    }
+
+    /// What SLoRA's switch sends every client (Stage 1's sparse ΔW values), from this Stage-1 server.
+    fn switch_payload<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        state_to_py(py, &crate::switch_payload(self.inner.global()))
+    }
+
+    /// `(bytes per client, svd seconds)` of SLoRA's switch, for a Stage-2 server.
+    fn switch(&self) -> Option<(u64, f64)> {
+        self.inner.switch().map(|s| (s.bytes_per_client, s.svd_seconds))
+    }
+
+    /// Rounds of this run, and the global number of its round 0.
+    fn rounds(&self) -> (u32, u32) {
+        (self.inner.config().rounds, self.inner.config().round_offset)
+    }
+
+    /// The local round this run resumed after, if it resumed from a checkpoint.
+    fn resumed_from(&self) -> Option<u32> {
+        self.inner.resumed_from()
+    }
+
+    /// `(round, local round, sampled clients, switch bytes)` of the next round, or `None`.
+    fn begin_round(&mut self) -> Option<(u32, u32, Vec<usize>, u64)> {
+        self.inner.begin_round().map(|p| (p.round, p.local_round, p.chosen, p.switch_bytes))
+    }
+
+    /// Adds a reply to the open round; raises `ValueError` with the reason when it is refused.
+    fn accept(&mut self, client: usize, update: &Bound<'_, PyDict>, samples: u64, step_losses: Vec<(f64, usize)>, train_seconds: f64) -> PyResult<()> {
+        let update = state_from_py(update)?;
+        self.inner.accept(client, &update, samples, &step_losses, train_seconds).map_err(err)
+    }
+
+    /// Closes the open round; its metrics row as a dict.
+    fn finish_round<'py>(&mut self, py: Python<'py>) -> PyResult<Bound<'py, PyDict>> {
+        let row = self.inner.finish_round().map_err(err)?;
+        row_to_py(py, &row)
+    }
+
+    /// The metrics rows so far.
+    fn metrics<'py>(&self, py: Python<'py>) -> PyResult<Vec<Bound<'py, PyDict>>> {
+        self.inner.metrics().iter().map(|r| row_to_py(py, r)).collect()
+    }
+}
+
+/// Writes `metrics.parquet` (the pipeline's schema) with the rows of `servers`, in order.
+#[pyfunction]
+fn write_metrics(path: PathBuf, servers: Vec<PyRef<'_, PyServer>>) -> PyResult<()> {
+    let rows: Vec<RoundMetrics> = servers.iter().flat_map(|s| s.inner.metrics().iter().cloned()).collect();
+    crate::Server::write_metrics(&path, &rows).map_err(err)
+}
+
 /// The clients of `round`, as the in-process engine draws them.
 #[pyfunction]
 fn sample_clients(num_clients: usize, per_round: usize, seed: u64, round: u32) -> PyResult<Vec<usize>> {
@@ -89,6 +193,8 @@ fn fedavg<'py>(py: Python<'py>, updates: Vec<(Bound<'py, PyDict>, u64)>) -> PyRe
 #[pymodule]
 fn slora(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyClient>()?;
+    m.add_class::<PyServer>()?;
+    m.add_function(wrap_pyfunction!(write_metrics, m)?)?;
     m.add_function(wrap_pyfunction!(sample_clients, m)?)?;
     m.add_function(wrap_pyfunction!(fedavg, m)?)?;
     Ok(())

@@ -1,16 +1,44 @@
 //! Issue 12's core promise, without the network: clients that each hold one shard and their own
-//! model, trained through `slora::Client` from the same config, with the server's seeded sampling
-//! and FedAvg in between, reproduce the in-process `pipeline` run round by round, bit for bit.
-//! (Needs ../shared: the CI config's data and model.)
+//! model (`slora::Client`), and a server (`slora::Server`) that samples, checks and averages their
+//! replies, reproduce the in-process `pipeline` run's metrics rows bit for bit (every column but the
+//! timings) — for LoRA and for SLoRA's two stages across the switch. The Flower app moves exactly
+//! these calls over the network. (Needs ../shared: the CI config's data and model.)
 
-use std::path::PathBuf;
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
 
+use slora_federation::RoundMetrics;
 use slora_pipeline::config::parse_set;
 use slora_pipeline::runner::{Force, Runner};
 use slora_pipeline::{Config, Store};
 
+/// One method's run the way a deployment runs it: a fresh client per (round, client), as a Flower
+/// ClientApp process per message, each opening only its own shard.
+fn deployed(config: &Path, sets: &[String], method: &str, partition: &Path, stage1: Option<&slora::Server>) -> anyhow::Result<slora::Server> {
+    let mut server = slora::Server::open(config, sets, method, partition, None, None, stage1)?;
+    let stage1_state = stage1.map(|s| s.global().clone());
+    while let Some(plan) = server.begin_round() {
+        let global = server.global().clone();
+        for &c in &plan.chosen {
+            let shard = partition.join(slora_data::shard::client_file_name(c));
+            let mut client = slora::Client::open(config, sets, method, &shard, stage1_state.as_ref())?;
+            let (update, losses) = client.fit(&global, plan.round, c)?;
+            server.accept(c, &update, client.rows() as u64, &losses, 0.0)?;
+        }
+        server.finish_round()?;
+    }
+    Ok(server)
+}
+
+fn assert_same_rows(deployed: &[RoundMetrics], in_process: &[RoundMetrics]) {
+    assert_eq!(deployed.len(), in_process.len());
+    for (d, p) in deployed.iter().zip(in_process) {
+        assert!(d.same_results(p), "deployed {d:?}\nin-process {p:?}");
+    }
+}
+
 #[test]
-fn separate_clients_reproduce_the_in_process_lora_run_bit_for_bit() -> anyhow::Result<()> {
+fn a_deployed_server_and_clients_reproduce_the_in_process_lora_and_slora_runs_bit_for_bit() -> anyhow::Result<()> {
     let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/ci.toml");
     let sets = vec!["baselines.methods=[\"lora\"]".to_string()];
     let overrides = sets.iter().map(|s| parse_set(s)).collect::<Result<Vec<_>, _>>()?;
@@ -19,35 +47,51 @@ fn separate_clients_reproduce_the_in_process_lora_run_bit_for_bit() -> anyhow::R
     let store = Store::open(dir.path())?;
     let mut runner = Runner::new(&cfg, &store, Force::Nothing);
     let partition = runner.run("partition")?;
-    let baselines = runner.run("baselines")?;
-    let metrics: Vec<_> = slora_federation::metrics::read_parquet(&baselines.file("metrics.parquet"))?.into_iter().filter(|m| m.method == "lora" && m.round > 0).collect();
-    let in_process: Vec<f64> = metrics.iter().map(|m| m.train_loss.expect("trained rounds have a train loss")).collect();
-
-    let n = cfg.partition.clients;
-    let mut clients = (0..n)
-        .map(|i| slora::Client::open(&config, &sets, "lora", &partition.file(&slora_data::shard::client_file_name(i))))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut global = clients[0].state()?;
-    let mut deployed = Vec::new();
-    for round in 1..=in_process.len() as u32 {
-        let mut updates = Vec::new();
-        let (mut loss_sum, mut rows) = (0.0f64, 0u64);
-        for c in slora::sample_clients(n, cfg.federation.clients_per_round, cfg.run.seed, round)? {
-            let (state, losses) = clients[c].fit(&global, round, c)?;
-            for (loss, r) in losses {
-                loss_sum += loss * r as f64;
-                rows += r as u64;
-            }
-            updates.push((state, clients[c].rows() as u64));
+    let mut in_process: BTreeMap<String, Vec<RoundMetrics>> = BTreeMap::new();
+    for stage in ["baselines", "stage1", "stage2"] {
+        let artifact = runner.run(stage)?;
+        for row in slora_federation::metrics::read_parquet(&artifact.file("metrics.parquet"))? {
+            in_process.entry(row.method.clone()).or_default().push(row);
         }
-        global = slora::fedavg(&updates)?;
-        deployed.push(loss_sum / rows as f64);
     }
-    assert_eq!(deployed, in_process, "train loss per round, deployed vs in-process");
-    // The final global state scores what the in-process run reported, on every test row.
-    let last = metrics.last().expect("rounds");
-    let eval = clients[0].evaluate(&global, &partition.file("test.parquet"))?;
-    assert_eq!((eval.accuracy, eval.rows), (last.final_accuracy().expect("final accuracy"), last.full_test_rows.max(last.eval_rows)));
-    println!("deployed: final accuracy {:.4} on {} rows, train losses {deployed:?}", eval.accuracy, eval.rows);
+
+    let lora = deployed(&config, &sets, "lora", &partition.dir, None)?;
+    assert_same_rows(lora.metrics(), &in_process["lora"]);
+    let stage1 = deployed(&config, &sets, slora::STAGE1, &partition.dir, None)?;
+    assert_same_rows(stage1.metrics(), &in_process[slora::STAGE1]);
+    let stage2 = deployed(&config, &sets, slora::STAGE2, &partition.dir, Some(&stage1))?;
+    assert_same_rows(stage2.metrics(), &in_process[slora::STAGE2]);
+    let switch = stage2.switch().expect("stage 2 has a switch");
+    assert_eq!(switch.bytes_per_client, slora_federation::state_bytes(&slora::switch_payload(stage1.global())));
+    assert_eq!(stage2.metrics()[1].bytes_down_switch_per_client, switch.bytes_per_client);
+
+    // A client-side evaluation of the final state scores what the server recorded, on every test row.
+    for (server, method) in [(&lora, "lora"), (&stage2, slora::STAGE2)] {
+        let last = server.metrics().last().expect("rounds");
+        let shard = partition.file(&slora_data::shard::client_file_name(0));
+        let mut client = slora::Client::open(&config, &sets, method, &shard, Some(stage1.global()))?;
+        let eval = client.evaluate(server.global(), &partition.file("test.parquet"))?;
+        assert_eq!((eval.accuracy, eval.rows), (last.final_accuracy().expect("final accuracy"), last.full_test_rows.max(last.eval_rows)));
+        println!("{method} deployed: final accuracy {:.4} on {} rows", eval.accuracy, eval.rows);
+    }
+
+    // Malformed replies are refused with a reason and do not touch the round.
+    let mut server = slora::Server::open(&config, &sets, "lora", &partition.dir, None, None, None)?;
+    let plan = server.begin_round().expect("a round");
+    let mut bad = server.global().clone();
+    let name = bad.keys().next().expect("tensors").clone();
+    bad.insert(name.clone(), candle_core::Tensor::zeros(7, candle_core::DType::F32, &candle_core::Device::Cpu)?);
+    let e = server.accept(plan.chosen[0], &bad, 10, &[(1.0, 10)], 0.0).unwrap_err().to_string();
+    assert!(e.contains(&name), "{e}");
     Ok(())
+}
+
+#[test]
+fn stage2_without_stage1_and_unknown_methods_are_refused_by_name() {
+    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/ci.toml");
+    let e = slora::Method::parse("slora").unwrap_err().to_string();
+    assert!(e.starts_with("method: unknown `slora`"), "{e}");
+    let cfg = slora::load_config(&config, &[]).unwrap();
+    let e = slora::build_learner(&cfg, slora::Method::Stage2, 20, None).err().unwrap().to_string();
+    assert!(e.contains("needs Stage 1"), "{e}");
 }

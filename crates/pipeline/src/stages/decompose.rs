@@ -80,65 +80,14 @@ impl Stage for Decompose {
         let base = super::base_model::load_base_model(cfg)?;
         let stage1 = ctx.input("stage1")?;
         let sparse = slora_federation::read_safetensors(&stage1.file(super::stage1::SPARSE_DELTA_FILE))?;
-        let modules: Vec<String> = sparse.keys().filter_map(|k| k.strip_suffix(".indices")).map(str::to_string).collect();
-        let head: BTreeMap<String, Tensor> =
-            sparse.iter().filter(|(k, _)| !k.ends_with(".indices") && !k.ends_with(".values")).map(|(k, v)| (k.clone(), v.clone())).collect();
-        let scale = l.lora_alpha / l.r as f64;
-
-        let bar = ctx.progress(modules.len() as u64, "svd");
-        let svd_clock = std::time::Instant::now();
-        let mut lora_init: BTreeMap<String, Tensor> = head.clone();
-        let mut factors: BTreeMap<String, LoraFactors> = BTreeMap::new();
-        let mut masks = BTreeMap::new();
-        let mut values = BTreeMap::new();
-        let mut lora_weights = base.weights.clone();
-        let mut factored = Vec::new();
-        // Each matrix's SVD runs on one thread (the factors then do not depend on the thread
-        // count); the matrices run in parallel, in a fixed order of results.
-        let inits: Vec<_> = modules
-            .par_iter()
-            .map(|module| {
-                let w_name = format!("{module}.weight");
-                let w0 = base.weights.get(&w_name).ok_or_else(|| ctx.error(format!("base model has no `{w_name}`")))?;
-                let (rows, cols) = w0.dims2()?;
-                let idx = sparse[&format!("{module}.indices")].to_vec1::<u32>()?;
-                let vals_t = sparse
-                    .get(&format!("{module}.values"))
-                    .ok_or_else(|| ctx.error(format!("{} lacks `{module}.values`", super::stage1::SPARSE_DELTA_FILE)))?;
-                let vals = vals_t.to_vec1::<f32>()?;
-                let mut delta = vec![0f32; rows * cols];
-                for (&i, &v) in idx.iter().zip(&vals) {
-                    *delta.get_mut(i as usize).ok_or_else(|| ctx.error(format!("`{module}.indices` has {i} >= {rows}x{cols}")))? = v;
-                }
-                let mode = match d.init {
-                    DecomposeInit::Svd => InitMode::Svd,
-                    DecomposeInit::SvdB => InitMode::SvdB,
-                    DecomposeInit::Random => InitMode::Random { seed: derive_seed(cfg.run.seed, &format!("{module}.lora_A")) },
-                };
-                let init = lora_from_delta(&delta, rows, cols, l.r, scale, mode).map_err(|e| ctx.error(format!("{module}: {e}")))?;
-                bar.inc(1);
-                Ok((module, w_name, w0, rows, cols, idx, vals_t, init))
-            })
-            .collect::<Result<_, PipelineError>>()?;
-        for (module, w_name, w0, rows, cols, idx, vals_t, init) in inits {
-            let dev = Device::Cpu;
-            let a = Tensor::from_vec(init.a, (l.r, cols), &dev)?;
-            let b = Tensor::from_vec(init.b, (rows, l.r), &dev)?;
-            let correction = Tensor::from_vec(init.base_correction, (rows, cols), &dev)?;
-            let new_base = (w0 + correction)?;
-            lora_init.insert(format!("{module}.lora_A.weight"), a.clone());
-            lora_init.insert(format!("{module}.lora_B.weight"), b.clone());
-            lora_init.insert(w_name.clone(), new_base.clone());
-            lora_weights.insert(w_name, new_base);
-            factors.insert(module.clone(), LoraFactors { a, b });
-            masks.insert(module.clone(), Arc::new(idx));
-            values.insert(module.clone(), vals_t.clone());
-            factored.push(Factored { module: module.clone(), singular_values: init.singular_values, energy_kept: init.energy_kept });
-        }
+        let bar = ctx.progress(sparse.keys().filter(|k| k.ends_with(".indices")).count() as u64, "svd");
+        let Decomposition { lora_init, factors, masks, values, factored, head, svd_seconds } = decompose(cfg, &base.weights, &sparse, || bar.inc(1))?;
         bar.finish_and_clear();
-        let svd_seconds = svd_clock.elapsed().as_secs_f64();
-        if factored.is_empty() {
-            return Err(ctx.error(format!("{} holds no sparse matrices", super::stage1::SPARSE_DELTA_FILE)));
+        let mut lora_weights = base.weights.clone();
+        for (name, t) in &lora_init {
+            if !name.ends_with(".lora_A.weight") && !name.ends_with(".lora_B.weight") && !head.contains_key(name) {
+                lora_weights.insert(name.clone(), t.clone());
+            }
         }
 
         // Switch check: stage 1's sparse model against the LoRA-initialised model on one test batch.
@@ -194,7 +143,7 @@ impl Stage for Decompose {
         let summary = DecomposeSummary {
             rank: l.r,
             lora_alpha: l.lora_alpha,
-            scale,
+            scale: l.lora_alpha / l.r as f64,
             init: d.init.to_string(),
             matrices: factored.len(),
             svd_seconds,
@@ -212,6 +161,97 @@ impl Stage for Decompose {
         };
         Ok(summary.to_value())
     }
+}
+
+/// SLoRA's switch as arithmetic: Stage 1's sparse update (`sparse`, as in `sparse_delta.safetensors`:
+/// `<module>.indices`, `<module>.values` and the head) factored per matrix into LoRA's init. The
+/// `decompose` stage and a deployed client (which re-runs it from the ΔW the server sent, see
+/// `stage2`) call this one function, so both get the same bits.
+pub struct Decomposition {
+    /// `lora_init.safetensors`: the factors, the corrected base tensors and the head.
+    pub lora_init: BTreeMap<String, Tensor>,
+    /// The factors per module.
+    pub factors: BTreeMap<String, LoraFactors>,
+    /// Stage 1's mask per module.
+    pub masks: BTreeMap<String, Arc<Vec<u32>>>,
+    /// Stage 1's values per module.
+    pub values: BTreeMap<String, Tensor>,
+    /// The spectrum per module.
+    factored: Vec<Factored>,
+    /// The head tensors.
+    pub head: BTreeMap<String, Tensor>,
+    /// Seconds the SVDs took.
+    pub svd_seconds: f64,
+}
+
+/// See [`Decomposition`]. `on_matrix` is called after each matrix (progress).
+pub fn decompose(
+    cfg: &Config,
+    base_weights: &slora_model::Weights,
+    sparse: &BTreeMap<String, Tensor>,
+    on_matrix: impl Fn() + Sync,
+) -> Result<Decomposition, PipelineError> {
+    let err = |m: String| PipelineError::stage("decompose", m);
+    let (d, l) = (&cfg.decompose, &cfg.lora);
+    let modules: Vec<String> = sparse.keys().filter_map(|k| k.strip_suffix(".indices")).map(str::to_string).collect();
+    let head: BTreeMap<String, Tensor> =
+        sparse.iter().filter(|(k, _)| !k.ends_with(".indices") && !k.ends_with(".values")).map(|(k, v)| (k.clone(), v.clone())).collect();
+    let scale = l.lora_alpha / l.r as f64;
+
+    let svd_clock = std::time::Instant::now();
+    let mut lora_init: BTreeMap<String, Tensor> = head.clone();
+    let mut factors: BTreeMap<String, LoraFactors> = BTreeMap::new();
+    let mut masks = BTreeMap::new();
+    let mut values = BTreeMap::new();
+    let mut factored = Vec::new();
+    // Each matrix's SVD runs on one thread (the factors then do not depend on the thread
+    // count); the matrices run in parallel, in a fixed order of results.
+    let inits: Vec<_> = modules
+        .par_iter()
+        .map(|module| {
+            let w_name = format!("{module}.weight");
+            let w0 = base_weights.get(&w_name).ok_or_else(|| err(format!("base model has no `{w_name}`")))?;
+            let (rows, cols) = w0.dims2()?;
+            let idx = sparse[&format!("{module}.indices")].to_vec1::<u32>()?;
+            let vals_t = sparse
+                .get(&format!("{module}.values"))
+                .ok_or_else(|| err(format!("{} lacks `{module}.values`", super::stage1::SPARSE_DELTA_FILE)))?;
+            let vals = vals_t.to_vec1::<f32>()?;
+            if vals.len() != idx.len() {
+                return Err(err(format!("`{module}.values` has {} entries for {} indices", vals.len(), idx.len())));
+            }
+            let mut delta = vec![0f32; rows * cols];
+            for (&i, &v) in idx.iter().zip(&vals) {
+                *delta.get_mut(i as usize).ok_or_else(|| err(format!("`{module}.indices` has {i} >= {rows}x{cols}")))? = v;
+            }
+            let mode = match d.init {
+                DecomposeInit::Svd => InitMode::Svd,
+                DecomposeInit::SvdB => InitMode::SvdB,
+                DecomposeInit::Random => InitMode::Random { seed: derive_seed(cfg.run.seed, &format!("{module}.lora_A")) },
+            };
+            let init = lora_from_delta(&delta, rows, cols, l.r, scale, mode).map_err(|e| err(format!("{module}: {e}")))?;
+            on_matrix();
+            Ok((module, w_name, w0, rows, cols, idx, vals_t, init))
+        })
+        .collect::<Result<_, PipelineError>>()?;
+    for (module, w_name, w0, rows, cols, idx, vals_t, init) in inits {
+        let dev = Device::Cpu;
+        let a = Tensor::from_vec(init.a, (l.r, cols), &dev)?;
+        let b = Tensor::from_vec(init.b, (rows, l.r), &dev)?;
+        let correction = Tensor::from_vec(init.base_correction, (rows, cols), &dev)?;
+        let new_base = (w0 + correction)?;
+        lora_init.insert(format!("{module}.lora_A.weight"), a.clone());
+        lora_init.insert(format!("{module}.lora_B.weight"), b.clone());
+        lora_init.insert(w_name, new_base);
+        factors.insert(module.clone(), LoraFactors { a, b });
+        masks.insert(module.clone(), Arc::new(idx));
+        values.insert(module.clone(), vals_t.clone());
+        factored.push(Factored { module: module.clone(), singular_values: init.singular_values, energy_kept: init.energy_kept });
+    }
+    if factored.is_empty() {
+        return Err(err(format!("{} holds no sparse matrices", super::stage1::SPARSE_DELTA_FILE)));
+    }
+    Ok(Decomposition { lora_init, factors, masks, values, factored, head, svd_seconds: svd_clock.elapsed().as_secs_f64() })
 }
 
 /// Writes `spectrum.parquet`: one row per (module, singular value index).

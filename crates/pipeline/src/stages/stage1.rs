@@ -95,7 +95,6 @@ impl Stage for Stage1 {
         let model = learner.model();
 
         // The sparse update: indices from the model's masks, values from the final global state.
-        let mut tensors: BTreeMap<String, Tensor> = BTreeMap::new();
         let mut matrices: BTreeMap<String, MatrixSummary> = BTreeMap::new();
         let (mut nnz_total, mut entries_total) = (0usize, 0usize);
         for linear in model.linears() {
@@ -130,16 +129,12 @@ impl Stage for Stage1 {
             matrices.insert(module.to_string(), entry);
             nnz_total += nnz;
             entries_total += rows * cols;
-            let indices = Tensor::from_slice(sparse.indices.as_slice(), nnz, &candle_core::Device::Cpu)?;
-            tensors.insert(format!("{module}.indices"), indices);
-            tensors.insert(format!("{module}.values"), values.clone());
         }
         if matrices.is_empty() {
             return Err(ctx.error("no module matches adapter.target_modules: nothing to train sparsely"));
         }
-        let head = fed::head_tensors(&outcome.state);
-        let head_bytes = comm::state_bytes(&head);
-        tensors.extend(head);
+        let head_bytes = comm::state_bytes(&fed::head_tensors(&outcome.state));
+        let tensors = sparse_update(model, &outcome.state)?;
         slora_federation::write_safetensors(&out.join(SPARSE_DELTA_FILE), &tensors)?;
         fed::write_metrics(out, &outcome.metrics)?;
 
@@ -173,6 +168,28 @@ impl Stage for Stage1 {
         };
         Ok(summary.to_value())
     }
+}
+
+/// Stage 1's sparse update as `sparse_delta.safetensors` holds it: per sparse-adapted module of
+/// `model` its mask (`<module>.indices`) and `state`'s values there (`<module>.values`), plus the
+/// head. The stage writes it; a deployed client rebuilds it from the ΔW values the server sent at the
+/// switch and its own seeded masks, then decomposes it as the server does.
+pub fn sparse_update(model: &Classifier, state: &slora_federation::State) -> Result<BTreeMap<String, Tensor>, PipelineError> {
+    let mut tensors = fed::head_tensors(state);
+    for linear in model.linears() {
+        let Adapter::Sparse(sparse) = linear.adapter() else { continue };
+        let module = linear.module();
+        let values = state
+            .get(&format!("{module}.sparse_delta"))
+            .ok_or_else(|| PipelineError::stage("stage1", format!("the state lacks `{module}.sparse_delta`")))?;
+        if values.elem_count() != sparse.indices.len() {
+            return Err(PipelineError::stage("stage1", format!("`{module}.sparse_delta` has {} values for a mask of {}", values.elem_count(), sparse.indices.len())));
+        }
+        let indices = Tensor::from_slice(sparse.indices.as_slice(), sparse.indices.len(), &candle_core::Device::Cpu)?;
+        tensors.insert(format!("{module}.indices"), indices);
+        tensors.insert(format!("{module}.values"), values.clone());
+    }
+    Ok(tensors)
 }
 
 /// Each sparse-adapted module's mask.

@@ -14,6 +14,7 @@
 use std::collections::BTreeMap;
 use std::path::Path;
 
+use candle_core::Tensor;
 use serde_json::{json, Value};
 use slora_federation::ClassifierLearner;
 use slora_model::peft::{save_adapter, PeftAdapter};
@@ -60,7 +61,6 @@ impl Stage for Stage2 {
 
     fn run(&self, ctx: &StageCtx, out: &Path) -> Result<Value, PipelineError> {
         let cfg = ctx.config;
-        let stage = ctx.stage;
         let data = fed::load_data(ctx, ctx.input("partition")?)?;
         let base = super::base_model::load_base_model(cfg)?;
 
@@ -71,24 +71,7 @@ impl Stage for Stage2 {
 
         let decompose = ctx.input("decompose")?;
         let init = slora_federation::read_safetensors(&decompose.file(super::decompose::LORA_INIT_FILE))?;
-        let mut weights = base.weights.clone();
-        let mut factors: BTreeMap<String, LoraFactors> = BTreeMap::new();
-        for (name, t) in &init {
-            if let Some(module) = name.strip_suffix(".lora_A.weight") {
-                let b = init
-                    .get(&format!("{module}.lora_B.weight"))
-                    .ok_or_else(|| ctx.error(format!("lora_init lacks `{module}.lora_B.weight`")))?;
-                factors.insert(module.to_string(), LoraFactors { a: t.clone(), b: b.clone() });
-            } else if !name.ends_with(".lora_B.weight") {
-                weights.insert(name.clone(), t.clone()); // corrected base tensors and the stage-1 head
-            }
-        }
-        let l = &cfg.lora;
-        let rank = factors.values().next().map(|f| f.a.dims()[0]).ok_or_else(|| ctx.error("lora_init holds no LoRA factors"))?;
-        let lora = LoraSpec { r: rank, lora_alpha: l.lora_alpha, dropout: cfg.lora.lora_dropout, init: factors, freeze_a: cfg.stage2.freeze_a };
-        let spec = fed::train_spec(cfg, Mode::Lora(lora), data.num_labels);
-        let (model, _) = fed::build_classifier(stage, &base.config, &weights, &spec)?;
-        let mut learner = ClassifierLearner::new(model, fed::optim_settings(cfg, cfg.stage2.lr.value()));
+        let (mut learner, rank) = learner_from_init(cfg, &base, &init, data.num_labels)?;
         let mut fedcfg = fed::fedavg_config(cfg, METHOD, cfg.stage2.rounds, 0, 0).continue_after(last);
         // The switch's cost. Every client needs the corrected base W0 + ΔW − s·B·A before it can
         // train LoRA. It already holds W0 and the mask (from the seed). With the sparse ΔW values
@@ -107,7 +90,7 @@ impl Stage for Stage2 {
             run: fed::run_summary(&outcome, model),
             method: METHOD.to_string(),
             rank,
-            lora_alpha: l.lora_alpha,
+            lora_alpha: cfg.lora.lora_alpha,
             round_offset: last.round,
             lr: cfg.stage2.lr.value(),
             head_lr: learner.head_learning_rate(),
@@ -121,6 +104,32 @@ impl Stage for Stage2 {
         };
         Ok(summary.to_value())
     }
+}
+
+/// Stage 2's learner from the decomposition's tensors (`lora_init.safetensors`: factors, corrected
+/// base, head), and its rank. The stage and a deployed client build it with this one function.
+pub fn learner_from_init(
+    cfg: &Config,
+    base: &super::base_model::BaseModel,
+    init: &BTreeMap<String, Tensor>,
+    num_labels: usize,
+) -> Result<(ClassifierLearner, usize), PipelineError> {
+    let err = |m: String| PipelineError::stage("stage2", m);
+    let mut weights = base.weights.clone();
+    let mut factors: BTreeMap<String, LoraFactors> = BTreeMap::new();
+    for (name, t) in init {
+        if let Some(module) = name.strip_suffix(".lora_A.weight") {
+            let b = init.get(&format!("{module}.lora_B.weight")).ok_or_else(|| err(format!("lora_init lacks `{module}.lora_B.weight`")))?;
+            factors.insert(module.to_string(), LoraFactors { a: t.clone(), b: b.clone() });
+        } else if !name.ends_with(".lora_B.weight") {
+            weights.insert(name.clone(), t.clone()); // corrected base tensors and the stage-1 head
+        }
+    }
+    let rank = factors.values().next().map(|f| f.a.dims()[0]).ok_or_else(|| err("lora_init holds no LoRA factors".into()))?;
+    let lora = LoraSpec { r: rank, lora_alpha: cfg.lora.lora_alpha, dropout: cfg.lora.lora_dropout, init: factors, freeze_a: cfg.stage2.freeze_a };
+    let spec = fed::train_spec(cfg, Mode::Lora(lora), num_labels);
+    let (model, _) = fed::build_classifier("stage2", &base.config, &weights, &spec)?;
+    Ok((ClassifierLearner::new(model, fed::optim_settings(cfg, cfg.stage2.lr.value())), rank))
 }
 
 /// What the switch costs one client, from Stage 1's summary.
