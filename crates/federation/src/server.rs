@@ -150,6 +150,11 @@ impl<'a> FedAvgServer<'a> {
         &self.metrics
     }
 
+    /// Clients in the federation.
+    pub fn num_clients(&self) -> usize {
+        self.num_clients
+    }
+
     /// Local rounds completed so far.
     pub fn completed_rounds(&self) -> u32 {
         self.next_round - 1

@@ -297,6 +297,16 @@ impl Server {
         self.run.resumed_from()
     }
 
+    /// Local rounds completed so far.
+    pub fn completed_rounds(&self) -> u32 {
+        self.run.completed_rounds()
+    }
+
+    /// Clients in the federation.
+    pub fn num_clients(&self) -> usize {
+        self.run.num_clients()
+    }
+
     /// SLoRA's switch, for a Stage-2 server.
     pub fn switch(&self) -> Option<Switch> {
         self.switch

@@ -147,6 +147,21 @@ impl PyServer {
         self.inner.resumed_from()
     }
 
+    /// The metrics `method` of this run.
+    fn method(&self) -> String {
+        self.inner.config().method.clone()
+    }
+
+    /// Local rounds completed so far.
+    fn completed_rounds(&self) -> u32 {
+        self.inner.completed_rounds()
+    }
+
+    /// Clients in the federation (what sampling draws from).
+    fn num_clients(&self) -> usize {
+        self.inner.num_clients()
+    }
+
     /// `(round, local round, sampled clients, switch bytes)` of the next round, or `None`.
     fn begin_round(&mut self) -> Option<(u32, u32, Vec<usize>, u64)> {
         self.inner.begin_round().map(|p| (p.round, p.local_round, p.chosen, p.switch_bytes))
@@ -177,6 +192,13 @@ fn write_metrics(path: PathBuf, servers: Vec<PyRef<'_, PyServer>>) -> PyResult<(
     crate::Server::write_metrics(&path, &rows).map_err(err)
 }
 
+/// The metrics rows of `servers` as `pipeline inspect` prints them.
+#[pyfunction]
+fn metrics_table(servers: Vec<PyRef<'_, PyServer>>) -> String {
+    let rows: Vec<RoundMetrics> = servers.iter().flat_map(|s| s.inner.metrics().iter().cloned()).collect();
+    slora_federation::metrics::format_table(&rows)
+}
+
 /// The clients of `round`, as the in-process engine draws them.
 #[pyfunction]
 fn sample_clients(num_clients: usize, per_round: usize, seed: u64, round: u32) -> PyResult<Vec<usize>> {
@@ -195,6 +217,7 @@ fn slora(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyClient>()?;
     m.add_class::<PyServer>()?;
     m.add_function(wrap_pyfunction!(write_metrics, m)?)?;
+    m.add_function(wrap_pyfunction!(metrics_table, m)?)?;
     m.add_function(wrap_pyfunction!(sample_clients, m)?)?;
     m.add_function(wrap_pyfunction!(fedavg, m)?)?;
     Ok(())

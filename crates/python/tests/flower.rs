@@ -1,0 +1,172 @@
+//! Issue 12's deployment test: the Flower app (flower/) on a real local deployment — a
+//! `flower-superlink` and one `flower-supernode` per client as separate OS processes on 127.0.0.1,
+//! `flwr run` of the app — against the in-process `pipeline` run of the same config and seed.
+//!
+//! - plain: SLoRA (Stage 1, the switch, Stage 2) and LoRA give the in-process metrics rows bit for
+//!   bit (every column but the timings), so the same final accuracies;
+//! - TLS: LoRA over TLS (scripts/make_certs.sh) gives them too;
+//! - faults: a SuperNode killed after round 1 (round 2 goes on with the other reply), a malformed
+//!   reply in round 3 (refused with its reason), the ServerApp stopped after round 3 and started
+//!   again (it resumes from its checkpoint; the killed node, restarted, rejoins for round 4);
+//! - bytes: every message as Flower serialised it against the pipeline's accounting.
+//!
+//! The CI config runs with 3 clients (one SuperNode each) and 2 sampled per round. Python: the
+//! interpreter in `SLORA_FLOWER_PYTHON` when set, else a venv in the target folder with the pinned
+//! `flwr` (pip, once). The `slora` module is the library this very build made
+//! (target/debug/deps/libslora.so). Needs ../shared.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use slora_federation::RoundMetrics;
+use slora_pipeline::config::parse_set;
+use slora_pipeline::runner::{Force, Runner};
+use slora_pipeline::{Config, Store};
+
+/// The Flower release the app pins (flower/pyproject.toml).
+const FLWR: &str = "flwr==1.42.0";
+/// Flower's side of the overrides (the methods come from the run config).
+const OVERRIDES: [&str; 2] = ["partition.clients=3", "federation.clients_per_round=2"];
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("the repository root")
+}
+
+fn run(cmd: &mut Command) -> anyhow::Result<String> {
+    let out = cmd.output()?;
+    anyhow::ensure!(out.status.success(), "{cmd:?} failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
+}
+
+/// A Python with the pinned flwr and numpy.
+fn python(target: &Path) -> anyhow::Result<PathBuf> {
+    if let Ok(p) = std::env::var("SLORA_FLOWER_PYTHON") {
+        return Ok(PathBuf::from(p));
+    }
+    let venv = target.join("flower-venv");
+    let python = venv.join("bin/python");
+    let stamp = venv.join(format!("installed-{FLWR}"));
+    if !stamp.exists() {
+        let _ = std::fs::remove_dir_all(&venv);
+        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
+        run(Command::new(&python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", FLWR, "numpy"]))?;
+        std::fs::write(&stamp, "")?;
+    }
+    Ok(python)
+}
+
+fn metrics_by_method(path: &Path) -> anyhow::Result<BTreeMap<String, Vec<RoundMetrics>>> {
+    let mut by = BTreeMap::new();
+    for row in slora_federation::metrics::read_parquet(path)? {
+        by.entry(row.method.clone()).or_insert_with(Vec::new).push(row);
+    }
+    Ok(by)
+}
+
+fn assert_same_rows(what: &str, flower: &[RoundMetrics], in_process: &[RoundMetrics]) {
+    assert_eq!(flower.len(), in_process.len(), "{what}: rounds");
+    for (f, p) in flower.iter().zip(in_process) {
+        assert!(f.same_results(p), "{what} round {}:\nflower     {f:?}\nin-process {p:?}", f.round);
+    }
+}
+
+fn mean(values: &serde_json::Value) -> f64 {
+    let v: Vec<f64> = values.as_array().map(|a| a.iter().filter_map(|x| x.as_f64()).collect()).unwrap_or_default();
+    v.iter().sum::<f64>() / v.len().max(1) as f64
+}
+
+#[test]
+fn flower_deployment_reproduces_the_in_process_runs_and_survives_faults() -> anyhow::Result<()> {
+    let root = root();
+    let exe = std::env::current_exe()?;
+    let deps = exe.parent().expect("the test binary's folder");
+    let target = deps.parent().and_then(Path::parent).expect("the target folder");
+    let library = deps.join("libslora.so");
+    anyhow::ensure!(library.exists(), "{} is missing: build crates/python with its `python` feature (on by default)", library.display());
+    let work = tempfile::tempdir()?;
+    let module = work.path().join("module");
+    std::fs::create_dir_all(&module)?;
+    std::fs::copy(&library, module.join("slora.abi3.so"))?;
+    let python = python(target)?;
+
+    // The in-process run: the pipeline's stages on the same config, overrides and seed.
+    let config = root.join("configs/ci.toml");
+    let mut sets: Vec<String> = OVERRIDES.iter().map(|s| s.to_string()).collect();
+    sets.push("baselines.methods=[\"lora\"]".into());
+    let cfg = Config::load(Some(&config), &sets.iter().map(|s| parse_set(s)).collect::<Result<Vec<_>, _>>()?)?;
+    let store = Store::open(&work.path().join("artifacts"))?;
+    let mut runner = Runner::new(&cfg, &store, Force::Nothing);
+    let partition = runner.run("partition")?;
+    let clock = std::time::Instant::now();
+    let mut in_process = BTreeMap::new();
+    for stage in ["stage1", "stage2", "baselines"] {
+        in_process.extend(metrics_by_method(&runner.run(stage)?.file("metrics.parquet"))?);
+    }
+    let in_process_seconds = clock.elapsed().as_secs_f64();
+
+    let out = work.path().join("out");
+    let stdout = run(Command::new(&python)
+        .arg(root.join("flower/tests/deployment.py"))
+        .arg("--python")
+        .arg(&python)
+        .arg("--module-dir")
+        .arg(&module)
+        .arg("--config")
+        .arg(&config)
+        .args(["--overrides", &OVERRIDES.join(" ")])
+        .arg("--partition-dir")
+        .arg(&partition.dir)
+        .args(["--clients", "3", "--methods", "slora,lora", "--tls-methods", "lora"])
+        .arg("--work")
+        .arg(work.path().join("deploy"))
+        .arg("--out")
+        .arg(&out)
+        .args(["plain", "tls", "faults"]))?;
+    let results: Vec<serde_json::Value> = stdout.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    println!("in-process SLoRA + LoRA: {in_process_seconds:.1} s; Flower: {results:?}");
+
+    // Plain and TLS: the in-process rows, bit for bit.
+    let plain = metrics_by_method(&out.join("plain/metrics.parquet"))?;
+    for method in ["slora-stage1", "slora-stage2", "lora"] {
+        assert_same_rows(method, &plain[method], &in_process[method]);
+    }
+    let tls = metrics_by_method(&out.join("tls/metrics.parquet"))?;
+    assert_same_rows("lora over TLS", &tls["lora"], &in_process["lora"]);
+    for method in ["slora-stage2", "lora"] {
+        let (f, p) = (plain[method].last().unwrap(), in_process[method].last().unwrap());
+        println!("{method}: final accuracy Flower {:?} = in-process {:?}; wall {:.1} s vs {:.1} s", f.final_accuracy(), p.final_accuracy(), f.wall_seconds, p.wall_seconds);
+    }
+
+    // Bytes: Flower's serialised messages against the accounting, per round.
+    let deployment: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("plain/deployment.json"))?)?;
+    for r in deployment["rounds"].as_array().expect("rounds") {
+        if r.get("switch").is_some() {
+            println!("{} switch: Flower {:.0} B per node; accounted {} B per client", r["method"], mean(&r["flower_bytes_down"]), plain["slora-stage2"][1].bytes_down_switch_per_client);
+            continue;
+        }
+        let (down, up) = (mean(&r["flower_bytes_down"]), mean(&r["flower_bytes_up"]));
+        let (acc_down, acc_up) = (r["accounted_bytes_down_per_client"].as_f64().unwrap(), r["accounted_bytes_up_per_client"].as_f64().unwrap());
+        println!("{} round {}: down Flower {down:.0} / accounted {acc_down:.0}; up Flower {up:.0} / accounted {acc_up:.0} ({:+.2} %)", r["method"], r["round"], 100.0 * (up / acc_up - 1.0));
+        // An upload is the whole state plus Flower's framing: a little more, never less.
+        assert!(up > acc_up && up < acc_up * 1.05, "round {}: up {up} vs {acc_up}", r["round"]);
+    }
+
+    // Faults.
+    let faults = metrics_by_method(&out.join("faults/metrics.parquet"))?;
+    let lora = &faults["lora"];
+    let deployment: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("faults/deployment.json"))?)?;
+    let rounds: Vec<&serde_json::Value> = deployment["rounds"].as_array().expect("rounds").iter().collect();
+    println!("faults: {}", serde_json::to_string(&rounds)?);
+    assert_eq!(lora.iter().map(|m| m.clients).collect::<Vec<_>>(), [0, 2, 1, 1, 2], "replies averaged per round");
+    assert!(lora[1].same_results(&in_process["lora"][1]), "round 1, before any fault, is the in-process round");
+    assert_eq!(deployment["resumed_from"]["lora"], 3, "the restarted ServerApp resumed after round 3");
+    assert_eq!(rounds.len(), 4, "the ledger of both ServerApp runs");
+    assert_eq!((rounds[1]["sampled"].clone(), rounds[1]["accepted"].clone()), (serde_json::json!([0, 2]), serde_json::json!([2])), "the killed node's round");
+    let refused = &rounds[2]["refused"][0];
+    assert_eq!(refused["client"], 1);
+    assert!(refused["reason"].as_str().unwrap().contains("the global state's is F32 [8, 384]"), "{refused}");
+    assert_eq!(rounds[3]["accepted"], serde_json::json!([0, 2]), "the restarted node rejoined");
+    assert!(lora[4].final_accuracy().unwrap() > 1.5 / 20.0, "above chance after the faults");
+    Ok(())
+}

@@ -1,0 +1,1 @@
+"""SLoRA on Flower: the ServerApp and ClientApp of the pipeline's methods (see pyproject.toml)."""

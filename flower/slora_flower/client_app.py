@@ -1,0 +1,96 @@
+"""The ClientApp: one data holder. Its SuperNode's node-config says which client it is and where its
+own shard is; it never sees another client's data.
+
+node-config keys:
+- `partition-id` (required): the client's index in the partition (its seeds derive from it);
+- `partition-dir`: a folder holding `client-<id:05>.parquet` and `labels.json`, or
+- `shard`: the client's Parquet file itself (`labels.json` beside it).
+
+Every message builds the method's model with the Rust core, trains or answers, and returns; the
+SuperNode keeps only the switch payload (SLoRA's ΔW) in the node's context between messages.
+"""
+
+import os
+import time
+
+from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.clientapp import ClientApp
+
+import slora
+
+from .wire import from_record, to_record
+
+app = ClientApp()
+
+SWITCH = "slora-switch"
+STAGE2 = "slora-stage2"
+
+
+def _partition_id(context: Context) -> int:
+    if "partition-id" not in context.node_config:
+        raise ValueError("node-config: `partition-id` is missing")
+    return int(context.node_config["partition-id"])
+
+
+def _shard(context: Context, pid: int) -> str:
+    node = context.node_config
+    if "shard" in node:
+        return str(node["shard"])
+    if "partition-dir" in node:
+        return os.path.join(str(node["partition-dir"]), f"client-{pid:05d}.parquet")
+    raise ValueError("node-config: give `shard` or `partition-dir`")
+
+
+def _overrides(context: Context) -> list:
+    return str(context.run_config.get("overrides", "")).split()
+
+
+@app.query("partition")
+def partition(msg: Message, context: Context) -> Message:
+    """Which client this node is."""
+    pid = _partition_id(context)
+    return Message(RecordDict({"config": ConfigRecord({"partition-id": pid})}), reply_to=msg)
+
+
+@app.query("switch")
+def switch(msg: Message, context: Context) -> Message:
+    """SLoRA's switch: keep Stage 1's ΔW values for Stage 2 (the node rebuilds the corrected base)."""
+    context.state[SWITCH] = msg.content["switch"]
+    return Message(RecordDict({"config": ConfigRecord({"partition-id": _partition_id(context)})}), reply_to=msg)
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """One local round of the message's method from its global state: the update, the rows (the FedAvg
+    weight) and every step's loss."""
+    pid = _partition_id(context)
+    config = msg.content["config"]
+    method, round_, client = str(config["method"]), int(config["round"]), int(config["client"])
+    if client != pid:
+        raise ValueError(f"asked to train as client {client}, but this node is partition-id {pid}")
+    if "switch" in msg.content:
+        context.state[SWITCH] = msg.content["switch"]
+    stage1 = None
+    if method == STAGE2:
+        if SWITCH not in context.state:
+            raise ValueError("slora-stage2 before the switch: this node holds no Stage-1 ΔW")
+        stage1 = from_record(context.state[SWITCH])
+    start = time.perf_counter()
+    model = slora.Client(str(context.run_config["config"]), method, _shard(context, pid), _overrides(context), stage1)
+    update, losses = model.fit(from_record(msg.content["global"]), round_, pid)
+    seconds = time.perf_counter() - start
+    if int(context.node_config.get("inject-fault-round", 0)) == round_:
+        # Test aid (node-config): this round's reply has a first tensor that lost its last entry,
+        # which the server must refuse.
+        name = sorted(update)[0]
+        update[name] = update[name].reshape(-1)[:-1].copy()
+    metrics = MetricRecord(
+        {
+            "num-examples": model.rows(),
+            "train-seconds": seconds,
+            "step-losses": [float(loss) for loss, _ in losses],
+            "step-rows": [int(rows) for _, rows in losses],
+        }
+    )
+    content = RecordDict({"update": to_record(update), "metrics": metrics, "config": ConfigRecord({"client": pid})})
+    return Message(content, reply_to=msg)

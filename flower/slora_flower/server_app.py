@@ -1,0 +1,250 @@
+"""The ServerApp: the pipeline's server for each method, over Flower's Grid.
+
+For every round, `slora.Server` (the pipeline's FedAvg server, in Rust) samples the clients with the
+run seed, by partition id; this app sends the global state to the SuperNodes that hold those
+partitions, waits `round-timeout` seconds, and hands the replies back in the sampled order, so the
+average is the in-process run's, bit for bit, when every reply arrives. A reply that is an error, or
+whose tensors do not match the global state, is refused with its reason logged and recorded; a
+round goes on with the replies it accepted (at least `min-replies`). Every round is checkpointed in
+`out-dir`, and a restarted ServerApp resumes there.
+
+SLoRA: Stage-1 rounds (the masked values and the head travel), then the switch (every node receives
+Stage 1's ΔW values once and rebuilds the corrected base by the same decomposition the server runs),
+then Stage-2 LoRA rounds.
+
+Outputs in `out-dir`: `metrics.parquet` (the pipeline's schema; `clients` counts the replies
+averaged), `deployment.json` and `rounds.jsonl` (per round: sampled, sent, replied, refused with reasons, and the bytes
+of every message as Flower serialised it next to the pipeline's accounting), `report.md`.
+"""
+
+import json
+import os
+import time
+from logging import INFO, WARNING
+
+from flwr.app import ConfigRecord, Context, Message, RecordDict
+from flwr.common.logger import log
+from flwr.serverapp import Grid, ServerApp
+
+import slora
+
+from .wire import from_record, message_bytes, to_record
+
+app = ServerApp()
+
+
+class Nodes:
+    """Which SuperNode holds which partition id: asked of every node the Grid lists, again for
+    nodes that (re)join."""
+
+    def __init__(self, grid: Grid, timeout: float):
+        self.grid = grid
+        self.timeout = timeout
+        self.pid_of = {}  # node id -> partition id
+        self.has_switch = set()  # node ids holding SLoRA's switch payload
+
+    def refresh(self) -> None:
+        listed = set(self.grid.get_node_ids())
+        for gone in set(self.pid_of) - listed:
+            del self.pid_of[gone]
+            self.has_switch.discard(gone)
+        new = sorted(listed - set(self.pid_of))
+        if not new:
+            return
+        asks = [Message(RecordDict(), node, "query.partition") for node in new]
+        for reply in self.grid.send_and_receive(asks, timeout=self.timeout):
+            if reply.has_error():
+                log(WARNING, "node %s did not say its partition id: %s", reply.metadata.src_node_id, reply.error.reason)
+                continue
+            pid = int(reply.content["config"]["partition-id"])
+            node = reply.metadata.src_node_id
+            # A node that rejoined under a new id replaces its old entry.
+            for old in [n for n, p in self.pid_of.items() if p == pid]:
+                del self.pid_of[old]
+                self.has_switch.discard(old)
+            self.pid_of[node] = pid
+            log(INFO, "node %s holds partition %s", node, pid)
+
+    def node_of(self, pid: int):
+        for node, p in self.pid_of.items():
+            if p == pid:
+                return node
+        return None
+
+    def wait_for(self, num_clients: int, seconds: float) -> None:
+        deadline = time.monotonic() + seconds
+        while True:
+            self.refresh()
+            if len(set(self.pid_of.values())) >= num_clients or time.monotonic() > deadline:
+                break
+            time.sleep(1.0)
+        missing = sorted(set(range(num_clients)) - set(self.pid_of.values()))
+        if missing:
+            log(WARNING, "no SuperNode holds partitions %s; their rounds go on without them", missing)
+
+
+def _record(ledger, entry: dict) -> None:
+    """Appends `entry` to the ledger and to `rounds.jsonl` at once: a ServerApp that dies keeps the
+    record of the rounds it finished, and its successor appends to it."""
+    ledger["entries"].append(entry)
+    with open(ledger["path"], "a") as f:
+        f.write(json.dumps(entry) + "\n")
+
+
+def _run_rounds(server, method: str, grid: Grid, nodes: Nodes, settings: dict, ledger: list, switch=None) -> None:
+    while (plan := server.begin_round()) is not None:
+        round_, _, chosen, switch_bytes = plan
+        nodes.refresh()
+        global_record = to_record(server.global_state())
+        sent, messages = [], []
+        for pid in chosen:
+            node = nodes.node_of(pid)
+            if node is None:
+                continue
+            content = RecordDict({"global": global_record, "config": ConfigRecord({"method": method, "round": round_, "client": pid})})
+            if switch is not None and node not in nodes.has_switch:
+                content["switch"] = switch
+            messages.append(Message(content, node, "train", group_id=str(round_)))
+            sent.append(pid)
+        bytes_down = [message_bytes(m) for m in messages]
+        replies = list(grid.send_and_receive(messages, timeout=settings["round-timeout"]))
+        by_pid, refused = {}, []
+        for reply in replies:
+            node = reply.metadata.src_node_id
+            pid = nodes.pid_of.get(node)
+            if reply.has_error():
+                refused.append({"client": pid, "reason": f"error reply: {reply.error.reason}"})
+                continue
+            by_pid[pid] = reply
+        bytes_up, accepted = [], []
+        for pid in chosen:  # the sampled order: the in-process engine's order of addition
+            reply = by_pid.get(pid)
+            if reply is None:
+                continue
+            bytes_up.append(message_bytes(reply))
+            try:
+                metrics = reply.content["metrics"]
+                losses = list(zip(metrics["step-losses"], metrics["step-rows"]))
+                update = from_record(reply.content["update"])
+                server.accept(pid, update, int(metrics["num-examples"]), losses, float(metrics["train-seconds"]))
+                accepted.append(pid)
+                if switch is not None:
+                    nodes.has_switch.add(reply.metadata.src_node_id)
+            except (KeyError, TypeError, ValueError) as e:
+                refused.append({"client": pid, "reason": str(e)})
+        for r in refused:
+            log(WARNING, "%s round %s: refused the reply of client %s: %s", method, round_, r["client"], r["reason"])
+        if len(accepted) < settings["min-replies"]:
+            raise RuntimeError(f"{method} round {round_}: {len(accepted)} accepted replies < min-replies {settings['min-replies']} (sampled {chosen}, sent {sent})")
+        row = server.finish_round()
+        _record(
+            ledger,
+            {
+                "method": method,
+                "round": round_,
+                "sampled": chosen,
+                "sent": sent,
+                "replied": sorted(by_pid) ,
+                "accepted": accepted,
+                "refused": refused,
+                "flower_bytes_down": bytes_down,
+                "flower_bytes_up": bytes_up,
+                "accounted_bytes_down_per_client": row["bytes_down_per_client"],
+                "accounted_bytes_up_per_client": row["bytes_up_per_client"],
+                "switch_bytes_per_client": switch_bytes,
+                "accuracy": row["accuracy"],
+                "train_loss": row["train_loss"],
+                "wall_seconds": row["wall_seconds"],
+            },
+        )
+        log(INFO, "%s round %s: sampled %s, accepted %s, train loss %.4f, accuracy %s", method, round_, chosen, accepted, row["train_loss"], row["accuracy"])
+        if settings["stop-after-round"] == round_:
+            # Test aid (run-config): a ServerApp that dies here, after the round's checkpoint.
+            raise RuntimeError(f"stop-after-round: stopping after round {round_} as asked")
+
+
+def _broadcast_switch(grid: Grid, nodes: Nodes, switch, method: str, timeout: float, ledger: list) -> None:
+    nodes.refresh()
+    messages = [Message(RecordDict({"switch": switch}), node, "query.switch") for node in sorted(nodes.pid_of)]
+    replies = list(grid.send_and_receive(messages, timeout=timeout))
+    for reply in replies:
+        if not reply.has_error():
+            nodes.has_switch.add(reply.metadata.src_node_id)
+    _record(
+        ledger,
+        {
+            "method": method,
+            "switch": True,
+            "sent": sorted(nodes.pid_of[n] for n in nodes.pid_of),
+            "acknowledged": sorted(nodes.pid_of.get(r.metadata.src_node_id) for r in replies if not r.has_error()),
+            "flower_bytes_down": [message_bytes(m) for m in messages],
+        },
+    )
+
+
+def _report(servers, ledger: list, wall: float) -> str:
+    lines = ["# SLoRA on Flower", "", f"Wall time {wall:.1f} s.", "", "## Metrics (the pipeline's table)", "", "```", slora.metrics_table(servers), "```", ""]
+    lines += ["## Rounds as Flower carried them", "", "| method | round | sampled | accepted | refused | Flower bytes down / client | accounted | Flower bytes up / client | accounted |", "| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: |"]
+    for r in ledger:
+        if r.get("switch"):
+            lines.append(f"| {r['method']} | switch | | {r['acknowledged']} | | {_mean(r['flower_bytes_down'])} | | | |")
+            continue
+        refused = "; ".join(f"{x['client']}: {x['reason']}" for x in r["refused"])
+        lines.append(
+            f"| {r['method']} | {r['round']} | {r['sampled']} | {r['accepted']} | {refused} | {_mean(r['flower_bytes_down'])} | {r['accounted_bytes_down_per_client']} | {_mean(r['flower_bytes_up'])} | {r['accounted_bytes_up_per_client']} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def _mean(values: list) -> str:
+    return f"{sum(values) / len(values):.0f}" if values else "–"
+
+
+@app.main()
+def main(grid: Grid, context: Context) -> None:
+    rc = context.run_config
+    for key in ("config", "data-dir", "out-dir"):
+        if not str(rc.get(key, "")):
+            raise ValueError(f"run-config: `{key}` is empty (give an absolute path)")
+    config, data_dir, out_dir = str(rc["config"]), str(rc["data-dir"]), str(rc["out-dir"])
+    overrides = str(rc.get("overrides", "")).split()
+    methods = [m.strip() for m in str(rc.get("methods", "slora,lora")).split(",") if m.strip()]
+    settings = {"round-timeout": float(rc.get("round-timeout", 120.0)), "min-replies": int(rc.get("min-replies", 1)), "stop-after-round": int(rc.get("stop-after-round", 0))}
+    num_clients = int(rc.get("num-clients", 0)) or None
+    checkpoints = os.path.join(out_dir, "checkpoints")
+    os.makedirs(out_dir, exist_ok=True)
+    start = time.perf_counter()
+
+    servers = []
+    ledger = {"path": os.path.join(out_dir, "rounds.jsonl"), "entries": []}
+    nodes = Nodes(grid, timeout=settings["round-timeout"])
+    for method in methods:
+        if method == "slora":
+            stage1 = slora.Server(config, "slora-stage1", data_dir, overrides, num_clients, checkpoints)
+            if not nodes.pid_of:
+                nodes.wait_for(stage1.num_clients(), float(rc.get("wait-for-nodes", 120.0)))
+            _run_rounds(stage1, "slora-stage1", grid, nodes, settings, ledger)
+            switch = to_record(stage1.switch_payload())
+            stage2 = slora.Server(config, "slora-stage2", data_dir, overrides, num_clients, checkpoints, stage1)
+            if stage2.completed_rounds() == 0:
+                # A Stage 2 resumed mid-way sends the payload with its train messages instead, to
+                # every node that has not acknowledged it since this ServerApp started.
+                _broadcast_switch(grid, nodes, switch, "slora-stage2", settings["round-timeout"], ledger)
+            _run_rounds(stage2, "slora-stage2", grid, nodes, settings, ledger, switch=switch)
+            servers += [stage1, stage2]
+        else:
+            server = slora.Server(config, method, data_dir, overrides, num_clients, checkpoints)
+            if not nodes.pid_of:
+                nodes.wait_for(server.num_clients(), float(rc.get("wait-for-nodes", 120.0)))
+            _run_rounds(server, method, grid, nodes, settings, ledger)
+            servers.append(server)
+
+    slora.write_metrics(os.path.join(out_dir, "metrics.parquet"), servers)
+    wall = time.perf_counter() - start
+    with open(ledger["path"]) as f:
+        rounds = [json.loads(line) for line in f]  # this run's and any earlier (resumed) run's
+    with open(os.path.join(out_dir, "deployment.json"), "w") as f:
+        json.dump({"methods": methods, "wall_seconds": wall, "resumed_from": {s.method(): s.resumed_from() for s in servers}, "rounds": rounds}, f, indent=1)
+    with open(os.path.join(out_dir, "report.md"), "w") as f:
+        f.write(_report(servers, rounds, wall))
+    log(INFO, "wrote %s (%.1f s)", out_dir, wall)

@@ -1,0 +1,203 @@
+"""A real Flower deployment on 127.0.0.1, as CI runs it (crates/python/tests/flower.rs drives this):
+one `flower-superlink` and one `flower-supernode` per client, separate OS processes talking
+Flower's Fleet protocol, then `flwr run` of this app. Scenarios:
+
+- `plain`: the methods on an insecure local link; the ServerApp's outputs land in `--out`.
+- `tls`: the same over TLS, with certificates from scripts/make_certs.sh (the CA verifies the
+  SuperLink; every SuperNode and `flwr` connect with it).
+- `faults`: a SuperNode killed mid-run (and restarted, so it rejoins), one SuperNode whose replies
+  is malformed once (node-config `inject-fault-round`), and the ServerApp stopped and started again (it
+  resumes from its round checkpoints).
+
+Prints one JSON line per scenario with the wall time of `flwr run` and what happened.
+"""
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+class Deployment:
+    def __init__(self, args, name: str, tls: bool):
+        self.args, self.tls = args, tls
+        self.work = Path(args.work) / name
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.work.mkdir(parents=True)
+        self.bin = Path(args.python).parent
+        self.env = dict(os.environ)
+        self.env["PATH"] = f"{self.bin}{os.pathsep}{self.env['PATH']}"
+        self.env["PYTHONPATH"] = args.module_dir
+        self.env["FLWR_HOME"] = str(self.work / "flwr-home")
+        self.env.setdefault("RAYON_NUM_THREADS", "1")
+        self.port = free_port()
+        self.procs = {}
+        self.logs = {}
+        if tls:
+            subprocess.run(["bash", str(ROOT / "scripts" / "make_certs.sh"), str(self.work / "certs")], check=True, capture_output=True)
+        home = self.work / "flwr-home"
+        home.mkdir()
+        security = f'root-certificates = "{self.work / "certs" / "ca.crt"}"' if tls else "insecure = true"
+        (home / "config.toml").write_text(f'[superlink]\ndefault = "local"\n\n[superlink.local]\naddress = "127.0.0.1:{self.port}"\n{security}\n')
+
+    def start(self, name: str, cmd: list) -> None:
+        log = open(self.work / f"{name}.log", "ab")
+        self.logs[name] = log
+        self.procs[name] = subprocess.Popen(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.work, start_new_session=True)
+
+    def security(self, server: bool) -> list:
+        if not self.tls:
+            return ["--insecure"]
+        certs = self.work / "certs"
+        if server:
+            return ["--ssl-ca-certfile", str(certs / "ca.crt"), "--ssl-certfile", str(certs / "server.pem"), "--ssl-keyfile", str(certs / "server.key")]
+        return ["--root-certificates", str(certs / "ca.crt")]
+
+    def superlink(self) -> None:
+        self.start(
+            "superlink",
+            [str(self.bin / "flower-superlink"), *self.security(True), "--host", "127.0.0.1", "--port", str(self.port), "--disable-runtime-dependency-installation"],
+        )
+
+    def supernode(self, pid: int, extra: str = "") -> None:
+        node_config = f'partition-id={pid} partition-dir="{self.args.partition_dir}" {extra}'.strip()
+        self.start(
+            f"supernode-{pid}",
+            [
+                str(self.bin / "flower-supernode"),
+                *self.security(False),
+                "--superlink",
+                f"127.0.0.1:{self.port}",
+                "--port",
+                str(free_port()),
+                "--node-config",
+                node_config,
+            ],
+        )
+
+    def kill(self, name: str) -> None:
+        proc = self.procs[name]
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def run(self, out: Path, methods: str, extra: str = "", timeout: float = 900) -> dict:
+        run_config = " ".join(
+            [
+                f'config="{self.args.config}"',
+                f'overrides="{self.args.overrides}"',
+                f'methods="{methods}"',
+                f'data-dir="{self.args.partition_dir}"',
+                f'out-dir="{out}"',
+                f"num-clients={self.args.clients}",
+                extra,
+            ]
+        ).strip()
+        start = time.perf_counter()
+        cmd = [str(self.bin / "flwr"), "run", str(ROOT / "flower"), "local", "--stream", "--run-config", run_config]
+        with open(self.work / "flwr-run.log", "ab") as log:
+            code = subprocess.run(cmd, env=self.env, stdout=log, stderr=subprocess.STDOUT, cwd=self.work, timeout=timeout).returncode
+        return {"exit": code, "wall_seconds": time.perf_counter() - start}
+
+    def stop(self) -> None:
+        for name, proc in self.procs.items():
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGTERM)
+        for proc in self.procs.values():
+            try:
+                proc.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.killpg(proc.pid, signal.SIGKILL)
+        for log in self.logs.values():
+            log.close()
+
+
+def wait_for_file(path: Path, seconds: float) -> bool:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        if path.exists():
+            return True
+        time.sleep(0.2)
+    return False
+
+
+def scenario(args, name: str) -> dict:
+    tls = name == "tls"
+    d = Deployment(args, name, tls)
+    out = Path(args.out) / name
+    shutil.rmtree(out, ignore_errors=True)
+    result = {"scenario": name}
+    try:
+        d.superlink()
+        time.sleep(2)
+        for pid in range(args.clients):
+            d.supernode(pid, f"inject-fault-round={args.fault_round}" if name == "faults" and pid == args.faulty else "")
+        if name != "faults":
+            result.update(d.run(out, args.tls_methods if tls else args.methods))
+            return result
+        # Faults: LoRA with a short round timeout. The node of partition `--victim` is killed once
+        # round 1's checkpoint exists (so it misses round 2); partition `--faulty` sends a malformed
+        # reply in round `--fault-round`; the ServerApp stops after that round and is run again,
+        # after the killed node was restarted (it rejoins under a new node id).
+        victim = args.victim
+        extra = f"round-timeout={args.fault_timeout} min-replies=1"
+        first = {}
+
+        def kill_when_round(path: Path) -> None:
+            if wait_for_file(path, 300):
+                d.kill(f"supernode-{victim}")
+                first["killed_after_round"] = 1
+
+        import threading
+
+        killer = threading.Thread(target=kill_when_round, args=(out / "checkpoints" / "lora" / "round-00001.safetensors",))
+        killer.start()
+        stop_after = f"{extra} stop-after-round={args.fault_round}"
+        result["first_run"] = d.run(out, "lora", stop_after)
+        killer.join()
+        result.update(first)
+        d.supernode(victim)  # rejoins
+        time.sleep(3)
+        result["second_run"] = d.run(out, "lora", extra)
+        return result
+    finally:
+        d.stop()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--python", required=True, help="the venv's python (flwr and numpy installed)")
+    p.add_argument("--module-dir", required=True, help="folder holding the `slora` module")
+    p.add_argument("--config", required=True)
+    p.add_argument("--overrides", default="")
+    p.add_argument("--partition-dir", required=True)
+    p.add_argument("--clients", type=int, required=True)
+    p.add_argument("--methods", default="slora,lora")
+    p.add_argument("--tls-methods", default="lora")
+    p.add_argument("--work", required=True)
+    p.add_argument("--out", required=True)
+    p.add_argument("--fault-timeout", type=float, default=20.0)
+    p.add_argument("--victim", type=int, default=0, help="faults: the partition whose node is killed after round 1")
+    p.add_argument("--faulty", type=int, default=1, help="faults: the partition whose reply is malformed")
+    p.add_argument("--fault-round", type=int, default=3, help="faults: the round of the malformed reply, after which the ServerApp stops")
+    p.add_argument("scenarios", nargs="+", choices=["plain", "tls", "faults"])
+    args = p.parse_args()
+    for name in args.scenarios:
+        print(json.dumps(scenario(args, name)), flush=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
