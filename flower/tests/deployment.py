@@ -5,6 +5,8 @@ Flower's Fleet protocol, then `flwr run` of this app. Scenarios:
 - `plain`: the methods on an insecure local link; the ServerApp's outputs land in `--out`.
 - `tls`: the same over TLS, with certificates from scripts/make_certs.sh (the CA verifies the
   SuperLink; every SuperNode and `flwr` connect with it).
+- `auth`: SuperNode authentication over TLS: a SuperNode whose public key was registered with
+  `flwr supernode register` connects; one with an unregistered key is refused.
 - `faults`: a SuperNode killed mid-run (and restarted, so it rejoins), one SuperNode whose replies
   is malformed once (node-config `inject-fault-round`), and the ServerApp stopped and started again (it
   resumes from its round checkpoints).
@@ -67,13 +69,17 @@ class Deployment:
             return ["--ssl-ca-certfile", str(certs / "ca.crt"), "--ssl-certfile", str(certs / "server.pem"), "--ssl-keyfile", str(certs / "server.key")]
         return ["--root-certificates", str(certs / "ca.crt")]
 
-    def superlink(self) -> None:
+    def superlink(self, *extra: str) -> None:
         self.start(
             "superlink",
-            [str(self.bin / "flower-superlink"), *self.security(True), "--host", "127.0.0.1", "--port", str(self.port), "--disable-runtime-dependency-installation"],
+            [str(self.bin / "flower-superlink"), *self.security(True), "--host", "127.0.0.1", "--port", str(self.port), "--disable-runtime-dependency-installation", *extra],
         )
 
-    def supernode(self, pid: int, extra: str = "") -> None:
+    def flwr(self, *args: str) -> str:
+        out = subprocess.run([str(self.bin / "flwr"), *args], env=self.env, cwd=self.work, capture_output=True, text=True, timeout=120)
+        return out.stdout + out.stderr
+
+    def supernode(self, pid: int, extra: str = "", key: str = "") -> None:
         node_config = f'partition-id={pid} partition-dir="{self.args.partition_dir}" {extra}'.strip()
         self.start(
             f"supernode-{pid}",
@@ -86,6 +92,7 @@ class Deployment:
                 str(free_port()),
                 "--node-config",
                 node_config,
+                *(["--auth-supernode-private-key", key, "--max-retries", "3"] if key else []),
             ],
         )
 
@@ -134,7 +141,42 @@ def wait_for_file(path: Path, seconds: float) -> bool:
     return False
 
 
+def auth(args) -> dict:
+    """SuperNode authentication: the commands of README "Run across machines"."""
+    d = Deployment(args, "auth", tls=True)
+    try:
+        d.superlink("--enable-supernode-auth")
+        time.sleep(2)
+        keys = {}
+        for name in ("registered", "stranger"):
+            subprocess.run(["ssh-keygen", "-t", "ecdsa", "-b", "384", "-N", "", "-q", "-f", str(d.work / name)], check=True)
+            keys[name] = str(d.work / name)
+        registered = d.flwr("supernode", "register", keys["registered"] + ".pub", "local")
+        d.supernode(0, key=keys["registered"])
+        d.supernode(1, key=keys["stranger"])
+        deadline = time.monotonic() + 60
+        listed = ""
+        while time.monotonic() < deadline:
+            listed = d.flwr("supernode", "list", "local", "--format", "json")
+            if '"online"' in listed:
+                break
+            time.sleep(1)
+        d.procs["supernode-1"].wait(timeout=60)
+        stranger = (d.work / "supernode-1.log").read_text()
+        return {
+            "scenario": "auth",
+            "registered": "registered successfully" in registered,
+            "registered_online": '"online"' in listed,
+            "stranger_refused": "Failed to activate SuperNode" in stranger,
+            "stranger_exit": d.procs["supernode-1"].returncode,
+        }
+    finally:
+        d.stop()
+
+
 def scenario(args, name: str) -> dict:
+    if name == "auth":
+        return auth(args)
     tls = name == "tls"
     d = Deployment(args, name, tls)
     out = Path(args.out) / name
@@ -193,7 +235,7 @@ def main() -> None:
     p.add_argument("--victim", type=int, default=0, help="faults: the partition whose node is killed after round 1")
     p.add_argument("--faulty", type=int, default=1, help="faults: the partition whose reply is malformed")
     p.add_argument("--fault-round", type=int, default=3, help="faults: the round of the malformed reply, after which the ServerApp stops")
-    p.add_argument("scenarios", nargs="+", choices=["plain", "tls", "faults"])
+    p.add_argument("scenarios", nargs="+", choices=["plain", "tls", "auth", "faults"])
     args = p.parse_args()
     for name in args.scenarios:
         print(json.dumps(scenario(args, name)), flush=True)

@@ -5,6 +5,7 @@
 //! - plain: SLoRA (Stage 1, the switch, Stage 2) and LoRA give the in-process metrics rows bit for
 //!   bit (every column but the timings), so the same final accuracies;
 //! - TLS: LoRA over TLS (scripts/make_certs.sh) gives them too;
+//! - SuperNode authentication: a registered key connects, an unregistered one is refused;
 //! - faults: a SuperNode killed after round 1 (round 2 goes on with the other reply), a malformed
 //!   reply in round 3 (refused with its reason), the ServerApp stopped after round 3 and started
 //!   again (it resumes from its checkpoint; the killed node, restarted, rejoins for round 4);
@@ -122,9 +123,15 @@ fn flower_deployment_reproduces_the_in_process_runs_and_survives_faults() -> any
         .arg(work.path().join("deploy"))
         .arg("--out")
         .arg(&out)
-        .args(["plain", "tls", "faults"]))?;
+        .args(["plain", "tls", "auth", "faults"]))?;
     let results: Vec<serde_json::Value> = stdout.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
     println!("in-process SLoRA + LoRA: {in_process_seconds:.1} s; Flower: {results:?}");
+
+    // SuperNode authentication: the registered key connects, another is refused.
+    let auth = results.iter().find(|r| r["scenario"] == "auth").expect("the auth scenario");
+    for key in ["registered", "registered_online", "stranger_refused"] {
+        assert_eq!(auth[key], true, "auth: {key} ({auth})");
+    }
 
     // Plain and TLS: the in-process rows, bit for bit.
     let plain = metrics_by_method(&out.join("plain/metrics.parquet"))?;
