@@ -46,6 +46,7 @@ class Deployment:
         self.env["PYTHONPATH"] = args.module_dir
         self.env["FLWR_HOME"] = str(self.work / "flwr-home")
         self.env.setdefault("RAYON_NUM_THREADS", "1")
+        self.env["FLWR_TELEMETRY_ENABLED"] = "0"  # no network: do not try to report usage
         self.port = free_port()
         self.procs = {}
         self.logs = {}

@@ -14,6 +14,7 @@ use std::path::Path;
 use slora_federation::{local_update, ClassifierLearner, FedAvgServer, LocalRound, RoundMetrics, RoundPlan, Shard, State, WeightedAverage};
 use slora_model::{Mode, SparseSpec};
 use slora_pipeline::config::{parse_set, BaselineMethod, LearningRate, StageOneMask};
+use slora_pipeline::stages::decompose::Decomposition;
 use slora_pipeline::stages::{base_model, federated as fed};
 use slora_pipeline::Config;
 
@@ -49,12 +50,17 @@ pub enum Method {
     Stage1,
     /// SLoRA's Stage 2: LoRA from the decomposition of Stage 1's final update (`stage2`).
     Stage2,
+    /// A linear probe: the encoder frozen, only `adapter.modules_to_save` (the head) trains, at
+    /// `optim.head_lr`. Not a pipeline method; for deployments that only need a head.
+    Frozen,
 }
 
 /// The metrics `method` of SLoRA's stages.
 pub const STAGE1: &str = slora_pipeline::stages::stage1::METHOD;
 /// See [`STAGE1`].
 pub const STAGE2: &str = slora_pipeline::stages::stage2::METHOD;
+/// The metrics `method` of the linear probe.
+pub const FROZEN: &str = "frozen";
 
 impl Method {
     /// A method by its metrics name: `fft`, `lora`, `ffa-lora`, `sft` (parsed as the config parses
@@ -63,9 +69,10 @@ impl Method {
         match name {
             STAGE1 => Ok(Self::Stage1),
             STAGE2 => Ok(Self::Stage2),
+            FROZEN => Ok(Self::Frozen),
             _ => serde_json::from_value(serde_json::Value::String(name.to_string()))
                 .map(Self::Baseline)
-                .map_err(|_| BindingError::Invalid(format!("method: unknown `{name}` (fft, lora, ffa-lora, sft, {STAGE1}, {STAGE2})"))),
+                .map_err(|_| BindingError::Invalid(format!("method: unknown `{name}` (fft, lora, ffa-lora, sft, {STAGE1}, {STAGE2}, {FROZEN})"))),
         }
     }
 
@@ -75,6 +82,7 @@ impl Method {
             Self::Baseline(b) => b.to_string(),
             Self::Stage1 => STAGE1.into(),
             Self::Stage2 => STAGE2.into(),
+            Self::Frozen => FROZEN.into(),
         }
     }
 }
@@ -125,14 +133,35 @@ pub fn build_learner(cfg: &Config, method: Method, num_labels: usize, stage1: Op
         Method::Stage1 => Ok((stage1_learner(cfg)?, None)),
         Method::Stage2 => {
             let stage1 = stage1.ok_or_else(|| BindingError::Invalid(format!("{STAGE2} needs Stage 1's final global state")))?;
-            let masks = stage1_learner(cfg)?;
-            let sparse = slora_pipeline::stages::stage1::sparse_update(masks.model(), stage1)?;
-            let d = slora_pipeline::stages::decompose::decompose(cfg, &base.weights, &sparse, || {})?;
+            let d = decompose_with(cfg, &base, stage1_learner(cfg)?.model(), stage1)?;
             let (learner, _) = slora_pipeline::stages::stage2::learner_from_init(cfg, &base, &d.lora_init, num_labels)?;
             let nnz: usize = d.masks.values().map(|m| m.len()).sum();
             Ok((learner, Some(Switch { bytes_per_client: 4 * nnz as u64, svd_seconds: d.svd_seconds })))
         }
+        Method::Frozen => {
+            if cfg.optim.head_lr <= 0.0 {
+                return Err(BindingError::Invalid("optim.head_lr: the frozen probe trains the head alone, at this rate; give one > 0".into()));
+            }
+            let spec = fed::train_spec(cfg, Mode::Frozen, num_labels);
+            let (model, _) = fed::build_classifier(FROZEN, &base.config, &base.weights, &spec)?;
+            Ok((ClassifierLearner::new(model, fed::optim_settings(cfg, cfg.optim.head_lr)), None))
+        }
     }
+}
+
+fn decompose_with(cfg: &Config, base: &base_model::BaseModel, stage1_model: &slora_model::Classifier, stage1: &State) -> Result<Decomposition> {
+    let sparse = slora_pipeline::stages::stage1::sparse_update(stage1_model, stage1)?;
+    Ok(slora_pipeline::stages::decompose::decompose(cfg, &base.weights, &sparse, || {})?)
+}
+
+/// SLoRA's switch as the `decompose` stage computes it: Stage 1's final global state (its sparse
+/// ΔW values under the seeded masks, and the head) factored into Stage 2's init —
+/// `<module>.lora_A.weight`, `<module>.lora_B.weight`, the corrected base `<module>.weight` (W0 + ΔW −
+/// s·B·A) and the head — as `lora_init.safetensors` holds it.
+pub fn decompose(cfg: &Config, num_labels: usize, stage1: &State) -> Result<State> {
+    let (learner, _) = build_learner(cfg, Method::Stage1, num_labels, None)?;
+    let base = base_model::load_base_model(cfg)?;
+    Ok(decompose_with(cfg, &base, learner.model(), stage1)?.lora_init)
 }
 
 /// The tensors of Stage 1's final global state that SLoRA's switch sends every client: the sparse
@@ -201,6 +230,12 @@ impl Client {
         Ok(self.learner.trainable_state()?)
     }
 
+    /// Replaces the trainable state (names, shapes and dtype must match).
+    pub fn set_state(&mut self, state: &State) -> Result<()> {
+        use slora_federation::Learner;
+        Ok(self.learner.set_trainable_state(state)?)
+    }
+
     /// Rows in the shard (the client's FedAvg weight).
     pub fn rows(&self) -> usize {
         self.shard.len()
@@ -247,7 +282,7 @@ impl Server {
         let (mut learner, switch) = build_learner(&cfg, method, labels.num_labels, stage1_state)?;
         let name = method.name();
         let mut fedcfg = match method {
-            Method::Baseline(_) => fed::fedavg_config(&cfg, &name, cfg.stage1.rounds + cfg.stage2.rounds, 0, 0),
+            Method::Baseline(_) | Method::Frozen => fed::fedavg_config(&cfg, &name, cfg.stage1.rounds + cfg.stage2.rounds, 0, 0),
             Method::Stage1 => {
                 let mut f = fed::fedavg_config(&cfg, &name, cfg.stage1.rounds, 0, 0);
                 f.final_full_test = false;

@@ -55,6 +55,11 @@ impl PyClient {
         state_to_py(py, &self.inner.state().map_err(err)?)
     }
 
+    /// Replaces the trainable state.
+    fn set_state(&mut self, state: &Bound<'_, PyDict>) -> PyResult<()> {
+        self.inner.set_state(&state_from_py(state)?).map_err(err)
+    }
+
     /// Rows in the shard.
     fn rows(&self) -> usize {
         self.inner.rows()
@@ -192,6 +197,15 @@ fn write_metrics(path: PathBuf, servers: Vec<PyRef<'_, PyServer>>) -> PyResult<(
     crate::Server::write_metrics(&path, &rows).map_err(err)
 }
 
+/// SLoRA's switch as the `decompose` stage computes it: Stage 1's final global state (a dict) and the
+/// label count give Stage 2's init — LoRA factors, corrected base tensors and the head.
+#[pyfunction]
+#[pyo3(signature = (config, stage1_state, num_labels, overrides = Vec::new()))]
+fn decompose<'py>(py: Python<'py>, config: PathBuf, stage1_state: &Bound<'py, PyDict>, num_labels: usize, overrides: Vec<String>) -> PyResult<Bound<'py, PyDict>> {
+    let cfg = crate::load_config(&config, &overrides).map_err(err)?;
+    state_to_py(py, &crate::decompose(&cfg, num_labels, &state_from_py(stage1_state)?).map_err(err)?)
+}
+
 /// The metrics rows of `servers` as `pipeline inspect` prints them.
 #[pyfunction]
 fn metrics_table(servers: Vec<PyRef<'_, PyServer>>) -> String {
@@ -218,6 +232,7 @@ fn slora(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_class::<PyServer>()?;
     m.add_function(wrap_pyfunction!(write_metrics, m)?)?;
     m.add_function(wrap_pyfunction!(metrics_table, m)?)?;
+    m.add_function(wrap_pyfunction!(decompose, m)?)?;
     m.add_function(wrap_pyfunction!(sample_clients, m)?)?;
     m.add_function(wrap_pyfunction!(fedavg, m)?)?;
     Ok(())

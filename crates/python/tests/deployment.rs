@@ -65,6 +65,15 @@ fn a_deployed_server_and_clients_reproduce_the_in_process_lora_and_slora_runs_bi
     assert_eq!(switch.bytes_per_client, slora_federation::state_bytes(&slora::switch_payload(stage1.global())));
     assert_eq!(stage2.metrics()[1].bytes_down_switch_per_client, switch.bytes_per_client);
 
+    // `slora.decompose` is the decompose stage's output, bit for bit.
+    let lora_init = slora_federation::read_safetensors(&runner.run("decompose")?.file(slora_pipeline::stages::decompose::LORA_INIT_FILE))?;
+    let labels = slora_data::LabelSet::read(&partition.file("labels.json"))?;
+    let mine = slora::decompose(&cfg, labels.num_labels, stage1.global())?;
+    assert_eq!(mine.keys().collect::<Vec<_>>(), lora_init.keys().collect::<Vec<_>>());
+    for (name, t) in &lora_init {
+        assert_eq!(t.flatten_all()?.to_vec1::<f32>()?, mine[name].flatten_all()?.to_vec1::<f32>()?, "{name}");
+    }
+
     // A client-side evaluation of the final state scores what the server recorded, on every test row.
     for (server, method) in [(&lora, "lora"), (&stage2, slora::STAGE2)] {
         let last = server.metrics().last().expect("rounds");
@@ -83,6 +92,28 @@ fn a_deployed_server_and_clients_reproduce_the_in_process_lora_and_slora_runs_bi
     bad.insert(name.clone(), candle_core::Tensor::zeros(7, candle_core::DType::F32, &candle_core::Device::Cpu)?);
     let e = server.accept(plan.chosen[0], &bad, 10, &[(1.0, 10)], 0.0).unwrap_err().to_string();
     assert!(e.contains(&name), "{e}");
+    Ok(())
+}
+
+/// The linear probe trains the head alone; a state set is the state read back.
+#[test]
+fn the_frozen_probe_trains_only_the_head() -> anyhow::Result<()> {
+    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/ci.toml");
+    let dir = tempfile::tempdir()?;
+    let cfg = slora::load_config(&config, &[])?;
+    let store = Store::open(dir.path())?;
+    let partition = Runner::new(&cfg, &store, Force::Nothing).run("partition")?;
+    let shard = partition.file(&slora_data::shard::client_file_name(0));
+    let mut client = slora::Client::open(&config, &[], slora::FROZEN, &shard, None)?;
+    let before = client.state()?;
+    // The head: the classifier and, for BERT, the pooler (`adapter.modules_to_save`'s default).
+    assert!(before.keys().all(|k| k.starts_with("classifier.") || k.starts_with("bert.pooler.")), "{:?}", before.keys().collect::<Vec<_>>());
+    let (after, losses) = client.fit(&before, 1, 0)?;
+    assert_eq!(losses.len(), client.rows().div_ceil(cfg.federation.batch_size));
+    let moved = (after["classifier.weight"].clone() - &before["classifier.weight"])?.abs()?.max_all()?.to_scalar::<f32>()?;
+    assert!(moved > 0.0);
+    client.set_state(&before)?;
+    assert_eq!(client.state()?["classifier.weight"].flatten_all()?.to_vec1::<f32>()?, before["classifier.weight"].flatten_all()?.to_vec1::<f32>()?);
     Ok(())
 }
 
