@@ -13,8 +13,9 @@ Stage 1's ΔW values once and rebuilds the corrected base by the same decomposit
 then Stage-2 LoRA rounds.
 
 Outputs in `out-dir`: `metrics.parquet` (the pipeline's schema; `clients` counts the replies
-averaged), `deployment.json` and `rounds.jsonl` (per round: sampled, sent, replied, refused with reasons, and the bytes
-of every message as Flower serialised it next to the pipeline's accounting), `report.md`.
+averaged), `deployment.json` and `rounds.jsonl` (per round: sampled, sent, replied, refused with
+reasons, and the bytes of every message as Flower serialised it next to the pipeline's accounting),
+`report.md`.
 """
 
 import json
@@ -42,17 +43,22 @@ class Nodes:
         self.timeout = timeout
         self.pid_of = {}  # node id -> partition id
         self.has_switch = set()  # node ids holding SLoRA's switch payload
+        self.silent = set()  # node ids that did not answer the partition query (not asked again)
 
     def refresh(self) -> None:
         listed = set(self.grid.get_node_ids())
         for gone in set(self.pid_of) - listed:
             del self.pid_of[gone]
             self.has_switch.discard(gone)
-        new = sorted(listed - set(self.pid_of))
+        new = sorted(listed - set(self.pid_of) - self.silent)
         if not new:
             return
         asks = [Message(RecordDict(), node, "query.partition") for node in new]
+        # A node that does not answer within the timeout (e.g. a dead one the SuperLink still
+        # lists) is not asked again: a restarted SuperNode comes back under a new id.
+        self.silent.update(new)
         for reply in self.grid.send_and_receive(asks, timeout=self.timeout):
+            self.silent.discard(reply.metadata.src_node_id)
             if reply.has_error():
                 log(WARNING, "node %s did not say its partition id: %s", reply.metadata.src_node_id, reply.error.reason)
                 continue
@@ -83,7 +89,7 @@ class Nodes:
             log(WARNING, "no SuperNode holds partitions %s; their rounds go on without them", missing)
 
 
-def _record(ledger, entry: dict) -> None:
+def _record(ledger: dict, entry: dict) -> None:
     """Appends `entry` to the ledger and to `rounds.jsonl` at once: a ServerApp that dies keeps the
     record of the rounds it finished, and its successor appends to it."""
     ledger["entries"].append(entry)
@@ -91,7 +97,7 @@ def _record(ledger, entry: dict) -> None:
         f.write(json.dumps(entry) + "\n")
 
 
-def _run_rounds(server, method: str, grid: Grid, nodes: Nodes, settings: dict, ledger: list, switch=None) -> None:
+def _run_rounds(server, method: str, grid: Grid, nodes: Nodes, settings: dict, ledger: dict, switch=None) -> None:
     while (plan := server.begin_round()) is not None:
         round_, _, chosen, switch_bytes = plan
         nodes.refresh()
@@ -112,6 +118,9 @@ def _run_rounds(server, method: str, grid: Grid, nodes: Nodes, settings: dict, l
         for reply in replies:
             node = reply.metadata.src_node_id
             pid = nodes.pid_of.get(node)
+            if pid is None:
+                log(WARNING, "%s round %s: a reply from node %s, which holds no known partition, is ignored", method, round_, node)
+                continue
             if reply.has_error():
                 refused.append({"client": pid, "reason": f"error reply: {reply.error.reason}"})
                 continue
@@ -144,7 +153,7 @@ def _run_rounds(server, method: str, grid: Grid, nodes: Nodes, settings: dict, l
                 "round": round_,
                 "sampled": chosen,
                 "sent": sent,
-                "replied": sorted(by_pid) ,
+                "replied": sorted(by_pid),
                 "accepted": accepted,
                 "refused": refused,
                 "flower_bytes_down": bytes_down,
@@ -163,7 +172,7 @@ def _run_rounds(server, method: str, grid: Grid, nodes: Nodes, settings: dict, l
             raise RuntimeError(f"stop-after-round: stopping after round {round_} as asked")
 
 
-def _broadcast_switch(grid: Grid, nodes: Nodes, switch, method: str, timeout: float, ledger: list) -> None:
+def _broadcast_switch(grid: Grid, nodes: Nodes, switch, method: str, timeout: float, ledger: dict) -> None:
     nodes.refresh()
     messages = [Message(RecordDict({"switch": switch}), node, "query.switch") for node in sorted(nodes.pid_of)]
     replies = list(grid.send_and_receive(messages, timeout=timeout))
@@ -182,10 +191,10 @@ def _broadcast_switch(grid: Grid, nodes: Nodes, switch, method: str, timeout: fl
     )
 
 
-def _report(servers, ledger: list, wall: float) -> str:
+def _report(servers, rounds: list, wall: float) -> str:
     lines = ["# SLoRA on Flower", "", f"Wall time {wall:.1f} s.", "", "## Metrics (the pipeline's table)", "", "```", slora.metrics_table(servers), "```", ""]
     lines += ["## Rounds as Flower carried them", "", "| method | round | sampled | accepted | refused | Flower bytes down / client | accounted | Flower bytes up / client | accounted |", "| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: |"]
-    for r in ledger:
+    for r in rounds:
         if r.get("switch"):
             lines.append(f"| {r['method']} | switch | | {r['acknowledged']} | | {_mean(r['flower_bytes_down'])} | | | |")
             continue

@@ -322,27 +322,10 @@ mod tests {
     use super::*;
     use crate::aggregate::WeightedAverage;
     use crate::sampling::sample_clients;
-    use crate::toy::{toy_data, toy_vocab, ToyLearner};
+    use crate::toy::{toy_config, toy_data, toy_vocab, ToyLearner};
 
     fn config(rounds: u32) -> FedAvgConfig {
-        FedAvgConfig {
-            method: "fft".into(),
-            rounds,
-            round_offset: 0,
-            clients_per_round: 3,
-            local_epochs: 1,
-            batch_size: 8,
-            eval_every: 1,
-            eval_batch_size: 16,
-            seed: 42,
-            cum_bytes_up_start: 0,
-            wall_seconds_start: 0.0,
-            cum_bytes_down_start: 0,
-            switch_bytes_per_client: 0,
-            setup_server_seconds: 0.0,
-            setup: SetupCosts::default(),
-            final_full_test: true,
-        }
+        toy_config(rounds)
     }
 
     fn same(a: &[RoundMetrics], b: &[RoundMetrics]) -> bool {

@@ -314,29 +314,8 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     use super::*;
-    use crate::engine::{local_update, run_fedavg, LocalRound, SetupCosts};
-    use crate::toy::{toy_data, toy_vocab, ToyLearner};
-
-    fn config(rounds: u32) -> FedAvgConfig {
-        FedAvgConfig {
-            method: "lora".into(),
-            rounds,
-            round_offset: 0,
-            clients_per_round: 3,
-            local_epochs: 1,
-            batch_size: 8,
-            eval_every: 1,
-            eval_batch_size: 16,
-            seed: 7,
-            cum_bytes_up_start: 0,
-            wall_seconds_start: 0.0,
-            cum_bytes_down_start: 0,
-            switch_bytes_per_client: 0,
-            setup_server_seconds: 0.0,
-            setup: SetupCosts::default(),
-            final_full_test: true,
-        }
-    }
+    use crate::engine::{local_update, run_fedavg, LocalRound};
+    use crate::toy::{toy_config, toy_data, toy_vocab, ToyLearner};
 
     /// A deployment's server: replies from separate learners, one of them malformed twice over and
     /// one client lost in round 2. The malformed replies are refused and leave the average as it
@@ -344,9 +323,9 @@ mod tests {
     #[test]
     fn refuses_malformed_replies_and_averages_the_replies_that_arrived() -> anyhow::Result<()> {
         let (clients, test) = toy_data(6, 4, 30);
-        let cfg = config(2);
+        let cfg = toy_config(2);
         let rows: Vec<usize> = clients.iter().map(Shard::len).collect();
-        let engine = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients, &test, None, &config(1), None)?;
+        let engine = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients, &test, None, &toy_config(1), None)?;
 
         let mut server_learner = ToyLearner::new(toy_vocab(4), 4, 20.0);
         let mut server = FedAvgServer::start(&mut server_learner, rows.len(), Cow::Borrowed(&test), None, &cfg, None)?;

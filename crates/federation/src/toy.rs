@@ -147,3 +147,25 @@ pub fn toy_data(clients: usize, classes: usize, rows_per_client: usize) -> (Vec<
 pub fn toy_vocab(classes: usize) -> usize {
     4 * classes + 8
 }
+
+/// FedAvg settings for the toy runs: `rounds` rounds, 3 clients a round, batch 8, seed 42.
+pub fn toy_config(rounds: u32) -> crate::engine::FedAvgConfig {
+    crate::engine::FedAvgConfig {
+        method: "fft".into(),
+        rounds,
+        round_offset: 0,
+        clients_per_round: 3,
+        local_epochs: 1,
+        batch_size: 8,
+        eval_every: 1,
+        eval_batch_size: 16,
+        seed: 42,
+        cum_bytes_up_start: 0,
+        wall_seconds_start: 0.0,
+        cum_bytes_down_start: 0,
+        switch_bytes_per_client: 0,
+        setup_server_seconds: 0.0,
+        setup: crate::engine::SetupCosts::default(),
+        final_full_test: true,
+    }
+}
