@@ -13,9 +13,10 @@ Stage 1's ΔW values once and rebuilds the corrected base by the same decomposit
 then Stage-2 LoRA rounds.
 
 Outputs in `out-dir`: `metrics.parquet` (the pipeline's schema; `clients` counts the replies
-averaged), `deployment.json` and `rounds.jsonl` (per round: sampled, sent, replied, refused with
-reasons, and the bytes of every message as Flower serialised it next to the pipeline's accounting),
-`report.md`.
+averaged), `report/` (the pipeline's report of those metrics: index.html, report.md, figures),
+`deployment.md`, `deployment.json` and `rounds.jsonl` (per round: sampled, sent, replied, refused
+with reasons, and the bytes of every message as Flower serialised it next to the pipeline's
+accounting).
 """
 
 import json
@@ -23,6 +24,7 @@ import os
 import time
 from logging import INFO, WARNING
 
+import flwr
 from flwr.app import ConfigRecord, Context, Message, RecordDict
 from flwr.common.logger import log
 from flwr.serverapp import Grid, ServerApp
@@ -192,7 +194,7 @@ def _broadcast_switch(grid: Grid, nodes: Nodes, switch, method: str, timeout: fl
 
 
 def _report(servers, rounds: list, wall: float) -> str:
-    lines = ["# SLoRA on Flower", "", f"Wall time {wall:.1f} s.", "", "## Metrics (the pipeline's table)", "", "```", slora.metrics_table(servers), "```", ""]
+    lines = ["# SLoRA on Flower: the deployment", "", f"Wall time {wall:.1f} s. The pipeline's report of these metrics is in report/.", "", "## Metrics (the pipeline's table)", "", "```", slora.metrics_table(servers), "```", ""]
     lines += ["## Rounds as Flower carried them", "", "| method | round | sampled | accepted | refused | Flower bytes down / client | accounted | Flower bytes up / client | accounted |", "| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: |"]
     for r in rounds:
         if r.get("switch"):
@@ -248,12 +250,23 @@ def main(grid: Grid, context: Context) -> None:
             _run_rounds(server, method, grid, nodes, settings, ledger)
             servers.append(server)
 
-    slora.write_metrics(os.path.join(out_dir, "metrics.parquet"), servers)
+    metrics_file = os.path.join(out_dir, "metrics.parquet")
+    slora.write_metrics(metrics_file, servers)
     wall = time.perf_counter() - start
     with open(ledger["path"]) as f:
         rounds = [json.loads(line) for line in f]  # this run's and any earlier (resumed) run's
     with open(os.path.join(out_dir, "deployment.json"), "w") as f:
         json.dump({"methods": methods, "wall_seconds": wall, "resumed_from": {s.method(): s.resumed_from() for s in servers}, "rounds": rounds}, f, indent=1)
-    with open(os.path.join(out_dir, "report.md"), "w") as f:
+    with open(os.path.join(out_dir, "deployment.md"), "w") as f:
         f.write(_report(servers, rounds, wall))
+    refused = sum(len(r.get("refused", [])) for r in rounds)
+    missing = sum(len(r["sampled"]) - len(r["accepted"]) - len(r.get("refused", [])) for r in rounds if "sampled" in r)
+    setup = [
+        (
+            "Deployment",
+            f"Flower {flwr.__version__}, methods {', '.join(methods)}: {len(set(nodes.pid_of.values()))} SuperNodes at the end; round timeout {settings['round-timeout']:g} s, "
+            f"min-replies {settings['min-replies']}; {missing} sampled replies missing, {refused} refused (deployment.md)",
+        )
+    ]
+    slora.render_report(config, data_dir, metrics_file, servers, os.path.join(out_dir, "report"), overrides, setup)
     log(INFO, "wrote %s (%.1f s)", out_dir, wall)

@@ -363,6 +363,16 @@ impl Server {
         Ok(self.run.finish_round(&mut self.learner)?.clone())
     }
 
+    /// Trainable parameters of the method's model.
+    pub fn trainable_params(&self) -> usize {
+        self.learner.model().num_trainable_params()
+    }
+
+    /// The method's learning rates: backbone (or adapter) and head.
+    pub fn learning_rates(&self) -> (f64, f64) {
+        (self.learner.learning_rate(), self.learner.head_learning_rate())
+    }
+
     /// Writes `metrics.parquet` (the pipeline's schema) with `rows`.
     pub fn write_metrics(path: &Path, rows: &[RoundMetrics]) -> Result<()> {
         Ok(slora_federation::metrics::write_parquet(path, rows)?)
@@ -385,4 +395,44 @@ pub fn fedavg(updates: &[(State, u64)]) -> Result<State> {
         sum.add(state, *samples)?;
     }
     Ok(sum.finish()?)
+}
+
+/// The pipeline's report (`index.html`, `report.md`, `figures/`, `summary.json`) of a deployment's
+/// run: `metrics_file` (written by [`Server::write_metrics`]) with what `servers` know of their
+/// methods, the partition folder's counts, and `setup` facts about the deployment; into `out`.
+pub fn render_report(
+    config: &Path,
+    overrides: &[String],
+    partition_dir: &Path,
+    metrics_file: &Path,
+    servers: &[&Server],
+    setup: Vec<(String, String)>,
+    out: &Path,
+) -> Result<()> {
+    use slora_pipeline::stages::report::{render_external, ExternalRun};
+    let cfg = load_config(config, overrides)?;
+    let mut run = ExternalRun { setup, ..Default::default() };
+    for server in servers {
+        let method = server.config().method.clone();
+        run.trainable_params.insert(method.clone(), server.trainable_params() as u64);
+        let (lr, head_lr) = server.learning_rates();
+        let rates = slora_report::MethodRates { lr: Some(lr), head_lr: Some(head_lr) };
+        match method.as_str() {
+            STAGE1 => {}
+            STAGE2 => {
+                run.rates.insert("slora".into(), rates);
+            }
+            _ => {
+                run.rates.insert(method, rates);
+            }
+        }
+        if let Some(switch) = server.switch() {
+            run.switch_cost = Some(serde_json::json!({
+                "charged_bytes_per_client": switch.bytes_per_client,
+                "charged": "the sparse ΔW values (nnz f32) sent once to every client, which re-runs the deterministic SVD",
+                "clients": server.num_clients(),
+            }));
+        }
+    }
+    Ok(render_external(&cfg, partition_dir, metrics_file, &run, out)?)
 }

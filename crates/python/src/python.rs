@@ -206,6 +206,23 @@ fn decompose<'py>(py: Python<'py>, config: PathBuf, stage1_state: &Bound<'py, Py
     state_to_py(py, &crate::decompose(&cfg, num_labels, &state_from_py(stage1_state)?).map_err(err)?)
 }
 
+/// The pipeline's report of a deployment's run (see the Rust `render_report`): `index.html`,
+/// `report.md`, `figures/` and `summary.json` in `out_dir`.
+#[pyfunction]
+#[pyo3(signature = (config, data_dir, metrics_file, servers, out_dir, overrides = Vec::new(), setup = Vec::new()))]
+fn render_report(
+    config: PathBuf,
+    data_dir: PathBuf,
+    metrics_file: PathBuf,
+    servers: Vec<PyRef<'_, PyServer>>,
+    out_dir: PathBuf,
+    overrides: Vec<String>,
+    setup: Vec<(String, String)>,
+) -> PyResult<()> {
+    let servers: Vec<&crate::Server> = servers.iter().map(|s| &s.inner).collect();
+    crate::render_report(&config, &overrides, &data_dir, &metrics_file, &servers, setup, &out_dir).map_err(err)
+}
+
 /// The metrics rows of `servers` as `pipeline inspect` prints them.
 #[pyfunction]
 fn metrics_table(servers: Vec<PyRef<'_, PyServer>>) -> String {
@@ -233,6 +250,7 @@ fn slora(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(write_metrics, m)?)?;
     m.add_function(wrap_pyfunction!(metrics_table, m)?)?;
     m.add_function(wrap_pyfunction!(decompose, m)?)?;
+    m.add_function(wrap_pyfunction!(render_report, m)?)?;
     m.add_function(wrap_pyfunction!(sample_clients, m)?)?;
     m.add_function(wrap_pyfunction!(fedavg, m)?)?;
     Ok(())

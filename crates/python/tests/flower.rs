@@ -138,6 +138,11 @@ fn flower_deployment_reproduces_the_in_process_runs_and_survives_faults() -> any
     for method in ["slora-stage1", "slora-stage2", "lora"] {
         assert_same_rows(method, &plain[method], &in_process[method]);
     }
+    // The pipeline's report of the Flower metrics.
+    let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("plain/report/summary.json"))?)?;
+    let html = std::fs::read_to_string(out.join("plain/report/index.html"))?;
+    assert!(html.contains("Flower 1.42.0"), "the deployment line in the report");
+    println!("report summary: {}", summary["methods"]);
     let tls = metrics_by_method(&out.join("tls/metrics.parquet"))?;
     assert_same_rows("lora over TLS", &tls["lora"], &in_process["lora"]);
     for method in ["slora-stage2", "lora"] {

@@ -180,6 +180,56 @@ fn gather_inputs(ctx: &StageCtx) -> Result<ReportInputs, PipelineError> {
     })
 }
 
+/// What a run outside the artifact store (a Flower deployment) knows of its methods: the trainable
+/// parameters and learning rates per metrics `method` (SLoRA's rates under `slora`), and the switch's
+/// cost.
+#[derive(Debug, Clone, Default)]
+pub struct ExternalRun {
+    /// Trainable parameters per metrics method.
+    pub trainable_params: BTreeMap<String, u64>,
+    /// Learning rates per reported method.
+    pub rates: BTreeMap<String, MethodRates>,
+    /// The switch's cost (bytes per client and what they are), if SLoRA ran.
+    pub switch_cost: Option<Value>,
+    /// Extra facts under the title (how the run was deployed).
+    pub setup: Vec<(String, String)>,
+}
+
+/// The report stage's document and figures for metrics that came from outside the artifact store (a
+/// Flower deployment's `metrics.parquet`), with the partition folder's counts; without the Stage-1
+/// spectra and switch check, which only the `decompose` stage records. Written into `out` (replaced
+/// whole), with `summary.json`.
+pub fn render_external(cfg: &Config, partition_dir: &Path, metrics_file: &Path, run: &ExternalRun, out: &Path) -> Result<(), PipelineError> {
+    let partition = Artifact::load(partition_dir)?;
+    let metrics = Metrics::read_parquet_files(&[metrics_file]).map_err(report_err)?;
+    let partition_counts = PartitionCounts::read_parquet(&partition.file(super::partition::STATS_FILE)).map_err(report_err)?;
+    let target = if cfg.report.target_accuracy > 0.0 {
+        Target::Absolute(cfg.report.target_accuracy)
+    } else {
+        Target::FractionOfFft(cfg.report.target_fraction)
+    };
+    let mut setup = setup_lines(cfg, &PartitionSummary::of(&partition)?);
+    setup.extend(run.setup.iter().cloned());
+    let inputs = ReportInputs {
+        run_name: cfg.run.name.clone(),
+        setup,
+        metrics,
+        partition: Some(partition_counts),
+        spectra: None,
+        lora_rank: Some(cfg.lora.r),
+        switch_check: None,
+        trainable_params: run.trainable_params.clone(),
+        config_toml: cfg.to_toml(),
+        artifact_keys: BTreeMap::from([("partition".to_string(), partition.key.clone())]),
+        replicates: Vec::new(),
+        options: SummaryOptions { last_k: cfg.report.last_k, target, rates: run.rates.clone() },
+        tuning: None,
+        switch_cost: run.switch_cost.clone(),
+    };
+    let (report, summary) = build_report(&inputs).map_err(report_err)?;
+    write_dir_atomically(out, &report_files(&report, &[(SUMMARY_FILE, summary.to_json())])).map_err(report_err)
+}
+
 fn file_label(source: &str) -> String {
     Path::new(source).file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| source.to_string())
 }
