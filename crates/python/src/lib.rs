@@ -1,8 +1,11 @@
-//! The Rust core as a deployed federation needs it (issue 12): one client's local round on its own
-//! shard, and the server's seeded sampling and weighted average. A Flower ClientApp and ServerApp
-//! call these through the `slora` Python module (`--features python`, built by maturin); the maths
-//! is the in-process engine's own (`slora_federation::local_update`, `sample_clients`,
-//! `WeightedAverage`), so a deployment computes what `pipeline` computes, round by round.
+//! The Rust core as a deployed federation needs it (issue 12). A [`Client`] is one data holder: a
+//! method's model built from the config as its pipeline stage builds it (SLoRA's Stage 2 from the
+//! same decomposition the `decompose` stage runs) and its local round on its own shard
+//! (`slora_federation::local_update`). A [`Server`] is the pipeline's FedAvg server
+//! (`slora_federation::FedAvgServer`: seeded sampling, checked replies averaged in the sampled order,
+//! evaluation, byte accounting, `metrics.parquet`, round checkpoints). The Flower app (flower/) calls
+//! them through the `slora` Python module (the default `python` feature; maturin for a wheel), so a
+//! deployment computes what `pipeline` computes, round by round.
 //!
 //! Without the `python` feature this is a plain Rust library: the bindings are a thin layer over it.
 

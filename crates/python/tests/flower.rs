@@ -3,7 +3,8 @@
 //! `flwr run` of the app — against the in-process `pipeline` run of the same config and seed.
 //!
 //! - plain: SLoRA (Stage 1, the switch, Stage 2) and LoRA give the in-process metrics rows bit for
-//!   bit (every column but the timings), so the same final accuracies;
+//!   bit (every column but the timings), so the same final accuracies, and the same final global
+//!   states (the last round checkpoint against the in-process adapter);
 //! - TLS: LoRA over TLS (scripts/make_certs.sh) gives them too;
 //! - SuperNode authentication: a registered key connects, an unregistered one is refused;
 //! - faults: a SuperNode killed after round 1 (round 2 goes on with the other reply), a malformed
@@ -101,8 +102,11 @@ fn flower_deployment_reproduces_the_in_process_runs_and_survives_faults() -> any
     let partition = runner.run("partition")?;
     let clock = std::time::Instant::now();
     let mut in_process = BTreeMap::new();
+    let mut artifacts = BTreeMap::new();
     for stage in ["stage1", "stage2", "baselines"] {
-        in_process.extend(metrics_by_method(&runner.run(stage)?.file("metrics.parquet"))?);
+        let artifact = runner.run(stage)?;
+        in_process.extend(metrics_by_method(&artifact.file("metrics.parquet"))?);
+        artifacts.insert(stage, artifact);
     }
     let in_process_seconds = clock.elapsed().as_secs_f64();
 
@@ -138,6 +142,20 @@ fn flower_deployment_reproduces_the_in_process_runs_and_survives_faults() -> any
     for method in ["slora-stage1", "slora-stage2", "lora"] {
         assert_same_rows(method, &plain[method], &in_process[method]);
     }
+    // The final global states, bit for bit: Flower's last round checkpoint against the in-process
+    // run's final adapter (peft's names: `base_model.model.` + the project's).
+    use slora_pipeline::stages::{baselines, stage2};
+    for (method, artifact, adapter, last_round) in [("lora", &artifacts["baselines"], baselines::LORA_ADAPTER_DIR, 4), ("slora-stage2", &artifacts["stage2"], stage2::ADAPTER_DIR, 2)] {
+        let flower = slora_federation::read_safetensors(&out.join(format!("plain/checkpoints/{method}/round-{last_round:05}.safetensors")))?;
+        let peft = slora_federation::read_safetensors(&artifact.dir.join(adapter).join(slora_model::peft::WEIGHTS_FILE))?;
+        assert_eq!(flower.len(), peft.len(), "{method}: tensors");
+        for (name, t) in &flower {
+            let p = peft.get(&format!("base_model.model.{name}")).unwrap_or_else(|| panic!("{method}: the adapter lacks {name}"));
+            assert_eq!(t.flatten_all()?.to_vec1::<f32>()?, p.flatten_all()?.to_vec1::<f32>()?, "{method}: {name}");
+        }
+        println!("{method}: final global state = the in-process adapter, {} tensors bit for bit", flower.len());
+    }
+
     // The pipeline's report of the Flower metrics.
     let summary: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("plain/report/summary.json"))?)?;
     let html = std::fs::read_to_string(out.join("plain/report/index.html"))?;
