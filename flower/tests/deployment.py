@@ -232,7 +232,7 @@ def main() -> None:
     p.add_argument("--tls-methods", default="lora")
     p.add_argument("--work", required=True)
     p.add_argument("--out", required=True)
-    p.add_argument("--fault-timeout", type=float, default=20.0)
+    p.add_argument("--fault-timeout", type=float, default=30.0)
     p.add_argument("--victim", type=int, default=0, help="faults: the partition whose node is killed after round 1")
     p.add_argument("--faulty", type=int, default=1, help="faults: the partition whose reply is malformed")
     p.add_argument("--fault-round", type=int, default=3, help="faults: the round of the malformed reply, after which the ServerApp stops")

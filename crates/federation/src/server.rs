@@ -202,8 +202,9 @@ impl<'a> FedAvgServer<'a> {
             if t.dims() != want.dims() || t.dtype() != want.dtype() {
                 return bad(format!("`{name}` is {:?} {:?}, the global state's is {:?} {:?}", t.dtype(), t.dims(), want.dtype(), want.dims()));
             }
-            let finite = t.to_dtype(DType::F64)?.flatten_all()?.to_vec1::<f64>()?.iter().all(|x| x.is_finite());
-            if !finite {
+            // A NaN or an infinity anywhere makes the sum non-finite; one pass, no copy.
+            let sum = t.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
+            if !sum.is_finite() {
                 return bad(format!("`{name}` holds a NaN or an infinity"));
             }
         }
