@@ -42,12 +42,13 @@ pub struct RoundMetrics {
     pub bytes_up_per_client: u64,
     /// Bytes one client downloads this round.
     pub bytes_down_per_client: u64,
-    /// Upload bytes summed over all sampled clients so far.
+    /// Upload bytes summed over all averaged client updates so far.
     pub cum_bytes_up: u64,
     /// Cumulative training + evaluation wall time (the only non-deterministic column).
     #[serde(with = "exact_f64")]
     pub wall_seconds: f64,
-    /// Clients sampled this round.
+    /// Client updates averaged this round: the sampled clients in-process; in a deployment, the
+    /// replies that arrived and were accepted.
     pub clients: u32,
     /// Test rows `accuracy` / `loss` were computed on (0 when not evaluated).
     #[serde(default)]
