@@ -193,7 +193,7 @@ def _broadcast_switch(grid: Grid, nodes: Nodes, switch, method: str, timeout: fl
     )
 
 
-def _report(servers, rounds: list, wall: float) -> str:
+def _deployment_md(servers, rounds: list, wall: float) -> str:
     lines = ["# SLoRA on Flower: the deployment", "", f"Wall time {wall:.1f} s. The pipeline's report of these metrics is in report/.", "", "## Metrics (the pipeline's table)", "", "```", slora.metrics_table(servers), "```", ""]
     lines += ["## Rounds as Flower carried them", "", "| method | round | sampled | accepted | refused | Flower bytes down / client | accounted | Flower bytes up / client | accounted |", "| --- | ---: | --- | --- | --- | ---: | ---: | ---: | ---: |"]
     for r in rounds:
@@ -258,7 +258,7 @@ def main(grid: Grid, context: Context) -> None:
     with open(os.path.join(out_dir, "deployment.json"), "w") as f:
         json.dump({"methods": methods, "wall_seconds": wall, "resumed_from": {s.method(): s.resumed_from() for s in servers}, "rounds": rounds}, f, indent=1)
     with open(os.path.join(out_dir, "deployment.md"), "w") as f:
-        f.write(_report(servers, rounds, wall))
+        f.write(_deployment_md(servers, rounds, wall))
     refused = sum(len(r.get("refused", [])) for r in rounds)
     missing = sum(len(r["sampled"]) - len(r["accepted"]) - len(r.get("refused", [])) for r in rounds if "sampled" in r)
     setup = [

@@ -110,17 +110,6 @@ pub fn load_config(config: &Path, overrides: &[String]) -> Result<Config> {
 /// final global state) with the `decompose` stage's function and builds on the corrected base.
 pub fn build_learner(cfg: &Config, method: Method, num_labels: usize, stage1: Option<&State>) -> Result<(ClassifierLearner, Option<Switch>)> {
     let base = base_model::load_base_model(cfg)?;
-    let stage1_learner = |cfg: &Config| -> Result<ClassifierLearner> {
-        if cfg.stage1.mask != StageOneMask::Random {
-            return Err(BindingError::Invalid(format!(
-                "stage1.mask: \"{}\" is not deployable (its mask round runs in-process only); use \"random\"",
-                cfg.stage1.mask
-            )));
-        }
-        let spec = fed::train_spec(cfg, Mode::Sparse(SparseSpec::new(cfg.stage1.density)), num_labels);
-        let (model, _) = fed::build_classifier(STAGE1, &base.config, &base.weights, &spec)?;
-        Ok(ClassifierLearner::new(model, fed::optim_settings(cfg, cfg.stage1.lr.value())))
-    };
     match method {
         Method::Baseline(b) => {
             let lr = match cfg.baselines.lr(b) {
@@ -133,13 +122,13 @@ pub fn build_learner(cfg: &Config, method: Method, num_labels: usize, stage1: Op
             let (model, _) = fed::build_classifier(&b.to_string(), &base.config, &base.weights, &spec)?;
             Ok((ClassifierLearner::new(model, fed::optim_settings(cfg, lr)), None))
         }
-        Method::Stage1 => Ok((stage1_learner(cfg)?, None)),
+        Method::Stage1 => Ok((ClassifierLearner::new(stage1_model(cfg, &base, num_labels)?, fed::optim_settings(cfg, cfg.stage1.lr.value())), None)),
         Method::Stage2 => {
             let stage1 = stage1.ok_or_else(|| BindingError::Invalid(format!("{STAGE2} needs Stage 1's final global state")))?;
-            let d = decompose_with(cfg, &base, stage1_learner(cfg)?.model(), stage1)?;
+            let d = decompose_with(cfg, &base, &stage1_model(cfg, &base, num_labels)?, stage1)?;
             let (learner, _) = slora_pipeline::stages::stage2::learner_from_init(cfg, &base, &d.lora_init, num_labels)?;
-            let nnz: usize = d.masks.values().map(|m| m.len()).sum();
-            Ok((learner, Some(Switch { bytes_per_client: 4 * nnz as u64, svd_seconds: d.svd_seconds })))
+            let bytes_per_client = slora_federation::state_bytes(&switch_payload(stage1));
+            Ok((learner, Some(Switch { bytes_per_client, svd_seconds: d.svd_seconds })))
         }
         Method::Frozen => {
             if cfg.optim.head_lr <= 0.0 {
@@ -152,6 +141,18 @@ pub fn build_learner(cfg: &Config, method: Method, num_labels: usize, stage1: Op
     }
 }
 
+/// Stage 1's model: the sparse adapters under the seeded random masks (the deployable mask).
+fn stage1_model(cfg: &Config, base: &base_model::BaseModel, num_labels: usize) -> Result<slora_model::Classifier> {
+    if cfg.stage1.mask != StageOneMask::Random {
+        return Err(BindingError::Invalid(format!(
+            "stage1.mask: \"{}\" is not deployable (its mask round runs in-process only); use \"random\"",
+            cfg.stage1.mask
+        )));
+    }
+    let spec = fed::train_spec(cfg, Mode::Sparse(SparseSpec::new(cfg.stage1.density)), num_labels);
+    Ok(fed::build_classifier(STAGE1, &base.config, &base.weights, &spec)?.0)
+}
+
 fn decompose_with(cfg: &Config, base: &base_model::BaseModel, stage1_model: &slora_model::Classifier, stage1: &State) -> Result<Decomposition> {
     let sparse = slora_pipeline::stages::stage1::sparse_update(stage1_model, stage1)?;
     Ok(slora_pipeline::stages::decompose::decompose(cfg, &base.weights, &sparse, || {})?)
@@ -162,9 +163,8 @@ fn decompose_with(cfg: &Config, base: &base_model::BaseModel, stage1_model: &slo
 /// `<module>.lora_A.weight`, `<module>.lora_B.weight`, the corrected base `<module>.weight` (W0 + ΔW −
 /// s·B·A) and the head — as `lora_init.safetensors` holds it.
 pub fn decompose(cfg: &Config, num_labels: usize, stage1: &State) -> Result<State> {
-    let (learner, _) = build_learner(cfg, Method::Stage1, num_labels, None)?;
     let base = base_model::load_base_model(cfg)?;
-    Ok(decompose_with(cfg, &base, learner.model(), stage1)?.lora_init)
+    Ok(decompose_with(cfg, &base, &stage1_model(cfg, &base, num_labels)?, stage1)?.lora_init)
 }
 
 /// The tensors of Stage 1's final global state that SLoRA's switch sends every client: the sparse

@@ -56,12 +56,24 @@ pub struct Data {
 
 /// Reads the shards of the partition artifact.
 pub fn load_data(ctx: &StageCtx, partition: &Artifact) -> Result<Data, PipelineError> {
-    read_partition(ctx.config, &partition.dir, |name| partition.manifest.files.contains_key(name))
-}
-
-/// Reads the shards of a partition artifact's folder (a copy of one, e.g. on a deployment's server).
-pub fn load_partition_dir(cfg: &Config, dir: &Path) -> Result<Data, PipelineError> {
-    read_partition(cfg, dir, |name| dir.join(name).is_file())
+    let labels = slora_data::LabelSet::read(&partition.file("labels.json"))?;
+    let mut clients = Vec::new();
+    // As many clients as the partition wrote (natural ids decide their own count).
+    let count = (0..).take_while(|&i| partition.manifest.files.contains_key(&slora_data::shard::client_file_name(i))).count();
+    for i in 0..count {
+        let path = partition.file(&slora_data::shard::client_file_name(i));
+        let s = slora_data::read_shard(&path)?;
+        clients.push(Shard { input_ids: s.input_ids, labels: s.labels });
+    }
+    let (test, full_test) = load_test(ctx.config, &partition.dir)?;
+    let validation_path = partition.file(super::partition::VALIDATION_FILE);
+    let validation = if partition.manifest.files.contains_key(super::partition::VALIDATION_FILE) {
+        let v = slora_data::read_shard(&validation_path)?;
+        Some(Shard { input_ids: v.input_ids, labels: v.labels })
+    } else {
+        None
+    };
+    Ok(Data { clients, test, full_test, validation, num_labels: labels.num_labels })
 }
 
 /// The partition folder's test rows as every federated run measures them: the rows of each evaluated
@@ -72,25 +84,6 @@ pub fn load_test(cfg: &Config, dir: &Path) -> Result<(Shard, Option<Shard>), Pip
     let keep = slora_data::stratified_subsample(&test.labels, cfg.federation.eval_max_rows, cfg.run.seed);
     let full = Shard { input_ids: test.input_ids, labels: test.labels };
     Ok(if keep.len() < full.len() { (full.select(&keep), Some(full)) } else { (full, None) })
-}
-
-fn read_partition(cfg: &Config, dir: &Path, has_file: impl Fn(&str) -> bool) -> Result<Data, PipelineError> {
-    let labels = slora_data::LabelSet::read(&dir.join("labels.json"))?;
-    let mut clients = Vec::new();
-    // As many clients as the partition wrote (natural ids decide their own count).
-    let count = (0..).take_while(|&i| has_file(&slora_data::shard::client_file_name(i))).count();
-    for i in 0..count {
-        let s = slora_data::read_shard(&dir.join(slora_data::shard::client_file_name(i)))?;
-        clients.push(Shard { input_ids: s.input_ids, labels: s.labels });
-    }
-    let (test, full_test) = load_test(cfg, dir)?;
-    let validation = if has_file(super::partition::VALIDATION_FILE) {
-        let v = slora_data::read_shard(&dir.join(super::partition::VALIDATION_FILE))?;
-        Some(Shard { input_ids: v.input_ids, labels: v.labels })
-    } else {
-        None
-    };
-    Ok(Data { clients, test, full_test, validation, num_labels: labels.num_labels })
 }
 
 /// The training mode of a baseline method: LoRA with `[lora]` (`r`, `lora_alpha`, `lora_dropout`),

@@ -156,11 +156,7 @@ fn gather_inputs(ctx: &StageCtx) -> Result<ReportInputs, PipelineError> {
         rates.insert(m.clone(), MethodRates { lr: Some(s.lr), head_lr: Some(s.head_lr) });
     }
     rates.insert("slora".into(), MethodRates { lr: Some(s2.lr), head_lr: Some(s2.head_lr) });
-    let target = if cfg.report.target_accuracy > 0.0 {
-        Target::Absolute(cfg.report.target_accuracy)
-    } else {
-        Target::FractionOfFft(cfg.report.target_fraction)
-    };
+    let target = target(cfg);
 
     Ok(ReportInputs {
         run_name: cfg.run.name.clone(),
@@ -203,11 +199,7 @@ pub fn render_external(cfg: &Config, partition_dir: &Path, metrics_file: &Path, 
     let partition = Artifact::load(partition_dir)?;
     let metrics = Metrics::read_parquet_files(&[metrics_file]).map_err(report_err)?;
     let partition_counts = PartitionCounts::read_parquet(&partition.file(super::partition::STATS_FILE)).map_err(report_err)?;
-    let target = if cfg.report.target_accuracy > 0.0 {
-        Target::Absolute(cfg.report.target_accuracy)
-    } else {
-        Target::FractionOfFft(cfg.report.target_fraction)
-    };
+    let target = target(cfg);
     let mut setup = setup_lines(cfg, &PartitionSummary::of(&partition)?);
     setup.extend(run.setup.iter().cloned());
     let inputs = ReportInputs {
@@ -228,6 +220,15 @@ pub fn render_external(cfg: &Config, partition_dir: &Path, metrics_file: &Path, 
     };
     let (report, summary) = build_report(&inputs).map_err(report_err)?;
     write_dir_atomically(out, &report_files(&report, &[(SUMMARY_FILE, summary.to_json())])).map_err(report_err)
+}
+
+/// The time-to-target goal of `[report]`: an absolute accuracy, else a fraction of FFT's.
+fn target(cfg: &Config) -> Target {
+    if cfg.report.target_accuracy > 0.0 {
+        Target::Absolute(cfg.report.target_accuracy)
+    } else {
+        Target::FractionOfFft(cfg.report.target_fraction)
+    }
 }
 
 fn file_label(source: &str) -> String {
