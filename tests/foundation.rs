@@ -210,7 +210,7 @@ fn config_errors_name_the_key_and_create_nothing() {
     let cases: &[(&[&str], &str)] = &[
         (&["--set", "partition.alphaa=1", "partition"], "unknown config key `partition.alphaa`"),
         (&["--set", "partition.clients=abc", "partition"], "partition.clients must be an integer (got \"abc\")"),
-        (&["--set", "partition.scheme=uniform", "partition"], "partition.scheme must be one of iid, dirichlet, pathological, natural"),
+        (&["--set", "partition.scheme=uniform", "partition"], "partition.scheme must be one of iid, dirichlet, dirichlet-client, pathological, natural"),
         (&["--set", "stage1.density=0", "partition"], "stage1.density must be in (0, 1] (got 0)"),
     ];
     for (extra, needle) in cases {

@@ -184,3 +184,97 @@ fn a_study_killed_twice_finishes_with_identical_tables() {
     check_study(&json, &killed, "homogeneous", 1, &[]);
     assert_eq!(tables(&killed, "homogeneous"), tables(&clean, "homogeneous"));
 }
+
+/// `study convergence --smoke --plan --json` in `dir`: the plan, and no training run.
+fn plan_json(dir: &Path) -> Value {
+    let out = study_cmd(dir, "convergence").args(["--plan", "--json"]).output().unwrap();
+    assert!(out.status.success(), "plan failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    serde_json::from_slice(&out.stdout).unwrap()
+}
+
+#[test]
+fn the_plan_covers_every_run_and_prices_it_with_measured_step_times() {
+    let dir = fresh_dir("study-plan");
+    let plan = plan_json(&dir);
+    let runs = plan["runs"].as_array().unwrap();
+    // The smoke study: 5 points × 2 seeds; SLoRA's two stages plus the point's baselines
+    // (FFT, LoRA and FFA-LoRA at IID and α=0.01; FFT and LoRA elsewhere), and the tune grid (one rate
+    // for each of the four tuned methods) at its point.
+    let mut expected = std::collections::BTreeSet::new();
+    for (point, methods) in [
+        ("IID", &["fft", "lora", "ffa-lora"][..]),
+        ("Dir α=0.5", &["fft", "lora"][..]),
+        ("Dir α=0.1", &["fft", "lora"][..]),
+        ("Dir α=0.01", &["fft", "lora", "ffa-lora"][..]),
+        ("Dir α=0.01 · 5 epochs", &["fft", "lora"][..]),
+    ] {
+        for seed in [1u64, 2] {
+            for m in ["slora-stage1", "slora-stage2"].iter().chain(methods) {
+                expected.insert((point.to_string(), seed, m.to_string()));
+            }
+        }
+    }
+    for m in ["tune-fft-1e-4", "tune-lora-1e-3", "tune-sft-3e-3", "tune-ffa-lora-3e-3"] {
+        expected.insert(("tune".to_string(), 1, m.to_string()));
+    }
+    let got: std::collections::BTreeSet<(String, u64, String)> = runs
+        .iter()
+        .map(|r| (r["point"].as_str().unwrap().to_string(), r["seed"].as_u64().unwrap(), r["method"].as_str().unwrap().to_string()))
+        .collect();
+    assert_eq!(got, expected);
+    assert_eq!(got.len(), runs.len(), "each run once");
+    for r in runs {
+        assert!(r["train_steps"].as_u64().unwrap() > 0 && r["seconds"].as_f64().unwrap() > 0.0, "{r}");
+        assert!(!r["cached"].as_bool().unwrap(), "nothing has trained: {r}");
+    }
+    // 5 local epochs do 5× the local steps per round of 1 epoch on the same partition.
+    let per_round = |point: &str, seed: u64| {
+        let r = runs.iter().find(|r| r["point"] == point && r["seed"] == seed && r["method"] == "fft").unwrap();
+        r["train_steps"].as_f64().unwrap() / r["rounds"].as_f64().unwrap()
+    };
+    assert!(per_round("Dir α=0.01 · 5 epochs", 1) > 4.0 * per_round("Dir α=0.01", 1) * 0.8, "more epochs, more steps");
+    // Only partitions were made: no stage trained.
+    assert!(!dir.join("artifacts/stage1").exists() && !dir.join("artifacts/baselines").exists());
+
+    // The estimate comes from the cached measurements: doubling every measured step time doubles it.
+    let total = plan["total_seconds"].as_f64().unwrap();
+    let bench = dir.join("artifacts/bench");
+    let files: Vec<PathBuf> = std::fs::read_dir(&bench).unwrap().map(|e| e.unwrap().path()).collect();
+    assert!(!files.is_empty(), "step times are cached in {}", bench.display());
+    for f in &files {
+        let mut t: Value = serde_json::from_slice(&std::fs::read(f).unwrap()).unwrap();
+        for key in ["full_ms", "lora_ms", "sparse_ms", "eval_ms"] {
+            t[key] = Value::from(2.0 * t[key].as_f64().unwrap());
+        }
+        std::fs::write(f, serde_json::to_vec(&t).unwrap()).unwrap();
+    }
+    let doubled = plan_json(&dir)["total_seconds"].as_f64().unwrap();
+    assert!((doubled - 2.0 * total).abs() < 1e-6 * total, "{doubled} != 2 × {total}");
+}
+
+#[test]
+fn drift_and_convergence_studies_run_and_show_their_plans() {
+    let dir = fresh_dir("study-drift");
+    let (json, _) = run_study(&dir, "drift");
+    check_study(&json, &dir, "drift", 4, &[]);
+    assert_eq!(claims(&json), ["drift-opens-gap"]);
+    let evidence = json["verdicts"][0]["evidence"].as_str().unwrap();
+    assert!(evidence.contains("IID · 5 epochs minus IID · 1 epoch") && evidence.contains("judged at Dir α=0.1 · 5 epochs"), "{evidence}");
+    let plan = json["plan"].as_array().unwrap();
+    assert_eq!(plan.len(), 4 * 3, "FFT, LoRA and SLoRA at each point: {plan:?}");
+    assert!(plan.iter().all(|r| r["measured_seconds"].as_f64().unwrap() > 0.0 && r["estimated_seconds"].as_f64().unwrap() > 0.0));
+    let md = std::fs::read_to_string(report_dir(&dir, "drift").join("report.md")).unwrap();
+    assert!(md.contains("Cost plan against measured time"), "{md}");
+
+    let dir = fresh_dir("study-convergence");
+    let (json, stderr) = run_study(&dir, "convergence");
+    check_study(&json, &dir, "convergence", 5, &["accuracy_vs_point", "gap_vs_point"]);
+    assert!(stderr.contains("tune: done"), "{stderr}");
+    assert_eq!(claims(&json), ["gap-grows", "slora-closes-gap", "time-cut", "drift-opens-gap"]);
+    assert_eq!(json["settings"]["gap_contrast"], "slope");
+    // Judged on the mean of the last rounds measured on every test row (2 at smoke size).
+    let fft = &json["points"][0]["summary"]["per_seed"]["1"]["fft"];
+    assert!(fft["full_test_mean_accuracy"].is_number(), "{fft}");
+    assert!(json["points"].as_array().unwrap().iter().all(|p| p["statistic"] == "last-k-full"));
+    assert!(json["plan"].as_array().unwrap().iter().any(|r| r["method"] == "tune"));
+}

@@ -65,6 +65,9 @@ pub struct FedAvgConfig {
     /// Measure the last round on `full_test` too (when given). Off for a run whose end is not a
     /// result anyone ranks (SLoRA's Stage 1: Stage 2 goes on from it), which saves a full pass.
     pub final_full_test: bool,
+    /// Measure the last this many rounds on `full_test` (≥ 1; 1 = the last only), so a result can
+    /// be the mean of the last rounds, each on every test row.
+    pub full_test_last_k: u32,
 }
 
 /// Client-side costs of a setup round before round 1 (the federated mask round): `clients` clients
@@ -330,6 +333,23 @@ mod tests {
 
     fn same(a: &[RoundMetrics], b: &[RoundMetrics]) -> bool {
         a.len() == b.len() && a.iter().zip(b).all(|(x, y)| x.same_results(y))
+    }
+
+    #[test]
+    fn the_last_k_rounds_are_measured_on_every_test_row() -> anyhow::Result<()> {
+        let (clients, test) = toy_data(6, 4, 30);
+        let mut cfg = config(5);
+        cfg.full_test_last_k = 3;
+        let out = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients, &test, Some(&test), &cfg, None)?;
+        let full: Vec<bool> = out.metrics.iter().map(|m| m.full_test_accuracy.is_some()).collect();
+        assert_eq!(full, [false, false, false, true, true, true]);
+        assert!(out.metrics[3..].iter().all(|m| m.full_test_rows == test.len() as u64));
+        // The default (1) measures the last round only, and the rows before it are unchanged.
+        let one = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients, &test, Some(&test), &config(5), None)?;
+        let full: Vec<bool> = one.metrics.iter().map(|m| m.full_test_accuracy.is_some()).collect();
+        assert_eq!(full, [false, false, false, false, false, true]);
+        assert_eq!(one.metrics[5].full_test_accuracy, out.metrics[5].full_test_accuracy);
+        Ok(())
     }
 
     #[test]

@@ -262,11 +262,13 @@ impl<'a> FedAvgServer<'a> {
         let (local_round, rounds) = (plan.local_round, self.cfg.rounds);
         let evaluated = local_round % self.cfg.eval_every == 0 || local_round == rounds;
         let eval = if evaluated { Some(evaluate(learner, &self.test, &self.eval_batches)?) } else { None };
-        let full: Option<Evaluation> = match (local_round == rounds, self.full_test.as_deref()) {
+        let in_last_k = local_round + self.cfg.full_test_last_k.max(1) > rounds;
+        let full: Option<Evaluation> = match (in_last_k, self.full_test.as_deref()) {
             (false, _) => None,
             (true, Some(_)) if !self.cfg.final_full_test => None,
             (true, Some(full)) => Some(evaluate(learner, full, &length_sorted_batches(full, self.cfg.eval_batch_size))?),
-            (true, None) => eval,
+            (true, None) if local_round == rounds => eval,
+            (true, None) => None,
         };
         self.wall += start.elapsed().as_secs_f64();
         let cum_before = self.metrics.last().map_or(self.cfg.cum_bytes_up_start, |m| m.cum_bytes_up);

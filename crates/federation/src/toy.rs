@@ -167,5 +167,6 @@ pub fn toy_config(rounds: u32) -> crate::engine::FedAvgConfig {
         setup_server_seconds: 0.0,
         setup: crate::engine::SetupCosts::default(),
         final_full_test: true,
+        full_test_last_k: 1,
     }
 }

@@ -32,7 +32,9 @@ pub use partition::PartitionCounts;
 pub use report::{build_report, Figure, Report, ReportInputs};
 pub use spectrum::{MatrixSpectrum, Spectra};
 pub use summary::{MethodSummary, Summary};
-pub use study::{build_study_report, judge, Claim, ClaimVerdict, StudyAxis, StudyPoint, StudySettings, StudySummary, Verdict};
+pub use study::{
+    build_study_report, judge, Claim, ClaimVerdict, GapContrast, PlanRow, Statistic, StudyAxis, StudyPoint, StudySettings, StudySummary, Verdict,
+};
 pub use sweep::{build_sweep_report, SweepPoint, SweepSummary};
 pub use targets::{time_to_target, time_to_target_replicated, Target, TimeToTarget};
 pub use replicates::{mean_ci, Interval, PairedDifference, SeedFigures, SeedRun};

@@ -73,6 +73,10 @@ pub struct SeedFigures {
     pub final_accuracy: f64,
     /// Mean curve accuracy over the last `k` evaluated rounds.
     pub last_k_accuracy: f64,
+    /// Mean accuracy over the rounds measured on every test row (the last
+    /// `federation.full_test_last_k`), when any was.
+    #[serde(default)]
+    pub full_test_mean_accuracy: Option<f64>,
     /// Least-squares slope of the curve accuracy over the last `k` evaluated rounds, per round (0
     /// below two rounds): near 0 when the curve has flattened by the end of the budget.
     #[serde(default)]
@@ -130,6 +134,11 @@ pub fn seed_figures(curve: &Curve, k: usize) -> Option<SeedFigures> {
         cum_bytes_up: last.cum_bytes_up,
         cum_bytes_down: curve.last().map_or(0, |p| p.cum_bytes_down),
         wall_seconds: last.wall_seconds,
+        full_test_mean_accuracy: {
+            let full: Vec<f64> =
+                curve.points.iter().filter(|p| p.full_test_rows > 0 && p.full_test_accuracy.is_finite()).map(|p| p.full_test_accuracy).collect();
+            (!full.is_empty()).then(|| full.iter().sum::<f64>() / full.len() as f64)
+        },
         ..Default::default()
     };
     for p in trained {

@@ -47,6 +47,8 @@ pub enum Claim {
     SloraClosesGap,
     /// SLoRA cuts training time (up to 90 %).
     TimeCut,
+    /// More local work per round (client drift) widens LoRA's gap to FFT (LoRA-A²'s mechanism).
+    DriftOpensGap,
 }
 
 impl Claim {
@@ -56,6 +58,7 @@ impl Claim {
             Claim::GapGrows => "PEFT (LoRA) falls further behind FFT as client data grow more heterogeneous",
             Claim::SloraClosesGap => "SLoRA closes LoRA's gap to FFT (Stage 1 at about 1 % density)",
             Claim::TimeCut => "SLoRA cuts the training time to a target accuracy (up to 90 %)",
+            Claim::DriftOpensGap => "More local epochs per round (client drift) widen LoRA's gap to FFT",
         }
     }
 }
@@ -110,6 +113,22 @@ pub struct StudyPoint {
     pub run_name: String,
     /// The run's summary.
     pub summary: Summary,
+    /// Which per-seed accuracy the verdicts and paired differences use.
+    #[serde(default)]
+    pub statistic: Statistic,
+}
+
+/// The per-seed accuracy a study judges on, stated in the study file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Statistic {
+    /// The last round, on every test row. With partial participation at high skew it measures
+    /// which clients came last.
+    #[default]
+    Final,
+    /// The mean of the rounds measured on every test row: the last `federation.full_test_last_k`
+    /// (the last round alone where a run measured only that).
+    LastKFull,
 }
 
 /// What the points vary, which decides the figures.
@@ -154,6 +173,36 @@ pub struct StudySettings {
     pub flat_slope_pp: f64,
     /// The command that reproduces the study.
     pub command: String,
+    /// `drift-opens-gap`: pairs of point labels `[less local work, more local work]` at the same
+    /// partition; the verdict is judged on the last pair (the most skewed).
+    #[serde(default)]
+    pub drift_pairs: Vec<(String, String)>,
+    /// Claim 1's contrast, stated in the study file before the run.
+    #[serde(default)]
+    pub gap_contrast: GapContrast,
+    /// Chance accuracy (1 / labels), when known: claim 1 leaves out points where FFT is within
+    /// `floor_pp` of it, and gives the gap relative to FFT's accuracy above chance.
+    #[serde(default)]
+    pub chance: Option<f64>,
+    /// See `chance` (percentage points).
+    #[serde(default = "default_floor_pp")]
+    pub floor_pp: f64,
+}
+
+fn default_floor_pp() -> f64 {
+    3.0
+}
+
+/// How claim 1 contrasts the gap across heterogeneity levels.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum GapContrast {
+    /// The most heterogeneous regular point minus the least (the committed small-budget studies).
+    #[default]
+    Ends,
+    /// Per seed, the least-squares slope of the gap over every regular point (by position), judged
+    /// on the change it implies from the first point to the last.
+    Slope,
 }
 
 /// `study.json`: settings, points and verdicts.
@@ -165,6 +214,53 @@ pub struct StudySummary {
     pub points: Vec<StudyPoint>,
     /// One verdict per tested claim.
     pub verdicts: Vec<ClaimVerdict>,
+    /// The cost plan's estimate next to the measured time, per point and method.
+    #[serde(default)]
+    pub plan: Vec<PlanRow>,
+}
+
+/// A cost plan's estimate for one method at one point (seeds summed), and what the runs took.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PlanRow {
+    /// Point label (or `tune`).
+    pub point: String,
+    /// Method id (`slora` covers both stages).
+    pub method: String,
+    /// Seeds summed.
+    pub seeds: usize,
+    /// Estimated seconds (`pipeline study --plan`).
+    pub estimated_seconds: f64,
+    /// The runs' recorded wall time (training and evaluation), when known.
+    pub measured_seconds: Option<f64>,
+}
+
+/// The plan's estimates next to the measured wall times; the last row sums both.
+pub fn plan_table(rows: &[PlanRow]) -> TextTable {
+    let fmt = |s: Option<f64>| s.map(format_seconds).unwrap_or_else(|| "–".into());
+    let ratio = |e: f64, m: Option<f64>| m.filter(|m| *m > 0.0 && e > 0.0).map(|m| format!("{:.2}", m / e)).unwrap_or_else(|| "–".into());
+    let mut out: Vec<Vec<String>> = rows
+        .iter()
+        .map(|r| {
+            vec![
+                r.point.clone(),
+                method_label(&r.method),
+                r.seeds.to_string(),
+                format_seconds(r.estimated_seconds),
+                fmt(r.measured_seconds),
+                ratio(r.estimated_seconds, r.measured_seconds),
+            ]
+        })
+        .collect();
+    let est: f64 = rows.iter().map(|r| r.estimated_seconds).sum();
+    let measured: Vec<f64> = rows.iter().filter_map(|r| r.measured_seconds).collect();
+    let est_measured: f64 = rows.iter().filter(|r| r.measured_seconds.is_some()).map(|r| r.estimated_seconds).sum();
+    let m = (!measured.is_empty()).then(|| measured.iter().sum::<f64>());
+    out.push(vec!["all".into(), "".into(), "".into(), format_seconds(est), fmt(m), ratio(est_measured, m)]);
+    TextTable {
+        headers: ["Point", "Method", "Seeds", "Estimated", "Measured", "Measured / estimated"].map(String::from).to_vec(),
+        rows: out,
+        align: vec![Align::Left, Align::Left, Align::Right, Align::Right, Align::Right, Align::Right],
+    }
 }
 
 /// Per-seed final accuracy of `method` at a point.
@@ -173,7 +269,14 @@ fn finals(point: &StudyPoint, method: &str) -> BTreeMap<u64, f64> {
         .summary
         .per_seed
         .iter()
-        .filter_map(|(seed, m)| Some((seed.parse().ok()?, m.get(method)?.final_accuracy)))
+        .filter_map(|(seed, m)| {
+            let f = m.get(method)?;
+            let v = match point.statistic {
+                Statistic::Final => f.final_accuracy,
+                Statistic::LastKFull => f.full_test_mean_accuracy.unwrap_or(f.final_accuracy),
+            };
+            Some((seed.parse().ok()?, v))
+        })
         .collect()
 }
 
@@ -207,6 +310,99 @@ pub fn claim_point<'a>(points: &'a [StudyPoint], label: Option<&str>) -> Option<
     match label {
         Some(l) => points.iter().find(|p| p.label == l),
         None => regular(points).last().copied(),
+    }
+}
+
+/// Claim 1 under the study's stated contrast.
+pub fn judge_gap(settings: &StudySettings, points: &[StudyPoint]) -> ClaimVerdict {
+    match settings.gap_contrast {
+        GapContrast::Ends => judge_gap_grows(points, settings.margin_pp),
+        GapContrast::Slope => judge_gap_slope(points, settings.margin_pp, settings.chance, settings.floor_pp),
+    }
+}
+
+/// Least-squares slope of `ys` against `xs` (0 with fewer than two points).
+fn ls_slope(xs: &[f64], ys: &[f64]) -> f64 {
+    let n = xs.len() as f64;
+    if xs.len() < 2 {
+        return 0.0;
+    }
+    let (mx, my) = (xs.iter().sum::<f64>() / n, ys.iter().sum::<f64>() / n);
+    let sxx: f64 = xs.iter().map(|x| (x - mx).powi(2)).sum();
+    let sxy: f64 = xs.iter().zip(ys).map(|(x, y)| (x - mx) * (y - my)).sum();
+    if sxx == 0.0 { 0.0 } else { sxy / sxx }
+}
+
+/// Claim 1 by the slope contrast: per seed, the slope of FFT − LoRA over the regular points (by
+/// position) that are off the floor (FFT more than `floor_pp` above chance), judged on the change
+/// it implies from the first such point to the last; the same slope relative to FFT's accuracy
+/// above chance is given next to it.
+pub fn judge_gap_slope(points: &[StudyPoint], margin_pp: f64, chance: Option<f64>, floor_pp: f64) -> ClaimVerdict {
+    let claim = Claim::GapGrows;
+    let mut floored = Vec::new();
+    let pts: Vec<(f64, &StudyPoint)> = regular(points)
+        .into_iter()
+        .enumerate()
+        .filter(|(_, p)| {
+            let fft = p.summary.methods.get(FFT).map(|m| m.accuracy);
+            let off = match (chance, fft) {
+                (Some(c), Some(a)) => 100.0 * (a - c) > floor_pp,
+                _ => true,
+            };
+            if !off {
+                floored.push(p.label.clone());
+            }
+            off
+        })
+        .map(|(i, p)| (i as f64, p))
+        .collect();
+    if pts.len() < 2 {
+        return ClaimVerdict { claim, verdict: Verdict::Inconclusive, evidence: "fewer than two regular points off the floor".into() };
+    }
+    let span = pts.last().expect("two").0 - pts[0].0;
+    let seeds: std::collections::BTreeSet<u64> = pts.iter().flat_map(|(_, p)| differences(p, FFT, LORA).into_keys()).collect();
+    let (mut abs, mut rel) = (Vec::new(), Vec::new());
+    for s in seeds {
+        let (mut xs, mut ys, mut rs) = (Vec::new(), Vec::new(), Vec::new());
+        for (x, p) in &pts {
+            let (Some(d), Some(f)) = (differences(p, FFT, LORA).get(&s).copied(), finals(p, FFT).get(&s).copied()) else { continue };
+            xs.push(*x);
+            ys.push(100.0 * d);
+            if let Some(c) = chance.filter(|c| f - c > 0.0) {
+                rs.push(100.0 * d / (f - c));
+            }
+        }
+        if xs.len() == pts.len() {
+            abs.push(ls_slope(&xs, &ys) * span);
+            if rs.len() == xs.len() {
+                rel.push(ls_slope(&xs, &rs) * span);
+            }
+        }
+    }
+    let i = mean_ci(&abs);
+    let r = mean_ci(&rel);
+    let gaps: Vec<String> = points.iter().map(|p| format!("{}: {}", p.label, fmt_interval(&paired_pp(p, FFT, LORA)))).collect();
+    let (verdict, why) = gap_change_verdict(&i, margin_pp);
+    let rel_text = match r.bounds() {
+        Some((lo, hi)) => format!("; relative to FFT's accuracy above chance {:+.2} % [{:+.2}, {:+.2}]", r.mean, lo, hi),
+        None => String::new(),
+    };
+    let floor_text = if floored.is_empty() {
+        String::new()
+    } else {
+        format!(" Left out (FFT within {floor_pp} pp of chance): {}.", floored.join(", "))
+    };
+    ClaimVerdict {
+        claim,
+        verdict,
+        evidence: format!(
+            "Change of the gap (FFT − LoRA) from {} to {} implied by its per-seed least-squares slope over {} points: {}{rel_text}: {why}. Gap per point: {}.{floor_text}",
+            pts[0].1.label,
+            pts.last().expect("two").1.label,
+            pts.len(),
+            fmt_interval(&i),
+            gaps.join("; ")
+        ),
     }
 }
 
@@ -244,6 +440,55 @@ pub fn judge_gap_grows(points: &[StudyPoint], margin_pp: f64) -> ClaimVerdict {
     ClaimVerdict { claim, verdict, evidence: format!("{change}: {why}. {gaps}") }
 }
 
+/// The change of the gap FFT − LoRA from point `a` to point `b`, paired by seed, in pp.
+fn gap_change(a: &StudyPoint, b: &StudyPoint) -> Interval {
+    let (g0, g1) = (differences(a, FFT, LORA), differences(b, FFT, LORA));
+    let did: Vec<f64> = g1.iter().filter_map(|(s, v)| Some(100.0 * (v - g0.get(s)?))).collect();
+    mean_ci(&did)
+}
+
+/// The verdict on a change of gap, shared by the claims that compare two points.
+fn gap_change_verdict(i: &Interval, margin_pp: f64) -> (Verdict, String) {
+    match i.bounds() {
+        None => (Verdict::Inconclusive, "one seed: no interval".to_string()),
+        Some((lo, _)) if lo > 0.0 => (Verdict::Reproduced, "the interval is above 0".to_string()),
+        Some((_, hi)) if hi < 0.0 => (Verdict::NotReproduced, "the gap shrinks: the interval is below 0".to_string()),
+        Some((lo, hi)) if lo > -margin_pp && hi < margin_pp => {
+            (Verdict::NotReproduced, format!("the interval lies within ±{margin_pp} pp: no change worth the name"))
+        }
+        Some(_) => (Verdict::Inconclusive, "the interval contains 0".to_string()),
+    }
+}
+
+/// Client drift: does FFT − LoRA grow from the point with less local work to the one with more, at
+/// the same partition? Every pair is reported; the verdict is the last pair's (the most skewed).
+pub fn judge_drift_opens_gap(points: &[StudyPoint], pairs: &[(String, String)], margin_pp: f64) -> ClaimVerdict {
+    let claim = Claim::DriftOpensGap;
+    let find = |l: &str| points.iter().find(|p| p.label == l);
+    let mut parts = Vec::new();
+    let mut last = None;
+    for (a, b) in pairs {
+        let (Some(pa), Some(pb)) = (find(a), find(b)) else { continue };
+        let i = gap_change(pa, pb);
+        parts.push(format!(
+            "{b} minus {a}: {} (FFT − LoRA {} → {})",
+            fmt_interval(&i),
+            fmt_interval(&paired_pp(pa, FFT, LORA)),
+            fmt_interval(&paired_pp(pb, FFT, LORA))
+        ));
+        last = Some((b.clone(), i));
+    }
+    let Some((label, i)) = last else {
+        return ClaimVerdict { claim, verdict: Verdict::Inconclusive, evidence: "no drift pair ran (drift_pairs)".into() };
+    };
+    let (verdict, why) = gap_change_verdict(&i, margin_pp);
+    ClaimVerdict {
+        claim,
+        verdict,
+        evidence: format!("Change of the gap with more local work, paired by seed: {}; judged at {label}: {why}.", parts.join("; ")),
+    }
+}
+
 /// Claim 2 at `point`: SLoRA above LoRA and within `margin_pp` of FFT.
 pub fn judge_closes_gap(point: &StudyPoint, margin_pp: f64) -> ClaimVerdict {
     let claim = Claim::SloraClosesGap;
@@ -255,7 +500,14 @@ pub fn judge_closes_gap(point: &StudyPoint, margin_pp: f64) -> ClaimVerdict {
         fmt_interval(&sl),
         fmt_interval(&fl)
     );
+    // "No gap to close" is decided first: where LoRA is already within the margin of FFT, SLoRA
+    // beating LoRA is not closing a gap, whatever else holds.
     let (verdict, why) = match (fs.bounds(), sl.bounds(), fl.bounds()) {
+        (None, _, _) | (_, None, _) | (_, _, None) => (Verdict::Inconclusive, "one seed: no interval".to_string()),
+        (Some(_), Some(_), Some((fl_lo, fl_hi))) if fl_lo > -margin_pp && fl_hi < margin_pp => (
+            Verdict::Inconclusive,
+            "LoRA is already within the margin of FFT: there is no gap to close at this budget".to_string(),
+        ),
         (Some((_, fs_hi)), Some((sl_lo, _)), _) if sl_lo > 0.0 && fs_hi < margin_pp => {
             (Verdict::Reproduced, "SLoRA beats LoRA and stays within the margin of FFT".to_string())
         }
@@ -263,11 +515,6 @@ pub fn judge_closes_gap(point: &StudyPoint, margin_pp: f64) -> ClaimVerdict {
             (Verdict::NotReproduced, "SLoRA stays below FFT by more than the margin".to_string())
         }
         (_, Some((_, sl_hi)), _) if sl_hi < 0.0 => (Verdict::NotReproduced, "SLoRA is below LoRA".to_string()),
-        (Some(_), Some(_), Some((_, fl_hi))) if fl_hi < margin_pp => (
-            Verdict::Inconclusive,
-            "LoRA is already within the margin of FFT: there is no gap to close at this budget".to_string(),
-        ),
-        (None, _, _) | (_, None, _) => (Verdict::Inconclusive, "one seed: no interval".to_string()),
         _ => (Verdict::Inconclusive, "the intervals cannot tell".to_string()),
     };
     ClaimVerdict { claim, verdict, evidence: format!("{numbers}: {why}.") }
@@ -352,9 +599,10 @@ pub fn judge(settings: &StudySettings, points: &[StudyPoint]) -> Vec<ClaimVerdic
         .claims
         .iter()
         .map(|claim| match (claim, at) {
-            (Claim::GapGrows, _) => judge_gap_grows(points, settings.margin_pp),
+            (Claim::GapGrows, _) => judge_gap(settings, points),
             (Claim::SloraClosesGap, Some(p)) => judge_closes_gap(p, settings.margin_pp),
             (Claim::TimeCut, Some(p)) => judge_time_cut(points, p),
+            (Claim::DriftOpensGap, _) => judge_drift_opens_gap(points, &settings.drift_pairs, settings.margin_pp),
             (c, None) => ClaimVerdict { claim: *c, verdict: Verdict::Inconclusive, evidence: "no claim point".into() },
         })
         .collect()
@@ -436,6 +684,13 @@ pub fn time_table(points: &[StudyPoint]) -> TextTable {
     right_aligned(point_headers("", points), rows)
 }
 
+/// A curve is flat when the whole interval of its last-k slope (pp per round) lies inside
+/// ±`threshold`, not its mean alone; one seed (no interval) is judged on the mean.
+pub fn is_flat(slope_pp: f64, half_width_pp: Option<f64>, threshold: f64) -> bool {
+    let h = half_width_pp.unwrap_or(0.0);
+    slope_pp - h > -threshold && slope_pp + h < threshold
+}
+
 /// Whether the budget was long enough: FFT's last-k slope per point, with the upload per client.
 pub fn budget_table(points: &[StudyPoint], flat_slope_pp: f64) -> TextTable {
     let mut rows = Vec::new();
@@ -443,7 +698,7 @@ pub fn budget_table(points: &[StudyPoint], flat_slope_pp: f64) -> TextTable {
         let Some(f) = p.summary.methods.get(FFT) else { return "–".into() };
         let slope = 100.0 * f.last_k_slope;
         let ci = f.last_k_slope_ci95.map(|h| format!(" ± {:.2}", 100.0 * h)).unwrap_or_default();
-        let flat = if slope.abs() < flat_slope_pp { "flat" } else { "still moving" };
+        let flat = if is_flat(slope, f.last_k_slope_ci95.map(|h| 100.0 * h), flat_slope_pp) { "flat" } else { "still moving" };
         format!("{slope:+.2}{ci} ({flat})")
     };
     rows.push(std::iter::once(format!("FFT slope over the last k rounds (pp/round; flat < {flat_slope_pp})")).chain(points.iter().map(cell)).collect());
@@ -569,6 +824,7 @@ pub fn build_study_report(
     points: &[StudyPoint],
     verdicts: &[ClaimVerdict],
     curves: &[PointCurves],
+    plan: &[PlanRow],
 ) -> Result<Report> {
     if points.is_empty() {
         return Err(ReportError::Invalid("a study needs at least one point".into()));
@@ -704,6 +960,17 @@ pub fn build_study_report(
             .into(),
         table: budget_table(points, settings.flat_slope_pp),
     }));
+    if !plan.is_empty() {
+        results.push(Block::Table(CaptionedTable {
+            id: "plan".into(),
+            title: "Cost plan against measured time".into(),
+            caption: "The estimate `pipeline study --plan` made from step times measured on this machine, next to the \
+                      wall time the runs recorded (training and evaluation, seeds summed; tuning is not recorded per \
+                      run). A ratio above 1 means the plan was optimistic, e.g. because other work shared the machine."
+                .into(),
+            table: plan_table(plan),
+        }));
+    }
     let point_table = TextTable {
         headers: vec!["Point".into(), "Overrides".into(), "Run".into()],
         rows: points
@@ -774,7 +1041,7 @@ mod tests {
                 per_seed,
             });
         }
-        StudyPoint { label: label.into(), value: None, extreme: false, overrides: vec![], run_name: label.into(), summary }
+        StudyPoint { label: label.into(), value: None, extreme: false, overrides: vec![], run_name: label.into(), summary, statistic: Statistic::Final }
     }
 
     #[test]
@@ -796,6 +1063,81 @@ mod tests {
         let mut extreme = point("k=1", &[("fft", &[0.1, 0.1, 0.1]), ("lora", &[0.1, 0.1, 0.1])], &[]);
         extreme.extreme = true;
         assert_eq!(judge_gap_grows(&[iid, skew, extreme], 1.0).verdict, Verdict::Reproduced);
+    }
+
+    #[test]
+    fn no_gap_to_close_is_decided_before_reproduced() {
+        // FFT = LoRA (tightly) and SLoRA above both: SLoRA beats LoRA and is within the margin of FFT,
+        // but there was no gap to close.
+        let p = point("p", &[("fft", &[0.70, 0.72, 0.71]), ("lora", &[0.701, 0.719, 0.711]), ("slora", &[0.73, 0.75, 0.74])], &[]);
+        let v = judge_closes_gap(&p, 1.0);
+        assert_eq!(v.verdict, Verdict::Inconclusive, "{}", v.evidence);
+        assert!(v.evidence.contains("no gap to close"), "{}", v.evidence);
+    }
+
+    #[test]
+    fn drift_verdicts_pair_the_points_by_seed() {
+        let e1 = point("E1", &[("fft", &[0.70, 0.72, 0.71]), ("lora", &[0.69, 0.71, 0.70])], &[]);
+        let e5 = point("E5", &[("fft", &[0.72, 0.73, 0.71]), ("lora", &[0.62, 0.64, 0.61])], &[]);
+        let pairs = vec![("E1".to_string(), "E5".to_string())];
+        let v = judge_drift_opens_gap(&[e1.clone(), e5.clone()], &pairs, 1.0);
+        assert_eq!(v.verdict, Verdict::Reproduced, "{}", v.evidence);
+        // Gap per seed: E1 1, 1, 1 pp; E5 10, 9, 10 pp: change 8.67 pp.
+        assert!(v.evidence.contains("+8.67 pp"), "{}", v.evidence);
+        let back = vec![("E5".to_string(), "E1".to_string())];
+        assert_eq!(judge_drift_opens_gap(&[e1.clone(), e5], &back, 1.0).verdict, Verdict::NotReproduced);
+        let same = point("same", &[("fft", &[0.70, 0.72, 0.71]), ("lora", &[0.6905, 0.7095, 0.7])], &[]);
+        let v = judge_drift_opens_gap(&[e1, same], &[("E1".into(), "same".into())], 1.0);
+        assert_eq!(v.verdict, Verdict::NotReproduced, "within the margin: {}", v.evidence);
+        assert_eq!(judge_drift_opens_gap(&[], &pairs, 1.0).verdict, Verdict::Inconclusive);
+    }
+
+    #[test]
+    fn gap_slope_uses_every_regular_point_and_leaves_out_the_floor() {
+        // Gaps 0, 2, 4 pp in every seed: slope 2 pp per point, 4 pp over the range.
+        let a = point("a", &[("fft", &[0.80, 0.82, 0.81]), ("lora", &[0.80, 0.82, 0.81])], &[]);
+        let b = point("b", &[("fft", &[0.70, 0.72, 0.71]), ("lora", &[0.68, 0.70, 0.69])], &[]);
+        let c = point("c", &[("fft", &[0.60, 0.62, 0.61]), ("lora", &[0.56, 0.58, 0.57])], &[]);
+        // At chance (5 %): left out even though its gap would reverse the trend.
+        let floor = point("floor", &[("fft", &[0.06, 0.06, 0.06]), ("lora", &[0.06, 0.07, 0.06])], &[]);
+        let v = judge_gap_slope(&[a.clone(), b.clone(), c.clone(), floor], 1.0, Some(0.05), 3.0);
+        assert_eq!(v.verdict, Verdict::Reproduced, "{}", v.evidence);
+        assert!(v.evidence.contains("+4.00 pp") && v.evidence.contains("Left out") && v.evidence.contains("floor"), "{}", v.evidence);
+        // The ends rule on the same points sees the floor point last and calls it shrinking.
+        let floor = point("floor", &[("fft", &[0.06, 0.06, 0.06]), ("lora", &[0.06, 0.07, 0.06])], &[]);
+        assert_ne!(judge_gap_grows(&[a, b, c, floor], 1.0).verdict, Verdict::Reproduced);
+    }
+
+    #[test]
+    fn flat_needs_the_whole_interval_inside() {
+        assert!(is_flat(0.1, Some(0.05), 0.2));
+        assert!(!is_flat(0.1, Some(0.15), 0.2), "the mean is inside, the interval is not");
+        assert!(!is_flat(-0.25, None, 0.2));
+        assert!(is_flat(-0.1, None, 0.2));
+    }
+
+    #[test]
+    fn last_k_full_statistic_judges_on_the_mean_of_the_full_rounds() {
+        let mut p = point("p", &[("fft", &[0.70, 0.72, 0.71]), ("lora", &[0.70, 0.72, 0.71])], &[]);
+        for m in p.summary.per_seed.values_mut() {
+            m.get_mut("lora").unwrap().full_test_mean_accuracy = Some(0.60);
+            m.get_mut("fft").unwrap().full_test_mean_accuracy = Some(0.65);
+        }
+        assert_eq!(paired_pp(&p, "fft", "lora").mean, 0.0);
+        p.statistic = Statistic::LastKFull;
+        assert!((paired_pp(&p, "fft", "lora").mean - 5.0).abs() < 1e-9);
+    }
+
+    #[test]
+    fn the_plan_table_sums_and_gives_the_ratio() {
+        let rows = vec![
+            PlanRow { point: "IID".into(), method: "fft".into(), seeds: 3, estimated_seconds: 100.0, measured_seconds: Some(150.0) },
+            PlanRow { point: "IID".into(), method: "lora".into(), seeds: 3, estimated_seconds: 50.0, measured_seconds: None },
+        ];
+        let t = plan_table(&rows);
+        assert_eq!(t.rows.len(), 3);
+        assert_eq!(t.rows[0][5], "1.50");
+        assert_eq!(t.rows[2][5], "1.50", "the total's ratio counts only measured rows");
     }
 
     #[test]

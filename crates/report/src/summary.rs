@@ -204,6 +204,10 @@ impl Summary {
                         client_train_seconds: mean(&|f| f.client_train_seconds),
                         server_seconds: mean(&|f| f.server_seconds),
                         wall_seconds: mean(&|f| f.wall_seconds),
+                        full_test_mean_accuracy: {
+                            let full: Vec<f64> = figs.iter().filter_map(|f| f.full_test_mean_accuracy).collect();
+                            (!full.is_empty() && full.len() == figs.len()).then(|| full.iter().sum::<f64>() / full.len() as f64)
+                        },
                     },
                     lr: rates.lr,
                     head_lr: rates.head_lr,

@@ -10,6 +10,13 @@
 //!   in dataset order, at `floor(cumsum(p) * n_label)`. If a client ends up with fewer than
 //!   `min_client_size` rows the whole draw is repeated with the advanced RNG, up to 10 re-draws
 //!   (11 draws), then an error. Finally each client's rows are shuffled.
+//! - **dirichlet-client** (client-wise label mixes, Hsu et al. 2019): every client holds an equal
+//!   share of the rows (as iid), and its label mix is one draw `q ~ Dirichlet(alpha, …, alpha)` over
+//!   the labels. Clients are filled one row at a time, round-robin, each row's label drawn from the
+//!   client's `q` renormalised over the labels that still have rows (a label that runs out drops
+//!   out of every mix), the row taken from that label's seeded shuffle. So every client has rows at
+//!   any alpha, however small: at alpha = 0.01 a client holds about one label, where label-wise
+//!   `dirichlet` with many clients leaves most clients empty (20 labels cannot cover 100 clients).
 //! - **pathological** (in the spirit of `PathologicalPartitioner`, but not its assignment): the labels
 //!   present are put in a seeded random order `L`; client `i` holds labels `L[(i*k + j) mod |L|]`,
 //!   `j < k`, so every client holds exactly `k` distinct labels and every label is held when
@@ -46,6 +53,11 @@ pub enum Scheme {
         /// Every client gets at least this many rows.
         min_client_size: usize,
     },
+    /// Per-client Dirichlet label mixes, equal client sizes.
+    DirichletClient {
+        /// Concentration (> 0); smaller = more skew.
+        alpha: f64,
+    },
     /// Exactly `classes_per_client` labels per client.
     Pathological {
         /// Labels per client.
@@ -76,10 +88,60 @@ pub fn partition(
         Scheme::Dirichlet { alpha, min_client_size } => {
             dirichlet(labels, num_labels, clients, alpha, min_client_size, &mut rng)
         }
+        Scheme::DirichletClient { alpha } => dirichlet_client(labels, num_labels, clients, alpha, &mut rng),
         Scheme::Pathological { classes_per_client } => {
             pathological(labels, num_labels, clients, classes_per_client, &mut rng)
         }
     }
+}
+
+fn dirichlet_client(labels: &[u32], num_labels: usize, clients: usize, alpha: f64, rng: &mut ChaCha8Rng) -> Result<Vec<Vec<usize>>, DataError> {
+    use rand::Rng;
+    if !(alpha > 0.0 && alpha.is_finite()) {
+        return Err(DataError::Partition(format!("partition.alpha must be > 0 (got {alpha})")));
+    }
+    let gamma = Gamma::new(alpha, 1.0).map_err(|e| DataError::Partition(format!("partition.alpha = {alpha}: {e}")))?;
+    let mut pools = rows_by_label(labels, num_labels);
+    for pool in &mut pools {
+        pool.shuffle(rng);
+    }
+    let mixes: Vec<Vec<f64>> = (0..clients).map(|_| dirichlet_draw(&gamma, num_labels, rng)).collect();
+    let n = labels.len();
+    let (div, rem) = (n / clients, n % clients);
+    let sizes: Vec<usize> = (0..clients).map(|i| div + usize::from(i < rem)).collect();
+    let mut parts: Vec<Vec<usize>> = sizes.iter().map(|&s| Vec::with_capacity(s)).collect();
+    for step in 0..sizes[0] {
+        for (c, part) in parts.iter_mut().enumerate() {
+            if step >= sizes[c] {
+                continue;
+            }
+            let weights: Vec<f64> = mixes[c].iter().zip(&pools).map(|(q, pool)| if pool.is_empty() { 0.0 } else { *q }).collect();
+            let total: f64 = weights.iter().sum();
+            let label = if total > 0.0 {
+                let mut u = rng.random::<f64>() * total;
+                let mut pick = None;
+                for (l, w) in weights.iter().enumerate() {
+                    if *w > 0.0 {
+                        pick = Some(l);
+                        if u < *w {
+                            break;
+                        }
+                        u -= w;
+                    }
+                }
+                pick.expect("a label with rows")
+            } else {
+                // Every label this client's mix favours has run out (its weights underflowed to 0
+                // elsewhere): take from the largest pool left.
+                (0..num_labels).max_by_key(|&l| (pools[l].len(), std::cmp::Reverse(l))).expect("labels")
+            };
+            part.push(pools[label].pop().expect("rows remain while a client is short"));
+        }
+    }
+    for part in &mut parts {
+        part.shuffle(rng);
+    }
+    Ok(parts)
 }
 
 fn iid(n: usize, clients: usize, rng: &mut ChaCha8Rng) -> Vec<Vec<usize>> {

@@ -156,3 +156,26 @@ fn natural_max_clients_merges_the_smallest_ids_whole_and_seeded() {
     assert_eq!(natural(&ids, 1, 1).unwrap().parts[0].len(), ids.len());
     assert!(natural(&[], 0, 1).is_err());
 }
+
+#[test]
+fn dirichlet_client_fills_every_client_at_any_alpha() {
+    let l = labels();
+    let n = l.len();
+    for alpha in [100.0, 0.5, 0.01] {
+        let parts = partition(&l, 20, 100.min(n), &Scheme::DirichletClient { alpha }, 3).unwrap();
+        assert_exact_cover(&parts, n);
+        let (lo, hi) = (parts.iter().map(Vec::len).min().unwrap(), parts.iter().map(Vec::len).max().unwrap());
+        assert!(hi - lo <= 1, "equal sizes at alpha {alpha}: {lo}..{hi}");
+        assert_eq!(parts, partition(&l, 20, 100.min(n), &Scheme::DirichletClient { alpha }, 3).unwrap(), "seeded");
+    }
+    // Skew grows as alpha falls: the mean number of labels a client holds.
+    let held = |alpha: f64| {
+        let parts = partition(&l, 20, 40, &Scheme::DirichletClient { alpha }, 3).unwrap();
+        let counts = label_counts(&l, &parts, 20);
+        counts.iter().map(|c| c.iter().filter(|&&x| x > 0).count()).sum::<usize>() as f64 / parts.len() as f64
+    };
+    let (wide, skewed) = (held(100.0), held(0.01));
+    // Clients whose favoured labels run out take rows of the labels left, so a client holds a few.
+    assert!(wide > 10.0 && skewed < wide / 3.0, "labels per client: alpha 100 -> {wide}, alpha 0.01 -> {skewed}");
+    assert!(partition(&l, 20, 10, &Scheme::DirichletClient { alpha: 0.0 }, 3).unwrap_err().to_string().contains("partition.alpha must be > 0"));
+}

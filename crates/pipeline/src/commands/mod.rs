@@ -6,6 +6,7 @@ pub mod bench;
 pub mod compare;
 pub mod export;
 pub mod inspect;
+pub mod plan;
 pub mod status;
 pub mod study;
 pub mod sweep;

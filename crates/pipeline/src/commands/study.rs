@@ -17,6 +17,11 @@
 //! margin_pp = 1.0                       # smallest difference that counts as an effect
 //! flat_slope_pp = 0.5                   # FFT's last-k slope below this = flat
 //! claim_point = "2 labels/client"       # where claims 2 and 3 are judged (default: last regular point)
+//! gap_contrast = "slope"                # claim 1: `ends` (last minus first regular point) or `slope`
+//! statistic = "last-k-full"             # judged per seed: `final` (default) or the mean of the last
+//!                                       # federation.full_test_last_k rounds, each on every test row
+//! floor_pp = 3.0                        # claim 1 leaves out points where FFT is this close to chance
+//! drift_pairs = [["E=1", "E=5"]]        # drift-opens-gap: [less, more local work] by label
 //! tune_point = "Dir α=0.1"              # where "tuned" rates are chosen (default: the claim point)
 //! set = ["run.seeds=[1,2,3]"]           # every point
 //! [[point]]
@@ -35,11 +40,14 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use slora_report::study::{build_study_report, judge, Claim, PointCurves, StudyAxis, StudyPoint, StudySettings, StudySummary};
+use slora_report::study::{
+    build_study_report, judge, Claim, GapContrast, PlanRow, PointCurves, Statistic, StudyAxis, StudyPoint, StudySettings, StudySummary,
+};
 use slora_report::{write_report, Summary};
 
 use crate::config::{parse_set, Config, ConfigOverride};
 use crate::error::{IoContext, PipelineError};
+use crate::commands::plan::{Plan, PlanPoint};
 use crate::runner::{lookup_stage, plan_stage, Force};
 use crate::stages::report::SUMMARY_FILE;
 use crate::stages::summaries::{StageSummary, TuneSummary};
@@ -57,6 +65,13 @@ pub struct StudyArgs {
     /// Run at toy size: the study file's `[smoke] set` overrides go last (for CI).
     #[arg(long)]
     pub smoke: bool,
+    /// Print the cost plan (local steps, rounds, evaluation rows and estimated time per point and
+    /// method, from step times measured on this machine) and run nothing but the partitions.
+    #[arg(long)]
+    pub plan: bool,
+    /// With --plan: the plan as JSON.
+    #[arg(long, requires = "plan")]
+    pub json: bool,
 }
 
 /// A study file.
@@ -74,6 +89,18 @@ struct StudyFile {
     flat_slope_pp: f64,
     claim_point: Option<String>,
     tune_point: Option<String>,
+    /// `drift-opens-gap`: `[[less local work, more local work], …]` by point label.
+    #[serde(default)]
+    drift_pairs: Vec<(String, String)>,
+    /// Claim 1's contrast: `ends` or `slope`.
+    #[serde(default)]
+    gap_contrast: GapContrast,
+    /// The per-seed accuracy judged: `final` or `last-k-full`.
+    #[serde(default)]
+    statistic: Statistic,
+    /// Claim 1 leaves out points where FFT is within this many pp of chance.
+    #[serde(default = "default_floor")]
+    floor_pp: f64,
     #[serde(default)]
     set: Vec<String>,
     point: Vec<PointSpec>,
@@ -86,6 +113,10 @@ fn default_margin() -> f64 {
 
 fn default_flat() -> f64 {
     0.5
+}
+
+fn default_floor() -> f64 {
+    3.0
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -151,6 +182,11 @@ fn read_study(path: &Path) -> Result<StudyFile, PipelineError> {
     for (key, label) in [("claim_point", &file.claim_point), ("tune_point", &file.tune_point)] {
         if let Some(l) = label.as_deref().filter(|l| !labels.contains(l)) {
             return bad(format!("{key} = {l:?} is not a point label"));
+        }
+    }
+    for l in file.drift_pairs.iter().flat_map(|(a, b)| [a, b]) {
+        if !labels.contains(l.as_str()) {
+            return bad(format!("drift_pairs: {l:?} is not a point label"));
         }
     }
     if !(file.margin_pp >= 0.0) {
@@ -232,6 +268,25 @@ pub fn run(ctx: &StudyContext, args: &StudyArgs) -> Result<PathBuf, PipelineErro
     let tune_label = file.tune_point.clone().or_else(|| claim_label.clone());
 
     let opts = |force: Force| crate::runner::RunOptions { force, no_rebuild: ctx.no_rebuild };
+    // The cost plan: partitions run (cheap, cached), step times measured once per machine.
+    let tune_point = planned.iter().any(|(_, _, c)| !c.tuned_keys().is_empty()).then(|| {
+        let label = tune_label.as_deref().unwrap_or(&file.point[0].label);
+        planned.iter().find(|(p, _, _)| p.label == label).expect("validated label").2.clone()
+    });
+    let (plan, chance) = {
+        let plan_points: Vec<PlanPoint> = planned.iter().map(|(p, _, c)| PlanPoint { label: &p.label, config: c }).collect();
+        let plan = crate::commands::plan::plan(&plan_points, tune_point.as_ref(), &root, &opts(Force::Nothing))?;
+        let chance = plan_chance(&plan_points, &root);
+        (plan, chance)
+    };
+    if args.plan {
+        if args.json {
+            println!("{}", serde_json::to_string_pretty(&plan)?);
+        } else {
+            print!("{}", crate::commands::plan::render(&plan, &name));
+        }
+        return Ok(root);
+    }
     // "tuned" rates: chosen once, at the tune point, and used everywhere.
     let mut setup = vec![
         ("Study file".to_string(), path.display().to_string()),
@@ -303,6 +358,7 @@ pub fn run(ctx: &StudyContext, args: &StudyArgs) -> Result<PathBuf, PipelineErro
             overrides: own.iter().map(|o| (o.key.clone(), o.value.clone())).collect(),
             run_name: cfg.run.name.clone(),
             summary,
+            statistic: file.statistic,
         });
     }
 
@@ -315,17 +371,54 @@ pub fn run(ctx: &StudyContext, args: &StudyArgs) -> Result<PathBuf, PipelineErro
         claim_point: claim_label,
         flat_slope_pp: file.flat_slope_pp,
         command: format!("pipeline study {}{}", args.study, if args.smoke { " --smoke" } else { "" }),
+        drift_pairs: file.drift_pairs.clone(),
+        gap_contrast: file.gap_contrast,
+        chance,
+        floor_pp: file.floor_pp,
     };
+    let plan_rows = plan_rows(&plan, &points);
     let verdicts = judge(&settings, &points);
     for v in &verdicts {
         tracing::info!("study {name}: {} -> {} ({})", v.claim.statement(), v.verdict, v.evidence);
     }
-    let report = build_study_report(&settings, setup, &points, &verdicts, &curves).map_err(|e| study_error(e.to_string()))?;
-    let json = serde_json::to_string_pretty(&StudySummary { settings, points, verdicts })?;
+    let report = build_study_report(&settings, setup, &points, &verdicts, &curves, &plan_rows).map_err(|e| study_error(e.to_string()))?;
+    let json = serde_json::to_string_pretty(&StudySummary { settings, points, verdicts, plan: plan_rows })?;
     let out = report_root.join(&name);
     write_report(&out, &report, &[("study.json", json)]).map_err(|e| study_error(e.to_string()))?;
     println!("{}", out.join("report.md").display());
     Ok(out)
+}
+
+/// Chance accuracy (1 / labels) of the first point's partition.
+fn plan_chance(points: &[PlanPoint], root: &Path) -> Option<f64> {
+    let cfg = crate::runner::first_replicate(points.first()?.config);
+    let key = plan_stage(&cfg, lookup_stage("partition").ok()?.as_ref()).ok()?.key;
+    let artifact = Store::open_read_only(root).lookup("partition", &key)?;
+    let labels = crate::stages::summaries::PartitionSummary::of(&artifact).ok()?.num_labels;
+    (labels > 0).then(|| 1.0 / labels as f64)
+}
+
+/// The plan's estimate per point and method (SLoRA's two stages as one, seeds summed), next to the
+/// wall time each method's runs recorded.
+fn plan_rows(plan: &Plan, points: &[StudyPoint]) -> Vec<PlanRow> {
+    let mut rows: Vec<PlanRow> = Vec::new();
+    for r in &plan.runs {
+        let method = if r.method.starts_with("slora-") { "slora".to_string() } else if r.point == "tune" { "tune".to_string() } else { r.method.clone() };
+        match rows.iter_mut().find(|x| x.point == r.point && x.method == method) {
+            Some(x) => x.estimated_seconds += r.seconds,
+            None => rows.push(PlanRow { point: r.point.clone(), method, seeds: 0, estimated_seconds: r.seconds, measured_seconds: None }),
+        }
+    }
+    for row in &mut rows {
+        let seeds: std::collections::BTreeSet<u64> =
+            plan.runs.iter().filter(|r| r.point == row.point && (r.method == row.method || r.method.starts_with(&format!("{}-", row.method)))).map(|r| r.seed).collect();
+        row.seeds = seeds.len();
+        if let Some(p) = points.iter().find(|p| p.label == row.point) {
+            let walls: Vec<f64> = p.summary.per_seed.values().filter_map(|m| m.get(&row.method).map(|f| f.wall_seconds)).collect();
+            row.measured_seconds = (!walls.is_empty()).then(|| walls.iter().sum());
+        }
+    }
+    rows
 }
 
 /// `fft 1e-4 of [3e-5, 1e-4, 3e-4]; …` from a tune summary, marking a choice at the grid's edge.

@@ -107,6 +107,7 @@ pub fn point_label(cfg: &Config, overrides: &[ConfigOverride]) -> String {
         return match p.scheme {
             PartitionScheme::Iid => "IID".into(),
             PartitionScheme::Dirichlet => format!("Dir α={}", p.alpha),
+            PartitionScheme::DirichletClient => format!("client Dir α={}", p.alpha),
             PartitionScheme::Pathological => format!("{} labels/client", p.classes_per_client),
             PartitionScheme::Natural if p.max_clients > 0 => format!("{} (≤{})", p.id_column, p.max_clients),
             PartitionScheme::Natural => p.id_column.clone(),

@@ -12,7 +12,7 @@ use toml::{Table, Value};
 
 /// String-valued keys whose value must be one of a fixed set (lists: every element).
 const ENUM_KEYS: &[(&str, &[&str])] = &[
-    ("partition.scheme", &["iid", "dirichlet", "pathological", "natural"]),
+    ("partition.scheme", &["iid", "dirichlet", "dirichlet-client", "pathological", "natural"]),
     ("stage1.mask", &["random", "federated-importance"]),
     ("optim.schedule", &["constant", "linear"]),
     ("optim.precision", &["fp32", "bf16"]),
@@ -150,6 +150,7 @@ fn schema() -> Table {
     add("data", "test_hub_file", Value::String(String::new()));
     add("stage1", "mask", Value::String("random".into()));
     add("stage1", "mask_batches", Value::Integer(4));
+    add("federation", "full_test_last_k", Value::Integer(1));
     add("partition", "max_clients", Value::Integer(0));
     add("baselines", "ffa_lora_lr", Value::Float(1e-3));
     add("tune", "ffa-lora", Value::Array(vec![Value::Float(1e-3)]));

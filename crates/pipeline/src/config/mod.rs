@@ -236,6 +236,10 @@ pub enum PartitionScheme {
     Iid,
     /// Per-label Dirichlet(alpha) proportions (label skew).
     Dirichlet,
+    /// Per-client Dirichlet(alpha) label mixes, equal client sizes (`dirichlet-client`): every client
+    /// has rows at any alpha, e.g. 100 clients at alpha = 0.01.
+    #[serde(rename = "dirichlet-client")]
+    DirichletClient,
     /// Each client holds exactly `classes_per_client` labels.
     Pathological,
     /// One client per distinct value of `id_column` (a writer), at most `max_clients`.
@@ -307,11 +311,19 @@ pub struct FederationConfig {
     pub eval_every: usize,
     /// Evaluate on at most this many test rows (0 = all).
     pub eval_max_rows: usize,
+    /// Measure the last this many rounds on every test row (1: the last only). Left out of the
+    /// cache keys at 1, so runs keyed before it existed keep their keys.
+    #[serde(skip_serializing_if = "is_one")]
+    pub full_test_last_k: usize,
+}
+
+fn is_one(n: &usize) -> bool {
+    *n == 1
 }
 
 impl Default for FederationConfig {
     fn default() -> Self {
-        Self { clients_per_round: 4, local_epochs: 1, batch_size: 32, eval_every: 1, eval_max_rows: 0 }
+        Self { clients_per_round: 4, local_epochs: 1, batch_size: 32, eval_every: 1, eval_max_rows: 0, full_test_last_k: 1 }
     }
 }
 

@@ -38,7 +38,7 @@ fn unknown_keys_and_wrong_types_name_the_key() {
     let err = Config::from_toml_str("[partition]\nclients = -3\n", "p.toml").unwrap_err().to_string();
     assert_eq!(err, "p.toml: partition.clients must be a non-negative integer (got -3)");
     let err = Config::from_toml_str("[partition]\nscheme = \"random\"\n", "p.toml").unwrap_err().to_string();
-    assert_eq!(err, "p.toml: partition.scheme must be one of iid, dirichlet, pathological, natural (got \"random\")");
+    assert_eq!(err, "p.toml: partition.scheme must be one of iid, dirichlet, dirichlet-client, pathological, natural (got \"random\")");
     let err = Config::from_toml_str("[baselines]\nmethods = [\"fft\", \"x\"]\n", "p.toml").unwrap_err().to_string();
     assert!(err.contains("baselines.methods must be one of fft, lora, sft, ffa-lora (got \"x\")"), "{err}");
     let err = Config::from_toml_str("[partition\n", "p.toml").unwrap_err().to_string();
@@ -81,7 +81,7 @@ fn set_overrides_parse_with_the_key_type() {
         "--set partition.clients=2.5: partition.clients must be an integer (got \"2.5\")"
     );
     assert_eq!(err("partition.alpha", "abc"), "--set partition.alpha=abc: partition.alpha must be a finite number (got \"abc\")");
-    assert!(err("partition.scheme", "x").contains("partition.scheme must be one of iid, dirichlet, pathological, natural"));
+    assert!(err("partition.scheme", "x").contains("partition.scheme must be one of iid, dirichlet, dirichlet-client, pathological, natural"));
     assert!(parse_set("novalue").is_err());
     assert_eq!(parse_set("a.b=c=d").unwrap(), set("a.b", "c=d"));
 }

@@ -113,6 +113,7 @@ impl Config {
         at_least("federation.local_epochs", f.local_epochs, 1)?;
         at_least("federation.batch_size", f.batch_size, 1)?;
         at_least("federation.eval_every", f.eval_every, 1)?;
+        at_least("federation.full_test_last_k", f.full_test_last_k, 1)?;
         at_least("stage1.mask_batches", self.stage1.mask_batches, 1)?;
 
         let o = &self.optim;

@@ -137,7 +137,7 @@ fn with_mask_round_costs(mut fedcfg: slora_federation::FedAvgConfig, mask: &Mask
 }
 
 /// Whether SFT's first rounds are Stage 1's (the same rate) and may be taken from it.
-fn continues_stage1(cfg: &Config) -> bool {
+pub(crate) fn continues_stage1(cfg: &Config) -> bool {
     cfg.baselines.sft_from_stage1 && cfg.baselines.sft_lr.value() == cfg.stage1.lr.value()
 }
 

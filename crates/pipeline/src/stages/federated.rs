@@ -144,6 +144,7 @@ pub fn fedavg_config(cfg: &Config, method: &str, rounds: usize, round_offset: u3
         setup_server_seconds: 0.0,
         setup: slora_federation::SetupCosts::default(),
         final_full_test: true,
+        full_test_last_k: f.full_test_last_k as u32,
     }
 }
 

@@ -129,6 +129,7 @@ impl Partition {
         match p.scheme {
             PartitionScheme::Iid => Some(Scheme::Iid),
             PartitionScheme::Dirichlet => Some(Scheme::Dirichlet { alpha: p.alpha, min_client_size: p.min_client_size }),
+            PartitionScheme::DirichletClient => Some(Scheme::DirichletClient { alpha: p.alpha }),
             PartitionScheme::Pathological => Some(Scheme::Pathological { classes_per_client: p.classes_per_client }),
             PartitionScheme::Natural => None,
         }
@@ -235,6 +236,7 @@ impl Stage for Partition {
                 part["alpha"] = json!(p.alpha);
                 part["min_client_size"] = json!(p.min_client_size);
             }
+            PartitionScheme::DirichletClient => part["alpha"] = json!(p.alpha),
             PartitionScheme::Pathological => part["classes_per_client"] = json!(p.classes_per_client),
         }
         if p.validation_fraction > 0.0 {

@@ -241,6 +241,7 @@ fn setup_lines(cfg: &Config, partition_summary: &PartitionSummary) -> Vec<(Strin
     let heterogeneity = match p.scheme {
         PartitionScheme::Iid => "IID".to_string(),
         PartitionScheme::Dirichlet => format!("Dirichlet label skew, α = {}", p.alpha),
+        PartitionScheme::DirichletClient => format!("client-wise Dirichlet label mixes, α = {}, equal sizes", p.alpha),
         PartitionScheme::Pathological => format!("pathological, {} labels per client", p.classes_per_client),
         PartitionScheme::Natural => {
             let ids = partition_summary.natural.as_ref().map_or("?".to_string(), |n| n.distinct_ids.to_string());
