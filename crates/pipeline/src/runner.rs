@@ -81,7 +81,10 @@ pub fn plan_stage(cfg: &Config, stage: &dyn Stage) -> Result<PlannedStage, Pipel
         per_seed.push((seed, deps));
     }
     let upstream = upstream_keys(&per_seed);
-    let params = stage.params(cfg);
+    // A stage across seeds is built by the first replicate's runner (`Runner::run_across`), so its
+    // params are that replicate's config's: with `partition.vary_with_seed` its partition seed
+    // differs from the base config's.
+    let params = if stage.across_seeds() { stage.params(&first_replicate(cfg)) } else { stage.params(cfg) };
     let key = stage_key(stage.name(), stage.code_version(), &params, &upstream);
     Ok(PlannedStage { stage: stage.name().to_string(), code_version: stage.code_version(), params, upstream, key })
 }

@@ -364,7 +364,12 @@ pub fn plan(points: &[PlanPoint], tune: Option<&Config>, root: &Path, opts: &Run
             add("slora-stage1".into(), "stage1", StepKind::Sparse, 0, s1, false)?;
             add("slora-stage2".into(), "stage2", StepKind::Lora, s1, s2, true)?;
             for &method in &seed_cfg.baselines.methods {
-                let continued = method == BaselineMethod::Sft && crate::stages::baselines::continues_stage1(resolved_seed.as_ref().unwrap_or(&seed_cfg));
+                let continued = method == BaselineMethod::Sft
+                    && match resolved_seed.as_ref() {
+                        Some(r) => crate::stages::baselines::continues_stage1(r),
+                        // Unresolved: both "tuned" means Stage 1 takes SFT's choice, so they are equal.
+                        None => seed_cfg.baselines.sft_from_stage1 && seed_cfg.baselines.sft_lr == seed_cfg.stage1.lr,
+                    };
                 let (offset, rounds) = if continued { (s1, s2) } else { (0, s1 + s2) };
                 add(method.to_string(), "baselines", kind_of(method), offset, rounds, true)?;
             }
