@@ -349,6 +349,16 @@ mod tests {
         let full: Vec<bool> = one.metrics.iter().map(|m| m.full_test_accuracy.is_some()).collect();
         assert_eq!(full, [false, false, false, false, false, true]);
         assert_eq!(one.metrics[5].full_test_accuracy, out.metrics[5].full_test_accuracy);
+        // No separate full set (the curve's rows are every row): a last-k round the curve skips is
+        // measured anyway; an evaluated one's curve is its full pass.
+        let mut sparse = config(5);
+        sparse.full_test_last_k = 3;
+        sparse.eval_every = 2;
+        let whole = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients, &test, None, &sparse, None)?;
+        let full: Vec<bool> = whole.metrics.iter().map(|m| m.full_test_accuracy.is_some()).collect();
+        assert_eq!(full, [false, false, false, true, true, true]);
+        assert_eq!(whole.metrics[3].accuracy, None, "round 3 is not a curve round");
+        assert_eq!(whole.metrics[4].full_test_accuracy, whole.metrics[4].accuracy);
         Ok(())
     }
 

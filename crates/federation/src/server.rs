@@ -267,8 +267,14 @@ impl<'a> FedAvgServer<'a> {
             (false, _) => None,
             (true, Some(_)) if !self.cfg.final_full_test => None,
             (true, Some(full)) => Some(evaluate(learner, full, &length_sorted_batches(full, self.cfg.eval_batch_size))?),
+            // The curve's rows are every test row: the round's evaluation is the full one (made
+            // here for a round in the last k that the curve skips).
             (true, None) if local_round == rounds => eval,
-            (true, None) => None,
+            (true, None) if !self.cfg.final_full_test => None,
+            (true, None) => match eval {
+                Some(e) => Some(e),
+                None => Some(evaluate(learner, &self.test, &self.eval_batches)?),
+            },
         };
         self.wall += start.elapsed().as_secs_f64();
         let cum_before = self.metrics.last().map_or(self.cfg.cum_bytes_up_start, |m| m.cum_bytes_up);

@@ -225,6 +225,13 @@ fn combine_slora(stage1: Vec<MetricRow>, stage2: Vec<MetricRow>) -> Curve {
         _ => (0, 0, 0.0),
     };
     let mut points = stage1;
+    // Stage 1's end is not SLoRA's result (Stage 2 goes on from it): where its last round was
+    // measured on every test row (no separate full test set), that pass must not count among
+    // SLoRA's last rounds on every row.
+    for p in &mut points {
+        p.full_test_rows = 0;
+        p.full_test_accuracy = f64::NAN;
+    }
     points.extend(stage2.into_iter().map(|mut r| {
         r.round += round_shift;
         r.cum_bytes_up += bytes_shift;

@@ -238,12 +238,20 @@ pub struct RunShape<'a> {
     pub round_offset: u32,
     /// Rounds.
     pub rounds: u32,
+    /// Rounds already done when the run starts (SFT continuing Stage 1 resumes from its
+    /// checkpoint: no round-0 evaluation, and the rounds keep their numbers).
+    pub resumed_after: u32,
     /// Evaluate every this many rounds (and after the last, and at round 0).
     pub eval_every: u32,
     /// Rows of a curve evaluation.
     pub curve_rows: usize,
-    /// Rows of the last rounds' passes over every test row (0: none).
-    pub final_rows: usize,
+    /// Rows of a pass over every test row in the last `full_last_k` rounds (0: none, as Stage 1).
+    pub full_rows: usize,
+    /// The last rounds measured on every test row.
+    pub full_last_k: u32,
+    /// Whether that pass is separate from the curve's (the curve is a subsample); when it is not,
+    /// an evaluated round's curve is the full pass and only a round the curve skips costs one.
+    pub separate_full: bool,
     /// The run seed (client sampling).
     pub seed: u64,
 }
@@ -253,16 +261,21 @@ pub fn run_work(shape: &RunShape) -> RunWork {
     let per_client: Vec<u64> =
         shape.client_rows.iter().map(|&n| shape.local_epochs as u64 * n.div_ceil(shape.batch.max(1)) as u64).collect();
     let mut train_steps = 0;
-    let mut evaluations = 1; // round 0
-    for local in 1..=shape.rounds {
+    // Round 0 is evaluated unless the run resumes.
+    let mut eval_rows = if shape.resumed_after == 0 { shape.curve_rows as u64 } else { 0 };
+    for local in shape.resumed_after + 1..=shape.rounds {
         let round = shape.round_offset + local;
         let chosen = sample_clients(per_client.len(), shape.per_round.min(per_client.len()), shape.seed, round);
         train_steps += chosen.iter().map(|&c| per_client[c]).sum::<u64>();
-        if local % shape.eval_every.max(1) == 0 || local == shape.rounds {
-            evaluations += 1;
+        let evaluated = local % shape.eval_every.max(1) == 0 || local == shape.rounds;
+        if evaluated {
+            eval_rows += shape.curve_rows as u64;
+        }
+        if shape.full_rows > 0 && local + shape.full_last_k.max(1) > shape.rounds && (shape.separate_full || !evaluated) {
+            eval_rows += shape.full_rows as u64;
         }
     }
-    RunWork { train_steps, eval_rows: evaluations * shape.curve_rows as u64 + shape.final_rows as u64 }
+    RunWork { train_steps, eval_rows }
 }
 
 /// Seconds of a run's work at the measured step times.
@@ -306,7 +319,7 @@ pub fn plan(points: &[PlanPoint], tune: Option<&Config>, root: &Path, opts: &Run
         let rounds = crate::stages::tune::rounds(tune_cfg) as u32;
         for method in crate::stages::tune::METHODS {
             for &lr in tune_cfg.tune.grid(method) {
-                let shape = RunShape { curve_rows: part.validation_rows, final_rows: 0, ..shape_of(tune_cfg, &part, 0, rounds) };
+                let shape = RunShape { curve_rows: part.validation_rows, full_rows: 0, ..shape_of(tune_cfg, &part, 0, rounds) };
                 let work = run_work(&shape);
                 let kind = kind_of(method);
                 let seconds = price(&mut step_times, tune_cfg, root, part.num_labels, work, kind)?;
@@ -339,10 +352,11 @@ pub fn plan(points: &[PlanPoint], tune: Option<&Config>, root: &Path, opts: &Run
             let resolved_seed = resolved.as_ref().map(|c| c.for_seed(seed));
             let part = partition_of(&seed_cfg, &store)?;
             let (s1, s2) = (seed_cfg.stage1.rounds as u32, seed_cfg.stage2.rounds as u32);
-            let mut add = |method: String, stage: &str, kind: StepKind, offset: u32, rounds: u32, final_pass: bool| -> Result<(), PipelineError> {
+            let mut add = |method: String, stage: &str, kind: StepKind, offset: u32, rounds: u32, resumed_after: u32, final_pass: bool| -> Result<(), PipelineError> {
                 let mut shape = shape_of(&seed_cfg, &part, offset, rounds);
+                shape.resumed_after = resumed_after;
                 if !final_pass {
-                    shape.final_rows = 0;
+                    shape.full_rows = 0;
                 }
                 let work = run_work(&shape);
                 let seconds = price(&mut step_times, &seed_cfg, root, part.num_labels, work, kind)?;
@@ -353,7 +367,7 @@ pub fn plan(points: &[PlanPoint], tune: Option<&Config>, root: &Path, opts: &Run
                     method,
                     stage: stage.to_string(),
                     kind,
-                    rounds,
+                    rounds: rounds - resumed_after,
                     train_steps: work.train_steps,
                     eval_rows: work.eval_rows,
                     seconds,
@@ -361,8 +375,8 @@ pub fn plan(points: &[PlanPoint], tune: Option<&Config>, root: &Path, opts: &Run
                 });
                 Ok(())
             };
-            add("slora-stage1".into(), "stage1", StepKind::Sparse, 0, s1, false)?;
-            add("slora-stage2".into(), "stage2", StepKind::Lora, s1, s2, true)?;
+            add("slora-stage1".into(), "stage1", StepKind::Sparse, 0, s1, 0, false)?;
+            add("slora-stage2".into(), "stage2", StepKind::Lora, s1, s2, 0, true)?;
             for &method in &seed_cfg.baselines.methods {
                 let continued = method == BaselineMethod::Sft
                     && match resolved_seed.as_ref() {
@@ -370,8 +384,8 @@ pub fn plan(points: &[PlanPoint], tune: Option<&Config>, root: &Path, opts: &Run
                         // Unresolved: both "tuned" means Stage 1 takes SFT's choice, so they are equal.
                         None => seed_cfg.baselines.sft_from_stage1 && seed_cfg.baselines.sft_lr == seed_cfg.stage1.lr,
                     };
-                let (offset, rounds) = if continued { (s1, s2) } else { (0, s1 + s2) };
-                add(method.to_string(), "baselines", kind_of(method), offset, rounds, true)?;
+                // Continuing SFT resumes Stage 1's checkpoint inside its own run of s1 + s2 rounds.
+                add(method.to_string(), "baselines", kind_of(method), 0, s1 + s2, if continued { s1 } else { 0 }, true)?;
             }
         }
     }
@@ -405,7 +419,9 @@ fn kind_of(method: BaselineMethod) -> StepKind {
 
 fn shape_of<'a>(cfg: &Config, part: &'a PartitionSummary, round_offset: u32, rounds: u32) -> RunShape<'a> {
     let f = &cfg.federation;
-    let curve_rows = if f.eval_max_rows > 0 { f.eval_max_rows.min(part.test_rows) } else { part.test_rows };
+    // As `federated::load_test`: a separate full test set only when the curve is a strict subsample.
+    let separate_full = f.eval_max_rows > 0 && f.eval_max_rows < part.test_rows;
+    let curve_rows = if separate_full { f.eval_max_rows } else { part.test_rows };
     RunShape {
         client_rows: &part.rows_per_client,
         per_round: f.clients_per_round,
@@ -413,9 +429,12 @@ fn shape_of<'a>(cfg: &Config, part: &'a PartitionSummary, round_offset: u32, rou
         batch: f.batch_size,
         round_offset,
         rounds,
+        resumed_after: 0,
         eval_every: f.eval_every as u32,
         curve_rows,
-        final_rows: part.test_rows * f.full_test_last_k.clamp(1, rounds.max(1) as usize),
+        full_rows: part.test_rows,
+        full_last_k: f.full_test_last_k as u32,
+        separate_full,
         seed: cfg.run.seed,
     }
 }
@@ -527,9 +546,12 @@ mod tests {
             batch: 32,
             round_offset: 4,
             rounds: 5,
+            resumed_after: 0,
             eval_every: 2,
             curve_rows: 50,
-            final_rows: 500,
+            full_rows: 500,
+            full_last_k: 1,
+            separate_full: true,
             seed: 9,
         };
         let steps_of = [4u64, 2, 2, 1, 0];
@@ -538,6 +560,16 @@ mod tests {
         assert_eq!(w.train_steps, expected);
         // Round 0, rounds 2 and 4, and the last (5): four curve evaluations, plus the full pass.
         assert_eq!(w.eval_rows, 4 * 50 + 500);
+        // The last 3 rounds on every row: three full passes.
+        assert_eq!(run_work(&RunShape { full_last_k: 3, ..shape }).eval_rows, 4 * 50 + 3 * 500);
+        // No separate full set (the curve is every row): only round 3, which the curve skips, costs one.
+        let whole = RunShape { curve_rows: 500, separate_full: false, full_last_k: 3, ..shape };
+        assert_eq!(run_work(&whole).eval_rows, 4 * 500 + 500);
+        // Resumed after round 2 (SFT continuing Stage 1): no round-0 evaluation, rounds 3..=5 train.
+        let resumed = RunShape { resumed_after: 2, ..shape };
+        let expected: u64 = (7..=9).flat_map(|r| sample_clients(5, 2, 9, r)).map(|c| 3 * steps_of[c]).sum();
+        assert_eq!(run_work(&resumed).train_steps, expected);
+        assert_eq!(run_work(&resumed).eval_rows, 2 * 50 + 500);
         // All clients every round: every client's steps every round.
         let all = RunShape { per_round: 5, ..shape };
         assert_eq!(run_work(&all).train_steps, 5 * 3 * 9);

@@ -57,6 +57,10 @@ pub struct Config {
     /// The learning-rate keys that were `"tuned"` and now hold the tune stage's choice. Not a config key.
     #[serde(skip)]
     pub tuned_from: Vec<String>,
+    /// The partition seed before [`Config::for_seed`] mixed a replicate seed into it, so a
+    /// replicate's replicate is the same replicate. Not a config key.
+    #[serde(skip)]
+    pub partition_seed_base: Option<u64>,
 }
 
 /// `[run]`: experiment name, seed, threads.
@@ -750,11 +754,15 @@ impl Config {
 
     /// The config of one replicate: `run.seed = seed`, and with `partition.vary_with_seed` a
     /// partition seed mixed from the two.
+    /// Idempotent: `cfg.for_seed(a).for_seed(b) == cfg.for_seed(b)` (callers such as status and
+    /// export pass a first replicate on to code that takes replicates again).
     pub fn for_seed(&self, seed: u64) -> Config {
         let mut c = self.clone();
         c.run.seed = seed;
         if c.partition.vary_with_seed {
-            c.partition.seed = self.partition.seed ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
+            let base = self.partition_seed_base.unwrap_or(self.partition.seed);
+            c.partition_seed_base = Some(base);
+            c.partition.seed = base ^ seed.wrapping_mul(0x9E37_79B9_7F4A_7C15).rotate_left(17);
         }
         c
     }

@@ -267,3 +267,15 @@ fn precision_parses_and_enters_the_keys_only_when_bf16() {
     let err = Config::from_toml_str("[optim]\nprecision = \"fp16\"\n", "p.toml").unwrap_err().to_string();
     assert!(err.contains("optim.precision") && err.contains("bf16"), "{err}");
 }
+
+#[test]
+fn a_replicate_of_a_replicate_is_that_replicate() {
+    let mut c = valid();
+    c.partition.vary_with_seed = true;
+    let (one, two) = (c.for_seed(1), c.for_seed(2));
+    assert_ne!(one.partition.seed, two.partition.seed, "partitions vary with the seed");
+    assert_eq!(one.for_seed(2).partition.seed, two.partition.seed);
+    assert_eq!(one.for_seed(1).partition.seed, one.partition.seed);
+    c.partition.vary_with_seed = false;
+    assert_eq!(c.for_seed(3).partition.seed, c.partition.seed);
+}
