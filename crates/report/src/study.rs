@@ -421,9 +421,7 @@ pub fn judge_gap_grows(points: &[StudyPoint], margin_pp: f64) -> ClaimVerdict {
     }
     let gaps: Vec<String> =
         points.iter().map(|p| format!("{}: {}", p.label, fmt_interval(&paired_pp(p, FFT, LORA)))).collect();
-    let (g0, g1) = (differences(first, FFT, LORA), differences(last, FFT, LORA));
-    let did: Vec<f64> = g1.iter().filter_map(|(s, v)| Some(100.0 * (v - g0.get(s)?))).collect();
-    let i = mean_ci(&did);
+    let i = gap_change(first, last);
     let change = format!(
         "gap (FFT − LoRA) at {} minus at {}: {}, paired by seed",
         last.label,
@@ -431,15 +429,7 @@ pub fn judge_gap_grows(points: &[StudyPoint], margin_pp: f64) -> ClaimVerdict {
         fmt_interval(&i)
     );
     let gaps = format!("Gap per point: {}.", gaps.join("; "));
-    let (verdict, why) = match i.bounds() {
-        None => (Verdict::Inconclusive, "one seed: no interval".to_string()),
-        Some((lo, _)) if lo > 0.0 => (Verdict::Reproduced, "the interval is above 0".to_string()),
-        Some((_, hi)) if hi < 0.0 => (Verdict::NotReproduced, "the gap shrinks: the interval is below 0".to_string()),
-        Some((lo, hi)) if lo > -margin_pp && hi < margin_pp => {
-            (Verdict::NotReproduced, format!("the interval lies within ±{margin_pp} pp: no change worth the name"))
-        }
-        Some(_) => (Verdict::Inconclusive, "the interval contains 0".to_string()),
-    };
+    let (verdict, why) = gap_change_verdict(&i, margin_pp);
     ClaimVerdict { claim, verdict, evidence: format!("{change}: {why}. {gaps}") }
 }
 
