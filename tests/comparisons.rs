@@ -322,6 +322,112 @@ fn ffa_lora_baseline_runs_exports_and_keeps_its_init() {
     assert_eq!(frozen, lora - a_bytes, "Stage 2 uploads B and the head only");
 }
 
+/// FedEx-LoRA on the real model: after each of two rounds the global function, base offsets
+/// included, is the sample-weighted average of the clients' models (every effective weight, to f32
+/// rounding); FedAvg of the factors alone is not.
+#[test]
+fn fedex_lora_global_model_is_the_average_of_the_clients_models() -> anyhow::Result<()> {
+    use slora_federation::exact::ProductSum;
+    let files = ModelFiles::resolve(&shared("models/paraphrase-MiniLM-L3-v2").display().to_string(), "main")?;
+    let cfg = EncoderConfig::from_file(&files.config)?;
+    let weights = Weights::load(&files.weights, &cfg)?;
+    let (model, _) = Classifier::new(&cfg, &weights, &TrainSpec::new(Mode::Lora(slora_model::LoraSpec::new(4, 8.0)), 2, 7))?;
+    let scale = 8.0 / 4.0;
+    let adamw = AdamWConfig { lr: 2e-2, weight_decay: 0.0, ..AdamWConfig::default() };
+    let mut learner = ClassifierLearner::new(model, OptimSettings { adamw, head_lr: Some(1e-3), schedule: Schedule::Constant });
+    let mut global = learner.trainable_state()?;
+    let clients: [(&[&[u32]], &[u32], u64); 3] = [
+        (&[&[101, 2023, 3185, 2003, 2307, 102], &[101, 6659, 1010, 4756, 102]], &[1, 0], 3),
+        (&[&[101, 1037, 6919, 2143, 102], &[101, 2025, 2204, 2012, 2035, 102], &[101, 2307, 102]], &[0, 1, 1], 5),
+        (&[&[101, 4569, 2003, 102], &[101, 2919, 2143, 2003, 6659, 102]], &[0, 0], 2),
+    ];
+    let total: f64 = clients.iter().map(|c| c.2 as f64).sum();
+    let adapted: Vec<String> = factors(learner.model()).into_keys().collect();
+    for round in 0..2u64 {
+        let (mut sum, mut products) = (slora_federation::aggregate::WeightedAverage::new(), ProductSum::new());
+        let mut models = Vec::new();
+        for (ids, labels, samples) in clients {
+            learner.set_trainable_state(&global)?;
+            learner.begin_local(3)?;
+            for step in 0..3 {
+                learner.train_step(ids, labels, 10 * round + step)?;
+            }
+            let upload = learner.trainable_state()?;
+            assert!(upload.keys().all(|k| !k.ends_with(".base_offset")), "the offsets are never uploaded");
+            sum.add(&upload, samples)?;
+            products.add(&upload, samples)?;
+            models.push((learner.model().effective_weights()?, samples as f64));
+        }
+        let mean = sum.finish()?;
+        let exact = products.finish(mean.clone(), &global, scale)?;
+        assert_eq!(exact.keys().filter(|k| k.ends_with(".base_offset")).count(), adapted.len());
+        // The plain FedAvg model, for contrast (its offsets are the previous round's).
+        let mut plain = mean.clone();
+        plain.extend(global.iter().filter(|(k, _)| k.ends_with(".base_offset")).map(|(k, v)| (k.clone(), v.clone())));
+        learner.set_trainable_state(&plain)?;
+        let fedavg = learner.model().effective_weights()?;
+        learner.set_trainable_state(&exact)?;
+        let fedex = learner.model().effective_weights()?;
+        let mut fedavg_miss = 0f32;
+        for module in &adapted {
+            let name = format!("{module}.weight");
+            let mut want = fedex.get(&name).unwrap().zeros_like()?;
+            for (w, n) in &models {
+                want = (want + (w.get(&name).unwrap() * (n / total))?)?;
+            }
+            let size = want.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            let err = (fedex.get(&name).unwrap() - &want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            assert!(err <= 2e-6 * size, "round {round} {module}: |global − mean of clients| = {err:e} (weights up to {size:e})");
+            let miss = (fedavg.get(&name).unwrap() - &want)?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            fedavg_miss = fedavg_miss.max(miss / size);
+        }
+        assert!(fedavg_miss > 1e-5, "round {round}: FedAvg of the factors is already exact ({fedavg_miss:e}): nothing is tested");
+        global = exact;
+    }
+    Ok(())
+}
+
+/// FedEx-LoRA end to end: uploads exactly LoRA's tensors, downloads LoRA's plus one dense
+/// `[out, in]` offset per adapted matrix once a residual exists (round 2 on), counted from the shapes.
+#[test]
+fn fedex_lora_baseline_charges_its_dense_offsets_on_the_download() {
+    let dir = fresh_dir("fedex-lora");
+    std::fs::write(dir.join("tiny.toml"), tiny_toml(7, 120, 60, "[baselines]\nmethods = [\"fedex-lora\", \"lora\"]\n")).unwrap();
+    // LoRA alone first: adding FedEx-LoRA re-keys the stage, and LoRA's finished run is resumed from
+    // its run cache instead of trained again.
+    run_ok(&dir, &["--set", "baselines.methods=[\"lora\"]", "baselines"]);
+    let alone = slora_federation::metrics::read_parquet(&artifact(&dir, "baselines").join("metrics.parquet")).unwrap();
+    let stderr = run_ok(&dir, &["baselines"]);
+    assert!(stderr.contains(" lora: resuming after round"), "{stderr}");
+    assert!(!stderr.contains(" lora round 1/"), "LoRA trained again:\n{stderr}");
+    let base = artifact(&dir, "baselines");
+    let rows = slora_federation::metrics::read_parquet(&base.join("metrics.parquet")).unwrap();
+    let of = |m: &str| rows.iter().filter(|r| r.method == m).cloned().collect::<Vec<_>>();
+    let (fedex, lora) = (of("fedex-lora"), of("lora"));
+    assert!(fedex.len() >= 3 && fedex.len() == lora.len());
+    assert!(lora.iter().zip(&alone).all(|(a, b)| a.same_results(b)) && lora.len() == alone.len());
+    let files = ModelFiles::resolve(&shared("models/paraphrase-MiniLM-L3-v2").display().to_string(), "main").unwrap();
+    let cfg = EncoderConfig::from_file(&files.config).unwrap();
+    let weights = Weights::load(&files.weights, &cfg).unwrap();
+    let (fresh, _) = Classifier::new(&cfg, &weights, &TrainSpec::new(Mode::Lora(slora_model::LoraSpec::new(8, 16.0)), 2, 7)).unwrap();
+    let dense: u64 = factors(&fresh).values().map(|(a, b)| 4 * (b.dims()[0] * a.dims()[1]) as u64).sum();
+    for (x, l) in fedex.iter().zip(&lora).skip(1) {
+        assert_eq!(x.bytes_up_per_client, l.bytes_up_per_client, "round {}", x.round);
+        let extra = if x.round == 1 { 0 } else { dense };
+        assert_eq!(x.bytes_down_per_client, l.bytes_down_per_client + extra, "round {}", x.round);
+    }
+    // Round 1 starts from the same state with the same clients: the same training loss.
+    assert_eq!(fedex[1].train_loss, lora[1].train_loss);
+    let summary = json(&base.join("manifest.json"));
+    assert!(summary["summary"]["methods"]["fedex-lora"]["final_accuracy"].as_f64().unwrap() > 0.0);
+    let err = std::process::Command::new(env!("CARGO_BIN_EXE_pipeline"))
+        .current_dir(&dir)
+        .args(["--config", "tiny.toml", "export", "--method", "fedex-lora", "--out", "x"])
+        .output()
+        .unwrap();
+    assert!(!err.status.success());
+}
+
 /// Issue 13: `stage1.mask = "federated-importance"` end to end on the tiny config.
 #[test]
 fn federated_mask_has_the_random_masks_size_is_charged_and_is_reused_by_sft() {

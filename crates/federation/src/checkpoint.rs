@@ -84,6 +84,7 @@ pub struct CheckpointStore {
     dir: PathBuf,
     fingerprint: String,
     strict: bool,
+    also_accepted: Option<String>,
 }
 
 impl CheckpointStore {
@@ -97,7 +98,15 @@ impl CheckpointStore {
                 let _ = fs::remove_file(entry.path());
             }
         }
-        Ok(Self { dir: dir.to_path_buf(), fingerprint: fingerprint.into(), strict: false })
+        Ok(Self { dir: dir.to_path_buf(), fingerprint: fingerprint.into(), strict: false, also_accepted: None })
+    }
+
+    /// Also resumes checkpoints written under `fingerprint` (the same run under the name an older
+    /// layout gave it: a caller that moved a run's folder keeps its rounds). New checkpoints carry
+    /// the store's own fingerprint.
+    pub fn also_accepting(mut self, fingerprint: impl Into<String>) -> Self {
+        self.also_accepted = Some(fingerprint.into());
+        self
     }
 
     /// Strict mode (`pipeline --no-rebuild`): [`CheckpointStore::latest`] returns the error of a corrupt
@@ -173,7 +182,8 @@ impl CheckpointStore {
         let bytes = fs::read(&json_path).map_err(|e| FederationError::io(&json_path, e))?;
         let record: Record = serde_json::from_slice(&bytes)
             .map_err(|e| FederationError::BadFile { path: json_path.clone(), message: e.to_string() })?;
-        if record.format != FORMAT || record.fingerprint != self.fingerprint {
+        let ours = record.fingerprint == self.fingerprint || self.also_accepted.as_deref() == Some(record.fingerprint.as_str());
+        if record.format != FORMAT || !ours {
             tracing::warn!("{}: checkpoint of another run (fingerprint differs), ignored", json_path.display());
             return Ok(None);
         }
@@ -275,6 +285,12 @@ mod tests {
         let dir = tempfile::tempdir()?;
         CheckpointStore::open(dir.path(), "run-a")?.save(1, &state(1.0), &[metrics(1)], 0.0)?;
         assert!(CheckpointStore::open(dir.path(), "run-b")?.latest()?.is_none());
+        // A run moved under a new name resumes what it wrote under the old one, and writes the new.
+        let renamed = CheckpointStore::open(dir.path(), "run-b")?.also_accepting("run-a");
+        assert_eq!(renamed.latest()?.unwrap().completed_rounds, 1);
+        renamed.save(2, &state(2.0), &[metrics(1), metrics(2)], 0.0)?;
+        assert_eq!(CheckpointStore::open(dir.path(), "run-b")?.latest()?.unwrap().completed_rounds, 2);
+        assert_eq!(CheckpointStore::open(dir.path(), "run-a")?.latest()?.unwrap().completed_rounds, 1);
         fs::write(dir.path().join(".round-00009.json.77.tmp"), b"partial")?;
         fs::write(dir.path().join(".round-00010.json.tmp-78"), b"partial")?;
         let store = CheckpointStore::open(dir.path(), "run-a")?;

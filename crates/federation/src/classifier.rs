@@ -84,6 +84,16 @@ impl Learner for ClassifierLearner {
     }
 
     fn set_trainable_state(&mut self, state: &State) -> Result<()> {
+        // FedEx-LoRA's global state also carries the residual folded into each adapted base.
+        if state.keys().any(|k| crate::exact::is_base_offset(k)) {
+            let (offsets, trained): (State, State) = state.iter().map(|(k, v)| (k.clone(), v.clone())).partition(|(k, _)| crate::exact::is_base_offset(k));
+            let offsets = offsets
+                .into_iter()
+                .map(|(k, v)| (k.strip_suffix(crate::exact::BASE_OFFSET_SUFFIX).unwrap_or(&k).to_string(), v))
+                .collect();
+            self.model.set_base_offsets(&offsets)?;
+            return Ok(self.model.set_trainable_state(&trained)?);
+        }
         Ok(self.model.set_trainable_state(state)?)
     }
 

@@ -68,6 +68,22 @@ pub struct FedAvgConfig {
     /// Measure the last this many rounds on `full_test` (≥ 1; 1 = the last only), so a result can
     /// be the mean of the last rounds, each on every test row.
     pub full_test_last_k: u32,
+    /// How the server combines the replies of a round.
+    pub aggregation: Aggregation,
+}
+
+/// How the server combines a round's replies into the next global state.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub enum Aggregation {
+    /// FedAvg: the sample-weighted mean of every uploaded tensor.
+    #[default]
+    Mean,
+    /// FedEx-LoRA ([`crate::exact`]): FedAvg of the factors, plus the residual
+    /// `scale·(mean(B·A) − mean(B)·mean(A))` folded into each adapted matrix's base offset.
+    ExactLora {
+        /// LoRA's `lora_alpha / r`.
+        scale: f64,
+    },
 }
 
 /// Client-side costs of a setup round before round 1 (the federated mask round): `clients` clients

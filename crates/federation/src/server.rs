@@ -16,7 +16,8 @@ use candle_core::DType;
 use crate::aggregate::{State, WeightedAverage};
 use crate::checkpoint::CheckpointStore;
 use crate::comm::{state_bytes, state_bytes_where};
-use crate::engine::{evaluate, length_sorted_batches, Evaluation, FedAvgConfig};
+use crate::engine::{evaluate, length_sorted_batches, Aggregation, Evaluation, FedAvgConfig};
+use crate::exact::{is_base_offset, ProductSum};
 use crate::error::{FederationError, Result};
 use crate::learner::{Learner, Shard};
 use crate::metrics::RoundMetrics;
@@ -41,6 +42,7 @@ struct OpenRound {
     plan: RoundPlan,
     start: Instant,
     sum: WeightedAverage,
+    products: Option<ProductSum>,
     train_loss_sum: f64,
     train_rows: u64,
     bytes_up: u64,
@@ -177,6 +179,7 @@ impl<'a> FedAvgServer<'a> {
             plan: plan.clone(),
             start: Instant::now(),
             sum: WeightedAverage::new(),
+            products: matches!(self.cfg.aggregation, Aggregation::ExactLora { .. }).then(ProductSum::new),
             train_loss_sum: 0.0,
             train_rows: 0,
             bytes_up: 0,
@@ -188,13 +191,14 @@ impl<'a> FedAvgServer<'a> {
     }
 
     /// Why `update` cannot be averaged into this run's global state, if it cannot: a tensor missing,
-    /// extra, of another shape or dtype, or holding a NaN or infinity.
+    /// extra, of another shape or dtype, or holding a NaN or infinity. A client uploads every tensor
+    /// of the global state but the server's own (FedEx-LoRA's base offsets).
     pub fn check_update(&self, update: &State) -> Result<()> {
         let bad = |m: String| Err(FederationError::StateMismatch(m));
-        if let Some(name) = self.global.keys().find(|k| !update.contains_key(*k)) {
+        if let Some(name) = self.global.keys().find(|k| !is_base_offset(k) && !update.contains_key(*k)) {
             return bad(format!("the update lacks `{name}`"));
         }
-        if let Some(name) = update.keys().find(|k| !self.global.contains_key(*k)) {
+        if let Some(name) = update.keys().find(|k| is_base_offset(k) || !self.global.contains_key(*k)) {
             return bad(format!("the update has an unknown tensor `{name}`"));
         }
         for (name, t) in update {
@@ -230,6 +234,9 @@ impl<'a> FedAvgServer<'a> {
         }
         let server_start = Instant::now();
         open.sum.add(update, samples)?;
+        if let Some(products) = open.products.as_mut() {
+            products.add(update, samples)?;
+        }
         open.server_seconds += server_start.elapsed().as_secs_f64();
         // Per step, in order, as one running sum over the round's clients.
         for &(loss, rows) in step_losses {
@@ -247,7 +254,7 @@ impl<'a> FedAvgServer<'a> {
     /// checkpointed. `clients` in the row counts the replies averaged.
     pub fn finish_round<L: Learner>(&mut self, learner: &mut L) -> Result<&RoundMetrics> {
         let open = self.open.take().ok_or_else(|| FederationError::StateMismatch("no round is open".into()))?;
-        let OpenRound { plan, start, sum, train_loss_sum, train_rows, bytes_up, bytes_up_head, train_seconds, mut server_seconds } = open;
+        let OpenRound { plan, start, sum, products, train_loss_sum, train_rows, bytes_up, bytes_up_head, train_seconds, mut server_seconds } = open;
         let replies = sum.clients() as u64;
         if replies == 0 {
             return Err(FederationError::StateMismatch(format!("round {}: no client update to average", plan.round)));
@@ -255,7 +262,11 @@ impl<'a> FedAvgServer<'a> {
         let bytes_down = state_bytes(&self.global) + plan.switch_bytes;
         let bytes_down_head = state_bytes_where(&self.global, |n| learner.is_head(n));
         let server_start = Instant::now();
-        self.global = sum.finish()?;
+        let mean = sum.finish()?;
+        self.global = match (products, self.cfg.aggregation) {
+            (Some(products), Aggregation::ExactLora { scale }) => products.finish(mean, &self.global, scale)?,
+            _ => mean,
+        };
         server_seconds += server_start.elapsed().as_secs_f64();
         learner.set_trainable_state(&self.global)?;
 

@@ -168,5 +168,6 @@ pub fn toy_config(rounds: u32) -> crate::engine::FedAvgConfig {
         setup: crate::engine::SetupCosts::default(),
         final_full_test: true,
         full_test_last_k: 1,
+        aggregation: crate::engine::Aggregation::Mean,
     }
 }

@@ -240,6 +240,20 @@ impl Classifier {
         Ok(())
     }
 
+    /// Offsets the frozen base of each named linear by `offsets[module]` (FedEx-LoRA's residual; see
+    /// [`AdaptableLinear::set_base_offset`]). Every name must be an adapted module of this model.
+    pub fn set_base_offsets(&mut self, offsets: &BTreeMap<String, Tensor>) -> Result<()> {
+        for (module, offset) in offsets {
+            let linear = self
+                .linears
+                .iter_mut()
+                .find(|l| l.module() == module && !matches!(l.adapter(), Adapter::None))
+                .ok_or_else(|| ModelError::invalid(format!("base offset for `{module}`, which is not an adapted module of this model")))?;
+            linear.set_base_offset(offset)?;
+        }
+        Ok(())
+    }
+
     /// Every weight with adapters folded in (base + LoRA / sparse update), by transformers name.
     pub fn effective_weights(&self) -> Result<Weights> {
         let mut map = BTreeMap::new();

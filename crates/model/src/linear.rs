@@ -84,6 +84,8 @@ pub struct AdaptableLinear {
     bias: Option<Param>,
     adapter: Adapter,
     merged: bool,
+    /// The base weight as built, once an offset replaced it ([`Self::set_base_offset`]).
+    pristine: Option<Tensor>,
 }
 
 impl AdaptableLinear {
@@ -124,7 +126,7 @@ impl AdaptableLinear {
                 }
             }
         }
-        Ok(Self { module, weight, bias, adapter, merged: false })
+        Ok(Self { module, weight, bias, adapter, merged: false, pristine: None })
     }
 
     /// The module path, e.g. `bert.encoder.layer.0.attention.self.query`.
@@ -247,6 +249,26 @@ impl AdaptableLinear {
     /// Whether the LoRA update is folded into the base.
     pub fn is_merged(&self) -> bool {
         self.merged
+    }
+
+    /// Sets the frozen base to the base as built plus `offset` (`[out, in]`, replacing any offset set
+    /// before): FedEx-LoRA's residual. The sum is taken in f32 and held in the base's own dtype (a
+    /// bf16 base rounds it once, from the pristine weight, so rounding does not accumulate).
+    pub fn set_base_offset(&mut self, offset: &Tensor) -> Result<()> {
+        let (out, inp) = self.shape();
+        if offset.dims() != [out, inp] {
+            return Err(ModelError::invalid(format!("{}: base offset has shape {:?}, expected [{out}, {inp}]", self.module, offset.dims())));
+        }
+        let Param::Frozen(current) = &self.weight else {
+            return Err(ModelError::invalid(format!("{}: a trainable base takes no offset", self.module)));
+        };
+        if self.merged {
+            return Err(ModelError::invalid(format!("{}: unmerge the adapter before offsetting the base", self.module)));
+        }
+        let pristine = self.pristine.get_or_insert_with(|| current.clone()).clone();
+        let sum = (pristine.to_dtype(candle_core::DType::F32)? + offset.to_dtype(candle_core::DType::F32)?)?;
+        self.weight = Param::Frozen(sum.to_dtype(pristine.dtype())?);
+        Ok(())
     }
 
     /// Replaces the frozen base weight (same shape); used when a corrected base is installed.

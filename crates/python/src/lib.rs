@@ -75,7 +75,7 @@ impl Method {
             FROZEN => Ok(Self::Frozen),
             _ => serde_json::from_value(serde_json::Value::String(name.to_string()))
                 .map(Self::Baseline)
-                .map_err(|_| BindingError::Invalid(format!("method: unknown `{name}` (fft, lora, ffa-lora, sft, {STAGE1}, {STAGE2}, {FROZEN})"))),
+                .map_err(|_| BindingError::Invalid(format!("method: unknown `{name}` (fft, lora, ffa-lora, fedex-lora, sft, {STAGE1}, {STAGE2}, {FROZEN})"))),
         }
     }
 
@@ -285,7 +285,8 @@ impl Server {
         let (mut learner, switch) = build_learner(&cfg, method, labels.num_labels, stage1_state)?;
         let name = method.name();
         let mut fedcfg = match method {
-            Method::Baseline(_) | Method::Frozen => fed::fedavg_config(&cfg, &name, cfg.stage1.rounds + cfg.stage2.rounds, 0, 0),
+            Method::Baseline(b) => fed::with_aggregation(fed::fedavg_config(&cfg, &name, cfg.stage1.rounds + cfg.stage2.rounds, 0, 0), &cfg, b),
+            Method::Frozen => fed::fedavg_config(&cfg, &name, cfg.stage1.rounds + cfg.stage2.rounds, 0, 0),
             Method::Stage1 => {
                 let mut f = fed::fedavg_config(&cfg, &name, cfg.stage1.rounds, 0, 0);
                 f.final_full_test = false;

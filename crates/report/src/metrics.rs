@@ -189,6 +189,7 @@ pub fn method_label(method: &str) -> String {
         "lora" => "LoRA".into(),
         "sft" => "SFT (sparse)".into(),
         "ffa-lora" => "FFA-LoRA".into(),
+        "fedex-lora" => "FedEx-LoRA".into(),
         SLORA => "SLoRA".into(),
         SLORA_STAGE1 => "SLoRA stage 1".into(),
         SLORA_STAGE2 => "SLoRA stage 2".into(),
@@ -202,11 +203,12 @@ pub fn method_rank(method: &str) -> u8 {
         "fft" => 0,
         "lora" => 1,
         "ffa-lora" => 2,
-        "sft" => 3,
-        SLORA => 4,
-        SLORA_STAGE1 => 5,
-        SLORA_STAGE2 => 6,
-        _ => 7,
+        "fedex-lora" => 3,
+        "sft" => 4,
+        SLORA => 5,
+        SLORA_STAGE1 => 6,
+        SLORA_STAGE2 => 7,
+        _ => 8,
     }
 }
 

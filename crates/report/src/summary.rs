@@ -126,8 +126,16 @@ pub struct Summary {
 }
 
 /// The method pairs whose paired differences the report gives, first minus second.
-pub const PAIRS: [(&str, &str); 6] =
-    [("fft", "lora"), ("slora", "lora"), ("fft", "slora"), ("slora", "sft"), ("ffa-lora", "lora"), ("slora", "ffa-lora")];
+pub const PAIRS: [(&str, &str); 8] = [
+    ("fft", "lora"),
+    ("slora", "lora"),
+    ("fft", "slora"),
+    ("slora", "sft"),
+    ("ffa-lora", "lora"),
+    ("slora", "ffa-lora"),
+    ("fedex-lora", "lora"),
+    ("slora", "fedex-lora"),
+];
 
 impl Summary {
     /// Summarises one seed's learning curves; `trainable_params` is keyed by method id.

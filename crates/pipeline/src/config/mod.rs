@@ -121,6 +121,14 @@ impl LearningRate {
     pub fn is_ffa_default(&self) -> bool {
         *self == Self::FFA_DEFAULT
     }
+
+    /// `baselines.fedex_lora_lr`'s default: LoRA's (FedEx-LoRA trains exactly what LoRA trains).
+    pub const FEDEX_DEFAULT: LearningRate = LearningRate::Value(1e-3);
+
+    /// Whether this is [`Self::FEDEX_DEFAULT`] (then it stays out of the keys).
+    pub fn is_fedex_default(&self) -> bool {
+        *self == Self::FEDEX_DEFAULT
+    }
 }
 
 impl Serialize for LearningRate {
@@ -593,6 +601,10 @@ pub enum BaselineMethod {
     /// FFA-LoRA: LoRA with A frozen at its random init; only B trains and is averaged.
     #[serde(rename = "ffa-lora")]
     FfaLora,
+    /// FedEx-LoRA (Singhal et al., 2024): LoRA whose server folds the aggregation residual
+    /// `mean(B·A) − mean(B)·mean(A)` into the frozen base, so the global model is the clients' average.
+    #[serde(rename = "fedex-lora")]
+    FedexLora,
 }
 
 /// `[baselines]`.
@@ -610,6 +622,9 @@ pub struct BaselinesConfig {
     /// FFA-LoRA learning rate (B only). Left out of the keys at its default.
     #[serde(skip_serializing_if = "LearningRate::is_ffa_default")]
     pub ffa_lora_lr: LearningRate,
+    /// FedEx-LoRA learning rate. Left out of the keys at its default.
+    #[serde(skip_serializing_if = "LearningRate::is_fedex_default")]
+    pub fedex_lora_lr: LearningRate,
     /// SFT's first `stage1.rounds` rounds are Stage 1 itself (same masks, sampling, seeds) when its
     /// rate equals `stage1.lr`: continue from Stage 1's state instead of recomputing them.
     pub sft_from_stage1: bool,
@@ -623,6 +638,7 @@ impl Default for BaselinesConfig {
             lora_lr: LearningRate::Value(1e-3),
             sft_lr: LearningRate::Value(1e-3),
             ffa_lora_lr: LearningRate::FFA_DEFAULT,
+            fedex_lora_lr: LearningRate::FEDEX_DEFAULT,
             sft_from_stage1: true,
         }
     }
@@ -636,6 +652,7 @@ impl BaselinesConfig {
             BaselineMethod::Lora => self.lora_lr,
             BaselineMethod::Sft => self.sft_lr,
             BaselineMethod::FfaLora => self.ffa_lora_lr,
+            BaselineMethod::FedexLora => self.fedex_lora_lr,
         }
     }
 }
@@ -653,6 +670,9 @@ pub struct TuneConfig {
     /// FFA-LoRA rates to try (left out of the keys when empty).
     #[serde(rename = "ffa-lora", skip_serializing_if = "Vec::is_empty")]
     pub ffa_lora: Vec<f64>,
+    /// FedEx-LoRA rates to try (left out of the keys when empty).
+    #[serde(rename = "fedex-lora", skip_serializing_if = "Vec::is_empty")]
+    pub fedex_lora: Vec<f64>,
     /// Rounds per grid point (0 = the methods' budget, `stage1.rounds + stage2.rounds`).
     pub rounds: usize,
     /// A point's score: mean validation accuracy over its last this-many evaluated rounds.
@@ -666,6 +686,7 @@ impl Default for TuneConfig {
             lora: vec![3e-4, 1e-3, 3e-3],
             sft: vec![3e-4, 1e-3, 3e-3],
             ffa_lora: Vec::new(),
+            fedex_lora: Vec::new(),
             rounds: 0,
             last_k: 3,
         }
@@ -680,6 +701,7 @@ impl TuneConfig {
             BaselineMethod::Lora => &self.lora,
             BaselineMethod::Sft => &self.sft,
             BaselineMethod::FfaLora => &self.ffa_lora,
+            BaselineMethod::FedexLora => &self.fedex_lora,
         }
     }
 }
@@ -729,6 +751,7 @@ impl Config {
             ("baselines.lora_lr", b.lora_lr, BaselineMethod::Lora),
             ("baselines.sft_lr", b.sft_lr, BaselineMethod::Sft),
             ("baselines.ffa_lora_lr", b.ffa_lora_lr, BaselineMethod::FfaLora),
+            ("baselines.fedex_lora_lr", b.fedex_lora_lr, BaselineMethod::FedexLora),
         ]
         .into_iter()
         .filter(|(_, lr, _)| *lr == LearningRate::Tuned)
@@ -750,6 +773,7 @@ impl Config {
         set(&mut self.baselines.lora_lr, BaselineMethod::Lora);
         set(&mut self.baselines.sft_lr, BaselineMethod::Sft);
         set(&mut self.baselines.ffa_lora_lr, BaselineMethod::FfaLora);
+        set(&mut self.baselines.fedex_lora_lr, BaselineMethod::FedexLora);
     }
 
     /// The config of one replicate: `run.seed = seed`, and with `partition.vary_with_seed` a

@@ -149,6 +149,7 @@ impl Config {
         positive_lr("baselines.lora_lr", b.lora_lr)?;
         positive_lr("baselines.sft_lr", b.sft_lr)?;
         positive_lr("baselines.ffa_lora_lr", b.ffa_lora_lr)?;
+        positive_lr("baselines.fedex_lora_lr", b.fedex_lora_lr)?;
         let mut seen = b.methods.clone();
         seen.sort();
         seen.dedup();
@@ -157,7 +158,7 @@ impl Config {
         }
 
         let t = &self.tune;
-        for (key, grid) in [("tune.fft", &t.fft), ("tune.lora", &t.lora), ("tune.sft", &t.sft), ("tune.ffa-lora", &t.ffa_lora)] {
+        for (key, grid) in [("tune.fft", &t.fft), ("tune.lora", &t.lora), ("tune.sft", &t.sft), ("tune.ffa-lora", &t.ffa_lora), ("tune.fedex-lora", &t.fedex_lora)] {
             if let Some(bad) = grid.iter().find(|v| !(**v > 0.0 && v.is_finite())) {
                 return fail(key, "a list of rates > 0", bad);
             }

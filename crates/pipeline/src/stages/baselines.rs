@@ -39,7 +39,8 @@ pub fn adapter_dir(method: BaselineMethod) -> Option<&'static str> {
     match method {
         BaselineMethod::Lora => Some(LORA_ADAPTER_DIR),
         BaselineMethod::FfaLora => Some(FFA_LORA_ADAPTER_DIR),
-        BaselineMethod::Fft | BaselineMethod::Sft => None,
+        // FedEx-LoRA's base moved (its residual offsets): no peft adapter holds its model.
+        BaselineMethod::Fft | BaselineMethod::Sft | BaselineMethod::FedexLora => None,
     }
 }
 
@@ -91,7 +92,7 @@ impl Stage for Baselines {
             let lr = b.lr(*method).value();
             let name = method.to_string();
             let mut mode = fed::baseline_mode(cfg, *method);
-            let mut fedcfg = fed::fedavg_config(cfg, &name, rounds, 0, 0);
+            let mut fedcfg = fed::with_aggregation(fed::fedavg_config(cfg, &name, rounds, 0, 0), cfg, *method);
             if let (slora_model::Mode::Sparse(sparse), false) = (&mut mode, cfg.stage1.mask.is_random()) {
                 // The federation's learned mask, and what choosing it cost (charged to SFT as to SLoRA).
                 let stage1 = ctx.input("stage1")?;
@@ -102,10 +103,11 @@ impl Stage for Baselines {
             let (model, _) = fed::build_classifier(stage, &base.config, &base.weights, &spec)?;
             let mut learner = ClassifierLearner::new(model, fed::optim_settings(cfg, lr));
             let continued = *method == BaselineMethod::Sft && continues_stage1(cfg);
+            let store = fed::run_checkpoints(ctx, self.code_version(), &name, &run_params(cfg, *method), run_upstream(*method))?;
             if continued {
-                seed_from_stage1(ctx, &name)?;
+                seed_from_stage1(ctx, &store, &name)?;
             }
-            let outcome = fed::run_federated(ctx, &mut learner, &data, &fedcfg, &format!("baselines.{name}_lr"))?;
+            let outcome = fed::run_federated(ctx, &mut learner, &data, &fedcfg, &store, &format!("baselines.{name}_lr"))?;
             if let Some(dir) = adapter_dir(*method) {
                 let adapter = PeftAdapter::from_classifier(learner.model(), Some(&cfg.model.source))?;
                 save_adapter(&out.join(dir), &adapter)?;
@@ -121,6 +123,27 @@ impl Stage for Baselines {
         }
         fed::write_metrics(out, &all_rows)?;
         Ok(BaselinesSummary { rounds, methods }.to_value())
+    }
+}
+
+/// What one method's run depends on: the stage's params with `[baselines]` narrowed to this
+/// method (its rate; SFT's continuation switch), so another method joining the list, or another
+/// method's rate changing, does not re-key it.
+fn run_params(cfg: &Config, method: BaselineMethod) -> Value {
+    let mut p = Baselines.params(cfg);
+    p["baselines"] = json!({ "method": method, "lr": cfg.baselines.lr(method) });
+    if method == BaselineMethod::Sft {
+        p["baselines"]["sft_from_stage1"] = json!(cfg.baselines.sft_from_stage1);
+    }
+    p
+}
+
+/// The upstream stages one method's run reads: SFT reads Stage 1 (its continuation, a learned
+/// mask); the others only the partition.
+fn run_upstream(method: BaselineMethod) -> &'static [&'static str] {
+    match method {
+        BaselineMethod::Sft => &["partition", "stage1"],
+        _ => &["partition"],
     }
 }
 
@@ -143,9 +166,8 @@ pub(crate) fn continues_stage1(cfg: &Config) -> bool {
 
 /// Writes Stage 1's final state and metrics (relabelled `method`) as the round checkpoint of
 /// `stage1.rounds` completed rounds, unless the method already has a checkpoint (a resumed run).
-fn seed_from_stage1(ctx: &StageCtx, method: &str) -> Result<(), PipelineError> {
+fn seed_from_stage1(ctx: &StageCtx, store: &slora_federation::CheckpointStore, method: &str) -> Result<(), PipelineError> {
     let stage = ctx.stage;
-    let store = fed::checkpoint_store(ctx, method)?;
     if store.latest()?.is_some() {
         return Ok(());
     }

@@ -91,7 +91,7 @@ pub fn load_test(cfg: &Config, dir: &Path) -> Result<(Shard, Option<Shard>), Pip
 pub fn baseline_mode(cfg: &Config, method: config::BaselineMethod) -> Mode {
     match method {
         config::BaselineMethod::Fft => Mode::Full,
-        config::BaselineMethod::Lora | config::BaselineMethod::FfaLora => {
+        config::BaselineMethod::Lora | config::BaselineMethod::FfaLora | config::BaselineMethod::FedexLora => {
             let mut lora = slora_model::LoraSpec::new(cfg.lora.r, cfg.lora.lora_alpha);
             lora.dropout = cfg.lora.lora_dropout;
             lora.freeze_a = method == config::BaselineMethod::FfaLora;
@@ -99,6 +99,14 @@ pub fn baseline_mode(cfg: &Config, method: config::BaselineMethod) -> Mode {
         }
         config::BaselineMethod::Sft => Mode::Sparse(slora_model::SparseSpec::new(cfg.stage1.density)),
     }
+}
+
+/// `fedcfg` with the server step of `method`: FedEx-LoRA's exact aggregation, FedAvg otherwise.
+pub fn with_aggregation(mut fedcfg: FedAvgConfig, cfg: &Config, method: config::BaselineMethod) -> FedAvgConfig {
+    if method == config::BaselineMethod::FedexLora {
+        fedcfg.aggregation = slora_federation::Aggregation::ExactLora { scale: cfg.lora.lora_alpha / cfg.lora.r as f64 };
+    }
+    fedcfg
 }
 
 /// A training spec in `mode` with the config's targets, `modules_to_save`, seed and dropout.
@@ -145,6 +153,7 @@ pub fn fedavg_config(cfg: &Config, method: &str, rounds: usize, round_offset: u3
         setup: slora_federation::SetupCosts::default(),
         final_full_test: true,
         full_test_last_k: f.full_test_last_k as u32,
+        aggregation: slora_federation::Aggregation::Mean,
     }
 }
 
@@ -165,23 +174,58 @@ pub fn build_classifier(
     Ok((model, report))
 }
 
-/// The round-checkpoint store of `method` in the stage's work folder.
+/// The round-checkpoint store of `method` in the stage's work folder (a stage that is one run:
+/// Stage 1, Stage 2).
 pub fn checkpoint_store(ctx: &StageCtx, method: &str) -> Result<CheckpointStore, PipelineError> {
     let dir = ctx.work_dir.join(method);
     Ok(CheckpointStore::open(&dir, format!("{}:{}:{}", ctx.stage, ctx.key, method))?.strict(ctx.no_rebuild))
 }
 
-/// Runs FedAvg for `learner` with round checkpoints in `<work_dir>/<method>/` (resumed when present).
+/// The round checkpoints of one run of a stage that holds several (a baseline method, a tune grid
+/// point), in `artifacts/<stage>/.runs/<name>-<run key>/`, kept after the stage commits. The run key
+/// hashes only what the run depends on (`run_params`, the `upstream` stages it reads, the stage's
+/// code version), not the whole stage: a study that adds a method or a grid point re-keys the stage,
+/// and its other runs resume here, finished or not, instead of training again. A run begun in the
+/// stage's work folder (the layout before this cache) is moved here and resumed.
+pub fn run_checkpoints(
+    ctx: &StageCtx,
+    code_version: u32,
+    name: &str,
+    run_params: &Value,
+    upstream: &[&str],
+) -> Result<CheckpointStore, PipelineError> {
+    let mut keys = std::collections::BTreeMap::new();
+    for dep in upstream {
+        keys.insert(dep.to_string(), ctx.input(dep)?.key.clone());
+    }
+    let key = crate::hashing::stage_key(&format!("{}/{name}", ctx.stage), code_version, run_params, &keys);
+    let runs = ctx.work_dir.parent().map_or_else(|| ctx.work_dir.join(RUNS_DIR), |stage_dir| stage_dir.join(RUNS_DIR));
+    let dir = runs.join(format!("{name}-{}", &key[..16]));
+    let legacy = ctx.work_dir.join(name);
+    if !dir.exists() && legacy.is_dir() {
+        std::fs::create_dir_all(&runs).map_err(|e| ctx.error(format!("{}: {e}", runs.display())))?;
+        std::fs::rename(&legacy, &dir).map_err(|e| ctx.error(format!("moving {} to {}: {e}", legacy.display(), dir.display())))?;
+        tracing::info!("{}: {name}: resuming the run begun in {}", ctx.stage, legacy.display());
+    }
+    Ok(CheckpointStore::open(&dir, format!("{}:{key}:{name}", ctx.stage))?
+        .also_accepting(format!("{}:{}:{name}", ctx.stage, ctx.key))
+        .strict(ctx.no_rebuild))
+}
+
+/// The folder of a stage's per-run checkpoints ([`run_checkpoints`]).
+pub const RUNS_DIR: &str = ".runs";
+
+/// Runs FedAvg for `learner` with round checkpoints in `store` (resumed when present).
 /// `lr_key` names the learning-rate setting in a divergence error.
 pub fn run_federated(
     ctx: &StageCtx,
     learner: &mut ClassifierLearner,
     data: &Data,
     fed: &FedAvgConfig,
+    store: &CheckpointStore,
     lr_key: &str,
 ) -> Result<FedOutcome, PipelineError> {
-    let store = checkpoint_store(ctx, &fed.method)?;
-    run_fedavg(learner, &data.clients, &data.test, data.full_test.as_ref(), fed, Some(&store)).map_err(|e| match e {
+    run_fedavg(learner, &data.clients, &data.test, data.full_test.as_ref(), fed, Some(store)).map_err(|e| match e {
         FederationError::NonFiniteLoss { .. } => {
             ctx.error(format!("{}: {e} ({lr_key} = {:e})", fed.method, learner.learning_rate()))
         }

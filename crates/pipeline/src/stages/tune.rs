@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::{json, Value};
-use slora_federation::{run_fedavg, CheckpointStore, ClassifierLearner, FederationError, RoundMetrics};
+use slora_federation::{run_fedavg, ClassifierLearner, FederationError, RoundMetrics};
 
 use super::federated as fed;
 use super::summaries::{StageSummary, TunePoint, TuneSummary, TunedMethod};
@@ -26,7 +26,8 @@ use crate::stage::{Stage, StageCtx};
 pub struct Tune;
 
 /// The methods tune knows, in order.
-pub const METHODS: [BaselineMethod; 4] = [BaselineMethod::Fft, BaselineMethod::Lora, BaselineMethod::Sft, BaselineMethod::FfaLora];
+pub const METHODS: [BaselineMethod; 5] =
+    [BaselineMethod::Fft, BaselineMethod::Lora, BaselineMethod::Sft, BaselineMethod::FfaLora, BaselineMethod::FedexLora];
 
 /// Rounds per grid point.
 pub fn rounds(cfg: &Config) -> usize {
@@ -101,10 +102,8 @@ impl Stage for Tune {
                 let (model, _) = fed::build_classifier(stage, &base.config, &base.weights, &spec)?;
                 let mut learner = ClassifierLearner::new(model, fed::optim_settings(cfg, lr));
                 let name = format!("tune-{method}-{lr:e}");
-                let fedcfg = fed::fedavg_config(cfg, &name, rounds, 0, 0);
-                let store = CheckpointStore::open(&ctx.work_dir.join(&name), format!("{stage}:{}:{name}", ctx.key))
-                    ?
-                    .strict(ctx.no_rebuild);
+                let fedcfg = fed::with_aggregation(fed::fedavg_config(cfg, &name, rounds, 0, 0), cfg, method);
+                let store = fed::run_checkpoints(ctx, self.code_version(), &name, &run_params(cfg, method, lr), &["partition"])?;
                 match run_fedavg(&mut learner, &data.clients, &validation, None, &fedcfg, Some(&store)) {
                     Ok(outcome) => {
                         let s = score(&outcome.metrics, cfg.tune.last_k);
@@ -133,6 +132,15 @@ impl Stage for Tune {
         fed::write_metrics(out, &all_rows)?;
         Ok(TuneSummary { rounds, last_k: cfg.tune.last_k, seed: cfg.run.seed, validation_rows: validation.len(), methods }.to_value())
     }
+}
+
+/// What one grid point's run depends on: the stage's params with `[tune]` narrowed to this
+/// method, rate and round budget (a grid that grows, or a scoring rule that changes, does not
+/// re-key the runs already made).
+fn run_params(cfg: &Config, method: BaselineMethod, lr: f64) -> Value {
+    let mut p = Tune.params(cfg);
+    p["tune"] = json!({ "method": method, "lr": lr, "rounds": cfg.tune.rounds });
+    p
 }
 
 /// `pipeline inspect tune`: every grid point's validation score and the choice per method.

@@ -66,6 +66,7 @@ pub fn method_color(method: &str) -> RGBColor {
         "slora-stage1" => OKABE_ITO[5],
         "slora-stage2" => OKABE_ITO[4],
         "ffa-lora" => OKABE_ITO[6],
+        "fedex-lora" => OKABE_ITO[7],
         other => OKABE_ITO[1 + (other.bytes().map(usize::from).sum::<usize>() % 7)],
     }
 }

@@ -1,0 +1,172 @@
+//! FedEx-LoRA (Singhal et al., 2024): exact aggregation of LoRA updates.
+//!
+//! FedAvg of the factors gives `mean(B)·mean(A)`, which is not the average of the clients' updates
+//! `mean(B·A)`: the global model is then none of the clients' models averaged, and the error grows as
+//! the clients' factors drift apart. FedEx-LoRA averages A and B as FedAvg does and folds the
+//! residual `scale·(mean(Bᵢ·Aᵢ) − mean(B)·mean(A))` into the frozen base of every adapted matrix,
+//! so the global function is the sample-weighted average of the clients' functions (to f32 rounding).
+//!
+//! The residual accumulates over rounds into `<module>.base_offset`, a dense `[out, in]` tensor in
+//! the global state that the server sends with the factors (it is never uploaded). A client added to
+//! the round in any later round needs the whole offset, since it may never have seen an earlier
+//! round: the download is charged densely, as the tensor it is.
+
+use candle_core::DType;
+
+use crate::aggregate::{State, WeightedAverage};
+use crate::error::{FederationError, Result};
+
+/// Suffix of a global-state tensor that the server sends but no client trains or uploads: the
+/// residual folded into the frozen base weight of `<module>`.
+pub const BASE_OFFSET_SUFFIX: &str = ".base_offset";
+
+const LORA_A: &str = ".lora_A.weight";
+const LORA_B: &str = ".lora_B.weight";
+
+/// Whether `name` is a base offset (server-sent, never uploaded).
+pub fn is_base_offset(name: &str) -> bool {
+    name.ends_with(BASE_OFFSET_SUFFIX)
+}
+
+/// `scale·Bᵢ·Aᵢ`'s unscaled product `Bᵢ·Aᵢ` (`[out, in]`) per adapted module of one client's upload.
+pub fn lora_products(update: &State) -> Result<State> {
+    let mut out = State::new();
+    for (name, a) in update {
+        let Some(module) = name.strip_suffix(LORA_A) else { continue };
+        let b = update
+            .get(&format!("{module}{LORA_B}"))
+            .ok_or_else(|| FederationError::StateMismatch(format!("`{name}` has no `{module}{LORA_B}` beside it")))?;
+        out.insert(module.to_string(), b.to_dtype(DType::F32)?.matmul(&a.to_dtype(DType::F32)?)?);
+    }
+    if out.is_empty() {
+        return Err(FederationError::StateMismatch("exact LoRA aggregation needs LoRA factors (no `*.lora_A.weight` in the update)".into()));
+    }
+    Ok(out)
+}
+
+/// The running `Σ nᵢ·Bᵢ·Aᵢ` of one round, beside the FedAvg sum of the factors.
+#[derive(Debug, Default)]
+pub struct ProductSum {
+    sum: WeightedAverage,
+}
+
+impl ProductSum {
+    /// An empty sum.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Adds one client's factors with weight `samples`.
+    pub fn add(&mut self, update: &State, samples: u64) -> Result<()> {
+        self.sum.add(&lora_products(update)?, samples)
+    }
+
+    /// The new global state: `mean` (the FedAvg of the factors and the head) plus, per adapted
+    /// module, the base offset of `previous` (none before the first residual) grown by
+    /// `scale·(mean(Bᵢ·Aᵢ) − mean(B)·mean(A))`.
+    pub fn finish(self, mut mean: State, previous: &State, scale: f64) -> Result<State> {
+        for (module, product_mean) in self.sum.finish()? {
+            let a = &mean[&format!("{module}{LORA_A}")];
+            let b = &mean[&format!("{module}{LORA_B}")];
+            let residual = ((product_mean - b.to_dtype(DType::F32)?.matmul(&a.to_dtype(DType::F32)?)?)? * scale)?;
+            let name = format!("{module}{BASE_OFFSET_SUFFIX}");
+            let offset = match previous.get(&name) {
+                Some(before) => (before + residual)?,
+                None => residual,
+            };
+            mean.insert(name, offset);
+        }
+        Ok(mean)
+    }
+}
+
+/// The base offsets of a state.
+#[cfg(test)]
+fn offsets(state: &State) -> Vec<(&String, &candle_core::Tensor)> {
+    state.iter().filter(|(n, _)| is_base_offset(n)).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Tensor};
+
+    fn factors(a: &[f32], b: &[f32]) -> State {
+        // One module, r = 2, in = 3, out = 2; a head bias beside it.
+        let dev = Device::Cpu;
+        let mut s = State::new();
+        s.insert(format!("m{LORA_A}"), Tensor::from_slice(a, (2, 3), &dev).unwrap());
+        s.insert(format!("m{LORA_B}"), Tensor::from_slice(b, (2, 2), &dev).unwrap());
+        s.insert("classifier.bias".into(), Tensor::from_slice(&[a[0], b[0]], 2, &dev).unwrap());
+        s
+    }
+
+    fn mat(t: &Tensor) -> Vec<Vec<f32>> {
+        t.to_vec2::<f32>().unwrap()
+    }
+
+    /// The update the global state applies, `scale·B̄Ā + offset`, is the weighted mean of the
+    /// clients' `scale·BᵢAᵢ` (plus the offset they started from); FedAvg's `B̄Ā` alone is not.
+    #[test]
+    fn the_global_update_is_the_weighted_mean_of_the_clients_updates() -> anyhow::Result<()> {
+        let scale = 2.0;
+        let clients = [
+            (factors(&[1.0, 0.0, 2.0, 0.0, 1.0, -1.0], &[1.0, 0.0, 0.5, 2.0]), 10u64),
+            (factors(&[0.0, 3.0, 1.0, 1.0, 0.0, 0.0], &[-1.0, 1.0, 0.0, 1.0]), 30),
+            (factors(&[2.0, 1.0, 0.0, -1.0, 2.0, 1.0], &[0.0, 2.0, 1.0, 0.0]), 60),
+        ];
+        let start = {
+            let mut s = State::new();
+            s.insert(format!("m{BASE_OFFSET_SUFFIX}"), Tensor::full(0.25f32, (2, 3), &Device::Cpu)?);
+            s
+        };
+        let (mut avg, mut products) = (WeightedAverage::new(), ProductSum::new());
+        for (s, n) in &clients {
+            avg.add(s, *n)?;
+            products.add(s, *n)?;
+        }
+        let mean = avg.finish()?;
+        let global = products.finish(mean.clone(), &start, scale)?;
+        assert_eq!(offsets(&global).len(), 1);
+        let applied = ((global[&format!("m{LORA_B}")].matmul(&global[&format!("m{LORA_A}")])? * scale)? + &global[&format!("m{BASE_OFFSET_SUFFIX}")])?;
+        // Σ nᵢ·(0.25 + scale·BᵢAᵢ) / Σ nᵢ, computed directly in f64.
+        let mut want = [[0f64; 3]; 2];
+        for (s, n) in &clients {
+            let p = mat(&s[&format!("m{LORA_B}")].matmul(&s[&format!("m{LORA_A}")])?);
+            for (i, row) in want.iter_mut().enumerate() {
+                for (j, w) in row.iter_mut().enumerate() {
+                    *w += *n as f64 * (0.25 + scale * p[i][j] as f64) / 100.0;
+                }
+            }
+        }
+        for (got, want) in mat(&applied).iter().flatten().zip(want.iter().flatten()) {
+            assert!((*got as f64 - want).abs() < 1e-5, "{got} vs {want}");
+        }
+        // FedAvg alone misses it by the residual, which is not small here.
+        let fedavg = mat(&((mean[&format!("m{LORA_B}")].matmul(&mean[&format!("m{LORA_A}")])? * scale)? + 0.25)?);
+        let miss = fedavg.iter().flatten().zip(want.iter().flatten()).map(|(g, w)| (*g as f64 - w).abs()).fold(0.0, f64::max);
+        assert!(miss > 0.1, "FedAvg of the factors is exact here ({miss}): the test does not test anything");
+        // The head and the factors are FedAvg's.
+        assert_eq!(global["classifier.bias"].to_vec1::<f32>()?, mean["classifier.bias"].to_vec1::<f32>()?);
+        Ok(())
+    }
+
+    /// With one A shared by every client (FFA-LoRA) `mean(B·A) = mean(B)·A`: FedEx-LoRA and FedAvg
+    /// coincide.
+    #[test]
+    fn a_shared_a_leaves_no_residual_and_a_missing_factor_is_refused() -> anyhow::Result<()> {
+        let a = [1.0, 0.0, 2.0, 0.0, 1.0, -1.0];
+        let (mut avg, mut products) = (WeightedAverage::new(), ProductSum::new());
+        for (b, n) in [([1.0, 0.0, 0.5, 2.0], 3u64), ([0.0, -1.0, 4.0, 1.0], 5)] {
+            avg.add(&factors(&a, &b), n)?;
+            products.add(&factors(&a, &b), n)?;
+        }
+        let global = products.finish(avg.finish()?, &State::new(), 1.0)?;
+        let residual = global[&format!("m{BASE_OFFSET_SUFFIX}")].abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(residual < 1e-6, "{residual}");
+        let mut lone = factors(&a, &[1.0, 0.0, 0.5, 2.0]);
+        lone.remove(&format!("m{LORA_B}"));
+        assert!(ProductSum::new().add(&lone, 1).is_err());
+        Ok(())
+    }
+}
