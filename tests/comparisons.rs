@@ -53,7 +53,7 @@ fn head_learning_rate_reaches_fft_head_parameters() -> anyhow::Result<()> {
     let (model, _) = Classifier::new(&cfg, &weights, &TrainSpec::new(Mode::Full, 2, 7))?;
     let (lr, head_lr) = (1e-5, 1e-2);
     let adamw = AdamWConfig { lr, weight_decay: 0.0, ..AdamWConfig::default() };
-    let mut learner = ClassifierLearner::new(model, OptimSettings { adamw, head_lr: Some(head_lr), schedule: Schedule::Constant });
+    let mut learner = ClassifierLearner::new(model, OptimSettings { adamw, head_lr: Some(head_lr), schedule: Schedule::Constant, lora_b_lr_ratio: 1.0 });
     let before = learner.trainable_state()?;
     learner.begin_local(1)?;
     assert_eq!(learner.optimizer().unwrap().lr_of("classifier.weight"), Some(head_lr));
@@ -236,7 +236,7 @@ fn ffa_lora_trains_b_only_and_its_average_is_exact() -> anyhow::Result<()> {
     let start = factors(&model);
     assert!(!start.is_empty());
     let adamw = AdamWConfig { lr: 1e-2, weight_decay: 0.0, ..AdamWConfig::default() };
-    let mut learner = ClassifierLearner::new(model, OptimSettings { adamw, head_lr: Some(1e-3), schedule: Schedule::Constant });
+    let mut learner = ClassifierLearner::new(model, OptimSettings { adamw, head_lr: Some(1e-3), schedule: Schedule::Constant, lora_b_lr_ratio: 1.0 });
     let global = learner.trainable_state()?;
     assert!(global.keys().all(|k| !k.ends_with(".lora_A.weight")), "A is not trainable, so never uploaded");
     assert!(global.keys().any(|k| k.ends_with(".lora_B.weight")));
@@ -334,7 +334,7 @@ fn fedex_lora_global_model_is_the_average_of_the_clients_models() -> anyhow::Res
     let (model, _) = Classifier::new(&cfg, &weights, &TrainSpec::new(Mode::Lora(slora_model::LoraSpec::new(4, 8.0)), 2, 7))?;
     let scale = 8.0 / 4.0;
     let adamw = AdamWConfig { lr: 2e-2, weight_decay: 0.0, ..AdamWConfig::default() };
-    let mut learner = ClassifierLearner::new(model, OptimSettings { adamw, head_lr: Some(1e-3), schedule: Schedule::Constant });
+    let mut learner = ClassifierLearner::new(model, OptimSettings { adamw, head_lr: Some(1e-3), schedule: Schedule::Constant, lora_b_lr_ratio: 1.0 });
     let mut global = learner.trainable_state()?;
     let clients: [(&[&[u32]], &[u32], u64); 3] = [
         (&[&[101, 2023, 3185, 2003, 2307, 102], &[101, 6659, 1010, 4756, 102]], &[1, 0], 3),
@@ -384,6 +384,44 @@ fn fedex_lora_global_model_is_the_average_of_the_clients_models() -> anyhow::Res
         assert!(fedavg_miss > 1e-5, "round {round}: FedAvg of the factors is already exact ({fedavg_miss:e}): nothing is tested");
         global = exact;
     }
+    Ok(())
+}
+
+/// LoRA-A²'s protocol: the head frozen at its seeded init (nothing of it trains or is uploaded)
+/// and B trained at 5× A's rate (LoRA+). One AdamW step moves every entry by about its rate, so
+/// B's first step is 5× larger than at ratio 1 and A's is the same.
+#[test]
+fn frozen_head_uploads_no_head_and_b_trains_at_its_ratio() -> anyhow::Result<()> {
+    let files = ModelFiles::resolve(&shared("models/paraphrase-MiniLM-L3-v2").display().to_string(), "main")?;
+    let cfg = EncoderConfig::from_file(&files.config)?;
+    let weights = Weights::load(&files.weights, &cfg)?;
+    let mut steps = Vec::new();
+    for ratio in [1.0, 5.0] {
+        let mut spec = TrainSpec::new(Mode::Lora(slora_model::LoraSpec::new(4, 8.0)), 2, 7);
+        spec.modules_to_save = Vec::new(); // what `adapter.freeze_head` builds
+        let (model, _) = Classifier::new(&cfg, &weights, &spec)?;
+        let adamw = AdamWConfig { lr: 1e-3, weight_decay: 0.0, ..AdamWConfig::default() };
+        let mut learner = ClassifierLearner::new(model, OptimSettings { adamw, head_lr: Some(1e-3), schedule: Schedule::Constant, lora_b_lr_ratio: ratio });
+        let before = learner.trainable_state()?;
+        assert!(before.keys().all(|k| k.contains(".lora_")), "only factors train: {:?}", before.keys().collect::<Vec<_>>());
+        learner.begin_local(2)?;
+        learner.train_step(&[&[101, 2023, 3185, 2003, 2307, 102], &[101, 6659, 1010, 4756, 102]], &[1, 0], 1)?;
+        // A second step: B is zero at init, so A's first gradient is zero and only B moves.
+        learner.train_step(&[&[101, 1037, 6919, 2143, 102]], &[0], 2)?;
+        let after = learner.trainable_state()?;
+        let moved = |suffix: &str| -> anyhow::Result<f32> {
+            let mut m = 0f32;
+            for (k, v) in after.iter().filter(|(k, _)| k.ends_with(suffix)) {
+                m = m.max((v - &before[k])?.abs()?.flatten_all()?.max(0)?.to_scalar::<f32>()?);
+            }
+            Ok(m)
+        };
+        steps.push((moved(".lora_A.weight")?, moved(".lora_B.weight")?));
+    }
+    let ((a1, b1), (a5, b5)) = (steps[0], steps[1]);
+    assert!(b1 > 0.0 && a1 > 0.0, "{steps:?}");
+    assert!((b5 / b1 - 5.0).abs() < 0.05, "B moved {b5:e} at ratio 5, {b1:e} at ratio 1");
+    assert!((a5 / a1 - 1.0).abs() < 0.5, "A's step changed with B's ratio: {a5:e} vs {a1:e}");
     Ok(())
 }
 

@@ -31,6 +31,8 @@ pub struct OptimSettings {
     pub head_lr: Option<f64>,
     /// Schedule within a client's local steps.
     pub schedule: Schedule,
+    /// LoRA+: every `*.lora_B.weight` trains at this multiple of `adamw.lr` (1 = one rate).
+    pub lora_b_lr_ratio: f64,
 }
 
 /// A classifier plus the client optimizer the engine recreates for every client and round.
@@ -100,8 +102,10 @@ impl Learner for ClassifierLearner {
     fn begin_local(&mut self, total_steps: usize) -> Result<()> {
         // Standard FedAvg: no optimizer moments survive a client's round.
         let (head, body): (Vec<_>, Vec<_>) = self.model.trainable_vars().into_iter().partition(|(n, _)| self.model.is_head_tensor(n));
+        let (lora_b, body): (Vec<_>, Vec<_>) = body.into_iter().partition(|(n, _)| n.ends_with(".lora_B.weight"));
         let groups = vec![
             ParamGroup { lr: self.settings.adamw.lr, vars: body },
+            ParamGroup { lr: self.settings.adamw.lr * self.settings.lora_b_lr_ratio, vars: lora_b },
             ParamGroup { lr: self.head_learning_rate(), vars: head },
         ];
         self.optimizer = Some(AdamW::with_groups(groups, self.settings.adamw)?);

@@ -155,6 +155,8 @@ fn schema() -> Table {
     add("baselines", "ffa_lora_lr", Value::Float(1e-3));
     add("tune", "ffa-lora", Value::Array(vec![Value::Float(1e-3)]));
     add("baselines", "fedex_lora_lr", Value::Float(1e-3));
+    add("adapter", "freeze_head", Value::Boolean(false));
+    add("optim", "lora_b_lr_ratio", Value::Float(1.0));
     add("tune", "fedex-lora", Value::Array(vec![Value::Float(1e-3)]));
     t
 }

@@ -402,6 +402,14 @@ pub struct OptimConfig {
     /// `fp32` or `bf16` (mixed precision; f32 where the CPU has no bf16 kernel).
     #[serde(skip_serializing_if = "Precision::is_fp32")]
     pub precision: Precision,
+    /// LoRA+ (Hayou et al., 2024): B's rate is this multiple of A's (LoRA-A²'s protocol uses 5).
+    /// 1 = one rate for both; left out of the keys at 1.
+    #[serde(skip_serializing_if = "is_unit_ratio")]
+    pub lora_b_lr_ratio: f64,
+}
+
+fn is_unit_ratio(v: &f64) -> bool {
+    *v == 1.0
 }
 
 impl Default for OptimConfig {
@@ -416,6 +424,7 @@ impl Default for OptimConfig {
             dropout: -1.0,
             head_lr: 1e-3,
             precision: Precision::Fp32,
+            lora_b_lr_ratio: 1.0,
         }
     }
 }
@@ -429,11 +438,16 @@ pub struct AdapterConfig {
     pub target_modules: Vec<String>,
     /// peft `modules_to_save`. Empty (the default) = the architecture's pooler and classifier.
     pub modules_to_save: Vec<String>,
+    /// Keep the head frozen at its seeded initialisation in every parameter-efficient method (LoRA,
+    /// FFA-LoRA, FedEx-LoRA, SFT, SLoRA), as FFA-LoRA and LoRA-A² do: nothing of it trains or is
+    /// uploaded. FFT trains every weight regardless. Left out of the keys when false.
+    #[serde(skip_serializing_if = "std::ops::Not::not")]
+    pub freeze_head: bool,
 }
 
 impl Default for AdapterConfig {
     fn default() -> Self {
-        Self { target_modules: Vec::new(), modules_to_save: Vec::new() }
+        Self { target_modules: Vec::new(), modules_to_save: Vec::new(), freeze_head: false }
     }
 }
 

@@ -150,6 +150,10 @@ impl Config {
         positive_lr("baselines.sft_lr", b.sft_lr)?;
         positive_lr("baselines.ffa_lora_lr", b.ffa_lora_lr)?;
         positive_lr("baselines.fedex_lora_lr", b.fedex_lora_lr)?;
+        let ratio = self.optim.lora_b_lr_ratio;
+        if !(ratio > 0.0 && ratio.is_finite()) {
+            return fail("optim.lora_b_lr_ratio", "a number > 0", ratio);
+        }
         let mut seen = b.methods.clone();
         seen.sort();
         seen.dedup();

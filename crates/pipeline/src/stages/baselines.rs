@@ -135,6 +135,14 @@ fn run_params(cfg: &Config, method: BaselineMethod) -> Value {
     if method == BaselineMethod::Sft {
         p["baselines"]["sft_from_stage1"] = json!(cfg.baselines.sft_from_stage1);
     }
+    if method == BaselineMethod::Fft {
+        // FFT trains every weight at one rate: the head and LoRA switches do not touch it.
+        for (table, key) in [("adapter", "freeze_head"), ("optim", "lora_b_lr_ratio")] {
+            if let Some(t) = p[table].as_object_mut() {
+                t.remove(key);
+            }
+        }
+    }
     p
 }
 

@@ -113,7 +113,7 @@ pub fn with_aggregation(mut fedcfg: FedAvgConfig, cfg: &Config, method: config::
 pub fn train_spec(cfg: &Config, mode: Mode, num_labels: usize) -> TrainSpec {
     let mut spec = TrainSpec::new(mode, num_labels, cfg.run.seed);
     spec.targets = cfg.adapter.targets();
-    spec.modules_to_save = cfg.adapter.modules_to_save();
+    spec.modules_to_save = if cfg.adapter.freeze_head { Vec::new() } else { cfg.adapter.modules_to_save() };
     spec.dropout = (cfg.optim.dropout >= 0.0).then_some(cfg.optim.dropout);
     spec.precision = cfg.optim.precision.into();
     spec
@@ -125,6 +125,7 @@ pub fn optim_settings(cfg: &Config, lr: f64) -> OptimSettings {
     OptimSettings {
         adamw: AdamWConfig { lr, beta1: o.beta1, beta2: o.beta2, eps: o.eps, weight_decay: o.weight_decay },
         head_lr: Some(cfg.head_lr(lr)),
+        lora_b_lr_ratio: o.lora_b_lr_ratio,
         schedule: match o.schedule {
             config::Schedule::Constant => Schedule::Constant,
             config::Schedule::Linear => Schedule::Linear { warmup_steps: o.warmup_steps as u64 },
