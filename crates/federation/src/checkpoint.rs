@@ -84,7 +84,8 @@ pub struct CheckpointStore {
     dir: PathBuf,
     fingerprint: String,
     strict: bool,
-    also_accepted: Option<String>,
+    /// Fingerprints also resumed: `(prefix, suffix)` of a name an older layout gave this run.
+    also_accepted: Option<(String, String)>,
 }
 
 impl CheckpointStore {
@@ -101,11 +102,12 @@ impl CheckpointStore {
         Ok(Self { dir: dir.to_path_buf(), fingerprint: fingerprint.into(), strict: false, also_accepted: None })
     }
 
-    /// Also resumes checkpoints written under `fingerprint` (the same run under the name an older
-    /// layout gave it: a caller that moved a run's folder keeps its rounds). New checkpoints carry
-    /// the store's own fingerprint.
-    pub fn also_accepting(mut self, fingerprint: impl Into<String>) -> Self {
-        self.also_accepted = Some(fingerprint.into());
+    /// Also resumes checkpoints whose fingerprint starts with `prefix` and ends with `suffix`: the
+    /// same run under the names an older layout gave it (a caller that moved a run's folder, whose
+    /// own name now identifies the run, keeps its rounds). New checkpoints carry the store's own
+    /// fingerprint.
+    pub fn also_accepting(mut self, prefix: impl Into<String>, suffix: impl Into<String>) -> Self {
+        self.also_accepted = Some((prefix.into(), suffix.into()));
         self
     }
 
@@ -182,7 +184,9 @@ impl CheckpointStore {
         let bytes = fs::read(&json_path).map_err(|e| FederationError::io(&json_path, e))?;
         let record: Record = serde_json::from_slice(&bytes)
             .map_err(|e| FederationError::BadFile { path: json_path.clone(), message: e.to_string() })?;
-        let ours = record.fingerprint == self.fingerprint || self.also_accepted.as_deref() == Some(record.fingerprint.as_str());
+        let fp = record.fingerprint.as_str();
+        let ours = fp == self.fingerprint
+            || self.also_accepted.as_ref().is_some_and(|(pre, suf)| fp.len() >= pre.len() + suf.len() && fp.starts_with(pre.as_str()) && fp.ends_with(suf.as_str()));
         if record.format != FORMAT || !ours {
             tracing::warn!("{}: checkpoint of another run (fingerprint differs), ignored", json_path.display());
             return Ok(None);
@@ -286,7 +290,7 @@ mod tests {
         CheckpointStore::open(dir.path(), "run-a")?.save(1, &state(1.0), &[metrics(1)], 0.0)?;
         assert!(CheckpointStore::open(dir.path(), "run-b")?.latest()?.is_none());
         // A run moved under a new name resumes what it wrote under the old one, and writes the new.
-        let renamed = CheckpointStore::open(dir.path(), "run-b")?.also_accepting("run-a");
+        let renamed = CheckpointStore::open(dir.path(), "run-b")?.also_accepting("run-", "a");
         assert_eq!(renamed.latest()?.unwrap().completed_rounds, 1);
         renamed.save(2, &state(2.0), &[metrics(1), metrics(2)], 0.0)?;
         assert_eq!(CheckpointStore::open(dir.path(), "run-b")?.latest()?.unwrap().completed_rounds, 2);

@@ -35,6 +35,11 @@ pub struct TargetHit {
     /// Server seconds (aggregation, decomposition) up to that round.
     #[serde(default)]
     pub server_seconds: f64,
+    /// Benchmarked client compute up to that round: the local steps of the rounds up to there ×
+    /// the step time measured on a quiet machine (`pipeline study`'s cost plan). Unlike
+    /// `client_train_seconds`, nothing else running on the machine inflates it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub benchmark_seconds: Option<f64>,
 }
 
 /// One method's time to one target; `hit` is `None` when the method never reached it.
@@ -72,6 +77,7 @@ pub fn first_hit(curve: &Curve, target: f64) -> Option<TargetHit> {
                 cum_bytes_up: p.cum_bytes_up,
                 client_train_seconds: train,
                 server_seconds: server,
+                benchmark_seconds: None,
             });
         }
     }
@@ -105,10 +111,17 @@ pub fn time_to_target_replicated(runs: &[SeedRun], target: &Target, fft_mean_fin
                 cum_bytes_up: (hits.iter().map(|h| h.cum_bytes_up as f64).sum::<f64>() / n).round() as u64,
                 client_train_seconds: hits.iter().map(|h| h.client_train_seconds).sum::<f64>() / n,
                 server_seconds: hits.iter().map(|h| h.server_seconds).sum::<f64>() / n,
+                benchmark_seconds: mean_if_all(hits.iter().map(|h| h.benchmark_seconds)),
             });
             TimeToTarget { method, fraction, target_accuracy, hit, reached: hits.len(), seeds: curves.len(), per_seed }
         })
         .collect()
+}
+
+/// The mean of values that are all present (`None` when any is missing or there are none).
+pub fn mean_if_all(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let v: Option<Vec<f64>> = values.collect();
+    v.filter(|v| !v.is_empty()).map(|v| v.iter().sum::<f64>() / v.len() as f64)
 }
 
 /// Time-to-target for every curve and every fraction in `fractions`, measured against the final

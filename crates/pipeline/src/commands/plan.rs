@@ -107,6 +107,25 @@ pub struct PlannedRun {
     pub seconds: f64,
     /// Its stage's artifact is already in the cache (costs nothing more).
     pub cached: bool,
+    /// Global number of the round before the first one this run trains (Stage 2 continues Stage
+    /// 1's numbering; SFT continuing Stage 1 starts after it).
+    #[serde(default)]
+    pub first_round_after: u32,
+    /// Local steps over the sampled clients, per trained round in order.
+    #[serde(default)]
+    pub round_steps: Vec<u64>,
+    /// The measured time of one of its training steps (ms).
+    #[serde(default)]
+    pub step_ms: f64,
+}
+
+impl PlannedRun {
+    /// Benchmarked client compute up to global round `round`: the local steps of its rounds up to
+    /// there × the measured step time (seconds). Independent of what else ran on the machine.
+    pub fn benchmarked_seconds_to(&self, round: u32) -> f64 {
+        let rounds = round.saturating_sub(self.first_round_after) as usize;
+        self.round_steps.iter().take(rounds).sum::<u64>() as f64 * self.step_ms / 1e3
+    }
 }
 
 /// A whole plan: the runs and the step times that priced them.
@@ -223,6 +242,18 @@ pub struct RunWork {
     pub eval_rows: u64,
 }
 
+/// Local steps over the sampled clients of each round `shape` trains, in order.
+pub fn round_steps(shape: &RunShape) -> Vec<u64> {
+    let per_client: Vec<u64> =
+        shape.client_rows.iter().map(|&n| shape.local_epochs as u64 * n.div_ceil(shape.batch.max(1)) as u64).collect();
+    (shape.resumed_after + 1..=shape.rounds)
+        .map(|local| {
+            let round = shape.round_offset + local;
+            sample_clients(per_client.len(), shape.per_round.min(per_client.len()), shape.seed, round).iter().map(|&c| per_client[c]).sum()
+        })
+        .collect()
+}
+
 /// What a federated run is, as far as its cost goes.
 #[derive(Debug, Clone, Copy)]
 pub struct RunShape<'a> {
@@ -258,15 +289,10 @@ pub struct RunShape<'a> {
 
 /// Counts a run's work, replaying its seeded client sample round by round.
 pub fn run_work(shape: &RunShape) -> RunWork {
-    let per_client: Vec<u64> =
-        shape.client_rows.iter().map(|&n| shape.local_epochs as u64 * n.div_ceil(shape.batch.max(1)) as u64).collect();
-    let mut train_steps = 0;
+    let train_steps = round_steps(shape).iter().sum();
     // Round 0 is evaluated unless the run resumes.
     let mut eval_rows = if shape.resumed_after == 0 { shape.curve_rows as u64 } else { 0 };
     for local in shape.resumed_after + 1..=shape.rounds {
-        let round = shape.round_offset + local;
-        let chosen = sample_clients(per_client.len(), shape.per_round.min(per_client.len()), shape.seed, round);
-        train_steps += chosen.iter().map(|&c| per_client[c]).sum::<u64>();
         let evaluated = local % shape.eval_every.max(1) == 0 || local == shape.rounds;
         if evaluated {
             eval_rows += shape.curve_rows as u64;
@@ -322,7 +348,7 @@ pub fn plan(points: &[PlanPoint], tune: Option<&Config>, root: &Path, opts: &Run
                 let shape = RunShape { curve_rows: part.validation_rows, full_rows: 0, ..shape_of(tune_cfg, &part, 0, rounds) };
                 let work = run_work(&shape);
                 let kind = kind_of(method);
-                let seconds = price(&mut step_times, tune_cfg, root, part.num_labels, work, kind)?;
+                let (seconds, step_ms) = price(&mut step_times, tune_cfg, root, part.num_labels, work, kind)?;
                 runs.push(PlannedRun {
                     point: "tune".into(),
                     seed: tune_cfg.run.seed,
@@ -334,6 +360,9 @@ pub fn plan(points: &[PlanPoint], tune: Option<&Config>, root: &Path, opts: &Run
                     eval_rows: work.eval_rows,
                     seconds,
                     cached: done,
+                    first_round_after: 0,
+                    round_steps: round_steps(&shape),
+                    step_ms,
                 });
             }
         }
@@ -359,7 +388,7 @@ pub fn plan(points: &[PlanPoint], tune: Option<&Config>, root: &Path, opts: &Run
                     shape.full_rows = 0;
                 }
                 let work = run_work(&shape);
-                let seconds = price(&mut step_times, &seed_cfg, root, part.num_labels, work, kind)?;
+                let (seconds, step_ms) = price(&mut step_times, &seed_cfg, root, part.num_labels, work, kind)?;
                 let cached = cached(resolved_seed.as_ref(), stage, &store)?;
                 runs.push(PlannedRun {
                     point: point.label.to_string(),
@@ -372,6 +401,9 @@ pub fn plan(points: &[PlanPoint], tune: Option<&Config>, root: &Path, opts: &Run
                     eval_rows: work.eval_rows,
                     seconds,
                     cached,
+                    first_round_after: offset + resumed_after,
+                    round_steps: round_steps(&shape),
+                    step_ms,
                 });
                 Ok(())
             };
@@ -402,11 +434,12 @@ fn price(
     num_labels: usize,
     work: RunWork,
     kind: StepKind,
-) -> Result<f64, PipelineError> {
+) -> Result<(f64, f64), PipelineError> {
     let (path, times) = step_times(cfg, root, num_labels)?;
     let s = seconds(&work, kind, &times);
+    let step_ms = times.train_ms(kind);
     used.insert(path.display().to_string(), times);
-    Ok(s)
+    Ok((s, step_ms))
 }
 
 fn kind_of(method: BaselineMethod) -> StepKind {
@@ -558,6 +591,28 @@ mod tests {
         let expected: u64 = (5..=9).flat_map(|r| sample_clients(5, 2, 9, r)).map(|c| 3 * steps_of[c]).sum();
         let w = run_work(&shape);
         assert_eq!(w.train_steps, expected);
+        // Per round, in order: what claim 3's benchmarked compute to a target adds up.
+        let per_round: Vec<u64> = (5..=9).map(|r| sample_clients(5, 2, 9, r).iter().map(|&c| 3 * steps_of[c]).sum()).collect();
+        assert_eq!(round_steps(&shape), per_round);
+        let run = PlannedRun {
+            point: "p".into(),
+            seed: 9,
+            method: "lora".into(),
+            stage: "baselines".into(),
+            kind: StepKind::Lora,
+            rounds: 5,
+            train_steps: expected,
+            eval_rows: w.eval_rows,
+            seconds: 0.0,
+            cached: false,
+            first_round_after: 4,
+            round_steps: per_round.clone(),
+            step_ms: 250.0,
+        };
+        // Global rounds 5..=7 are its first three; round 4 and before are not its own.
+        assert_eq!(run.benchmarked_seconds_to(7), per_round[..3].iter().sum::<u64>() as f64 * 0.25);
+        assert_eq!(run.benchmarked_seconds_to(4), 0.0);
+        assert_eq!(run.benchmarked_seconds_to(99), expected as f64 * 0.25);
         // Round 0, rounds 2 and 4, and the last (5): four curve evaluations, plus the full pass.
         assert_eq!(w.eval_rows, 4 * 50 + 500);
         // The last 3 rounds on every row: three full passes.

@@ -376,6 +376,7 @@ pub fn run(ctx: &StudyContext, args: &StudyArgs) -> Result<PathBuf, PipelineErro
         chance,
         floor_pp: file.floor_pp,
     };
+    attach_benchmarked_seconds(&plan, &mut points);
     let plan_rows = plan_rows(&plan, &points);
     let verdicts = judge(&settings, &points);
     for v in &verdicts {
@@ -396,6 +397,32 @@ fn plan_chance(points: &[PlanPoint], root: &Path) -> Option<f64> {
     let artifact = Store::open_read_only(root).lookup("partition", &key)?;
     let labels = crate::stages::summaries::PartitionSummary::of(&artifact).ok()?.num_labels;
     (labels > 0).then(|| 1.0 / labels as f64)
+}
+
+/// Every time-to-target hit's benchmarked client compute: the plan's local steps of that seed's run
+/// (SLoRA: both stages) up to the hit's round × the measured step time. A hit whose run the plan
+/// does not hold keeps `None`.
+fn attach_benchmarked_seconds(plan: &Plan, points: &mut [StudyPoint]) {
+    for point in points.iter_mut() {
+        for target in &mut point.summary.time_to_target {
+            let runs = |seed: u64| -> Vec<&crate::commands::plan::PlannedRun> {
+                plan.runs
+                    .iter()
+                    .filter(|r| r.point == point.label && r.seed == seed)
+                    .filter(|r| r.method == target.method || (target.method == "slora" && r.method.starts_with("slora-")))
+                    .collect()
+            };
+            for (seed, hit) in &mut target.per_seed {
+                if let Some(hit) = hit.as_mut() {
+                    let runs = runs(*seed);
+                    hit.benchmark_seconds = (!runs.is_empty()).then(|| runs.iter().map(|r| r.benchmarked_seconds_to(hit.round)).sum());
+                }
+            }
+            if let Some(hit) = target.hit.as_mut() {
+                hit.benchmark_seconds = slora_report::targets::mean_if_all(target.per_seed.iter().filter_map(|(_, h)| h.as_ref()).map(|h| h.benchmark_seconds));
+            }
+        }
+    }
 }
 
 /// The plan's estimate per point and method (SLoRA's two stages as one, seeds summed), next to the

@@ -187,7 +187,9 @@ pub fn checkpoint_store(ctx: &StageCtx, method: &str) -> Result<CheckpointStore,
 /// hashes only what the run depends on (`run_params`, the `upstream` stages it reads, the stage's
 /// code version), not the whole stage: a study that adds a method or a grid point re-keys the stage,
 /// and its other runs resume here, finished or not, instead of training again. A run begun in the
-/// stage's work folder (the layout before this cache) is moved here and resumed.
+/// stage's work folder (the layout before this cache) is moved here and resumed: the folder's name
+/// now identifies the run, so a checkpoint written there under any of the stage's keys is this
+/// run's (a study re-keys the stage after the move).
 pub fn run_checkpoints(
     ctx: &StageCtx,
     code_version: u32,
@@ -209,7 +211,7 @@ pub fn run_checkpoints(
         tracing::info!("{}: {name}: resuming the run begun in {}", ctx.stage, legacy.display());
     }
     Ok(CheckpointStore::open(&dir, format!("{}:{key}:{name}", ctx.stage))?
-        .also_accepting(format!("{}:{}:{name}", ctx.stage, ctx.key))
+        .also_accepting(format!("{}:", ctx.stage), format!(":{name}"))
         .strict(ctx.no_rebuild))
 }
 
