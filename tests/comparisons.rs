@@ -425,6 +425,115 @@ fn frozen_head_uploads_no_head_and_b_trains_at_its_ratio() -> anyhow::Result<()>
     Ok(())
 }
 
+/// LoRA-A² on the real model, two rounds: round 1 freezes A (bit-equal after training, not sent)
+/// and trains B, round 2 the reverse; the upload changes exactly `budget × modules` rank components
+/// of the trained factor, the ones with the highest ‖ΔB[:, i]‖·‖A[i, :]‖ (resp. ‖B[:, i]‖·‖ΔA[i, :]‖)
+/// recomputed here, and its bytes are those components plus an index each, and the head.
+#[test]
+fn lora_a2_alternates_the_frozen_factor_and_uploads_its_top_rank_components() -> anyhow::Result<()> {
+    use slora_federation::{alternating, local_update, LocalRound, Shard};
+    let files = ModelFiles::resolve(&shared("models/paraphrase-MiniLM-L3-v2").display().to_string(), "main")?;
+    let cfg = EncoderConfig::from_file(&files.config)?;
+    let weights = Weights::load(&files.weights, &cfg)?;
+    let (model, _) = Classifier::new(&cfg, &weights, &TrainSpec::new(Mode::Lora(slora_model::LoraSpec::new(4, 8.0)), 2, 7))?;
+    let adamw = AdamWConfig { lr: 1e-2, weight_decay: 0.0, ..AdamWConfig::default() };
+    let budget = 2;
+    let mut learner = ClassifierLearner::new(model, OptimSettings { adamw, head_lr: Some(1e-3), schedule: Schedule::Constant, lora_b_lr_ratio: 1.0 })
+        .alternating(Some(budget));
+    let shard = Shard {
+        input_ids: vec![vec![101, 2023, 3185, 2003, 2307, 102], vec![101, 6659, 1010, 4756, 102], vec![101, 1037, 6919, 2143, 102]],
+        labels: vec![1, 0, 1],
+    };
+    let mut global = learner.trainable_state()?;
+    let modules = global.keys().filter(|k| k.ends_with(".lora_A.weight")).count();
+    assert!(modules > 0);
+    for round in 1..=2u32 {
+        let frozen = alternating::frozen_factor(round);
+        let trained = frozen.other();
+        assert_eq!(trained, if round == 1 { alternating::Factor::B } else { alternating::Factor::A });
+        let local = LocalRound { seed: 3, round, client: 0, local_epochs: 2, batch_size: 2 };
+        let update = local_update(&mut learner, &shard, &global, &local, || {})?;
+        // The frozen factor did not move, bit for bit, and is not sent.
+        let now = learner.trainable_state()?;
+        for (name, t) in global.iter().filter(|(n, _)| frozen.holds(n)) {
+            assert_eq!(bits(&now[name]), bits(t), "round {round}: {name} moved while frozen");
+            assert!(!update.state.contains_key(name), "round {round}: {name} sent while frozen");
+        }
+        // Scores recomputed from the trained model and the global state.
+        let mut scores: Vec<(f64, String, usize)> = Vec::new();
+        for (name, t) in now.iter().filter(|(n, _)| trained.holds(n)) {
+            let module = name.strip_suffix(trained.suffix()).unwrap();
+            let other = &now[&format!("{module}{}", frozen.suffix())];
+            let delta = (t - &global[name])?;
+            let (d, o) = match trained {
+                alternating::Factor::B => (delta.t()?.to_vec2::<f32>()?, other.to_vec2::<f32>()?),
+                alternating::Factor::A => (delta.to_vec2::<f32>()?, other.t()?.to_vec2::<f32>()?),
+            };
+            let norm = |v: &[f32]| v.iter().map(|x| (*x as f64).powi(2)).sum::<f64>().sqrt();
+            for i in 0..d.len() {
+                scores.push((norm(&d[i]) * norm(&o[i]), name.clone(), i));
+            }
+        }
+        scores.sort_by(|a, b| b.0.total_cmp(&a.0));
+        let keep: std::collections::BTreeSet<(String, usize)> = scores.iter().take(budget * modules).map(|(_, n, i)| (n.clone(), *i)).collect();
+        assert!(scores[budget * modules - 1].0 > scores[budget * modules].0, "a tie at the cut: the test cannot tell");
+        // The upload: kept components trained, the rest at the global value; bytes from the shapes.
+        let mut want_bytes = 0u64;
+        for (name, t) in update.state.iter() {
+            if !trained.holds(name) {
+                want_bytes += 4 * t.elem_count() as u64; // the head, dense
+                continue;
+            }
+            let (up, g, tr) = match trained {
+                alternating::Factor::B => (t.t()?.to_vec2::<f32>()?, global[name].t()?.to_vec2::<f32>()?, now[name].t()?.to_vec2::<f32>()?),
+                alternating::Factor::A => (t.to_vec2::<f32>()?, global[name].to_vec2::<f32>()?, now[name].to_vec2::<f32>()?),
+            };
+            // Selected components plus a 4-byte index each, or the dense factor when smaller (a
+            // module that kept all its components).
+            let selected = (0..up.len()).filter(|i| keep.contains(&(name.clone(), *i))).count() as u64;
+            want_bytes += (selected * (4 * up[0].len() as u64 + 4)).min(4 * t.elem_count() as u64);
+            for i in 0..up.len() {
+                if keep.contains(&(name.clone(), i)) {
+                    assert_eq!(up[i], tr[i], "round {round}: {name} component {i} selected but not sent as trained");
+                } else {
+                    assert_eq!(up[i], g[i], "round {round}: {name} component {i} not selected but changed");
+                }
+            }
+        }
+        assert_eq!(alternating::upload_bytes(&update.state, &global, trained)?, want_bytes);
+        // The server keeps the frozen factor and averages the sent one (one client: its upload).
+        global.extend(update.state.clone());
+    }
+    Ok(())
+}
+
+/// LoRA-A² end to end: every round uploads one factor's selected components (less than LoRA's B
+/// alone), the server keeps the frozen factor, and the run ends in an ordinary peft adapter.
+#[test]
+fn lora_a2_baseline_runs_and_uploads_less_than_half_of_lora() {
+    let dir = fresh_dir("lora-a2");
+    std::fs::write(dir.join("tiny.toml"), tiny_toml(7, 120, 60, "[baselines]\nmethods = [\"lora-a2\", \"lora\"]\n")).unwrap();
+    run_ok(&dir, &["baselines"]);
+    let base = artifact(&dir, "baselines");
+    let rows = slora_federation::metrics::read_parquet(&base.join("metrics.parquet")).unwrap();
+    let of = |m: &str| rows.iter().filter(|r| r.method == m).cloned().collect::<Vec<_>>();
+    let (a2, lora) = (of("lora-a2"), of("lora"));
+    assert!(a2.len() >= 3 && a2.len() == lora.len());
+    let files = ModelFiles::resolve(&shared("models/paraphrase-MiniLM-L3-v2").display().to_string(), "main").unwrap();
+    let cfg = EncoderConfig::from_file(&files.config).unwrap();
+    let weights = Weights::load(&files.weights, &cfg).unwrap();
+    let (fresh, _) = Classifier::new(&cfg, &weights, &TrainSpec::new(Mode::Lora(slora_model::LoraSpec::new(8, 16.0)), 2, 7)).unwrap();
+    let b_bytes: u64 = factors(&fresh).values().map(|(_, b)| 4 * b.elem_count() as u64).sum();
+    for (x, l) in a2.iter().zip(&lora).skip(1) {
+        // One factor at half the rank budget (r / 2 of r = 8), plus indices, and the same head.
+        assert_eq!(x.bytes_up_head_per_client, l.bytes_up_head_per_client, "round {}", x.round);
+        assert!(x.bytes_up_per_client < l.bytes_up_per_client - b_bytes, "round {}: {} vs LoRA {}", x.round, x.bytes_up_per_client, l.bytes_up_per_client);
+        assert_eq!(x.bytes_down_per_client, l.bytes_down_per_client, "both factors and the head go down");
+        assert!(x.train_loss.unwrap().is_finite());
+    }
+    assert!(base.join("lora-a2-adapter/adapter_model.safetensors").is_file());
+}
+
 /// FedEx-LoRA end to end: uploads exactly LoRA's tensors, downloads LoRA's plus one dense
 /// `[out, in]` offset per adapted matrix once a residual exists (round 2 on), counted from the shapes.
 #[test]

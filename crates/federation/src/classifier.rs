@@ -35,6 +35,18 @@ pub struct OptimSettings {
     pub lora_b_lr_ratio: f64,
 }
 
+/// LoRA-A²'s client side ([`crate::alternating`]): the factor frozen this round, the trained
+/// factor's value at the round's start, and the upload's rank budget.
+#[derive(Debug, Clone)]
+struct Alternating {
+    /// Rank components kept per module on average (`None`: every component).
+    budget: Option<usize>,
+    /// The factor frozen in the round being trained (`None` before a round began).
+    frozen: Option<crate::alternating::Factor>,
+    /// The trained factor at the round's start.
+    start: State,
+}
+
 /// A classifier plus the client optimizer the engine recreates for every client and round.
 pub struct ClassifierLearner {
     model: Classifier,
@@ -42,12 +54,21 @@ pub struct ClassifierLearner {
     optimizer: Option<AdamW>,
     schedule: LrSchedule,
     step: u64,
+    alternating: Option<Alternating>,
 }
 
 impl ClassifierLearner {
     /// Wraps `model`; its current trainable state is the initial global state.
     pub fn new(model: Classifier, settings: OptimSettings) -> Self {
-        Self { model, settings, optimizer: None, schedule: LrSchedule::Constant, step: 0 }
+        Self { model, settings, optimizer: None, schedule: LrSchedule::Constant, step: 0, alternating: None }
+    }
+
+    /// LoRA-A² ([`crate::alternating`]): each round freezes one factor, and the upload keeps the
+    /// trained factor's `budget` most important rank components per module on average (`None`:
+    /// all of them).
+    pub fn alternating(mut self, budget: Option<usize>) -> Self {
+        self.alternating = Some(Alternating { budget, frozen: None, start: State::new() });
+        self
     }
 
     /// The wrapped model.
@@ -99,9 +120,32 @@ impl Learner for ClassifierLearner {
         Ok(self.model.set_trainable_state(state)?)
     }
 
+    fn begin_round(&mut self, round: u32) -> Result<()> {
+        let Some(alt) = self.alternating.as_mut() else { return Ok(()) };
+        let frozen = crate::alternating::frozen_factor(round);
+        self.model.set_lora_frozen(frozen == crate::alternating::Factor::A, frozen == crate::alternating::Factor::B);
+        alt.frozen = Some(frozen);
+        alt.start = self.model.trainable_state()?.into_iter().filter(|(n, _)| frozen.other().holds(n)).collect();
+        Ok(())
+    }
+
+    fn upload_state(&self) -> Result<State> {
+        let state = self.model.trainable_state()?;
+        let Some(Alternating { budget, frozen: Some(frozen), start }) = &self.alternating else { return Ok(state) };
+        let frozen = *frozen;
+        let state = match budget {
+            Some(b) => crate::alternating::select_ranks(start, &state, frozen.other(), *b)?,
+            None => state,
+        };
+        // The frozen factor is the global one: not sent.
+        Ok(state.into_iter().filter(|(n, _)| !frozen.holds(n)).collect())
+    }
+
     fn begin_local(&mut self, total_steps: usize) -> Result<()> {
         // Standard FedAvg: no optimizer moments survive a client's round.
-        let (head, body): (Vec<_>, Vec<_>) = self.model.trainable_vars().into_iter().partition(|(n, _)| self.model.is_head_tensor(n));
+        let frozen = self.alternating.as_ref().and_then(|a| a.frozen);
+        let vars = self.model.trainable_vars().into_iter().filter(|(n, _)| !frozen.is_some_and(|f| f.holds(n)));
+        let (head, body): (Vec<_>, Vec<_>) = vars.partition(|(n, _)| self.model.is_head_tensor(n));
         let (lora_b, body): (Vec<_>, Vec<_>) = body.into_iter().partition(|(n, _)| n.ends_with(".lora_B.weight"));
         let groups = vec![
             ParamGroup { lr: self.settings.adamw.lr, vars: body },

@@ -84,6 +84,10 @@ pub enum Aggregation {
         /// LoRA's `lora_alpha / r`.
         scale: f64,
     },
+    /// LoRA-A² ([`crate::alternating`]): each round's replies carry one factor (the other is
+    /// frozen that round), averaged into the global state, which keeps the frozen one; an upload
+    /// is charged by the rank components it changed.
+    Alternating,
 }
 
 /// Client-side costs of a setup round before round 1 (the federated mask round): `clients` clients
@@ -268,6 +272,7 @@ pub struct LocalUpdate {
 pub fn local_update<L: Learner>(learner: &mut L, shard: &Shard, global: &State, local: &LocalRound, mut on_step: impl FnMut()) -> Result<LocalUpdate> {
     let LocalRound { seed, round, client, local_epochs, batch_size } = *local;
     learner.set_trainable_state(global)?;
+    learner.begin_round(round)?;
     learner.begin_local(local.steps(shard))?;
     let mut step_losses = Vec::with_capacity(local.steps(shard));
     for epoch in 0..local_epochs {
@@ -285,7 +290,7 @@ pub fn local_update<L: Learner>(learner: &mut L, shard: &Shard, global: &State, 
             on_step();
         }
     }
-    Ok(LocalUpdate { state: learner.trainable_state()?, step_losses })
+    Ok(LocalUpdate { state: learner.upload_state()?, step_losses })
 }
 
 fn bar_style(unit: &str) -> ProgressStyle {

@@ -55,6 +55,16 @@ pub trait Learner {
     fn set_trainable_state(&mut self, state: &State) -> Result<()>;
     /// Starts one client's local training: a fresh optimizer, and `total_steps` for the LR schedule.
     fn begin_local(&mut self, total_steps: usize) -> Result<()>;
+    /// Tells the client which global round it trains, after the global state is set and before
+    /// [`Self::begin_local`] (LoRA-A² freezes a factor by round). Default: nothing to do.
+    fn begin_round(&mut self, _round: u32) -> Result<()> {
+        Ok(())
+    }
+    /// What the client uploads after local training. Default: every trainable tensor; LoRA-A²
+    /// sends only the factor it trained, and only its selected rank components.
+    fn upload_state(&self) -> Result<State> {
+        self.trainable_state()
+    }
     /// One optimizer step on a batch; returns the batch's mean training loss.
     fn train_step(&mut self, input_ids: &[&[u32]], labels: &[u32], dropout_seed: u64) -> Result<f64>;
     /// Evaluates one batch without dropout or gradients.

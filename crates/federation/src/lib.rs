@@ -7,6 +7,7 @@
 #![deny(missing_docs)]
 
 pub mod aggregate;
+pub mod alternating;
 pub mod checkpoint;
 pub mod classifier;
 pub mod comm;

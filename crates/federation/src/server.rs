@@ -17,6 +17,7 @@ use crate::aggregate::{State, WeightedAverage};
 use crate::checkpoint::CheckpointStore;
 use crate::comm::{state_bytes, state_bytes_where};
 use crate::engine::{evaluate, length_sorted_batches, Aggregation, Evaluation, FedAvgConfig};
+use crate::alternating::frozen_factor;
 use crate::exact::{is_base_offset, ProductSum};
 use crate::error::{FederationError, Result};
 use crate::learner::{Learner, Shard};
@@ -195,10 +196,10 @@ impl<'a> FedAvgServer<'a> {
     /// of the global state but the server's own (FedEx-LoRA's base offsets).
     pub fn check_update(&self, update: &State) -> Result<()> {
         let bad = |m: String| Err(FederationError::StateMismatch(m));
-        if let Some(name) = self.global.keys().find(|k| !is_base_offset(k) && !update.contains_key(*k)) {
+        if let Some(name) = self.global.keys().find(|k| self.is_uploaded(k) && !update.contains_key(*k)) {
             return bad(format!("the update lacks `{name}`"));
         }
-        if let Some(name) = update.keys().find(|k| is_base_offset(k) || !self.global.contains_key(*k)) {
+        if let Some(name) = update.keys().find(|k| !self.is_uploaded(k) || !self.global.contains_key(*k)) {
             return bad(format!("the update has an unknown tensor `{name}`"));
         }
         for (name, t) in update {
@@ -213,6 +214,16 @@ impl<'a> FedAvgServer<'a> {
             }
         }
         Ok(())
+    }
+
+    /// Whether a reply of the open round carries global tensor `name`: all but the server's own
+    /// (FedEx-LoRA's base offsets) and, under LoRA-A², the factor frozen this round.
+    fn is_uploaded(&self, name: &str) -> bool {
+        match (self.cfg.aggregation, &self.open) {
+            _ if is_base_offset(name) => false,
+            (Aggregation::Alternating, Some(open)) => !frozen_factor(open.plan.round).holds(name),
+            _ => true,
+        }
     }
 
     /// Adds client `client`'s reply to the open round: its uploaded state, its shard's row count
@@ -244,8 +255,12 @@ impl<'a> FedAvgServer<'a> {
             open.train_rows += rows as u64;
         }
         open.train_seconds += train_seconds;
-        open.bytes_up = state_bytes(update);
-        open.bytes_up_head = state_bytes_where(update, |n| learner.is_head(n));
+        // Summed over the replies: uploads may differ in size (LoRA-A²'s selected components).
+        open.bytes_up += match self.cfg.aggregation {
+            Aggregation::Alternating => crate::alternating::upload_bytes(update, &self.global, frozen_factor(open.plan.round).other())?,
+            _ => state_bytes(update),
+        };
+        open.bytes_up_head += state_bytes_where(update, |n| learner.is_head(n));
         Ok(())
     }
 
@@ -265,6 +280,12 @@ impl<'a> FedAvgServer<'a> {
         let mean = sum.finish()?;
         self.global = match (products, self.cfg.aggregation) {
             (Some(products), Aggregation::ExactLora { scale }) => products.finish(mean, &self.global, scale)?,
+            // The frozen factor (not uploaded) keeps its global value.
+            (_, Aggregation::Alternating) => {
+                let mut next = self.global.clone();
+                next.extend(mean);
+                next
+            }
             _ => mean,
         };
         server_seconds += server_start.elapsed().as_secs_f64();
@@ -300,16 +321,17 @@ impl<'a> FedAvgServer<'a> {
             accuracy: eval.map(|e| e.accuracy()),
             loss: eval.map(|e| e.mean_loss()),
             train_loss: Some(train_loss_sum / train_rows as f64),
-            bytes_up_per_client: bytes_up,
+            // The mean over the replies (every reply's own size when they are equal).
+            bytes_up_per_client: bytes_up / replies,
             bytes_down_per_client: bytes_down,
-            cum_bytes_up: cum_before + bytes_up * replies,
+            cum_bytes_up: cum_before + bytes_up,
             wall_seconds: self.wall,
             clients: replies as u32,
             eval_rows: eval.map_or(0, |e| e.rows()),
             full_test_accuracy: full.map(|e| e.accuracy()),
             full_test_loss: full.map(|e| e.mean_loss()),
             full_test_rows: full.map_or(0, |e| e.rows()),
-            bytes_up_head_per_client: bytes_up_head,
+            bytes_up_head_per_client: bytes_up_head / replies,
             bytes_down_head_per_client: bytes_down_head,
             bytes_down_switch_per_client: plan.switch_bytes,
             cum_bytes_down,

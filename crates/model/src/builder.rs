@@ -119,7 +119,7 @@ impl<'a> Builder<'a> {
                     self.trainable.insert(format!("{module}.lora_A.weight"), a.clone());
                 }
                 self.trainable.insert(format!("{module}.lora_B.weight"), b.clone());
-                Adapter::Lora(LoraAdapter { a, b, scale: lora.scale(), dropout: lora.dropout, freeze_a: lora.freeze_a })
+                Adapter::Lora(LoraAdapter { a, b, scale: lora.scale(), dropout: lora.dropout, freeze_a: lora.freeze_a, freeze_b: false })
             }
             (Mode::Sparse(sparse), true) => {
                 let indices = match sparse.masks.get(module) {

@@ -240,6 +240,14 @@ impl Classifier {
         Ok(())
     }
 
+    /// Freezes every LoRA adapter's A, B, both or neither (see [`AdaptableLinear::set_lora_frozen`]);
+    /// the trainable state keeps both factors (they are set and read as before).
+    pub fn set_lora_frozen(&mut self, freeze_a: bool, freeze_b: bool) {
+        for l in &mut self.linears {
+            l.set_lora_frozen(freeze_a, freeze_b);
+        }
+    }
+
     /// Offsets the frozen base of each named linear by `offsets[module]` (FedEx-LoRA's residual; see
     /// [`AdaptableLinear::set_base_offset`]). Every name must be an adapted module of this model.
     pub fn set_base_offsets(&mut self, offsets: &BTreeMap<String, Tensor>) -> Result<()> {

@@ -26,8 +26,10 @@ pub struct LoraAdapter {
     pub scale: f64,
     /// Dropout on the adapter's input when training.
     pub dropout: f64,
-    /// A is frozen (FFA-LoRA): no gradient flows to it.
+    /// A is frozen (FFA-LoRA; LoRA-A²'s odd rounds): no gradient flows to it.
     pub freeze_a: bool,
+    /// B is frozen (LoRA-A²'s even rounds): no gradient flows to it.
+    pub freeze_b: bool,
 }
 
 impl LoraAdapter {
@@ -163,11 +165,12 @@ impl AdaptableLinear {
         let frozen = !(self.weight.is_trainable() && ctx.tracks_grad());
         let var = |v: &Var| if ctx.tracks_grad() { v.as_tensor().clone() } else { v.as_detached_tensor() };
         let lora_a = |l: &LoraAdapter| if l.freeze_a { l.a.as_detached_tensor() } else { var(&l.a) };
+        let lora_b = |l: &LoraAdapter| if l.freeze_b { l.b.as_detached_tensor() } else { var(&l.b) };
         match (&self.adapter, self.merged) {
             (Adapter::Sparse(s), _) => Ok(ops::sparse_delta_linear_at(x, &w, &s.indices, &var(&s.values), b.as_ref(), ctx.precision())?),
             (Adapter::Lora(l), false) if frozen && (l.dropout == 0.0 || !ctx.has_dropout()) => {
                 // One fused op: base + adapter, gradients to x, A (unless frozen) and B only.
-                Ok(ops::lora_linear_at(x, &w, b.as_ref(), &lora_a(l), &var(&l.b), l.scale, ctx.precision())?)
+                Ok(ops::lora_linear_at(x, &w, b.as_ref(), &lora_a(l), &lora_b(l), l.scale, ctx.precision())?)
             }
             (adapter, merged) => {
                 let p = ctx.precision();
@@ -178,7 +181,7 @@ impl AdaptableLinear {
                         let (out, inp) = self.shape();
                         let lead: Vec<usize> = x.dims()[..x.rank() - 1].to_vec();
                         let xd = ctx.dropout(&x.reshape(((), inp))?, l.dropout)?;
-                        let low = xd.matmul(&lora_a(l).t()?)?.matmul(&var(&l.b).t()?)?;
+                        let low = xd.matmul(&lora_a(l).t()?)?.matmul(&lora_b(l).t()?)?;
                         let mut shape = lead;
                         shape.push(out);
                         Ok((base + (low * l.scale)?.reshape(shape)?)?)
@@ -186,6 +189,15 @@ impl AdaptableLinear {
                     _ => Ok(base),
                 }
             }
+        }
+    }
+
+    /// Freezes LoRA's A, B, both or neither for the passes that follow (no gradient reaches a
+    /// frozen factor; LoRA-A² alternates them by round). No-op without a LoRA adapter.
+    pub fn set_lora_frozen(&mut self, freeze_a: bool, freeze_b: bool) {
+        if let Adapter::Lora(l) = &mut self.adapter {
+            l.freeze_a = freeze_a;
+            l.freeze_b = freeze_b;
         }
     }
 

@@ -75,7 +75,7 @@ impl Method {
             FROZEN => Ok(Self::Frozen),
             _ => serde_json::from_value(serde_json::Value::String(name.to_string()))
                 .map(Self::Baseline)
-                .map_err(|_| BindingError::Invalid(format!("method: unknown `{name}` (fft, lora, ffa-lora, fedex-lora, sft, {STAGE1}, {STAGE2}, {FROZEN})"))),
+                .map_err(|_| BindingError::Invalid(format!("method: unknown `{name}` (fft, lora, ffa-lora, fedex-lora, lora-a2, sft, {STAGE1}, {STAGE2}, {FROZEN})"))),
         }
     }
 
@@ -120,7 +120,7 @@ pub fn build_learner(cfg: &Config, method: Method, num_labels: usize, stage1: Op
             };
             let spec = fed::train_spec(cfg, fed::baseline_mode(cfg, b), num_labels);
             let (model, _) = fed::build_classifier(&b.to_string(), &base.config, &base.weights, &spec)?;
-            Ok((ClassifierLearner::new(model, fed::optim_settings(cfg, lr)), None))
+            Ok((fed::learner(cfg, b, model, lr), None))
         }
         Method::Stage1 => Ok((ClassifierLearner::new(stage1_model(cfg, &base, num_labels)?, fed::optim_settings(cfg, cfg.stage1.lr.value())), None)),
         Method::Stage2 => {

@@ -190,6 +190,7 @@ pub fn method_label(method: &str) -> String {
         "sft" => "SFT (sparse)".into(),
         "ffa-lora" => "FFA-LoRA".into(),
         "fedex-lora" => "FedEx-LoRA".into(),
+        "lora-a2" => "LoRA-A²".into(),
         SLORA => "SLoRA".into(),
         SLORA_STAGE1 => "SLoRA stage 1".into(),
         SLORA_STAGE2 => "SLoRA stage 2".into(),
@@ -204,11 +205,12 @@ pub fn method_rank(method: &str) -> u8 {
         "lora" => 1,
         "ffa-lora" => 2,
         "fedex-lora" => 3,
-        "sft" => 4,
-        SLORA => 5,
-        SLORA_STAGE1 => 6,
-        SLORA_STAGE2 => 7,
-        _ => 8,
+        "lora-a2" => 4,
+        "sft" => 5,
+        SLORA => 6,
+        SLORA_STAGE1 => 7,
+        SLORA_STAGE2 => 8,
+        _ => 9,
     }
 }
 

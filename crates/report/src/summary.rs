@@ -126,7 +126,7 @@ pub struct Summary {
 }
 
 /// The method pairs whose paired differences the report gives, first minus second.
-pub const PAIRS: [(&str, &str); 8] = [
+pub const PAIRS: [(&str, &str); 10] = [
     ("fft", "lora"),
     ("slora", "lora"),
     ("fft", "slora"),
@@ -135,6 +135,8 @@ pub const PAIRS: [(&str, &str); 8] = [
     ("slora", "ffa-lora"),
     ("fedex-lora", "lora"),
     ("slora", "fedex-lora"),
+    ("lora-a2", "lora"),
+    ("slora", "lora-a2"),
 ];
 
 impl Summary {

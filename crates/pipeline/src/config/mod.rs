@@ -129,6 +129,14 @@ impl LearningRate {
     pub fn is_fedex_default(&self) -> bool {
         *self == Self::FEDEX_DEFAULT
     }
+
+    /// `baselines.lora_a2_lr`'s default: LoRA's.
+    pub const LORA_A2_DEFAULT: LearningRate = LearningRate::Value(1e-3);
+
+    /// Whether this is [`Self::LORA_A2_DEFAULT`] (then it stays out of the keys).
+    pub fn is_lora_a2_default(&self) -> bool {
+        *self == Self::LORA_A2_DEFAULT
+    }
 }
 
 impl Serialize for LearningRate {
@@ -551,11 +559,26 @@ pub struct LoraConfig {
     pub lora_alpha: f64,
     /// Dropout on the LoRA input while training, in [0, 1).
     pub lora_dropout: f64,
+    /// LoRA-A²'s upload budget: rank components a client sends per module on average, chosen over
+    /// the whole model by importance (1 ..= r; 0 = r / 2, at least 1). Left out of the keys at 0.
+    #[serde(skip_serializing_if = "is_zero")]
+    pub a2_rank_budget: usize,
 }
 
 impl Default for LoraConfig {
     fn default() -> Self {
-        Self { r: 8, lora_alpha: 16.0, lora_dropout: 0.0 }
+        Self { r: 8, lora_alpha: 16.0, lora_dropout: 0.0, a2_rank_budget: 0 }
+    }
+}
+
+impl LoraConfig {
+    /// LoRA-A²'s budget as it applies: the set value, or `r / 2` (at least 1).
+    pub fn a2_budget(&self) -> usize {
+        if self.a2_rank_budget == 0 {
+            (self.r / 2).max(1)
+        } else {
+            self.a2_rank_budget
+        }
     }
 }
 
@@ -619,6 +642,10 @@ pub enum BaselineMethod {
     /// `mean(B·A) − mean(B)·mean(A)` into the frozen base, so the global model is the clients' average.
     #[serde(rename = "fedex-lora")]
     FedexLora,
+    /// LoRA-A² (Koo et al., 2024): alternating freeze (B trains in odd rounds, A in even) and
+    /// adaptive rank selection of the upload (`lora.a2_rank_budget`).
+    #[serde(rename = "lora-a2")]
+    LoraA2,
 }
 
 /// `[baselines]`.
@@ -639,6 +666,10 @@ pub struct BaselinesConfig {
     /// FedEx-LoRA learning rate. Left out of the keys at its default.
     #[serde(skip_serializing_if = "LearningRate::is_fedex_default")]
     pub fedex_lora_lr: LearningRate,
+    /// LoRA-A² learning rate (A's; B's is `optim.lora_b_lr_ratio` times it). Left out of the keys
+    /// at its default.
+    #[serde(skip_serializing_if = "LearningRate::is_lora_a2_default")]
+    pub lora_a2_lr: LearningRate,
     /// SFT's first `stage1.rounds` rounds are Stage 1 itself (same masks, sampling, seeds) when its
     /// rate equals `stage1.lr`: continue from Stage 1's state instead of recomputing them.
     pub sft_from_stage1: bool,
@@ -653,6 +684,7 @@ impl Default for BaselinesConfig {
             sft_lr: LearningRate::Value(1e-3),
             ffa_lora_lr: LearningRate::FFA_DEFAULT,
             fedex_lora_lr: LearningRate::FEDEX_DEFAULT,
+            lora_a2_lr: LearningRate::LORA_A2_DEFAULT,
             sft_from_stage1: true,
         }
     }
@@ -667,6 +699,7 @@ impl BaselinesConfig {
             BaselineMethod::Sft => self.sft_lr,
             BaselineMethod::FfaLora => self.ffa_lora_lr,
             BaselineMethod::FedexLora => self.fedex_lora_lr,
+            BaselineMethod::LoraA2 => self.lora_a2_lr,
         }
     }
 }
@@ -687,6 +720,9 @@ pub struct TuneConfig {
     /// FedEx-LoRA rates to try (left out of the keys when empty).
     #[serde(rename = "fedex-lora", skip_serializing_if = "Vec::is_empty")]
     pub fedex_lora: Vec<f64>,
+    /// LoRA-A² rates to try (left out of the keys when empty).
+    #[serde(rename = "lora-a2", skip_serializing_if = "Vec::is_empty")]
+    pub lora_a2: Vec<f64>,
     /// Rounds per grid point (0 = the methods' budget, `stage1.rounds + stage2.rounds`).
     pub rounds: usize,
     /// A point's score: mean validation accuracy over its last this-many evaluated rounds.
@@ -701,6 +737,7 @@ impl Default for TuneConfig {
             sft: vec![3e-4, 1e-3, 3e-3],
             ffa_lora: Vec::new(),
             fedex_lora: Vec::new(),
+            lora_a2: Vec::new(),
             rounds: 0,
             last_k: 3,
         }
@@ -716,6 +753,7 @@ impl TuneConfig {
             BaselineMethod::Sft => &self.sft,
             BaselineMethod::FfaLora => &self.ffa_lora,
             BaselineMethod::FedexLora => &self.fedex_lora,
+            BaselineMethod::LoraA2 => &self.lora_a2,
         }
     }
 }
@@ -766,6 +804,7 @@ impl Config {
             ("baselines.sft_lr", b.sft_lr, BaselineMethod::Sft),
             ("baselines.ffa_lora_lr", b.ffa_lora_lr, BaselineMethod::FfaLora),
             ("baselines.fedex_lora_lr", b.fedex_lora_lr, BaselineMethod::FedexLora),
+            ("baselines.lora_a2_lr", b.lora_a2_lr, BaselineMethod::LoraA2),
         ]
         .into_iter()
         .filter(|(_, lr, _)| *lr == LearningRate::Tuned)
@@ -788,6 +827,7 @@ impl Config {
         set(&mut self.baselines.sft_lr, BaselineMethod::Sft);
         set(&mut self.baselines.ffa_lora_lr, BaselineMethod::FfaLora);
         set(&mut self.baselines.fedex_lora_lr, BaselineMethod::FedexLora);
+        set(&mut self.baselines.lora_a2_lr, BaselineMethod::LoraA2);
     }
 
     /// The config of one replicate: `run.seed = seed`, and with `partition.vary_with_seed` a

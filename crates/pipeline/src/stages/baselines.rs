@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::{json, Value};
-use slora_federation::{ClassifierLearner, RoundMetrics};
+use slora_federation::RoundMetrics;
 use slora_model::peft::{save_adapter, PeftAdapter};
 
 use super::federated as fed;
@@ -33,6 +33,8 @@ pub struct Baselines;
 pub const LORA_ADAPTER_DIR: &str = "lora-adapter";
 /// Folder of the FFA-LoRA baseline's final adapter (peft's layout, frozen A included).
 pub const FFA_LORA_ADAPTER_DIR: &str = "ffa-lora-adapter";
+/// Folder of the LoRA-A² baseline's final adapter (an ordinary peft LoRA adapter).
+pub const LORA_A2_ADAPTER_DIR: &str = "lora-a2-adapter";
 
 /// Where a LoRA-mode baseline keeps its final adapter (`None` for FFT and SFT).
 pub fn adapter_dir(method: BaselineMethod) -> Option<&'static str> {
@@ -41,6 +43,7 @@ pub fn adapter_dir(method: BaselineMethod) -> Option<&'static str> {
         BaselineMethod::FfaLora => Some(FFA_LORA_ADAPTER_DIR),
         // FedEx-LoRA's base moved (its residual offsets): no peft adapter holds its model.
         BaselineMethod::Fft | BaselineMethod::Sft | BaselineMethod::FedexLora => None,
+        BaselineMethod::LoraA2 => Some(LORA_A2_ADAPTER_DIR),
     }
 }
 
@@ -101,7 +104,7 @@ impl Stage for Baselines {
             }
             let spec = fed::train_spec(cfg, mode, data.num_labels);
             let (model, _) = fed::build_classifier(stage, &base.config, &base.weights, &spec)?;
-            let mut learner = ClassifierLearner::new(model, fed::optim_settings(cfg, lr));
+            let mut learner = fed::learner(cfg, *method, model, lr);
             let continued = *method == BaselineMethod::Sft && continues_stage1(cfg);
             let store = fed::run_checkpoints(ctx, self.code_version(), &name, &run_params(cfg, *method), run_upstream(*method))?;
             if continued {

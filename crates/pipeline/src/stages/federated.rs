@@ -91,7 +91,7 @@ pub fn load_test(cfg: &Config, dir: &Path) -> Result<(Shard, Option<Shard>), Pip
 pub fn baseline_mode(cfg: &Config, method: config::BaselineMethod) -> Mode {
     match method {
         config::BaselineMethod::Fft => Mode::Full,
-        config::BaselineMethod::Lora | config::BaselineMethod::FfaLora | config::BaselineMethod::FedexLora => {
+        config::BaselineMethod::Lora | config::BaselineMethod::FfaLora | config::BaselineMethod::FedexLora | config::BaselineMethod::LoraA2 => {
             let mut lora = slora_model::LoraSpec::new(cfg.lora.r, cfg.lora.lora_alpha);
             lora.dropout = cfg.lora.lora_dropout;
             lora.freeze_a = method == config::BaselineMethod::FfaLora;
@@ -103,10 +103,22 @@ pub fn baseline_mode(cfg: &Config, method: config::BaselineMethod) -> Mode {
 
 /// `fedcfg` with the server step of `method`: FedEx-LoRA's exact aggregation, FedAvg otherwise.
 pub fn with_aggregation(mut fedcfg: FedAvgConfig, cfg: &Config, method: config::BaselineMethod) -> FedAvgConfig {
-    if method == config::BaselineMethod::FedexLora {
-        fedcfg.aggregation = slora_federation::Aggregation::ExactLora { scale: cfg.lora.lora_alpha / cfg.lora.r as f64 };
-    }
+    fedcfg.aggregation = match method {
+        config::BaselineMethod::FedexLora => slora_federation::Aggregation::ExactLora { scale: cfg.lora.lora_alpha / cfg.lora.r as f64 },
+        config::BaselineMethod::LoraA2 => slora_federation::Aggregation::Alternating,
+        _ => slora_federation::Aggregation::Mean,
+    };
     fedcfg
+}
+
+/// The client learner of a baseline `method` at rate `lr`: LoRA-A²'s alternating freeze and rank
+/// budget where it is LoRA-A².
+pub fn learner(cfg: &Config, method: config::BaselineMethod, model: Classifier, lr: f64) -> ClassifierLearner {
+    let learner = ClassifierLearner::new(model, optim_settings(cfg, lr));
+    match method {
+        config::BaselineMethod::LoraA2 => learner.alternating(Some(cfg.lora.a2_budget())),
+        _ => learner,
+    }
 }
 
 /// A training spec in `mode` with the config's targets, `modules_to_save`, seed and dropout.

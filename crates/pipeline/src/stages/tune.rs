@@ -14,7 +14,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::{json, Value};
-use slora_federation::{run_fedavg, ClassifierLearner, FederationError, RoundMetrics};
+use slora_federation::{run_fedavg, FederationError, RoundMetrics};
 
 use super::federated as fed;
 use super::summaries::{StageSummary, TunePoint, TuneSummary, TunedMethod};
@@ -26,8 +26,14 @@ use crate::stage::{Stage, StageCtx};
 pub struct Tune;
 
 /// The methods tune knows, in order.
-pub const METHODS: [BaselineMethod; 5] =
-    [BaselineMethod::Fft, BaselineMethod::Lora, BaselineMethod::Sft, BaselineMethod::FfaLora, BaselineMethod::FedexLora];
+pub const METHODS: [BaselineMethod; 6] = [
+    BaselineMethod::Fft,
+    BaselineMethod::Lora,
+    BaselineMethod::Sft,
+    BaselineMethod::FfaLora,
+    BaselineMethod::FedexLora,
+    BaselineMethod::LoraA2,
+];
 
 /// Rounds per grid point.
 pub fn rounds(cfg: &Config) -> usize {
@@ -100,7 +106,7 @@ impl Stage for Tune {
             for &lr in grid {
                 let spec = fed::train_spec(cfg, fed::baseline_mode(cfg, method), data.num_labels);
                 let (model, _) = fed::build_classifier(stage, &base.config, &base.weights, &spec)?;
-                let mut learner = ClassifierLearner::new(model, fed::optim_settings(cfg, lr));
+                let mut learner = fed::learner(cfg, method, model, lr);
                 let name = format!("tune-{method}-{lr:e}");
                 let fedcfg = fed::with_aggregation(fed::fedavg_config(cfg, &name, rounds, 0, 0), cfg, method);
                 let store = fed::run_checkpoints(ctx, self.code_version(), &name, &run_params(cfg, method, lr), &["partition"])?;
