@@ -15,6 +15,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use slora_federation::sampling::sample_clients;
 use slora_model::bench::{BenchConfig, BenchMode, BenchModel};
 use slora_model::ModelFiles;
@@ -117,6 +118,11 @@ pub struct PlannedRun {
     /// The measured time of one of its training steps (ms).
     #[serde(default)]
     pub step_ms: f64,
+    /// The same run (by its run key) as one earlier in the plan: another point's, whose result
+    /// this point reuses from the run cache (FFT under a head protocol that does not touch it). It
+    /// costs nothing more and is left out of the totals.
+    #[serde(default)]
+    pub shared: bool,
 }
 
 impl PlannedRun {
@@ -342,6 +348,9 @@ pub fn plan(points: &[PlanPoint], tune: Option<&Config>, root: &Path, opts: &Run
         let store = Store::open_read_only(root);
         let part = partition_of(tune_cfg, &store)?;
         let done = cached(Some(tune_cfg), "tune", &store)?;
+        let partition_key = plan_stage(tune_cfg, lookup_stage("partition")?.as_ref())?.key;
+        let upstream: BTreeMap<String, String> = [("partition".to_string(), partition_key)].into();
+        let code_version = lookup_stage("tune")?.code_version();
         let rounds = crate::stages::tune::rounds(tune_cfg) as u32;
         for method in crate::stages::tune::METHODS {
             for &lr in tune_cfg.tune.grid(method) {
@@ -349,10 +358,14 @@ pub fn plan(points: &[PlanPoint], tune: Option<&Config>, root: &Path, opts: &Run
                 let work = run_work(&shape);
                 let kind = kind_of(method);
                 let (seconds, step_ms) = price(&mut step_times, tune_cfg, root, part.num_labels, work, kind)?;
+                let name = format!("tune-{method}-{lr:e}");
+                let params = crate::stages::tune::run_params(tune_cfg, method, lr);
+                let (dir, key) = crate::stages::federated::run_dir(&store.stage_dir("tune"), "tune", code_version, &name, &params, &upstream);
+                let done = done || crate::stages::federated::run_finished(&dir, "tune", &key, &name, rounds);
                 runs.push(PlannedRun {
                     point: "tune".into(),
                     seed: tune_cfg.run.seed,
-                    method: format!("tune-{method}-{lr:e}"),
+                    method: name,
                     stage: "tune".into(),
                     kind,
                     rounds,
@@ -363,10 +376,12 @@ pub fn plan(points: &[PlanPoint], tune: Option<&Config>, root: &Path, opts: &Run
                     first_round_after: 0,
                     round_steps: round_steps(&shape),
                     step_ms,
+                    shared: false,
                 });
             }
         }
     }
+    let mut seen_runs = std::collections::HashSet::new();
     for point in points {
         let cfg = point.config;
         crate::runner::run_stages_with(cfg, root, opts, &["partition"])?;
@@ -389,7 +404,21 @@ pub fn plan(points: &[PlanPoint], tune: Option<&Config>, root: &Path, opts: &Run
                 }
                 let work = run_work(&shape);
                 let (seconds, step_ms) = price(&mut step_times, &seed_cfg, root, part.num_labels, work, kind)?;
-                let cached = cached(resolved_seed.as_ref(), stage, &store)?;
+                let mut cached = cached(resolved_seed.as_ref(), stage, &store)?;
+                let mut shared = false;
+                // A baseline's run is keyed by what it depends on, not by its point: another point
+                // may hold the same run, and the run cache may hold it finished.
+                if let (Some(r), "baselines", Ok(m)) = (resolved_seed.as_ref(), stage, serde_json::from_value::<BaselineMethod>(json!(method))) {
+                    let mut upstream = BTreeMap::new();
+                    for dep in crate::stages::baselines::run_upstream(m) {
+                        upstream.insert(dep.to_string(), plan_stage(r, lookup_stage(dep)?.as_ref())?.key);
+                    }
+                    let params = crate::stages::baselines::run_params(r, m);
+                    let code_version = lookup_stage("baselines")?.code_version();
+                    let (dir, key) = crate::stages::federated::run_dir(&store.stage_dir("baselines"), "baselines", code_version, &method, &params, &upstream);
+                    shared = !seen_runs.insert(key.clone());
+                    cached = cached || crate::stages::federated::run_finished(&dir, "baselines", &key, &method, rounds);
+                }
                 runs.push(PlannedRun {
                     point: point.label.to_string(),
                     seed,
@@ -404,6 +433,7 @@ pub fn plan(points: &[PlanPoint], tune: Option<&Config>, root: &Path, opts: &Run
                     first_round_after: offset + resumed_after,
                     round_steps: round_steps(&shape),
                     step_ms,
+                    shared,
                 });
                 Ok(())
             };
@@ -421,8 +451,8 @@ pub fn plan(points: &[PlanPoint], tune: Option<&Config>, root: &Path, opts: &Run
             }
         }
     }
-    let total_seconds = runs.iter().map(|r| r.seconds).sum();
-    let remaining_seconds = runs.iter().filter(|r| !r.cached).map(|r| r.seconds).sum();
+    let total_seconds = runs.iter().filter(|r| !r.shared).map(|r| r.seconds).sum();
+    let remaining_seconds = runs.iter().filter(|r| !r.cached && !r.shared).map(|r| r.seconds).sum();
     Ok(Plan { runs, step_times, total_seconds, remaining_seconds })
 }
 
@@ -516,15 +546,16 @@ pub fn render(plan: &Plan, name: &str) -> String {
     }
     for ((point, method), rs) in &groups {
         let n = rs.len() as f64;
-        let total: f64 = rs.iter().map(|r| r.seconds).sum();
         let steps: f64 = rs.iter().map(|r| r.train_steps as f64 / r.rounds.max(1) as f64).sum::<f64>() / n;
         let eval: f64 = rs.iter().map(|r| r.eval_rows as f64).sum::<f64>() / n;
         let done = rs.iter().filter(|r| r.cached).count();
         let status = match done {
+            _ if rs.iter().all(|r| r.shared) => "shared with an earlier point's run".to_string(),
             0 => "to run".to_string(),
             d if d == rs.len() => "cached".to_string(),
             d => format!("{d}/{} cached", rs.len()),
         };
+        let total: f64 = rs.iter().filter(|r| !r.shared).map(|r| r.seconds).sum();
         out.push_str(&format!(
             "{:<24} {:<16} {:>5} {:>6} {:>11.1} {:>12.0} {:>14} {:>12}  {status}\n",
             point,
@@ -608,6 +639,7 @@ mod tests {
             first_round_after: 4,
             round_steps: per_round.clone(),
             step_ms: 250.0,
+            shared: false,
         };
         // Global rounds 5..=7 are its first three; round 4 and before are not its own.
         assert_eq!(run.benchmarked_seconds_to(7), per_round[..3].iter().sum::<u64>() as f64 * 0.25);

@@ -429,7 +429,8 @@ fn attach_benchmarked_seconds(plan: &Plan, points: &mut [StudyPoint]) {
 /// wall time each method's runs recorded.
 fn plan_rows(plan: &Plan, points: &[StudyPoint]) -> Vec<PlanRow> {
     let mut rows: Vec<PlanRow> = Vec::new();
-    for r in &plan.runs {
+    // A run shared with an earlier point is that point's (estimated and measured there once).
+    for r in plan.runs.iter().filter(|r| !r.shared) {
         let method = if r.method.starts_with("slora-") { "slora".to_string() } else if r.point == "tune" { "tune".to_string() } else { r.method.clone() };
         match rows.iter_mut().find(|x| x.point == r.point && x.method == method) {
             Some(x) => x.estimated_seconds += r.seconds,

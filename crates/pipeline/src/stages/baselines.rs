@@ -132,7 +132,7 @@ impl Stage for Baselines {
 /// What one method's run depends on: the stage's params with `[baselines]` narrowed to this
 /// method (its rate; SFT's continuation switch), so another method joining the list, or another
 /// method's rate changing, does not re-key it.
-fn run_params(cfg: &Config, method: BaselineMethod) -> Value {
+pub(crate) fn run_params(cfg: &Config, method: BaselineMethod) -> Value {
     let mut p = Baselines.params(cfg);
     p["baselines"] = json!({ "method": method, "lr": cfg.baselines.lr(method) });
     if method == BaselineMethod::Sft {
@@ -151,7 +151,7 @@ fn run_params(cfg: &Config, method: BaselineMethod) -> Value {
 
 /// The upstream stages one method's run reads: SFT reads Stage 1 (its continuation, a learned
 /// mask); the others only the partition.
-fn run_upstream(method: BaselineMethod) -> &'static [&'static str] {
+pub(crate) fn run_upstream(method: BaselineMethod) -> &'static [&'static str] {
     match method {
         BaselineMethod::Sft => &["partition", "stage1"],
         _ => &["partition"],

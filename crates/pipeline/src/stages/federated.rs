@@ -213,9 +213,9 @@ pub fn run_checkpoints(
     for dep in upstream {
         keys.insert(dep.to_string(), ctx.input(dep)?.key.clone());
     }
-    let key = crate::hashing::stage_key(&format!("{}/{name}", ctx.stage), code_version, run_params, &keys);
-    let runs = ctx.work_dir.parent().map_or_else(|| ctx.work_dir.join(RUNS_DIR), |stage_dir| stage_dir.join(RUNS_DIR));
-    let dir = runs.join(format!("{name}-{}", &key[..16]));
+    let stage_dir = ctx.work_dir.parent().unwrap_or(&ctx.work_dir);
+    let (dir, key) = run_dir(stage_dir, ctx.stage, code_version, name, run_params, &keys);
+    let runs = stage_dir.join(RUNS_DIR);
     let legacy = ctx.work_dir.join(name);
     if !dir.exists() && legacy.is_dir() {
         std::fs::create_dir_all(&runs).map_err(|e| ctx.error(format!("{}: {e}", runs.display())))?;
@@ -229,6 +229,33 @@ pub fn run_checkpoints(
 
 /// The folder of a stage's per-run checkpoints ([`run_checkpoints`]).
 pub const RUNS_DIR: &str = ".runs";
+
+/// Where run `name` of `stage` keeps its checkpoints (`<stage_dir>/.runs/<name>-<key>/`) and its
+/// run key, from what the run depends on (see [`run_checkpoints`]).
+pub fn run_dir(
+    stage_dir: &Path,
+    stage: &str,
+    code_version: u32,
+    name: &str,
+    run_params: &Value,
+    upstream: &std::collections::BTreeMap<String, String>,
+) -> (std::path::PathBuf, String) {
+    let key = crate::hashing::stage_key(&format!("{stage}/{name}"), code_version, run_params, upstream);
+    (stage_dir.join(RUNS_DIR).join(format!("{name}-{}", &key[..16])), key)
+}
+
+/// Whether the run whose checkpoints are in `dir` (see [`run_dir`]) finished its `rounds`.
+/// Read-only: a folder that does not exist is a run not begun.
+pub fn run_finished(dir: &Path, stage: &str, key: &str, name: &str, rounds: u32) -> bool {
+    if !dir.is_dir() {
+        return false;
+    }
+    CheckpointStore::open(dir, format!("{stage}:{key}:{name}"))
+        .map(|s| s.also_accepting(format!("{stage}:"), format!(":{name}")))
+        .ok()
+        .and_then(|s| s.latest().ok().flatten())
+        .is_some_and(|cp| cp.completed_rounds >= rounds)
+}
 
 /// Runs FedAvg for `learner` with round checkpoints in `store` (resumed when present).
 /// `lr_key` names the learning-rate setting in a divergence error.

@@ -143,7 +143,7 @@ impl Stage for Tune {
 /// What one grid point's run depends on: the stage's params with `[tune]` narrowed to this
 /// method, rate and round budget (a grid that grows, or a scoring rule that changes, does not
 /// re-key the runs already made).
-fn run_params(cfg: &Config, method: BaselineMethod, lr: f64) -> Value {
+pub(crate) fn run_params(cfg: &Config, method: BaselineMethod, lr: f64) -> Value {
     let mut p = Tune.params(cfg);
     p["tune"] = json!({ "method": method, "lr": lr, "rounds": cfg.tune.rounds });
     p
