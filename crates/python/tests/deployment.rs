@@ -95,6 +95,32 @@ fn a_deployed_server_and_clients_reproduce_the_in_process_lora_and_slora_runs_bi
     Ok(())
 }
 
+/// The newer LoRA methods deploy as they run in process, bit for bit: FedEx-LoRA's server folds
+/// the residual and sends the base offsets (the clients apply them), LoRA-A²'s clients send one
+/// factor's selected components and the server keeps the frozen one.
+#[test]
+fn fedex_lora_and_lora_a2_deploy_bit_for_bit() -> anyhow::Result<()> {
+    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/ci.toml");
+    let sets = vec!["baselines.methods=[\"fedex-lora\", \"lora-a2\"]".to_string()];
+    let overrides = sets.iter().map(|s| parse_set(s)).collect::<Result<Vec<_>, _>>()?;
+    let cfg = Config::load(Some(&config), &overrides)?;
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path())?;
+    let mut runner = Runner::new(&cfg, &store, Force::Nothing);
+    let partition = runner.run("partition")?;
+    let mut in_process: BTreeMap<String, Vec<RoundMetrics>> = BTreeMap::new();
+    for row in slora_federation::metrics::read_parquet(&runner.run("baselines")?.file("metrics.parquet"))? {
+        in_process.entry(row.method.clone()).or_default().push(row);
+    }
+    for method in ["fedex-lora", "lora-a2"] {
+        let server = deployed(&config, &sets, method, &partition.dir, None)?;
+        assert_same_rows(server.metrics(), &in_process[method]);
+        let offsets = server.global().keys().filter(|k| k.ends_with(".base_offset")).count();
+        assert_eq!(offsets > 0, method == "fedex-lora", "{method}: base offsets in the global state");
+    }
+    Ok(())
+}
+
 /// The linear probe trains the head alone; a state set is the state read back.
 #[test]
 fn the_frozen_probe_trains_only_the_head() -> anyhow::Result<()> {
