@@ -534,6 +534,45 @@ fn lora_a2_baseline_runs_and_uploads_less_than_half_of_lora() {
     assert!(base.join("lora-a2-adapter/adapter_model.safetensors").is_file());
 }
 
+/// FlexLoRA end to end: LoRA's bytes both ways (uniform rank), and the final factors are the
+/// server's SVD split (A = Vᵀ has orthonormal rows; B = U·S / scale has orthogonal columns).
+#[test]
+fn flexlora_baseline_sends_svd_factors() {
+    let dir = fresh_dir("flexlora");
+    std::fs::write(dir.join("tiny.toml"), tiny_toml(7, 120, 60, "[baselines]\nmethods = [\"flexlora\", \"lora\"]\n")).unwrap();
+    run_ok(&dir, &["baselines"]);
+    let base = artifact(&dir, "baselines");
+    let rows = slora_federation::metrics::read_parquet(&base.join("metrics.parquet")).unwrap();
+    let of = |m: &str| rows.iter().filter(|r| r.method == m).cloned().collect::<Vec<_>>();
+    let (flex, lora) = (of("flexlora"), of("lora"));
+    assert!(flex.len() >= 3 && flex.len() == lora.len());
+    for (x, l) in flex.iter().zip(&lora).skip(1) {
+        assert_eq!((x.bytes_up_per_client, x.bytes_down_per_client), (l.bytes_up_per_client, l.bytes_down_per_client), "round {}", x.round);
+    }
+    assert_eq!(flex[1].train_loss, lora[1].train_loss, "round 1 starts from the same state");
+    let adapter = slora_model::peft::load_adapter(&base.join("flexlora-adapter")).unwrap();
+    let mut checked = 0;
+    for (name, a) in adapter.tensors.iter().filter(|(n, _)| n.ends_with(".lora_A.weight")) {
+        let gram = a.matmul(&a.t().unwrap()).unwrap().to_vec2::<f32>().unwrap();
+        for (i, row) in gram.iter().enumerate() {
+            for (j, v) in row.iter().enumerate() {
+                let want = if i == j { 1.0 } else { 0.0 };
+                assert!((v - want).abs() < 1e-4, "{name}: A·Aᵀ[{i}][{j}] = {v}");
+            }
+        }
+        let b = &adapter.tensors[&name.replace("lora_A", "lora_B")];
+        let bg = b.t().unwrap().matmul(b).unwrap().to_vec2::<f32>().unwrap();
+        let scale = bg.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
+        for (i, row) in bg.iter().enumerate() {
+            for (j, v) in row.iter().enumerate() {
+                assert!(i == j || v.abs() <= 1e-4 * scale.max(1e-12), "{name}: BᵀB[{i}][{j}] = {v}");
+            }
+        }
+        checked += 1;
+    }
+    assert!(checked > 0);
+}
+
 /// FedEx-LoRA end to end: uploads exactly LoRA's tensors, downloads LoRA's plus one dense
 /// `[out, in]` offset per adapted matrix once a residual exists (round 2 on), counted from the shapes.
 #[test]

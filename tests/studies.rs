@@ -197,16 +197,17 @@ fn the_plan_covers_every_run_and_prices_it_with_measured_step_times() {
     let dir = fresh_dir("study-plan");
     let plan = plan_json(&dir);
     let runs = plan["runs"].as_array().unwrap();
-    // The smoke study: 5 points × 2 seeds; SLoRA's two stages plus the point's baselines
-    // (FFT, LoRA and FFA-LoRA at IID and α=0.01; FFT and LoRA elsewhere), and the tune grid (one rate
-    // for each of the four tuned methods) at its point.
+    // The smoke study: 6 points × 2 seeds; SLoRA's two stages plus the point's baselines
+    // (FFA-LoRA at IID and α=0.01, FedEx-LoRA and LoRA-A² at α=0.1 and 0.01, FlexLoRA at 0.01), and
+    // the tune grid (one rate for each of the seven tuned methods) at its point.
     let mut expected = std::collections::BTreeSet::new();
     for (point, methods) in [
         ("IID", &["fft", "lora", "ffa-lora"][..]),
         ("Dir α=0.5", &["fft", "lora"][..]),
-        ("Dir α=0.1", &["fft", "lora"][..]),
-        ("Dir α=0.01", &["fft", "lora", "ffa-lora"][..]),
+        ("Dir α=0.1", &["fft", "lora", "fedex-lora", "lora-a2"][..]),
+        ("Dir α=0.01", &["fft", "lora", "ffa-lora", "fedex-lora", "lora-a2", "flexlora"][..]),
         ("Dir α=0.01 · 5 epochs", &["fft", "lora"][..]),
+        ("Dir α=0.01 · LoRA-A² head", &["fft", "lora"][..]),
     ] {
         for seed in [1u64, 2] {
             for m in ["slora-stage1", "slora-stage2"].iter().chain(methods) {
@@ -214,7 +215,7 @@ fn the_plan_covers_every_run_and_prices_it_with_measured_step_times() {
             }
         }
     }
-    for m in ["tune-fft-1e-4", "tune-lora-1e-3", "tune-sft-3e-3", "tune-ffa-lora-3e-3"] {
+    for m in ["tune-fft-1e-4", "tune-lora-1e-3", "tune-sft-3e-3", "tune-ffa-lora-3e-3", "tune-fedex-lora-1e-3", "tune-lora-a2-1e-3", "tune-flexlora-1e-3"] {
         expected.insert(("tune".to_string(), 1, m.to_string()));
     }
     let got: std::collections::BTreeSet<(String, u64, String)> = runs
@@ -268,7 +269,7 @@ fn drift_and_convergence_studies_run_and_show_their_plans() {
 
     let dir = fresh_dir("study-convergence");
     let (json, stderr) = run_study(&dir, "convergence");
-    check_study(&json, &dir, "convergence", 5, &["accuracy_vs_point", "gap_vs_point"]);
+    check_study(&json, &dir, "convergence", 6, &["accuracy_vs_point", "gap_vs_point"]);
     assert!(stderr.contains("tune: done"), "{stderr}");
     assert_eq!(claims(&json), ["gap-grows", "slora-closes-gap", "time-cut", "drift-opens-gap"]);
     assert_eq!(json["settings"]["gap_contrast"], "slope");
@@ -277,4 +278,20 @@ fn drift_and_convergence_studies_run_and_show_their_plans() {
     assert!(fft["full_test_mean_accuracy"].is_number(), "{fft}");
     assert!(json["points"].as_array().unwrap().iter().all(|p| p["statistic"] == "last-k-full"));
     assert!(json["plan"].as_array().unwrap().iter().any(|r| r["method"] == "tune"));
+    // The newer methods ran at the claim point, with their paired differences against LoRA.
+    let at = |label: &str| json["points"].as_array().unwrap().iter().find(|p| p["label"] == label).unwrap().clone();
+    let claim = at("Dir α=0.01");
+    for m in ["fedex-lora", "lora-a2", "flexlora"] {
+        assert!(claim["summary"]["methods"][m]["accuracy"].is_number(), "{m}: {}", claim["summary"]["methods"]);
+        let pairs = claim["summary"]["paired_differences"].as_array().unwrap();
+        assert!(pairs.iter().any(|d| d["a"] == m && d["b"] == "lora"), "{m} − LoRA: {pairs:?}");
+    }
+    // Under LoRA-A²'s head protocol FFT is the claim point's own run (the run cache; the head and
+    // LoRA switches do not key it), LoRA is not.
+    let head = at("Dir α=0.01 · LoRA-A² head");
+    for seed in ["1", "2"] {
+        let (a, b) = (&head["summary"]["per_seed"][seed], &claim["summary"]["per_seed"][seed]);
+        assert_eq!(a["fft"]["final_accuracy"], b["fft"]["final_accuracy"], "seed {seed}: FFT");
+        assert_eq!(a["fft"]["wall_seconds"], b["fft"]["wall_seconds"], "seed {seed}: FFT was not trained again");
+    }
 }

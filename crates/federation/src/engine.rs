@@ -84,6 +84,12 @@ pub enum Aggregation {
         /// LoRA's `lora_alpha / r`.
         scale: f64,
     },
+    /// FlexLoRA ([`crate::exact`]): the weighted average of the clients' products `Bᵢ·Aᵢ`,
+    /// re-factored by a truncated SVD to the factors' rank (the head by FedAvg).
+    FlexLora {
+        /// LoRA's `lora_alpha / r`.
+        scale: f64,
+    },
     /// LoRA-A² ([`crate::alternating`]): each round's replies carry one factor (the other is
     /// frozen that round), averaged into the global state, which keeps the frozen one; an upload
     /// is charged by the rank components it changed.

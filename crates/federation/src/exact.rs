@@ -6,6 +6,11 @@
 //! residual `scale·(mean(Bᵢ·Aᵢ) − mean(B)·mean(A))` into the frozen base of every adapted matrix,
 //! so the global function is the sample-weighted average of the clients' functions (to f32 rounding).
 //!
+//! FlexLoRA (Bai et al., 2024) shares the first half: the server forms the same weighted average of
+//! the clients' full-size products `mean(Bᵢ·Aᵢ)`, then takes its SVD and sends the top-r factors
+//! (B = U·S / scale, A = Vᵀ, the paper's split): the best rank-r approximation of the average, with no
+//! residual kept ([`ProductSum::finish_svd`]).
+//!
 //! The residual accumulates over rounds into `<module>.base_offset`, a dense `[out, in]` tensor in
 //! the global state that the server sends with the factors (it is never uploaded). A client added to
 //! the round in any later round needs the whole offset, since it may never have seen an earlier
@@ -80,6 +85,28 @@ impl ProductSum {
     }
 }
 
+impl ProductSum {
+    /// FlexLoRA's new global state: `mean` (the FedAvg of the head) with each module's factors
+    /// replaced by the rank-r truncated SVD of `scale·mean(Bᵢ·Aᵢ)` (r = the factors' rank), split
+    /// as B = U·S / scale, A = Vᵀ; also each module's kept energy `Σ_{i<r} σᵢ² / Σ σᵢ²`.
+    pub fn finish_svd(self, mut mean: State, scale: f64) -> Result<(State, Vec<(String, f64)>)> {
+        let mut energy = Vec::new();
+        for (module, product_mean) in self.sum.finish()? {
+            let (a_name, b_name) = (format!("{module}{LORA_A}"), format!("{module}{LORA_B}"));
+            let rank = mean[&a_name].dims()[0];
+            let (rows, cols) = product_mean.dims2()?;
+            let delta: Vec<f32> = (product_mean * scale)?.flatten_all()?.to_vec1::<f32>()?;
+            let init = slora_model::svd_init::lora_from_delta(&delta, rows, cols, rank, scale, slora_model::svd_init::InitMode::SvdB)
+                .map_err(|e| FederationError::StateMismatch(format!("{module}: {e}")))?;
+            let device = candle_core::Device::Cpu;
+            mean.insert(a_name, candle_core::Tensor::from_vec(init.a, (rank, cols), &device)?);
+            mean.insert(b_name, candle_core::Tensor::from_vec(init.b, (rows, rank), &device)?);
+            energy.push((module, init.energy_kept));
+        }
+        Ok((mean, energy))
+    }
+}
+
 /// The base offsets of a state.
 #[cfg(test)]
 fn offsets(state: &State) -> Vec<(&String, &candle_core::Tensor)> {
@@ -148,6 +175,50 @@ mod tests {
         assert!(miss > 0.1, "FedAvg of the factors is exact here ({miss}): the test does not test anything");
         // The head and the factors are FedAvg's.
         assert_eq!(global["classifier.bias"].to_vec1::<f32>()?, mean["classifier.bias"].to_vec1::<f32>()?);
+        Ok(())
+    }
+
+    /// FlexLoRA: the new factors are the best rank-r approximation of the clients' averaged
+    /// update (Eckart–Young): the squared error equals the sum of the discarded squared singular
+    /// values, and no rank-r pair of the form FedAvg gives does better.
+    #[test]
+    fn flexlora_factors_are_the_best_rank_r_approximation_of_the_average() -> anyhow::Result<()> {
+        let scale = 2.0;
+        // One module, r = 1, in = out = 3.
+        let client = |a: &[f32], b: &[f32]| {
+            let dev = Device::Cpu;
+            let mut s = State::new();
+            s.insert(format!("m{LORA_A}"), Tensor::from_slice(a, (1, 3), &dev).unwrap());
+            s.insert(format!("m{LORA_B}"), Tensor::from_slice(b, (3, 1), &dev).unwrap());
+            s
+        };
+        // Rank 1 each; three different directions: the average has rank 3 > r = 1.
+        let clients = [(client(&[1.0, 0.0, 0.0], &[1.0, 0.0, 0.0]), 1u64), (client(&[0.0, 2.0, 0.0], &[0.0, 1.0, 0.0]), 2), (client(&[0.0, 0.0, 1.0], &[0.0, 0.0, 3.0]), 3)];
+        let (mut avg, mut products) = (WeightedAverage::new(), ProductSum::new());
+        for (s, n) in &clients {
+            avg.add(s, *n)?;
+            products.add(s, *n)?;
+        }
+        let mean = avg.finish()?;
+        let (global, energy) = products.finish_svd(mean.clone(), scale)?;
+        // scale·mean(BᵢAᵢ) = 2·diag(1, 4, 9) / 6: singular values 3, 4/3, 1/3.
+        let want = scale * 9.0 / 6.0;
+        let got = ((global[&format!("m{LORA_B}")].matmul(&global[&format!("m{LORA_A}")])? * scale)?).to_vec2::<f32>()?;
+        for (i, row) in got.iter().enumerate() {
+            for (j, v) in row.iter().enumerate() {
+                let w = if (i, j) == (2, 2) { want } else { 0.0 };
+                assert!((*v as f64 - w).abs() < 1e-5, "({i}, {j}): {v} vs {w}");
+            }
+        }
+        // Error² = (4/3)² + (1/3)², the discarded singular values; energy kept 9 / (9 + 16/9 + 1/9).
+        let (s1, s2, s3) = (3.0f64, 4.0 / 3.0, 1.0 / 3.0);
+        assert!((energy[0].1 - s1 * s1 / (s1 * s1 + s2 * s2 + s3 * s3)).abs() < 1e-6, "{energy:?}");
+        // FedAvg of the factors: mean(B)·mean(A) is rank 1 too, and worse.
+        let fedavg = ((mean[&format!("m{LORA_B}")].matmul(&mean[&format!("m{LORA_A}")])? * scale)?).to_vec2::<f32>()?;
+        let exact = [[1.0 / 3.0, 0.0, 0.0], [0.0, 4.0 / 3.0, 0.0], [0.0, 0.0, 3.0]];
+        let err = |m: &Vec<Vec<f32>>| m.iter().flatten().zip(exact.iter().flatten()).map(|(a, b)| (*a as f64 - b).powi(2)).sum::<f64>();
+        assert!((err(&got) - (s2 * s2 + s3 * s3)).abs() < 1e-5, "{}", err(&got));
+        assert!(err(&fedavg) > err(&got) + 0.1, "FedAvg {} vs FlexLoRA {}", err(&fedavg), err(&got));
         Ok(())
     }
 

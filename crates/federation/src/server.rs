@@ -180,7 +180,7 @@ impl<'a> FedAvgServer<'a> {
             plan: plan.clone(),
             start: Instant::now(),
             sum: WeightedAverage::new(),
-            products: matches!(self.cfg.aggregation, Aggregation::ExactLora { .. }).then(ProductSum::new),
+            products: matches!(self.cfg.aggregation, Aggregation::ExactLora { .. } | Aggregation::FlexLora { .. }).then(ProductSum::new),
             train_loss_sum: 0.0,
             train_rows: 0,
             bytes_up: 0,
@@ -280,6 +280,7 @@ impl<'a> FedAvgServer<'a> {
         let mean = sum.finish()?;
         self.global = match (products, self.cfg.aggregation) {
             (Some(products), Aggregation::ExactLora { scale }) => products.finish(mean, &self.global, scale)?,
+            (Some(products), Aggregation::FlexLora { scale }) => products.finish_svd(mean, scale)?.0,
             // The frozen factor (not uploaded) keeps its global value.
             (_, Aggregation::Alternating) => {
                 let mut next = self.global.clone();

@@ -75,7 +75,7 @@ impl Method {
             FROZEN => Ok(Self::Frozen),
             _ => serde_json::from_value(serde_json::Value::String(name.to_string()))
                 .map(Self::Baseline)
-                .map_err(|_| BindingError::Invalid(format!("method: unknown `{name}` (fft, lora, ffa-lora, fedex-lora, lora-a2, sft, {STAGE1}, {STAGE2}, {FROZEN})"))),
+                .map_err(|_| BindingError::Invalid(format!("method: unknown `{name}` (fft, lora, ffa-lora, fedex-lora, lora-a2, flexlora, sft, {STAGE1}, {STAGE2}, {FROZEN})"))),
         }
     }
 

@@ -191,6 +191,7 @@ pub fn method_label(method: &str) -> String {
         "ffa-lora" => "FFA-LoRA".into(),
         "fedex-lora" => "FedEx-LoRA".into(),
         "lora-a2" => "LoRA-A²".into(),
+        "flexlora" => "FlexLoRA".into(),
         SLORA => "SLoRA".into(),
         SLORA_STAGE1 => "SLoRA stage 1".into(),
         SLORA_STAGE2 => "SLoRA stage 2".into(),
@@ -206,11 +207,12 @@ pub fn method_rank(method: &str) -> u8 {
         "ffa-lora" => 2,
         "fedex-lora" => 3,
         "lora-a2" => 4,
-        "sft" => 5,
-        SLORA => 6,
-        SLORA_STAGE1 => 7,
-        SLORA_STAGE2 => 8,
-        _ => 9,
+        "flexlora" => 5,
+        "sft" => 6,
+        SLORA => 7,
+        SLORA_STAGE1 => 8,
+        SLORA_STAGE2 => 9,
+        _ => 10,
     }
 }
 

@@ -126,7 +126,7 @@ pub struct Summary {
 }
 
 /// The method pairs whose paired differences the report gives, first minus second.
-pub const PAIRS: [(&str, &str); 10] = [
+pub const PAIRS: [(&str, &str); 12] = [
     ("fft", "lora"),
     ("slora", "lora"),
     ("fft", "slora"),
@@ -137,6 +137,8 @@ pub const PAIRS: [(&str, &str); 10] = [
     ("slora", "fedex-lora"),
     ("lora-a2", "lora"),
     ("slora", "lora-a2"),
+    ("flexlora", "lora"),
+    ("slora", "flexlora"),
 ];
 
 impl Summary {

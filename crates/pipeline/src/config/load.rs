@@ -17,12 +17,12 @@ const ENUM_KEYS: &[(&str, &[&str])] = &[
     ("optim.schedule", &["constant", "linear"]),
     ("optim.precision", &["fp32", "bf16"]),
     ("decompose.init", &["svd", "svd-b", "random"]),
-    ("baselines.methods", &["fft", "lora", "sft", "ffa-lora", "fedex-lora", "lora-a2"]),
+    ("baselines.methods", &["fft", "lora", "sft", "ffa-lora", "fedex-lora", "lora-a2", "flexlora"]),
 ];
 
 /// Learning-rate keys that also take the string `"tuned"`.
 const TUNABLE_KEYS: &[&str] =
-    &["stage1.lr", "stage2.lr", "baselines.fft_lr", "baselines.lora_lr", "baselines.sft_lr", "baselines.ffa_lora_lr", "baselines.fedex_lora_lr", "baselines.lora_a2_lr"];
+    &["stage1.lr", "stage2.lr", "baselines.fft_lr", "baselines.lora_lr", "baselines.sft_lr", "baselines.ffa_lora_lr", "baselines.fedex_lora_lr", "baselines.lora_a2_lr", "baselines.flexlora_lr"];
 
 fn is_tuned(key: &str, value: &Value) -> bool {
     TUNABLE_KEYS.contains(&key) && value.as_str() == Some("tuned")
@@ -159,6 +159,8 @@ fn schema() -> Table {
     add("baselines", "lora_a2_lr", Value::Float(1e-3));
     add("tune", "lora-a2", Value::Array(vec![Value::Float(1e-3)]));
     add("lora", "a2_rank_budget", Value::Integer(0));
+    add("baselines", "flexlora_lr", Value::Float(1e-3));
+    add("tune", "flexlora", Value::Array(vec![Value::Float(1e-3)]));
     add("optim", "lora_b_lr_ratio", Value::Float(1.0));
     add("tune", "fedex-lora", Value::Array(vec![Value::Float(1e-3)]));
     t

@@ -130,6 +130,14 @@ impl LearningRate {
         *self == Self::FEDEX_DEFAULT
     }
 
+    /// `baselines.flexlora_lr`'s default: LoRA's.
+    pub const FLEXLORA_DEFAULT: LearningRate = LearningRate::Value(1e-3);
+
+    /// Whether this is [`Self::FLEXLORA_DEFAULT`] (then it stays out of the keys).
+    pub fn is_flexlora_default(&self) -> bool {
+        *self == Self::FLEXLORA_DEFAULT
+    }
+
     /// `baselines.lora_a2_lr`'s default: LoRA's.
     pub const LORA_A2_DEFAULT: LearningRate = LearningRate::Value(1e-3);
 
@@ -646,6 +654,10 @@ pub enum BaselineMethod {
     /// adaptive rank selection of the upload (`lora.a2_rank_budget`).
     #[serde(rename = "lora-a2")]
     LoraA2,
+    /// FlexLoRA (Bai et al., 2024): the server averages the clients' full-size products Bᵢ·Aᵢ and
+    /// sends the truncated SVD's top-r factors back.
+    #[serde(rename = "flexlora")]
+    FlexLora,
 }
 
 /// `[baselines]`.
@@ -670,6 +682,9 @@ pub struct BaselinesConfig {
     /// at its default.
     #[serde(skip_serializing_if = "LearningRate::is_lora_a2_default")]
     pub lora_a2_lr: LearningRate,
+    /// FlexLoRA learning rate. Left out of the keys at its default.
+    #[serde(skip_serializing_if = "LearningRate::is_flexlora_default")]
+    pub flexlora_lr: LearningRate,
     /// SFT's first `stage1.rounds` rounds are Stage 1 itself (same masks, sampling, seeds) when its
     /// rate equals `stage1.lr`: continue from Stage 1's state instead of recomputing them.
     pub sft_from_stage1: bool,
@@ -685,6 +700,7 @@ impl Default for BaselinesConfig {
             ffa_lora_lr: LearningRate::FFA_DEFAULT,
             fedex_lora_lr: LearningRate::FEDEX_DEFAULT,
             lora_a2_lr: LearningRate::LORA_A2_DEFAULT,
+            flexlora_lr: LearningRate::FLEXLORA_DEFAULT,
             sft_from_stage1: true,
         }
     }
@@ -700,6 +716,7 @@ impl BaselinesConfig {
             BaselineMethod::FfaLora => self.ffa_lora_lr,
             BaselineMethod::FedexLora => self.fedex_lora_lr,
             BaselineMethod::LoraA2 => self.lora_a2_lr,
+            BaselineMethod::FlexLora => self.flexlora_lr,
         }
     }
 }
@@ -723,6 +740,9 @@ pub struct TuneConfig {
     /// LoRA-A² rates to try (left out of the keys when empty).
     #[serde(rename = "lora-a2", skip_serializing_if = "Vec::is_empty")]
     pub lora_a2: Vec<f64>,
+    /// FlexLoRA rates to try (left out of the keys when empty).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub flexlora: Vec<f64>,
     /// Rounds per grid point (0 = the methods' budget, `stage1.rounds + stage2.rounds`).
     pub rounds: usize,
     /// A point's score: mean validation accuracy over its last this-many evaluated rounds.
@@ -738,6 +758,7 @@ impl Default for TuneConfig {
             ffa_lora: Vec::new(),
             fedex_lora: Vec::new(),
             lora_a2: Vec::new(),
+            flexlora: Vec::new(),
             rounds: 0,
             last_k: 3,
         }
@@ -754,6 +775,7 @@ impl TuneConfig {
             BaselineMethod::FfaLora => &self.ffa_lora,
             BaselineMethod::FedexLora => &self.fedex_lora,
             BaselineMethod::LoraA2 => &self.lora_a2,
+            BaselineMethod::FlexLora => &self.flexlora,
         }
     }
 }
@@ -805,6 +827,7 @@ impl Config {
             ("baselines.ffa_lora_lr", b.ffa_lora_lr, BaselineMethod::FfaLora),
             ("baselines.fedex_lora_lr", b.fedex_lora_lr, BaselineMethod::FedexLora),
             ("baselines.lora_a2_lr", b.lora_a2_lr, BaselineMethod::LoraA2),
+            ("baselines.flexlora_lr", b.flexlora_lr, BaselineMethod::FlexLora),
         ]
         .into_iter()
         .filter(|(_, lr, _)| *lr == LearningRate::Tuned)
@@ -828,6 +851,7 @@ impl Config {
         set(&mut self.baselines.ffa_lora_lr, BaselineMethod::FfaLora);
         set(&mut self.baselines.fedex_lora_lr, BaselineMethod::FedexLora);
         set(&mut self.baselines.lora_a2_lr, BaselineMethod::LoraA2);
+        set(&mut self.baselines.flexlora_lr, BaselineMethod::FlexLora);
     }
 
     /// The config of one replicate: `run.seed = seed`, and with `partition.vary_with_seed` a

@@ -151,6 +151,7 @@ impl Config {
         positive_lr("baselines.ffa_lora_lr", b.ffa_lora_lr)?;
         positive_lr("baselines.fedex_lora_lr", b.fedex_lora_lr)?;
         positive_lr("baselines.lora_a2_lr", b.lora_a2_lr)?;
+        positive_lr("baselines.flexlora_lr", b.flexlora_lr)?;
         if self.lora.a2_rank_budget > self.lora.r {
             return fail("lora.a2_rank_budget", &format!("at most lora.r = {}", self.lora.r), self.lora.a2_rank_budget);
         }
@@ -166,7 +167,7 @@ impl Config {
         }
 
         let t = &self.tune;
-        for (key, grid) in [("tune.fft", &t.fft), ("tune.lora", &t.lora), ("tune.sft", &t.sft), ("tune.ffa-lora", &t.ffa_lora), ("tune.fedex-lora", &t.fedex_lora), ("tune.lora-a2", &t.lora_a2)] {
+        for (key, grid) in [("tune.fft", &t.fft), ("tune.lora", &t.lora), ("tune.sft", &t.sft), ("tune.ffa-lora", &t.ffa_lora), ("tune.fedex-lora", &t.fedex_lora), ("tune.lora-a2", &t.lora_a2), ("tune.flexlora", &t.flexlora)] {
             if let Some(bad) = grid.iter().find(|v| !(**v > 0.0 && v.is_finite())) {
                 return fail(key, "a list of rates > 0", bad);
             }

@@ -35,6 +35,8 @@ pub const LORA_ADAPTER_DIR: &str = "lora-adapter";
 pub const FFA_LORA_ADAPTER_DIR: &str = "ffa-lora-adapter";
 /// Folder of the LoRA-A² baseline's final adapter (an ordinary peft LoRA adapter).
 pub const LORA_A2_ADAPTER_DIR: &str = "lora-a2-adapter";
+/// Folder of the FlexLoRA baseline's final adapter (the last round's SVD factors).
+pub const FLEXLORA_ADAPTER_DIR: &str = "flexlora-adapter";
 
 /// Where a LoRA-mode baseline keeps its final adapter (`None` for FFT and SFT).
 pub fn adapter_dir(method: BaselineMethod) -> Option<&'static str> {
@@ -44,6 +46,7 @@ pub fn adapter_dir(method: BaselineMethod) -> Option<&'static str> {
         // FedEx-LoRA's base moved (its residual offsets): no peft adapter holds its model.
         BaselineMethod::Fft | BaselineMethod::Sft | BaselineMethod::FedexLora => None,
         BaselineMethod::LoraA2 => Some(LORA_A2_ADAPTER_DIR),
+        BaselineMethod::FlexLora => Some(FLEXLORA_ADAPTER_DIR),
     }
 }
 

@@ -91,7 +91,7 @@ pub fn load_test(cfg: &Config, dir: &Path) -> Result<(Shard, Option<Shard>), Pip
 pub fn baseline_mode(cfg: &Config, method: config::BaselineMethod) -> Mode {
     match method {
         config::BaselineMethod::Fft => Mode::Full,
-        config::BaselineMethod::Lora | config::BaselineMethod::FfaLora | config::BaselineMethod::FedexLora | config::BaselineMethod::LoraA2 => {
+        config::BaselineMethod::Lora | config::BaselineMethod::FfaLora | config::BaselineMethod::FedexLora | config::BaselineMethod::LoraA2 | config::BaselineMethod::FlexLora => {
             let mut lora = slora_model::LoraSpec::new(cfg.lora.r, cfg.lora.lora_alpha);
             lora.dropout = cfg.lora.lora_dropout;
             lora.freeze_a = method == config::BaselineMethod::FfaLora;
@@ -106,6 +106,7 @@ pub fn with_aggregation(mut fedcfg: FedAvgConfig, cfg: &Config, method: config::
     fedcfg.aggregation = match method {
         config::BaselineMethod::FedexLora => slora_federation::Aggregation::ExactLora { scale: cfg.lora.lora_alpha / cfg.lora.r as f64 },
         config::BaselineMethod::LoraA2 => slora_federation::Aggregation::Alternating,
+        config::BaselineMethod::FlexLora => slora_federation::Aggregation::FlexLora { scale: cfg.lora.lora_alpha / cfg.lora.r as f64 },
         _ => slora_federation::Aggregation::Mean,
     };
     fedcfg

@@ -26,13 +26,14 @@ use crate::stage::{Stage, StageCtx};
 pub struct Tune;
 
 /// The methods tune knows, in order.
-pub const METHODS: [BaselineMethod; 6] = [
+pub const METHODS: [BaselineMethod; 7] = [
     BaselineMethod::Fft,
     BaselineMethod::Lora,
     BaselineMethod::Sft,
     BaselineMethod::FfaLora,
     BaselineMethod::FedexLora,
     BaselineMethod::LoraA2,
+    BaselineMethod::FlexLora,
 ];
 
 /// Rounds per grid point.
