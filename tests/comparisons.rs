@@ -47,9 +47,7 @@ fn artifact(dir: &Path, stage: &str) -> PathBuf {
 
 #[test]
 fn head_learning_rate_reaches_fft_head_parameters() -> anyhow::Result<()> {
-    let files = ModelFiles::resolve(&shared("models/paraphrase-MiniLM-L3-v2").display().to_string(), "main")?;
-    let cfg = EncoderConfig::from_file(&files.config)?;
-    let weights = Weights::load(&files.weights, &cfg)?;
+    let (cfg, weights) = minilm()?;
     let (model, _) = Classifier::new(&cfg, &weights, &TrainSpec::new(Mode::Full, 2, 7))?;
     let (lr, head_lr) = (1e-5, 1e-2);
     let adamw = AdamWConfig { lr, weight_decay: 0.0, ..AdamWConfig::default() };
@@ -206,6 +204,28 @@ fn two_seeds_are_two_cached_runs_and_the_report_ci_is_the_t_interval() {
     }
 }
 
+/// `method` and LoRA as the tiny config's baselines: the artifact, and each one's metrics rows
+/// (the same rounds).
+fn beside_lora(method: &str) -> (PathBuf, Vec<slora_federation::RoundMetrics>, Vec<slora_federation::RoundMetrics>) {
+    let dir = fresh_dir(method);
+    std::fs::write(dir.join("tiny.toml"), tiny_toml(7, 120, 60, &format!("[baselines]\nmethods = [\"{method}\", \"lora\"]\n"))).unwrap();
+    run_ok(&dir, &["baselines"]);
+    let base = artifact(&dir, "baselines");
+    let rows = slora_federation::metrics::read_parquet(&base.join("metrics.parquet")).unwrap();
+    let of = |m: &str| rows.iter().filter(|r| r.method == m).cloned().collect::<Vec<_>>();
+    let (theirs, lora) = (of(method), of("lora"));
+    assert!(theirs.len() >= 3 && theirs.len() == lora.len());
+    (base, theirs, lora)
+}
+
+/// MiniLM-L3's config and weights from ../shared.
+fn minilm() -> anyhow::Result<(EncoderConfig, Weights)> {
+    let files = ModelFiles::resolve(&shared("models/paraphrase-MiniLM-L3-v2").display().to_string(), "main")?;
+    let cfg = EncoderConfig::from_file(&files.config)?;
+    let weights = Weights::load(&files.weights, &cfg)?;
+    Ok((cfg, weights))
+}
+
 /// The LoRA factors of every adapted linear: module → (A, B), detached copies.
 fn factors(model: &Classifier) -> std::collections::BTreeMap<String, (candle_core::Tensor, candle_core::Tensor)> {
     model
@@ -226,9 +246,7 @@ fn bits(t: &candle_core::Tensor) -> Vec<u32> {
 
 #[test]
 fn ffa_lora_trains_b_only_and_its_average_is_exact() -> anyhow::Result<()> {
-    let files = ModelFiles::resolve(&shared("models/paraphrase-MiniLM-L3-v2").display().to_string(), "main")?;
-    let cfg = EncoderConfig::from_file(&files.config)?;
-    let weights = Weights::load(&files.weights, &cfg)?;
+    let (cfg, weights) = minilm()?;
     let mut lora = slora_model::LoraSpec::new(4, 8.0);
     lora.freeze_a = true;
     let (model, _) = Classifier::new(&cfg, &weights, &TrainSpec::new(Mode::Lora(lora), 2, 7))?;
@@ -293,9 +311,7 @@ fn ffa_lora_baseline_runs_exports_and_keeps_its_init() {
     assert_eq!(summary["ffa-lora"]["lr"].as_f64(), Some(3e-3));
     // B and the head only: LoRA's upload minus every A (r × in floats per adapted matrix).
     let (ffa, lora) = (summary["ffa-lora"]["bytes_up_per_client"].as_u64().unwrap(), summary["lora"]["bytes_up_per_client"].as_u64().unwrap());
-    let files = ModelFiles::resolve(&shared("models/paraphrase-MiniLM-L3-v2").display().to_string(), "main").unwrap();
-    let cfg = EncoderConfig::from_file(&files.config).unwrap();
-    let weights = Weights::load(&files.weights, &cfg).unwrap();
+    let (cfg, weights) = minilm().unwrap();
     let (fresh, _) = Classifier::new(&cfg, &weights, &TrainSpec::new(Mode::Lora(slora_model::LoraSpec::new(8, 16.0)), 2, 7)).unwrap();
     let a_bytes: u64 = factors(&fresh).values().map(|(a, _)| 4 * a.elem_count() as u64).sum();
     assert_eq!(ffa, lora - a_bytes);
@@ -328,9 +344,7 @@ fn ffa_lora_baseline_runs_exports_and_keeps_its_init() {
 #[test]
 fn fedex_lora_global_model_is_the_average_of_the_clients_models() -> anyhow::Result<()> {
     use slora_federation::exact::ProductSum;
-    let files = ModelFiles::resolve(&shared("models/paraphrase-MiniLM-L3-v2").display().to_string(), "main")?;
-    let cfg = EncoderConfig::from_file(&files.config)?;
-    let weights = Weights::load(&files.weights, &cfg)?;
+    let (cfg, weights) = minilm()?;
     let (model, _) = Classifier::new(&cfg, &weights, &TrainSpec::new(Mode::Lora(slora_model::LoraSpec::new(4, 8.0)), 2, 7))?;
     let scale = 8.0 / 4.0;
     let adamw = AdamWConfig { lr: 2e-2, weight_decay: 0.0, ..AdamWConfig::default() };
@@ -392,9 +406,7 @@ fn fedex_lora_global_model_is_the_average_of_the_clients_models() -> anyhow::Res
 /// B's first step is 5× larger than at ratio 1 and A's is the same.
 #[test]
 fn frozen_head_uploads_no_head_and_b_trains_at_its_ratio() -> anyhow::Result<()> {
-    let files = ModelFiles::resolve(&shared("models/paraphrase-MiniLM-L3-v2").display().to_string(), "main")?;
-    let cfg = EncoderConfig::from_file(&files.config)?;
-    let weights = Weights::load(&files.weights, &cfg)?;
+    let (cfg, weights) = minilm()?;
     let mut steps = Vec::new();
     for ratio in [1.0, 5.0] {
         let mut spec = TrainSpec::new(Mode::Lora(slora_model::LoraSpec::new(4, 8.0)), 2, 7);
@@ -432,9 +444,7 @@ fn frozen_head_uploads_no_head_and_b_trains_at_its_ratio() -> anyhow::Result<()>
 #[test]
 fn lora_a2_alternates_the_frozen_factor_and_uploads_its_top_rank_components() -> anyhow::Result<()> {
     use slora_federation::{alternating, local_update, LocalRound, Shard};
-    let files = ModelFiles::resolve(&shared("models/paraphrase-MiniLM-L3-v2").display().to_string(), "main")?;
-    let cfg = EncoderConfig::from_file(&files.config)?;
-    let weights = Weights::load(&files.weights, &cfg)?;
+    let (cfg, weights) = minilm()?;
     let (model, _) = Classifier::new(&cfg, &weights, &TrainSpec::new(Mode::Lora(slora_model::LoraSpec::new(4, 8.0)), 2, 7))?;
     let adamw = AdamWConfig { lr: 1e-2, weight_decay: 0.0, ..AdamWConfig::default() };
     let budget = 2;
@@ -511,17 +521,8 @@ fn lora_a2_alternates_the_frozen_factor_and_uploads_its_top_rank_components() ->
 /// alone), the server keeps the frozen factor, and the run ends in an ordinary peft adapter.
 #[test]
 fn lora_a2_baseline_runs_and_uploads_less_than_half_of_lora() {
-    let dir = fresh_dir("lora-a2");
-    std::fs::write(dir.join("tiny.toml"), tiny_toml(7, 120, 60, "[baselines]\nmethods = [\"lora-a2\", \"lora\"]\n")).unwrap();
-    run_ok(&dir, &["baselines"]);
-    let base = artifact(&dir, "baselines");
-    let rows = slora_federation::metrics::read_parquet(&base.join("metrics.parquet")).unwrap();
-    let of = |m: &str| rows.iter().filter(|r| r.method == m).cloned().collect::<Vec<_>>();
-    let (a2, lora) = (of("lora-a2"), of("lora"));
-    assert!(a2.len() >= 3 && a2.len() == lora.len());
-    let files = ModelFiles::resolve(&shared("models/paraphrase-MiniLM-L3-v2").display().to_string(), "main").unwrap();
-    let cfg = EncoderConfig::from_file(&files.config).unwrap();
-    let weights = Weights::load(&files.weights, &cfg).unwrap();
+    let (base, a2, lora) = beside_lora("lora-a2");
+    let (cfg, weights) = minilm().unwrap();
     let (fresh, _) = Classifier::new(&cfg, &weights, &TrainSpec::new(Mode::Lora(slora_model::LoraSpec::new(8, 16.0)), 2, 7)).unwrap();
     let b_bytes: u64 = factors(&fresh).values().map(|(_, b)| 4 * b.elem_count() as u64).sum();
     for (x, l) in a2.iter().zip(&lora).skip(1) {
@@ -538,14 +539,7 @@ fn lora_a2_baseline_runs_and_uploads_less_than_half_of_lora() {
 /// server's SVD split (A = Vᵀ has orthonormal rows; B = U·S / scale has orthogonal columns).
 #[test]
 fn flexlora_baseline_sends_svd_factors() {
-    let dir = fresh_dir("flexlora");
-    std::fs::write(dir.join("tiny.toml"), tiny_toml(7, 120, 60, "[baselines]\nmethods = [\"flexlora\", \"lora\"]\n")).unwrap();
-    run_ok(&dir, &["baselines"]);
-    let base = artifact(&dir, "baselines");
-    let rows = slora_federation::metrics::read_parquet(&base.join("metrics.parquet")).unwrap();
-    let of = |m: &str| rows.iter().filter(|r| r.method == m).cloned().collect::<Vec<_>>();
-    let (flex, lora) = (of("flexlora"), of("lora"));
-    assert!(flex.len() >= 3 && flex.len() == lora.len());
+    let (base, flex, lora) = beside_lora("flexlora");
     for (x, l) in flex.iter().zip(&lora).skip(1) {
         assert_eq!((x.bytes_up_per_client, x.bytes_down_per_client), (l.bytes_up_per_client, l.bytes_down_per_client), "round {}", x.round);
     }
@@ -592,9 +586,7 @@ fn fedex_lora_baseline_charges_its_dense_offsets_on_the_download() {
     let (fedex, lora) = (of("fedex-lora"), of("lora"));
     assert!(fedex.len() >= 3 && fedex.len() == lora.len());
     assert!(lora.iter().zip(&alone).all(|(a, b)| a.same_results(b)) && lora.len() == alone.len());
-    let files = ModelFiles::resolve(&shared("models/paraphrase-MiniLM-L3-v2").display().to_string(), "main").unwrap();
-    let cfg = EncoderConfig::from_file(&files.config).unwrap();
-    let weights = Weights::load(&files.weights, &cfg).unwrap();
+    let (cfg, weights) = minilm().unwrap();
     let (fresh, _) = Classifier::new(&cfg, &weights, &TrainSpec::new(Mode::Lora(slora_model::LoraSpec::new(8, 16.0)), 2, 7)).unwrap();
     let dense: u64 = factors(&fresh).values().map(|(a, b)| 4 * (b.dims()[0] * a.dims()[1]) as u64).sum();
     for (x, l) in fedex.iter().zip(&lora).skip(1) {

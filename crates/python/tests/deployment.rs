@@ -30,6 +30,32 @@ fn deployed(config: &Path, sets: &[String], method: &str, partition: &Path, stag
     Ok(server)
 }
 
+/// The CI config with one `--set` override: its path, the override as the bindings take it, and
+/// the config as the pipeline loads it.
+fn ci_config(set: &str) -> anyhow::Result<(PathBuf, Vec<String>, Config)> {
+    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/ci.toml");
+    let sets = vec![set.to_string()];
+    let overrides = sets.iter().map(|s| parse_set(s)).collect::<Result<Vec<_>, _>>()?;
+    let cfg = Config::load(Some(&config), &overrides)?;
+    Ok((config, sets, cfg))
+}
+
+/// `stages` run in process on `cfg` in a fresh artifacts folder: the folder, the partition artifact
+/// and every metrics row by method.
+fn run_in_process(cfg: &Config, stages: &[&str]) -> anyhow::Result<(tempfile::TempDir, slora_pipeline::Artifact, BTreeMap<String, Vec<RoundMetrics>>)> {
+    let dir = tempfile::tempdir()?;
+    let store = Store::open(dir.path())?;
+    let mut runner = Runner::new(cfg, &store, Force::Nothing);
+    let partition = runner.run("partition")?;
+    let mut rows: BTreeMap<String, Vec<RoundMetrics>> = BTreeMap::new();
+    for stage in stages {
+        for row in slora_federation::metrics::read_parquet(&runner.run(stage)?.file("metrics.parquet"))? {
+            rows.entry(row.method.clone()).or_default().push(row);
+        }
+    }
+    Ok((dir, partition, rows))
+}
+
 fn assert_same_rows(deployed: &[RoundMetrics], in_process: &[RoundMetrics]) {
     assert_eq!(deployed.len(), in_process.len());
     for (d, p) in deployed.iter().zip(in_process) {
@@ -39,21 +65,10 @@ fn assert_same_rows(deployed: &[RoundMetrics], in_process: &[RoundMetrics]) {
 
 #[test]
 fn a_deployed_server_and_clients_reproduce_the_in_process_lora_and_slora_runs_bit_for_bit() -> anyhow::Result<()> {
-    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/ci.toml");
-    let sets = vec!["baselines.methods=[\"lora\"]".to_string()];
-    let overrides = sets.iter().map(|s| parse_set(s)).collect::<Result<Vec<_>, _>>()?;
-    let cfg = Config::load(Some(&config), &overrides)?;
-    let dir = tempfile::tempdir()?;
+    let (config, sets, cfg) = ci_config("baselines.methods=[\"lora\"]")?;
+    let (dir, partition, in_process) = run_in_process(&cfg, &["baselines", "stage1", "stage2"])?;
     let store = Store::open(dir.path())?;
     let mut runner = Runner::new(&cfg, &store, Force::Nothing);
-    let partition = runner.run("partition")?;
-    let mut in_process: BTreeMap<String, Vec<RoundMetrics>> = BTreeMap::new();
-    for stage in ["baselines", "stage1", "stage2"] {
-        let artifact = runner.run(stage)?;
-        for row in slora_federation::metrics::read_parquet(&artifact.file("metrics.parquet"))? {
-            in_process.entry(row.method.clone()).or_default().push(row);
-        }
-    }
 
     let lora = deployed(&config, &sets, "lora", &partition.dir, None)?;
     assert_same_rows(lora.metrics(), &in_process["lora"]);
@@ -97,22 +112,13 @@ fn a_deployed_server_and_clients_reproduce_the_in_process_lora_and_slora_runs_bi
 
 /// The newer LoRA methods deploy as they run in process, bit for bit: FedEx-LoRA's server folds
 /// the residual and sends the base offsets (the clients apply them), LoRA-A²'s clients send one
-/// factor's selected components and the server keeps the frozen one.
+/// factor's selected components and the server keeps the frozen one, FlexLoRA's server re-factors
+/// the averaged products by SVD.
 #[test]
-fn fedex_lora_and_lora_a2_deploy_bit_for_bit() -> anyhow::Result<()> {
-    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/ci.toml");
-    let sets = vec!["baselines.methods=[\"fedex-lora\", \"lora-a2\"]".to_string()];
-    let overrides = sets.iter().map(|s| parse_set(s)).collect::<Result<Vec<_>, _>>()?;
-    let cfg = Config::load(Some(&config), &overrides)?;
-    let dir = tempfile::tempdir()?;
-    let store = Store::open(dir.path())?;
-    let mut runner = Runner::new(&cfg, &store, Force::Nothing);
-    let partition = runner.run("partition")?;
-    let mut in_process: BTreeMap<String, Vec<RoundMetrics>> = BTreeMap::new();
-    for row in slora_federation::metrics::read_parquet(&runner.run("baselines")?.file("metrics.parquet"))? {
-        in_process.entry(row.method.clone()).or_default().push(row);
-    }
-    for method in ["fedex-lora", "lora-a2"] {
+fn fedex_lora_lora_a2_and_flexlora_deploy_bit_for_bit() -> anyhow::Result<()> {
+    let (config, sets, cfg) = ci_config("baselines.methods=[\"fedex-lora\", \"lora-a2\", \"flexlora\"]")?;
+    let (_dir, partition, in_process) = run_in_process(&cfg, &["baselines"])?;
+    for method in ["fedex-lora", "lora-a2", "flexlora"] {
         let server = deployed(&config, &sets, method, &partition.dir, None)?;
         assert_same_rows(server.metrics(), &in_process[method]);
         let offsets = server.global().keys().filter(|k| k.ends_with(".base_offset")).count();

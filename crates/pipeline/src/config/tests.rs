@@ -40,7 +40,7 @@ fn unknown_keys_and_wrong_types_name_the_key() {
     let err = Config::from_toml_str("[partition]\nscheme = \"random\"\n", "p.toml").unwrap_err().to_string();
     assert_eq!(err, "p.toml: partition.scheme must be one of iid, dirichlet, dirichlet-client, pathological, natural (got \"random\")");
     let err = Config::from_toml_str("[baselines]\nmethods = [\"fft\", \"x\"]\n", "p.toml").unwrap_err().to_string();
-    assert!(err.contains("baselines.methods must be one of fft, lora, sft, ffa-lora (got \"x\")"), "{err}");
+    assert!(err.contains("baselines.methods must be one of fft, lora, sft, ffa-lora, fedex-lora, lora-a2, flexlora (got \"x\")"), "{err}");
     let err = Config::from_toml_str("[partition\n", "p.toml").unwrap_err().to_string();
     assert!(err.starts_with("config file p.toml: line 1:"), "{err}");
     // An integer where a float is expected is fine.
@@ -278,4 +278,32 @@ fn a_replicate_of_a_replicate_is_that_replicate() {
     assert_eq!(one.for_seed(1).partition.seed, one.partition.seed);
     c.partition.vary_with_seed = false;
     assert_eq!(c.for_seed(3).partition.seed, c.partition.seed);
+}
+
+/// The newer methods' keys: each bad value is refused by its key; at their defaults they stay out
+/// of the serialised config (so no existing cache key moves).
+#[test]
+fn newer_method_keys_are_checked_and_stay_out_of_the_keys_at_their_defaults() {
+    let bad = |toml: &str| {
+        let mut c = Config::from_toml_str(toml, "p.toml").unwrap();
+        (c.data.source, c.model.source) = (valid().data.source, valid().model.source);
+        c.validate().unwrap_err().to_string()
+    };
+    let e = bad("[lora]\nr = 4\na2_rank_budget = 5\n");
+    assert!(e.contains("lora.a2_rank_budget must be at most lora.r = 4 (got 5)"), "{e}");
+    let e = bad("[optim]\nlora_b_lr_ratio = 0.0\n");
+    assert!(e.contains("optim.lora_b_lr_ratio must be a number > 0"), "{e}");
+    let e = bad("[baselines]\nflexlora_lr = -1.0\n");
+    assert!(e.contains("baselines.flexlora_lr"), "{e}");
+    let e = bad("[tune]\nlora-a2 = [0.0]\n");
+    assert!(e.contains("tune.lora-a2"), "{e}");
+    let cfg = Config::from_toml_str("[adapter]\nfreeze_head = false\n[lora]\na2_rank_budget = 0\n", "p.toml").unwrap();
+    let json = serde_json::to_string(&cfg).unwrap();
+    for key in ["freeze_head", "a2_rank_budget", "lora_b_lr_ratio", "fedex_lora_lr", "lora_a2_lr", "flexlora_lr", "fedex-lora", "\"flexlora\""] {
+        assert!(!json.contains(key), "{key} serialised at its default: {json}");
+    }
+    assert_eq!(cfg.lora.a2_budget(), 4, "0 = r / 2");
+    let on = Config::from_toml_str("[adapter]\nfreeze_head = true\n[optim]\nlora_b_lr_ratio = 5.0\n", "p.toml").unwrap();
+    let json = serde_json::to_string(&on).unwrap();
+    assert!(json.contains("\"freeze_head\":true") && json.contains("\"lora_b_lr_ratio\":5.0"), "{json}");
 }
