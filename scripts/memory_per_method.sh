@@ -3,7 +3,8 @@
 # document of 20 Newsgroups, MiniLM-L3, bf16, batch 32, 10 clients a round), for CLIENTS clients
 # (100 by default) and TOKENS tokens (128 by default): one process per method, each in a shared
 # artifacts folder under OUT (the partition and Stage 1 are made once), measured by /usr/bin/time.
-# Run it twice with CLIENTS=20 and CLIENTS=100: what grows with the number of clients shows.
+# Run it twice with CLIENTS=20 and CLIENTS=100: what grows with the number of clients shows
+# (METHODS="fft lora" to run fewer; SLoRA always runs).
 #   OUT=/tmp/memory scripts/memory_per_method.sh     # about 15 min on 2 cores
 # Prints: method, peak RSS (MiB), process seconds, and the run's own seconds per round.
 set -euo pipefail
@@ -12,6 +13,7 @@ OUT=${OUT:-/tmp/memory-per-method}
 CLIENTS=${CLIENTS:-100}
 TOKENS=${TOKENS:-128}
 ROUNDS=${ROUNDS:-3}
+METHODS=${METHODS:-fft lora ffa-lora fedex-lora lora-a2 sft}
 mkdir -p "$OUT"
 common=(--artifacts "$OUT/artifacts-$CLIENTS-$TOKENS" --set run.name=memory --set report.dir="$OUT/reports"
   --set 'run.seeds=[1]' --set data.max_train=0 --set data.max_len=$TOKENS --set partition.clients=$CLIENTS
@@ -26,7 +28,7 @@ run() {  # label, extra args...
   printf '%-12s %8.0f MiB %8.1f s\n' "$label" "$(echo "$kib / 1024" | bc -l)" "$secs"
 }
 echo "clients $CLIENTS, $TOKENS tokens, $ROUNDS rounds"
-for m in fft lora ffa-lora fedex-lora lora-a2 sft; do
+for m in $METHODS; do
   run "$m" --set "baselines.methods=[\"$m\"]" baselines
 done
 run slora --set 'baselines.methods=["lora"]' stage2
