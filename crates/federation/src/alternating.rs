@@ -25,8 +25,10 @@ use candle_core::{DType, Device, Tensor};
 use crate::aggregate::State;
 use crate::error::{FederationError, Result};
 
-const LORA_A: &str = ".lora_A.weight";
-const LORA_B: &str = ".lora_B.weight";
+/// State-name suffix of a LoRA A factor (peft's).
+pub(crate) const LORA_A: &str = ".lora_A.weight";
+/// State-name suffix of a LoRA B factor (peft's).
+pub(crate) const LORA_B: &str = ".lora_B.weight";
 
 /// A LoRA factor.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

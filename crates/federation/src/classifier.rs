@@ -146,7 +146,7 @@ impl Learner for ClassifierLearner {
         let frozen = self.alternating.as_ref().and_then(|a| a.frozen);
         let vars = self.model.trainable_vars().into_iter().filter(|(n, _)| !frozen.is_some_and(|f| f.holds(n)));
         let (head, body): (Vec<_>, Vec<_>) = vars.partition(|(n, _)| self.model.is_head_tensor(n));
-        let (lora_b, body): (Vec<_>, Vec<_>) = body.into_iter().partition(|(n, _)| n.ends_with(".lora_B.weight"));
+        let (lora_b, body): (Vec<_>, Vec<_>) = body.into_iter().partition(|(n, _)| crate::alternating::Factor::B.holds(n));
         let groups = vec![
             ParamGroup { lr: self.settings.adamw.lr, vars: body },
             ParamGroup { lr: self.settings.adamw.lr * self.settings.lora_b_lr_ratio, vars: lora_b },

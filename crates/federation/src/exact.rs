@@ -25,8 +25,7 @@ use crate::error::{FederationError, Result};
 /// residual folded into the frozen base weight of `<module>`.
 pub const BASE_OFFSET_SUFFIX: &str = ".base_offset";
 
-const LORA_A: &str = ".lora_A.weight";
-const LORA_B: &str = ".lora_B.weight";
+use crate::alternating::{LORA_A, LORA_B};
 
 /// Whether `name` is a base offset (server-sent, never uploaded).
 pub fn is_base_offset(name: &str) -> bool {

@@ -88,6 +88,9 @@ pub struct AdaptableLinear {
     merged: bool,
     /// The base weight as built, once an offset replaced it ([`Self::set_base_offset`]).
     pristine: Option<Tensor>,
+    /// The offset applied last: every client of a round sets the same global offset again, and the
+    /// sum is not recomputed for it.
+    offset_id: Option<candle_core::TensorId>,
 }
 
 impl AdaptableLinear {
@@ -128,7 +131,7 @@ impl AdaptableLinear {
                 }
             }
         }
-        Ok(Self { module, weight, bias, adapter, merged: false, pristine: None })
+        Ok(Self { module, weight, bias, adapter, merged: false, pristine: None, offset_id: None })
     }
 
     /// The module path, e.g. `bert.encoder.layer.0.attention.self.query`.
@@ -277,9 +280,13 @@ impl AdaptableLinear {
         if self.merged {
             return Err(ModelError::invalid(format!("{}: unmerge the adapter before offsetting the base", self.module)));
         }
+        if self.offset_id == Some(offset.id()) {
+            return Ok(());
+        }
         let pristine = self.pristine.get_or_insert_with(|| current.clone()).clone();
         let sum = (pristine.to_dtype(candle_core::DType::F32)? + offset.to_dtype(candle_core::DType::F32)?)?;
         self.weight = Param::Frozen(sum.to_dtype(pristine.dtype())?);
+        self.offset_id = Some(offset.id());
         Ok(())
     }
 
