@@ -665,3 +665,115 @@ fn federated_mask_has_the_random_masks_size_is_charged_and_is_reused_by_sft() {
     let sft = read_parquet(&artifact(&dir, "baselines").join("metrics.parquet")).unwrap();
     assert_eq!((sft[0].clients, sft[0].bytes_up_per_client, sft[0].cum_bytes_down), (2, r0.bytes_up_per_client, r0.cum_bytes_down));
 }
+
+/// Heterogeneous client ranks on the real model: a rank-4 client held in a rank-8 model (the
+/// download zero-padded) trains exactly a rank-4 LoRA: the components past 4 stay exactly zero,
+/// and its upload, cut to rank 4, matches a rank-4 model's at the same scale to f32 rounding.
+#[test]
+fn a_low_rank_client_in_a_high_rank_model_trains_a_true_low_rank_lora() -> anyhow::Result<()> {
+    let (cfg, weights) = minilm()?;
+    let spec = |r: usize, alpha: f64| TrainSpec::new(Mode::Lora(slora_model::LoraSpec::new(r, alpha)), 2, 7);
+    let settings = || OptimSettings {
+        adamw: AdamWConfig { lr: 1e-2, weight_decay: 0.0, ..AdamWConfig::default() },
+        head_lr: Some(1e-3),
+        schedule: Schedule::Constant,
+        lora_b_lr_ratio: 1.0,
+    };
+    let (wide, _) = Classifier::new(&cfg, &weights, &spec(8, 16.0))?;
+    // Half the rank at half the alpha: the same scale alpha / r = 2.
+    let (narrow, _) = Classifier::new(&cfg, &weights, &spec(4, 8.0))?;
+    let mut wide = ClassifierLearner::new(wide, settings());
+    let mut narrow = ClassifierLearner::new(narrow, settings());
+    // A global state whose B is not zero, so every factor has a gradient from step 1.
+    let mut global = wide.trainable_state()?;
+    for (name, t) in global.iter_mut().filter(|(n, _)| n.ends_with(".lora_B.weight")) {
+        *t = (t.ones_like()? * 1e-2)?;
+        assert_eq!(t.dims()[1], 8, "{name}");
+    }
+    let download = slora_federation::ranks::truncate(&global, 4)?;
+    let ids: &[&[u32]] = &[&[101, 2023, 3185, 2003, 2307, 102], &[101, 6659, 1010, 4756, 102]];
+    let mut uploads = Vec::new();
+    for learner in [&mut wide, &mut narrow] {
+        learner.set_trainable_state(&download)?;
+        learner.begin_local(3)?;
+        for step in 0..3 {
+            learner.train_step(ids, &[1, 0], step)?;
+        }
+        uploads.push(learner.upload_state()?);
+    }
+    for (module, (a, b)) in factors(wide.model()) {
+        assert_eq!((a.dims()[0], b.dims()[1]), (8, 8));
+        let tail = a.narrow(0, 4, 4)?.abs()?.max_all()?.to_scalar::<f32>()?.max(b.narrow(1, 4, 4)?.abs()?.max_all()?.to_scalar::<f32>()?);
+        assert_eq!(tail, 0.0, "{module}: a component past the client's rank moved");
+    }
+    let (held, own) = (&uploads[0], &uploads[1]);
+    assert_eq!(held.keys().collect::<Vec<_>>(), own.keys().collect::<Vec<_>>());
+    let mut moved = 0;
+    for (name, t) in held {
+        assert_eq!(t.dims(), own[name].dims(), "{name}: the upload is cut to the client's rank");
+        let err = (t - &own[name])?.abs()?.max_all()?.to_scalar::<f32>()?;
+        let size = own[name].abs()?.max_all()?.to_scalar::<f32>()?;
+        assert!(err <= 1e-5 * size.max(1e-3), "{name}: {err:e} vs {size:e}");
+        if name.ends_with(".lora_A.weight") && (t - &download[name])?.abs()?.max_all()?.to_scalar::<f32>()? > 0.0 {
+            moved += 1;
+        }
+    }
+    assert!(moved > 0, "A trained");
+    Ok(())
+}
+
+/// `federation.client_ranks = [4, 8]` end to end (LoRA zero-padded, FlexLoRA, SLoRA's Stage 2):
+/// every round's upload and download per client is the mean, over that round's sampled clients,
+/// of the head plus each client's rank's factors, counted here from a fresh model's shapes.
+#[test]
+fn heterogeneous_client_ranks_charge_each_clients_rank_both_ways() {
+    let dir = fresh_dir("client-ranks");
+    std::fs::write(dir.join("tiny.toml"), tiny_toml(7, 120, 60, "[baselines]\nmethods = [\"lora\", \"flexlora\"]\n")).unwrap();
+    let ranks = ["--set", "federation.client_ranks=[4, 8]"];
+    run_ok(&dir, &[ranks[0], ranks[1], "baselines"]);
+    run_ok(&dir, &[ranks[0], ranks[1], "stage2"]);
+    let (cfg, weights) = minilm().unwrap();
+    let (fresh, _) = Classifier::new(&cfg, &weights, &TrainSpec::new(Mode::Lora(slora_model::LoraSpec::new(8, 16.0)), 2, 7)).unwrap();
+    let state = ClassifierLearner::new(fresh, OptimSettings {
+        adamw: AdamWConfig::default(),
+        head_lr: None,
+        schedule: Schedule::Constant,
+        lora_b_lr_ratio: 1.0,
+    })
+    .trainable_state()
+    .unwrap();
+    let per_rank: u64 = state.iter().filter(|(n, _)| n.ends_with(".lora_A.weight")).map(|(_, a)| 4 * a.dims()[1] as u64).sum::<u64>()
+        + state.iter().filter(|(n, _)| n.ends_with(".lora_B.weight")).map(|(_, b)| 4 * b.dims()[0] as u64).sum::<u64>();
+    let head: u64 = state.iter().filter(|(n, _)| !n.contains(".lora_")).map(|(_, t)| 4 * t.elem_count() as u64).sum();
+    // Client c trains rank [4, 8][c % 2]; the tiny config: 4 clients, 2 per round, seed 7.
+    let mean_bytes = |round: u32| {
+        let chosen = slora_federation::sampling::sample_clients(4, 2, 7, round);
+        chosen.iter().map(|c| head + per_rank * [4u64, 8][c % 2]).sum::<u64>() / chosen.len() as u64
+    };
+    let rows = |stage: &str| slora_federation::metrics::read_parquet(&artifact(&dir, stage).join("metrics.parquet")).unwrap();
+    let baselines = rows("baselines");
+    let mut mixed = 0;
+    for method in ["lora", "flexlora"] {
+        for r in baselines.iter().filter(|r| r.method == method && r.round > 0) {
+            let want = mean_bytes(r.round);
+            assert_eq!((r.bytes_up_per_client, r.bytes_down_per_client), (want, want), "{method} round {}", r.round);
+            mixed += usize::from(want != head + per_rank * 4 && want != head + per_rank * 8);
+        }
+    }
+    assert!(mixed > 0, "no round sampled both ranks: the test does not test the mean");
+    let stage2 = rows("stage2");
+    let rounds: Vec<_> = stage2.iter().filter(|r| r.method == "slora-stage2" && r.round > 2).collect();
+    assert!(rounds.len() >= 2);
+    for r in rounds {
+        assert_eq!(r.bytes_up_per_client, mean_bytes(r.round), "slora round {}", r.round);
+        assert_eq!(r.bytes_down_per_client - r.bytes_down_switch_per_client, mean_bytes(r.round), "slora round {}", r.round);
+    }
+    // A rank above lora.r, and a method with one rank for every client, are refused by key.
+    let out = crate::common::pipeline_in(&dir).args(["--config", "tiny.toml", "--set", "federation.client_ranks=[4, 16]", "baselines"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("federation.client_ranks must be a list whose largest rank is lora.r = 8"), "{}", String::from_utf8_lossy(&out.stderr));
+    let out = crate::common::pipeline_in(&dir)
+        .args(["--config", "tiny.toml", "--set", "federation.client_ranks=[4, 8]", "--set", "baselines.methods=[\"ffa-lora\"]", "baselines"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("baselines.methods must be free of ffa-lora"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -55,12 +55,15 @@ pub struct ClassifierLearner {
     schedule: LrSchedule,
     step: u64,
     alternating: Option<Alternating>,
+    /// The rank of the state last set, when it was below the model's ([`crate::ranks`]): the
+    /// upload is cut back to it.
+    client_rank: Option<usize>,
 }
 
 impl ClassifierLearner {
     /// Wraps `model`; its current trainable state is the initial global state.
     pub fn new(model: Classifier, settings: OptimSettings) -> Self {
-        Self { model, settings, optimizer: None, schedule: LrSchedule::Constant, step: 0, alternating: None }
+        Self { model, settings, optimizer: None, schedule: LrSchedule::Constant, step: 0, alternating: None, client_rank: None }
     }
 
     /// LoRA-A² ([`crate::alternating`]): each round freezes one factor, and the upload keeps the
@@ -107,6 +110,22 @@ impl Learner for ClassifierLearner {
     }
 
     fn set_trainable_state(&mut self, state: &State) -> Result<()> {
+        // A lower-rank client's download: held zero-padded in the model's rank (see crate::ranks).
+        self.client_rank = None;
+        let padded;
+        let state = match crate::ranks::state_rank(state) {
+            Some(own) => {
+                let current = self.model.trainable_state()?;
+                if crate::ranks::state_rank(&current).is_some_and(|full| own < full) {
+                    self.client_rank = Some(own);
+                    padded = crate::ranks::pad(state, &current)?;
+                    &padded
+                } else {
+                    state
+                }
+            }
+            None => state,
+        };
         // FedEx-LoRA's global state also carries the residual folded into each adapted base.
         if state.keys().any(|k| crate::exact::is_base_offset(k)) {
             let (offsets, trained): (State, State) = state.iter().map(|(k, v)| (k.clone(), v.clone())).partition(|(k, _)| crate::exact::is_base_offset(k));
@@ -131,6 +150,9 @@ impl Learner for ClassifierLearner {
 
     fn upload_state(&self) -> Result<State> {
         let state = self.model.trainable_state()?;
+        if let Some(rank) = self.client_rank {
+            return crate::ranks::truncate(&state, rank);
+        }
         let Some(Alternating { budget, frozen: Some(frozen), start }) = &self.alternating else { return Ok(state) };
         let frozen = *frozen;
         let state = match budget {

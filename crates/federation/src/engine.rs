@@ -70,6 +70,9 @@ pub struct FedAvgConfig {
     pub full_test_last_k: u32,
     /// How the server combines the replies of a round.
     pub aggregation: Aggregation,
+    /// Each client's LoRA rank, cycled over clients ([`crate::ranks`]); empty: every client
+    /// trains the global state's rank.
+    pub client_ranks: Vec<usize>,
 }
 
 /// How the server combines a round's replies into the next global state.
@@ -144,6 +147,12 @@ impl FedAvgConfig {
         if self.eval_every == 0 {
             return bad("federation.eval_every", "must be >= 1 (got 0)".into());
         }
+        if self.client_ranks.contains(&0) {
+            return bad("federation.client_ranks", format!("every rank must be >= 1 (got {:?})", self.client_ranks));
+        }
+        if !self.client_ranks.is_empty() && self.aggregation == Aggregation::Alternating {
+            return bad("federation.client_ranks", "LoRA-A² selects its own rank components per client: one global rank only".into());
+        }
         if test.is_empty() {
             return Err(FederationError::EmptyTest);
         }
@@ -199,8 +208,8 @@ pub fn run_fedavg<L: Learner>(
     rounds_bar.set_position(server.completed_rounds() as u64);
 
     while let Some(plan) = server.begin_round() {
-        let global = server.global().clone();
         for &client in &plan.chosen {
+            let global = server.download(client)?;
             let client_start = Instant::now();
             let shard = &clients[client];
             let local = LocalRound { seed: cfg.seed, round: plan.round, client, local_epochs: cfg.local_epochs, batch_size: cfg.batch_size };

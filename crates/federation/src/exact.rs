@@ -221,6 +221,65 @@ mod tests {
         Ok(())
     }
 
+    /// FlexLoRA with heterogeneous ranks: clients of rank 1, 2 and 3 reply zero-padded to the
+    /// global rank 3; the global factors are the SVD of the weighted mean of their products, and
+    /// each client's download (its rank's truncation) is the best rank-rᵢ approximation of that
+    /// mean: its squared error is the sum of the singular values it drops.
+    #[test]
+    fn flexlora_gives_each_rank_the_best_approximation_of_the_average() -> anyhow::Result<()> {
+        let dev = Device::Cpu;
+        let client = |a: Vec<f32>, b: Vec<f32>, r: usize| {
+            let mut s = State::new();
+            s.insert(format!("m{LORA_A}"), Tensor::from_vec(a, (r, 3), &dev).unwrap());
+            s.insert(format!("m{LORA_B}"), Tensor::from_vec(b, (3, r), &dev).unwrap());
+            s
+        };
+        // Products diag(1, 0, 0), diag(0, 2, 1) and 3·e₀e₂ᵀ at ranks 1, 2, 3.
+        let replies = [
+            (client(vec![1.0, 0.0, 0.0], vec![1.0, 0.0, 0.0], 1), 1u64),
+            (client(vec![0.0, 2.0, 0.0, 0.0, 0.0, 1.0], vec![0.0, 0.0, 1.0, 0.0, 0.0, 1.0], 2), 2),
+            (client(vec![0.0, 0.0, 3.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], vec![1.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 0.0], 3), 3),
+        ];
+        let like = replies[2].0.clone();
+        let (mut avg, mut products) = (WeightedAverage::new(), ProductSum::new());
+        for (s, n) in &replies {
+            let padded = crate::ranks::pad(s, &like)?;
+            avg.add(&padded, *n)?;
+            products.add(&padded, *n)?;
+        }
+        let scale = 2.0;
+        let (global, _) = products.finish_svd(avg.finish()?, scale)?;
+        // scale·mean(nᵢ·BᵢAᵢ) = 2·(diag(1, 0, 0) + 2·diag(0, 2, 1) + 3·3e₀e₂ᵀ) / 6: not diagonal.
+        let exact = [[2.0 / 6.0, 0.0, 6.0 * 3.0 / 6.0], [0.0, 8.0 / 6.0, 0.0], [0.0, 0.0, 4.0 / 6.0]];
+        let m = Tensor::from_vec(exact.iter().flatten().map(|v| *v as f32).collect::<Vec<_>>(), (3, 3), &dev)?;
+        // Singular values from the eigenvalues of MᵀM, computed apart from the SVD under test.
+        let mtm = m.t()?.matmul(&m)?.to_vec2::<f32>()?;
+        let sigma = symmetric_eigenvalues_3(&mtm).map(|l| l.max(0.0).sqrt());
+        for rank in 1..=3 {
+            let cut = crate::ranks::truncate(&global, rank)?;
+            let approx = (cut[&format!("m{LORA_B}")].matmul(&cut[&format!("m{LORA_A}")])? * scale)?;
+            let err2 = (approx - &m)?.sqr()?.sum_all()?.to_scalar::<f32>()? as f64;
+            let dropped: f64 = sigma[rank..].iter().map(|s| s * s).sum();
+            assert!((err2 - dropped).abs() < 1e-5, "rank {rank}: error² {err2} vs dropped σ² {dropped} (σ {sigma:?})");
+        }
+        Ok(())
+    }
+
+    /// The eigenvalues of a symmetric 3×3 matrix, largest first (the trigonometric closed form).
+    fn symmetric_eigenvalues_3(a: &[Vec<f32>]) -> [f64; 3] {
+        let a: Vec<Vec<f64>> = a.iter().map(|r| r.iter().map(|v| *v as f64).collect()).collect();
+        let p1 = a[0][1].powi(2) + a[0][2].powi(2) + a[1][2].powi(2);
+        let q = (a[0][0] + a[1][1] + a[2][2]) / 3.0;
+        let p2 = (a[0][0] - q).powi(2) + (a[1][1] - q).powi(2) + (a[2][2] - q).powi(2) + 2.0 * p1;
+        let p = (p2 / 6.0).sqrt();
+        let b: Vec<Vec<f64>> = (0..3).map(|i| (0..3).map(|j| (a[i][j] - if i == j { q } else { 0.0 }) / p).collect()).collect();
+        let det = b[0][0] * (b[1][1] * b[2][2] - b[1][2] * b[2][1]) - b[0][1] * (b[1][0] * b[2][2] - b[1][2] * b[2][0]) + b[0][2] * (b[1][0] * b[2][1] - b[1][1] * b[2][0]);
+        let phi = (det / 2.0).clamp(-1.0, 1.0).acos() / 3.0;
+        let e1 = q + 2.0 * p * phi.cos();
+        let e3 = q + 2.0 * p * (phi + 2.0 * std::f64::consts::PI / 3.0).cos();
+        [e1, 3.0 * q - e1 - e3, e3]
+    }
+
     /// With one A shared by every client (FFA-LoRA) `mean(B·A) = mean(B)·A`: FedEx-LoRA and FedAvg
     /// coincide.
     #[test]

@@ -16,6 +16,7 @@ pub mod error;
 pub mod exact;
 pub mod learner;
 pub mod mask;
+pub mod ranks;
 pub mod metrics;
 pub mod sampling;
 pub mod seeds;

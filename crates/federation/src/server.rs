@@ -163,6 +163,20 @@ impl<'a> FedAvgServer<'a> {
         self.next_round - 1
     }
 
+    /// The rank client `client` trains, when clients train different ranks ([`crate::ranks`]).
+    pub fn client_rank(&self, client: usize) -> Option<usize> {
+        crate::ranks::rank_of(&self.cfg.client_ranks, client)
+    }
+
+    /// What client `client` downloads to train the open round: the global state, with every LoRA
+    /// factor cut to the client's rank when clients train different ranks.
+    pub fn download(&self, client: usize) -> Result<State> {
+        match self.client_rank(client) {
+            Some(rank) => crate::ranks::truncate(&self.global, rank),
+            None => Ok(self.global.clone()),
+        }
+    }
+
     /// Opens the next round and says whom it samples, or `None` when every round has run.
     pub fn begin_round(&mut self) -> Option<RoundPlan> {
         if self.next_round > self.cfg.rounds {
@@ -191,10 +205,11 @@ impl<'a> FedAvgServer<'a> {
         Some(plan)
     }
 
-    /// Why `update` cannot be averaged into this run's global state, if it cannot: a tensor missing,
-    /// extra, of another shape or dtype, or holding a NaN or infinity. A client uploads every tensor
-    /// of the global state but the server's own (FedEx-LoRA's base offsets).
-    pub fn check_update(&self, update: &State) -> Result<()> {
+    /// Why client `client`'s `update` cannot be averaged into this run's global state, if it
+    /// cannot: a tensor missing, extra, of another shape (a LoRA factor has the client's rank) or
+    /// dtype, or holding a NaN or infinity. A client uploads every tensor of the global state but
+    /// the server's own (FedEx-LoRA's base offsets).
+    pub fn check_update(&self, client: usize, update: &State) -> Result<()> {
         let bad = |m: String| Err(FederationError::StateMismatch(m));
         if let Some(name) = self.global.keys().find(|k| self.is_uploaded(k) && !update.contains_key(*k)) {
             return bad(format!("the update lacks `{name}`"));
@@ -204,8 +219,12 @@ impl<'a> FedAvgServer<'a> {
         }
         for (name, t) in update {
             let want = &self.global[name];
-            if t.dims() != want.dims() || t.dtype() != want.dtype() {
-                return bad(format!("`{name}` is {:?} {:?}, the global state's is {:?} {:?}", t.dtype(), t.dims(), want.dtype(), want.dims()));
+            let dims = match self.client_rank(client) {
+                Some(rank) => crate::ranks::client_shape(name, want.dims(), rank),
+                None => want.dims().to_vec(),
+            };
+            if t.dims() != dims.as_slice() || t.dtype() != want.dtype() {
+                return bad(format!("`{name}` is {:?} {:?}, client {client}'s should be {:?} {dims:?}", t.dtype(), t.dims(), want.dtype()));
             }
             // A NaN or an infinity anywhere makes the sum non-finite; one pass, no copy.
             let sum = t.sum_all()?.to_dtype(DType::F64)?.to_scalar::<f64>()?;
@@ -238,15 +257,20 @@ impl<'a> FedAvgServer<'a> {
         step_losses: &[(f64, usize)],
         train_seconds: f64,
     ) -> Result<()> {
-        self.check_update(update)?;
+        self.check_update(client, update)?;
+        // A lower-rank reply enters the sums zero-padded to the global rank.
+        let padded = match self.client_rank(client) {
+            Some(_) => Cow::Owned(crate::ranks::pad(update, &self.global)?),
+            None => Cow::Borrowed(update),
+        };
         let open = self.open.as_mut().ok_or_else(|| FederationError::StateMismatch("no round is open".into()))?;
         if !open.plan.chosen.contains(&client) {
             return Err(FederationError::StateMismatch(format!("client {client} was not sampled in round {}", open.plan.round)));
         }
         let server_start = Instant::now();
-        open.sum.add(update, samples)?;
+        open.sum.add(&padded, samples)?;
         if let Some(products) = open.products.as_mut() {
-            products.add(update, samples)?;
+            products.add(&padded, samples)?;
         }
         open.server_seconds += server_start.elapsed().as_secs_f64();
         // Per step, in order, as one running sum over the round's clients.
@@ -274,7 +298,12 @@ impl<'a> FedAvgServer<'a> {
         if replies == 0 {
             return Err(FederationError::StateMismatch(format!("round {}: no client update to average", plan.round)));
         }
-        let bytes_down = state_bytes(&self.global) + plan.switch_bytes;
+        // Each sampled client's download (its rank's truncation when ranks differ), summed.
+        let state_down: u64 = match self.cfg.client_ranks.is_empty() {
+            true => state_bytes(&self.global) * plan.chosen.len() as u64,
+            false => plan.chosen.iter().map(|&c| self.download(c).map(|s| state_bytes(&s))).sum::<Result<u64>>()?,
+        };
+        let bytes_down = state_down / plan.chosen.len() as u64 + plan.switch_bytes;
         let bytes_down_head = state_bytes_where(&self.global, |n| learner.is_head(n));
         let server_start = Instant::now();
         let mean = sum.finish()?;
@@ -312,17 +341,17 @@ impl<'a> FedAvgServer<'a> {
         self.wall += start.elapsed().as_secs_f64();
         let cum_before = self.metrics.last().map_or(self.cfg.cum_bytes_up_start, |m| m.cum_bytes_up);
         let cum_down_before = self.metrics.last().map_or(self.cfg.cum_bytes_down_start, |m| m.cum_bytes_down);
-        let sent = plan.chosen.len() as u64;
         // The one-off payload goes to every client (any may be sampled later); the state only to
         // the sampled ones.
-        let cum_bytes_down = cum_down_before + (bytes_down - plan.switch_bytes) * sent + plan.switch_bytes * self.num_clients as u64;
+        let cum_bytes_down = cum_down_before + state_down + plan.switch_bytes * self.num_clients as u64;
         self.metrics.push(RoundMetrics {
             method: self.cfg.method.clone(),
             round: plan.round,
             accuracy: eval.map(|e| e.accuracy()),
             loss: eval.map(|e| e.mean_loss()),
             train_loss: Some(train_loss_sum / train_rows as f64),
-            // The mean over the replies (every reply's own size when they are equal).
+            // The mean over the replies (every reply's own size when they are equal); the download
+            // the mean over the sampled clients.
             bytes_up_per_client: bytes_up / replies,
             bytes_down_per_client: bytes_down,
             cum_bytes_up: cum_before + bytes_up,

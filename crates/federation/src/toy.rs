@@ -169,5 +169,6 @@ pub fn toy_config(rounds: u32) -> crate::engine::FedAvgConfig {
         final_full_test: true,
         full_test_last_k: 1,
         aggregation: crate::engine::Aggregation::Mean,
+        client_ranks: Vec::new(),
     }
 }

@@ -278,6 +278,13 @@ impl Server {
         stage1: Option<&Server>,
     ) -> Result<Self> {
         let cfg = load_config(config, overrides)?;
+        if !cfg.federation.client_ranks.is_empty() {
+            // The ServerApp sends one global state to every node: per-rank downloads are not wired.
+            return Err(BindingError::Invalid(format!(
+                "federation.client_ranks = {:?}: the deployment sends every client the same global state; heterogeneous client ranks run in process (`pipeline`) only",
+                cfg.federation.client_ranks
+            )));
+        }
         let method = Method::parse(method_name)?;
         let labels = slora_data::LabelSet::read(&data_dir.join("labels.json"))?;
         let (test, full_test) = fed::load_test(&cfg, data_dir)?;

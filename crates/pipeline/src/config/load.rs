@@ -163,6 +163,7 @@ fn schema() -> Table {
     add("tune", "flexlora", Value::Array(vec![Value::Float(1e-3)]));
     add("optim", "lora_b_lr_ratio", Value::Float(1.0));
     add("tune", "fedex-lora", Value::Array(vec![Value::Float(1e-3)]));
+    add("federation", "client_ranks", Value::Array(Vec::new()));
     t
 }
 

@@ -343,6 +343,11 @@ pub struct FederationConfig {
     /// cache keys at 1, so runs keyed before it existed keep their keys.
     #[serde(skip_serializing_if = "is_one")]
     pub full_test_last_k: usize,
+    /// Each client's LoRA rank, cycled over clients (client c trains `client_ranks[c % len]`);
+    /// the largest is `lora.r`, the global adapter's. Empty (the default, left out of the keys):
+    /// every client trains `lora.r`.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub client_ranks: Vec<usize>,
 }
 
 fn is_one(n: &usize) -> bool {
@@ -351,7 +356,7 @@ fn is_one(n: &usize) -> bool {
 
 impl Default for FederationConfig {
     fn default() -> Self {
-        Self { clients_per_round: 4, local_epochs: 1, batch_size: 32, eval_every: 1, eval_max_rows: 0, full_test_last_k: 1 }
+        Self { clients_per_round: 4, local_epochs: 1, batch_size: 32, eval_every: 1, eval_max_rows: 0, full_test_last_k: 1, client_ranks: Vec::new() }
     }
 }
 

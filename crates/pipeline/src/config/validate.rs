@@ -1,6 +1,6 @@
 //! Range checks: each error names the key, the value and what is allowed.
 
-use super::{Config, PartitionScheme};
+use super::{BaselineMethod, Config, PartitionScheme};
 use crate::error::PipelineError;
 
 fn fail(key: &str, rule: &str, got: impl std::fmt::Display) -> Result<(), PipelineError> {
@@ -154,6 +154,18 @@ impl Config {
         positive_lr("baselines.flexlora_lr", b.flexlora_lr)?;
         if self.lora.a2_rank_budget > self.lora.r {
             return fail("lora.a2_rank_budget", &format!("at most lora.r = {}", self.lora.r), self.lora.a2_rank_budget);
+        }
+        let ranks = &self.federation.client_ranks;
+        if !ranks.is_empty() {
+            if ranks.contains(&0) {
+                return fail("federation.client_ranks", "a list of ranks >= 1", format!("{ranks:?}"));
+            }
+            if ranks.iter().max() != Some(&self.lora.r) {
+                return fail("federation.client_ranks", &format!("a list whose largest rank is lora.r = {}, the global adapter's", self.lora.r), format!("{ranks:?}"));
+            }
+            if let Some(m) = b.methods.iter().find(|m| matches!(m, BaselineMethod::FfaLora | BaselineMethod::LoraA2)) {
+                return fail("baselines.methods", &format!("free of {m} while federation.client_ranks is set ({m} trains one rank on every client)"), format!("{:?}", b.methods.iter().map(|m| m.to_string()).collect::<Vec<_>>()));
+            }
         }
         let ratio = self.optim.lora_b_lr_ratio;
         if !(ratio > 0.0 && ratio.is_finite()) {

@@ -141,6 +141,12 @@ pub(crate) fn run_params(cfg: &Config, method: BaselineMethod) -> Value {
     if method == BaselineMethod::Sft {
         p["baselines"]["sft_from_stage1"] = json!(cfg.baselines.sft_from_stage1);
     }
+    if matches!(method, BaselineMethod::Fft | BaselineMethod::Sft) {
+        // No rank: the client ranks do not touch FFT or SFT.
+        if let Some(t) = p["federation"].as_object_mut() {
+            t.remove("client_ranks");
+        }
+    }
     if method == BaselineMethod::Fft {
         // FFT trains every weight at one rate: the head and LoRA switches do not touch it.
         for (table, key) in [("adapter", "freeze_head"), ("optim", "lora_b_lr_ratio")] {

@@ -168,6 +168,7 @@ pub fn fedavg_config(cfg: &Config, method: &str, rounds: usize, round_offset: u3
         final_full_test: true,
         full_test_last_k: f.full_test_last_k as u32,
         aggregation: slora_federation::Aggregation::Mean,
+        client_ranks: f.client_ranks.clone(),
     }
 }
 
