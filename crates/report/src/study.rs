@@ -19,6 +19,15 @@
 //!   interval of that reduction is above 0; not reproduced when SLoRA missed the target in most seeds
 //!   or the interval is below 0; else inconclusive. The paper's "up to 90 %" is compared with the
 //!   largest mean reduction over the points.
+//! - **FlexLoRA beats zero-padding** (Bai et al., 2024), at the heterogeneous point of the last
+//!   `rank_pairs` entry: FlexLoRA − LoRA (whose zero-padded averaging is HetLoRA's naive scheme).
+//!   Reproduced when the interval is above 0; not reproduced when it is below 0 or inside ±margin;
+//!   else inconclusive.
+//! - **Mixed ranks cost accuracy**, per `rank_pairs` entry `[uniform, heterogeneous]`: per seed, a
+//!   method's accuracy with mixed client ranks minus its accuracy with every client at the uniform
+//!   rank (the same partition per seed). Judged on zero-padded LoRA, the scheme without a remedy:
+//!   reproduced when the interval is below 0; not reproduced when it is above 0 or inside ±margin;
+//!   else inconclusive. Every method's difference is shown.
 
 use std::collections::BTreeMap;
 
@@ -49,6 +58,10 @@ pub enum Claim {
     TimeCut,
     /// More local work per round (client drift) widens LoRA's gap to FFT (LoRA-A²'s mechanism).
     DriftOpensGap,
+    /// Under heterogeneous client ranks FlexLoRA beats zero-padded averaging (Bai et al., 2024).
+    FlexloraBeatsZeroPadding,
+    /// Heterogeneous client ranks cost accuracy against every client at one rank.
+    MixedRanksCost,
 }
 
 impl Claim {
@@ -59,6 +72,8 @@ impl Claim {
             Claim::SloraClosesGap => "SLoRA closes LoRA's gap to FFT (Stage 1 at about 1 % density)",
             Claim::TimeCut => "SLoRA cuts the training time to a target accuracy (up to 90 %)",
             Claim::DriftOpensGap => "More local epochs per round (client drift) widen LoRA's gap to FFT",
+            Claim::FlexloraBeatsZeroPadding => "With heterogeneous client ranks, FlexLoRA beats zero-padded LoRA averaging (HetLoRA's naive scheme)",
+            Claim::MixedRanksCost => "Heterogeneous client ranks cost accuracy against every client at one rank (judged on zero-padded LoRA)",
         }
     }
 }
@@ -177,6 +192,10 @@ pub struct StudySettings {
     /// partition; the verdict is judged on the last pair (the most skewed).
     #[serde(default)]
     pub drift_pairs: Vec<(String, String)>,
+    /// `flexlora-beats-zero-padding` and `mixed-ranks-cost`: pairs of point labels `[uniform rank,
+    /// heterogeneous ranks]`; both are judged on the last pair.
+    #[serde(default)]
+    pub rank_pairs: Vec<(String, String)>,
     /// Claim 1's contrast, stated in the study file before the run.
     #[serde(default)]
     pub gap_contrast: GapContrast,
@@ -482,6 +501,78 @@ pub fn judge_drift_opens_gap(points: &[StudyPoint], pairs: &[(String, String)], 
     }
 }
 
+/// Per seed, `method` at `b` minus `method` at `a` (pp), for the seeds both ran.
+fn across_points(a: &StudyPoint, b: &StudyPoint, method: &str) -> Interval {
+    let (fa, fb) = (finals(a, method), finals(b, method));
+    let d: Vec<f64> = fb.iter().filter_map(|(s, v)| Some(100.0 * (v - fa.get(s)?))).collect();
+    mean_ci(&d)
+}
+
+/// The last `rank_pairs` entry whose two points ran.
+fn last_rank_pair<'a>(points: &'a [StudyPoint], pairs: &[(String, String)]) -> Option<(&'a StudyPoint, &'a StudyPoint)> {
+    let find = |l: &str| points.iter().find(|p| p.label == l);
+    pairs.iter().rev().find_map(|(a, b)| Some((find(a)?, find(b)?)))
+}
+
+/// FlexLoRA − zero-padded LoRA at the heterogeneous point (SLoRA − LoRA shown beside it).
+pub fn judge_flexlora_beats_zero_padding(points: &[StudyPoint], pairs: &[(String, String)], margin_pp: f64) -> ClaimVerdict {
+    let claim = Claim::FlexloraBeatsZeroPadding;
+    let Some((_, het)) = last_rank_pair(points, pairs) else {
+        return ClaimVerdict { claim, verdict: Verdict::Inconclusive, evidence: "no rank pair ran (rank_pairs)".into() };
+    };
+    let flex = paired_pp(het, "flexlora", LORA);
+    let slora = paired_pp(het, SLORA, LORA);
+    let (verdict, why) = match flex.bounds() {
+        None if flex.n == 0 => (Verdict::Inconclusive, "FlexLoRA or LoRA did not run".to_string()),
+        None => (Verdict::Inconclusive, "one seed: no interval".to_string()),
+        Some((lo, _)) if lo > 0.0 => (Verdict::Reproduced, "the interval is above 0".to_string()),
+        Some((_, hi)) if hi < 0.0 => (Verdict::NotReproduced, "FlexLoRA is below zero-padding: the interval is below 0".to_string()),
+        Some((lo, hi)) if lo > -margin_pp && hi < margin_pp => {
+            (Verdict::NotReproduced, format!("the interval lies within ±{margin_pp} pp: no difference worth the name"))
+        }
+        Some(_) => (Verdict::Inconclusive, "the interval contains 0".to_string()),
+    };
+    ClaimVerdict {
+        claim,
+        verdict,
+        evidence: format!(
+            "At {}: FlexLoRA − LoRA (zero-padded) {}, SLoRA − LoRA (zero-padded) {} (margin {margin_pp} pp): {why}.",
+            het.label,
+            fmt_interval(&flex),
+            fmt_interval(&slora)
+        ),
+    }
+}
+
+/// Each method's accuracy with mixed ranks minus with one rank, judged on zero-padded LoRA.
+pub fn judge_mixed_ranks_cost(points: &[StudyPoint], pairs: &[(String, String)], margin_pp: f64) -> ClaimVerdict {
+    let claim = Claim::MixedRanksCost;
+    let Some((uniform, het)) = last_rank_pair(points, pairs) else {
+        return ClaimVerdict { claim, verdict: Verdict::Inconclusive, evidence: "no rank pair ran (rank_pairs)".into() };
+    };
+    let parts: Vec<String> = study_methods(&[uniform.clone(), het.clone()])
+        .iter()
+        .filter(|m| uniform.summary.methods.contains_key(*m) && het.summary.methods.contains_key(*m))
+        .map(|m| format!("{} {}", method_label(m), fmt_interval(&across_points(uniform, het, m))))
+        .collect();
+    let lora = across_points(uniform, het, LORA);
+    let (verdict, why) = match lora.bounds() {
+        None if lora.n == 0 => (Verdict::Inconclusive, "LoRA did not run at both points".to_string()),
+        None => (Verdict::Inconclusive, "one seed: no interval".to_string()),
+        Some((_, hi)) if hi < 0.0 => (Verdict::Reproduced, "zero-padded LoRA's interval is below 0".to_string()),
+        Some((lo, _)) if lo > 0.0 => (Verdict::NotReproduced, "zero-padded LoRA gains: the interval is above 0".to_string()),
+        Some((lo, hi)) if lo > -margin_pp && hi < margin_pp => {
+            (Verdict::NotReproduced, format!("zero-padded LoRA's interval lies within ±{margin_pp} pp: no cost worth the name"))
+        }
+        Some(_) => (Verdict::Inconclusive, "zero-padded LoRA's interval contains 0".to_string()),
+    };
+    ClaimVerdict {
+        claim,
+        verdict,
+        evidence: format!("{} minus {}, paired by seed: {}: {why}.", het.label, uniform.label, parts.join(", ")),
+    }
+}
+
 /// Claim 2 at `point`: SLoRA above LoRA and within `margin_pp` of FFT.
 pub fn judge_closes_gap(point: &StudyPoint, margin_pp: f64) -> ClaimVerdict {
     let claim = Claim::SloraClosesGap;
@@ -638,6 +729,8 @@ pub fn judge(settings: &StudySettings, points: &[StudyPoint]) -> Vec<ClaimVerdic
             (Claim::SloraClosesGap, Some(p)) => judge_closes_gap(p, settings.margin_pp),
             (Claim::TimeCut, Some(p)) => judge_time_cut(points, p),
             (Claim::DriftOpensGap, _) => judge_drift_opens_gap(points, &settings.drift_pairs, settings.margin_pp),
+            (Claim::FlexloraBeatsZeroPadding, _) => judge_flexlora_beats_zero_padding(points, &settings.rank_pairs, settings.margin_pp),
+            (Claim::MixedRanksCost, _) => judge_mixed_ranks_cost(points, &settings.rank_pairs, settings.margin_pp),
             (c, None) => ClaimVerdict { claim: *c, verdict: Verdict::Inconclusive, evidence: "no claim point".into() },
         })
         .collect()

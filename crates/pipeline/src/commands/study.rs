@@ -22,6 +22,7 @@
 //!                                       # federation.full_test_last_k rounds, each on every test row
 //! floor_pp = 3.0                        # claim 1 leaves out points where FFT is this close to chance
 //! drift_pairs = [["E=1", "E=5"]]        # drift-opens-gap: [less, more local work] by label
+//! rank_pairs = [["r 8", "r 4/8/16"]]     # flexlora-beats-zero-padding, mixed-ranks-cost: [uniform, mixed]
 //! tune_point = "Dir α=0.1"              # where "tuned" rates are chosen (default: the claim point)
 //! set = ["run.seeds=[1,2,3]"]           # every point
 //! [[point]]
@@ -92,6 +93,9 @@ struct StudyFile {
     /// `drift-opens-gap`: `[[less local work, more local work], …]` by point label.
     #[serde(default)]
     drift_pairs: Vec<(String, String)>,
+    /// `flexlora-beats-zero-padding`, `mixed-ranks-cost`: `[[uniform rank, mixed ranks], …]` by label.
+    #[serde(default)]
+    rank_pairs: Vec<(String, String)>,
     /// Claim 1's contrast: `ends` or `slope`.
     #[serde(default)]
     gap_contrast: GapContrast,
@@ -184,9 +188,9 @@ fn read_study(path: &Path) -> Result<StudyFile, PipelineError> {
             return bad(format!("{key} = {l:?} is not a point label"));
         }
     }
-    for l in file.drift_pairs.iter().flat_map(|(a, b)| [a, b]) {
-        if !labels.contains(l.as_str()) {
-            return bad(format!("drift_pairs: {l:?} is not a point label"));
+    for (key, pairs) in [("drift_pairs", &file.drift_pairs), ("rank_pairs", &file.rank_pairs)] {
+        if let Some(l) = pairs.iter().flat_map(|(a, b)| [a, b]).find(|l| !labels.contains(l.as_str())) {
+            return bad(format!("{key}: {l:?} is not a point label"));
         }
     }
     if !(file.margin_pp >= 0.0) {
@@ -372,6 +376,7 @@ pub fn run(ctx: &StudyContext, args: &StudyArgs) -> Result<PathBuf, PipelineErro
         flat_slope_pp: file.flat_slope_pp,
         command: format!("pipeline study {}{}", args.study, if args.smoke { " --smoke" } else { "" }),
         drift_pairs: file.drift_pairs.clone(),
+        rank_pairs: file.rank_pairs.clone(),
         gap_contrast: file.gap_contrast,
         chance,
         floor_pp: file.floor_pp,
