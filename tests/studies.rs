@@ -295,3 +295,22 @@ fn drift_and_convergence_studies_run_and_show_their_plans() {
         assert_eq!(a["fft"]["wall_seconds"], b["fft"]["wall_seconds"], "seed {seed}: FFT was not trained again");
     }
 }
+
+#[test]
+fn ranks_study_runs_mixed_client_ranks_and_judges_them() {
+    let dir = fresh_dir("study-ranks");
+    let (json, _) = run_study(&dir, "ranks");
+    check_study(&json, &dir, "ranks", 2, &[]);
+    assert_eq!(claims(&json), ["flexlora-beats-zero-padding", "mixed-ranks-cost"]);
+    let evidence: Vec<&str> = json["verdicts"].as_array().unwrap().iter().map(|v| v["evidence"].as_str().unwrap()).collect();
+    assert!(evidence[0].contains("At ranks 4/8/16: FlexLoRA − LoRA (zero-padded)"), "{}", evidence[0]);
+    assert!(evidence[1].contains("ranks 4/8/16 minus uniform r 8") && evidence[1].contains("FlexLoRA"), "{}", evidence[1]);
+    // Zero-padding and FlexLoRA send the same shapes at each point (the exact counts are
+    // tests/comparisons.rs's); SLoRA's Stage 2 ran at the mixed point too.
+    let points = json["points"].as_array().unwrap();
+    let up = |p: &Value, m: &str| p["summary"]["methods"][m]["bytes_up_per_client_total"].as_f64().unwrap_or_else(|| panic!("{m}: {}", p["summary"]["methods"][m]));
+    for p in points {
+        assert_eq!(up(p, "lora"), up(p, "flexlora"), "{}", p["label"]);
+        assert!(up(p, "slora") > 0.0);
+    }
+}

@@ -1221,6 +1221,32 @@ mod tests {
     }
 
     #[test]
+    fn rank_verdicts_pair_methods_within_and_across_the_points() {
+        let uniform = point("r8", &[("lora", &[0.60, 0.62, 0.61]), ("flexlora", &[0.60, 0.62, 0.61]), ("slora", &[0.61, 0.63, 0.62])], &[]);
+        let mixed = point("mixed", &[("lora", &[0.55, 0.58, 0.56]), ("flexlora", &[0.60, 0.61, 0.61]), ("slora", &[0.56, 0.59, 0.57])], &[]);
+        let pairs = vec![("r8".to_string(), "mixed".to_string())];
+        let points = [uniform.clone(), mixed.clone()];
+        let v = judge_flexlora_beats_zero_padding(&points, &pairs, 1.0);
+        assert_eq!(v.verdict, Verdict::Reproduced, "{}", v.evidence);
+        // FlexLoRA − LoRA per seed 5, 3, 5 pp: mean 4.33; its t interval, recomputed here.
+        let (mean, sd) = (13.0 / 3.0, ((2.0f64 / 3.0).powi(2) * 2.0 + (4.0f64 / 3.0).powi(2)) / 2.0);
+        let half = 4.302652729911275 * sd.sqrt() / 3f64.sqrt();
+        assert!(v.evidence.contains(&format!("{mean:+.2} pp [{:+.2}, {:+.2}]", mean - half, mean + half)), "{}", v.evidence);
+        let v = judge_mixed_ranks_cost(&points, &pairs, 1.0);
+        assert_eq!(v.verdict, Verdict::Reproduced, "{}", v.evidence);
+        // LoRA −5, −4, −5 pp; FlexLoRA 0, −1, 0 pp.
+        assert!(v.evidence.contains("LoRA -4.67 pp") && v.evidence.contains("FlexLoRA -0.33 pp"), "{}", v.evidence);
+        // No cost: the same accuracies at both points; FlexLoRA tied with zero-padding.
+        let same = point("same", &[("lora", &[0.6005, 0.6195, 0.61]), ("flexlora", &[0.6005, 0.6195, 0.61])], &[]);
+        let tie = [uniform.clone(), same];
+        let tie_pairs = vec![("r8".to_string(), "same".to_string())];
+        assert_eq!(judge_mixed_ranks_cost(&tie, &tie_pairs, 1.0).verdict, Verdict::NotReproduced);
+        assert_eq!(judge_flexlora_beats_zero_padding(&tie, &tie_pairs, 1.0).verdict, Verdict::NotReproduced);
+        assert_eq!(judge_flexlora_beats_zero_padding(&points, &[], 1.0).verdict, Verdict::Inconclusive);
+        assert_eq!(judge_mixed_ranks_cost(&[uniform], &pairs, 1.0).verdict, Verdict::Inconclusive);
+    }
+
+    #[test]
     fn gap_slope_uses_every_regular_point_and_leaves_out_the_floor() {
         // Gaps 0, 2, 4 pp in every seed: slope 2 pp per point, 4 pp over the range.
         let a = point("a", &[("fft", &[0.80, 0.82, 0.81]), ("lora", &[0.80, 0.82, 0.81])], &[]);
