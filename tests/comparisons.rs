@@ -777,3 +777,70 @@ fn heterogeneous_client_ranks_charge_each_clients_rank_both_ways() {
         .unwrap();
     assert!(String::from_utf8_lossy(&out.stderr).contains("baselines.methods must be free of ffa-lora"), "{}", String::from_utf8_lossy(&out.stderr));
 }
+
+/// FedSA-LoRA end to end: clients send and receive only the A factors (counted from the shapes);
+/// each keeps its own B and head between rounds (the final checkpoint holds every client's, and
+/// they differ); the report measures it both ways, and the personal numbers, recomputed from the
+/// run cache's checkpoint after the stage is re-keyed, are bit-identical.
+#[test]
+fn fedsa_lora_shares_only_a_and_is_measured_on_each_clients_own_rows() {
+    let dir = fresh_dir("fedsa-lora");
+    std::fs::write(
+        dir.join("tiny.toml"),
+        tiny_toml(7, 120, 60, "[baselines]\nmethods = [\"fedsa-lora\", \"lora\"]\n").replace("[partition]\n", "[partition]\nvalidation_fraction = 0.25\n"),
+    )
+    .unwrap();
+    run_ok(&dir, &["all"]);
+    let base = artifact(&dir, "baselines");
+    let rows = slora_federation::metrics::read_parquet(&base.join("metrics.parquet")).unwrap();
+    let fedsa: Vec<_> = rows.iter().filter(|r| r.method == "fedsa-lora" && r.round > 0).collect();
+    let (cfg, weights) = minilm().unwrap();
+    let (fresh, _) = Classifier::new(&cfg, &weights, &TrainSpec::new(Mode::Lora(slora_model::LoraSpec::new(8, 16.0)), 2, 7)).unwrap();
+    let a_bytes: u64 = factors(&fresh).values().map(|(a, _)| 4 * a.elem_count() as u64).sum();
+    assert!(fedsa.len() >= 3);
+    for r in &fedsa {
+        assert_eq!((r.bytes_up_per_client, r.bytes_down_per_client), (a_bytes, a_bytes), "round {}", r.round);
+        assert_eq!((r.bytes_up_head_per_client, r.bytes_down_head_per_client), (0, 0), "round {}", r.round);
+    }
+    let manifest = json(&base.join("manifest.json"));
+    let personal = &manifest["summary"]["methods"]["fedsa-lora"]["personal"];
+    let held_out: u64 = json(&artifact(&dir, "partition").join("manifest.json"))["summary"]["validation_rows_per_client"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_u64().unwrap())
+        .sum();
+    assert_eq!((personal["clients"].as_u64(), personal["rows"].as_u64()), (Some(4), Some(held_out)), "{personal}");
+    for key in ["personal_accuracy", "global_accuracy_same_rows"] {
+        assert!((0.0..=1.0).contains(&personal[key].as_f64().unwrap()), "{personal}");
+    }
+    assert!(manifest["summary"]["methods"]["lora"]["personal"].is_null(), "a global method has no personal evaluation");
+    // Every client that trained keeps its own B and head; two of them differ.
+    let runs = base.parent().unwrap().join(".runs");
+    let run = std::fs::read_dir(&runs).unwrap().map(|e| e.unwrap().path()).find(|p| p.file_name().unwrap().to_string_lossy().starts_with("fedsa-lora-")).unwrap();
+    let mut checkpoints: Vec<_> = std::fs::read_dir(&run).unwrap().map(|e| e.unwrap().path()).filter(|p| p.extension().is_some_and(|e| e == "safetensors")).collect();
+    checkpoints.sort();
+    let state = slora_federation::read_safetensors(checkpoints.last().unwrap()).unwrap();
+    let kept = |client: usize| -> Vec<(String, Vec<u32>)> {
+        state.iter().filter_map(|(n, t)| n.strip_prefix(&format!("client-kept.{client}.")).filter(|n| *n != "rows").map(|n| (n.to_string(), bits(t)))).collect()
+    };
+    let trained: Vec<_> = (0..4).map(kept).filter(|k| !k.is_empty()).collect();
+    assert!(trained.len() >= 2, "clients that trained keep their state");
+    assert!(trained[0].iter().all(|(n, _)| n.ends_with(".lora_B.weight") || !n.contains(".lora_")), "only B and the head are kept");
+    assert_ne!(trained[0], trained[1], "two clients keep different B and heads");
+    let report: Value = json(&dir.join("reports/tiny/summary.json"));
+    assert_eq!(report["personal"][0]["method"], "fedsa-lora", "{}", report["personal"]);
+    let md = std::fs::read_to_string(dir.join("reports/tiny/report.md")).unwrap();
+    assert!(md.contains("Personalised evaluation"), "{md}");
+    // Re-keyed (LoRA dropped): FedSA-LoRA resumes its finished run and measures it again from the checkpoint.
+    let stderr = run_ok(&dir, &["--set", "baselines.methods=[\"fedsa-lora\"]", "baselines"]);
+    assert!(!stderr.contains("fedsa-lora round 1/"), "trained again:\n{stderr}");
+    let again = json(&artifact(&dir, "baselines").join("manifest.json"));
+    assert_eq!(&again["summary"]["methods"]["fedsa-lora"]["personal"], personal);
+    // Without per-client held-out rows it says what to set; the deployment refuses it by name.
+    let out = crate::common::pipeline_in(&dir)
+        .args(["--config", "tiny.toml", "--set", "partition.validation_fraction=0", "baselines"])
+        .output()
+        .unwrap();
+    assert!(String::from_utf8_lossy(&out.stderr).contains("set partition.validation_fraction > 0"), "{}", String::from_utf8_lossy(&out.stderr));
+}

@@ -97,6 +97,11 @@ pub enum Aggregation {
     /// frozen that round), averaged into the global state, which keeps the frozen one; an upload
     /// is charged by the rank components it changed.
     Alternating,
+    /// FedSA-LoRA (Guo et al., ICLR 2025; [`crate::server`]): only A is uploaded and averaged; B
+    /// and the head stay on each client, which starts every round from its own. The global state
+    /// the server evaluates is the mean A with the sample-weighted mean of the clients' B and head
+    /// (a number for comparison only: nobody sends them).
+    SharedA,
 }
 
 /// Client-side costs of a setup round before round 1 (the federated mask round): `clients` clients
@@ -150,8 +155,8 @@ impl FedAvgConfig {
         if self.client_ranks.contains(&0) {
             return bad("federation.client_ranks", format!("every rank must be >= 1 (got {:?})", self.client_ranks));
         }
-        if !self.client_ranks.is_empty() && self.aggregation == Aggregation::Alternating {
-            return bad("federation.client_ranks", "LoRA-A² selects its own rank components per client: one global rank only".into());
+        if !self.client_ranks.is_empty() && matches!(self.aggregation, Aggregation::Alternating | Aggregation::SharedA) {
+            return bad("federation.client_ranks", "LoRA-A² and FedSA-LoRA train one global rank (set no client_ranks)".into());
         }
         if test.is_empty() {
             return Err(FederationError::EmptyTest);
@@ -171,6 +176,21 @@ pub struct FedOutcome {
     pub resumed_from: Option<u32>,
 }
 
+/// [`run_fedavg`], then, for a method that keeps part of its model on the clients (FedSA-LoRA),
+/// each client's own model measured on `personal[c]`, its held-out rows ([`FedAvgServer::personal_evaluation`]).
+pub fn run_fedavg_personal<L: Learner>(
+    learner: &mut L,
+    clients: &[Shard],
+    test: &Shard,
+    full_test: Option<&Shard>,
+    cfg: &FedAvgConfig,
+    checkpoints: Option<&CheckpointStore>,
+    personal: &[Shard],
+) -> Result<(FedOutcome, Option<crate::server::PersonalEvaluation>)> {
+    let (outcome, server_personal) = run(learner, clients, test, full_test, cfg, checkpoints, Some(personal))?;
+    Ok((outcome, server_personal))
+}
+
 /// Runs FedAvg. The learner's current trainable state is the initial global state (unless a checkpoint
 /// in `checkpoints` is resumed); on return the learner holds the final global state.
 ///
@@ -184,6 +204,18 @@ pub fn run_fedavg<L: Learner>(
     cfg: &FedAvgConfig,
     checkpoints: Option<&CheckpointStore>,
 ) -> Result<FedOutcome> {
+    Ok(run(learner, clients, test, full_test, cfg, checkpoints, None)?.0)
+}
+
+fn run<L: Learner>(
+    learner: &mut L,
+    clients: &[Shard],
+    test: &Shard,
+    full_test: Option<&Shard>,
+    cfg: &FedAvgConfig,
+    checkpoints: Option<&CheckpointStore>,
+    personal: Option<&[Shard]>,
+) -> Result<(FedOutcome, Option<crate::server::PersonalEvaluation>)> {
     cfg.validate(clients.len(), test)?;
     if let Some(client) = clients.iter().position(Shard::is_empty) {
         return Err(FederationError::EmptyClient { client });
@@ -209,7 +241,7 @@ pub fn run_fedavg<L: Learner>(
 
     while let Some(plan) = server.begin_round() {
         for &client in &plan.chosen {
-            let global = server.download(client)?;
+            let global = server.client_start(client)?;
             let client_start = Instant::now();
             let shard = &clients[client];
             let local = LocalRound { seed: cfg.seed, round: plan.round, client, local_epochs: cfg.local_epochs, batch_size: cfg.batch_size };
@@ -221,7 +253,10 @@ pub fn run_fedavg<L: Learner>(
             progress.remove(&steps_bar);
             let update = update?;
             let train_seconds = client_start.elapsed().as_secs_f64();
-            server.accept(learner, client, &update.state, shard.len() as u64, &update.step_losses, train_seconds)?;
+            // What the method keeps on the client (FedSA-LoRA's B and head) is not sent.
+            let (sent, kept): (State, State) = update.state.into_iter().partition(|(name, _)| server.uploads(name));
+            server.accept(learner, client, &sent, shard.len() as u64, &update.step_losses, train_seconds)?;
+            server.keep_on_client(client, kept, shard.len() as u64);
         }
         let row = server.finish_round(learner)?;
         progress.suspend(|| {
@@ -243,8 +278,12 @@ pub fn run_fedavg<L: Learner>(
         rounds_bar.inc(1);
     }
     rounds_bar.finish_and_clear();
+    let personal = match personal {
+        Some(shards) if cfg.aggregation == Aggregation::SharedA => Some(server.personal_evaluation(learner, shards)?),
+        _ => None,
+    };
     let (metrics, state, resumed_from) = server.finish();
-    Ok(FedOutcome { metrics, state, resumed_from })
+    Ok((FedOutcome { metrics, state, resumed_from }, personal))
 }
 
 /// What one client does in one round, apart from the network: its round number, its index (the
@@ -331,6 +370,10 @@ impl Evaluation {
     /// Rows evaluated.
     pub fn rows(&self) -> u64 {
         self.sums.rows
+    }
+    /// Rows classified correctly.
+    pub fn correct(&self) -> u64 {
+        self.sums.correct
     }
 }
 

@@ -9,7 +9,10 @@
 //! state's names, shapes and dtype, or hold a non-finite value, is refused before it is added.
 
 use std::borrow::Cow;
+use std::collections::BTreeMap;
 use std::time::Instant;
+
+use serde::{Deserialize, Serialize};
 
 use candle_core::DType;
 
@@ -66,6 +69,31 @@ pub struct FedAvgServer<'a> {
     next_round: u32,
     resumed_from: Option<u32>,
     open: Option<OpenRound>,
+    /// What each client keeps between its rounds (FedSA-LoRA's B and head) with its row count:
+    /// held here because a simulation keeps it for its clients (checkpointed with the global state,
+    /// never sent or charged); a deployment's clients would keep their own.
+    kept: BTreeMap<usize, (State, u64)>,
+    /// What a client keeps before its first round: the round-0 state's kept tensors.
+    initial_kept: State,
+}
+
+/// Prefix of a kept client tensor in a checkpoint: `client-kept.<client>.<name>`, and
+/// `client-kept.<client>.rows` for its row count.
+const KEPT_PREFIX: &str = "client-kept.";
+
+/// A personalised method's two numbers (FedSA-LoRA), measured after the last round on each
+/// client's held-out rows: every client's own model (the global A with its own B and head), and
+/// the global model (the mean A with the mean B and head) on the same rows.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct PersonalEvaluation {
+    /// Σ correct / Σ rows of each client's own model on its own held-out rows.
+    pub personal_accuracy: f64,
+    /// The global model's accuracy on the same rows.
+    pub global_accuracy_same_rows: f64,
+    /// Clients with held-out rows.
+    pub clients: usize,
+    /// Held-out rows over those clients.
+    pub rows: u64,
 }
 
 impl<'a> FedAvgServer<'a> {
@@ -95,10 +123,19 @@ impl<'a> FedAvgServer<'a> {
             next_round: 1,
             resumed_from: None,
             open: None,
+            kept: BTreeMap::new(),
+            initial_kept: State::new(),
         };
+        // The learner holds its seeded initial state here, resumed or not: what a client keeps
+        // before its first round.
+        if cfg.aggregation == Aggregation::SharedA {
+            server.initial_kept = learner.trainable_state()?.into_iter().filter(|(n, _)| !server.uploads_in(n, None)).collect();
+        }
         if let Some(cp) = checkpoints.map(CheckpointStore::latest).transpose()?.flatten() {
-            learner.set_trainable_state(&cp.state)?;
-            server.global = cp.state;
+            let (global, kept) = split_kept(cp.state)?;
+            learner.set_trainable_state(&global)?;
+            server.global = global;
+            server.kept = kept;
             server.metrics = cp.metrics;
             server.wall = cp.wall_seconds;
             server.next_round = cp.completed_rounds + 1;
@@ -128,7 +165,7 @@ impl<'a> FedAvgServer<'a> {
             ..Default::default()
         });
         if let Some(store) = checkpoints {
-            store.save(0, &server.global, &server.metrics, server.wall)?;
+            store.save(0, &server.checkpoint_state()?, &server.metrics, server.wall)?;
         }
         Ok(server)
     }
@@ -169,12 +206,80 @@ impl<'a> FedAvgServer<'a> {
     }
 
     /// What client `client` downloads to train the open round: the global state, with every LoRA
-    /// factor cut to the client's rank when clients train different ranks.
+    /// factor cut to the client's rank when clients train different ranks; under FedSA-LoRA only
+    /// the shared A factors.
     pub fn download(&self, client: usize) -> Result<State> {
+        let sent: State = match self.cfg.aggregation {
+            Aggregation::SharedA => self.global.iter().filter(|(n, _)| self.uploads(n)).map(|(n, t)| (n.clone(), t.clone())).collect(),
+            _ => self.global.clone(),
+        };
         match self.client_rank(client) {
-            Some(rank) => crate::ranks::truncate(&self.global, rank),
-            None => Ok(self.global.clone()),
+            Some(rank) => crate::ranks::truncate(&sent, rank),
+            None => Ok(sent),
         }
+    }
+
+    /// The state client `client` trains the open round from: its download, plus what it kept
+    /// from its last round (its initial state's before its first).
+    pub fn client_start(&self, client: usize) -> Result<State> {
+        let mut state = self.download(client)?;
+        if self.cfg.aggregation == Aggregation::SharedA {
+            let kept = self.kept.get(&client).map_or(&self.initial_kept, |(k, _)| k);
+            state.extend(kept.iter().map(|(n, t)| (n.clone(), t.clone())));
+        }
+        Ok(state)
+    }
+
+    /// Records what client `client` keeps after its round (the tensors it did not send), with its
+    /// row count (its weight in the evaluated global state). Nothing to do for a method that
+    /// sends everything.
+    pub fn keep_on_client(&mut self, client: usize, kept: State, rows: u64) {
+        if !kept.is_empty() {
+            self.kept.insert(client, (kept, rows));
+        }
+    }
+
+    /// Whether a client sends tensor `name` in the open round (see [`Self::download`]).
+    pub fn uploads(&self, name: &str) -> bool {
+        self.uploads_in(name, self.open.as_ref().map(|o| o.plan.round))
+    }
+
+    /// The global state with each client's kept tensors beside it (`client-kept.<c>.<name>`).
+    fn checkpoint_state(&self) -> Result<State> {
+        let mut state = self.global.clone();
+        for (client, (kept, rows)) in &self.kept {
+            for (name, t) in kept {
+                state.insert(format!("{KEPT_PREFIX}{client}.{name}"), t.clone());
+            }
+            state.insert(format!("{KEPT_PREFIX}{client}.rows"), candle_core::Tensor::new(&[*rows as f64], &candle_core::Device::Cpu)?);
+        }
+        Ok(state)
+    }
+
+    /// After the last round, a personalised method's two numbers on each client's held-out rows
+    /// `personal[c]` (clients without rows are left out): every client's own model (the shared
+    /// state with what it kept, or its initial state if it never trained), and the global model.
+    /// The learner holds the global state again on return.
+    pub fn personal_evaluation<L: Learner>(&self, learner: &mut L, personal: &[Shard]) -> Result<PersonalEvaluation> {
+        let (mut own, mut global, mut rows, mut clients) = (0u64, 0u64, 0u64, 0usize);
+        for (client, shard) in personal.iter().enumerate().filter(|(_, s)| !s.is_empty()) {
+            let batches = length_sorted_batches(shard, self.cfg.eval_batch_size);
+            let mut state = self.global.clone();
+            let kept = self.kept.get(&client).map_or(&self.initial_kept, |(k, _)| k);
+            state.extend(kept.iter().map(|(n, t)| (n.clone(), t.clone())));
+            learner.set_trainable_state(&state)?;
+            let e = evaluate(learner, shard, &batches)?;
+            own += e.correct();
+            learner.set_trainable_state(&self.global)?;
+            let g = evaluate(learner, shard, &batches)?;
+            global += g.correct();
+            rows += e.rows();
+            clients += 1;
+        }
+        if rows == 0 {
+            return Err(FederationError::StateMismatch("no client has held-out rows for the personalised evaluation".into()));
+        }
+        Ok(PersonalEvaluation { personal_accuracy: own as f64 / rows as f64, global_accuracy_same_rows: global as f64 / rows as f64, clients, rows })
     }
 
     /// Opens the next round and says whom it samples, or `None` when every round has run.
@@ -236,11 +341,18 @@ impl<'a> FedAvgServer<'a> {
     }
 
     /// Whether a reply of the open round carries global tensor `name`: all but the server's own
-    /// (FedEx-LoRA's base offsets) and, under LoRA-A², the factor frozen this round.
+    /// (FedEx-LoRA's base offsets), under LoRA-A² the factor frozen this round, and under
+    /// FedSA-LoRA all but the A factors.
     fn is_uploaded(&self, name: &str) -> bool {
-        match (self.cfg.aggregation, &self.open) {
+        self.uploads_in(name, self.open.as_ref().map(|o| o.plan.round))
+    }
+
+    /// [`Self::is_uploaded`] in global round `round` (`None`: outside a round).
+    fn uploads_in(&self, name: &str, round: Option<u32>) -> bool {
+        match (self.cfg.aggregation, round) {
             _ if is_base_offset(name) => false,
-            (Aggregation::Alternating, Some(open)) => !frozen_factor(open.plan.round).holds(name),
+            (Aggregation::Alternating, Some(round)) => !frozen_factor(round).holds(name),
+            (Aggregation::SharedA, _) => crate::alternating::Factor::A.holds(name),
             _ => true,
         }
     }
@@ -299,12 +411,13 @@ impl<'a> FedAvgServer<'a> {
             return Err(FederationError::StateMismatch(format!("round {}: no client update to average", plan.round)));
         }
         // Each sampled client's download (its rank's truncation when ranks differ), summed.
-        let state_down: u64 = match self.cfg.client_ranks.is_empty() {
+        let uniform = self.cfg.client_ranks.is_empty() && self.cfg.aggregation != Aggregation::SharedA;
+        let state_down: u64 = match uniform {
             true => state_bytes(&self.global) * plan.chosen.len() as u64,
             false => plan.chosen.iter().map(|&c| self.download(c).map(|s| state_bytes(&s))).sum::<Result<u64>>()?,
         };
         let bytes_down = state_down / plan.chosen.len() as u64 + plan.switch_bytes;
-        let bytes_down_head = state_bytes_where(&self.global, |n| learner.is_head(n));
+        let bytes_down_head = state_bytes_where(&self.global, |n| learner.is_head(n) && self.uploads_in(n, None));
         let server_start = Instant::now();
         let mean = sum.finish()?;
         self.global = match (products, self.cfg.aggregation) {
@@ -314,6 +427,20 @@ impl<'a> FedAvgServer<'a> {
             (_, Aggregation::Alternating) => {
                 let mut next = self.global.clone();
                 next.extend(mean);
+                next
+            }
+            // The shared A, and for evaluation the clients' kept B and head averaged by rows
+            // (every client that has trained; the initial values before any has).
+            (_, Aggregation::SharedA) => {
+                let mut next = self.global.clone();
+                next.extend(mean);
+                let mut kept = WeightedAverage::new();
+                for (state, rows) in self.kept.values() {
+                    kept.add(state, *rows)?;
+                }
+                if kept.clients() > 0 {
+                    next.extend(kept.finish()?);
+                }
                 next
             }
             _ => mean,
@@ -369,7 +496,7 @@ impl<'a> FedAvgServer<'a> {
             server_seconds,
         });
         if let Some(store) = &self.checkpoints {
-            store.save(local_round, &self.global, &self.metrics, self.wall)?;
+            store.save(local_round, &self.checkpoint_state()?, &self.metrics, self.wall)?;
         }
         self.next_round += 1;
         Ok(self.metrics.last().expect("a row was just pushed"))
@@ -379,6 +506,26 @@ impl<'a> FedAvgServer<'a> {
     pub fn finish(self) -> (Vec<RoundMetrics>, State, Option<u32>) {
         (self.metrics, self.global, self.resumed_from)
     }
+}
+
+/// A checkpoint's state split into the global state and each client's kept tensors.
+fn split_kept(state: State) -> Result<(State, BTreeMap<usize, (State, u64)>)> {
+    let (kept, global): (State, State) = state.into_iter().partition(|(n, _)| n.starts_with(KEPT_PREFIX));
+    let mut clients: BTreeMap<usize, (State, u64)> = BTreeMap::new();
+    for (name, t) in kept {
+        let rest = &name[KEPT_PREFIX.len()..];
+        let (client, tensor) = rest
+            .split_once('.')
+            .and_then(|(c, n)| Some((c.parse::<usize>().ok()?, n)))
+            .ok_or_else(|| FederationError::StateMismatch(format!("checkpoint tensor `{name}` names no client")))?;
+        let entry = clients.entry(client).or_default();
+        if tensor == "rows" {
+            entry.1 = t.to_vec1::<f64>()?.first().copied().unwrap_or(0.0) as u64;
+        } else {
+            entry.0.insert(tensor.to_string(), t);
+        }
+    }
+    Ok((global, clients))
 }
 
 #[cfg(test)]

@@ -1,8 +1,8 @@
-//! Assembles BERT, DistilBERT and ALBERT from their transformers tensor names (see `names`).
+//! Assembles BERT, DistilBERT, ALBERT and RoBERTa from their transformers tensor names (see `names`).
 
 use crate::builder::Builder;
 use crate::config::{EncoderConfig, ModelType};
-use crate::encoder::{Block, DropoutRates, Embeddings, Encoder, Head, HeadAct};
+use crate::encoder::{Block, DropoutRates, Embeddings, Encoder, Head, HeadAct, PositionIds};
 use crate::error::Result;
 use crate::names::{albert_layer, bert_layer, distilbert_layer, head_modules};
 
@@ -22,13 +22,17 @@ pub(crate) fn build(cfg: &EncoderConfig, b: &mut Builder<'_>, dropout: DropoutRa
         ModelType::Albert => Some(b.linear("albert.encoder.embedding_hidden_mapping_in", h, e)?),
         _ => None,
     };
-    let embeddings = Embeddings { word, position, token_type, norm, projection };
+    let position_ids = match cfg.model_type {
+        ModelType::Roberta => PositionIds::AfterPadding { padding_idx: cfg.pad_token_id },
+        _ => PositionIds::Sequential,
+    };
+    let embeddings = Embeddings { word, position, position_ids, token_type, norm, projection };
 
     let mut blocks = Vec::new();
     let schedule: Vec<usize> = match cfg.model_type {
-        ModelType::Bert => {
+        ModelType::Bert | ModelType::Roberta => {
             for l in 0..cfg.num_layers {
-                let m = |s: &str| bert_layer(l, s);
+                let m = |s: &str| bert_layer(p, l, s);
                 blocks.push(Block {
                     query: b.linear(&m("attention.self.query"), h, h)?,
                     key: b.linear(&m("attention.self.key"), h, h)?,
@@ -94,6 +98,8 @@ pub(crate) fn build(cfg: &EncoderConfig, b: &mut Builder<'_>, dropout: DropoutRa
     let head = Head {
         dense: b.linear(dense, h, h)?,
         act: if cfg.model_type == ModelType::DistilBert { HeadAct::Relu } else { HeadAct::Tanh },
+        // RobertaClassificationHead drops out the `<s>` state before its dense layer too.
+        dropout_before_dense: cfg.model_type == ModelType::Roberta,
         classifier: b.linear(classifier, b.num_labels(), h)?,
     };
     let encoder = Encoder { embeddings, blocks, schedule, num_heads: cfg.num_heads, act: cfg.hidden_act, dropout };

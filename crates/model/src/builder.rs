@@ -14,7 +14,7 @@ use crate::encoder::{LayerNorm, LinearId};
 use crate::error::{ModelError, Result};
 use crate::linear::{AdaptableLinear, Adapter, LoraAdapter, SparseDelta};
 use crate::param::{derive_seed, Param};
-use crate::spec::{module_matches, Mode, Precision, TrainSpec};
+use crate::spec::{module_matches, saves_module, Mode, Precision, TrainSpec};
 use crate::weights::Weights;
 
 /// Collects modules and trainable variables while an encoder is assembled.
@@ -49,7 +49,7 @@ impl<'a> Builder<'a> {
     }
 
     fn trains_densely(&self, module: &str) -> bool {
-        matches!(self.spec.mode, Mode::Full) || module_matches(module, &self.spec.modules_to_save)
+        matches!(self.spec.mode, Mode::Full) || saves_module(module, &self.spec.modules_to_save)
     }
 
     fn dense(&mut self, name: &str, shape: &[usize], trainable: bool) -> Result<Param> {

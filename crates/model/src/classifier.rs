@@ -40,7 +40,7 @@ pub struct ForwardOutput {
     pub logits: Tensor,
 }
 
-/// A sequence classifier (BERT, DistilBERT or ALBERT) in one training mode.
+/// A sequence classifier (BERT, DistilBERT, ALBERT or RoBERTa) in one training mode.
 #[derive(Debug)]
 pub struct Classifier {
     cfg: EncoderConfig,
@@ -139,10 +139,12 @@ impl Classifier {
 
     fn run(&self, batch: &Batch, ctx: &Ctx) -> Result<ForwardOutput> {
         let t = batch.seq_len();
-        if t > self.cfg.max_position_embeddings {
+        if t > self.cfg.max_sequence_length() {
             return Err(ModelError::invalid(format!(
-                "batch has {t} tokens per row but the model has {} positions (max_position_embeddings)",
-                self.cfg.max_position_embeddings
+                "batch has {t} tokens per row but the model holds {} (max_position_embeddings {}, the first at row {})",
+                self.cfg.max_sequence_length(),
+                self.cfg.max_position_embeddings,
+                self.cfg.first_position()
             )));
         }
         let max_id = batch.max_token_id();
@@ -208,7 +210,7 @@ impl Classifier {
             return false;
         }
         let module = name.strip_suffix(".weight").or_else(|| name.strip_suffix(".bias")).unwrap_or(name);
-        crate::spec::module_matches(module, &self.spec.modules_to_save)
+        crate::spec::saves_module(module, &self.spec.modules_to_save)
     }
 
     /// Number of trainable scalars.

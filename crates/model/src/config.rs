@@ -1,6 +1,7 @@
 //! `config.json` of a Hugging Face encoder, read into one architecture-neutral [`EncoderConfig`].
 //!
-//! Supported `model_type`s: `bert`, `distilbert`, `albert` (key names as transformers writes them).
+//! Supported `model_type`s: `bert`, `distilbert`, `albert`, `roberta` (key names as transformers
+//! writes them).
 
 use std::path::{Path, PathBuf};
 
@@ -17,15 +18,29 @@ pub enum ModelType {
     DistilBert,
     /// `AlbertForSequenceClassification` (factorised embeddings, shared layer groups).
     Albert,
+    /// `RobertaForSequenceClassification`: BERT's layers, positions counted from `pad_token_id + 1`,
+    /// no pooler (head `classifier.dense` + tanh + `classifier.out_proj`).
+    Roberta,
 }
 
 impl ModelType {
-    /// The weight-name prefix of the encoder (`bert`, `distilbert`, `albert`).
+    /// The weight-name prefix of the encoder (`bert`, `distilbert`, `albert`, `roberta`).
     pub fn prefix(self) -> &'static str {
         match self {
             ModelType::Bert => "bert",
             ModelType::DistilBert => "distilbert",
             ModelType::Albert => "albert",
+            ModelType::Roberta => "roberta",
+        }
+    }
+
+    /// The transformers class whose `save_pretrained` layout this crate reads and writes.
+    pub fn architecture(self) -> &'static str {
+        match self {
+            ModelType::Bert => "BertForSequenceClassification",
+            ModelType::DistilBert => "DistilBertForSequenceClassification",
+            ModelType::Albert => "AlbertForSequenceClassification",
+            ModelType::Roberta => "RobertaForSequenceClassification",
         }
     }
 }
@@ -152,14 +167,17 @@ impl EncoderConfig {
             "bert" => ModelType::Bert,
             "distilbert" => ModelType::DistilBert,
             "albert" => ModelType::Albert,
+            "roberta" => ModelType::Roberta,
             other => {
                 return Err(ModelError::UnknownModelType { file: path.to_path_buf(), model_type: other.to_string() })
             }
         };
         let num_labels = obj.get("id2label").and_then(Value::as_object).map(|m| m.len());
-        let pad_token_id = k.usize_or("pad_token_id", 0)? as u32;
+        // RobertaConfig's default padding_idx is 1 (`<s>` = 0, `<pad>` = 1); the others' is 0.
+        let default_pad = if model_type == ModelType::Roberta { 1 } else { 0 };
+        let pad_token_id = k.usize_or("pad_token_id", default_pad)? as u32;
         let cfg = match model_type {
-            ModelType::Bert | ModelType::Albert => {
+            ModelType::Bert | ModelType::Albert | ModelType::Roberta => {
                 let hidden_size = k.usize("hidden_size")?;
                 let pos_type = k.str_or("position_embedding_type", "absolute")?;
                 if pos_type != "absolute" {
@@ -251,7 +269,32 @@ impl EncoderConfig {
                 return Err(config_error(file, format!("{key} {p} is outside [0, 1)")));
             }
         }
+        if self.max_sequence_length() == 0 {
+            return Err(config_error(
+                file,
+                format!(
+                    "max_position_embeddings {} leaves no position for a token after pad_token_id {} \
+                     (RoBERTa's positions start at pad_token_id + 1)",
+                    self.max_position_embeddings, self.pad_token_id
+                ),
+            ));
+        }
         Ok(self)
+    }
+
+    /// The position-table row of a row's first token: `pad_token_id + 1` for RoBERTa (transformers'
+    /// `create_position_ids_from_input_ids`; padding sits at row `pad_token_id`), 0 otherwise.
+    pub fn first_position(&self) -> usize {
+        match self.model_type {
+            ModelType::Roberta => self.pad_token_id as usize + 1,
+            _ => 0,
+        }
+    }
+
+    /// The most tokens a row may hold: the position rows left after [`Self::first_position`]
+    /// (RoBERTa's 514 rows hold 512 tokens).
+    pub fn max_sequence_length(&self) -> usize {
+        self.max_position_embeddings.saturating_sub(self.first_position())
     }
 
     /// Width of one attention head.

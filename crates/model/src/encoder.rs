@@ -1,9 +1,10 @@
-//! The post-LN transformer encoder shared by BERT, DistilBERT and ALBERT, and the classification
-//! head. Modules hold [`LinearId`]s into the classifier's arena of [`AdaptableLinear`]s, so adapters
+//! The post-LN transformer encoder shared by BERT, DistilBERT, ALBERT and RoBERTa, and the
+//! classification head. Modules hold [`LinearId`]s into the classifier's arena of [`AdaptableLinear`]s, so adapters
 //! can be merged in place and a shared ALBERT layer is one module however often it runs.
 //!
 //! Ports transformers' `BertEmbeddings`/`BertLayer`, `DistilBert` `Embeddings`/`TransformerBlock`,
-//! `AlbertEmbeddings`/`AlbertLayer` (eager attention, post-LN).
+//! `AlbertEmbeddings`/`AlbertLayer`, `RobertaEmbeddings`/`RobertaClassificationHead` (eager
+//! attention, post-LN).
 
 use candle_core::{DType, Tensor};
 
@@ -12,6 +13,7 @@ use crate::error::Result;
 use crate::linear::AdaptableLinear;
 use crate::ops;
 use crate::param::{Ctx, Param};
+use crate::positions::position_ids_from_input_ids;
 
 /// Index of a linear in the classifier's arena.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -47,11 +49,21 @@ pub(crate) fn activate(x: &Tensor, act: Activation) -> Result<Tensor> {
     })
 }
 
+/// Which row of the position table each token reads.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum PositionIds {
+    /// `0..T` in every row (BERT, DistilBERT, ALBERT).
+    Sequential,
+    /// RoBERTa: non-padding tokens count up from `padding_idx + 1`, pads read row `padding_idx`.
+    AfterPadding { padding_idx: u32 },
+}
+
 /// Word + position (+ token type) embeddings, LayerNorm, dropout; ALBERT then projects E -> H.
 #[derive(Debug, Clone)]
 pub(crate) struct Embeddings {
     pub word: Param,
     pub position: Param,
+    pub position_ids: PositionIds,
     pub token_type: Option<Param>,
     pub norm: LayerNorm,
     pub projection: Option<LinearId>,
@@ -102,11 +114,12 @@ pub(crate) enum HeadAct {
     Relu,
 }
 
-/// `classifier(dropout(act(dense(h_cls))))`.
+/// `classifier(dropout(act(dense(h_cls))))`; RoBERTa also drops out `h_cls` before `dense`.
 #[derive(Debug, Clone)]
 pub(crate) struct Head {
     pub dense: LinearId,
     pub act: HeadAct,
+    pub dropout_before_dense: bool,
     pub classifier: LinearId,
 }
 
@@ -133,7 +146,14 @@ impl Encoder {
         let word = e.word.get(ctx);
         let dim = word.dim(1)?;
         let mut x = word.index_select(&input_ids.flatten_all()?, 0)?.reshape((b, t, dim))?;
-        x = x.broadcast_add(&e.position.get(ctx).narrow(0, 0, t)?)?;
+        let position = e.position.get(ctx);
+        x = match e.position_ids {
+            PositionIds::Sequential => x.broadcast_add(&position.narrow(0, 0, t)?)?,
+            PositionIds::AfterPadding { padding_idx } => {
+                let ids = position_ids_from_input_ids(input_ids, padding_idx)?;
+                (x + position.index_select(&ids.flatten_all()?, 0)?.reshape((b, t, dim))?)?
+            }
+        };
         if let Some(tt) = &e.token_type {
             let types = tt.get(ctx).index_select(&token_type_ids.flatten_all()?, 0)?.reshape((b, t, dim))?;
             x = (x + types)?;
@@ -182,7 +202,10 @@ impl Head {
         classifier_dropout: f64,
         ctx: &Ctx,
     ) -> Result<(Tensor, Tensor)> {
-        let cls = hidden.narrow(1, 0, 1)?.squeeze(1)?;
+        let mut cls = hidden.narrow(1, 0, 1)?.squeeze(1)?;
+        if self.dropout_before_dense {
+            cls = ctx.dropout(&cls, classifier_dropout)?;
+        }
         let pooled = linears[self.dense.0].forward(&cls, ctx)?;
         let pooled = match self.act {
             HeadAct::Tanh => pooled.tanh()?,

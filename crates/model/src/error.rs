@@ -23,7 +23,7 @@ pub enum ModelError {
         message: String,
     },
     /// `model_type` names an architecture this crate does not implement.
-    #[error("{file}: unknown model_type `{model_type}` (supported: bert, distilbert, albert)")]
+    #[error("{file}: unknown model_type `{model_type}` (supported: bert, distilbert, albert, roberta)")]
     UnknownModelType {
         /// The config file.
         file: PathBuf,

@@ -1,4 +1,4 @@
-//! BERT / DistilBERT / ALBERT sequence classifiers in candle with full, LoRA and sparse training.
+//! BERT / DistilBERT / ALBERT / RoBERTa sequence classifiers in candle with full, LoRA and sparse training.
 //!
 //! Loading: [`ModelFiles::resolve`] -> [`EncoderConfig::from_file`] -> [`Weights::load`];
 //! building: [`Classifier::new`] under a [`TrainSpec`]; training: [`Classifier::loss`], `backward`,
@@ -25,6 +25,7 @@ mod files;
 mod linear;
 mod names;
 mod param;
+mod positions;
 pub mod peft;
 mod safetensors_io;
 mod spec;
@@ -39,5 +40,6 @@ pub use files::ModelFiles;
 pub use linear::{AdaptableLinear, Adapter, LoraAdapter, SparseDelta};
 pub use names::{block_linears, head_modules, within_block};
 pub use param::{derive_seed, Ctx, Param};
-pub use spec::{default_modules_to_save, module_matches, LoraFactors, LoraSpec, Mode, Precision, SparseSpec, TargetModules, TrainSpec};
+pub use positions::position_ids_from_input_ids;
+pub use spec::{default_modules_to_save, module_matches, saves_module, LoraFactors, LoraSpec, Mode, Precision, SparseSpec, TargetModules, TrainSpec};
 pub use weights::Weights;

@@ -4,9 +4,10 @@
 
 use crate::config::{EncoderConfig, ModelType};
 
-/// Module path (weight name without `.weight`/`.bias`) of BERT layer `i`'s sub-module `sub`.
-pub(crate) fn bert_layer(i: usize, sub: &str) -> String {
-    format!("bert.encoder.layer.{i}.{sub}")
+/// Module path (weight name without `.weight`/`.bias`) of BERT-layout layer `i`'s sub-module `sub`
+/// under `prefix` (`bert`, or `roberta`, whose layers are BERT's under another name).
+pub(crate) fn bert_layer(prefix: &str, i: usize, sub: &str) -> String {
+    format!("{prefix}.encoder.layer.{i}.{sub}")
 }
 
 /// Module path of DistilBERT layer `i`'s sub-module `sub`.
@@ -20,12 +21,15 @@ pub(crate) fn albert_layer(g: usize, j: usize, sub: &str) -> String {
 }
 
 /// The head's module paths, in the order new ones are initialised: the dense layer before the
-/// classifier (`bert.pooler.dense`, `pre_classifier`, `albert.pooler`), then `classifier`.
+/// classifier (`bert.pooler.dense`, `pre_classifier`, `albert.pooler`, RoBERTa's
+/// `classifier.dense`), then the classifier (`classifier`; RoBERTa's `classifier.out_proj`).
 pub fn head_modules(ty: ModelType) -> [&'static str; 2] {
     match ty {
         ModelType::Bert => ["bert.pooler.dense", "classifier"],
         ModelType::DistilBert => ["pre_classifier", "classifier"],
         ModelType::Albert => ["albert.pooler", "classifier"],
+        // RobertaClassificationHead: no pooler, both linears live under `classifier`.
+        ModelType::Roberta => ["classifier.dense", "classifier.out_proj"],
     }
 }
 
@@ -52,15 +56,15 @@ pub(crate) fn encoder_tensors(cfg: &EncoderConfig) -> Vec<(String, Vec<usize>)> 
     }
     norm(&mut out, &format!("{p}.embeddings.LayerNorm"), e);
     match cfg.model_type {
-        ModelType::Bert => {
+        ModelType::Bert | ModelType::Roberta => {
             for l in 0..cfg.num_layers {
                 for sub in ["attention.self.query", "attention.self.key", "attention.self.value", "attention.output.dense"] {
-                    linear(&mut out, &bert_layer(l, sub), h, h);
+                    linear(&mut out, &bert_layer(p, l, sub), h, h);
                 }
-                norm(&mut out, &bert_layer(l, "attention.output.LayerNorm"), h);
-                linear(&mut out, &bert_layer(l, "intermediate.dense"), i, h);
-                linear(&mut out, &bert_layer(l, "output.dense"), h, i);
-                norm(&mut out, &bert_layer(l, "output.LayerNorm"), h);
+                norm(&mut out, &bert_layer(p, l, "attention.output.LayerNorm"), h);
+                linear(&mut out, &bert_layer(p, l, "intermediate.dense"), i, h);
+                linear(&mut out, &bert_layer(p, l, "output.dense"), h, i);
+                norm(&mut out, &bert_layer(p, l, "output.LayerNorm"), h);
             }
         }
         ModelType::DistilBert => {

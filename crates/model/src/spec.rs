@@ -102,7 +102,10 @@ impl TargetModules {
             TargetModules::Names(n) => n.clone(),
             TargetModules::Default => {
                 let names: &[&str] = match ty {
-                    ModelType::Bert => &["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"],
+                    // RoBERTa's layers are BERT's (FedPETuning, FedSA-LoRA adapt the same linears).
+                    ModelType::Bert | ModelType::Roberta => {
+                        &["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]
+                    }
                     ModelType::DistilBert => &["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"],
                     ModelType::Albert => &["query", "key", "value", "attention.dense", "ffn", "ffn_output"],
                 };
@@ -117,10 +120,30 @@ pub fn module_matches(module: &str, names: &[String]) -> bool {
     names.iter().any(|n| module == n || (module.len() > n.len() && module.ends_with(n.as_str()) && module.as_bytes()[module.len() - n.len() - 1] == b'.'))
 }
 
+/// Whether `module` trains densely under `modules_to_save`: it, or a module it sits in, matches a
+/// name ([`module_matches`]). peft wraps the whole matched module, so `classifier` also saves
+/// RoBERTa's `classifier.dense` and `classifier.out_proj` (peft's own SEQ_CLS default).
+pub fn saves_module(module: &str, modules_to_save: &[String]) -> bool {
+    let mut path = module;
+    loop {
+        if module_matches(path, modules_to_save) {
+            return true;
+        }
+        match path.rsplit_once('.') {
+            Some((parent, _)) => path = parent,
+            None => return false,
+        }
+    }
+}
+
 /// The default `modules_to_save`: every head's dense layers under any architecture
-/// (`bert.pooler.dense`, `albert.pooler`, `pre_classifier`, `classifier`).
+/// (`bert.pooler.dense`, `albert.pooler`, `pre_classifier`, `classifier`, and RoBERTa's
+/// `classifier.dense` and `classifier.out_proj`, named so that exact matching finds them too).
 pub fn default_modules_to_save() -> Vec<String> {
-    ["pooler.dense", "pooler", "pre_classifier", "classifier"].iter().map(|s| s.to_string()).collect()
+    ["pooler.dense", "pooler", "pre_classifier", "classifier", "classifier.dense", "classifier.out_proj"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect()
 }
 
 /// The arithmetic of the linear layers' GEMMs.
@@ -191,5 +214,21 @@ mod tests {
         assert!(!module_matches("bert.pooler.dense", &names));
         assert!(!module_matches("bert.encoder.layer.0.attention.self.xquery", &names));
         assert!(module_matches("query", &names));
+    }
+
+    #[test]
+    fn a_saved_module_saves_what_it_contains() {
+        let save: Vec<String> = vec!["classifier".into()];
+        assert!(saves_module("classifier", &save));
+        assert!(saves_module("classifier.dense", &save));
+        assert!(saves_module("classifier.out_proj", &save));
+        assert!(!module_matches("classifier.dense", &save), "exact matching alone misses RoBERTa's head");
+        assert!(!saves_module("roberta.encoder.layer.0.output.dense", &save));
+        assert!(!saves_module("pre_classifier", &save));
+        let defaults = default_modules_to_save();
+        for m in ["bert.pooler.dense", "albert.pooler", "pre_classifier", "classifier", "classifier.dense", "classifier.out_proj"] {
+            assert!(module_matches(m, &defaults), "{m}");
+        }
+        assert!(!saves_module("roberta.encoder.layer.1.attention.output.dense", &defaults));
     }
 }

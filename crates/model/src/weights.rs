@@ -1,8 +1,9 @@
 //! A checkpoint's tensors by normalised name: f32 on the CPU, validated against the architecture.
 //!
 //! Names are the transformers `save_pretrained` names of the `*ForSequenceClassification` model.
-//! A checkpoint without the `bert.`/`distilbert.`/`albert.` prefix (sentence-transformers) gets it
-//! added; `position_ids` buffers and tensors the classifier does not use (MLM heads) are skipped;
+//! A checkpoint without the `bert.`/`distilbert.`/`albert.`/`roberta.` prefix (sentence-transformers)
+//! gets it added; `position_ids` buffers and tensors the classifier does not use (MLM heads, the
+//! pooler of a `RobertaModel` checkpoint) are skipped;
 //! legacy `LayerNorm.gamma`/`beta` become `weight`/`bias`.
 
 use std::collections::BTreeMap;

@@ -75,7 +75,7 @@ impl Method {
             FROZEN => Ok(Self::Frozen),
             _ => serde_json::from_value(serde_json::Value::String(name.to_string()))
                 .map(Self::Baseline)
-                .map_err(|_| BindingError::Invalid(format!("method: unknown `{name}` (fft, lora, ffa-lora, fedex-lora, lora-a2, flexlora, sft, {STAGE1}, {STAGE2}, {FROZEN})"))),
+                .map_err(|_| BindingError::Invalid(format!("method: unknown `{name}` (fft, lora, ffa-lora, fedex-lora, lora-a2, flexlora, fedsa-lora, sft, {STAGE1}, {STAGE2}, {FROZEN})"))),
         }
     }
 
@@ -111,6 +111,9 @@ pub fn load_config(config: &Path, overrides: &[String]) -> Result<Config> {
 pub fn build_learner(cfg: &Config, method: Method, num_labels: usize, stage1: Option<&State>) -> Result<(ClassifierLearner, Option<Switch>)> {
     let base = base_model::load_base_model(cfg)?;
     match method {
+        Method::Baseline(BaselineMethod::FedsaLora) => Err(BindingError::Invalid(
+            "fedsa-lora: the deployment runs methods whose clients keep nothing between rounds; FedSA-LoRA's clients keep their own B and head, so it runs in process (`pipeline`) only".into(),
+        )),
         Method::Baseline(b) => {
             let lr = match cfg.baselines.lr(b) {
                 LearningRate::Value(v) => v,

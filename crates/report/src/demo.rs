@@ -97,6 +97,7 @@ pub fn demo_inputs() -> ReportInputs {
     }
 
     ReportInputs {
+        personal: Vec::new(),
         run_name: "demo".into(),
         setup: vec![
             ("Data".into(), "synthetic demo input (not measured)".into()),

@@ -192,6 +192,7 @@ pub fn method_label(method: &str) -> String {
         "fedex-lora" => "FedEx-LoRA".into(),
         "lora-a2" => "LoRA-A²".into(),
         "flexlora" => "FlexLoRA".into(),
+        "fedsa-lora" => "FedSA-LoRA".into(),
         SLORA => "SLoRA".into(),
         SLORA_STAGE1 => "SLoRA stage 1".into(),
         SLORA_STAGE2 => "SLoRA stage 2".into(),
@@ -208,11 +209,12 @@ pub fn method_rank(method: &str) -> u8 {
         "fedex-lora" => 3,
         "lora-a2" => 4,
         "flexlora" => 5,
-        "sft" => 6,
-        SLORA => 7,
-        SLORA_STAGE1 => 8,
-        SLORA_STAGE2 => 9,
-        _ => 10,
+        "fedsa-lora" => 6,
+        "sft" => 7,
+        SLORA => 8,
+        SLORA_STAGE1 => 9,
+        SLORA_STAGE2 => 10,
+        _ => 11,
     }
 }
 

@@ -45,6 +45,8 @@ pub struct ReportInputs {
     pub tuning: Option<serde_json::Value>,
     /// What the switch costs (Stage 2's `switch` summary: charged bytes, the dense alternative).
     pub switch_cost: Option<serde_json::Value>,
+    /// A personalised method's evaluation per seed (FedSA-LoRA); empty without one.
+    pub personal: Vec<crate::summary::PersonalRun>,
 }
 
 /// One figure: an SVG document with a number-less title and a caption.
@@ -170,7 +172,8 @@ fn mean_curves(runs: &[SeedRun]) -> Vec<Curve> {
 /// Builds a run's report (curves, tables with polars, figures with plotters) and its summary.
 pub fn build_report(inputs: &ReportInputs) -> Result<(Report, Summary)> {
     let runs = seed_runs(inputs)?;
-    let summary = Summary::from_replicates(&inputs.run_name, &runs, &inputs.trainable_params, &inputs.options);
+    let mut summary = Summary::from_replicates(&inputs.run_name, &runs, &inputs.trainable_params, &inputs.options);
+    summary.personal = crate::summary::personal_summaries(&inputs.personal);
     let curves = mean_curves(&runs);
     let replicated = summary.replicated();
     let target_line = summary.time_to_target.first().map(|t| (t.target_accuracy, target_label(&inputs.options.target)));
@@ -201,6 +204,20 @@ pub fn build_report(inputs: &ReportInputs) -> Result<(Report, Summary)> {
             ),
             table: replicate_table(&summary),
         }));
+        if !summary.personal.is_empty() {
+            results.push(Block::Table(CaptionedTable {
+                id: "personal".into(),
+                title: "Personalised evaluation".into(),
+                caption: "A personalised method (FedSA-LoRA: A shared, B and the head kept on each client) measured on each \
+                          client's held-out rows (its `partition.validation_fraction` slice, its own label mix): every \
+                          client's own model, the global model (mean A, mean B and head, which nobody sends) on the \
+                          same rows, and the gain, paired by seed. Compare the table of final accuracies above (the \
+                          global model on the global test set) with the other methods; the personal number is on \
+                          easier, client-specific rows and is not comparable with another method's global accuracy."
+                    .into(),
+                table: personal_table(&summary),
+            }));
+        }
         let df = final_table(&curves, &inputs.trainable_params)?;
         results.push(Block::Table(CaptionedTable {
             id: "final-table".into(),
@@ -591,5 +608,33 @@ fn reproducibility_section(inputs: &ReportInputs) -> Section {
             }),
             Block::Code { language: "toml".into(), text: inputs.config_toml.clone() },
         ],
+    }
+}
+
+/// The personalised evaluation per method: own models, the global model on the same rows, the gain.
+fn personal_table(summary: &Summary) -> TextTable {
+    let pct = |m: f64, h: Option<f64>| match h {
+        Some(h) => format!("{:.2} ± {:.2}", 100.0 * m, 100.0 * h),
+        None => format!("{:.2}", 100.0 * m),
+    };
+    let rows = summary
+        .personal
+        .iter()
+        .map(|p| {
+            vec![
+                method_label(&p.method),
+                pct(p.personal_accuracy, p.personal_accuracy_ci95),
+                pct(p.global_accuracy_same_rows, p.global_accuracy_same_rows_ci95),
+                match p.gain_pp_ci95 {
+                    Some(h) => format!("{:+.2} pp [{:+.2}, {:+.2}]", p.gain_pp, p.gain_pp - h, p.gain_pp + h),
+                    None => format!("{:+.2} pp", p.gain_pp),
+                },
+            ]
+        })
+        .collect();
+    TextTable {
+        headers: vec!["Method".into(), "Own models, own rows (%)".into(), "Global model, same rows (%)".into(), "Gain".into()],
+        rows,
+        align: vec![Align::Left, Align::Right, Align::Right, Align::Right],
     }
 }

@@ -123,10 +123,74 @@ pub struct Summary {
     /// Per seed (as a string), per method: that seed's own figures.
     #[serde(default)]
     pub per_seed: BTreeMap<String, BTreeMap<String, SeedFigures>>,
+    /// A personalised method's (FedSA-LoRA's) evaluation on each client's held-out rows.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub personal: Vec<PersonalSummary>,
+}
+
+/// One seed's personalised evaluation of a method (as its stage measured it).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PersonalRun {
+    /// Replicate seed.
+    pub seed: u64,
+    /// Method id.
+    pub method: String,
+    /// Σ correct / Σ rows of each client's own model on its own held-out rows.
+    pub personal_accuracy: f64,
+    /// The global model on the same rows.
+    pub global_accuracy_same_rows: f64,
+}
+
+/// A personalised method over seeds: each client's own model on its own held-out rows, the
+/// global model on the same rows, and their paired difference (the personalisation's gain).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PersonalSummary {
+    /// Method id.
+    pub method: String,
+    /// Seeds behind the means.
+    pub seeds: usize,
+    /// Mean personal accuracy, in [0, 1].
+    pub personal_accuracy: f64,
+    /// Its 95 % half-width (`None`: one seed).
+    pub personal_accuracy_ci95: Option<f64>,
+    /// Mean accuracy of the global model on the same rows.
+    pub global_accuracy_same_rows: f64,
+    /// Its 95 % half-width.
+    pub global_accuracy_same_rows_ci95: Option<f64>,
+    /// Mean of personal − global per seed (pp).
+    pub gain_pp: f64,
+    /// Its 95 % half-width (pp).
+    pub gain_pp_ci95: Option<f64>,
+}
+
+/// Per method, the seeds' personalised evaluations summarised (methods in canonical order).
+pub fn personal_summaries(runs: &[PersonalRun]) -> Vec<PersonalSummary> {
+    let mut methods: Vec<&str> = runs.iter().map(|r| r.method.as_str()).collect();
+    methods.sort_by_key(|m| (crate::metrics::method_rank(m), m.to_string()));
+    methods.dedup();
+    methods
+        .into_iter()
+        .map(|m| {
+            let of: Vec<&PersonalRun> = runs.iter().filter(|r| r.method == m).collect();
+            let own = mean_ci(&of.iter().map(|r| r.personal_accuracy).collect::<Vec<_>>());
+            let global = mean_ci(&of.iter().map(|r| r.global_accuracy_same_rows).collect::<Vec<_>>());
+            let gain = mean_ci(&of.iter().map(|r| 100.0 * (r.personal_accuracy - r.global_accuracy_same_rows)).collect::<Vec<_>>());
+            PersonalSummary {
+                method: m.to_string(),
+                seeds: of.len(),
+                personal_accuracy: own.mean,
+                personal_accuracy_ci95: own.half_width,
+                global_accuracy_same_rows: global.mean,
+                global_accuracy_same_rows_ci95: global.half_width,
+                gain_pp: gain.mean,
+                gain_pp_ci95: gain.half_width,
+            }
+        })
+        .collect()
 }
 
 /// The method pairs whose paired differences the report gives, first minus second.
-pub const PAIRS: [(&str, &str); 12] = [
+pub const PAIRS: [(&str, &str); 14] = [
     ("fft", "lora"),
     ("slora", "lora"),
     ("fft", "slora"),
@@ -139,6 +203,8 @@ pub const PAIRS: [(&str, &str); 12] = [
     ("slora", "lora-a2"),
     ("flexlora", "lora"),
     ("slora", "flexlora"),
+    ("fedsa-lora", "lora"),
+    ("slora", "fedsa-lora"),
 ];
 
 impl Summary {
@@ -237,6 +303,7 @@ impl Summary {
             last_k: opts.last_k,
             paired_differences,
             per_seed,
+            personal: Vec::new(),
         }
     }
 

@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 
 use anyhow::{anyhow, Result};
 use candle_core::Tensor;
-use slora_model::{Classifier, LoraSpec, Mode, Precision, SparseSpec, TrainSpec};
+use slora_model::{Batch, Classifier, EncoderConfig, LoraSpec, Mode, Precision, SparseSpec, TrainSpec, Weights};
 
 use crate::common::{fixture_batch, fixture_dir, fixture_model, Expected};
 
@@ -25,14 +25,19 @@ fn check_all_grads(name: &str) -> Result<()> {
     let expected = Expected::load(&fixture_dir(name), "expected")?;
     let batch = fixture_batch(name, &expected)?;
     let (cfg, weights) = fixture_model(name)?;
+    check_grads_on(name, &cfg, &weights, &batch, 5)
+}
+
+/// Every mode and precision on one model and batch: each trainable variable gets a nonzero gradient.
+fn check_grads_on(name: &str, cfg: &EncoderConfig, weights: &Weights, batch: &Batch, num_labels: usize) -> Result<()> {
     let mut precisions = vec![Precision::Fp32];
     if slora_model::ops::bf16::kernel() != slora_model::ops::bf16::Bf16Kernel::None {
         precisions.push(Precision::Bf16);
     }
     for (mode_name, mode, precision) in precisions.iter().flat_map(|&p| modes().into_iter().map(move |(n, m)| (n, m, p))) {
-        let mut spec = TrainSpec::new(mode, 5, 3);
+        let mut spec = TrainSpec::new(mode, num_labels, 3);
         spec.precision = precision;
-        let (model, _) = Classifier::new(&cfg, &weights, &spec)?;
+        let (model, _) = Classifier::new(cfg, weights, &spec)?;
         if mode_name == "lora" || mode_name == "ffa-lora" {
             // peft starts B at zero, which makes A's gradient exactly zero: give B values first.
             let mut state = model.trainable_state()?;
@@ -49,7 +54,7 @@ fn check_all_grads(name: &str) -> Result<()> {
             _ => vars.len(),
         };
         assert_eq!(vars.len(), expect_count, "{name}/{mode_name}: every parameter trains in full mode");
-        let (loss, _) = model.loss(&batch, Some(11))?;
+        let (loss, _) = model.loss(batch, Some(11))?;
         let grads = loss.backward()?;
         let mut zero = Vec::new();
         for (var_name, var) in &vars {
@@ -104,4 +109,15 @@ fn every_trainable_parameter_gets_a_gradient_distilbert() -> Result<()> {
 #[test]
 fn every_trainable_parameter_gets_a_gradient_albert() -> Result<()> {
     check_all_grads("albert-tiny")
+}
+
+/// RoBERTa's head (`classifier.dense`, `classifier.out_proj`) is the 4 dense tensors of the
+/// adapter modes; its positions (from `pad_token_id + 1`) reach the position table's gradient.
+#[test]
+fn every_trainable_parameter_gets_a_gradient_roberta() -> Result<()> {
+    use crate::roberta;
+    let expected = roberta::expected()?;
+    let batch = roberta::fixture_batch(&expected)?;
+    let (cfg, weights) = roberta::fixture_model()?;
+    check_grads_on("roberta-tiny", &cfg, &weights, &batch, roberta::NUM_LABELS)
 }

@@ -75,11 +75,11 @@ fn errors_name_the_file_and_the_problem() -> Result<()> {
     let tmp = tempfile::tempdir()?;
     // Unknown model_type.
     let cfg_path = tmp.path().join("config.json");
-    std::fs::write(&cfg_path, r#"{"model_type": "roberta", "hidden_size": 8}"#)?;
+    std::fs::write(&cfg_path, r#"{"model_type": "xlnet", "hidden_size": 8}"#)?;
     let err = EncoderConfig::from_file(&cfg_path).unwrap_err();
     assert!(matches!(err, ModelError::UnknownModelType { .. }));
     let msg = err.to_string();
-    assert!(msg.contains("roberta") && msg.contains("config.json"), "{msg}");
+    assert!(msg.contains("xlnet") && msg.contains("config.json"), "{msg}");
     // Missing key.
     std::fs::write(&cfg_path, r#"{"model_type": "bert", "hidden_size": 8}"#)?;
     let msg = EncoderConfig::from_file(&cfg_path).unwrap_err().to_string();

@@ -62,6 +62,7 @@ fn architecture(model_type: ModelType) -> &'static str {
         ModelType::Bert => "BertForSequenceClassification",
         ModelType::DistilBert => "DistilBertForSequenceClassification",
         ModelType::Albert => "AlbertForSequenceClassification",
+        ModelType::Roberta => "RobertaForSequenceClassification",
     }
 }
 

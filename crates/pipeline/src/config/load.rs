@@ -17,12 +17,12 @@ const ENUM_KEYS: &[(&str, &[&str])] = &[
     ("optim.schedule", &["constant", "linear"]),
     ("optim.precision", &["fp32", "bf16"]),
     ("decompose.init", &["svd", "svd-b", "random"]),
-    ("baselines.methods", &["fft", "lora", "sft", "ffa-lora", "fedex-lora", "lora-a2", "flexlora"]),
+    ("baselines.methods", &["fft", "lora", "sft", "ffa-lora", "fedex-lora", "lora-a2", "flexlora", "fedsa-lora"]),
 ];
 
 /// Learning-rate keys that also take the string `"tuned"`.
 const TUNABLE_KEYS: &[&str] =
-    &["stage1.lr", "stage2.lr", "baselines.fft_lr", "baselines.lora_lr", "baselines.sft_lr", "baselines.ffa_lora_lr", "baselines.fedex_lora_lr", "baselines.lora_a2_lr", "baselines.flexlora_lr"];
+    &["stage1.lr", "stage2.lr", "baselines.fft_lr", "baselines.lora_lr", "baselines.sft_lr", "baselines.ffa_lora_lr", "baselines.fedex_lora_lr", "baselines.lora_a2_lr", "baselines.flexlora_lr", "baselines.fedsa_lora_lr"];
 
 fn is_tuned(key: &str, value: &Value) -> bool {
     TUNABLE_KEYS.contains(&key) && value.as_str() == Some("tuned")
@@ -164,6 +164,8 @@ fn schema() -> Table {
     add("optim", "lora_b_lr_ratio", Value::Float(1.0));
     add("tune", "fedex-lora", Value::Array(vec![Value::Float(1e-3)]));
     add("federation", "client_ranks", Value::Array(Vec::new()));
+    add("baselines", "fedsa_lora_lr", Value::Float(1e-3));
+    add("tune", "fedsa-lora", Value::Array(vec![Value::Float(1e-3)]));
     t
 }
 

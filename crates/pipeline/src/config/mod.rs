@@ -138,6 +138,14 @@ impl LearningRate {
         *self == Self::FLEXLORA_DEFAULT
     }
 
+    /// `baselines.fedsa_lora_lr`'s default: LoRA's.
+    pub const FEDSA_DEFAULT: LearningRate = LearningRate::Value(1e-3);
+
+    /// Whether this is [`Self::FEDSA_DEFAULT`] (then it stays out of the keys).
+    pub fn is_fedsa_default(&self) -> bool {
+        *self == Self::FEDSA_DEFAULT
+    }
+
     /// `baselines.lora_a2_lr`'s default: LoRA's.
     pub const LORA_A2_DEFAULT: LearningRate = LearningRate::Value(1e-3);
 
@@ -663,6 +671,10 @@ pub enum BaselineMethod {
     /// sends the truncated SVD's top-r factors back.
     #[serde(rename = "flexlora")]
     FlexLora,
+    /// FedSA-LoRA (Guo et al., ICLR 2025): only A is uploaded and averaged; B and the head stay
+    /// on each client (a personalised method, evaluated both ways).
+    #[serde(rename = "fedsa-lora")]
+    FedsaLora,
 }
 
 /// `[baselines]`.
@@ -690,6 +702,9 @@ pub struct BaselinesConfig {
     /// FlexLoRA learning rate. Left out of the keys at its default.
     #[serde(skip_serializing_if = "LearningRate::is_flexlora_default")]
     pub flexlora_lr: LearningRate,
+    /// FedSA-LoRA learning rate. Left out of the keys at its default.
+    #[serde(skip_serializing_if = "LearningRate::is_fedsa_default")]
+    pub fedsa_lora_lr: LearningRate,
     /// SFT's first `stage1.rounds` rounds are Stage 1 itself (same masks, sampling, seeds) when its
     /// rate equals `stage1.lr`: continue from Stage 1's state instead of recomputing them.
     pub sft_from_stage1: bool,
@@ -706,6 +721,7 @@ impl Default for BaselinesConfig {
             fedex_lora_lr: LearningRate::FEDEX_DEFAULT,
             lora_a2_lr: LearningRate::LORA_A2_DEFAULT,
             flexlora_lr: LearningRate::FLEXLORA_DEFAULT,
+            fedsa_lora_lr: LearningRate::FEDSA_DEFAULT,
             sft_from_stage1: true,
         }
     }
@@ -722,6 +738,7 @@ impl BaselinesConfig {
             BaselineMethod::FedexLora => self.fedex_lora_lr,
             BaselineMethod::LoraA2 => self.lora_a2_lr,
             BaselineMethod::FlexLora => self.flexlora_lr,
+            BaselineMethod::FedsaLora => self.fedsa_lora_lr,
         }
     }
 }
@@ -748,6 +765,9 @@ pub struct TuneConfig {
     /// FlexLoRA rates to try (left out of the keys when empty).
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub flexlora: Vec<f64>,
+    /// FedSA-LoRA rates to try (left out of the keys when empty).
+    #[serde(rename = "fedsa-lora", skip_serializing_if = "Vec::is_empty")]
+    pub fedsa_lora: Vec<f64>,
     /// Rounds per grid point (0 = the methods' budget, `stage1.rounds + stage2.rounds`).
     pub rounds: usize,
     /// A point's score: mean validation accuracy over its last this-many evaluated rounds.
@@ -764,6 +784,7 @@ impl Default for TuneConfig {
             fedex_lora: Vec::new(),
             lora_a2: Vec::new(),
             flexlora: Vec::new(),
+            fedsa_lora: Vec::new(),
             rounds: 0,
             last_k: 3,
         }
@@ -781,6 +802,7 @@ impl TuneConfig {
             BaselineMethod::FedexLora => &self.fedex_lora,
             BaselineMethod::LoraA2 => &self.lora_a2,
             BaselineMethod::FlexLora => &self.flexlora,
+            BaselineMethod::FedsaLora => &self.fedsa_lora,
         }
     }
 }
@@ -833,6 +855,7 @@ impl Config {
             ("baselines.fedex_lora_lr", b.fedex_lora_lr, BaselineMethod::FedexLora),
             ("baselines.lora_a2_lr", b.lora_a2_lr, BaselineMethod::LoraA2),
             ("baselines.flexlora_lr", b.flexlora_lr, BaselineMethod::FlexLora),
+            ("baselines.fedsa_lora_lr", b.fedsa_lora_lr, BaselineMethod::FedsaLora),
         ]
         .into_iter()
         .filter(|(_, lr, _)| *lr == LearningRate::Tuned)
@@ -857,6 +880,7 @@ impl Config {
         set(&mut self.baselines.fedex_lora_lr, BaselineMethod::FedexLora);
         set(&mut self.baselines.lora_a2_lr, BaselineMethod::LoraA2);
         set(&mut self.baselines.flexlora_lr, BaselineMethod::FlexLora);
+        set(&mut self.baselines.fedsa_lora_lr, BaselineMethod::FedsaLora);
     }
 
     /// The config of one replicate: `run.seed = seed`, and with `partition.vary_with_seed` a

@@ -152,6 +152,7 @@ impl Config {
         positive_lr("baselines.fedex_lora_lr", b.fedex_lora_lr)?;
         positive_lr("baselines.lora_a2_lr", b.lora_a2_lr)?;
         positive_lr("baselines.flexlora_lr", b.flexlora_lr)?;
+        positive_lr("baselines.fedsa_lora_lr", b.fedsa_lora_lr)?;
         if self.lora.a2_rank_budget > self.lora.r {
             return fail("lora.a2_rank_budget", &format!("at most lora.r = {}", self.lora.r), self.lora.a2_rank_budget);
         }
@@ -163,7 +164,7 @@ impl Config {
             if ranks.iter().max() != Some(&self.lora.r) {
                 return fail("federation.client_ranks", &format!("a list whose largest rank is lora.r = {}, the global adapter's", self.lora.r), format!("{ranks:?}"));
             }
-            if let Some(m) = b.methods.iter().find(|m| matches!(m, BaselineMethod::FfaLora | BaselineMethod::LoraA2)) {
+            if let Some(m) = b.methods.iter().find(|m| matches!(m, BaselineMethod::FfaLora | BaselineMethod::LoraA2 | BaselineMethod::FedsaLora)) {
                 return fail("baselines.methods", &format!("free of {m} while federation.client_ranks is set ({m} trains one rank on every client)"), format!("{:?}", b.methods.iter().map(|m| m.to_string()).collect::<Vec<_>>()));
             }
         }
@@ -179,7 +180,7 @@ impl Config {
         }
 
         let t = &self.tune;
-        for (key, grid) in [("tune.fft", &t.fft), ("tune.lora", &t.lora), ("tune.sft", &t.sft), ("tune.ffa-lora", &t.ffa_lora), ("tune.fedex-lora", &t.fedex_lora), ("tune.lora-a2", &t.lora_a2), ("tune.flexlora", &t.flexlora)] {
+        for (key, grid) in [("tune.fft", &t.fft), ("tune.lora", &t.lora), ("tune.sft", &t.sft), ("tune.ffa-lora", &t.ffa_lora), ("tune.fedex-lora", &t.fedex_lora), ("tune.lora-a2", &t.lora_a2), ("tune.flexlora", &t.flexlora), ("tune.fedsa-lora", &t.fedsa_lora)] {
             if let Some(bad) = grid.iter().find(|v| !(**v > 0.0 && v.is_finite())) {
                 return fail(key, "a list of rates > 0", bad);
             }

@@ -45,6 +45,8 @@ pub fn adapter_dir(method: BaselineMethod) -> Option<&'static str> {
         BaselineMethod::FfaLora => Some(FFA_LORA_ADAPTER_DIR),
         // FedEx-LoRA's base moved (its residual offsets): no peft adapter holds its model.
         BaselineMethod::Fft | BaselineMethod::Sft | BaselineMethod::FedexLora => None,
+        // FedSA-LoRA's B and head differ per client: no one adapter is its model.
+        BaselineMethod::FedsaLora => None,
         BaselineMethod::LoraA2 => Some(LORA_A2_ADAPTER_DIR),
         BaselineMethod::FlexLora => Some(FLEXLORA_ADAPTER_DIR),
     }
@@ -113,7 +115,14 @@ impl Stage for Baselines {
             if continued {
                 seed_from_stage1(ctx, &store, &name)?;
             }
-            let outcome = fed::run_federated(ctx, &mut learner, &data, &fedcfg, &store, &format!("baselines.{name}_lr"))?;
+            let lr_key = format!("baselines.{}_lr", name.replace('-', "_"));
+            let (outcome, personal) = match method {
+                BaselineMethod::FedsaLora => {
+                    let (o, p) = fed::run_federated_personal(ctx, &mut learner, &data, &fedcfg, &store, &lr_key)?;
+                    (o, Some(p))
+                }
+                _ => (fed::run_federated(ctx, &mut learner, &data, &fedcfg, &store, &lr_key)?, None),
+            };
             if let Some(dir) = adapter_dir(*method) {
                 let adapter = PeftAdapter::from_classifier(learner.model(), Some(&cfg.model.source))?;
                 save_adapter(&out.join(dir), &adapter)?;
@@ -123,6 +132,7 @@ impl Stage for Baselines {
                 lr,
                 head_lr: learner.head_learning_rate(),
                 continued_from_stage1: continued,
+                personal,
             };
             methods.insert(name, summary);
             all_rows.extend(outcome.metrics);

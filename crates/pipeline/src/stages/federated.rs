@@ -50,6 +50,9 @@ pub struct Data {
     pub full_test: Option<Shard>,
     /// The validation rows carved from the clients' shards (`partition.validation_fraction`), if any.
     pub validation: Option<Shard>,
+    /// The same rows by the client they were carved from (empty when the partition did not
+    /// record it: written before it did, or without validation rows).
+    pub validation_per_client: Vec<Shard>,
     /// Classifier size.
     pub num_labels: usize,
 }
@@ -73,7 +76,22 @@ pub fn load_data(ctx: &StageCtx, partition: &Artifact) -> Result<Data, PipelineE
     } else {
         None
     };
-    Ok(Data { clients, test, full_test, validation, num_labels: labels.num_labels })
+    let per_client = <super::summaries::PartitionSummary as super::summaries::StageSummary>::of(partition)?.validation_rows_per_client;
+    let validation_per_client = match &validation {
+        Some(v) if per_client.iter().sum::<usize>() == v.len() && per_client.len() == clients.len() => {
+            let mut start = 0;
+            per_client
+                .iter()
+                .map(|&n| {
+                    let rows: Vec<usize> = (start..start + n).collect();
+                    start += n;
+                    v.select(&rows)
+                })
+                .collect()
+        }
+        _ => Vec::new(),
+    };
+    Ok(Data { clients, test, full_test, validation, validation_per_client, num_labels: labels.num_labels })
 }
 
 /// The partition folder's test rows as every federated run measures them: the rows of each evaluated
@@ -91,7 +109,8 @@ pub fn load_test(cfg: &Config, dir: &Path) -> Result<(Shard, Option<Shard>), Pip
 pub fn baseline_mode(cfg: &Config, method: config::BaselineMethod) -> Mode {
     match method {
         config::BaselineMethod::Fft => Mode::Full,
-        config::BaselineMethod::Lora | config::BaselineMethod::FfaLora | config::BaselineMethod::FedexLora | config::BaselineMethod::LoraA2 | config::BaselineMethod::FlexLora => {
+        config::BaselineMethod::Lora | config::BaselineMethod::FfaLora | config::BaselineMethod::FedexLora | config::BaselineMethod::LoraA2 | config::BaselineMethod::FlexLora
+        | config::BaselineMethod::FedsaLora => {
             let mut lora = slora_model::LoraSpec::new(cfg.lora.r, cfg.lora.lora_alpha);
             lora.dropout = cfg.lora.lora_dropout;
             lora.freeze_a = method == config::BaselineMethod::FfaLora;
@@ -107,6 +126,7 @@ pub fn with_aggregation(mut fedcfg: FedAvgConfig, cfg: &Config, method: config::
         config::BaselineMethod::FedexLora => slora_federation::Aggregation::ExactLora { scale: cfg.lora.lora_alpha / cfg.lora.r as f64 },
         config::BaselineMethod::LoraA2 => slora_federation::Aggregation::Alternating,
         config::BaselineMethod::FlexLora => slora_federation::Aggregation::FlexLora { scale: cfg.lora.lora_alpha / cfg.lora.r as f64 },
+        config::BaselineMethod::FedsaLora => slora_federation::Aggregation::SharedA,
         _ => slora_federation::Aggregation::Mean,
     };
     fedcfg
@@ -275,6 +295,29 @@ pub fn run_federated(
         }
         e => ctx.error(e.to_string()),
     })
+}
+
+/// [`run_federated`] for FedSA-LoRA: also each client's own model on its held-out rows.
+pub fn run_federated_personal(
+    ctx: &StageCtx,
+    learner: &mut ClassifierLearner,
+    data: &Data,
+    fed: &FedAvgConfig,
+    store: &CheckpointStore,
+    lr_key: &str,
+) -> Result<(FedOutcome, slora_federation::PersonalEvaluation), PipelineError> {
+    if data.validation_per_client.is_empty() {
+        return Err(ctx.error(format!(
+            "{}: a personalised method is measured on each client's held-out rows: set partition.validation_fraction > 0 (a partition written before this version records no per-client rows: rerun it with --force partition)",
+            fed.method
+        )));
+    }
+    let (outcome, personal) = slora_federation::run_fedavg_personal(learner, &data.clients, &data.test, data.full_test.as_ref(), fed, Some(store), &data.validation_per_client)
+        .map_err(|e| match e {
+            FederationError::NonFiniteLoss { .. } => ctx.error(format!("{}: {e} ({lr_key} = {:e})", fed.method, learner.learning_rate())),
+            e => ctx.error(e.to_string()),
+        })?;
+    Ok((outcome, personal.expect("FedSA-LoRA measures its clients")))
 }
 
 /// The summary of a finished run for the manifest.

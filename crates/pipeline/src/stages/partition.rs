@@ -292,7 +292,12 @@ impl Stage for Partition {
         lap("tokenize");
         let num_labels = ds.labels.num_labels;
         let (parts, natural) = Self::split(cfg, &train, num_labels, seed)?;
+        let before: Vec<usize> = parts.iter().map(Vec::len).collect();
         let (parts, validation) = carve_validation(parts, &train.labels, cfg.partition.validation_fraction, seed);
+        let validation_rows_per_client: Vec<usize> = match validation.is_empty() {
+            true => Vec::new(),
+            false => before.iter().zip(&parts).map(|(b, p)| b - p.len()).collect(),
+        };
 
         lap("partition");
         // Shards: every client, then the test set; written in parallel.
@@ -329,6 +334,7 @@ impl Stage for Partition {
             label_names: ds.labels.names.clone(),
             rows_per_client: parts.iter().map(Vec::len).collect(),
             validation_rows: validation.len(),
+            validation_rows_per_client,
             validation_fraction: cfg.partition.validation_fraction,
             mean_label_entropy_bits: mean_label_entropy_bits(&counts),
             empty_texts: SplitCounts { train: train_tok.empty_texts, test: test_tok.empty_texts },

@@ -131,6 +131,24 @@ fn gather_inputs(ctx: &StageCtx) -> Result<ReportInputs, PipelineError> {
     let lora_rank = Spectra::read_rank(&spectrum_path).map_err(report_err)?.or(Some(cfg.lora.r));
 
     let (s1, s2, base) = (Stage1Summary::of(stage1)?, Stage2Summary::of(stage2)?, BaselinesSummary::of(baselines)?);
+    // FedSA-LoRA's evaluation on the clients' own rows, per seed.
+    let mut personal = Vec::new();
+    let per_seed: Vec<(u64, BaselinesSummary)> = match ctx.replicates.is_empty() {
+        true => vec![(cfg.run.seed, base.clone())],
+        false => ctx.replicates.iter().filter_map(|r| Some((r.seed, BaselinesSummary::of(r.inputs.get("baselines")?).ok()?))).collect(),
+    };
+    for (seed, summary) in &per_seed {
+        for (method, run) in &summary.methods {
+            if let Some(p) = run.personal {
+                personal.push(slora_report::summary::PersonalRun {
+                    seed: *seed,
+                    method: method.clone(),
+                    personal_accuracy: p.personal_accuracy,
+                    global_accuracy_same_rows: p.global_accuracy_same_rows,
+                });
+            }
+        }
+    }
     let mut trainable = BTreeMap::new();
     trainable.insert("slora-stage1".to_string(), s1.run.trainable_params as u64);
     trainable.insert("slora-stage2".to_string(), s2.run.trainable_params as u64);
@@ -173,6 +191,7 @@ fn gather_inputs(ctx: &StageCtx) -> Result<ReportInputs, PipelineError> {
         options: SummaryOptions { last_k: cfg.report.last_k, target, rates },
         tuning: ctx.tuning.as_ref().map(|a| a.manifest.summary.clone()),
         switch_cost: Some(serde_json::to_value(&s2.switch)?),
+        personal,
     })
 }
 
@@ -213,6 +232,7 @@ pub fn render_external(cfg: &Config, partition_dir: &Path, metrics_file: &Path, 
         trainable_params: run.trainable_params.clone(),
         config_toml: cfg.to_toml(),
         artifact_keys: BTreeMap::from([("partition".to_string(), partition.key.clone())]),
+        personal: Vec::new(),
         replicates: Vec::new(),
         options: SummaryOptions { last_k: cfg.report.last_k, target, rates: run.rates.clone() },
         tuning: None,

@@ -73,6 +73,11 @@ pub struct PartitionSummary {
     pub rows_per_client: Vec<usize>,
     /// Rows carved out for validation.
     pub validation_rows: usize,
+    /// Of `validation_rows`, each client's (`validation.parquet` holds them in client order): a
+    /// personalised method measures each client's own model on its own. Empty in partitions
+    /// written before it was recorded.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub validation_rows_per_client: Vec<usize>,
     /// `partition.validation_fraction`.
     pub validation_fraction: f64,
     /// Mean per-client label entropy (bits).
@@ -337,6 +342,9 @@ pub struct BaselineRun {
     pub head_lr: f64,
     /// SFT only: its first rounds are Stage 1's.
     pub continued_from_stage1: bool,
+    /// FedSA-LoRA only: each client's own model, and the global one, on each client's held-out rows.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub personal: Option<slora_federation::PersonalEvaluation>,
 }
 
 /// `baselines`.

@@ -26,7 +26,7 @@ use crate::stage::{Stage, StageCtx};
 pub struct Tune;
 
 /// The methods tune knows, in order.
-pub const METHODS: [BaselineMethod; 7] = [
+pub const METHODS: [BaselineMethod; 8] = [
     BaselineMethod::Fft,
     BaselineMethod::Lora,
     BaselineMethod::Sft,
@@ -34,6 +34,7 @@ pub const METHODS: [BaselineMethod; 7] = [
     BaselineMethod::FedexLora,
     BaselineMethod::LoraA2,
     BaselineMethod::FlexLora,
+    BaselineMethod::FedsaLora,
 ];
 
 /// Rounds per grid point.
