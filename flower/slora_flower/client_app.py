@@ -13,6 +13,8 @@ SuperNode keeps only the switch payload (SLoRA's ΔW) in the node's context betw
 import os
 import time
 
+import numpy as np
+
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
 from flwr.clientapp import ClientApp
 
@@ -48,6 +50,9 @@ def _overrides(context: Context) -> list:
 @app.query("partition")
 def partition(msg: Message, context: Context) -> Message:
     """Which client this node is."""
+    if "hostile-partition-answer" in context.node_config:
+        # Test aid: a node whose answer is not a partition id.
+        return Message(RecordDict({"config": ConfigRecord({"partition-id": str(context.node_config["hostile-partition-answer"])})}), reply_to=msg)
     pid = _partition_id(context)
     return Message(RecordDict({"config": ConfigRecord({"partition-id": pid})}), reply_to=msg)
 
@@ -77,7 +82,8 @@ def train(msg: Message, context: Context) -> Message:
         stage1 = from_record(context.state[SWITCH])
     start = time.perf_counter()
     model = slora.Client(str(context.run_config["config"]), method, _shard(context, pid), _overrides(context), stage1)
-    update, losses = model.fit(from_record(msg.content["global"]), round_, pid)
+    global_state = from_record(msg.content["global"])
+    update, losses = model.fit(global_state, round_, pid)
     seconds = time.perf_counter() - start
     if int(context.node_config.get("inject-fault-round", 0)) == round_:
         # Test aid (node-config): this round's reply has a first tensor that lost its last entry,
@@ -92,5 +98,37 @@ def train(msg: Message, context: Context) -> Message:
             "step-rows": [int(rows) for _, rows in losses],
         }
     )
-    content = RecordDict({"update": to_record(update), "metrics": metrics, "config": ConfigRecord({"client": pid})})
+    # The round and the digest of the state it trained from: the server refuses a reply to another.
+    echo = ConfigRecord({"client": pid, "round": round_, "base-digest": slora.state_digest(global_state)})
+    content = RecordDict({"update": to_record(update), "metrics": metrics, "config": echo})
+    content = _hostile(context, round_, content)
     return Message(content, reply_to=msg)
+
+
+def _hostile(context: Context, round_: int, content: RecordDict) -> RecordDict:
+    """Test aid (node-config `hostile = "KIND@ROUND,…"`): what a bad client sends instead of its
+    honest reply, for the deployment test of the server's checks. Kinds: `claim-1e9` (a 10⁹-example
+    claim), `negative-count`, `non-array` (the update is not an ArrayRecord), `replay` (this node's
+    round-1 reply again), `huge` (every value 1e30, finite)."""
+    plan = dict(item.split("@") for item in str(context.node_config.get("hostile", "")).split(",") if "@" in item)
+    if round_ == 1:
+        for part in ("update", "metrics", "config"):
+            context.state[f"first-reply-{part}"] = content[part]
+    kind = next((k for k, r in plan.items() if int(r) == round_), None)
+    if kind is None:
+        return content
+    metrics = dict(content["metrics"])
+    if kind == "claim-1e9":
+        metrics["num-examples"] = 10**9
+        return RecordDict({"update": content["update"], "metrics": MetricRecord(metrics), "config": content["config"]})
+    if kind == "negative-count":
+        metrics["num-examples"] = -5
+        return RecordDict({"update": content["update"], "metrics": MetricRecord(metrics), "config": content["config"]})
+    if kind == "non-array":
+        return RecordDict({"update": ConfigRecord({"not": "arrays"}), "metrics": content["metrics"], "config": content["config"]})
+    if kind == "replay":
+        return RecordDict({part: context.state[f"first-reply-{part}"] for part in ("update", "metrics", "config")})
+    if kind == "huge":
+        update = {name: np.full_like(value, 1e30) for name, value in from_record(content["update"]).items()}
+        return RecordDict({"update": to_record(update), "metrics": content["metrics"], "config": content["config"]})
+    raise ValueError(f"node-config hostile: unknown kind {kind!r}")

@@ -40,9 +40,11 @@ class Nodes:
     """Which SuperNode holds which partition id: asked of every node the Grid lists, again for
     nodes that (re)join."""
 
-    def __init__(self, grid: Grid, timeout: float):
+    def __init__(self, grid: Grid, timeout: float, num_clients: int):
         self.grid = grid
         self.timeout = timeout
+        self.num_clients = num_clients
+        self.conflicts = []  # claims refused at the partition query, with reasons
         self.pid_of = {}  # node id -> partition id
         self.has_switch = set()  # node ids holding SLoRA's switch payload
         self.silent = set()  # node ids that did not answer the partition query (not asked again)
@@ -64,14 +66,27 @@ class Nodes:
             if reply.has_error():
                 log(WARNING, "node %s did not say its partition id: %s", reply.metadata.src_node_id, reply.error.reason)
                 continue
-            pid = int(reply.content["config"]["partition-id"])
             node = reply.metadata.src_node_id
-            # A node that rejoined under a new id replaces its old entry.
-            for old in [n for n, p in self.pid_of.items() if p == pid]:
-                del self.pid_of[old]
-                self.has_switch.discard(old)
+            try:
+                answer = reply.content["config"]["partition-id"]
+                if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < self.num_clients:
+                    raise ValueError(f"partition-id {answer!r} is not an integer in 0..{self.num_clients - 1}")
+                pid = answer
+            except Exception as e:  # whatever a node answers, the run goes on without it
+                self._conflict(node, None, f"malformed partition answer: {e}")
+                continue
+            # A partition is held by the first node that claimed it while that node is listed (a
+            # rejoined node's old id is dropped above): a second claim does not evict it.
+            holder = self.node_of(pid)
+            if holder is not None and holder != node:
+                self._conflict(node, pid, f"claims partition {pid}, which node {holder} holds")
+                continue
             self.pid_of[node] = pid
             log(INFO, "node %s holds partition %s", node, pid)
+
+    def _conflict(self, node, pid, reason: str) -> None:
+        log(WARNING, "node %s refused at the partition query: %s", node, reason)
+        self.conflicts.append({"node": node, "partition": pid, "reason": reason})
 
     def node_of(self, pid: int):
         for node, p in self.pid_of.items():
@@ -99,7 +114,33 @@ def _record(ledger: dict, entry: dict) -> None:
         f.write(json.dumps(entry) + "\n")
 
 
+def _parse_reply(reply) -> tuple:
+    """A train reply's fields, or an exception saying which one is malformed."""
+    metrics, echo = reply.content["metrics"], reply.content["config"]
+    losses = list(zip(metrics["step-losses"], metrics["step-rows"], strict=True))
+    update = from_record(reply.content["update"])
+    return int(echo["round"]), str(echo["base-digest"]), update, int(metrics["num-examples"]), losses, float(metrics["train-seconds"])
+
+
+def _norm_bound(server, parsed: dict, factor: float):
+    """The update-norm bound set from the first round this ServerApp runs: `factor` × the median
+    distance of that round's well-formed replies from their download (None without replies)."""
+    norms = []
+    for pid, fields in parsed.items():
+        try:
+            norms.append(server.update_norm(pid, fields[2]))
+        except Exception:
+            pass
+    norms = sorted(n for n in norms if n == n and n != float("inf"))
+    if not norms:
+        return None
+    mid = len(norms) // 2
+    median = norms[mid] if len(norms) % 2 else (norms[mid - 1] + norms[mid]) / 2
+    return factor * median
+
+
 def _run_rounds(server, method: str, grid: Grid, nodes: Nodes, settings: dict, ledger: dict, switch=None) -> None:
+    bound = None
     while (plan := server.begin_round()) is not None:
         round_, _, chosen, switch_bytes = plan
         nodes.refresh()
@@ -127,26 +168,35 @@ def _run_rounds(server, method: str, grid: Grid, nodes: Nodes, settings: dict, l
                 refused.append({"client": pid, "reason": f"error reply: {reply.error.reason}"})
                 continue
             by_pid[pid] = reply
-        bytes_up, accepted = [], []
+        bytes_up, accepted, parsed = [], [], {}
         for pid in chosen:  # the sampled order: the in-process engine's order of addition
             reply = by_pid.get(pid)
             if reply is None:
                 continue
             bytes_up.append(message_bytes(reply))
             try:
-                metrics = reply.content["metrics"]
-                losses = list(zip(metrics["step-losses"], metrics["step-rows"]))
-                update = from_record(reply.content["update"])
-                server.accept(pid, update, int(metrics["num-examples"]), losses, float(metrics["train-seconds"]))
+                parsed[pid] = _parse_reply(reply)
+            except Exception as e:  # no reply can raise past this handler
+                refused.append({"client": pid, "reason": f"malformed reply: {type(e).__name__}: {e}"})
+        if bound is None and settings["max-update-norm-factor"] > 0:
+            bound = _norm_bound(server, parsed, settings["max-update-norm-factor"])
+            server.set_max_update_norm(bound)
+        for pid in chosen:
+            if pid not in parsed:
+                continue
+            try:
+                server.accept(pid, *parsed[pid])
                 accepted.append(pid)
                 if switch is not None:
-                    nodes.has_switch.add(reply.metadata.src_node_id)
-            except (KeyError, TypeError, ValueError) as e:
+                    nodes.has_switch.add(by_pid[pid].metadata.src_node_id)
+            except Exception as e:  # the server's reason (ValueError), or a value Python cannot pass
                 refused.append({"client": pid, "reason": str(e)})
         for r in refused:
             log(WARNING, "%s round %s: refused the reply of client %s: %s", method, round_, r["client"], r["reason"])
-        if len(accepted) < settings["min-replies"]:
-            raise RuntimeError(f"{method} round {round_}: {len(accepted)} accepted replies < min-replies {settings['min-replies']} (sampled {chosen}, sent {sent})")
+        # A majority of the sampled clients by default: one bad node cannot set the global state.
+        need = settings["min-replies"] or len(chosen) // 2 + 1
+        if len(accepted) < need:
+            raise RuntimeError(f"{method} round {round_}: {len(accepted)} accepted replies < min-replies {need} (sampled {chosen}, sent {sent})")
         row = server.finish_round()
         _record(
             ledger,
@@ -163,6 +213,8 @@ def _run_rounds(server, method: str, grid: Grid, nodes: Nodes, settings: dict, l
                 "accounted_bytes_down_per_client": row["bytes_down_per_client"],
                 "accounted_bytes_up_per_client": row["bytes_up_per_client"],
                 "switch_bytes_per_client": switch_bytes,
+                "max_update_norm": bound,
+                "partition_conflicts": nodes.conflicts[:],
                 "accuracy": row["accuracy"],
                 "train_loss": row["train_loss"],
                 "wall_seconds": row["wall_seconds"],
@@ -220,7 +272,12 @@ def main(grid: Grid, context: Context) -> None:
     config, data_dir, out_dir = str(rc["config"]), str(rc["data-dir"]), str(rc["out-dir"])
     overrides = str(rc.get("overrides", "")).split()
     methods = [m.strip() for m in str(rc.get("methods", "slora,lora")).split(",") if m.strip()]
-    settings = {"round-timeout": float(rc.get("round-timeout", 120.0)), "min-replies": int(rc.get("min-replies", 1)), "stop-after-round": int(rc.get("stop-after-round", 0))}
+    settings = {
+        "round-timeout": float(rc.get("round-timeout", 120.0)),
+        "min-replies": int(rc.get("min-replies", 0)),  # 0: a majority of the sampled clients
+        "stop-after-round": int(rc.get("stop-after-round", 0)),
+        "max-update-norm-factor": float(rc.get("max-update-norm-factor", 10.0)),  # 0: no bound
+    }
     num_clients = int(rc.get("num-clients", 0)) or None
     checkpoints = os.path.join(out_dir, "checkpoints")
     os.makedirs(out_dir, exist_ok=True)
@@ -228,10 +285,11 @@ def main(grid: Grid, context: Context) -> None:
 
     servers = []
     ledger = {"path": os.path.join(out_dir, "rounds.jsonl"), "entries": []}
-    nodes = Nodes(grid, timeout=settings["round-timeout"])
+    nodes = None
     for method in methods:
         if method == "slora":
             stage1 = slora.Server(config, "slora-stage1", data_dir, overrides, num_clients, checkpoints)
+            nodes = nodes or Nodes(grid, settings["round-timeout"], stage1.num_clients())
             if not nodes.pid_of:
                 nodes.wait_for(stage1.num_clients(), float(rc.get("wait-for-nodes", 120.0)))
             _run_rounds(stage1, "slora-stage1", grid, nodes, settings, ledger)
@@ -245,6 +303,7 @@ def main(grid: Grid, context: Context) -> None:
             servers += [stage1, stage2]
         else:
             server = slora.Server(config, method, data_dir, overrides, num_clients, checkpoints)
+            nodes = nodes or Nodes(grid, settings["round-timeout"], server.num_clients())
             if not nodes.pid_of:
                 nodes.wait_for(server.num_clients(), float(rc.get("wait-for-nodes", 120.0)))
             _run_rounds(server, method, grid, nodes, settings, ledger)

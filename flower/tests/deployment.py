@@ -80,10 +80,10 @@ class Deployment:
         out = subprocess.run([str(self.bin / "flwr"), *args], env=self.env, cwd=self.work, capture_output=True, text=True, timeout=120)
         return out.stdout + out.stderr
 
-    def supernode(self, pid: int, extra: str = "", key: str = "") -> None:
+    def supernode(self, pid: int, extra: str = "", key: str = "", name: str = "") -> None:
         node_config = f'partition-id={pid} partition-dir="{self.args.partition_dir}" {extra}'.strip()
         self.start(
-            f"supernode-{pid}",
+            name or f"supernode-{pid}",
             [
                 str(self.bin / "flower-supernode"),
                 *self.security(False),
@@ -102,11 +102,11 @@ class Deployment:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()
 
-    def run(self, out: Path, methods: str, extra: str = "", timeout: float = 900) -> dict:
+    def run(self, out: Path, methods: str, extra: str = "", timeout: float = 900, overrides: str = "") -> dict:
         run_config = " ".join(
             [
                 f'config="{self.args.config}"',
-                f'overrides="{self.args.overrides}"',
+                f'overrides="{overrides or self.args.overrides}"',
                 f'methods="{methods}"',
                 f'data-dir="{self.args.partition_dir}"',
                 f'out-dir="{out}"',
@@ -186,6 +186,8 @@ def scenario(args, name: str) -> dict:
     try:
         d.superlink()
         time.sleep(2)
+        if name == "hostile":
+            return hostile(args, d, out, result)
         for pid in range(args.clients):
             d.supernode(pid, f"inject-fault-round={args.fault_round}" if name == "faults" and pid == args.faulty else "")
         if name != "faults":
@@ -220,6 +222,26 @@ def scenario(args, name: str) -> dict:
         d.stop()
 
 
+# What the hostile node (partition `--hostile`) sends in rounds 2 to 6 instead of its honest reply.
+HOSTILE_PLAN = "claim-1e9@2,negative-count@3,non-array@4,replay@5,huge@6"
+
+
+def hostile(args, d: Deployment, out: Path, result: dict) -> dict:
+    """LoRA over 6 rounds with every client sampled every round: the honest nodes, one hostile node
+    (HOSTILE_PLAN), a node whose partition answer is not a partition id, and, started last, a
+    second node claiming partition 0. Every bad reply must be refused with its reason and the run
+    must finish on the honest replies."""
+    for pid in range(args.clients):
+        d.supernode(pid, f'hostile="{HOSTILE_PLAN}"' if pid == args.hostile else "")
+    d.supernode(0, 'hostile-partition-answer="not-a-partition"', name="supernode-garbled")
+    time.sleep(3)
+    d.supernode(0, "", name="supernode-duplicate")
+    time.sleep(3)
+    overrides = f"{args.overrides} federation.clients_per_round={args.clients} stage1.rounds=3 stage2.rounds=3"
+    result.update(d.run(out, "lora", "round-timeout=60", overrides=overrides))
+    return result
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--python", required=True, help="the venv's python (flwr and numpy installed)")
@@ -236,7 +258,8 @@ def main() -> None:
     p.add_argument("--victim", type=int, default=0, help="faults: the partition whose node is killed after round 1")
     p.add_argument("--faulty", type=int, default=1, help="faults: the partition whose reply is malformed")
     p.add_argument("--fault-round", type=int, default=3, help="faults: the round of the malformed reply, after which the ServerApp stops")
-    p.add_argument("scenarios", nargs="+", choices=["plain", "tls", "auth", "faults"])
+    p.add_argument("--hostile", type=int, default=2, help="hostile: the partition whose node sends bad replies")
+    p.add_argument("scenarios", nargs="+", choices=["plain", "tls", "auth", "faults", "hostile"])
     args = p.parse_args()
     for name in args.scenarios:
         print(json.dumps(scenario(args, name)), flush=True)

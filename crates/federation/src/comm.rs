@@ -13,6 +13,25 @@ pub fn state_bytes(state: &State) -> u64 {
     state.values().map(|t| (t.elem_count() * t.dtype().size_in_bytes()) as u64).sum()
 }
 
+/// A digest of `state`: sha256 over every tensor's name, dtype, shape and bytes, in name order.
+/// A client echoes the digest of the state it trained from, so the server can tell a reply to
+/// this round's state from a stale or replayed one.
+pub fn state_digest(state: &State) -> String {
+    use sha2::{Digest, Sha256};
+    let mut h = Sha256::new();
+    for (name, t) in state {
+        h.update((name.len() as u64).to_le_bytes());
+        h.update(name.as_bytes());
+        h.update(format!("{:?}{:?}", t.dtype(), t.dims()).as_bytes());
+        let bytes: Vec<u8> = match t.dtype() {
+            candle_core::DType::F32 => t.flatten_all().and_then(|f| f.to_vec1::<f32>()).map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect()).unwrap_or_default(),
+            _ => t.to_dtype(candle_core::DType::F64).and_then(|f| f.flatten_all()).and_then(|f| f.to_vec1::<f64>()).map(|v| v.iter().flat_map(|x| x.to_le_bytes()).collect()).unwrap_or_default(),
+        };
+        h.update(&bytes);
+    }
+    hex::encode(h.finalize())
+}
+
 /// Bytes of the tensors whose names satisfy `keep` (e.g. only the head, for a report).
 pub fn state_bytes_where(state: &State, keep: impl Fn(&str) -> bool) -> u64 {
     state

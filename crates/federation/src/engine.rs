@@ -73,6 +73,8 @@ pub struct FedAvgConfig {
     /// Each client's LoRA rank, cycled over clients ([`crate::ranks`]); empty: every client
     /// trains the global state's rank.
     pub client_ranks: Vec<usize>,
+    /// Refuse a reply whose update lies farther than this (L2) from its download (`None`: off).
+    pub max_update_norm: Option<f64>,
 }
 
 /// How the server combines a round's replies into the next global state.
@@ -221,6 +223,7 @@ fn run<L: Learner>(
         return Err(FederationError::EmptyClient { client });
     }
     let mut server = FedAvgServer::start(learner, clients.len(), Cow::Borrowed(test), full_test.map(Cow::Borrowed), cfg, checkpoints)?;
+    server.register_rows(clients.iter().map(|s| s.len() as u64).collect())?;
     let progress = MultiProgress::new();
     match server.resumed_from() {
         Some(done) => progress.suspend(|| {
@@ -242,6 +245,7 @@ fn run<L: Learner>(
     while let Some(plan) = server.begin_round() {
         for &client in &plan.chosen {
             let global = server.client_start(client)?;
+            let base_digest = server.download_digest(client)?;
             let client_start = Instant::now();
             let shard = &clients[client];
             let local = LocalRound { seed: cfg.seed, round: plan.round, client, local_epochs: cfg.local_epochs, batch_size: cfg.batch_size };
@@ -255,7 +259,16 @@ fn run<L: Learner>(
             let train_seconds = client_start.elapsed().as_secs_f64();
             // What the method keeps on the client (FedSA-LoRA's B and head) is not sent.
             let (sent, kept): (State, State) = update.state.into_iter().partition(|(name, _)| server.uploads(name));
-            server.accept(learner, client, &sent, shard.len() as u64, &update.step_losses, train_seconds)?;
+            let reply = crate::server::Reply {
+                client,
+                round: plan.round,
+                base_digest: &base_digest,
+                update: &sent,
+                samples: shard.len() as u64,
+                step_losses: &update.step_losses,
+                train_seconds,
+            };
+            server.accept(learner, &reply)?;
             server.keep_on_client(client, kept, shard.len() as u64);
         }
         let row = server.finish_round(learner)?;

@@ -45,6 +45,16 @@ pub enum FederationError {
     /// The test shard has no rows.
     #[error("the test shard has no rows")]
     EmptyTest,
+    /// The server refused a client's reply (see `FedAvgServer::accept`); nothing changed.
+    #[error("round {round}: refused the reply of client {client}: {reason}")]
+    Refused {
+        /// The round open when it arrived.
+        round: u32,
+        /// The client it came from.
+        client: usize,
+        /// Why.
+        reason: String,
+    },
     /// Two trainable states do not line up (names, shapes or dtypes).
     #[error("trainable state mismatch: {0}")]
     StateMismatch(String),

@@ -41,9 +41,51 @@ pub struct RoundPlan {
     pub switch_bytes: u64,
 }
 
+/// The most rows an unregistered client may claim (a deployment registers the partition's).
+pub const MAX_CLAIMED_ROWS: u64 = 1 << 32;
+
+/// One client's reply to a round, as the server receives it.
+#[derive(Debug, Clone, Copy)]
+pub struct Reply<'a> {
+    /// The replying client (partition id).
+    pub client: usize,
+    /// The round it says it trained.
+    pub round: u32,
+    /// The digest of the state it says it trained from ([`FedAvgServer::download_digest`]).
+    pub base_digest: &'a str,
+    /// What it uploaded.
+    pub update: &'a State,
+    /// The rows it says it trained on.
+    pub samples: u64,
+    /// Each local step's `(mean loss, rows)`, in order.
+    pub step_losses: &'a [(f64, usize)],
+    /// Seconds it says it trained.
+    pub train_seconds: f64,
+}
+
+/// A reply the server refused, and why.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Refusal {
+    /// The round open when it arrived.
+    pub round: u32,
+    /// The client it came from.
+    pub client: usize,
+    /// Why it was refused.
+    pub reason: String,
+}
+
+/// The first 12 hex digits of a digest, for messages.
+fn short(digest: &str) -> &str {
+    digest.get(..12).unwrap_or(digest)
+}
+
 /// The running sums of the round in progress.
 struct OpenRound {
     plan: RoundPlan,
+    /// Clients whose replies were added, in order.
+    accepted: Vec<usize>,
+    /// The digest of each rank's download (`None`: the global rank).
+    digests: BTreeMap<Option<usize>, String>,
     start: Instant,
     sum: WeightedAverage,
     products: Option<ProductSum>,
@@ -75,6 +117,12 @@ pub struct FedAvgServer<'a> {
     kept: BTreeMap<usize, (State, u64)>,
     /// What a client keeps before its first round: the round-0 state's kept tensors.
     initial_kept: State,
+    /// Each client's training rows, when registered ([`Self::register_rows`]).
+    registered_rows: Option<Vec<u64>>,
+    /// Replies farther than this from their download are refused.
+    max_update_norm: Option<f64>,
+    /// Every refused reply of this run, in order.
+    refusals: Vec<Refusal>,
 }
 
 /// Prefix of a kept client tensor in a checkpoint: `client-kept.<client>.<name>`, and
@@ -125,6 +173,9 @@ impl<'a> FedAvgServer<'a> {
             open: None,
             kept: BTreeMap::new(),
             initial_kept: State::new(),
+            registered_rows: None,
+            max_update_norm: cfg.max_update_norm,
+            refusals: Vec::new(),
         };
         // The learner holds its seeded initial state here, resumed or not: what a client keeps
         // before its first round.
@@ -298,6 +349,8 @@ impl<'a> FedAvgServer<'a> {
         self.open = Some(OpenRound {
             plan: plan.clone(),
             start: Instant::now(),
+            accepted: Vec::new(),
+            digests: BTreeMap::new(),
             sum: WeightedAverage::new(),
             products: matches!(self.cfg.aggregation, Aggregation::ExactLora { .. } | Aggregation::FlexLora { .. }).then(ProductSum::new),
             train_loss_sum: 0.0,
@@ -357,46 +410,157 @@ impl<'a> FedAvgServer<'a> {
         }
     }
 
-    /// Adds client `client`'s reply to the open round: its uploaded state, its shard's row count
-    /// (the FedAvg weight), each local step's `(mean loss, rows)` and the seconds it trained. A reply
-    /// that fails [`Self::check_update`] is refused and changes nothing.
-    pub fn accept<L: Learner>(
-        &mut self,
-        learner: &L,
-        client: usize,
-        update: &State,
-        samples: u64,
-        step_losses: &[(f64, usize)],
-        train_seconds: f64,
-    ) -> Result<()> {
-        self.check_update(client, update)?;
+    /// The digest of what client `client` downloads in the open round ([`crate::comm::state_digest`]
+    /// of [`Self::download`]): a reply must echo it, so one trained from another state (a stale
+    /// round, a replay) is refused. Computed once per round and rank.
+    pub fn download_digest(&mut self, client: usize) -> Result<String> {
+        let rank = self.client_rank(client);
+        if let Some(d) = self.open.as_ref().and_then(|o| o.digests.get(&rank)) {
+            return Ok(d.clone());
+        }
+        let digest = crate::comm::state_digest(&self.download(client)?);
+        if let Some(open) = self.open.as_mut() {
+            open.digests.insert(rank, digest.clone());
+        }
+        Ok(digest)
+    }
+
+    /// Registers each client's training rows (the partition's shard sizes, which the server knows
+    /// because it partitioned the data): a reply's FedAvg weight is then its client's registered
+    /// count, and a reply claiming another count is refused. Unregistered, a claimed count is
+    /// only bounded (1 ..= [`MAX_CLAIMED_ROWS`]).
+    pub fn register_rows(&mut self, rows: Vec<u64>) -> Result<()> {
+        if rows.len() != self.num_clients {
+            return Err(FederationError::StateMismatch(format!("{} registered row counts for {} clients", rows.len(), self.num_clients)));
+        }
+        self.registered_rows = Some(rows);
+        Ok(())
+    }
+
+    /// Refuses any later reply whose update lies farther than `bound` (L2, over every uploaded
+    /// tensor) from the state its client downloaded (`None`: no bound).
+    pub fn set_max_update_norm(&mut self, bound: Option<f64>) {
+        self.max_update_norm = bound;
+    }
+
+    /// The L2 distance of `update` from what client `client` downloaded, over the uploaded tensors.
+    pub fn update_norm(&self, client: usize, update: &State) -> Result<f64> {
+        let base = self.download(client)?;
+        let mut sum = 0f64;
+        for (name, t) in update {
+            let b = base.get(name).ok_or_else(|| FederationError::StateMismatch(format!("the update has an unknown tensor `{name}`")))?;
+            // In f32, one tensor at a time: FFT's update is the whole model.
+            let d = (t.to_dtype(DType::F32)? - b.to_dtype(DType::F32)?)?;
+            sum += f64::from(d.sqr()?.sum_all()?.to_scalar::<f32>()?);
+        }
+        Ok(sum.sqrt())
+    }
+
+    /// The replies refused so far in this run (since this server started), with their reasons.
+    pub fn refusals(&self) -> &[Refusal] {
+        &self.refusals
+    }
+
+    /// Why `reply` cannot enter the open round, if it cannot: every field is checked before it
+    /// touches any state (see [`Self::accept`]).
+    fn screen(&mut self, reply: &Reply<'_>) -> Result<u64, String> {
+        let Some(open) = self.open.as_ref() else { return Err("no round is open".into()) };
+        let (round, client) = (open.plan.round, reply.client);
+        if !open.plan.chosen.contains(&client) {
+            return Err(format!("client {client} was not sampled in round {round}"));
+        }
+        if open.accepted.contains(&client) {
+            return Err(format!("a second reply from client {client} in round {round}"));
+        }
+        if reply.round != round {
+            return Err(format!("the reply is for round {} (a stale or replayed reply; the open round is {round})", reply.round));
+        }
+        let weight = match &self.registered_rows {
+            Some(rows) if reply.samples != rows[client] => {
+                return Err(format!("it claims {} examples; client {client}'s partition holds {}", reply.samples, rows[client]));
+            }
+            Some(rows) => rows[client],
+            None if reply.samples == 0 || reply.samples > MAX_CLAIMED_ROWS => {
+                return Err(format!("it claims {} examples (1 ..= {MAX_CLAIMED_ROWS})", reply.samples));
+            }
+            None => reply.samples,
+        };
+        if !(reply.train_seconds.is_finite() && reply.train_seconds >= 0.0) {
+            return Err(format!("train-seconds is {} (a finite number >= 0)", reply.train_seconds));
+        }
+        let epochs = u64::from(self.cfg.local_epochs);
+        let want_steps = epochs * weight.div_ceil(self.cfg.batch_size as u64);
+        let step_rows: u64 = reply.step_losses.iter().map(|(_, r)| *r as u64).sum();
+        if reply.step_losses.len() as u64 != want_steps || step_rows != weight * epochs {
+            return Err(format!(
+                "{} steps over {step_rows} rows; {weight} rows × {epochs} epochs in batches of {} make {want_steps} steps over {} rows",
+                reply.step_losses.len(),
+                self.cfg.batch_size,
+                weight * epochs
+            ));
+        }
+        if let Some((loss, rows)) = reply.step_losses.iter().find(|(l, r)| !(l.is_finite() && *l >= 0.0) || *r == 0 || *r > self.cfg.batch_size) {
+            return Err(format!("a step reports loss {loss} over {rows} rows (a finite loss >= 0 over 1 ..= {} rows)", self.cfg.batch_size));
+        }
+        let digest = self.download_digest(client).map_err(|e| e.to_string())?;
+        if reply.base_digest != digest {
+            return Err(format!("it trained from state {} but round {round} sent {} (a stale or replayed reply)", short(reply.base_digest), short(&digest)));
+        }
+        self.check_update(client, reply.update).map_err(|e| e.to_string())?;
+        let norm = self.update_norm(client, reply.update).map_err(|e| e.to_string())?;
+        if norm == 0.0 {
+            return Err("the update is the state it downloaded, unchanged (no training)".into());
+        }
+        if let Some(bound) = self.max_update_norm.filter(|b| norm > *b) {
+            return Err(format!("the update's distance from the global state is {norm:.4e}, above the bound {bound:.4e}"));
+        }
+        Ok(weight)
+    }
+
+    /// Adds a reply to the open round: its uploaded state, weighted by its client's rows, each
+    /// local step's `(mean loss, rows)` and the seconds it trained. Every field is checked first:
+    /// the client was sampled and has not replied yet this round; it trained this round
+    /// (`reply.round`) from the state this round sent it (`reply.base_digest`); its count is
+    /// its registered rows (or, unregistered, in 1 ..= [`MAX_CLAIMED_ROWS`]); its steps and
+    /// rows are what that count, `local_epochs` and `batch_size` make, with finite losses; its
+    /// time is finite and ≥ 0; its tensors are exactly the expected names, shapes and dtype,
+    /// finite, changed, and within the update-norm bound. A refused reply is recorded with its
+    /// reason ([`Self::refusals`]), changes nothing, and returns [`FederationError::Refused`].
+    pub fn accept<L: Learner>(&mut self, learner: &L, reply: &Reply<'_>) -> Result<()> {
+        let weight = match self.screen(reply) {
+            Ok(w) => w,
+            Err(reason) => {
+                let round = self.open.as_ref().map_or(0, |o| o.plan.round);
+                self.refusals.push(Refusal { round, client: reply.client, reason: reason.clone() });
+                return Err(FederationError::Refused { round, client: reply.client, reason });
+            }
+        };
+        let (client, update) = (reply.client, reply.update);
         // A lower-rank reply enters the sums zero-padded to the global rank.
         let padded = match self.client_rank(client) {
             Some(_) => Cow::Owned(crate::ranks::pad(update, &self.global)?),
             None => Cow::Borrowed(update),
         };
-        let open = self.open.as_mut().ok_or_else(|| FederationError::StateMismatch("no round is open".into()))?;
-        if !open.plan.chosen.contains(&client) {
-            return Err(FederationError::StateMismatch(format!("client {client} was not sampled in round {}", open.plan.round)));
-        }
+        let open = self.open.as_mut().expect("screened: a round is open");
         let server_start = Instant::now();
-        open.sum.add(&padded, samples)?;
+        open.sum.add(&padded, weight)?;
         if let Some(products) = open.products.as_mut() {
-            products.add(&padded, samples)?;
+            products.add(&padded, weight)?;
         }
         open.server_seconds += server_start.elapsed().as_secs_f64();
         // Per step, in order, as one running sum over the round's clients.
-        for &(loss, rows) in step_losses {
+        for &(loss, rows) in reply.step_losses {
             open.train_loss_sum += loss * rows as f64;
             open.train_rows += rows as u64;
         }
-        open.train_seconds += train_seconds;
+        open.train_seconds += reply.train_seconds;
         // Summed over the replies: uploads may differ in size (LoRA-A²'s selected components).
         open.bytes_up += match self.cfg.aggregation {
             Aggregation::Alternating => crate::alternating::upload_bytes(update, &self.global, frozen_factor(open.plan.round).other())?,
             _ => state_bytes(update),
         };
         open.bytes_up_head += state_bytes_where(update, |n| learner.is_head(n));
+        open.accepted.push(client);
         Ok(())
     }
 
@@ -405,7 +569,7 @@ impl<'a> FedAvgServer<'a> {
     /// checkpointed. `clients` in the row counts the replies averaged.
     pub fn finish_round<L: Learner>(&mut self, learner: &mut L) -> Result<&RoundMetrics> {
         let open = self.open.take().ok_or_else(|| FederationError::StateMismatch("no round is open".into()))?;
-        let OpenRound { plan, start, sum, products, train_loss_sum, train_rows, bytes_up, bytes_up_head, train_seconds, mut server_seconds } = open;
+        let OpenRound { plan, start, sum, products, train_loss_sum, train_rows, bytes_up, bytes_up_head, train_seconds, mut server_seconds, .. } = open;
         let replies = sum.clients() as u64;
         if replies == 0 {
             return Err(FederationError::StateMismatch(format!("round {}: no client update to average", plan.round)));
@@ -536,47 +700,116 @@ mod tests {
     use crate::engine::{local_update, run_fedavg, LocalRound};
     use crate::toy::{toy_config, toy_data, toy_vocab, ToyLearner};
 
-    /// A deployment's server: replies from separate learners, one of them malformed twice over and
-    /// one client lost in round 2. The malformed replies are refused and leave the average as it
-    /// would be without them; the lost client's round is averaged over the other two and says so.
+    /// An honest reply of `client` in the open round of `server`, trained by a fresh learner.
+    fn honest(server: &mut FedAvgServer<'_>, clients: &[Shard], cfg: &FedAvgConfig, round: u32, client: usize) -> (State, Vec<(f64, usize)>, String) {
+        let download = server.download(client).unwrap();
+        let digest = server.download_digest(client).unwrap();
+        let local = LocalRound { seed: cfg.seed, round, client, local_epochs: 1, batch_size: cfg.batch_size };
+        let update = local_update(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients[client], &download, &local, || {}).unwrap();
+        (update.state, update.step_losses, digest)
+    }
+
+    /// A deployment's server: replies from separate learners, each preceded by a volley of
+    /// malformed ones (every field of a reply, a duplicate, a stale round, a replay, a wrong
+    /// digest, overflowing counts, a huge update); one client lost in round 2. Each bad reply is
+    /// refused by name and recorded, and changes nothing: round 1 (every honest reply arrived) is
+    /// the in-process engine's, bit for bit; round 2 is averaged over the two that arrived.
     #[test]
-    fn refuses_malformed_replies_and_averages_the_replies_that_arrived() -> anyhow::Result<()> {
+    fn refuses_every_malformed_reply_and_averages_the_honest_ones() -> anyhow::Result<()> {
         let (clients, test) = toy_data(6, 4, 30);
         let cfg = toy_config(2);
-        let rows: Vec<usize> = clients.iter().map(Shard::len).collect();
+        let rows: Vec<u64> = clients.iter().map(|s| s.len() as u64).collect();
         let engine = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients, &test, None, &toy_config(1), None)?;
 
         let mut server_learner = ToyLearner::new(toy_vocab(4), 4, 20.0);
         let mut server = FedAvgServer::start(&mut server_learner, rows.len(), Cow::Borrowed(&test), None, &cfg, None)?;
+        server.register_rows(rows.clone())?;
+        server.set_max_update_norm(Some(1e6));
         let mut lost = None;
+        let mut first_reply: Option<(usize, State, Vec<(f64, usize)>, String)> = None;
+        let mut refused = 0;
         while let Some(plan) = server.begin_round() {
-            let global = server.global().clone();
             for (i, &client) in plan.chosen.iter().enumerate() {
                 if plan.local_round == 2 && i == 1 {
                     lost = Some(client); // never replies
                     continue;
                 }
-                let local = LocalRound { seed: cfg.seed, round: plan.round, client, local_epochs: 1, batch_size: cfg.batch_size };
-                let update = local_update(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients[client], &global, &local, || {})?;
-                let (name, t) = update.state.iter().next().map(|(n, t)| (n.clone(), t.clone())).unwrap();
-                let mut wrong_shape = update.state.clone();
-                wrong_shape.insert(name.clone(), Tensor::zeros(3, t.dtype(), &Device::Cpu)?);
-                let mut poisoned = update.state.clone();
-                poisoned.insert(name.clone(), (t.clone() * f64::NAN)?);
-                let mut extra = update.state.clone();
-                extra.insert("smuggled".into(), t.clone());
-                for bad in [&wrong_shape, &poisoned, &extra] {
-                    let e = server.accept(&server_learner, client, bad, rows[client] as u64, &update.step_losses, 0.0).unwrap_err();
-                    assert!(matches!(e, FederationError::StateMismatch(_)), "{e}");
-                }
+                let (state, losses, digest) = honest(&mut server, &clients, &cfg, plan.round, client);
+                let base = Reply { client, round: plan.round, base_digest: &digest, update: &state, samples: rows[client], step_losses: &losses, train_seconds: 0.5 };
+                let (name, t) = state.iter().next().map(|(n, t)| (n.clone(), t.clone())).unwrap();
+                let with = |f: &dyn Fn(&mut State)| {
+                    let mut s = state.clone();
+                    f(&mut s);
+                    s
+                };
+                let wrong_shape = with(&|s| drop(s.insert(name.clone(), Tensor::zeros(3, t.dtype(), &Device::Cpu).unwrap())));
+                let poisoned = with(&|s| drop(s.insert(name.clone(), (t.clone() * f64::NAN).unwrap())));
+                let infinite = with(&|s| drop(s.insert(name.clone(), (t.clone() * f64::INFINITY).unwrap())));
+                let huge = with(&|s| drop(s.insert(name.clone(), (t.ones_like().unwrap() * 1e30).unwrap())));
+                let extra = with(&|s| drop(s.insert("smuggled".into(), t.clone())));
+                let missing = with(&|s| drop(s.remove(&name)));
+                let download = server.download(client)?;
+                let mut fewer_steps = losses.clone();
+                fewer_steps.pop();
+                let mut nan_loss = losses.clone();
+                nan_loss[0].0 = f64::NAN;
+                // Step rows that still sum to the shard, but one step is over the batch size.
+                let mut big_step = losses.clone();
+                big_step[0].1 += 1;
+                big_step[1].1 -= 1;
                 let not_sampled = (0..6).find(|c| !plan.chosen.contains(c)).unwrap();
-                assert!(server.accept(&server_learner, not_sampled, &update.state, 1, &[], 0.0).is_err());
-                server.accept(&server_learner, client, &update.state, rows[client] as u64, &update.step_losses, 0.0)?;
+                let bad: Vec<(&str, Reply<'_>)> = vec![
+                    ("claims 1000000000 examples", Reply { samples: 1_000_000_000, ..base }),
+                    ("claims 18446744073709551615 examples", Reply { samples: u64::MAX, ..base }),
+                    ("claims 0 examples", Reply { samples: 0, ..base }),
+                    ("train-seconds is NaN", Reply { train_seconds: f64::NAN, ..base }),
+                    ("train-seconds is -1", Reply { train_seconds: -1.0, ..base }),
+                    ("train-seconds is inf", Reply { train_seconds: f64::INFINITY, ..base }),
+                    ("steps over", Reply { step_losses: &fewer_steps, ..base }),
+                    ("a step reports loss NaN", Reply { step_losses: &nan_loss, ..base }),
+                    ("a step reports loss", Reply { step_losses: &big_step, ..base }),
+                    ("for round", Reply { round: plan.round + 1, ..base }),
+                    ("it trained from state", Reply { base_digest: "0123456789abcdef", ..base }),
+                    ("should be F32", Reply { update: &wrong_shape, ..base }),
+                    ("holds a NaN or an infinity", Reply { update: &poisoned, ..base }),
+                    ("holds a NaN or an infinity", Reply { update: &infinite, ..base }),
+                    ("above the bound", Reply { update: &huge, ..base }),
+                    ("unknown tensor `smuggled`", Reply { update: &extra, ..base }),
+                    ("the update lacks", Reply { update: &missing, ..base }),
+                    ("unchanged", Reply { update: &download, ..base }),
+                    ("was not sampled", Reply { client: not_sampled, ..base }),
+                ];
+                for (want, reply) in &bad {
+                    match server.accept(&server_learner, reply) {
+                        Err(FederationError::Refused { reason, client: c, .. }) => {
+                            assert!(reason.contains(want), "want `{want}`, got `{reason}`");
+                            assert_eq!(c, reply.client);
+                        }
+                        other => panic!("`{want}`: {other:?}"),
+                    }
+                    refused += 1;
+                }
+                // Round 1's reply replayed in round 2: stale.
+                if let (2, Some((c, s, l, d))) = (plan.local_round, &first_reply) {
+                    if *c == client {
+                        let replay = Reply { client, round: 1, base_digest: d, update: s, samples: rows[client], step_losses: l, train_seconds: 0.5 };
+                        let e = server.accept(&server_learner, &replay).unwrap_err().to_string();
+                        assert!(e.contains("for round 1"), "{e}");
+                        refused += 1;
+                    }
+                }
+                server.accept(&server_learner, &base)?;
+                let again = server.accept(&server_learner, &base).unwrap_err().to_string();
+                assert!(again.contains("a second reply"), "{again}");
+                refused += 1;
+                if plan.local_round == 1 && first_reply.is_none() {
+                    first_reply = Some((client, state.clone(), losses.clone(), digest.clone()));
+                }
             }
             let row = server.finish_round(&mut server_learner)?.clone();
             assert_eq!(row.clients, if plan.local_round == 2 { 2 } else { 3 });
             if plan.local_round == 1 {
-                // Round 1 had every reply: the in-process engine's round, bit for bit.
+                // Round 1 had every honest reply: the in-process engine's round, bit for bit.
                 for (name, t) in &engine.state {
                     assert_eq!(t.flatten_all()?.to_vec1::<f32>()?, server.global()[name].flatten_all()?.to_vec1::<f32>()?, "{name}");
                 }
@@ -586,9 +819,73 @@ mod tests {
             }
         }
         assert!(lost.is_some());
+        assert_eq!(server.refusals().len(), refused, "every refusal is recorded");
         let m = server.metrics();
         assert_eq!(m[2].cum_bytes_up, m[1].cum_bytes_up + 2 * m[2].bytes_up_per_client);
         assert!(m[2].accuracy.is_some());
+        Ok(())
+    }
+
+    /// A fuzz-style volley: every field of a reply drawn from a seeded mix of plausible and absurd
+    /// values. None panics; none but the honest reply is accepted; the round still averages.
+    #[test]
+    fn a_volley_of_random_replies_never_panics_or_gets_in() -> anyhow::Result<()> {
+        use rand::{Rng, SeedableRng};
+        let (clients, test) = toy_data(4, 4, 20);
+        let mut cfg = toy_config(1);
+        cfg.clients_per_round = 2;
+        let rows: Vec<u64> = clients.iter().map(|s| s.len() as u64).collect();
+        let mut learner = ToyLearner::new(toy_vocab(4), 4, 20.0);
+        let mut server = FedAvgServer::start(&mut learner, rows.len(), Cow::Borrowed(&test), None, &cfg, None)?;
+        server.register_rows(rows.clone())?;
+        let plan = server.begin_round().unwrap();
+        let client = plan.chosen[0];
+        let (state, losses, digest) = honest(&mut server, &clients, &cfg, plan.round, client);
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        let floats = [0.0, -0.0, 1.0, -1.0, 1e30, -1e30, f64::NAN, f64::INFINITY, f64::NEG_INFINITY, f64::MIN_POSITIVE];
+        let counts = [0, 1, rows[client] - 1, rows[client] + 1, u64::MAX, u64::MAX / 2, 1 << 32, 1 << 33];
+        for _ in 0..300 {
+            let mut update = state.clone();
+            let mut steps = losses.clone();
+            let (mut samples, mut seconds, mut round, mut who, mut digest_used) = (rows[client], 0.5, plan.round, client, digest.clone());
+            let mut tampered = false;
+            for _ in 0..rng.random_range(1..4) {
+                tampered = true;
+                match rng.random_range(0..7) {
+                    0 => samples = counts[rng.random_range(0..counts.len())],
+                    1 => seconds = floats[rng.random_range(0..floats.len())],
+                    2 => round = rng.random_range(0..5),
+                    3 => who = rng.random_range(0..6),
+                    4 => digest_used = format!("{:x}", rng.random::<u64>()),
+                    5 => {
+                        let i = rng.random_range(0..steps.len());
+                        steps[i] = (floats[rng.random_range(0..floats.len())], rng.random_range(0..40));
+                    }
+                    _ => {
+                        let name = update.keys().nth(rng.random_range(0..update.len())).unwrap().clone();
+                        let t = update[&name].clone();
+                        let v = floats[rng.random_range(0..floats.len())];
+                        update.insert(name, if rng.random_bool(0.5) { (t.ones_like()? * v)? } else { Tensor::zeros(rng.random_range(1..5), t.dtype(), &Device::Cpu)? });
+                    }
+                }
+            }
+            let reply = Reply { client: who, round, base_digest: &digest_used, update: &update, samples, step_losses: &steps, train_seconds: seconds };
+            let result = server.accept(&learner, &reply);
+            // A tampering that happened to leave the reply plausible (the same round drawn, a step
+            // loss that is still finite and >= 0: the server cannot know a loss) may be accepted;
+            // anything else is refused.
+            let plausible_steps = steps.len() == losses.len() && steps.iter().zip(&losses).all(|(s, l)| s.1 == l.1 && s.0.is_finite() && s.0 >= 0.0);
+            let honest_again = samples == rows[client] && seconds.is_finite() && seconds >= 0.0 && round == plan.round && who == client && digest_used == digest && plausible_steps && update.iter().all(|(n, t)| t.dims() == state[n].dims() && t.flatten_all().unwrap().to_vec1::<f32>().unwrap() == state[n].flatten_all().unwrap().to_vec1::<f32>().unwrap());
+            if tampered && !honest_again {
+                assert!(matches!(result, Err(FederationError::Refused { .. })), "accepted: {reply:?}");
+            } else if result.is_ok() {
+                break; // the one honest reply of this client is in
+            }
+        }
+        let honest_reply = Reply { client, round: plan.round, base_digest: &digest, update: &state, samples: rows[client], step_losses: &losses, train_seconds: 0.5 };
+        let _ = server.accept(&learner, &honest_reply);
+        let row = server.finish_round(&mut learner)?;
+        assert_eq!(row.clients, 1);
         Ok(())
     }
 }

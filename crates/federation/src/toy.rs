@@ -170,5 +170,6 @@ pub fn toy_config(rounds: u32) -> crate::engine::FedAvgConfig {
         full_test_last_k: 1,
         aggregation: crate::engine::Aggregation::Mean,
         client_ranks: Vec::new(),
+        max_update_norm: None,
     }
 }

@@ -16,7 +16,7 @@
 
 use crate::config::Config;
 use crate::error::PipelineError;
-use slora_model::{module_matches, EncoderConfig, ModelFiles, ModelType};
+use slora_model::{module_matches, saves_module, EncoderConfig, ModelFiles, ModelType};
 
 /// What the adapter settings select in one architecture.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,7 +51,7 @@ pub fn adapter_coverage(cfg: &Config, model: &EncoderConfig) -> AdapterCoverage 
     let (adapted, not_adapted) = slora_model::block_linears(model).into_iter().partition(|m| module_matches(m, &names));
     let save = cfg.adapter.modules_to_save();
     let (head_trained, head_frozen) =
-        slora_model::head_modules(model.model_type).iter().map(|m| m.to_string()).partition(|m| module_matches(m, &save));
+        slora_model::head_modules(model.model_type).iter().map(|m| m.to_string()).partition(|m| saves_module(m, &save));
     AdapterCoverage { model_type: model.model_type, adapted, not_adapted, head_trained, head_frozen }
 }
 
@@ -122,10 +122,10 @@ pub fn check(cfg: &Config) -> Result<ModelLimits, PipelineError> {
         )));
     }
     check_adapter(cfg, &model, &files.config)?;
-    let limits = ModelLimits { max_positions: model.max_position_embeddings, max_rank: model.hidden_size };
+    let limits = ModelLimits { max_positions: model.max_sequence_length(), max_rank: model.hidden_size };
     if cfg.data.max_len > limits.max_positions {
         return Err(PipelineError::config(format!(
-            "data.max_len must be <= {} (max_position_embeddings of {}) (got {})",
+            "data.max_len must be <= {} (the positions max_position_embeddings of {} leaves) (got {})",
             limits.max_positions,
             files.config.display(),
             cfg.data.max_len

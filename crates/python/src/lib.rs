@@ -322,7 +322,19 @@ impl Server {
             None => None,
         };
         let clients = num_clients.unwrap_or(cfg.partition.clients);
-        let run = FedAvgServer::start(&mut learner, clients, Cow::Owned(test), full_test.map(Cow::Owned), &fedcfg, store.as_ref())?;
+        let mut run = FedAvgServer::start(&mut learner, clients, Cow::Owned(test), full_test.map(Cow::Owned), &fedcfg, store.as_ref())?;
+        // The server partitioned the data, so it knows each shard's rows: a reply's weight is its
+        // client's registered count, whatever the client claims (README, "Deployment").
+        let partition = slora_pipeline::store::Artifact::load(data_dir)?;
+        let rows = <slora_pipeline::stages::summaries::PartitionSummary as slora_pipeline::stages::summaries::StageSummary>::of(&partition)?.rows_per_client;
+        if rows.len() < clients {
+            return Err(BindingError::Invalid(format!(
+                "num_clients = {clients}, but the partition in {} has {} clients: the server weights each reply by its client's registered rows",
+                data_dir.display(),
+                rows.len()
+            )));
+        }
+        run.register_rows(rows[..clients].iter().map(|&r| r as u64).collect())?;
         Ok(Self { learner, run, switch })
     }
 
@@ -367,9 +379,26 @@ impl Server {
     }
 
     /// Adds a client's reply to the open round, or says why it is refused (and leaves the round as
-    /// it was).
-    pub fn accept(&mut self, client: usize, update: &State, samples: u64, step_losses: &[(f64, usize)], train_seconds: f64) -> Result<()> {
-        Ok(self.run.accept(&self.learner, client, update, samples, step_losses, train_seconds)?)
+    /// it was): see [`FedAvgServer::accept`] for every check.
+    #[allow(clippy::too_many_arguments)]
+    pub fn accept(&mut self, client: usize, round: u32, base_digest: &str, update: &State, samples: u64, step_losses: &[(f64, usize)], train_seconds: f64) -> Result<()> {
+        let reply = slora_federation::Reply { client, round, base_digest, update, samples, step_losses, train_seconds };
+        Ok(self.run.accept(&self.learner, &reply)?)
+    }
+
+    /// The replies refused so far, with their reasons.
+    pub fn refusals(&self) -> &[slora_federation::Refusal] {
+        self.run.refusals()
+    }
+
+    /// Refuses later replies farther than `bound` (L2) from their download.
+    pub fn set_max_update_norm(&mut self, bound: Option<f64>) {
+        self.run.set_max_update_norm(bound)
+    }
+
+    /// The L2 distance of `update` from what `client` downloaded this round.
+    pub fn update_norm(&self, client: usize, update: &State) -> Result<f64> {
+        Ok(self.run.update_norm(client, update)?)
     }
 
     /// Closes the open round: averages, evaluates, checkpoints; its metrics row.

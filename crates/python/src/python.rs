@@ -172,10 +172,29 @@ impl PyServer {
         self.inner.begin_round().map(|p| (p.round, p.local_round, p.chosen, p.switch_bytes))
     }
 
-    /// Adds a reply to the open round; raises `ValueError` with the reason when it is refused.
-    fn accept(&mut self, client: usize, update: &Bound<'_, PyDict>, samples: u64, step_losses: Vec<(f64, usize)>, train_seconds: f64) -> PyResult<()> {
+    /// Adds a reply to the open round: the client, the round and state digest it echoes, its
+    /// update, claimed rows, step losses and seconds; raises `ValueError` with the reason when it
+    /// is refused (nothing changes).
+    #[allow(clippy::too_many_arguments)]
+    fn accept(&mut self, client: usize, round: u32, base_digest: &str, update: &Bound<'_, PyDict>, samples: u64, step_losses: Vec<(f64, usize)>, train_seconds: f64) -> PyResult<()> {
         let update = state_from_py(update)?;
-        self.inner.accept(client, &update, samples, &step_losses, train_seconds).map_err(err)
+        self.inner.accept(client, round, base_digest, &update, samples, &step_losses, train_seconds).map_err(err)
+    }
+
+    /// The replies refused so far: `(round, client, reason)`.
+    fn refusals(&self) -> Vec<(u32, usize, String)> {
+        self.inner.refusals().iter().map(|r| (r.round, r.client, r.reason.clone())).collect()
+    }
+
+    /// Refuses later replies farther than `bound` (L2) from their download; `None` lifts it.
+    #[pyo3(signature = (bound=None))]
+    fn set_max_update_norm(&mut self, bound: Option<f64>) {
+        self.inner.set_max_update_norm(bound)
+    }
+
+    /// The L2 distance of `update` from what `client` downloaded this round.
+    fn update_norm(&self, client: usize, update: &Bound<'_, PyDict>) -> PyResult<f64> {
+        self.inner.update_norm(client, &state_from_py(update)?).map_err(err)
     }
 
     /// Closes the open round; its metrics row as a dict.
@@ -230,6 +249,13 @@ fn metrics_table(servers: Vec<PyRef<'_, PyServer>>) -> String {
     slora_federation::metrics::format_table(&rows)
 }
 
+/// The digest of a state (a dict of arrays) as the server computes it for a download: a client
+/// echoes the digest of the global state it trained from.
+#[pyfunction]
+fn state_digest(state: &Bound<'_, PyDict>) -> PyResult<String> {
+    Ok(slora_federation::state_digest(&state_from_py(state)?))
+}
+
 /// The clients of `round`, as the in-process engine draws them.
 #[pyfunction]
 fn sample_clients(num_clients: usize, per_round: usize, seed: u64, round: u32) -> PyResult<Vec<usize>> {
@@ -252,6 +278,7 @@ fn slora(m: &Bound<'_, PyModule>) -> PyResult<()> {
     m.add_function(wrap_pyfunction!(decompose, m)?)?;
     m.add_function(wrap_pyfunction!(render_report, m)?)?;
     m.add_function(wrap_pyfunction!(sample_clients, m)?)?;
+    m.add_function(wrap_pyfunction!(state_digest, m)?)?;
     m.add_function(wrap_pyfunction!(fedavg, m)?)?;
     Ok(())
 }

@@ -19,11 +19,13 @@ fn deployed(config: &Path, sets: &[String], method: &str, partition: &Path, stag
     let stage1_state = stage1.map(|s| s.global().clone());
     while let Some(plan) = server.begin_round() {
         let global = server.global().clone();
+        // What a client echoes: the digest of the state it trained from.
+        let digest = slora_federation::state_digest(&global);
         for &c in &plan.chosen {
             let shard = partition.join(slora_data::shard::client_file_name(c));
             let mut client = slora::Client::open(config, sets, method, &shard, stage1_state.as_ref())?;
             let (update, losses) = client.fit(&global, plan.round, c)?;
-            server.accept(c, &update, client.rows() as u64, &losses, 0.0)?;
+            server.accept(c, plan.round, &digest, &update, client.rows() as u64, &losses, 0.0)?;
         }
         server.finish_round()?;
     }
@@ -102,11 +104,22 @@ fn a_deployed_server_and_clients_reproduce_the_in_process_lora_and_slora_runs_bi
     // Malformed replies are refused with a reason and do not touch the round.
     let mut server = slora::Server::open(&config, &sets, "lora", &partition.dir, None, None, None)?;
     let plan = server.begin_round().expect("a round");
-    let mut bad = server.global().clone();
+    let c = plan.chosen[0];
+    let global = server.global().clone();
+    let digest = slora_federation::state_digest(&global);
+    let mut client = slora::Client::open(&config, &sets, "lora", &partition.file(&slora_data::shard::client_file_name(c)), None)?;
+    let (mut bad, losses) = client.fit(&global, plan.round, c)?;
     let name = bad.keys().next().expect("tensors").clone();
     bad.insert(name.clone(), candle_core::Tensor::zeros(7, candle_core::DType::F32, &candle_core::Device::Cpu)?);
-    let e = server.accept(plan.chosen[0], &bad, 10, &[(1.0, 10)], 0.0).unwrap_err().to_string();
+    let rows = client.rows() as u64;
+    let e = server.accept(c, plan.round, &digest, &bad, rows, &losses, 0.0).unwrap_err().to_string();
     assert!(e.contains(&name), "{e}");
+    // The weight is the server's: a claimed count other than the partition's is refused.
+    let (update, _) = client.fit(&global, plan.round, c)?;
+    let e = server.accept(c, plan.round, &digest, &update, 1_000_000_000, &losses, 0.0).unwrap_err().to_string();
+    assert!(e.contains("claims 1000000000 examples"), "{e}");
+    server.accept(c, plan.round, &digest, &update, rows, &losses, 0.0)?;
+    assert_eq!(server.refusals().len(), 2);
     Ok(())
 }
 

@@ -127,7 +127,7 @@ fn flower_deployment_reproduces_the_in_process_runs_and_survives_faults() -> any
         .arg(work.path().join("deploy"))
         .arg("--out")
         .arg(&out)
-        .args(["plain", "tls", "auth", "faults"]))?;
+        .args(["plain", "tls", "auth", "faults", "hostile"]))?;
     let results: Vec<serde_json::Value> = stdout.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
     println!("in-process SLoRA + LoRA: {in_process_seconds:.1} s; Flower: {results:?}");
 
@@ -195,8 +195,29 @@ fn flower_deployment_reproduces_the_in_process_runs_and_survives_faults() -> any
     assert_eq!((rounds[1]["sampled"].clone(), rounds[1]["accepted"].clone()), (serde_json::json!([0, 2]), serde_json::json!([2])), "the killed node's round");
     let refused = &rounds[2]["refused"][0];
     assert_eq!(refused["client"], 1);
-    assert!(refused["reason"].as_str().unwrap().contains("the global state's is F32 [8, 384]"), "{refused}");
+    assert!(refused["reason"].as_str().unwrap().contains("should be F32 [8, 384]"), "{refused}");
     assert_eq!(rounds[3]["accepted"], serde_json::json!([0, 2]), "the restarted node rejoined");
     assert!(lora[4].final_accuracy().unwrap() > 1.5 / 20.0, "above chance after the faults");
+
+    // A hostile SuperNode (partition 2), a garbled partition answer and a duplicate claim of
+    // partition 0: the run finishes on the honest replies, and every refusal has its reason.
+    let hostile = results.iter().find(|r| r["scenario"] == "hostile").expect("the hostile scenario");
+    assert_eq!(hostile["exit"], 0, "the hostile run completed: {hostile}");
+    let lora = &metrics_by_method(&out.join("hostile/metrics.parquet"))?["lora"];
+    assert_eq!(lora.iter().map(|m| m.clients).collect::<Vec<_>>(), [0, 3, 2, 2, 2, 2, 2], "replies averaged per round");
+    let deployment: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("hostile/deployment.json"))?)?;
+    let rounds = deployment["rounds"].as_array().expect("rounds");
+    println!("hostile: {}", serde_json::to_string(rounds)?);
+    for (round, want) in [(2, "claims 1000000000 examples"), (3, "negative"), (4, "malformed reply"), (5, "for round 1"), (6, "above the bound")] {
+        let r = &rounds[round - 1];
+        assert_eq!(r["accepted"], serde_json::json!([0, 1]), "round {round}: {r}");
+        let refused = &r["refused"][0];
+        assert_eq!(refused["client"], 2, "round {round}: {r}");
+        assert!(refused["reason"].as_str().unwrap().contains(want), "round {round}: want `{want}` in {refused}");
+    }
+    let conflicts = rounds.last().unwrap()["partition_conflicts"].as_array().expect("conflicts").clone();
+    assert!(conflicts.iter().any(|c| c["reason"].as_str().unwrap().contains("malformed partition answer")), "{conflicts:?}");
+    assert!(conflicts.iter().any(|c| c["reason"].as_str().unwrap().contains("claims partition 0")), "{conflicts:?}");
+    assert!(lora[6].final_accuracy().unwrap() > 1.5 / 20.0, "above chance despite the hostile node");
     Ok(())
 }

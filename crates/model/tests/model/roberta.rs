@@ -13,7 +13,7 @@ use std::collections::BTreeMap;
 use std::path::PathBuf;
 
 use anyhow::{anyhow, Result};
-use candle_core::{DType, Device};
+use candle_core::{DType, Device, Tensor};
 use slora_model::{
     block_linears, head_modules, position_ids_from_input_ids, Batch, Classifier, EncoderConfig, LoraFactors, LoraSpec,
     Mode, ModelType, TrainSpec, Weights,
@@ -142,10 +142,11 @@ fn position_ids_start_after_the_padding_row() -> Result<()> {
     let rows = stored_rows(&expected)?;
     let labels = expected.labels()?;
     let batched = model.predict(&fixture_batch(&expected)?)?.to_vec2::<f32>()?;
+    // A fourth row of 62 tokens pads the fixture's rows to 62.
     let mut wide = rows.clone();
-    let fill = 62 - wide[0].len();
-    wide[0].extend(std::iter::repeat_n(1u32, fill));
-    let wide = model.predict(&Batch::collate(&wide, &labels, 1)?)?.to_vec2::<f32>()?;
+    wide.push(vec![5; 62]);
+    let wide_labels = [labels.clone(), vec![0]].concat();
+    let wide = model.predict(&Batch::collate(&wide, &wide_labels, cfg.pad_token_id)?)?.to_vec2::<f32>()?;
     for (i, row) in rows.iter().enumerate() {
         let alone = model.predict(&Batch::collate(&[row], &labels[i..=i], cfg.pad_token_id)?)?.to_vec2::<f32>()?;
         for (a, (b, w)) in alone[0].iter().zip(batched[i].iter().zip(&wide[i])) {
@@ -254,14 +255,34 @@ fn lora_wraps_bert_target_modules_and_matches_merged_transformers() -> Result<()
     Ok(())
 }
 
-/// The fresh-head case the federated runs start from: a checkpoint without `classifier.*` gets
-/// both head linears from the seed, reported in init order.
+/// `roberta-base` as the Hub serves it (`RobertaForMaskedLM`): the encoder plus `lm_head.*`, here
+/// also a pooler and a `position_ids` buffer (`RobertaModel` checkpoints). Those are skipped, and
+/// the head the checkpoint lacks gets both linears from the seed, reported in init order.
 #[test]
-fn a_checkpoint_without_the_head_gets_one() -> Result<()> {
+fn masked_lm_layout_loads_and_gets_a_new_head() -> Result<()> {
     let (cfg, weights) = fixture_model()?;
     let mut map = weights.into_map();
     map.retain(|k, _| !k.starts_with("classifier."));
-    let (_, report) = Classifier::new(&cfg, &Weights::from_map(map), &TrainSpec::new(Mode::Frozen, 5, 0))?;
+    let encoder_tensors = map.len();
+    let h = cfg.hidden_size;
+    for (name, shape) in [
+        ("lm_head.dense.weight", vec![h, h]),
+        ("lm_head.dense.bias", vec![h]),
+        ("lm_head.layer_norm.weight", vec![h]),
+        ("lm_head.bias", vec![cfg.vocab_size]),
+        ("roberta.pooler.dense.weight", vec![h, h]),
+        ("roberta.pooler.dense.bias", vec![h]),
+        ("roberta.embeddings.position_ids", vec![1, cfg.max_position_embeddings]),
+    ] {
+        map.insert(name.to_string(), Tensor::zeros(shape, DType::F32, &Device::Cpu)?);
+    }
+    let tmp = tempfile::tempdir()?;
+    let path = tmp.path().join("model.safetensors");
+    Weights::from_map(map).save(&path)?;
+    let loaded = Weights::load(&path, &cfg)?;
+    assert_eq!(loaded.len(), encoder_tensors, "lm_head, pooler and position_ids skipped");
+    assert!(loaded.names().all(|n| n.starts_with("roberta.embeddings.") || n.starts_with("roberta.encoder.")));
+    let (_, report) = Classifier::new(&cfg, &loaded, &TrainSpec::new(Mode::Frozen, 5, 0))?;
     assert_eq!(
         report.initialised,
         ["classifier.dense.weight", "classifier.dense.bias", "classifier.out_proj.weight", "classifier.out_proj.bias"]

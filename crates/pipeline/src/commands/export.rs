@@ -58,12 +58,7 @@ fn current_artifact(cfg: &Config, store: &Store, stage: &str) -> Result<Artifact
 
 /// `BertForSequenceClassification` etc.
 fn architecture(model_type: ModelType) -> &'static str {
-    match model_type {
-        ModelType::Bert => "BertForSequenceClassification",
-        ModelType::DistilBert => "DistilBertForSequenceClassification",
-        ModelType::Albert => "AlbertForSequenceClassification",
-        ModelType::Roberta => "RobertaForSequenceClassification",
-    }
+    model_type.architecture()
 }
 
 /// The base model's config.json with the classification head's labels and architecture set.

@@ -164,6 +164,7 @@ fn schema() -> Table {
     add("optim", "lora_b_lr_ratio", Value::Float(1.0));
     add("tune", "fedex-lora", Value::Array(vec![Value::Float(1e-3)]));
     add("federation", "client_ranks", Value::Array(Vec::new()));
+    add("federation", "max_update_norm", Value::Float(0.0));
     add("baselines", "fedsa_lora_lr", Value::Float(1e-3));
     add("tune", "fedsa-lora", Value::Array(vec![Value::Float(1e-3)]));
     t

@@ -356,6 +356,14 @@ pub struct FederationConfig {
     /// every client trains `lora.r`.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub client_ranks: Vec<usize>,
+    /// Refuse a client update whose L2 distance from the state it downloaded exceeds this (0, the
+    /// default: no bound; left out of the keys).
+    #[serde(skip_serializing_if = "is_zero_f64")]
+    pub max_update_norm: f64,
+}
+
+fn is_zero_f64(v: &f64) -> bool {
+    *v == 0.0
 }
 
 fn is_one(n: &usize) -> bool {
@@ -364,7 +372,7 @@ fn is_one(n: &usize) -> bool {
 
 impl Default for FederationConfig {
     fn default() -> Self {
-        Self { clients_per_round: 4, local_epochs: 1, batch_size: 32, eval_every: 1, eval_max_rows: 0, full_test_last_k: 1, client_ranks: Vec::new() }
+        Self { clients_per_round: 4, local_epochs: 1, batch_size: 32, eval_every: 1, eval_max_rows: 0, full_test_last_k: 1, client_ranks: Vec::new(), max_update_norm: 0.0 }
     }
 }
 

@@ -156,6 +156,10 @@ impl Config {
         if self.lora.a2_rank_budget > self.lora.r {
             return fail("lora.a2_rank_budget", &format!("at most lora.r = {}", self.lora.r), self.lora.a2_rank_budget);
         }
+        let bound = self.federation.max_update_norm;
+        if !(bound >= 0.0 && bound.is_finite()) {
+            return fail("federation.max_update_norm", "a number >= 0 (0: no bound)", bound);
+        }
         let ranks = &self.federation.client_ranks;
         if !ranks.is_empty() {
             if ranks.contains(&0) {

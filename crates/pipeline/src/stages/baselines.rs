@@ -118,8 +118,7 @@ impl Stage for Baselines {
             let lr_key = format!("baselines.{}_lr", name.replace('-', "_"));
             let (outcome, personal) = match method {
                 BaselineMethod::FedsaLora => {
-                    let (o, p) = fed::run_federated_personal(ctx, &mut learner, &data, &fedcfg, &store, &lr_key)?;
-                    (o, Some(p))
+                    fed::run_federated_personal(ctx, &mut learner, &data, &fedcfg, &store, &lr_key)?
                 }
                 _ => (fed::run_federated(ctx, &mut learner, &data, &fedcfg, &store, &lr_key)?, None),
             };

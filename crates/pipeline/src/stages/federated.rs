@@ -76,7 +76,17 @@ pub fn load_data(ctx: &StageCtx, partition: &Artifact) -> Result<Data, PipelineE
     } else {
         None
     };
-    let per_client = <super::summaries::PartitionSummary as super::summaries::StageSummary>::of(partition)?.validation_rows_per_client;
+    let mut per_client = <super::summaries::PartitionSummary as super::summaries::StageSummary>::of(partition)?.validation_rows_per_client;
+    if per_client.is_empty() && validation.is_some() && ctx.config.baselines.methods.contains(&config::BaselineMethod::FedsaLora) {
+        // A partition written before its summary recorded them: the same seeded carve, recomputed
+        // from the data, and checked against the shards on disk.
+        let (counts, train_rows) = super::partition::recompute_validation_rows_per_client(ctx.config)?;
+        if train_rows == clients.iter().map(Shard::len).collect::<Vec<_>>() {
+            per_client = counts;
+        } else {
+            tracing::warn!("partition {}: the recomputed carve does not match its shards; no per-client validation rows", partition.dir.display());
+        }
+    }
     let validation_per_client = match &validation {
         Some(v) if per_client.iter().sum::<usize>() == v.len() && per_client.len() == clients.len() => {
             let mut start = 0;
@@ -189,6 +199,7 @@ pub fn fedavg_config(cfg: &Config, method: &str, rounds: usize, round_offset: u3
         full_test_last_k: f.full_test_last_k as u32,
         aggregation: slora_federation::Aggregation::Mean,
         client_ranks: f.client_ranks.clone(),
+        max_update_norm: (f.max_update_norm > 0.0).then_some(f.max_update_norm),
     }
 }
 
@@ -297,7 +308,8 @@ pub fn run_federated(
     })
 }
 
-/// [`run_federated`] for FedSA-LoRA: also each client's own model on its held-out rows.
+/// [`run_federated`] for FedSA-LoRA: also each client's own model on its held-out rows, when the
+/// partition carved them (else the global number alone, with a warning).
 pub fn run_federated_personal(
     ctx: &StageCtx,
     learner: &mut ClassifierLearner,
@@ -305,19 +317,20 @@ pub fn run_federated_personal(
     fed: &FedAvgConfig,
     store: &CheckpointStore,
     lr_key: &str,
-) -> Result<(FedOutcome, slora_federation::PersonalEvaluation), PipelineError> {
+) -> Result<(FedOutcome, Option<slora_federation::PersonalEvaluation>), PipelineError> {
     if data.validation_per_client.is_empty() {
-        return Err(ctx.error(format!(
-            "{}: a personalised method is measured on each client's held-out rows: set partition.validation_fraction > 0 (a partition written before this version records no per-client rows: rerun it with --force partition)",
+        tracing::warn!(
+            "{}: no personalised evaluation: it measures each client's own model on the client's held-out rows; set partition.validation_fraction > 0 (a partition written before this version records no per-client rows: rerun it with --force partition)",
             fed.method
-        )));
+        );
+        return Ok((run_federated(ctx, learner, data, fed, store, lr_key)?, None));
     }
     let (outcome, personal) = slora_federation::run_fedavg_personal(learner, &data.clients, &data.test, data.full_test.as_ref(), fed, Some(store), &data.validation_per_client)
         .map_err(|e| match e {
             FederationError::NonFiniteLoss { .. } => ctx.error(format!("{}: {e} ({lr_key} = {:e})", fed.method, learner.learning_rate())),
             e => ctx.error(e.to_string()),
         })?;
-    Ok((outcome, personal.expect("FedSA-LoRA measures its clients")))
+    Ok((outcome, personal))
 }
 
 /// The summary of a finished run for the manifest.

@@ -253,29 +253,9 @@ impl Stage for Partition {
         let cfg = ctx.config;
         let clock = std::time::Instant::now();
         let lap = |what: &str| tracing::debug!("partition: {what} done at {:.3} s", clock.elapsed().as_secs_f64());
-        let files = resolve_data_files(cfg)?;
-        let (source, source_shards) = DataFiles::first(&files.train).expect("one train file at least");
-        let (test_source, test_source_shards) = DataFiles::first(&files.test).unzip();
+        let (ds, train, test, source) = load_rows(cfg)?;
         let d = &cfg.data;
-        let spec = DatasetSpec {
-            source: source.clone(),
-            source_shards,
-            test_source,
-            test_source_shards: test_source_shards.unwrap_or_default(),
-            text_column: d.text_column.clone(),
-            label_column: d.label_column.clone(),
-            split_column: d.split_column.clone(),
-            train_split: d.train_split.clone(),
-            test_split: d.test_split.clone(),
-            test_fraction: d.test_fraction,
-            split_seed: cfg.partition.seed,
-            id_column: (cfg.partition.scheme == PartitionScheme::Natural).then(|| cfg.partition.id_column.clone()),
-        };
-        let ds = slora_data::load_dataset(&spec)?;
-        check_train_labels(&ds, &source, &d.label_column)?;
         let seed = cfg.partition.seed;
-        let train = ds.train.select(&slora_data::stratified_subsample(&ds.train.labels, d.max_train, seed));
-        let test = ds.test.select(&slora_data::stratified_subsample(&ds.test.labels, d.max_test, seed));
         tracing::info!(
             "partition: {} train / {} test rows, {} labels from {}",
             train.len(),
@@ -345,6 +325,47 @@ impl Stage for Partition {
         };
         Ok(summary.to_value())
     }
+}
+
+/// The rows the partition splits: the dataset, its train and test rows after the seeded
+/// subsampling, and the train file.
+fn load_rows(cfg: &Config) -> Result<(slora_data::Dataset, slora_data::Split, slora_data::Split, PathBuf), PipelineError> {
+    let files = resolve_data_files(cfg)?;
+    let (source, source_shards) = DataFiles::first(&files.train).expect("one train file at least");
+    let (test_source, test_source_shards) = DataFiles::first(&files.test).unzip();
+    let d = &cfg.data;
+    let spec = DatasetSpec {
+        source: source.clone(),
+        source_shards,
+        test_source,
+        test_source_shards: test_source_shards.unwrap_or_default(),
+        text_column: d.text_column.clone(),
+        label_column: d.label_column.clone(),
+        split_column: d.split_column.clone(),
+        train_split: d.train_split.clone(),
+        test_split: d.test_split.clone(),
+        test_fraction: d.test_fraction,
+        split_seed: cfg.partition.seed,
+        id_column: (cfg.partition.scheme == PartitionScheme::Natural).then(|| cfg.partition.id_column.clone()),
+    };
+    let ds = slora_data::load_dataset(&spec)?;
+    check_train_labels(&ds, &source, &d.label_column)?;
+    let seed = cfg.partition.seed;
+    let train = ds.train.select(&slora_data::stratified_subsample(&ds.train.labels, d.max_train, seed));
+    let test = ds.test.select(&slora_data::stratified_subsample(&ds.test.labels, d.max_test, seed));
+    Ok((ds, train, test, source))
+}
+
+/// Each client's validation rows and train rows as the partition of `cfg` carves them,
+/// recomputed from the data without tokenizing (the split and the carve are seeded and read only
+/// labels): for a partition written before its summary recorded the per-client counts.
+pub fn recompute_validation_rows_per_client(cfg: &Config) -> Result<(Vec<usize>, Vec<usize>), PipelineError> {
+    let (ds, train, _, _) = load_rows(cfg)?;
+    let seed = cfg.partition.seed;
+    let (parts, _) = Partition::split(cfg, &train, ds.labels.num_labels, seed)?;
+    let before: Vec<usize> = parts.iter().map(Vec::len).collect();
+    let (after, _) = carve_validation(parts, &train.labels, cfg.partition.validation_fraction, seed);
+    Ok((before.iter().zip(&after).map(|(b, a)| b - a.len()).collect(), after.iter().map(Vec::len).collect()))
 }
 
 /// Moves `fraction` of each client's rows (rounded, at most all but one) into a validation set,
