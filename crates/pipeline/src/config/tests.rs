@@ -40,7 +40,7 @@ fn unknown_keys_and_wrong_types_name_the_key() {
     let err = Config::from_toml_str("[partition]\nscheme = \"random\"\n", "p.toml").unwrap_err().to_string();
     assert_eq!(err, "p.toml: partition.scheme must be one of iid, dirichlet, dirichlet-client, pathological, natural (got \"random\")");
     let err = Config::from_toml_str("[baselines]\nmethods = [\"fft\", \"x\"]\n", "p.toml").unwrap_err().to_string();
-    assert!(err.contains("baselines.methods must be one of fft, lora, sft, ffa-lora, fedex-lora, lora-a2, flexlora (got \"x\")"), "{err}");
+    assert!(err.contains("baselines.methods must be one of fft, lora, sft, ffa-lora, fedex-lora, lora-a2, flexlora, fedsa-lora (got \"x\")"), "{err}");
     let err = Config::from_toml_str("[partition\n", "p.toml").unwrap_err().to_string();
     assert!(err.starts_with("config file p.toml: line 1:"), "{err}");
     // An integer where a float is expected is fine.
