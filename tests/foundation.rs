@@ -528,7 +528,8 @@ fn vendored_candle_core_is_the_release_plus_its_patch() {
 }
 
 /// SST-2 (train / validation, 64 / 32 rows of 32 tokens), 2 iid clients, one Stage-1 round, and
-/// the architecture's own adapter targets and head (pipeline.toml names BERT's).
+/// the shipped pipeline.toml otherwise: only model.source changes, and each architecture takes its
+/// own adapter targets and head (pipeline.toml leaves [adapter] unset).
 const SST2_ONE_ROUND_OWN_ADAPTERS: &[&str] = &[
     "data.test_split=validation",
     "data.text_column=text",
@@ -540,8 +541,6 @@ const SST2_ONE_ROUND_OWN_ADAPTERS: &[&str] = &[
     "partition.validation_fraction=0",
     "federation.clients_per_round=2",
     "stage1.rounds=1",
-    "adapter.target_modules=[]",
-    "adapter.modules_to_save=[]",
 ];
 
 /// Issue 16: without `[adapter]` keys each architecture adapts its own attention and feed-forward
@@ -685,4 +684,37 @@ fn paper_models_and_a_parquet_dataset_from_a_local_hub() {
     // No such repo: the Hub's 404, naming it.
     let (out, _) = run("albert-base-v2", false, &["--set", "data.source=nobody/nothing", "partition"]);
     assert!(!out.ok && out.stderr.contains("nobody/nothing") && out.stderr.contains("404"), "{}", out.stderr);
+}
+
+/// Issue 29: pipeline.toml leaves `[adapter]` unset, and keys name the resolved lists, so a BERT
+/// run keys exactly as it did when pipeline.toml spelled out BERT's lists (its cache survives), and
+/// a DistilBERT run with the lists unset keys as one naming DistilBERT's own modules.
+#[test]
+fn unset_adapter_lists_key_as_the_lists_they_resolve_to() {
+    use slora_pipeline::config::parse_set;
+    use slora_pipeline::runner::plan_stage;
+    use slora_pipeline::stages::{baselines::Baselines, decompose::Decompose, stage1::Stage1, stage2::Stage2};
+    let keys = |sets: &[String]| -> Vec<String> {
+        let sets: Vec<_> = sets.iter().map(|s| parse_set(s).unwrap()).collect();
+        let cfg = slora_pipeline::Config::load(Some(&repo().join("pipeline.toml")), &sets).unwrap();
+        let stages: [&dyn slora_pipeline::stage::Stage; 4] = [&Stage1, &Decompose, &Stage2, &Baselines];
+        stages.iter().map(|s| plan_stage(&cfg, *s).unwrap().key).collect()
+    };
+    let bert_lists = [
+        r#"adapter.target_modules=["query", "key", "value", "attention.output.dense", "intermediate.dense", "output.dense"]"#.to_string(),
+        r#"adapter.modules_to_save=["pooler.dense", "pre_classifier", "classifier"]"#.to_string(),
+    ];
+    let shipped = slora_pipeline::Config::load(Some(&repo().join("pipeline.toml")), &[]).unwrap();
+    assert!(shipped.adapter.target_modules.is_empty() && shipped.adapter.modules_to_save.is_empty(), "pipeline.toml leaves [adapter] unset");
+    assert_eq!(keys(&[]), keys(&bert_lists), "BERT: unset lists key as the shipped explicit lists");
+    let other = [r#"adapter.target_modules=["query", "value"]"#.to_string()];
+    assert_ne!(keys(&[]), keys(&other), "a different list is a different key");
+    let distil = format!("model.source={}", s(&shared("fixtures/parity/distilbert-tiny")));
+    let distil_lists = [
+        distil.clone(),
+        r#"adapter.target_modules=["q_lin", "k_lin", "v_lin", "out_lin", "lin1", "lin2"]"#.to_string(),
+        r#"adapter.modules_to_save=["pooler.dense", "pre_classifier", "classifier"]"#.to_string(),
+    ];
+    assert_eq!(keys(&[distil.clone()]), keys(&distil_lists), "DistilBERT: unset lists key as its own names");
+    assert_ne!(keys(&[distil]), keys(&[]), "another model, another key");
 }

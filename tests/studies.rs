@@ -79,6 +79,13 @@ fn heterogeneity_and_density_studies_run_and_share_the_cache() {
     assert_eq!(claims(&json), ["gap-grows", "slora-closes-gap", "time-cut"]);
     assert!(json["points"][5]["extreme"].as_bool().unwrap());
     assert!(json["points"][0]["summary"]["methods"].get("ffa-lora").is_some(), "FFA-LoRA joins the heterogeneity table");
+    // The newer methods at Dir α=0.1 and 1 label per client, not at the other points.
+    for (point, with_new) in [(0, false), (3, true), (4, false), (5, true)] {
+        for method in ["fedex-lora", "lora-a2", "flexlora", "fedsa-lora"] {
+            let ran = json["points"][point]["summary"]["methods"].get(method).is_some();
+            assert_eq!(ran, with_new, "{method} at point {point} ({})", json["points"][point]["label"]);
+        }
+    }
     // The density study's 1 % point is the heterogeneity study's two-labels point: only its report is new.
     let (json, stderr) = run_study(&dir, "density");
     check_study(&json, &dir, "density", 4, &["accuracy_vs_upload", "accuracy_vs_point", "gap_vs_point"]);
@@ -198,14 +205,14 @@ fn the_plan_covers_every_run_and_prices_it_with_measured_step_times() {
     let plan = plan_json(&dir);
     let runs = plan["runs"].as_array().unwrap();
     // The smoke study: 6 points × 2 seeds; SLoRA's two stages plus the point's baselines
-    // (FFA-LoRA at IID and α=0.01, LoRA-A² at α=0.1 and 0.01, FedEx-LoRA and FlexLoRA at 0.01), and
-    // the tune grid (one rate for each of the seven tuned methods) at its point.
+    // (FFA-LoRA at IID and α=0.01, LoRA-A² at α=0.1 and 0.01, FedEx-LoRA, FlexLoRA and FedSA-LoRA at
+    // 0.01), and the tune grid (one rate for each of the eight tuned methods) at its point.
     let mut expected = std::collections::BTreeSet::new();
     for (point, methods) in [
         ("IID", &["fft", "lora", "ffa-lora"][..]),
         ("Dir α=0.5", &["fft", "lora"][..]),
         ("Dir α=0.1", &["fft", "lora", "lora-a2"][..]),
-        ("Dir α=0.01", &["fft", "lora", "ffa-lora", "fedex-lora", "lora-a2", "flexlora"][..]),
+        ("Dir α=0.01", &["fft", "lora", "ffa-lora", "fedex-lora", "lora-a2", "flexlora", "fedsa-lora"][..]),
         ("Dir α=0.01 · 5 epochs", &["fft", "lora"][..]),
         ("Dir α=0.01 · LoRA-A² head", &["fft", "lora"][..]),
     ] {
@@ -215,7 +222,7 @@ fn the_plan_covers_every_run_and_prices_it_with_measured_step_times() {
             }
         }
     }
-    for m in ["tune-fft-1e-4", "tune-lora-1e-3", "tune-sft-3e-3", "tune-ffa-lora-3e-3", "tune-fedex-lora-1e-3", "tune-lora-a2-1e-3", "tune-flexlora-1e-3"] {
+    for m in ["tune-fft-1e-4", "tune-lora-1e-3", "tune-sft-3e-3", "tune-ffa-lora-3e-3", "tune-fedex-lora-1e-3", "tune-lora-a2-1e-3", "tune-flexlora-1e-3", "tune-fedsa-lora-1e-3"] {
         expected.insert(("tune".to_string(), 1, m.to_string()));
     }
     let got: std::collections::BTreeSet<(String, u64, String)> = runs

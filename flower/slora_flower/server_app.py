@@ -31,79 +31,10 @@ from flwr.serverapp import Grid, ServerApp
 
 import slora
 
+from .nodes import Nodes, load_node_partitions
 from .wire import from_record, message_bytes, to_record
 
 app = ServerApp()
-
-
-class Nodes:
-    """Which SuperNode holds which partition id: asked of every node the Grid lists, again for
-    nodes that (re)join."""
-
-    def __init__(self, grid: Grid, timeout: float, num_clients: int):
-        self.grid = grid
-        self.timeout = timeout
-        self.num_clients = num_clients
-        self.conflicts = []  # claims refused at the partition query, with reasons
-        self.pid_of = {}  # node id -> partition id
-        self.has_switch = set()  # node ids holding SLoRA's switch payload
-        self.silent = set()  # node ids that did not answer the partition query (not asked again)
-
-    def refresh(self) -> None:
-        listed = set(self.grid.get_node_ids())
-        for gone in set(self.pid_of) - listed:
-            del self.pid_of[gone]
-            self.has_switch.discard(gone)
-        new = sorted(listed - set(self.pid_of) - self.silent)
-        if not new:
-            return
-        asks = [Message(RecordDict(), node, "query.partition") for node in new]
-        # A node that does not answer within the timeout (e.g. a dead one the SuperLink still
-        # lists) is not asked again: a restarted SuperNode comes back under a new id.
-        self.silent.update(new)
-        for reply in self.grid.send_and_receive(asks, timeout=self.timeout):
-            self.silent.discard(reply.metadata.src_node_id)
-            if reply.has_error():
-                log(WARNING, "node %s did not say its partition id: %s", reply.metadata.src_node_id, reply.error.reason)
-                continue
-            node = reply.metadata.src_node_id
-            try:
-                answer = reply.content["config"]["partition-id"]
-                if isinstance(answer, bool) or not isinstance(answer, int) or not 0 <= answer < self.num_clients:
-                    raise ValueError(f"partition-id {answer!r} is not an integer in 0..{self.num_clients - 1}")
-                pid = answer
-            except Exception as e:  # whatever a node answers, the run goes on without it
-                self._conflict(node, None, f"malformed partition answer: {e}")
-                continue
-            # A partition is held by the first node that claimed it while that node is listed (a
-            # rejoined node's old id is dropped above): a second claim does not evict it.
-            holder = self.node_of(pid)
-            if holder is not None and holder != node:
-                self._conflict(node, pid, f"claims partition {pid}, which node {holder} holds")
-                continue
-            self.pid_of[node] = pid
-            log(INFO, "node %s holds partition %s", node, pid)
-
-    def _conflict(self, node, pid, reason: str) -> None:
-        log(WARNING, "node %s refused at the partition query: %s", node, reason)
-        self.conflicts.append({"node": node, "partition": pid, "reason": reason})
-
-    def node_of(self, pid: int):
-        for node, p in self.pid_of.items():
-            if p == pid:
-                return node
-        return None
-
-    def wait_for(self, num_clients: int, seconds: float) -> None:
-        deadline = time.monotonic() + seconds
-        while True:
-            self.refresh()
-            if len(set(self.pid_of.values())) >= num_clients or time.monotonic() > deadline:
-                break
-            time.sleep(1.0)
-        missing = sorted(set(range(num_clients)) - set(self.pid_of.values()))
-        if missing:
-            log(WARNING, "no SuperNode holds partitions %s; their rounds go on without them", missing)
 
 
 def _record(ledger: dict, entry: dict) -> None:
@@ -263,6 +194,14 @@ def _mean(values: list) -> str:
     return f"{sum(values) / len(values):.0f}" if values else "–"
 
 
+def _nodes(grid: Grid, settings: dict, num_clients: int) -> Nodes:
+    path = settings["node-partitions"]
+    bound = load_node_partitions(path, num_clients) if path else None
+    if bound is not None:
+        log(INFO, "node-partitions %s: %d nodes bound to partitions; any other node is refused", path, len(bound))
+    return Nodes(grid, settings["round-timeout"], num_clients, bound)
+
+
 @app.main()
 def main(grid: Grid, context: Context) -> None:
     rc = context.run_config
@@ -277,6 +216,7 @@ def main(grid: Grid, context: Context) -> None:
         "min-replies": int(rc.get("min-replies", 0)),  # 0: a majority of the sampled clients
         "stop-after-round": int(rc.get("stop-after-round", 0)),
         "max-update-norm-factor": float(rc.get("max-update-norm-factor", 10.0)),  # 0: no bound
+        "node-partitions": str(rc.get("node-partitions", "")),  # "": partitions as the nodes say
     }
     num_clients = int(rc.get("num-clients", 0)) or None
     checkpoints = os.path.join(out_dir, "checkpoints")
@@ -289,7 +229,7 @@ def main(grid: Grid, context: Context) -> None:
     for method in methods:
         if method == "slora":
             stage1 = slora.Server(config, "slora-stage1", data_dir, overrides, num_clients, checkpoints)
-            nodes = nodes or Nodes(grid, settings["round-timeout"], stage1.num_clients())
+            nodes = nodes or _nodes(grid, settings, stage1.num_clients())
             if not nodes.pid_of:
                 nodes.wait_for(stage1.num_clients(), float(rc.get("wait-for-nodes", 120.0)))
             _run_rounds(stage1, "slora-stage1", grid, nodes, settings, ledger)
@@ -303,7 +243,7 @@ def main(grid: Grid, context: Context) -> None:
             servers += [stage1, stage2]
         else:
             server = slora.Server(config, method, data_dir, overrides, num_clients, checkpoints)
-            nodes = nodes or Nodes(grid, settings["round-timeout"], server.num_clients())
+            nodes = nodes or _nodes(grid, settings, server.num_clients())
             if not nodes.pid_of:
                 nodes.wait_for(server.num_clients(), float(rc.get("wait-for-nodes", 120.0)))
             _run_rounds(server, method, grid, nodes, settings, ledger)
@@ -315,7 +255,7 @@ def main(grid: Grid, context: Context) -> None:
     with open(ledger["path"]) as f:
         rounds = [json.loads(line) for line in f]  # this run's and any earlier (resumed) run's
     with open(os.path.join(out_dir, "deployment.json"), "w") as f:
-        json.dump({"methods": methods, "wall_seconds": wall, "resumed_from": {s.method(): s.resumed_from() for s in servers}, "rounds": rounds}, f, indent=1)
+        json.dump({"methods": methods, "node_partitions": settings["node-partitions"] or None, "wall_seconds": wall, "resumed_from": {s.method(): s.resumed_from() for s in servers}, "rounds": rounds}, f, indent=1)
     with open(os.path.join(out_dir, "deployment.md"), "w") as f:
         f.write(_deployment_md(servers, rounds, wall))
     refused = sum(len(r.get("refused", [])) for r in rounds)

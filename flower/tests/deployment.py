@@ -5,8 +5,9 @@ Flower's Fleet protocol, then `flwr run` of this app. Scenarios:
 - `plain`: the methods on an insecure local link; the ServerApp's outputs land in `--out`.
 - `tls`: the same over TLS, with certificates from scripts/make_certs.sh (the CA verifies the
   SuperLink; every SuperNode and `flwr` connect with it).
-- `auth`: SuperNode authentication over TLS: a SuperNode whose public key was registered with
-  `flwr supernode register` connects; one with an unregistered key is refused.
+- `auth`: SuperNode authentication over TLS, identities bound to partitions: the keys registered
+  by `python -m slora_flower.register` connect and train; a registered key that the binding does not
+  hold is refused by the ServerApp, an unregistered one by the SuperLink.
 - `faults`: a SuperNode killed mid-run (and restarted, so it rejoins), one SuperNode whose replies
   is malformed once (node-config `inject-fault-round`), and the ServerApp stopped and started again (it
   resumes from its round checkpoints).
@@ -143,34 +144,50 @@ def wait_for_file(path: Path, seconds: float) -> bool:
 
 
 def auth(args) -> dict:
-    """SuperNode authentication: the commands of README "Run across machines"."""
+    """SuperNode authentication, and identities bound to partitions: one key per partition is
+    registered by `python -m slora_flower.register` (which writes the node-partitions file), a
+    registered key outside that file claims partition 1, and an unregistered key tries to connect.
+    Then LoRA runs 2 rounds with the binding: the SuperLink refuses the stranger, the ServerApp the
+    impostor, and the honest nodes train."""
     d = Deployment(args, "auth", tls=True)
+    out = Path(args.out) / "auth"
+    shutil.rmtree(out, ignore_errors=True)
     try:
         d.superlink("--enable-supernode-auth")
         time.sleep(2)
         keys = {}
-        for name in ("registered", "stranger"):
+        for name in [f"partition-{pid}" for pid in range(args.clients)] + ["impostor", "stranger"]:
             subprocess.run(["ssh-keygen", "-t", "ecdsa", "-b", "384", "-N", "", "-q", "-f", str(d.work / name)], check=True)
             keys[name] = str(d.work / name)
-        registered = d.flwr("supernode", "register", keys["registered"] + ".pub", "local")
-        d.supernode(0, key=keys["registered"])
-        d.supernode(1, key=keys["stranger"])
+        keys_file, binding = d.work / "keys.toml", d.work / "node-partitions.toml"
+        keys_file.write_text("[keys]\n" + "".join(f'{pid} = "{keys[f"partition-{pid}"]}.pub"\n' for pid in range(args.clients)))
+        env = dict(d.env, PYTHONPATH=f"{ROOT / 'flower'}{os.pathsep}{d.env['PYTHONPATH']}")
+        registered = subprocess.run([args.python, "-m", "slora_flower.register", str(keys_file), "local", str(binding)], env=env, cwd=d.work, capture_output=True, text=True, timeout=300)
+        impostor = d.flwr("supernode", "register", keys["impostor"] + ".pub", "local")
+        for pid in range(args.clients):
+            d.supernode(pid, key=keys[f"partition-{pid}"])
+        d.supernode(1, key=keys["impostor"], name="supernode-impostor")
+        d.supernode(1, key=keys["stranger"], name="supernode-stranger")
         deadline = time.monotonic() + 60
         listed = ""
         while time.monotonic() < deadline:
             listed = d.flwr("supernode", "list", "local", "--format", "json")
-            if '"online"' in listed:
+            if listed.count('"online"') >= args.clients + 1:
                 break
             time.sleep(1)
-        d.procs["supernode-1"].wait(timeout=60)
-        stranger = (d.work / "supernode-1.log").read_text()
-        return {
+        d.procs["supernode-stranger"].wait(timeout=60)
+        stranger = (d.work / "supernode-stranger.log").read_text()
+        result = {
             "scenario": "auth",
-            "registered": "registered successfully" in registered,
+            "registered": registered.returncode == 0 and binding.is_file() and "registered successfully" in impostor,
+            "register_output": (registered.stdout + registered.stderr).strip()[-500:],
             "registered_online": '"online"' in listed,
             "stranger_refused": "Failed to activate SuperNode" in stranger,
-            "stranger_exit": d.procs["supernode-1"].returncode,
+            "stranger_exit": d.procs["supernode-stranger"].returncode,
         }
+        overrides = f"{args.overrides} stage1.rounds=1 stage2.rounds=1"
+        result.update(d.run(out, "lora", f'round-timeout=60 node-partitions="{binding}"', overrides=overrides))
+        return result
     finally:
         d.stop()
 

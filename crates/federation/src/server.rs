@@ -121,6 +121,8 @@ pub struct FedAvgServer<'a> {
     registered_rows: Option<Vec<u64>>,
     /// Replies farther than this from their download are refused.
     max_update_norm: Option<f64>,
+    /// Whether a reply equal to its download is refused ([`Self::refuse_unchanged_updates`]).
+    refuse_unchanged: bool,
     /// Every refused reply of this run, in order.
     refusals: Vec<Refusal>,
 }
@@ -175,6 +177,7 @@ impl<'a> FedAvgServer<'a> {
             initial_kept: State::new(),
             registered_rows: None,
             max_update_norm: cfg.max_update_norm,
+            refuse_unchanged: false,
             refusals: Vec::new(),
         };
         // The learner holds its seeded initial state here, resumed or not: what a client keeps
@@ -443,6 +446,14 @@ impl<'a> FedAvgServer<'a> {
         self.max_update_norm = bound;
     }
 
+    /// Refuses any later reply whose update equals the state its client downloaded (a free rider).
+    /// Off by default: an honest client can send its download back, e.g. FedSA-LoRA's A after one
+    /// local step from B = 0 (A's gradient is B-weighted). A deployment, whose methods all move
+    /// what they upload on every step, turns it on.
+    pub fn refuse_unchanged_updates(&mut self, on: bool) {
+        self.refuse_unchanged = on;
+    }
+
     /// The L2 distance of `update` from what client `client` downloaded, over the uploaded tensors.
     pub fn update_norm(&self, client: usize, update: &State) -> Result<f64> {
         let base = self.download(client)?;
@@ -508,7 +519,7 @@ impl<'a> FedAvgServer<'a> {
         }
         self.check_update(client, reply.update).map_err(|e| e.to_string())?;
         let norm = self.update_norm(client, reply.update).map_err(|e| e.to_string())?;
-        if norm == 0.0 {
+        if norm == 0.0 && self.refuse_unchanged {
             return Err("the update is the state it downloaded, unchanged (no training)".into());
         }
         if let Some(bound) = self.max_update_norm.filter(|b| norm > *b) {
@@ -725,6 +736,7 @@ mod tests {
         let mut server = FedAvgServer::start(&mut server_learner, rows.len(), Cow::Borrowed(&test), None, &cfg, None)?;
         server.register_rows(rows.clone())?;
         server.set_max_update_norm(Some(1e6));
+        server.refuse_unchanged_updates(true);
         let mut lost = None;
         let mut first_reply: Option<(usize, State, Vec<(f64, usize)>, String)> = None;
         let mut refused = 0;

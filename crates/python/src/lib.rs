@@ -335,6 +335,8 @@ impl Server {
             )));
         }
         run.register_rows(rows[..clients].iter().map(|&r| r as u64).collect())?;
+        // Every method a deployment runs moves what it uploads on every local step.
+        run.refuse_unchanged_updates(true);
         Ok(Self { learner, run, switch })
     }
 

@@ -6,7 +6,9 @@
 //!   bit (every column but the timings), so the same final accuracies, and the same final global
 //!   states (the last round checkpoint against the in-process adapter);
 //! - TLS: LoRA over TLS (scripts/make_certs.sh) gives them too;
-//! - SuperNode authentication: a registered key connects, an unregistered one is refused;
+//! - SuperNode authentication with identities bound to partitions: the registered keys train, an
+//!   unregistered key is refused by the SuperLink, a registered key outside the binding by the
+//!   ServerApp (and flower/tests/test_nodes.py, Python unit tests of the partition claims);
 //! - faults: a SuperNode killed after round 1 (round 2 goes on with the other reply), a malformed
 //!   reply in round 3 (refused with its reason), the ServerApp stopped after round 3 and started
 //!   again (it resumes from its checkpoint; the killed node, restarted, rejoins for round 4);
@@ -91,6 +93,10 @@ fn flower_deployment_reproduces_the_in_process_runs_and_survives_faults() -> any
     std::fs::create_dir_all(&module)?;
     std::fs::copy(&library, module.join("slora.abi3.so"))?;
     let python = python(target)?;
+    // Who may hold a partition (the partition query, the node-partitions file, the registration
+    // tool): Python unit tests against a scripted Grid and a scripted `flwr`.
+    let unit = run(Command::new(&python).args(["-m", "unittest", "discover", "-s", "tests", "-p", "test_*.py"]).current_dir(root.join("flower")).env("PYTHONPATH", root.join("flower")));
+    assert!(unit.is_ok(), "flower/tests/test_nodes.py: {unit:?}");
 
     // The in-process run: the pipeline's stages on the same config, overrides and seed.
     let config = root.join("configs/ci.toml");
@@ -131,11 +137,22 @@ fn flower_deployment_reproduces_the_in_process_runs_and_survives_faults() -> any
     let results: Vec<serde_json::Value> = stdout.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
     println!("in-process SLoRA + LoRA: {in_process_seconds:.1} s; Flower: {results:?}");
 
-    // SuperNode authentication: the registered key connects, another is refused.
+    // SuperNode authentication with identities bound to partitions: the registered keys connect
+    // and train, the unregistered key is refused by the SuperLink, the registered key outside the
+    // binding (claiming partition 1) by the ServerApp.
     let auth = results.iter().find(|r| r["scenario"] == "auth").expect("the auth scenario");
     for key in ["registered", "registered_online", "stranger_refused"] {
         assert_eq!(auth[key], true, "auth: {key} ({auth})");
     }
+    assert_eq!(auth["exit"], 0, "the bound run completed: {auth}");
+    let lora = &metrics_by_method(&out.join("auth/metrics.parquet"))?["lora"];
+    assert_eq!(lora.iter().map(|m| m.clients).collect::<Vec<_>>(), [0, 2, 2], "every sampled honest node trained");
+    let deployment: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("auth/deployment.json"))?)?;
+    assert!(deployment["node_partitions"].as_str().is_some_and(|p| p.ends_with("node-partitions.toml")), "{}", deployment["node_partitions"]);
+    let rounds = deployment["rounds"].as_array().expect("rounds");
+    let conflicts = rounds.last().unwrap()["partition_conflicts"].as_array().expect("conflicts").clone();
+    assert_eq!(conflicts.len(), 1, "the impostor alone: {conflicts:?}");
+    assert!(conflicts[0]["reason"].as_str().unwrap().contains("not in the node-partitions file"), "{conflicts:?}");
 
     // Plain and TLS: the in-process rows, bit for bit.
     let plain = metrics_by_method(&out.join("plain/metrics.parquet"))?;

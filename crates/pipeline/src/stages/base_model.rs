@@ -39,3 +39,37 @@ pub fn model_params(cfg: &Config) -> Value {
     })
 }
 
+
+/// `[adapter]` as the training stages are keyed by it: unset lists resolved for `model.source`'s
+/// architecture, so a key names the modules that train, not whether the config spelled them out.
+/// A BERT run with the lists unset keys as the shipped pipeline.toml's explicit BERT lists did:
+/// the attention and feed-forward linears, and `["pooler.dense", "pre_classifier", "classifier"]`
+/// (BERT's pooler and every classifier; the same modules as the runtime's every-head default).
+/// Left as written when the model cannot be read (the stage then fails on loading it anyway).
+pub fn adapter_params(cfg: &Config) -> Value {
+    let mut adapter = cfg.adapter.clone();
+    let model_type = ModelFiles::resolve(&cfg.model.source, &cfg.model.revision)
+        .ok()
+        .and_then(|f| EncoderConfig::from_file(&f.config).ok())
+        .map(|c| c.model_type);
+    if let Some(ty) = model_type {
+        if adapter.target_modules.is_empty() {
+            adapter.target_modules = adapter.targets().names(ty);
+        }
+        if adapter.modules_to_save.is_empty() {
+            adapter.modules_to_save = keyed_modules_to_save(ty);
+        }
+    }
+    json!(adapter)
+}
+
+/// The unset `modules_to_save` of an architecture, as keys name it: BERT-like heads (BERT's
+/// `pooler.dense`, DistilBERT's `pre_classifier`, every `classifier`, RoBERTa's inside it) by the
+/// list pipeline.toml shipped with, ALBERT's by its `pooler`.
+fn keyed_modules_to_save(ty: slora_model::ModelType) -> Vec<String> {
+    let names: &[&str] = match ty {
+        slora_model::ModelType::Albert => &["pooler", "classifier"],
+        _ => &["pooler.dense", "pre_classifier", "classifier"],
+    };
+    names.iter().map(|s| s.to_string()).collect()
+}

@@ -66,7 +66,7 @@ impl Stage for Decompose {
         json!({
             "seed": cfg.run.seed,
             "model": super::base_model::model_params(cfg),
-            "adapter": cfg.adapter,
+            "adapter": super::base_model::adapter_params(cfg),
             // The old `[decompose]` shape (rank, lora_alpha, init), so artifacts keep their keys.
             "decompose": { "rank": cfg.lora.r, "lora_alpha": cfg.lora.lora_alpha, "init": cfg.decompose.init },
             "switch_check_rows": fed::SWITCH_CHECK_ROWS,

@@ -26,7 +26,7 @@ pub fn federated_params(cfg: &Config) -> Value {
         "model": super::base_model::model_params(cfg),
         "federation": cfg.federation,
         "optim": cfg.optim,
-        "adapter": cfg.adapter,
+        "adapter": super::base_model::adapter_params(cfg),
     });
     if cfg.optim.precision == crate::config::Precision::Bf16 {
         params["bf16_numerics"] = json!(BF16_NUMERICS);

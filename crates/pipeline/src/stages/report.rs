@@ -61,6 +61,8 @@ impl Stage for Report {
         if let Some(report) = config.get_mut("report").and_then(Value::as_object_mut) {
             report.remove("dir");
         }
+        // The modules that train, as the training stages key them (unset lists resolved).
+        config["adapter"] = super::base_model::adapter_params(cfg);
         json!({ "run_name": cfg.run.name, "config": config, "tuned_from": cfg.tuned_from })
     }
 
