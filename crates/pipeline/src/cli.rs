@@ -132,16 +132,6 @@ pub fn init_logging(verbose: u8) {
         .try_init();
 }
 
-/// Sets the compute threads before any compute: `RAYON_NUM_THREADS` (read by candle) and rayon's
-/// global pool (used by tokenizers, faer, gemm).
-pub fn set_threads(threads: usize) {
-    // Single-threaded here: called before any worker thread exists.
-    std::env::set_var("RAYON_NUM_THREADS", threads.to_string());
-    if rayon::ThreadPoolBuilder::new().num_threads(threads).build_global().is_err() {
-        tracing::debug!("rayon global pool already built; keeping it");
-    }
-}
-
 /// Loads and validates the config named by the flags.
 pub fn load_config(cli: &Cli) -> Result<Config, PipelineError> {
     let mut cfg = Config::load(cli.config.as_deref(), &cli.set)?;
@@ -198,7 +188,7 @@ fn dispatch(cli: Cli) -> Result<(), PipelineError> {
         return crate::commands::study::run(&ctx, args).map(|_| ());
     }
     let cfg = load_config(&cli)?;
-    set_threads(cli.threads.unwrap_or(cfg.run.threads).max(1));
+    crate::threads::set_threads(cli.threads.unwrap_or(cfg.run.threads).max(1));
     let root = artifacts_dir(&cli, &cfg);
     match &cli.command {
         Command::Status { json } => {

@@ -16,6 +16,7 @@ pub mod preflight;
 pub mod progress;
 pub mod runner;
 pub mod stage;
+pub mod threads;
 pub mod stages;
 pub mod store;
 

@@ -29,8 +29,25 @@ pub trait Stage {
     /// `pipeline inspect` of one of its artifacts: the JSON view and the text view. Default: the
     /// manifest summary and the files.
     fn inspect(&self, artifact: &Artifact) -> Result<(serde_json::Value, String), PipelineError> {
-        Ok(crate::commands::inspect::generic(artifact))
+        Ok(generic_inspect(artifact))
     }
+}
+
+/// The view of a stage without its own ([`Stage::inspect`]'s default; here, below the commands, so
+/// that no stage module imports a command): the manifest summary and the files.
+pub fn generic_inspect(a: &Artifact) -> (serde_json::Value, String) {
+    let files: serde_json::Map<String, serde_json::Value> =
+        a.manifest.files.iter().map(|(k, v)| (k.clone(), serde_json::json!(v.bytes))).collect();
+    let value = serde_json::json!({
+        "stage": a.stage, "key": a.key, "dir": a.dir, "summary": a.manifest.summary, "files": files,
+    });
+    let mut text = format!("{} {} at {}\n", a.stage, a.short_key(), a.dir.display());
+    text.push_str(&serde_json::to_string_pretty(&a.manifest.summary).unwrap_or_default());
+    text.push('\n');
+    for (name, rec) in &a.manifest.files {
+        text.push_str(&format!("  {name} ({} bytes)\n", rec.bytes));
+    }
+    (value, text)
 }
 
 /// One replicate seed's upstream artifacts.

@@ -326,3 +326,16 @@ pub fn rows_to_dataframe(rows: &[MetricRow]) -> Result<DataFrame> {
     ])?;
     Ok(df)
 }
+
+/// Trainable parameters of `method` in its first and last phase: SLoRA trains the sparse set in
+/// Stage 1 (`slora-stage1`) and LoRA in Stage 2 (`slora-stage2`); other methods have one phase.
+pub fn trainable_for(method: &str, trainable: &BTreeMap<String, u64>) -> (Option<u64>, Option<u64>) {
+    if method == SLORA {
+        let last = trainable.get(SLORA).or_else(|| trainable.get(SLORA_STAGE2)).copied();
+        let first = trainable.get(SLORA_STAGE1).copied().or(last);
+        (first, last)
+    } else {
+        let v = trainable.get(method).copied();
+        (v, v)
+    }
+}

@@ -257,7 +257,7 @@ impl Summary {
                     bytes_up_per_client_total: lasts[0].1,
                     cum_bytes_up: mean_u(&|f| f.cum_bytes_up),
                     wall_seconds: mean(&|f| f.wall_seconds),
-                    trainable_params: crate::tables::trainable_for(method, trainable_params).1,
+                    trainable_params: crate::metrics::trainable_for(method, trainable_params).1,
                     seeds: figs.len(),
                     accuracy_ci95: acc.half_width,
                     accuracy_per_seed: figs.iter().map(|f| f.final_accuracy).collect(),

@@ -64,8 +64,8 @@ pub fn final_table(curves: &[Curve], trainable_params: &BTreeMap<String, u64>) -
         cum.push(last.column("cum_bytes_up")?.u64()?.get(0));
         wall.push(last.column("wall_seconds")?.f64()?.get(0));
     }
-    let params: Vec<Option<u64>> = methods.iter().map(|m| trainable_for(m, trainable_params).1).collect();
-    let params_first: Vec<Option<u64>> = methods.iter().map(|m| trainable_for(m, trainable_params).0).collect();
+    let params: Vec<Option<u64>> = methods.iter().map(|m| crate::metrics::trainable_for(m, trainable_params).1).collect();
+    let params_first: Vec<Option<u64>> = methods.iter().map(|m| crate::metrics::trainable_for(m, trainable_params).0).collect();
     let table = DataFrame::new_infer_height(vec![
         Column::new("method".into(), methods),
         Column::new("rounds".into(), rounds),
@@ -81,19 +81,6 @@ pub fn final_table(curves: &[Curve], trainable_params: &BTreeMap<String, u64>) -
         Column::new("trainable_params".into(), params),
     ])?;
     Ok(table)
-}
-
-/// Trainable parameters of `method` in its first and last phase: SLoRA trains the sparse set in
-/// Stage 1 (`slora-stage1`) and LoRA in Stage 2 (`slora-stage2`); other methods have one phase.
-pub fn trainable_for(method: &str, trainable: &BTreeMap<String, u64>) -> (Option<u64>, Option<u64>) {
-    if method == crate::metrics::SLORA {
-        let last = trainable.get(crate::metrics::SLORA).or_else(|| trainable.get(crate::metrics::SLORA_STAGE2)).copied();
-        let first = trainable.get(crate::metrics::SLORA_STAGE1).copied().or(last);
-        (first, last)
-    } else {
-        let v = trainable.get(method).copied();
-        (v, v)
-    }
 }
 
 /// Display form of [`final_table`].

@@ -7,6 +7,7 @@
 pub mod bf16;
 mod cpu;
 mod math;
+mod views;
 
 pub mod attention;
 pub mod dropout;

@@ -2,13 +2,14 @@
 //!
 //! TARGET is a stage name (its artifact under the current config, else the one `pipeline.lock`
 //! records) or an artifact folder. Each stage shows its artifacts its own way
-//! ([`crate::stage::Stage::inspect`]); the default is the manifest summary and files ([`generic`]).
+//! ([`crate::stage::Stage::inspect`]); the default is the manifest summary and files
+//! ([`crate::stage::generic_inspect`]).
 
 use crate::config::Config;
 use crate::error::PipelineError;
 use crate::runner::{lookup_stage, plan_stage};
 use crate::store::{Artifact, Store, MANIFEST_FILE};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::path::Path;
 
 /// The artifact TARGET names.
@@ -37,20 +38,4 @@ pub fn resolve_target(cfg: &Config, store: &Store, target: &str) -> Result<Artif
 /// The JSON view and the text view of an artifact: its stage's [`crate::stage::Stage::inspect`].
 pub fn inspect(artifact: &Artifact) -> Result<(Value, String), PipelineError> {
     lookup_stage(&artifact.stage)?.inspect(artifact)
-}
-
-/// The view of a stage without its own: the manifest summary and the files.
-pub fn generic(a: &Artifact) -> (Value, String) {
-    let files: serde_json::Map<String, Value> =
-        a.manifest.files.iter().map(|(k, v)| (k.clone(), json!(v.bytes))).collect();
-    let value = json!({
-        "stage": a.stage, "key": a.key, "dir": a.dir, "summary": a.manifest.summary, "files": files,
-    });
-    let mut text = format!("{} {} at {}\n", a.stage, a.short_key(), a.dir.display());
-    text.push_str(&serde_json::to_string_pretty(&a.manifest.summary).unwrap_or_default());
-    text.push('\n');
-    for (name, rec) in &a.manifest.files {
-        text.push_str(&format!("  {name} ({} bytes)\n", rec.bytes));
-    }
-    (value, text)
 }

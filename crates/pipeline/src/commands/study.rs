@@ -252,7 +252,7 @@ pub fn run(ctx: &StudyContext, args: &StudyArgs) -> Result<PathBuf, PipelineErro
     };
     let base = Config::load(Some(&config_path), &sets_for(&[]))?;
     base.validate()?;
-    crate::cli::set_threads(ctx.threads.unwrap_or(base.run.threads).max(1));
+    crate::threads::set_threads(ctx.threads.unwrap_or(base.run.threads).max(1));
     let report_root = base.report.dir.join("studies");
     let root = ctx.artifacts.map(Path::to_path_buf).unwrap_or_else(|| base.base_dir.join("artifacts"));
 

@@ -36,7 +36,7 @@ pub(crate) struct LowRank<'a> {
 
 use std::sync::OnceLock;
 
-use super::cpu::MatView;
+use super::views::MatView;
 
 /// An element a bf16 kernel reads: f32 (rounded when packed) or bf16 (copied).
 pub(crate) trait Operand: Copy + Send + Sync + 'static {

@@ -11,7 +11,7 @@ use std::arch::x86_64::__m512;
 
 use rayon::prelude::*;
 
-use super::super::cpu::{MatView, SharedMut};
+use super::super::views::{MatView, SharedMut};
 use super::{LowRank, Operand};
 
 /// Rows and columns of one 16-wide panel.

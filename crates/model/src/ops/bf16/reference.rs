@@ -1,7 +1,7 @@
 //! The slow twin of the bf16 kernels: operands rounded to bf16 exactly as the kernels round them,
 //! products summed in f64 (so the only difference left to a kernel is its f32 summation).
 
-use super::super::cpu::MatView;
+use super::super::views::MatView;
 use super::to_bf16;
 
 /// bf16 bits → f32 (exact).

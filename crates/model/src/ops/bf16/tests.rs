@@ -1,7 +1,7 @@
 //! Every bf16 kernel against the reference: rounding of the operands, padding at every edge,
 //! strided and transposed views, accumulation and scale, and bits independent of the thread count.
 
-use super::super::cpu::MatView;
+use super::super::views::MatView;
 use super::{available_kernels, kernel, reference, Bf16Kernel};
 use crate::spec::Precision;
 
