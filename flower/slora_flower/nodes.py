@@ -23,21 +23,28 @@ from flwr.app import Message, RecordDict
 from flwr.common.logger import log
 
 
-def load_node_partitions(path: str, num_clients: int) -> dict:
-    """The operator's binding, node id -> partition id, from the TOML file at `path`. Raises
-    ValueError naming the file and the key on anything but one `[nodes]` table of integer node ids
-    mapped to distinct partition ids in 0..num_clients-1."""
+def read_table(path: str, name: str, what: str, label: str = "") -> dict:
+    """The one table `[name]` of the TOML file at `path` (the operator's files hold nothing else).
+    Raises ValueError naming `label` and the file: unreadable, not TOML, another key, or no entries."""
     try:
         with open(path, "rb") as f:
             doc = tomllib.load(f)
     except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ValueError(f"node-partitions {path}: {e}") from None
-    unknown = sorted(set(doc) - {"nodes"})
+        raise ValueError(f"{label}{path}: {e}") from None
+    unknown = sorted(set(doc) - {name})
     if unknown:
-        raise ValueError(f"node-partitions {path}: unknown key `{unknown[0]}` (only a [nodes] table)")
-    table = doc.get("nodes")
+        raise ValueError(f"{label}{path}: unknown key `{unknown[0]}` (only a [{name}] table)")
+    table = doc.get(name)
     if not isinstance(table, dict) or not table:
-        raise ValueError(f"node-partitions {path}: no [nodes] table of node id = partition id")
+        raise ValueError(f"{label}{path}: no [{name}] table of {what}")
+    return table
+
+
+def load_node_partitions(path: str, num_clients: int) -> dict:
+    """The operator's binding, node id -> partition id, from the TOML file at `path`. Raises
+    ValueError naming the file and the key on anything but one `[nodes]` table of integer node ids
+    mapped to distinct partition ids in 0..num_clients-1."""
+    table = read_table(path, "nodes", "node id = partition id", label="node-partitions ")
     bound, holder = {}, {}
     for key, pid in table.items():
         if not key.isdigit():

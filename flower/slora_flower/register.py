@@ -18,19 +18,13 @@ import json
 import os
 import subprocess
 import sys
-import tomllib
+
+from .nodes import read_table
 
 
 def read_keys(path: str) -> dict:
     """partition id -> public key path, from KEYS.toml; ValueError naming the file and key."""
-    try:
-        with open(path, "rb") as f:
-            doc = tomllib.load(f)
-    except (OSError, tomllib.TOMLDecodeError) as e:
-        raise ValueError(f"{path}: {e}") from None
-    table = doc.get("keys")
-    if set(doc) != {"keys"} or not isinstance(table, dict) or not table:
-        raise ValueError(f"{path}: expected one [keys] table of partition id = public key path")
+    table = read_table(path, "keys", "partition id = public key path")
     keys, seen = {}, {}
     for pid, key in table.items():
         if not pid.isdigit():

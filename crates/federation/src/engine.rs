@@ -19,10 +19,8 @@ use crate::learner::{Learner, Shard};
 use crate::metrics::RoundMetrics;
 use crate::server::FedAvgServer;
 
-// The pieces the loop drives, re-exported where they were first defined.
-pub use crate::client::{local_update, LocalRound, LocalUpdate};
-pub use crate::config::{Aggregation, FedAvgConfig, SetupCosts, DIVERGED_LOSS};
-pub use crate::evaluation::{evaluate, length_sorted_batches, Evaluation};
+use crate::client::{local_update, LocalRound};
+use crate::config::{Aggregation, FedAvgConfig};
 
 /// The result of a federated run.
 #[derive(Debug)]
@@ -164,6 +162,7 @@ fn bar_style(unit: &str) -> ProgressStyle {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::evaluation::{evaluate, length_sorted_batches};
     use crate::aggregate::WeightedAverage;
     use crate::sampling::sample_clients;
     use crate::toy::{toy_config, toy_data, toy_vocab, ToyLearner};

@@ -12,7 +12,7 @@ pub enum FederationError {
     /// The model failed.
     #[error(transparent)]
     Model(#[from] slora_model::ModelError),
-    /// The training loss became NaN or infinite, or exceeded `engine::DIVERGED_LOSS`: the learning rate
+    /// The training loss became NaN or infinite, or exceeded `config::DIVERGED_LOSS`: the learning rate
     /// is most likely too high.
     #[error(
         "training diverged in round {round}, client {client}, step {step}: loss is {loss} \

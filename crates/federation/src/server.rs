@@ -709,7 +709,8 @@ mod tests {
     use candle_core::{Device, Tensor};
 
     use super::*;
-    use crate::engine::{local_update, run_fedavg, LocalRound};
+    use crate::client::{local_update, LocalRound};
+    use crate::engine::run_fedavg;
     use crate::toy::{toy_config, toy_data, toy_vocab, ToyLearner};
 
     /// An honest reply of `client` in the open round of `server`, trained by a fresh learner.

@@ -149,8 +149,8 @@ pub fn toy_vocab(classes: usize) -> usize {
 }
 
 /// FedAvg settings for the toy runs: `rounds` rounds, 3 clients a round, batch 8, seed 42.
-pub fn toy_config(rounds: u32) -> crate::engine::FedAvgConfig {
-    crate::engine::FedAvgConfig {
+pub fn toy_config(rounds: u32) -> crate::config::FedAvgConfig {
+    crate::config::FedAvgConfig {
         method: "fft".into(),
         rounds,
         round_offset: 0,
@@ -165,10 +165,10 @@ pub fn toy_config(rounds: u32) -> crate::engine::FedAvgConfig {
         cum_bytes_down_start: 0,
         switch_bytes_per_client: 0,
         setup_server_seconds: 0.0,
-        setup: crate::engine::SetupCosts::default(),
+        setup: crate::config::SetupCosts::default(),
         final_full_test: true,
         full_test_last_k: 1,
-        aggregation: crate::engine::Aggregation::Mean,
+        aggregation: crate::config::Aggregation::Mean,
         client_ranks: Vec::new(),
         max_update_norm: None,
     }

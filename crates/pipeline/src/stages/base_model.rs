@@ -25,20 +25,22 @@ pub fn load_base_model(cfg: &Config) -> Result<BaseModel, PipelineError> {
     Ok(BaseModel { files, config, weights })
 }
 
-/// The params every model-reading stage is keyed by: model id, revision and file hashes.
-pub fn model_params(cfg: &Config) -> Value {
-    let (config_sha256, weights_sha256) = match ModelFiles::resolve(&cfg.model.source, &cfg.model.revision) {
+/// The params every model-reading stage is keyed by: model id, revision and file hashes; and
+/// `[adapter]` with its unset lists resolved ([`adapter_params`]), from one resolution of the model.
+pub fn model_and_adapter_params(cfg: &Config) -> (Value, Value) {
+    let files = ModelFiles::resolve(&cfg.model.source, &cfg.model.revision);
+    let (config_sha256, weights_sha256) = match &files {
         Ok(f) => (crate::hashing::input_hash(&f.config), crate::hashing::input_hash(&f.weights)),
         Err(e) => (format!("unresolved: {e}"), format!("unresolved: {e}")),
     };
-    json!({
+    let model = json!({
         "source": cfg.model.source,
         "revision": cfg.model.revision,
         "config_sha256": config_sha256,
         "weights_sha256": weights_sha256,
-    })
+    });
+    (model, resolved_adapter(cfg, files.ok().as_ref()))
 }
-
 
 /// `[adapter]` as the training stages are keyed by it: unset lists resolved for `model.source`'s
 /// architecture, so a key names the modules that train, not whether the config spelled them out.
@@ -47,12 +49,12 @@ pub fn model_params(cfg: &Config) -> Value {
 /// (BERT's pooler and every classifier; the same modules as the runtime's every-head default).
 /// Left as written when the model cannot be read (the stage then fails on loading it anyway).
 pub fn adapter_params(cfg: &Config) -> Value {
+    resolved_adapter(cfg, ModelFiles::resolve(&cfg.model.source, &cfg.model.revision).ok().as_ref())
+}
+
+fn resolved_adapter(cfg: &Config, files: Option<&ModelFiles>) -> Value {
     let mut adapter = cfg.adapter.clone();
-    let model_type = ModelFiles::resolve(&cfg.model.source, &cfg.model.revision)
-        .ok()
-        .and_then(|f| EncoderConfig::from_file(&f.config).ok())
-        .map(|c| c.model_type);
-    if let Some(ty) = model_type {
+    if let Some(ty) = files.and_then(|f| EncoderConfig::from_file(&f.config).ok()).map(|c| c.model_type) {
         if adapter.target_modules.is_empty() {
             adapter.target_modules = adapter.targets().names(ty);
         }

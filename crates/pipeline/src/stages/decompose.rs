@@ -63,10 +63,11 @@ impl Stage for Decompose {
     }
 
     fn params(&self, cfg: &Config) -> Value {
+        let (model, adapter) = super::base_model::model_and_adapter_params(cfg);
         json!({
             "seed": cfg.run.seed,
-            "model": super::base_model::model_params(cfg),
-            "adapter": super::base_model::adapter_params(cfg),
+            "model": model,
+            "adapter": adapter,
             // The old `[decompose]` shape (rank, lora_alpha, init), so artifacts keep their keys.
             "decompose": { "rank": cfg.lora.r, "lora_alpha": cfg.lora.lora_alpha, "init": cfg.decompose.init },
             "switch_check_rows": fed::SWITCH_CHECK_ROWS,

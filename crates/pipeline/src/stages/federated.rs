@@ -21,12 +21,13 @@ pub const SWITCH_CHECK_ROWS: usize = 32;
 
 /// Params shared by every federated run: seed, model, `[federation]`, `[optim]`, `[adapter]`.
 pub fn federated_params(cfg: &Config) -> Value {
+    let (model, adapter) = super::base_model::model_and_adapter_params(cfg);
     let mut params = json!({
         "seed": cfg.run.seed,
-        "model": super::base_model::model_params(cfg),
+        "model": model,
         "federation": cfg.federation,
         "optim": cfg.optim,
-        "adapter": super::base_model::adapter_params(cfg),
+        "adapter": adapter,
     });
     if cfg.optim.precision == crate::config::Precision::Bf16 {
         params["bf16_numerics"] = json!(BF16_NUMERICS);
