@@ -1,6 +1,7 @@
 
 mod common;
 mod comparisons;
+mod docs;
 mod federation;
 mod foundation;
 mod report;

@@ -44,7 +44,8 @@ pub struct LocalUpdate {
 /// One client's local training from `global`: the seeded row order per epoch, the seeded dropout per
 /// step, the optimizer started afresh (`begin_local`). The in-process engine and a deployed client
 /// run this same function, so both compute the same update from the same inputs. `on_step` is
-/// called after every step (progress).
+/// called after every step (progress); a stop
+/// request ([`crate::interrupt`]) ends it after that step.
 pub fn local_update<L: Learner>(learner: &mut L, shard: &Shard, global: &State, local: &LocalRound, mut on_step: impl FnMut()) -> Result<LocalUpdate> {
     let LocalRound { seed, round, client, local_epochs, batch_size } = *local;
     learner.set_trainable_state(global)?;
@@ -64,6 +65,7 @@ pub fn local_update<L: Learner>(learner: &mut L, shard: &Shard, global: &State, 
             }
             step_losses.push((loss, rows.len()));
             on_step();
+            crate::interrupt::check(round, client, step)?;
         }
     }
     Ok(LocalUpdate { state: learner.upload_state()?, step_losses })

@@ -28,6 +28,16 @@ pub enum FederationError {
         /// The offending loss value.
         loss: f64,
     },
+    /// A stop was requested (see [`crate::interrupt`]); completed rounds stay checkpointed.
+    #[error("interrupted in round {round}, client {client}, after step {step}; the completed rounds are checkpointed and the next run resumes after them")]
+    Interrupted {
+        /// The round that was open (dropped).
+        round: u32,
+        /// The client that was training.
+        client: usize,
+        /// Its last completed local step (0-based).
+        step: usize,
+    },
     /// A setting is out of range.
     #[error("invalid federation setting {key}: {message}")]
     InvalidConfig {

@@ -17,6 +17,7 @@ pub mod engine;
 pub mod error;
 pub mod evaluation;
 pub mod exact;
+pub mod interrupt;
 pub mod learner;
 pub mod mask;
 pub mod ranks;

@@ -2,7 +2,7 @@
 
 use crate::config::{parse_set, Config, ConfigOverride};
 use crate::error::PipelineError;
-use crate::runner::{first_replicate, resolve_tuned_from_store, resolve_tuned_if_tuned, run_stages_with, Force, RunOptions};
+use crate::runner::{first_replicate, resolve_tuned_from_store, resolve_tuned_if_tuned, run_stages_with, Force, RunOptions, RunOutputs};
 use crate::stages::ALL;
 use crate::store::Store;
 use clap::{Parser, Subcommand};
@@ -123,11 +123,13 @@ pub fn init_logging(verbose: u8) {
     };
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(default));
+    // To stderr, or to the installed progress sink (the Python API's `sys.stderr`) when there is one.
+    let ansi = std::io::IsTerminal::is_terminal(&std::io::stderr()) && !crate::progress::has_sink();
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr)
+        .with_writer(crate::progress::LogTarget)
         .with_target(verbose > 0)
-        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()))
+        .with_ansi(ansi)
         .without_time()
         .try_init();
 }
@@ -162,17 +164,56 @@ pub enum Outcome {
     CheckFailed,
 }
 
-/// Runs one command. Nothing is created before the config is valid.
+/// What a command produced, for its caller to show: the binary prints it, the Python API returns it.
+#[derive(Debug)]
+pub enum Output {
+    /// Nothing to show (a stage other than the report, `export`, `bench`, …).
+    Nothing,
+    /// Stages ran: what they left (`all`, a stage command).
+    Run(RunOutputs),
+    /// A study or sweep report was written to this folder.
+    Report(PathBuf),
+    /// `status`: each stage's state.
+    Status(Vec<crate::commands::status::StageStatus>),
+    /// `inspect`: the artifact as JSON and as text.
+    Inspection {
+        /// `--json`'s value.
+        value: serde_json::Value,
+        /// The text form.
+        text: String,
+    },
+}
+
+/// Runs one command and prints what it produced. Nothing is created before the config is valid.
 pub fn run(cli: Cli) -> Result<Outcome, PipelineError> {
+    let json = match &cli.command {
+        Command::Status { json } | Command::Inspect { json, .. } => *json,
+        _ => false,
+    };
+    let (outcome, output) = execute(&cli)?;
+    match output {
+        Output::Status(lines) if json => println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "stages": lines }))?),
+        Output::Status(lines) => print!("{}", crate::commands::status::render(&lines)),
+        Output::Inspection { value, .. } if json => println!("{}", serde_json::to_string_pretty(&value)?),
+        Output::Inspection { text, .. } => print!("{text}"),
+        Output::Nothing | Output::Run(_) | Output::Report(_) => {}
+    }
+    Ok(outcome)
+}
+
+/// Runs one command and returns what it produced (the Python API's entry point). Nothing is
+/// created before the config is valid.
+pub fn execute(cli: &Cli) -> Result<(Outcome, Output), PipelineError> {
     init_logging(cli.verbose);
     if let Command::Compare(args) = &cli.command {
         // Needs no config. Drift is not an error (exit 2) but a failed check: exit 1.
-        return Ok(if crate::commands::compare::run(args)? { Outcome::Done } else { Outcome::CheckFailed });
+        let outcome = if crate::commands::compare::run(args)? { Outcome::Done } else { Outcome::CheckFailed };
+        return Ok((outcome, Output::Nothing));
     }
-    dispatch(cli).map(|()| Outcome::Done)
+    dispatch(cli).map(|output| (Outcome::Done, output))
 }
 
-fn dispatch(cli: Cli) -> Result<(), PipelineError> {
+fn dispatch(cli: &Cli) -> Result<Output, PipelineError> {
     if let Command::Study(args) = &cli.command {
         // The study file names its own base config and seeds.
         if cli.config.is_some() || cli.seeds.is_some() {
@@ -185,39 +226,29 @@ fn dispatch(cli: Cli) -> Result<(), PipelineError> {
             force: cli.force,
             no_rebuild: cli.no_rebuild,
         };
-        return crate::commands::study::run(&ctx, args).map(|_| ());
+        return crate::commands::study::run(&ctx, args).map(Output::Report);
     }
-    let cfg = load_config(&cli)?;
+    let cfg = load_config(cli)?;
     crate::threads::set_threads(cli.threads.unwrap_or(cfg.run.threads).max(1));
-    let root = artifacts_dir(&cli, &cfg);
+    let root = artifacts_dir(cli, &cfg);
     match &cli.command {
-        Command::Status { json } => {
+        Command::Status { .. } => {
             let store = Store::open_read_only(&root);
             crate::hashing::load_cache(&root);
             let lines = match resolve_tuned_if_tuned(&cfg, &store)? {
                 Some(resolved) => crate::commands::status::status(&first_replicate(&resolved), &store)?,
                 None => crate::commands::status::status_awaiting_tune(&first_replicate(&cfg), &store)?,
             };
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&serde_json::json!({ "stages": lines }))?);
-            } else {
-                print!("{}", crate::commands::status::render(&lines));
-            }
-            Ok(())
+            Ok(Output::Status(lines))
         }
-        Command::Inspect { target, json } => {
+        Command::Inspect { target, .. } => {
             let store = Store::open_read_only(&root);
             crate::hashing::load_cache(&root);
             // Partition and tune are keyed without any learning rate.
             let cfg = if matches!(target.as_str(), "partition" | "tune") { cfg } else { resolve_tuned_from_store(&cfg, &store)? };
             let artifact = crate::commands::inspect::resolve_target(&first_replicate(&cfg), &store, target)?;
             let (value, text) = crate::commands::inspect::inspect(&artifact)?;
-            if *json {
-                println!("{}", serde_json::to_string_pretty(&value)?);
-            } else {
-                print!("{text}");
-            }
-            Ok(())
+            Ok(Output::Inspection { value, text })
         }
         Command::Sweep(args) => {
             let ctx = crate::commands::sweep::SweepContext {
@@ -227,22 +258,22 @@ fn dispatch(cli: Cli) -> Result<(), PipelineError> {
                 force: cli.force,
                 no_rebuild: cli.no_rebuild,
             };
-            crate::commands::sweep::run(&ctx, args).map(|_| ())
+            crate::commands::sweep::run(&ctx, args).map(Output::Report)
         }
         Command::Export(args) => {
             let cfg = first_replicate(&resolve_tuned_from_store(&cfg, &Store::open_read_only(&root))?);
-            crate::commands::export::run(&cfg, &root, args).map(|_| ())
+            crate::commands::export::run(&cfg, &root, args).map(|_| Output::Nothing)
         }
-        Command::Bench(args) => crate::commands::bench::run(&cfg, args),
+        Command::Bench(args) => crate::commands::bench::run(&cfg, args).map(|()| Output::Nothing),
         Command::All => {
             let force = if cli.force { Force::All } else { Force::Nothing };
             // `tune` runs first when a rate is "tuned" (run_stages_with), not otherwise.
-            run_stages_with(&cfg, &root, &RunOptions { force, no_rebuild: cli.no_rebuild }, ALL)
+            run_stages_with(&cfg, &root, &RunOptions { force, no_rebuild: cli.no_rebuild }, ALL).map(Output::Run)
         }
         cmd => {
             let stage = cmd.stage().expect("every other command runs a stage");
             let force = if cli.force { Force::Stages(vec![stage.to_string()]) } else { Force::Nothing };
-            run_stages_with(&cfg, &root, &RunOptions { force, no_rebuild: cli.no_rebuild }, &[stage])
+            run_stages_with(&cfg, &root, &RunOptions { force, no_rebuild: cli.no_rebuild }, &[stage]).map(Output::Run)
         }
     }
 }

@@ -148,3 +148,22 @@ impl<T> IoContext<T> for Result<T, std::io::Error> {
         self.map_err(|e| PipelineError::io(path, e))
     }
 }
+
+/// An error and its causes on one line, as `pipeline` prints it after `error: ` (and the Python API
+/// raises it): a cause already quoted by the message before it (an I/O error shown next to its path)
+/// is not repeated, and line breaks inside library messages are folded.
+pub fn one_line(e: &(dyn std::error::Error + 'static)) -> String {
+    let mut msg = String::new();
+    let mut cause = Some(e);
+    while let Some(c) = cause {
+        let text = c.to_string();
+        if !msg.contains(&text) {
+            if !msg.is_empty() {
+                msg.push_str(": ");
+            }
+            msg.push_str(&text);
+        }
+        cause = c.source();
+    }
+    msg.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
+}

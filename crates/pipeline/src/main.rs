@@ -27,24 +27,8 @@ fn main() -> ExitCode {
         Ok(slora_pipeline::cli::Outcome::Done) => ExitCode::SUCCESS,
         Ok(slora_pipeline::cli::Outcome::CheckFailed) => ExitCode::from(1),
         Err(e) => {
-            eprintln!("error: {}", one_line(&anyhow::Error::from(e)));
+            eprintln!("error: {}", slora_pipeline::error::one_line(&e));
             ExitCode::from(2)
         }
     }
-}
-
-/// The error and its causes on one line: a cause already quoted by the message before it (an I/O
-/// error shown next to its path) is not repeated, and line breaks inside library messages are folded.
-fn one_line(e: &anyhow::Error) -> String {
-    let mut msg = String::new();
-    for cause in e.chain() {
-        let text = cause.to_string();
-        if !msg.contains(&text) {
-            if !msg.is_empty() {
-                msg.push_str(": ");
-            }
-            msg.push_str(&text);
-        }
-    }
-    msg.split('\n').map(str::trim).filter(|l| !l.is_empty()).collect::<Vec<_>>().join(" ")
 }

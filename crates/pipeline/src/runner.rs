@@ -15,7 +15,7 @@ use crate::stages::{self, PLAN};
 use crate::store::{input_hashes, Artifact, Lookup, Manifest, Store};
 use serde_json::Value;
 use std::collections::BTreeMap;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
 /// Which stages `--force` rebuilds.
@@ -312,15 +312,30 @@ pub struct RunOptions {
     pub no_rebuild: bool,
 }
 
+/// What [`run_stages_with`] left: the artifact of every stage it ran (or found up to date), per
+/// replicate seed, and the published report.
+#[derive(Debug, Clone)]
+pub struct RunOutputs {
+    /// The artifacts directory.
+    pub artifacts: PathBuf,
+    /// The seeds in order (`run.seed`, or `run.seeds`).
+    pub seeds: Vec<u64>,
+    /// `(stage, seed, artifact folder)`, stages in run order; a stage across seeds (the report) once,
+    /// under the first seed.
+    pub stages: Vec<(String, u64, PathBuf)>,
+    /// `<report.dir>/<run.name>/`, when the report ran.
+    pub report: Option<PathBuf>,
+}
+
 /// [`run_stages_with`] without `--no-rebuild`.
-pub fn run_stages(cfg: &Config, root: &Path, force: Force, stages: &[&str]) -> Result<(), PipelineError> {
+pub fn run_stages(cfg: &Config, root: &Path, force: Force, stages: &[&str]) -> Result<RunOutputs, PipelineError> {
     run_stages_with(cfg, root, &RunOptions { force, no_rebuild: false }, stages)
 }
 
 /// Runs `stages` in order under the store lock; stops at the first error (e.g. "not implemented
 /// yet" for a planned stage without code). The model-dependent config checks
 /// ([`crate::preflight::check`]) run first, before the artifacts directory is created or locked.
-pub fn run_stages_with(cfg: &Config, root: &Path, opts: &RunOptions, stages: &[&str]) -> Result<(), PipelineError> {
+pub fn run_stages_with(cfg: &Config, root: &Path, opts: &RunOptions, stages: &[&str]) -> Result<RunOutputs, PipelineError> {
     crate::preflight::check(cfg)?;
     let store = Store::open(root)?;
     crate::hashing::load_cache(store.root());
@@ -334,16 +349,18 @@ pub fn run_stages_with(cfg: &Config, root: &Path, opts: &RunOptions, stages: &[&
 /// Runs `stages` for every replicate seed: `tune` first (on the first seed) when it is asked for or
 /// a rate is `"tuned"`, whose choices then key every later stage; each per-seed stage once per seed;
 /// a stage across seeds (the report) once over all of them.
-fn run_in_store(cfg: &Config, store: &Store, opts: &RunOptions, stages: &[&str]) -> Result<(), PipelineError> {
+fn run_in_store(cfg: &Config, store: &Store, opts: &RunOptions, stages: &[&str]) -> Result<RunOutputs, PipelineError> {
     let seeds = cfg.run.replicate_seeds();
     let mut resolved = cfg.clone();
     let mut tuning = None;
+    let mut outputs = RunOutputs { artifacts: store.root().to_path_buf(), seeds: seeds.clone(), stages: Vec::new(), report: None };
     // Only stages that train (or report on) a method need its rate: `partition` alone never tunes.
     let needs_rates = stages.iter().any(|s| !matches!(*s, "partition" | "tune"));
     if stages.contains(&"tune") || (needs_rates && !cfg.tuned_keys().is_empty()) {
         let tune_cfg = cfg.for_seed(seeds[0]);
         let artifact = Runner::new(&tune_cfg, store, opts.force.clone()).no_rebuild(opts.no_rebuild).run("tune")?;
         resolved = resolve_with(cfg, &artifact)?;
+        outputs.stages.push(("tune".into(), seeds[0], artifact.dir.clone()));
         tuning = Some(artifact);
     }
     let seed_cfgs: Vec<Config> = seeds.iter().map(|s| resolved.for_seed(*s)).collect();
@@ -358,8 +375,20 @@ fn run_in_store(cfg: &Config, store: &Store, opts: &RunOptions, stages: &[&str])
         let artifact = Runner::run_across(&mut runners, stage)?;
         // The report is published after every run, cached or not (see stages::report::publish).
         if *stage == "report" {
-            crate::stages::report::publish(&resolved, &artifact)?;
+            outputs.report = Some(crate::stages::report::publish(&resolved, &artifact)?);
         }
     }
-    Ok(())
+    // Every stage each seed's runner made current (upstream stages included), in plan order.
+    for name in PLAN.iter().filter(|n| **n != "tune") {
+        let across = lookup_stage(name)?.across_seeds() && runners.len() > 1;
+        for (seed, runner) in seeds.iter().zip(&runners) {
+            if let Some(artifact) = runner.done.get(*name) {
+                outputs.stages.push((name.to_string(), *seed, artifact.dir.clone()));
+            }
+            if across {
+                break;
+            }
+        }
+    }
+    Ok(outputs)
 }

@@ -23,6 +23,7 @@ use slora_pipeline::Config;
 
 #[cfg(feature = "python")]
 mod python;
+pub mod research;
 
 /// What the bindings report: the core's errors, one line each.
 #[derive(Debug, thiserror::Error)]
@@ -324,7 +325,7 @@ impl Server {
         let clients = num_clients.unwrap_or(cfg.partition.clients);
         let mut run = FedAvgServer::start(&mut learner, clients, Cow::Owned(test), full_test.map(Cow::Owned), &fedcfg, store.as_ref())?;
         // The server partitioned the data, so it knows each shard's rows: a reply's weight is its
-        // client's registered count, whatever the client claims (README, "Deployment").
+        // client's registered count, whatever the client claims (docs/flower.md).
         let partition = slora_pipeline::store::Artifact::load(data_dir)?;
         let rows = <slora_pipeline::stages::summaries::PartitionSummary as slora_pipeline::stages::summaries::StageSummary>::of(&partition)?.rows_per_client;
         if rows.len() < clients {

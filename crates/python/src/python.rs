@@ -269,8 +269,83 @@ fn fedavg<'py>(py: Python<'py>, updates: Vec<(Bound<'py, PyDict>, u64)>) -> PyRe
     state_to_py(py, &crate::fedavg(&updates).map_err(err)?)
 }
 
+pyo3::create_exception!(slora, PipelineError, pyo3::exceptions::PyRuntimeError, "A pipeline command failed; the message is the CLI's one line after `error: `.");
+
+/// What the worker thread of [`execute`] sends: text to show, then the command's end.
+enum Message {
+    Text(String),
+    Done(Result<(slora_pipeline::cli::Outcome, slora_pipeline::cli::Output), slora_pipeline::PipelineError>),
+}
+
+/// `pipeline ARGS…` run in this process; returns what it produced as JSON text.
+///
+/// The command runs on a worker thread with the GIL released. Its log lines and progress bars go to
+/// Python's `sys.stderr` (which a notebook shows) from this thread. Ctrl-C (`KeyboardInterrupt`)
+/// asks the run to stop after its current training step; once it has stopped, the interrupt is
+/// raised, and every completed round stays checkpointed for the next run. Bad flags, keys or
+/// values raise `ValueError`, other failures `slora.PipelineError`, both with the CLI's one line.
+#[pyfunction]
+fn execute(py: Python<'_>, args: Vec<String>) -> PyResult<String> {
+    use crate::research::{command_error, output_json, parse_command, CommandError};
+    use std::sync::{mpsc, Arc, Mutex};
+    let raise = |e: CommandError| match e {
+        CommandError::Invalid(m) => PyValueError::new_err(m),
+        CommandError::Failed(m) => PipelineError::new_err(m),
+    };
+    let cli = parse_command(&args).map_err(raise)?;
+    let (tx, rx) = mpsc::channel::<Message>();
+    let text_tx = tx.clone();
+    slora_pipeline::progress::set_sink(Some(Arc::new(move |text: &str| {
+        let _ = text_tx.send(Message::Text(text.to_string()));
+    })));
+    slora_federation::interrupt::clear();
+    let worker = std::thread::spawn(move || {
+        let result = slora_pipeline::cli::execute(&cli);
+        let _ = tx.send(Message::Done(result));
+    });
+    let rx = Mutex::new(rx);
+    let stderr = py.import("sys")?.getattr("stderr")?;
+    let mut interrupt: Option<PyErr> = None;
+    let result = loop {
+        match py.detach(|| rx.lock().unwrap_or_else(|e| e.into_inner()).recv_timeout(std::time::Duration::from_millis(100))) {
+            Ok(Message::Text(text)) => {
+                let _ = stderr.call_method1("write", (text,));
+                let _ = stderr.call_method0("flush");
+            }
+            Ok(Message::Done(result)) => break Some(result),
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if interrupt.is_none() {
+                    if let Err(e) = py.check_signals() {
+                        slora_federation::interrupt::request_stop();
+                        interrupt = Some(e);
+                    }
+                }
+            }
+            // The worker ended without a result: it panicked.
+            Err(mpsc::RecvTimeoutError::Disconnected) => break None,
+        }
+    };
+    let panicked = py.detach(|| worker.join()).err();
+    slora_pipeline::progress::set_sink(None);
+    slora_federation::interrupt::clear();
+    if let Some(e) = interrupt {
+        return Err(e);
+    }
+    match result {
+        Some(Ok((outcome, output))) => Ok(output_json(outcome, &output).to_string()),
+        Some(Err(e)) => Err(raise(command_error(&e))),
+        None => {
+            let why = panicked.and_then(|p| p.downcast_ref::<String>().cloned().or_else(|| p.downcast_ref::<&str>().map(|s| s.to_string())));
+            Err(PipelineError::new_err(format!("the pipeline panicked: {}", why.unwrap_or_default())))
+        }
+    }
+}
+
 #[pymodule]
-fn slora(m: &Bound<'_, PyModule>) -> PyResult<()> {
+#[pyo3(name = "_native")]
+fn native(m: &Bound<'_, PyModule>) -> PyResult<()> {
+    m.add_function(wrap_pyfunction!(execute, m)?)?;
+    m.add("PipelineError", m.py().get_type::<PipelineError>())?;
     m.add_class::<PyClient>()?;
     m.add_class::<PyServer>()?;
     m.add_function(wrap_pyfunction!(write_metrics, m)?)?;

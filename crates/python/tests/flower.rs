@@ -15,12 +15,12 @@
 //! - bytes: every message as Flower serialised it against the pipeline's accounting.
 //!
 //! The CI config runs with 3 clients (one SuperNode each) and 2 sampled per round. Python: the
-//! interpreter in `SLORA_FLOWER_PYTHON` when set, else a venv in the target folder with the pinned
-//! `flwr` (pip, once). The `slora` module is the library this very build made
-//! (target/debug/deps/libslora.so). Needs ../shared.
+//! interpreter in `SLORA_TEST_PYTHON` when set, else a venv in the target folder with
+//! tests/requirements.txt (pip, once). The `slora` module is the library this very build made
+//! (target/debug/deps/libslora.so, as the `slora._native` of the package in crates/python/python). Needs ../shared.
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Command;
 
 use slora_federation::RoundMetrics;
@@ -28,37 +28,11 @@ use slora_pipeline::config::parse_set;
 use slora_pipeline::runner::{Force, Runner};
 use slora_pipeline::{Config, Store};
 
-/// The Flower release the app pins (flower/pyproject.toml).
-const FLWR: &str = "flwr==1.42.0";
+mod support;
+use support::{python, root, run};
+
 /// Flower's side of the overrides (the methods come from the run config).
 const OVERRIDES: [&str; 2] = ["partition.clients=3", "federation.clients_per_round=2"];
-
-fn root() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../..").canonicalize().expect("the repository root")
-}
-
-fn run(cmd: &mut Command) -> anyhow::Result<String> {
-    let out = cmd.output()?;
-    anyhow::ensure!(out.status.success(), "{cmd:?} failed: {}\n{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
-    Ok(String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-/// A Python with the pinned flwr and numpy.
-fn python(target: &Path) -> anyhow::Result<PathBuf> {
-    if let Ok(p) = std::env::var("SLORA_FLOWER_PYTHON") {
-        return Ok(PathBuf::from(p));
-    }
-    let venv = target.join("flower-venv");
-    let python = venv.join("bin/python");
-    let stamp = venv.join(format!("installed-{FLWR}"));
-    if !stamp.exists() {
-        let _ = std::fs::remove_dir_all(&venv);
-        run(Command::new("python3").args(["-m", "venv"]).arg(&venv))?;
-        run(Command::new(&python).args(["-m", "pip", "install", "--quiet", "--disable-pip-version-check", FLWR, "numpy"]))?;
-        std::fs::write(&stamp, "")?;
-    }
-    Ok(python)
-}
 
 fn metrics_by_method(path: &Path) -> anyhow::Result<BTreeMap<String, Vec<RoundMetrics>>> {
     let mut by = BTreeMap::new();
@@ -83,16 +57,10 @@ fn mean(values: &serde_json::Value) -> f64 {
 #[test]
 fn flower_deployment_reproduces_the_in_process_runs_and_survives_faults() -> anyhow::Result<()> {
     let root = root();
-    let exe = std::env::current_exe()?;
-    let deps = exe.parent().expect("the test binary's folder");
-    let target = deps.parent().and_then(Path::parent).expect("the target folder");
-    let library = deps.join("libslora.so");
-    anyhow::ensure!(library.exists(), "{} is missing: build crates/python with its `python` feature (on by default)", library.display());
+    let (deps, target) = support::target_dirs()?;
     let work = tempfile::tempdir()?;
-    let module = work.path().join("module");
-    std::fs::create_dir_all(&module)?;
-    std::fs::copy(&library, module.join("slora.abi3.so"))?;
-    let python = python(target)?;
+    let module = support::package(&deps, &work.path().join("module"))?;
+    let python = python(&target)?;
     // Who may hold a partition (the partition query, the node-partitions file, the registration
     // tool): Python unit tests against a scripted Grid and a scripted `flwr`.
     let unit = run(Command::new(&python).args(["-m", "unittest", "discover", "-s", "tests", "-p", "test_*.py"]).current_dir(root.join("flower")).env("PYTHONPATH", root.join("flower")));

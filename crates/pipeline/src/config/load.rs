@@ -123,6 +123,17 @@ fn resolve_source(base: &Path, s: &str) -> String {
     }
 }
 
+/// Every config key, `section.key` (the keys `--set` and a config file accept), sorted.
+pub fn known_keys() -> Vec<String> {
+    let mut keys: Vec<String> = schema()
+        .iter()
+        .filter_map(|(section, v)| v.as_table().map(|t| t.keys().map(|k| format!("{section}.{k}")).collect::<Vec<_>>()))
+        .flatten()
+        .collect();
+    keys.sort();
+    keys
+}
+
 fn schema() -> Table {
     let Ok(Value::Table(mut t)) = Value::try_from(Config::default()) else {
         unreachable!("the default config serialises to a table")

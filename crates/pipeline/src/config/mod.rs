@@ -8,7 +8,7 @@
 mod load;
 mod validate;
 
-pub use load::{parse_set, ConfigOverride};
+pub use load::{known_keys, parse_set, ConfigOverride};
 
 use serde::{Deserialize, Serialize};
 use std::path::PathBuf;
