@@ -2,7 +2,8 @@
 
 use crate::config::{parse_set, Config, ConfigOverride};
 use crate::error::PipelineError;
-use crate::runner::{first_replicate, resolve_tuned_from_store, resolve_tuned_if_tuned, run_stages_with, Force, RunOptions, RunOutputs};
+use crate::rates::Rates;
+use crate::runner::{first_replicate, lookup_stage, run_stages_with, Force, RunOptions, RunOutputs};
 use crate::stages::ALL;
 use crate::store::Store;
 use clap::{Parser, Subcommand};
@@ -235,17 +236,18 @@ fn dispatch(cli: &Cli) -> Result<Output, PipelineError> {
         Command::Status { .. } => {
             let store = Store::open_read_only(&root);
             crate::hashing::load_cache(&root);
-            let lines = match resolve_tuned_if_tuned(&cfg, &store)? {
-                Some(resolved) => crate::commands::status::status(&first_replicate(&resolved), &store)?,
-                None => crate::commands::status::status_awaiting_tune(&first_replicate(&cfg), &store)?,
+            let lines = match Rates::look_up(&cfg, &cfg, &store)? {
+                Rates::AwaitingTune(keys) => crate::commands::status::status_awaiting_tune(&first_replicate(&cfg), &store, &keys)?,
+                rates => crate::commands::status::status(&first_replicate(rates.config()?), &store)?,
             };
             Ok(Output::Status(lines))
         }
         Command::Inspect { target, .. } => {
             let store = Store::open_read_only(&root);
             crate::hashing::load_cache(&root);
-            // Partition and tune are keyed without any learning rate.
-            let cfg = if matches!(target.as_str(), "partition" | "tune") { cfg } else { resolve_tuned_from_store(&cfg, &store)? };
+            // A stage keyed without learning rates (partition, tune) is found before tune has run.
+            let keyed_by_rates = lookup_stage(target).map(|s| s.keyed_by_rates()).unwrap_or(true);
+            let cfg = if keyed_by_rates { Rates::look_up(&cfg, &cfg, &store)?.into_config()? } else { cfg };
             let artifact = crate::commands::inspect::resolve_target(&first_replicate(&cfg), &store, target)?;
             let (value, text) = crate::commands::inspect::inspect(&artifact)?;
             Ok(Output::Inspection { value, text })
@@ -261,7 +263,7 @@ fn dispatch(cli: &Cli) -> Result<Output, PipelineError> {
             crate::commands::sweep::run(&ctx, args).map(Output::Report)
         }
         Command::Export(args) => {
-            let cfg = first_replicate(&resolve_tuned_from_store(&cfg, &Store::open_read_only(&root))?);
+            let cfg = first_replicate(&Rates::look_up(&cfg, &cfg, &Store::open_read_only(&root))?.into_config()?);
             crate::commands::export::run(&cfg, &root, args).map(|_| Output::Nothing)
         }
         Command::Bench(args) => crate::commands::bench::run(&cfg, args).map(|()| Output::Nothing),

@@ -14,6 +14,7 @@ pub mod fsutil;
 pub mod hashing;
 pub mod preflight;
 pub mod progress;
+pub mod rates;
 pub mod runner;
 pub mod stage;
 pub mod threads;

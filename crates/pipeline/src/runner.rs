@@ -10,6 +10,7 @@
 use crate::config::Config;
 use crate::error::{IoContext, PipelineError};
 use crate::hashing::stage_key;
+use crate::rates::Rates;
 use crate::stage::{Replicate, Stage, StageCtx};
 use crate::stages::{self, PLAN};
 use crate::store::{input_hashes, Artifact, Lookup, Manifest, Store};
@@ -252,57 +253,6 @@ pub fn first_replicate(cfg: &Config) -> Config {
     cfg.for_seed(cfg.run.replicate_seeds()[0])
 }
 
-/// `cfg` with its `"tuned"` rates replaced by the choices of its tune artifact in `store`, for
-/// commands that only read (status, inspect, export). Errors when that artifact does not exist yet.
-pub fn resolve_tuned_from_store(cfg: &Config, store: &Store) -> Result<Config, PipelineError> {
-    resolve_tuned_if_tuned(cfg, store)?.ok_or_else(|| {
-        let keys: Vec<&str> = cfg.tuned_keys().iter().map(|(k, _)| *k).collect();
-        PipelineError::config(format!("{} = \"tuned\", but `pipeline tune` has not run for this config yet", keys.join(", ")))
-    })
-}
-
-/// Like [`resolve_tuned_from_store`], but `None` when a rate is `"tuned"` and tune has not run.
-pub fn resolve_tuned_if_tuned(cfg: &Config, store: &Store) -> Result<Option<Config>, PipelineError> {
-    if cfg.tuned_keys().is_empty() {
-        return Ok(Some(cfg.clone()));
-    }
-    let tune_cfg = cfg.for_seed(cfg.run.replicate_seeds()[0]);
-    let planned = plan_stage(&tune_cfg, &crate::stages::tune::Tune)?;
-    match store.lookup("tune", &planned.key) {
-        Some(artifact) => resolve_with(cfg, &artifact).map(Some),
-        None => Ok(None),
-    }
-}
-
-/// `cfg` with its `"tuned"` rates replaced by the choices of the tune artifact of `tune_cfg` (a study
-/// tunes once, at one point, and uses that choice at every point). Errors when it has not run.
-pub fn resolve_tuned_at(cfg: &Config, tune_cfg: &Config, store: &Store) -> Result<Config, PipelineError> {
-    if cfg.tuned_keys().is_empty() {
-        return Ok(cfg.clone());
-    }
-    let planned = plan_stage(&first_replicate(tune_cfg), &crate::stages::tune::Tune)?;
-    let artifact = store
-        .lookup("tune", &planned.key)
-        .ok_or_else(|| PipelineError::config("the study's tune point has no tune artifact yet".to_string()))?;
-    resolve_with(cfg, &artifact)
-}
-
-fn resolve_with(cfg: &Config, tune: &crate::store::Artifact) -> Result<Config, PipelineError> {
-    use crate::stages::summaries::StageSummary;
-    let summary = crate::stages::summaries::TuneSummary::of(tune)?;
-    let mut chosen = std::collections::BTreeMap::new();
-    for (key, method) in cfg.tuned_keys() {
-        let Some(lr) = crate::stages::tune::chosen(&summary, method) else {
-            return Err(PipelineError::stage("tune", format!("{key} = \"tuned\", but the tune artifact holds no choice for {method}")));
-        };
-        tracing::info!("{key} = \"tuned\": {lr:e} (tune's choice for {method})");
-        chosen.insert(method, lr);
-    }
-    let mut resolved = cfg.clone();
-    resolved.resolve_tuned(|m| chosen[&m]);
-    Ok(resolved)
-}
-
 /// How [`run_stages_with`] treats existing artifacts.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
@@ -325,6 +275,8 @@ pub struct RunOutputs {
     pub stages: Vec<(String, u64, PathBuf)>,
     /// `<report.dir>/<run.name>/`, when the report ran.
     pub report: Option<PathBuf>,
+    /// The artifact folder the report was published from.
+    pub report_artifact: Option<PathBuf>,
 }
 
 /// [`run_stages_with`] without `--no-rebuild`.
@@ -351,39 +303,42 @@ pub fn run_stages_with(cfg: &Config, root: &Path, opts: &RunOptions, stages: &[&
 /// a stage across seeds (the report) once over all of them.
 fn run_in_store(cfg: &Config, store: &Store, opts: &RunOptions, stages: &[&str]) -> Result<RunOutputs, PipelineError> {
     let seeds = cfg.run.replicate_seeds();
-    let mut resolved = cfg.clone();
-    let mut tuning = None;
-    let mut outputs = RunOutputs { artifacts: store.root().to_path_buf(), seeds: seeds.clone(), stages: Vec::new(), report: None };
-    // Only stages that train (or report on) a method need its rate: `partition` alone never tunes.
-    let needs_rates = stages.iter().any(|s| !matches!(*s, "partition" | "tune"));
-    if stages.contains(&"tune") || (needs_rates && !cfg.tuned_keys().is_empty()) {
+    let asked: Vec<Box<dyn Stage>> = stages.iter().map(|s| lookup_stage(s)).collect::<Result<_, _>>()?;
+    let mut outputs = RunOutputs { artifacts: store.root().to_path_buf(), seeds: seeds.clone(), stages: Vec::new(), report: None, report_artifact: None };
+    // The stage that chooses "tuned" rates runs first, on the first seed, when it is asked for or
+    // when a stage keyed by rates needs its choice; its choices key every later stage.
+    let chooser = stages::registry().into_iter().find(|s| s.chooses_rates());
+    let needs_choice = asked.iter().any(|s| s.keyed_by_rates()) && crate::rates::needs_tune(cfg);
+    let mut rates = Rates::Given(cfg.clone());
+    if let Some(chooser) = chooser.filter(|c| needs_choice || asked.iter().any(|s| s.name() == c.name())) {
         let tune_cfg = cfg.for_seed(seeds[0]);
-        let artifact = Runner::new(&tune_cfg, store, opts.force.clone()).no_rebuild(opts.no_rebuild).run("tune")?;
-        resolved = resolve_with(cfg, &artifact)?;
-        outputs.stages.push(("tune".into(), seeds[0], artifact.dir.clone()));
-        tuning = Some(artifact);
+        let artifact = Runner::new(&tune_cfg, store, opts.force.clone()).no_rebuild(opts.no_rebuild).run(chooser.name())?;
+        outputs.stages.push((chooser.name().to_string(), seeds[0], artifact.dir.clone()));
+        rates = Rates::from_tune(cfg, &artifact)?;
     }
+    let resolved = rates.config()?;
     let seed_cfgs: Vec<Config> = seeds.iter().map(|s| resolved.for_seed(*s)).collect();
     let mut runners: Vec<Runner> = seed_cfgs
         .iter()
-        .map(|c| Runner::new(c, store, opts.force.clone()).no_rebuild(opts.no_rebuild).with_tuning(tuning.clone()))
+        .map(|c| Runner::new(c, store, opts.force.clone()).no_rebuild(opts.no_rebuild).with_tuning(rates.tune().cloned()))
         .collect();
-    for stage in stages.iter().filter(|s| **s != "tune") {
+    for stage in asked.iter().filter(|s| !s.chooses_rates()) {
         if seeds.len() > 1 {
-            tracing::info!("{stage}: {} replicate seeds {seeds:?}", seeds.len());
+            tracing::info!("{}: {} replicate seeds {seeds:?}", stage.name(), seeds.len());
         }
-        let artifact = Runner::run_across(&mut runners, stage)?;
-        // The report is published after every run, cached or not (see stages::report::publish).
-        if *stage == "report" {
-            outputs.report = Some(crate::stages::report::publish(&resolved, &artifact)?);
+        let artifact = Runner::run_across(&mut runners, stage.name())?;
+        // Published after every run, cached or not (the report: Stage::publish).
+        if let Some(dir) = stage.publish(resolved, &artifact)? {
+            outputs.report = Some(dir);
+            outputs.report_artifact = Some(artifact.dir.clone());
         }
     }
     // Every stage each seed's runner made current (upstream stages included), in plan order.
-    for name in PLAN.iter().filter(|n| **n != "tune") {
-        let across = lookup_stage(name)?.across_seeds() && runners.len() > 1;
+    for stage in stages::registry().iter().filter(|s| !s.chooses_rates()) {
+        let across = stage.across_seeds() && runners.len() > 1;
         for (seed, runner) in seeds.iter().zip(&runners) {
-            if let Some(artifact) = runner.done.get(*name) {
-                outputs.stages.push((name.to_string(), *seed, artifact.dir.clone()));
+            if let Some(artifact) = runner.done.get(stage.name()) {
+                outputs.stages.push((stage.name().to_string(), *seed, artifact.dir.clone()));
             }
             if across {
                 break;

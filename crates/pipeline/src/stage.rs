@@ -26,6 +26,22 @@ pub trait Stage {
     fn across_seeds(&self) -> bool {
         false
     }
+    /// Whether its key holds learning rates, so that a `"tuned"` rate must be resolved (tune must
+    /// have run) before it can be planned. Partition and tune themselves are keyed without them.
+    fn keyed_by_rates(&self) -> bool {
+        true
+    }
+    /// Whether it chooses the `"tuned"` rates (tune): it then runs once, on the first replicate seed,
+    /// before every stage keyed by rates, and only when it is asked for or a rate is `"tuned"`.
+    fn chooses_rates(&self) -> bool {
+        false
+    }
+    /// Puts a finished artifact where a reader looks for it (the report: `<report.dir>/<run.name>/`),
+    /// after every run, cached or not. Returns that folder; `None` (the default) for a stage whose
+    /// artifact is its only output.
+    fn publish(&self, _cfg: &Config, _artifact: &Artifact) -> Result<Option<std::path::PathBuf>, PipelineError> {
+        Ok(None)
+    }
     /// `pipeline inspect` of one of its artifacts: the JSON view and the text view. Default: the
     /// manifest summary and the files.
     fn inspect(&self, artifact: &Artifact) -> Result<(serde_json::Value, String), PipelineError> {

@@ -7,6 +7,7 @@ pub mod compare;
 pub mod export;
 pub mod inspect;
 pub mod plan;
+pub mod points;
 pub mod status;
 pub mod study;
 pub mod sweep;

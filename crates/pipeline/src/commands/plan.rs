@@ -387,8 +387,8 @@ pub fn plan(points: &[PlanPoint], tune: Option<&Config>, root: &Path, opts: &Run
         crate::runner::run_stages_with(cfg, root, opts, &["partition"])?;
         let store = Store::open_read_only(root);
         let resolved = match tune {
-            _ if cfg.tuned_keys().is_empty() => Some(cfg.clone()),
-            Some(t) => crate::runner::resolve_tuned_at(cfg, t, &store).ok(),
+            _ if !crate::rates::needs_tune(cfg) => Some(cfg.clone()),
+            Some(t) => crate::rates::Rates::look_up(cfg, t, &store).and_then(|r| r.into_config()).ok(),
             None => None,
         };
         for seed in cfg.run.replicate_seeds() {

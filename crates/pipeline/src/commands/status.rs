@@ -56,12 +56,11 @@ pub fn status(cfg: &Config, store: &Store) -> Result<Vec<StageStatus>, PipelineE
 
 /// The status while a learning rate is `"tuned"` and `pipeline tune` has not run: partition and tune
 /// as usual; every later stage is missing, since its key holds the rate tune will choose.
-pub fn status_awaiting_tune(cfg: &Config, store: &Store) -> Result<Vec<StageStatus>, PipelineError> {
+pub fn status_awaiting_tune(cfg: &Config, store: &Store, keys: &[&str]) -> Result<Vec<StageStatus>, PipelineError> {
     let lock = store.read_lock();
-    let keys: Vec<&str> = cfg.tuned_keys().iter().map(|(k, _)| *k).collect();
     let mut out = Vec::new();
     for name in PLAN {
-        if matches!(*name, "partition" | "tune") {
+        if !lookup_stage(name)?.keyed_by_rates() {
             out.push(stage_status(cfg, store, &lock, name)?);
         } else {
             let reason = format!("waits for `pipeline tune` ({} = \"tuned\")", keys.join(", "));

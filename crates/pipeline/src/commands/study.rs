@@ -44,15 +44,13 @@ use serde::Deserialize;
 use slora_report::study::{
     build_study_report, judge, Claim, GapContrast, PlanRow, PointCurves, Statistic, StudyAxis, StudyPoint, StudySettings, StudySummary,
 };
-use slora_report::{write_report, Summary};
+use slora_report::write_report;
 
 use crate::config::{parse_set, Config, ConfigOverride};
 use crate::error::{IoContext, PipelineError};
 use crate::commands::plan::{Plan, PlanPoint};
 use crate::runner::{lookup_stage, plan_stage, Force};
-use crate::stages::report::SUMMARY_FILE;
 use crate::stages::summaries::{StageSummary, TuneSummary};
-use crate::stages::ALL;
 use crate::store::Store;
 
 /// Where `pipeline study NAME` looks for `NAME.toml`.
@@ -273,7 +271,7 @@ pub fn run(ctx: &StudyContext, args: &StudyArgs) -> Result<PathBuf, PipelineErro
 
     let opts = |force: Force| crate::runner::RunOptions { force, no_rebuild: ctx.no_rebuild };
     // The cost plan: partitions run (cheap, cached), step times measured once per machine.
-    let tune_point = planned.iter().any(|(_, _, c)| !c.tuned_keys().is_empty()).then(|| {
+    let tune_point = planned.iter().any(|(_, _, c)| crate::rates::needs_tune(c)).then(|| {
         let label = tune_label.as_deref().unwrap_or(&file.point[0].label);
         planned.iter().find(|(p, _, _)| p.label == label).expect("validated label").2.clone()
     });
@@ -297,7 +295,7 @@ pub fn run(ctx: &StudyContext, args: &StudyArgs) -> Result<PathBuf, PipelineErro
         ("Base config".to_string(), config_path.display().to_string()),
         ("Seeds".to_string(), format!("{:?}", base.run.replicate_seeds())),
     ];
-    if planned.iter().any(|(_, _, c)| !c.tuned_keys().is_empty()) {
+    if planned.iter().any(|(_, _, c)| crate::rates::needs_tune(c)) {
         let label = tune_label.as_deref().unwrap_or(&file.point[0].label);
         let (_, _, tune_cfg) = planned.iter().find(|(p, _, _)| p.label == label).expect("validated label");
         let tune_cfg = tune_cfg.clone();
@@ -305,7 +303,7 @@ pub fn run(ctx: &StudyContext, args: &StudyArgs) -> Result<PathBuf, PipelineErro
         crate::runner::run_stages_with(&tune_cfg, &root, &opts(force), &["tune"])?;
         let store = Store::open(&root)?;
         for (_, _, cfg) in &mut planned {
-            *cfg = crate::runner::resolve_tuned_at(cfg, &tune_cfg, &store)?;
+            *cfg = crate::rates::Rates::look_up(cfg, &tune_cfg, &store)?.into_config()?;
         }
         let planned_tune = plan_stage(&tune_cfg.for_seed(tune_cfg.run.replicate_seeds()[0]), lookup_stage("tune")?.as_ref())?;
         let grids = store
@@ -330,26 +328,11 @@ pub fn run(ctx: &StudyContext, args: &StudyArgs) -> Result<PathBuf, PipelineErro
 
     let mut points = Vec::with_capacity(planned.len());
     let mut curves = Vec::new();
-    let mut forced = std::collections::HashSet::new();
+    let mut runner = crate::commands::points::PointRunner::new(ctx.force, ctx.no_rebuild);
     let total = planned.len();
     for (i, (spec, own, cfg)) in planned.into_iter().enumerate() {
         tracing::info!("study {name}: point {}/{total}: {}", i + 1, spec.label);
-        let force = if ctx.force {
-            let mut stages = Vec::new();
-            for &stage in ALL {
-                let key = plan_stage(&cfg, lookup_stage(stage)?.as_ref())?.key;
-                if forced.insert((stage, key)) {
-                    stages.push(stage.to_string());
-                }
-            }
-            Force::Stages(stages)
-        } else {
-            Force::Nothing
-        };
-        crate::runner::run_stages_with(&cfg, &root, &opts(force), ALL)?;
-        let key = plan_stage(&cfg, lookup_stage("report")?.as_ref())?.key;
-        let summary_path = root.join("report").join(&key).join(SUMMARY_FILE);
-        let summary = Summary::read(&summary_path).map_err(|e| study_error(e.to_string()))?;
+        let (_, summary) = runner.run(&cfg, &root)?;
         // The point's own report (just published) has its mean learning curves with bands.
         let curve = crate::stages::report::published_dir(&cfg).join("figures/accuracy_vs_round.svg");
         if let Ok(svg) = std::fs::read_to_string(&curve) {

@@ -17,13 +17,10 @@
 use std::path::{Path, PathBuf};
 
 use serde::Deserialize;
-use slora_report::{build_sweep_report, write_report, Summary, SweepPoint, SweepSummary};
+use slora_report::{build_sweep_report, write_report, SweepPoint, SweepSummary};
 
 use crate::config::{parse_set, Config, ConfigOverride, PartitionScheme};
 use crate::error::{IoContext, PipelineError};
-use crate::runner::{lookup_stage, plan_stage, Force};
-use crate::stages::report::SUMMARY_FILE;
-use crate::stages::ALL;
 
 /// Arguments of `pipeline sweep`.
 #[derive(Debug, Clone, Default, clap::Args)]
@@ -191,28 +188,12 @@ pub fn run(ctx: &SweepContext, args: &SweepArgs) -> Result<PathBuf, PipelineErro
     }
 
     let mut points = Vec::with_capacity(planned.len());
-    // (artifacts root, stage, key) already rebuilt under --force.
-    let mut forced = std::collections::HashSet::new();
+    let mut runner = crate::commands::points::PointRunner::new(ctx.force, ctx.no_rebuild);
     let total = planned.len();
     for (i, (label, overrides, run_name, cfg)) in planned.into_iter().enumerate() {
         tracing::info!("sweep point {}/{total}: {label} ({run_name})", i + 1);
         let root = ctx.artifacts.map(Path::to_path_buf).unwrap_or_else(|| cfg.base_dir.join("artifacts"));
-        let force = if ctx.force {
-            let mut stages = Vec::new();
-            for &stage in ALL {
-                let key = plan_stage(&cfg, lookup_stage(stage)?.as_ref())?.key;
-                if forced.insert((root.clone(), stage, key)) {
-                    stages.push(stage.to_string());
-                }
-            }
-            Force::Stages(stages)
-        } else {
-            Force::Nothing
-        };
-        crate::runner::run_stages_with(&cfg, &root, &crate::runner::RunOptions { force, no_rebuild: ctx.no_rebuild }, ALL)?;
-        let key = plan_stage(&cfg, lookup_stage("report")?.as_ref())?.key;
-        let summary_path = root.join("report").join(&key).join(SUMMARY_FILE);
-        let summary = Summary::read(&summary_path).map_err(|e| sweep_error(e.to_string()))?;
+        let (_, summary) = runner.run(&cfg, &root)?;
         points.push(SweepPoint {
             label,
             overrides: overrides.iter().map(|o| (o.key.clone(), o.value.clone())).collect(),

@@ -179,6 +179,10 @@ impl Partition {
 }
 
 impl Stage for Partition {
+    fn keyed_by_rates(&self) -> bool {
+        false
+    }
+
     fn inspect(&self, artifact: &crate::store::Artifact) -> Result<(Value, String), PipelineError> {
         inspect(artifact)
     }

@@ -51,6 +51,10 @@ impl Stage for Report {
         true
     }
 
+    fn publish(&self, cfg: &Config, artifact: &Artifact) -> Result<Option<PathBuf>, PipelineError> {
+        publish(cfg, artifact).map(Some)
+    }
+
     /// The whole config (it is printed in the report) except what does not change its content:
     /// `run.threads` and where the report is published.
     fn params(&self, cfg: &Config) -> Value {

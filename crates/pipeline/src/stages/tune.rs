@@ -59,6 +59,14 @@ pub fn chosen(summary: &TuneSummary, method: BaselineMethod) -> Option<f64> {
 }
 
 impl Stage for Tune {
+    fn keyed_by_rates(&self) -> bool {
+        false
+    }
+
+    fn chooses_rates(&self) -> bool {
+        true
+    }
+
     fn inspect(&self, artifact: &crate::store::Artifact) -> Result<(Value, String), PipelineError> {
         inspect(artifact)
     }
