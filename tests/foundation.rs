@@ -692,7 +692,7 @@ fn paper_models_and_a_parquet_dataset_from_a_local_hub() {
 #[test]
 fn unset_adapter_lists_key_as_the_lists_they_resolve_to() {
     use slora_pipeline::config::parse_set;
-    use slora_pipeline::runner::plan_stage;
+    use slora_pipeline::planning::plan_stage;
     use slora_pipeline::stages::{baselines::Baselines, decompose::Decompose, stage1::Stage1, stage2::Stage2};
     let keys = |sets: &[String]| -> Vec<String> {
         let sets: Vec<_> = sets.iter().map(|s| parse_set(s).unwrap()).collect();

@@ -3,7 +3,8 @@
 use crate::config::{parse_set, Config, ConfigOverride};
 use crate::error::PipelineError;
 use crate::rates::Rates;
-use crate::runner::{first_replicate, lookup_stage, run_stages_with, Force, RunOptions, RunOutputs};
+use crate::planning::{first_replicate, lookup_stage};
+use crate::runner::{run_stages_with, Force, RunOptions, RunOutputs};
 use crate::stages::ALL;
 use crate::store::Store;
 use clap::{Parser, Subcommand};

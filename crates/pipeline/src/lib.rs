@@ -12,6 +12,7 @@ pub mod config;
 pub mod error;
 pub mod fsutil;
 pub mod hashing;
+pub mod planning;
 pub mod preflight;
 pub mod progress;
 pub mod rates;

@@ -6,7 +6,7 @@
 
 use crate::config::Config;
 use crate::error::PipelineError;
-use crate::runner::{first_replicate, plan_stage};
+use crate::planning::{first_replicate, plan_stage};
 use crate::stage::Stage;
 use crate::stages::summaries::{StageSummary, TuneSummary};
 use crate::stages::tune::{chosen, Tune};

@@ -8,6 +8,7 @@
 //! backward recomputes `P` per pair. The dropout mask is kept as bits.
 
 use super::cpu::{check_f32_cpu, gemm_raw, slice, tensor, uninit_f32, with_f32, MatView, SharedMut};
+use super::gemm_args::GemmArgs;
 use super::math::{self, simd_dispatch};
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use super::dropout::{apply_keep, draw_keep_bits, keep_threshold};
@@ -187,8 +188,9 @@ impl Attention {
         let qv = MatView { data: &q[base..], rs: hidden, cs: 1 };
         let kt = MatView { data: &k[base..], rs: 1, cs: hidden };
         let scale = 1.0 / (d as f32).sqrt();
+        let qkt = GemmArgs { m: t, n: t, k: d, dst: s.as_mut_ptr(), dst_rs: t, dst_cs: 1, accumulate: false, scale, lhs: qv, rhs: kt, parallel: false };
         // SAFETY: s is a private T×T buffer.
-        unsafe { gemm_raw(Precision::Fp32, t, t, d, s.as_mut_ptr(), t, 1, false, scale, qv, kt, false) };
+        unsafe { gemm_raw(Precision::Fp32, qkt) };
         let bias = self.bias.as_ref().map_or(&[][..], |m| &m[b * t..(b + 1) * t]);
         softmax_bias_rows(s, bias, t);
     }
@@ -231,7 +233,10 @@ impl CustomOp3 for Attention {
                 let base = b * t * hidden + h * d;
                 let vv = MatView { data: &v[base..], rs: hidden, cs: 1 };
                 // SAFETY: pair (b, h) alone writes rows b·T..(b+1)·T, columns h·d..(h+1)·d of out.
-                unsafe { gemm_raw(Precision::Fp32, t, d, t, out_ptr.ptr().add(base), hidden, 1, false, 1.0, MatView::rows(p, t), vv, false) };
+                unsafe {
+                    let dst = out_ptr.ptr().add(base);
+                    gemm_raw(Precision::Fp32, GemmArgs { m: t, n: d, k: t, dst, dst_rs: hidden, dst_cs: 1, accumulate: false, scale: 1.0, lhs: MatView::rows(p, t), rhs: vv, parallel: false });
+                }
             },
         );
         if self.keep_probs {
@@ -285,9 +290,11 @@ impl CustomOp3 for Attention {
                                 // block of dq, dk, dv; p/dp/dropped are private buffers.
                                 unsafe {
                                     // dV = Pdᵀ dO
-                                    gemm_raw(Precision::Fp32, t, d, t, dv_ptr.ptr().add(base), hidden, 1, false, 1.0, MatView::transposed(pd, t), view(g), false);
+                                    let (lhs, rhs) = (MatView::transposed(pd, t), view(g));
+                                    gemm_raw(Precision::Fp32, GemmArgs { m: t, n: d, k: t, dst: dv_ptr.ptr().add(base), dst_rs: hidden, dst_cs: 1, accumulate: false, scale: 1.0, lhs, rhs, parallel: false });
                                     // dPd = dO Vᵀ
-                                    gemm_raw(Precision::Fp32, t, t, d, dp.as_mut_ptr(), t, 1, false, 1.0, view(g), view_t(v), false);
+                                    let (lhs, rhs) = (view(g), view_t(v));
+                                    gemm_raw(Precision::Fp32, GemmArgs { m: t, n: t, k: d, dst: dp.as_mut_ptr(), dst_rs: t, dst_cs: 1, accumulate: false, scale: 1.0, lhs, rhs, parallel: false });
                                 }
                                 if self.dropout.is_some() {
                                     dropped.copy_from_slice(dp);
@@ -296,8 +303,10 @@ impl CustomOp3 for Attention {
                                 softmax_backward_rows(p, dp, t);
                                 unsafe {
                                     // dQ = dS K / √d ; dK = dSᵀ Q / √d
-                                    gemm_raw(Precision::Fp32, t, d, t, dq_ptr.ptr().add(base), hidden, 1, false, scale, MatView::rows(dp, t), view(k), false);
-                                    gemm_raw(Precision::Fp32, t, d, t, dk_ptr.ptr().add(base), hidden, 1, false, scale, MatView::transposed(dp, t), view(q), false);
+                                    let (lhs, rhs) = (MatView::rows(dp, t), view(k));
+                                    gemm_raw(Precision::Fp32, GemmArgs { m: t, n: d, k: t, dst: dq_ptr.ptr().add(base), dst_rs: hidden, dst_cs: 1, accumulate: false, scale, lhs, rhs, parallel: false });
+                                    let (lhs, rhs) = (MatView::transposed(dp, t), view(q));
+                                    gemm_raw(Precision::Fp32, GemmArgs { m: t, n: d, k: t, dst: dk_ptr.ptr().add(base), dst_rs: hidden, dst_cs: 1, accumulate: false, scale, lhs, rhs, parallel: false });
                                 }
                             },
                         )

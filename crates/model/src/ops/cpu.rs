@@ -6,6 +6,7 @@ use rayon::prelude::*;
 
 use super::math::simd_dispatch;
 use super::bf16::LowRank;
+use super::gemm_args::GemmArgs;
 use crate::spec::Precision;
 
 pub(crate) use super::views::{MatView, SharedMut};
@@ -165,8 +166,9 @@ pub(crate) fn gemm(m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bo
 #[allow(clippy::too_many_arguments)]
 pub(crate) fn gemm_at(precision: Precision, m: usize, n: usize, k: usize, dst: &mut [f32], accumulate: bool, lhs: MatView, rhs: MatView) {
     assert_eq!(dst.len(), m * n, "gemm: destination size");
+    let args = GemmArgs { m, n, k, dst: dst.as_mut_ptr(), dst_rs: n, dst_cs: 1, accumulate, scale: 1.0, lhs, rhs, parallel: true };
     // SAFETY: dst is exactly m×n row-major and exclusively borrowed.
-    unsafe { gemm_raw(precision, m, n, k, dst.as_mut_ptr(), n, 1, accumulate, 1.0, lhs, rhs, true) }
+    unsafe { gemm_raw(precision, args) }
 }
 
 /// A new `m × n` matrix `scale · lhs · rhs`, row-major, or column-major (= its transpose,
@@ -196,7 +198,7 @@ pub(crate) fn gemm_new_on(precision: Precision, m: usize, n: usize, k: usize, lh
     // not accumulate (or k = 0, which fills zeros) writes every element and reads none.
     unsafe {
         let mut out = uninit_f32(m * n);
-        gemm_raw(precision, m, n, k, out.as_mut_ptr(), rs, cs, false, scale, lhs, rhs, parallel);
+        gemm_raw(precision, GemmArgs { m, n, k, dst: out.as_mut_ptr(), dst_rs: rs, dst_cs: cs, accumulate: false, scale, lhs, rhs, parallel });
         out
     }
 }
@@ -213,29 +215,16 @@ pub(crate) fn sum_in_order(parts: impl IntoIterator<Item = Vec<f32>>, len: usize
     total
 }
 
-/// `dst = [dst +] scale · lhs · rhs` with element (i, j) of `dst` at `dst.add(i * dst_rs + j * dst_cs)`;
-/// multi-threaded when `parallel` (else for use inside an already parallel loop). In `precision`
-/// bf16, products of at least 32 × 32 × 32 run the bf16 kernel (smaller ones, e.g. LoRA's rank-r
+/// `dst = [dst +] scale · lhs · rhs` as [`GemmArgs`] lays it out, in `precision`. In bf16,
+/// products of at least 32 × 32 × 32 run the bf16 kernel (smaller ones, e.g. LoRA's rank-r
 /// factors, stay f32, as does everything where the CPU has no kernel).
 ///
 /// # Safety
-/// `dst` must be valid for writes of every element (i, j), i < m, j < n, at `i * dst_rs + j * dst_cs`
+/// `args.dst` must be valid for writes of every element (i, j), i < m, j < n, at `i * dst_rs + j * dst_cs`
 /// (and for reads when `accumulate`), and no other thread may access those elements during the call.
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm_raw(
-    precision: Precision,
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: usize,
-    dst_cs: usize,
-    accumulate: bool,
-    scale: f32,
-    lhs: MatView,
-    rhs: MatView,
-    parallel: bool,
-) {
+pub(crate) unsafe fn gemm_raw(precision: Precision, args: GemmArgs) {
+    // Copies of the fields (all `Copy`): `args` itself stays whole, to be handed to the bf16 kernel.
+    let GemmArgs { m, n, k, dst, dst_rs, dst_cs, accumulate, scale, lhs, rhs, parallel } = args;
     lhs.check(m, k, "lhs");
     rhs.check(k, n, "rhs");
     if m == 0 || n == 0 {
@@ -255,7 +244,7 @@ pub(crate) unsafe fn gemm_raw(
         && m >= 32
         && n >= 32
         && k >= 32
-        && super::bf16::gemm_on(super::bf16::kernel(), m, n, k, dst, dst_rs, dst_cs, accumulate, scale, lhs, rhs, parallel, None)
+        && super::bf16::gemm_on(super::bf16::kernel(), args, None)
     {
         return;
     }
@@ -296,9 +285,12 @@ pub(crate) fn gemm_bf16_rhs(m: usize, n: usize, k: usize, dst: &mut [f32], accum
         t.lhs.check(m, t.r, "low-rank lhs");
         t.rhs.check(t.r, n, "low-rank rhs");
     }
-    // SAFETY: dst is exactly m×n row-major and exclusively borrowed; m, n, k ≥ 1 when it runs.
-    if m > 0 && n > 0 && k > 0 && unsafe { super::bf16::gemm_on(super::bf16::kernel(), m, n, k, dst.as_mut_ptr(), n, 1, accumulate, 1.0, lhs, rhs, true, low_rank) } {
-        return;
+    if m > 0 && n > 0 && k > 0 {
+        let args = GemmArgs { m, n, k, dst: dst.as_mut_ptr(), dst_rs: n, dst_cs: 1, accumulate, scale: 1.0, lhs, rhs, parallel: true };
+        // SAFETY: dst is exactly m×n row-major and exclusively borrowed; m, n, k ≥ 1.
+        if unsafe { super::bf16::gemm_on(super::bf16::kernel(), args, low_rank) } {
+            return;
+        }
     }
     let wide: Vec<f32> = rhs.data.iter().map(|v| v.to_f32()).collect();
     gemm_with_low_rank(Precision::Fp32, m, n, k, dst, accumulate, lhs, MatView { data: &wide, rs: rhs.rs, cs: rhs.cs }, low_rank);
@@ -435,14 +427,16 @@ mod timing {
             let mut out = vec![0f32; r * d];
             let alt = time(&mut || unsafe {
                 // dAᵀ [d, r] = xᵀ [d, T] · smallᵀ [T, r], written into out as [r, d]
-                gemm_raw(Precision::Fp32, d, r, t, out.as_mut_ptr(), 1, d, false, 1.0, MatView::transposed(&x, d), MatView::transposed(&small_t, t), true)
+                let (lhs, rhs) = (MatView::transposed(&x, d), MatView::transposed(&small_t, t));
+                gemm_raw(Precision::Fp32, GemmArgs { m: d, n: r, k: t, dst: out.as_mut_ptr(), dst_rs: 1, dst_cs: d, accumulate: false, scale: 1.0, lhs, rhs, parallel: true })
             });
             // xa_t-like: [r, T] (col-major dst) = x [T, d] · aᵀ [d, r]
             let cur2 = time(&mut || { let _ = gemm_new(t, r, d, MatView::rows(&x, d), MatView::transposed(&a, d), 1.0, true); });
             let mut out2 = vec![0f32; r * t];
             let alt2 = time(&mut || unsafe {
                 // [r, T] = a [r, d] · xᵀ [d, T]
-                gemm_raw(Precision::Fp32, r, t, d, out2.as_mut_ptr(), t, 1, false, 1.0, MatView::rows(&a, d), MatView::transposed(&x, d), true)
+                let (lhs, rhs) = (MatView::rows(&a, d), MatView::transposed(&x, d));
+                gemm_raw(Precision::Fp32, GemmArgs { m: r, n: t, k: d, dst: out2.as_mut_ptr(), dst_rs: t, dst_cs: 1, accumulate: false, scale: 1.0, lhs, rhs, parallel: true })
             });
             println!("d {d}: [r,d] = [r,T]·[T,d]: {cur:.2} ms vs column-major lhs {alt:.2} ms;  [T,r] = [T,d]·[d,r]: {cur2:.2} ms vs [r,d]·[d,T] {alt2:.2} ms");
         }

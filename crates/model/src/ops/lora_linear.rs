@@ -13,6 +13,7 @@ use std::borrow::Cow;
 
 use super::bf16::LowRank;
 use super::cpu::{gemm_at, gemm_new_at, gemm_new_on, gemm_new_single, gemm_raw, slice, sum_in_order, tensor, with_f32, with_weight, MatView};
+use super::gemm_args::GemmArgs;
 use crate::spec::Precision;
 use rayon::prelude::*;
 use super::linear::{bias_rows, wants_grad, LinearShape};
@@ -74,10 +75,10 @@ impl LoraLinear {
     fn merged_weight(&self, a: &[f32], bl: &[f32]) -> Result<Vec<f32>> {
         let LinearShape { in_dim, out_dim, .. } = self.shape;
         let mut w = with_f32(&self.w, "lora_linear", |w| w.to_vec())?;
+        let (lhs, rhs) = (MatView::rows(bl, self.rank), MatView::rows(a, in_dim));
+        let w_plus_sba = GemmArgs { m: out_dim, n: in_dim, k: self.rank, dst: w.as_mut_ptr(), dst_rs: in_dim, dst_cs: 1, accumulate: true, scale: self.scale, lhs, rhs, parallel: true };
         // SAFETY: w is exactly out × in, row-major, exclusively borrowed.
-        unsafe {
-            gemm_raw(Precision::Fp32, out_dim, in_dim, self.rank, w.as_mut_ptr(), in_dim, 1, true, self.scale, MatView::rows(bl, self.rank), MatView::rows(a, in_dim), true);
-        }
+        unsafe { gemm_raw(Precision::Fp32, w_plus_sba) };
         Ok(w)
     }
 }

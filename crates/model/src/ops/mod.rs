@@ -6,6 +6,7 @@
 
 pub mod bf16;
 mod cpu;
+mod gemm_args;
 mod math;
 mod views;
 

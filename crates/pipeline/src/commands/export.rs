@@ -17,7 +17,7 @@ use slora_model::{Classifier, ModelType, Weights};
 
 use crate::config::{BaselineMethod, Config};
 use crate::error::{IoContext, PipelineError};
-use crate::runner::{lookup_stage, plan_stage};
+use crate::planning::{lookup_stage, plan_stage};
 use crate::stages::base_model::{load_base_model, BaseModel};
 use crate::store::{Artifact, Store};
 

@@ -7,7 +7,7 @@
 
 use crate::config::Config;
 use crate::error::PipelineError;
-use crate::runner::{lookup_stage, plan_stage};
+use crate::planning::{lookup_stage, plan_stage};
 use crate::store::{Artifact, Store, MANIFEST_FILE};
 use serde_json::Value;
 use std::path::Path;

@@ -22,7 +22,8 @@ use slora_model::ModelFiles;
 
 use crate::config::{BaselineMethod, Config, Precision};
 use crate::error::PipelineError;
-use crate::runner::{lookup_stage, plan_stage, RunOptions};
+use crate::planning::{lookup_stage, plan_stage};
+use crate::runner::RunOptions;
 use crate::stages::summaries::{PartitionSummary, StageSummary};
 use crate::store::Store;
 
@@ -344,7 +345,7 @@ pub fn plan(points: &[PlanPoint], tune: Option<&Config>, root: &Path, opts: &Run
     let mut step_times = BTreeMap::new();
     if let Some(tune_point) = tune {
         crate::runner::run_stages_with(tune_point, root, opts, &["partition"])?;
-        let tune_cfg = &crate::runner::first_replicate(tune_point);
+        let tune_cfg = &crate::planning::first_replicate(tune_point);
         let store = Store::open_read_only(root);
         let part = partition_of(tune_cfg, &store)?;
         let done = cached(Some(tune_cfg), "tune", &store)?;

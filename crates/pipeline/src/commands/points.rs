@@ -8,7 +8,8 @@ use slora_report::Summary;
 
 use crate::config::Config;
 use crate::error::PipelineError;
-use crate::runner::{lookup_stage, plan_stage, run_stages_with, Force, RunOptions, RunOutputs};
+use crate::planning::{lookup_stage, plan_stage};
+use crate::runner::{run_stages_with, Force, RunOptions, RunOutputs};
 use crate::stages::report::SUMMARY_FILE;
 use crate::stages::ALL;
 

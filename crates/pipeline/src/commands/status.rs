@@ -3,7 +3,7 @@
 
 use crate::config::Config;
 use crate::error::PipelineError;
-use crate::runner::{lookup_stage, plan_stage};
+use crate::planning::{lookup_stage, plan_stage};
 use crate::stages::PLAN;
 use crate::store::{flatten, Lookup, Store};
 use serde::Serialize;

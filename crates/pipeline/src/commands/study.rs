@@ -49,7 +49,8 @@ use slora_report::write_report;
 use crate::config::{parse_set, Config, ConfigOverride};
 use crate::error::{IoContext, PipelineError};
 use crate::commands::plan::{Plan, PlanPoint};
-use crate::runner::{lookup_stage, plan_stage, Force};
+use crate::planning::{lookup_stage, plan_stage};
+use crate::runner::Force;
 use crate::stages::summaries::{StageSummary, TuneSummary};
 use crate::store::Store;
 
@@ -380,7 +381,7 @@ pub fn run(ctx: &StudyContext, args: &StudyArgs) -> Result<PathBuf, PipelineErro
 
 /// Chance accuracy (1 / labels) of the first point's partition.
 fn plan_chance(points: &[PlanPoint], root: &Path) -> Option<f64> {
-    let cfg = crate::runner::first_replicate(points.first()?.config);
+    let cfg = crate::planning::first_replicate(points.first()?.config);
     let key = plan_stage(&cfg, lookup_stage("partition").ok()?.as_ref()).ok()?.key;
     let artifact = Store::open_read_only(root).lookup("partition", &key)?;
     let labels = crate::stages::summaries::PartitionSummary::of(&artifact).ok()?.num_labels;

@@ -36,6 +36,7 @@ pub(crate) struct LowRank<'a> {
 
 use std::sync::OnceLock;
 
+use super::gemm_args::GemmArgs;
 use super::views::MatView;
 
 /// An element a bf16 kernel reads: f32 (rounded when packed) or bf16 (copied).
@@ -136,34 +137,19 @@ pub fn kernel() -> Bf16Kernel {
 }
 
 /// `dst = [dst +] scale · bf16(lhs) · bf16(rhs) [+ scale · bf16(low-rank term)]` with f32 sums,
-/// element (i, j) of `dst` at `dst.add(i * dst_rs + j * dst_cs)`, on `kernel` (this machine's
-/// [`kernel`], or another of [`available_kernels`]). Returns `false` (and writes nothing) for
-/// `Bf16Kernel::None`, so the caller runs its f32 GEMM.
+/// laid out as [`GemmArgs`] says, on `kernel` (this machine's [`kernel`], or another of
+/// [`available_kernels`]). Returns `false` (and writes nothing) for `Bf16Kernel::None`, so the
+/// caller runs its f32 GEMM.
 ///
 /// # Safety
 /// As [`super::cpu::gemm_raw`]: `dst` valid for every (i, j) (reads too when `accumulate`), and not
 /// accessed by other threads during the call. m, n and k are at least 1 (`gemm_raw` handles the
 /// empty products before it gets here). The kernel's hardware is available.
 #[cfg(target_arch = "x86_64")]
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm_on<L: Operand, R: Operand>(
-    kernel: Bf16Kernel,
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: usize,
-    dst_cs: usize,
-    accumulate: bool,
-    scale: f32,
-    lhs: MatView<L>,
-    rhs: MatView<R>,
-    parallel: bool,
-    low_rank: Option<LowRank>,
-) -> bool {
+pub(crate) unsafe fn gemm_on<L: Operand, R: Operand>(kernel: Bf16Kernel, args: GemmArgs<L, R>, low_rank: Option<LowRank>) -> bool {
     match kernel {
-        Bf16Kernel::Amx => pack::gemm(low_rank, &amx::Amx, m, n, k, dst, dst_rs, dst_cs, accumulate, scale, lhs, rhs, parallel),
-        Bf16Kernel::Avx512Bf16 => pack::gemm(low_rank, &avx512::Avx512Bf16, m, n, k, dst, dst_rs, dst_cs, accumulate, scale, lhs, rhs, parallel),
+        Bf16Kernel::Amx => pack::gemm(&amx::Amx, args, low_rank),
+        Bf16Kernel::Avx512Bf16 => pack::gemm(&avx512::Avx512Bf16, args, low_rank),
         Bf16Kernel::None => return false,
     }
     true
@@ -171,22 +157,7 @@ pub(crate) unsafe fn gemm_on<L: Operand, R: Operand>(
 
 /// No bf16 kernels off x86_64.
 #[cfg(not(target_arch = "x86_64"))]
-#[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn gemm_on<L: Operand, R: Operand>(
-    _: Bf16Kernel,
-    _: usize,
-    _: usize,
-    _: usize,
-    _: *mut f32,
-    _: usize,
-    _: usize,
-    _: bool,
-    _: f32,
-    _: MatView<L>,
-    _: MatView<R>,
-    _: bool,
-    _: Option<LowRank>,
-) -> bool {
+pub(crate) unsafe fn gemm_on<L: Operand, R: Operand>(_: Bf16Kernel, _: GemmArgs<L, R>, _: Option<LowRank>) -> bool {
     false
 }
 

@@ -11,6 +11,7 @@ use std::arch::x86_64::__m512;
 
 use rayon::prelude::*;
 
+use super::super::gemm_args::GemmArgs;
 use super::super::views::{MatView, SharedMut};
 use super::{LowRank, Operand};
 
@@ -268,23 +269,9 @@ pub(super) trait MicroKernel: Sync {
 /// thread over k in order, so the result does not depend on the thread count.
 ///
 /// # Safety
-/// As [`super::gemm`] (m, n, k ≥ 1); the kernel's hardware is available.
-#[allow(clippy::too_many_arguments)]
-pub(super) unsafe fn gemm<K: MicroKernel, L: Operand, R: Operand>(
-    low_rank: Option<LowRank>,
-    kernel: &K,
-    m: usize,
-    n: usize,
-    k: usize,
-    dst: *mut f32,
-    dst_rs: usize,
-    dst_cs: usize,
-    accumulate: bool,
-    scale: f32,
-    lhs: MatView<L>,
-    rhs: MatView<R>,
-    parallel: bool,
-) {
+/// As [`super::gemm_on`] (m, n, k ≥ 1); the kernel's hardware is available.
+pub(super) unsafe fn gemm<K: MicroKernel, L: Operand, R: Operand>(kernel: &K, args: GemmArgs<L, R>, low_rank: Option<LowRank>) {
+    let GemmArgs { m, n, k, dst, dst_rs, dst_cs, accumulate, scale, lhs, rhs, parallel } = args;
     debug_assert!(m > 0 && n > 0 && k > 0, "the caller handles empty products");
     debug_assert!(low_rank.is_none_or(|t| t.r > 0 && t.r <= KSTEP), "a low-rank term has 1 ..= 32 columns");
     let full_k = k;

@@ -1,6 +1,7 @@
 //! Every bf16 kernel against the reference: rounding of the operands, padding at every edge,
 //! strided and transposed views, accumulation and scale, and bits independent of the thread count.
 
+use super::super::gemm_args::GemmArgs;
 use super::super::views::MatView;
 use super::{available_kernels, kernel, reference, Bf16Kernel};
 use crate::spec::Precision;
@@ -30,8 +31,9 @@ fn run_on<R: super::Operand>(
     parallel: bool,
 ) -> Option<Vec<f32>> {
     let mut dst = init.to_vec();
+    let args = GemmArgs { m, n, k, dst: dst.as_mut_ptr(), dst_rs: n, dst_cs: 1, accumulate, scale, lhs, rhs, parallel };
     // SAFETY: dst is m × n row-major, owned here; the kernel is available or None.
-    let ran = unsafe { super::gemm_on(kernel, m, n, k, dst.as_mut_ptr(), n, 1, accumulate, scale, lhs, rhs, parallel, None) };
+    let ran = unsafe { super::gemm_on(kernel, args, None) };
     ran.then_some(dst)
 }
 
@@ -108,8 +110,9 @@ fn kernels_add_a_low_rank_term_inside_the_product() {
             let (want, mag) = reference::gemm(m, n, k, lhs, rhs);
             let (want_low, mag_low) = reference::gemm(m, n, r, low.lhs, low.rhs);
             let mut got = vec![0f32; m * n];
+            let args = GemmArgs { m, n, k, dst: got.as_mut_ptr(), dst_rs: n, dst_cs: 1, accumulate: false, scale: 1.0, lhs, rhs, parallel: true };
             // SAFETY: got is m × n row-major, owned here; the kernel is available.
-            assert!(unsafe { super::gemm_on(kernel, m, n, k, got.as_mut_ptr(), n, 1, false, 1.0, lhs, rhs, true, Some(low),) });
+            assert!(unsafe { super::gemm_on(kernel, args, Some(low)) });
             for idx in 0..m * n {
                 let tol = ((k + r) as f64) * 2f64.powi(-23) * (mag[idx] + mag_low[idx] + 1.0) + 1e-7;
                 let diff = (f64::from(got[idx]) - want[idx] - want_low[idx]).abs();
@@ -180,13 +183,15 @@ fn bf16_throughput() {
         for (what, m, n, k, lhs, rhs) in cases {
             let mut d = vec![0f32; m * n];
             let flops = 2.0 * (m * n * k) as f64;
+            // The case's product, overwriting d (m × n row-major) at each timed run.
+            let into_d = |dst| GemmArgs { m, n, k, dst, dst_rs: n, dst_cs: 1, accumulate: false, scale: 1.0, lhs, rhs, parallel: true };
             // SAFETY: d is m × n row-major, owned here.
-            let f32_s = time(&mut || unsafe { super::super::cpu::gemm_raw(Precision::Fp32, m, n, k, d.as_mut_ptr(), n, 1, false, 1.0, lhs, rhs, true) });
+            let f32_s = time(&mut || unsafe { super::super::cpu::gemm_raw(Precision::Fp32, into_d(d.as_mut_ptr())) });
             let mut line = format!("{what:>18} {m}x{n}x{k}: f32 {:.1} ms ({:.0} GFLOP/s)", f32_s * 1e3, flops / f32_s / 1e9);
             for &kernel in &kernels {
                 // SAFETY: as above; the kernel is available.
                 let s = time(&mut || unsafe {
-                    super::gemm_on(kernel, m, n, k, d.as_mut_ptr(), n, 1, false, 1.0, lhs, rhs, true, None);
+                    super::gemm_on(kernel, into_d(d.as_mut_ptr()), None);
                 });
                 line += &format!(", {kernel} {:.1} ms ({:.0} GFLOP/s, x{:.2})", s * 1e3, flops / s / 1e9, f32_s / s);
             }
@@ -196,7 +201,7 @@ fn bf16_throughput() {
                 let held = if rhs.cs == 1 { MatView::rows(&w16, n) } else { MatView::transposed(&w16, k) };
                 // SAFETY: as above.
                 let s = time(&mut || unsafe {
-                    super::gemm_on(kernels[0], m, n, k, d.as_mut_ptr(), n, 1, false, 1.0, lhs, held, true, None);
+                    super::gemm_on(kernels[0], GemmArgs { m, n, k, dst: d.as_mut_ptr(), dst_rs: n, dst_cs: 1, accumulate: false, scale: 1.0, lhs, rhs: held, parallel: true }, None);
                 });
                 line += &format!(", {} weight held in bf16 {:.1} ms (x{:.2})", kernels[0], s * 1e3, f32_s / s);
             }
