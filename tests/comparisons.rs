@@ -6,7 +6,7 @@
 use std::path::{Path, PathBuf};
 
 use serde_json::Value;
-use slora_federation::metrics::read_parquet;
+use slora_metrics::read_parquet;
 use slora_federation::{ClassifierLearner, Learner, OptimSettings, Schedule};
 use slora_model::optim::AdamWConfig;
 use slora_model::{Classifier, EncoderConfig, Mode, ModelFiles, TrainSpec, Weights};
@@ -83,7 +83,7 @@ fn head_learning_rate_reaches_fft_head_parameters() -> anyhow::Result<()> {
 }
 
 /// Mean validation accuracy of the last `k` evaluated rounds (after round 0) of one tune point.
-fn score(rows: &[slora_federation::RoundMetrics], k: usize) -> f64 {
+fn score(rows: &[slora_metrics::RoundMetrics], k: usize) -> f64 {
     let acc: Vec<f64> = rows.iter().filter(|r| r.round > 0).filter_map(|r| r.accuracy).collect();
     let tail = &acc[acc.len() - k..];
     tail.iter().sum::<f64>() / k as f64
@@ -206,12 +206,12 @@ fn two_seeds_are_two_cached_runs_and_the_report_ci_is_the_t_interval() {
 
 /// `method` and LoRA as the tiny config's baselines: the artifact, and each one's metrics rows
 /// (the same rounds).
-fn beside_lora(method: &str) -> (PathBuf, Vec<slora_federation::RoundMetrics>, Vec<slora_federation::RoundMetrics>) {
+fn beside_lora(method: &str) -> (PathBuf, Vec<slora_metrics::RoundMetrics>, Vec<slora_metrics::RoundMetrics>) {
     let dir = fresh_dir(method);
     std::fs::write(dir.join("tiny.toml"), tiny_toml(7, 120, 60, &format!("[baselines]\nmethods = [\"{method}\", \"lora\"]\n"))).unwrap();
     run_ok(&dir, &["baselines"]);
     let base = artifact(&dir, "baselines");
-    let rows = slora_federation::metrics::read_parquet(&base.join("metrics.parquet")).unwrap();
+    let rows = slora_metrics::read_parquet(&base.join("metrics.parquet")).unwrap();
     let of = |m: &str| rows.iter().filter(|r| r.method == m).cloned().collect::<Vec<_>>();
     let (theirs, lora) = (of(method), of("lora"));
     assert!(theirs.len() >= 3 && theirs.len() == lora.len());
@@ -576,12 +576,12 @@ fn fedex_lora_baseline_charges_its_dense_offsets_on_the_download() {
     // LoRA alone first: adding FedEx-LoRA re-keys the stage, and LoRA's finished run is resumed from
     // its run cache instead of trained again.
     run_ok(&dir, &["--set", "baselines.methods=[\"lora\"]", "baselines"]);
-    let alone = slora_federation::metrics::read_parquet(&artifact(&dir, "baselines").join("metrics.parquet")).unwrap();
+    let alone = slora_metrics::read_parquet(&artifact(&dir, "baselines").join("metrics.parquet")).unwrap();
     let stderr = run_ok(&dir, &["baselines"]);
     assert!(stderr.contains(" lora: resuming after round"), "{stderr}");
     assert!(!stderr.contains(" lora round 1/"), "LoRA trained again:\n{stderr}");
     let base = artifact(&dir, "baselines");
-    let rows = slora_federation::metrics::read_parquet(&base.join("metrics.parquet")).unwrap();
+    let rows = slora_metrics::read_parquet(&base.join("metrics.parquet")).unwrap();
     let of = |m: &str| rows.iter().filter(|r| r.method == m).cloned().collect::<Vec<_>>();
     let (fedex, lora) = (of("fedex-lora"), of("lora"));
     assert!(fedex.len() >= 3 && fedex.len() == lora.len());
@@ -750,7 +750,7 @@ fn heterogeneous_client_ranks_charge_each_clients_rank_both_ways() {
         let chosen = slora_federation::sampling::sample_clients(4, 2, 7, round);
         chosen.iter().map(|c| head + per_rank * [4u64, 8][c % 2]).sum::<u64>() / chosen.len() as u64
     };
-    let rows = |stage: &str| slora_federation::metrics::read_parquet(&artifact(&dir, stage).join("metrics.parquet")).unwrap();
+    let rows = |stage: &str| slora_metrics::read_parquet(&artifact(&dir, stage).join("metrics.parquet")).unwrap();
     let baselines = rows("baselines");
     let mut mixed = 0;
     for method in ["lora", "flexlora"] {
@@ -792,7 +792,7 @@ fn fedsa_lora_shares_only_a_and_is_measured_on_each_clients_own_rows() {
     .unwrap();
     run_ok(&dir, &["all"]);
     let base = artifact(&dir, "baselines");
-    let rows = slora_federation::metrics::read_parquet(&base.join("metrics.parquet")).unwrap();
+    let rows = slora_metrics::read_parquet(&base.join("metrics.parquet")).unwrap();
     let fedsa: Vec<_> = rows.iter().filter(|r| r.method == "fedsa-lora" && r.round > 0).collect();
     let (cfg, weights) = minilm().unwrap();
     let (fresh, _) = Classifier::new(&cfg, &weights, &TrainSpec::new(Mode::Lora(slora_model::LoraSpec::new(8, 16.0)), 2, 7)).unwrap();
@@ -863,7 +863,7 @@ fn roberta_runs_the_pipeline_with_only_the_model_source_changed() {
     std::fs::write(dir.join("tiny.toml"), tiny_toml(7, 120, 60, "[baselines]\nmethods = [\"lora\", \"flexlora\"]\n")).unwrap();
     let source = format!("model.source={}", fixture.display());
     run_ok(&dir, &["--set", &source, "all"]);
-    let rows = slora_federation::metrics::read_parquet(&artifact(&dir, "baselines").join("metrics.parquet")).unwrap();
+    let rows = slora_metrics::read_parquet(&artifact(&dir, "baselines").join("metrics.parquet")).unwrap();
     let lora: Vec<_> = rows.iter().filter(|r| r.method == "lora").collect();
     assert_eq!(lora.len(), 5, "round 0 and 4 rounds");
     let cfg: Value = json(&fixture.join("config.json"));

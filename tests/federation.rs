@@ -11,8 +11,8 @@ use std::time::{Duration, Instant};
 
 use crate::common::tiny_toml;
 use serde_json::Value;
-use slora_federation::metrics::read_parquet;
-use slora_federation::RoundMetrics;
+use slora_metrics::read_parquet;
+use slora_metrics::RoundMetrics;
 
 /// The tiny experiment in `dir/tiny.toml` (artifacts go to `dir/artifacts`): 200 train / 100 test rows.
 fn write_config(dir: &Path) -> PathBuf {

@@ -10,19 +10,19 @@ use std::path::Path;
 use std::sync::Arc;
 
 use serde_json::Value;
-use slora_federation::RoundMetrics;
-use slora_report::metrics::{MetricRow, Metrics};
+use slora_metrics::RoundMetrics;
+use slora_report::metrics::Metrics;
 use slora_report::targets::{first_hit, time_to_target};
 use slora_report::{build_report, compare, tables, write_report, Baseline, Summary};
 
 
-fn row(method: &str, round: u32, accuracy: f64, bytes_up: u64, cum: u64, wall: f64) -> MetricRow {
-    MetricRow {
+fn row(method: &str, round: u32, accuracy: f64, bytes_up: u64, cum: u64, wall: f64) -> RoundMetrics {
+    RoundMetrics {
         method: method.into(),
         round,
-        accuracy,
-        loss: 2.0 - accuracy,
-        train_loss: if round == 0 { f64::NAN } else { 1.9 - accuracy },
+        accuracy: Some(accuracy),
+        loss: Some(2.0 - accuracy),
+        train_loss: (round > 0).then_some(1.9 - accuracy),
         bytes_up_per_client: bytes_up,
         bytes_down_per_client: bytes_up,
         cum_bytes_up: cum,
@@ -235,10 +235,10 @@ fn metrics_parquet_written_by_federation_reads_back() {
         ..Default::default()
     };
     // Round 1 was not evaluated (eval_every = 2): null accuracy and loss.
-    slora_federation::metrics::write_parquet(&path, &[fed(0, Some(0.1)), fed(1, None), fed(2, Some(0.4))]).unwrap();
+    slora_metrics::write_parquet(&path, &[fed(0, Some(0.1)), fed(1, None), fed(2, Some(0.4))]).unwrap();
     let m = Metrics::read_parquet_files(&[&path]).unwrap();
     assert_eq!(m.rows.len(), 3);
-    assert!(m.rows[1].accuracy.is_nan() && m.rows[0].train_loss.is_nan());
+    assert!(m.rows[1].accuracy.is_none() && m.rows[0].train_loss.is_none());
     assert_eq!((m.rows[2].cum_bytes_up, m.rows[2].bytes_down_per_client, m.rows[2].clients), (492, 456, 2));
     let curves = m.curves().unwrap();
     assert_eq!(curves[0].last_evaluated().unwrap().round, 2);
@@ -536,7 +536,7 @@ methods = ["lora"]
     let lock: Value = serde_json::from_str(&std::fs::read_to_string(dir.path().join("artifacts/pipeline.lock")).unwrap()).unwrap();
     let artifact = |stage: &str| dir.path().join("artifacts").join(stage).join(lock["stages"][stage]["key"].as_str().unwrap());
     let test = slora_data::read_shard(&artifact("partition").join("test.parquet")).unwrap();
-    let rows = slora_federation::metrics::read_parquet(&artifact("stage2").join("metrics.parquet")).unwrap();
+    let rows = slora_metrics::read_parquet(&artifact("stage2").join("metrics.parquet")).unwrap();
     let last = rows.last().unwrap();
     let enc = slora_model::EncoderConfig::from_file(&slora_out.join("merged/config.json")).unwrap();
     let weights = slora_model::Weights::load(&merged, &enc).unwrap();

@@ -5,8 +5,8 @@
 pub use crate::common::shared;
 use serde_json::Value;
 use sha2::{Digest, Sha256};
-use slora_federation::metrics::read_parquet;
-use slora_federation::RoundMetrics;
+use slora_metrics::read_parquet;
+use slora_metrics::RoundMetrics;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};

@@ -19,7 +19,7 @@ use sha2::{Digest, Sha256};
 
 use crate::aggregate::State;
 use crate::error::{FederationError, Result};
-use crate::metrics::RoundMetrics;
+use slora_metrics::RoundMetrics;
 
 /// Checkpoint JSON format version.
 const FORMAT: u32 = 1;
@@ -72,7 +72,7 @@ struct Record {
     completed_rounds: u32,
     state_file: String,
     state_sha256: String,
-    #[serde(with = "crate::metrics::exact_f64")]
+    #[serde(with = "slora_metrics::exact_f64")]
     wall_seconds: f64,
     seed_derivation: String,
     metrics: Vec<RoundMetrics>,
@@ -220,10 +220,10 @@ mod tests {
         assert_eq!(fs::read(&st).unwrap(), before);
         let m = dir.path().join("metrics.parquet");
         let rows = vec![RoundMetrics { method: "fft".into(), ..Default::default() }];
-        crate::metrics::write_parquet(&m, &rows).unwrap();
+        slora_metrics::write_parquet(&m, &rows).unwrap();
         let before = fs::read(&m).unwrap();
         let more = vec![rows[0].clone(), RoundMetrics { method: "fft".into(), round: 1, ..Default::default() }];
-        assert!(slora_fsio::fault::with_budget(64, || crate::metrics::write_parquet(&m, &more)).is_err());
+        assert!(slora_fsio::fault::with_budget(64, || slora_metrics::write_parquet(&m, &more)).is_err());
         assert_eq!(fs::read(&m).unwrap(), before);
         assert_eq!(fs::read_dir(dir.path()).unwrap().count(), 2, "no temporary file left");
     }

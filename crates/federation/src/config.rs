@@ -2,7 +2,7 @@
 
 use crate::error::{FederationError, Result};
 use crate::learner::Shard;
-use crate::metrics::RoundMetrics;
+use slora_metrics::RoundMetrics;
 
 /// A mean batch cross-entropy above this is divergence, not learning: it needs logit margins of ~10⁴
 /// (a uniform guess costs ln(num_labels) < 12). An lr far too high (1e6) gives losses of ~10⁷ that

@@ -16,7 +16,7 @@ use crate::aggregate::State;
 use crate::checkpoint::CheckpointStore;
 use crate::error::{FederationError, Result};
 use crate::learner::{Learner, Shard};
-use crate::metrics::RoundMetrics;
+use slora_metrics::RoundMetrics;
 use crate::server::FedAvgServer;
 
 use crate::client::{local_update, LocalRound};

@@ -65,6 +65,9 @@ pub enum FederationError {
         /// Why.
         reason: String,
     },
+    /// Writing or reading `metrics.parquet` failed.
+    #[error(transparent)]
+    Metrics(#[from] slora_metrics::MetricsError),
     /// Two trainable states do not line up (names, shapes or dtypes).
     #[error("trainable state mismatch: {0}")]
     StateMismatch(String),

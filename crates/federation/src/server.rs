@@ -25,7 +25,7 @@ use crate::alternating::frozen_factor;
 use crate::exact::{is_base_offset, ProductSum};
 use crate::error::{FederationError, Result};
 use crate::learner::{Learner, Shard};
-use crate::metrics::RoundMetrics;
+use slora_metrics::RoundMetrics;
 use crate::sampling::sample_clients;
 
 /// One round as the server plans it: its number, the clients it samples (in order: the order their

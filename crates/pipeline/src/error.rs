@@ -77,9 +77,12 @@ pub enum PipelineError {
     /// Model files, weights, adapters.
     #[error(transparent)]
     Model(#[from] slora_model::ModelError),
-    /// Federated runs, checkpoints, metrics files.
+    /// Federated runs, checkpoints.
     #[error(transparent)]
     Federation(#[from] slora_federation::FederationError),
+    /// Metrics files.
+    #[error(transparent)]
+    Metrics(#[from] slora_metrics::MetricsError),
     /// An error inside a stage (or command): its name, then the error, kept as the source.
     #[error("{stage}: {source}")]
     InStage {

@@ -14,7 +14,8 @@
 use std::borrow::Cow;
 use std::path::Path;
 
-use slora_federation::{local_update, ClassifierLearner, FedAvgServer, LocalRound, RoundMetrics, RoundPlan, Shard, State, WeightedAverage};
+use slora_federation::{local_update, ClassifierLearner, FedAvgServer, LocalRound, RoundPlan, Shard, State, WeightedAverage};
+use slora_metrics::RoundMetrics;
 use slora_model::{Mode, SparseSpec};
 use slora_pipeline::config::{parse_set, BaselineMethod, LearningRate, StageOneMask};
 use slora_pipeline::stages::decompose::Decomposition;
@@ -34,6 +35,9 @@ pub enum BindingError {
     /// Training or aggregation error.
     #[error(transparent)]
     Federation(#[from] slora_federation::FederationError),
+    /// Metrics file error.
+    #[error(transparent)]
+    Metrics(#[from] slora_metrics::MetricsError),
     /// Shard or label file error.
     #[error(transparent)]
     Data(#[from] slora_data::DataError),
@@ -421,7 +425,7 @@ impl Server {
 
     /// Writes `metrics.parquet` (the pipeline's schema) with `rows`.
     pub fn write_metrics(path: &Path, rows: &[RoundMetrics]) -> Result<()> {
-        Ok(slora_federation::metrics::write_parquet(path, rows)?)
+        Ok(slora_metrics::write_parquet(path, rows)?)
     }
 }
 

@@ -8,7 +8,8 @@ use numpy::{IntoPyArray, PyArrayMethods, PyReadonlyArrayDyn, PyUntypedArrayMetho
 use pyo3::exceptions::PyValueError;
 use pyo3::prelude::*;
 use pyo3::types::PyDict;
-use slora_federation::{RoundMetrics, State};
+use slora_federation::State;
+use slora_metrics::RoundMetrics;
 
 fn err(e: impl std::fmt::Display) -> PyErr {
     PyValueError::new_err(e.to_string())
@@ -246,7 +247,7 @@ fn render_report(
 #[pyfunction]
 fn metrics_table(servers: Vec<PyRef<'_, PyServer>>) -> String {
     let rows: Vec<RoundMetrics> = servers.iter().flat_map(|s| s.inner.metrics().iter().cloned()).collect();
-    slora_federation::metrics::format_table(&rows)
+    slora_metrics::format_table(&rows)
 }
 
 /// The digest of a state (a dict of arrays) as the server computes it for a download: a client

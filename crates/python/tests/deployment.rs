@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use slora_federation::RoundMetrics;
+use slora_metrics::RoundMetrics;
 use slora_pipeline::config::parse_set;
 use slora_pipeline::runner::{Force, Runner};
 use slora_pipeline::{Config, Store};
@@ -51,7 +51,7 @@ fn run_in_process(cfg: &Config, stages: &[&str]) -> anyhow::Result<(tempfile::Te
     let partition = runner.run("partition")?;
     let mut rows: BTreeMap<String, Vec<RoundMetrics>> = BTreeMap::new();
     for stage in stages {
-        for row in slora_federation::metrics::read_parquet(&runner.run(stage)?.file("metrics.parquet"))? {
+        for row in slora_metrics::read_parquet(&runner.run(stage)?.file("metrics.parquet"))? {
             rows.entry(row.method.clone()).or_default().push(row);
         }
     }

@@ -23,7 +23,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 use std::process::Command;
 
-use slora_federation::RoundMetrics;
+use slora_metrics::RoundMetrics;
 use slora_pipeline::config::parse_set;
 use slora_pipeline::runner::{Force, Runner};
 use slora_pipeline::{Config, Store};
@@ -36,7 +36,7 @@ const OVERRIDES: [&str; 2] = ["partition.clients=3", "federation.clients_per_rou
 
 fn metrics_by_method(path: &Path) -> anyhow::Result<BTreeMap<String, Vec<RoundMetrics>>> {
     let mut by = BTreeMap::new();
-    for row in slora_federation::metrics::read_parquet(path)? {
+    for row in slora_metrics::read_parquet(path)? {
         by.entry(row.method.clone()).or_insert_with(Vec::new).push(row);
     }
     Ok(by)

@@ -4,7 +4,7 @@
 
 use std::collections::BTreeMap;
 
-use crate::metrics::{MetricRow, Metrics};
+use crate::metrics::{Metrics, RoundMetrics};
 use crate::partition::PartitionCounts;
 use crate::report::ReportInputs;
 use crate::spectrum::Spectra;
@@ -23,18 +23,18 @@ impl SplitMix {
 }
 
 /// Rows of one method: accuracy approaches `ceiling` with rate `speed` over `rounds` rounds.
-pub fn demo_curve(method: &str, rounds: u32, start: f64, ceiling: f64, speed: f64, bytes_up: u64, seconds_per_round: f64) -> Vec<MetricRow> {
+pub fn demo_curve(method: &str, rounds: u32, start: f64, ceiling: f64, speed: f64, bytes_up: u64, seconds_per_round: f64) -> Vec<RoundMetrics> {
     let clients = 4u32;
     (0..=rounds)
         .map(|r| {
             let t = f64::from(r);
             let accuracy = ceiling - (ceiling - start) * (-speed * t).exp();
-            MetricRow {
+            RoundMetrics {
                 method: method.to_string(),
                 round: r,
-                accuracy,
-                loss: 3.0 * (1.0 - accuracy) + 0.2,
-                train_loss: if r == 0 { f64::NAN } else { 2.8 * (1.0 - accuracy) + 0.1 },
+                accuracy: Some(accuracy),
+                loss: Some(3.0 * (1.0 - accuracy) + 0.2),
+                train_loss: (r > 0).then(|| 2.8 * (1.0 - accuracy) + 0.1),
                 bytes_up_per_client: if r == 0 { 0 } else { bytes_up },
                 bytes_down_per_client: if r == 0 { 0 } else { bytes_up },
                 cum_bytes_up: u64::from(r) * u64::from(clients) * bytes_up,
@@ -57,7 +57,7 @@ pub fn demo_inputs() -> ReportInputs {
     rows.extend(demo_curve("sft", 6, 0.05, 0.66, 0.45, sparse_bytes, 25.0));
     rows.extend(demo_curve("slora-stage1", 3, 0.05, 0.66, 0.45, sparse_bytes, 25.0));
     let stage1_end = rows.last().cloned().expect("stage 1 rows");
-    let mut stage2 = demo_curve("slora-stage2", 3, stage1_end.accuracy, 0.70, 0.6, lora_bytes, 22.0);
+    let mut stage2 = demo_curve("slora-stage2", 3, stage1_end.accuracy.unwrap_or_default(), 0.70, 0.6, lora_bytes, 22.0);
     stage2[0].accuracy = stage1_end.accuracy;
     rows.extend(stage2);
 

@@ -41,6 +41,9 @@ pub enum ReportError {
         /// What is wrong with it.
         message: String,
     },
+    /// A `metrics.parquet` that cannot be read.
+    #[error(transparent)]
+    Metrics(#[from] slora_metrics::MetricsError),
     /// Input that is structurally valid but cannot be reported (no rows, inconsistent lengths, ...).
     #[error("invalid report input: {0}")]
     Invalid(String),

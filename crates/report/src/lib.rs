@@ -26,7 +26,7 @@ pub mod targets;
 
 pub use compare::{compare, default_tolerances, Baseline, Comparison, Tolerance};
 pub use error::{ReportError, Result};
-pub use metrics::{Curve, MetricRow, Metrics};
+pub use metrics::{Curve, Metrics};
 pub use output::{write_dir_atomically, write_report};
 pub use partition::PartitionCounts;
 pub use report::{build_report, Figure, Report, ReportInputs};

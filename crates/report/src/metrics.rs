@@ -1,5 +1,6 @@
-//! The metrics table every federated stage writes (`metrics.parquet`, schema in ARCHITECTURE.md),
-//! and the per-method learning curves the report draws from it.
+//! The metrics table every federated stage writes (`metrics.parquet`: one
+//! [`slora_metrics::RoundMetrics`] per row), and the per-method learning curves the report draws
+//! from it.
 //!
 //! SLoRA is reported as one method: its Stage-1 rows followed by its Stage-2 rows (whose first row is
 //! the evaluation right after the switch, at Stage 1's last round). When Stage 2 counts its rounds,
@@ -10,10 +11,9 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use polars::prelude::*;
-use serde::{Deserialize, Serialize};
+pub use slora_metrics::RoundMetrics;
 
 use crate::error::{ReportError, Result};
-use crate::table_io::ParquetTable;
 
 /// `method` value of SLoRA's sparse phase.
 pub const SLORA_STAGE1: &str = "slora-stage1";
@@ -24,74 +24,23 @@ pub const SLORA: &str = "slora";
 /// The reference method for time-to-target and gap-to-FFT.
 pub const FFT: &str = "fft";
 
-/// One row of `metrics.parquet`: one evaluation of one method after one round.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
-pub struct MetricRow {
-    /// fft | lora | sft | slora-stage1 | slora-stage2.
-    pub method: String,
-    /// 1-based round; 0 = before training.
-    pub round: u32,
-    /// Test accuracy in [0, 1] (NaN in rounds without evaluation).
-    pub accuracy: f64,
-    /// Test loss, mean cross-entropy (NaN in rounds without evaluation).
-    pub loss: f64,
-    /// Mean training loss of this round's clients (NaN for round 0).
-    pub train_loss: f64,
-    /// Bytes one sampled client uploaded this round.
-    pub bytes_up_per_client: u64,
-    /// Bytes one sampled client downloaded this round.
-    pub bytes_down_per_client: u64,
-    /// Bytes uploaded by all sampled clients so far.
-    pub cum_bytes_up: u64,
-    /// Cumulative training + evaluation wall time, seconds.
-    pub wall_seconds: f64,
-    /// Clients sampled this round.
-    pub clients: u32,
-    /// Test rows behind `accuracy` (0 when unknown).
-    #[serde(default)]
-    pub eval_rows: u64,
-    /// Accuracy on every test row (the last round; NaN elsewhere).
-    #[serde(default)]
-    pub full_test_accuracy: f64,
-    /// Rows behind `full_test_accuracy`.
-    #[serde(default)]
-    pub full_test_rows: u64,
-    /// The head's share of `bytes_up_per_client`.
-    #[serde(default)]
-    pub bytes_up_head_per_client: u64,
-    /// The head's share of `bytes_down_per_client`.
-    #[serde(default)]
-    pub bytes_down_head_per_client: u64,
-    /// A one-off payload in `bytes_down_per_client` (SLoRA's switch), sent to every client.
-    #[serde(default)]
-    pub bytes_down_switch_per_client: u64,
-    /// Download bytes over all clients so far.
-    #[serde(default)]
-    pub cum_bytes_down: u64,
-    /// Local training seconds of this round's clients (summed; no evaluation).
-    #[serde(default)]
-    pub train_seconds: f64,
-    /// Server seconds of this round (aggregation; the decomposition in SLoRA's switch row).
-    #[serde(default)]
-    pub server_seconds: f64,
+/// A figure the report computes with: NaN where the row has none (not evaluated, not trained), which
+/// the plots, the means and polars' null handling skip.
+pub fn or_nan(value: Option<f64>) -> f64 {
+    value.unwrap_or(f64::NAN)
 }
 
-impl MetricRow {
-    /// The accuracy that ranks the run at this row: on every test row when measured, else the curve's.
-    pub fn final_accuracy(&self) -> f64 {
-        if self.full_test_rows > 0 && self.full_test_accuracy.is_finite() {
-            self.full_test_accuracy
-        } else {
-            self.accuracy
-        }
-    }
+/// The other way: a computed figure as a row holds it, `None` where it is not finite (a mean over
+/// no evaluation).
+pub fn measured(value: f64) -> Option<f64> {
+    Some(value).filter(|v| v.is_finite())
 }
 
 /// All metric rows of a run (any number of methods, any order).
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct Metrics {
     /// The rows as read.
-    pub rows: Vec<MetricRow>,
+    pub rows: Vec<RoundMetrics>,
 }
 
 impl Metrics {
@@ -119,7 +68,7 @@ impl Metrics {
 
     /// One learning curve per reported method, sorted by round; the two SLoRA phases become one curve.
     pub fn curves(&self) -> Result<Vec<Curve>> {
-        let mut by_method: BTreeMap<String, Vec<MetricRow>> = BTreeMap::new();
+        let mut by_method: BTreeMap<String, Vec<RoundMetrics>> = BTreeMap::new();
         for row in &self.rows {
             by_method.entry(row.method.clone()).or_default().push(row.clone());
         }
@@ -155,25 +104,25 @@ pub struct Curve {
     /// Method id (`slora` for the combined SLoRA curve).
     pub method: String,
     /// Rows in round order; for SLoRA rounds, bytes and seconds are cumulative over both phases.
-    pub points: Vec<MetricRow>,
+    pub points: Vec<RoundMetrics>,
     /// For SLoRA: the round at which Stage 2 took over (= Stage-1 rounds).
     pub switch_round: Option<u32>,
 }
 
 impl Curve {
     /// The last row.
-    pub fn last(&self) -> Option<&MetricRow> {
+    pub fn last(&self) -> Option<&RoundMetrics> {
         self.points.last()
     }
 
-    /// The last row with an evaluation (finite accuracy).
-    pub fn last_evaluated(&self) -> Option<&MetricRow> {
-        self.points.iter().rev().find(|p| p.accuracy.is_finite())
+    /// The last row with an evaluation.
+    pub fn last_evaluated(&self) -> Option<&RoundMetrics> {
+        self.points.iter().rev().find(|p| p.accuracy.is_some())
     }
 
     /// Rows with an evaluation, in round order.
-    pub fn evaluated(&self) -> impl Iterator<Item = &MetricRow> {
-        self.points.iter().filter(|p| p.accuracy.is_finite())
+    pub fn evaluated(&self) -> impl Iterator<Item = &RoundMetrics> {
+        self.points.iter().filter(|p| p.accuracy.is_some())
     }
 
     /// Human-readable method name for legends and tables.
@@ -219,7 +168,7 @@ pub fn method_rank(method: &str) -> u8 {
 }
 
 /// Stage 1 then Stage 2 as one curve; Stage 2's counters are shifted when they restart from zero.
-fn combine_slora(stage1: Vec<MetricRow>, stage2: Vec<MetricRow>) -> Curve {
+fn combine_slora(stage1: Vec<RoundMetrics>, stage2: Vec<RoundMetrics>) -> Curve {
     let last1 = stage1.last().cloned();
     let first2 = stage2.first().cloned();
     let (round_shift, bytes_shift, wall_shift) = match (&last1, &first2) {
@@ -238,7 +187,8 @@ fn combine_slora(stage1: Vec<MetricRow>, stage2: Vec<MetricRow>) -> Curve {
     // SLoRA's last rounds on every row.
     for p in &mut points {
         p.full_test_rows = 0;
-        p.full_test_accuracy = f64::NAN;
+        p.full_test_accuracy = None;
+        p.full_test_loss = None;
     }
     points.extend(stage2.into_iter().map(|mut r| {
         r.round += round_shift;
@@ -253,65 +203,19 @@ fn combine_slora(stage1: Vec<MetricRow>, stage2: Vec<MetricRow>) -> Curve {
     Curve { method: SLORA.into(), points, switch_round: last1.map(|l| l.round) }
 }
 
-fn read_metric_rows(path: &Path) -> Result<Vec<MetricRow>> {
-    let t = ParquetTable::read(path)?;
-    let method = t.strings("method")?;
-    let round = t.u32s("round")?;
-    let accuracy = t.f64s("accuracy")?;
-    let loss = t.f64s("loss")?;
-    let train_loss = t.f64s("train_loss")?;
-    let up = t.u64s("bytes_up_per_client")?;
-    let down = t.u64s("bytes_down_per_client")?;
-    let cum = t.u64s("cum_bytes_up")?;
-    let wall = t.f64s("wall_seconds")?;
-    let clients = t.u32s("clients")?;
-    let n = t.num_rows();
-    // Audit columns: absent from files written before they existed.
-    let u64o = |c: &str| -> Result<Vec<u64>> { if t.has_column(c) { t.u64s(c) } else { Ok(vec![0; n]) } };
-    let f64o = |c: &str, d: f64| -> Result<Vec<f64>> { if t.has_column(c) { t.f64s(c) } else { Ok(vec![d; n]) } };
-    let eval_rows = u64o("eval_rows")?;
-    let full_acc = f64o("full_test_accuracy", f64::NAN)?;
-    let full_rows = u64o("full_test_rows")?;
-    let up_head = u64o("bytes_up_head_per_client")?;
-    let down_head = u64o("bytes_down_head_per_client")?;
-    let switch = u64o("bytes_down_switch_per_client")?;
-    let cum_down = u64o("cum_bytes_down")?;
-    let train_s = f64o("train_seconds", 0.0)?;
-    let server_s = f64o("server_seconds", 0.0)?;
-    Ok((0..t.num_rows())
-        .map(|i| MetricRow {
-            method: method[i].clone(),
-            round: round[i],
-            accuracy: accuracy[i],
-            loss: loss[i],
-            train_loss: train_loss[i],
-            bytes_up_per_client: up[i],
-            bytes_down_per_client: down[i],
-            cum_bytes_up: cum[i],
-            wall_seconds: wall[i],
-            clients: clients[i],
-            eval_rows: eval_rows[i],
-            full_test_accuracy: full_acc[i],
-            full_test_rows: full_rows[i],
-            bytes_up_head_per_client: up_head[i],
-            bytes_down_head_per_client: down_head[i],
-            bytes_down_switch_per_client: switch[i],
-            cum_bytes_down: cum_down[i],
-            train_seconds: train_s[i].max(0.0),
-            server_seconds: server_s[i].max(0.0),
-        })
-        .collect())
+fn read_metric_rows(path: &Path) -> Result<Vec<RoundMetrics>> {
+    Ok(slora_metrics::read_parquet(path)?)
 }
 
 /// Builds the polars table of `rows` (column names and dtypes as in `metrics.parquet`).
-pub fn rows_to_dataframe(rows: &[MetricRow]) -> Result<DataFrame> {
-    let col_f = |name: &str, f: fn(&MetricRow) -> f64| Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>());
+pub fn rows_to_dataframe(rows: &[RoundMetrics]) -> Result<DataFrame> {
+    let col_f = |name: &str, f: fn(&RoundMetrics) -> f64| Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>());
     // NaN (not evaluated / not trained) becomes null, which polars' aggregations skip.
-    let col_opt = |name: &str, f: fn(&MetricRow) -> f64| {
-        Column::new(name.into(), rows.iter().map(|r| Some(f(r)).filter(|v| v.is_finite())).collect::<Vec<_>>())
+    let col_opt = |name: &str, f: fn(&RoundMetrics) -> Option<f64>| {
+        Column::new(name.into(), rows.iter().map(|r| f(r).filter(|v| v.is_finite())).collect::<Vec<_>>())
     };
-    let col_u64 = |name: &str, f: fn(&MetricRow) -> u64| Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>());
-    let col_u32 = |name: &str, f: fn(&MetricRow) -> u32| Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>());
+    let col_u64 = |name: &str, f: fn(&RoundMetrics) -> u64| Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>());
+    let col_u32 = |name: &str, f: fn(&RoundMetrics) -> u32| Column::new(name.into(), rows.iter().map(f).collect::<Vec<_>>());
     let df = DataFrame::new_infer_height(vec![
         Column::new("method".into(), rows.iter().map(|r| r.method.as_str()).collect::<Vec<_>>()),
         col_u32("round", |r| r.round),

@@ -4,6 +4,7 @@
 //!
 //! A single seed gives means without intervals: the report then says so and shows no ±.
 
+use crate::metrics::or_nan;
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};
@@ -110,15 +111,15 @@ pub struct SeedFigures {
 /// The figures of `curve`, with the last-`k` mean over its evaluated rounds.
 pub fn seed_figures(curve: &Curve, k: usize) -> Option<SeedFigures> {
     let last = curve.last_evaluated()?;
-    let evaluated: Vec<f64> = curve.evaluated().filter(|p| p.round > 0 || curve.points.len() == 1).map(|p| p.accuracy).collect();
+    let evaluated: Vec<f64> = curve.evaluated().filter(|p| p.round > 0 || curve.points.len() == 1).map(|p| or_nan(p.accuracy)).collect();
     let tail = &evaluated[evaluated.len().saturating_sub(k.max(1))..];
     let trained = curve.points.iter().filter(|p| p.clients > 0);
     let mut f = SeedFigures {
         rounds: last.round,
-        final_accuracy: last.final_accuracy(),
-        last_k_accuracy: if tail.is_empty() { last.accuracy } else { tail.iter().sum::<f64>() / tail.len() as f64 },
+        final_accuracy: or_nan(last.final_accuracy()),
+        last_k_accuracy: if tail.is_empty() { or_nan(last.accuracy) } else { tail.iter().sum::<f64>() / tail.len() as f64 },
         last_k_slope: {
-            let rounds: Vec<(f64, f64)> = curve.evaluated().filter(|p| p.round > 0).map(|p| (f64::from(p.round), p.accuracy)).collect();
+            let rounds: Vec<(f64, f64)> = curve.evaluated().filter(|p| p.round > 0).map(|p| (f64::from(p.round), or_nan(p.accuracy))).collect();
             // The switch round is evaluated twice (end of Stage 1, after the switch): keep the later.
             let mut dedup: Vec<(f64, f64)> = Vec::new();
             for (r, a) in rounds {
@@ -129,14 +130,14 @@ pub fn seed_figures(curve: &Curve, k: usize) -> Option<SeedFigures> {
             }
             slope(&dedup[dedup.len().saturating_sub(k.max(2))..])
         },
-        loss: last.loss,
-        best_accuracy: curve.evaluated().map(|p| p.accuracy).fold(f64::NEG_INFINITY, f64::max),
+        loss: or_nan(last.loss),
+        best_accuracy: curve.evaluated().map(|p| or_nan(p.accuracy)).fold(f64::NEG_INFINITY, f64::max),
         cum_bytes_up: last.cum_bytes_up,
         cum_bytes_down: curve.last().map_or(0, |p| p.cum_bytes_down),
         wall_seconds: last.wall_seconds,
         full_test_mean_accuracy: {
             let full: Vec<f64> =
-                curve.points.iter().filter(|p| p.full_test_rows > 0 && p.full_test_accuracy.is_finite()).map(|p| p.full_test_accuracy).collect();
+                curve.points.iter().filter(|p| p.full_test_rows > 0).filter_map(|p| p.full_test_accuracy.filter(|a| a.is_finite())).collect();
             (!full.is_empty()).then(|| full.iter().sum::<f64>() / full.len() as f64)
         },
         ..Default::default()
@@ -225,11 +226,11 @@ pub fn paired(a: &str, b: &str, values: &BTreeMap<String, BTreeMap<u64, f64>>) -
 /// The mean curve of one method over seeds: per round that every seed evaluated, the mean accuracy
 /// and its 95 % interval bounds (equal to the mean for one seed).
 pub fn mean_curve(runs: &[SeedRun], method: &str) -> Vec<(u32, Interval)> {
-    mean_curve_of(runs, method, |p| p.accuracy)
+    mean_curve_of(runs, method, |p| or_nan(p.accuracy))
 }
 
 /// [`mean_curve`] of any per-round value of the evaluated rows (accuracy, loss).
-pub fn mean_curve_of(runs: &[SeedRun], method: &str, value: impl Fn(&crate::metrics::MetricRow) -> f64) -> Vec<(u32, Interval)> {
+pub fn mean_curve_of(runs: &[SeedRun], method: &str, value: impl Fn(&crate::metrics::RoundMetrics) -> f64) -> Vec<(u32, Interval)> {
     let mut by_round: BTreeMap<u32, Vec<f64>> = BTreeMap::new();
     let mut present = 0;
     for run in runs {

@@ -1,6 +1,7 @@
 //! Assembling a run's report: inputs in, figures + tables + summary out, independent of the output
 //! format (HTML and Markdown writers render the same [`Report`]).
 
+use crate::metrics::{or_nan, measured};
 use std::collections::BTreeMap;
 
 use crate::error::Result;
@@ -151,17 +152,19 @@ fn mean_curves(runs: &[SeedRun]) -> Vec<Curve> {
         .curves
         .iter()
         .map(|c| {
-            let means = |value: fn(&crate::metrics::MetricRow) -> f64| -> BTreeMap<u32, f64> {
+            let means = |value: fn(&crate::metrics::RoundMetrics) -> f64| -> BTreeMap<u32, f64> {
                 mean_curve_of(runs, &c.method, value).into_iter().map(|(r, i)| (r, i.mean)).collect()
             };
-            let (acc, loss) = (means(|p| p.accuracy), means(|p| p.loss));
+            let (acc, loss) = (means(|p| or_nan(p.accuracy)), means(|p| or_nan(p.loss)));
             let mut mc = c.clone();
             for p in &mut mc.points {
                 if let Some(a) = acc.get(&p.round) {
-                    p.accuracy = *a;
-                    p.loss = loss.get(&p.round).copied().unwrap_or(p.loss);
+                    p.accuracy = measured(*a);
+                    if let Some(l) = loss.get(&p.round) {
+                        p.loss = measured(*l);
+                    }
                 } else {
-                    p.accuracy = f64::NAN;
+                    p.accuracy = None;
                 }
             }
             mc
@@ -566,8 +569,8 @@ fn switch_section(check: Option<&serde_json::Value>, metrics: &Metrics) -> Secti
             table: TextTable {
                 headers: vec!["".into(), "Accuracy (%)".into(), "Test loss".into()],
                 rows: vec![
-                    vec!["End of stage 1".into(), format!("{:.2}", 100.0 * a.accuracy), format!("{:.4}", a.loss)],
-                    vec!["Start of stage 2 (after the switch)".into(), format!("{:.2}", 100.0 * b.accuracy), format!("{:.4}", b.loss)],
+                    vec!["End of stage 1".into(), format!("{:.2}", 100.0 * or_nan(a.accuracy)), format!("{:.4}", or_nan(a.loss))],
+                    vec!["Start of stage 2 (after the switch)".into(), format!("{:.2}", 100.0 * or_nan(b.accuracy)), format!("{:.4}", or_nan(b.loss))],
                 ],
                 align: vec![Align::Left, Align::Right, Align::Right],
             },

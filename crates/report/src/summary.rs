@@ -243,7 +243,7 @@ impl Summary {
             let mean = |g: &dyn Fn(&SeedFigures) -> f64| figs.iter().map(g).sum::<f64>() / figs.len() as f64;
             let mean_u = |g: &dyn Fn(&SeedFigures) -> u64| (figs.iter().map(g).sum::<u64>() as f64 / figs.len() as f64).round() as u64;
             let first = &lasts[0].0;
-            let train_losses: Vec<f64> = lasts.iter().map(|(l, _)| l.train_loss).filter(|v| v.is_finite()).collect();
+            let train_losses: Vec<f64> = lasts.iter().filter_map(|(l, _)| l.train_loss).filter(|v| v.is_finite()).collect();
             let rates = opts.rates.get(method).copied().unwrap_or_default();
             methods.insert(
                 method.clone(),

@@ -3,6 +3,7 @@
 //! value): the "how much cheaper is it" number of the paper. Training time here is the clients' local
 //! training only (no evaluation), the paper's notion; wall time is kept for reference.
 
+use crate::metrics::or_nan;
 use serde::{Deserialize, Serialize};
 
 use crate::metrics::{Curve, FFT};
@@ -70,7 +71,7 @@ pub fn first_hit(curve: &Curve, target: f64) -> Option<TargetHit> {
     for p in &curve.points {
         train += p.train_seconds;
         server += p.server_seconds;
-        if p.accuracy >= target {
+        if or_nan(p.accuracy) >= target {
             return Some(TargetHit {
                 round: p.round,
                 wall_seconds: p.wall_seconds,
@@ -127,7 +128,7 @@ pub fn mean_if_all(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
 /// Time-to-target for every curve and every fraction in `fractions`, measured against the final
 /// accuracy of the `fft` curve. Empty when there is no FFT curve (no reference to aim at).
 pub fn time_to_target(curves: &[Curve], fractions: &[f64]) -> Vec<TimeToTarget> {
-    let Some(fft_final) = curves.iter().find(|c| c.method == FFT).and_then(Curve::last_evaluated).map(|r| r.accuracy) else {
+    let Some(fft_final) = curves.iter().find(|c| c.method == FFT).and_then(Curve::last_evaluated).map(|r| or_nan(r.accuracy)) else {
         return Vec::new();
     };
     let mut out = Vec::new();

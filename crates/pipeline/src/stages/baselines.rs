@@ -17,7 +17,7 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::{json, Value};
-use slora_federation::RoundMetrics;
+use slora_metrics::RoundMetrics;
 use slora_model::peft::{save_adapter, PeftAdapter};
 
 use super::federated as fed;
@@ -210,7 +210,7 @@ fn seed_from_stage1(ctx: &StageCtx, store: &slora_federation::CheckpointStore, m
             None => (k, v),
         })
         .collect();
-    let mut rows = slora_federation::metrics::read_parquet(&stage1.file("metrics.parquet"))?;
+    let mut rows = slora_metrics::read_parquet(&stage1.file("metrics.parquet"))?;
     for r in &mut rows {
         r.method = method.to_string();
         // Only a run's own last round carries full-test figures (Stage 1 records none).

@@ -354,8 +354,8 @@ pub fn run_summary(outcome: &FedOutcome, model: &Classifier) -> super::summaries
 }
 
 /// Writes `metrics.parquet` into `out`.
-pub fn write_metrics(out: &Path, rows: &[slora_federation::RoundMetrics]) -> Result<(), PipelineError> {
-    Ok(slora_federation::metrics::write_parquet(&out.join("metrics.parquet"), rows)?)
+pub fn write_metrics(out: &Path, rows: &[slora_metrics::RoundMetrics]) -> Result<(), PipelineError> {
+    Ok(slora_metrics::write_parquet(&out.join("metrics.parquet"), rows)?)
 }
 
 /// The head tensors of a trainable state (everything that is not an adapter tensor).
@@ -369,15 +369,15 @@ pub fn head_tensors(state: &slora_federation::State) -> slora_federation::State 
 
 /// `pipeline inspect` for stages whose output is a metrics table (stage2, baselines).
 pub fn inspect_metrics(artifact: &crate::store::Artifact) -> Result<(Value, String), PipelineError> {
-    let rows = slora_federation::metrics::read_parquet(&artifact.file("metrics.parquet"))?;
+    let rows = slora_metrics::read_parquet(&artifact.file("metrics.parquet"))?;
     let mut text = format!("{} {} at {}\n", artifact.stage, artifact.short_key(), artifact.dir.display());
-    text.push_str(&slora_federation::metrics::format_table(&rows));
+    text.push_str(&slora_metrics::format_table(&rows));
     let value = json!({
         "stage": artifact.stage,
         "key": artifact.key,
         "dir": artifact.dir,
         "summary": artifact.manifest.summary,
-        "metrics": slora_federation::metrics::rows_json(&rows),
+        "metrics": slora_metrics::rows_json(&rows),
     });
     Ok((value, text))
 }

@@ -311,8 +311,8 @@ pub fn inspect(artifact: &crate::store::Artifact) -> Result<(Value, String), Pip
             ));
         }
     }
-    let rows = slora_federation::metrics::read_parquet(&artifact.file("metrics.parquet"))?;
-    text.push_str(&slora_federation::metrics::format_table(&rows));
-    let value = json!({ "stage": "stage1", "key": artifact.key, "dir": artifact.dir, "summary": artifact.manifest.summary, "metrics": slora_federation::metrics::rows_json(&rows) });
+    let rows = slora_metrics::read_parquet(&artifact.file("metrics.parquet"))?;
+    text.push_str(&slora_metrics::format_table(&rows));
+    let value = json!({ "stage": "stage1", "key": artifact.key, "dir": artifact.dir, "summary": artifact.manifest.summary, "metrics": slora_metrics::rows_json(&rows) });
     Ok((value, text))
 }

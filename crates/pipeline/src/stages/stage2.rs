@@ -66,7 +66,7 @@ impl Stage for Stage2 {
 
         // Stage 1's last metrics row: where round numbers, upload bytes and wall time continue from.
         let stage1 = ctx.input("stage1")?;
-        let stage1_rows = slora_federation::metrics::read_parquet(&stage1.file("metrics.parquet"))?;
+        let stage1_rows = slora_metrics::read_parquet(&stage1.file("metrics.parquet"))?;
         let last = stage1_rows.last().ok_or_else(|| ctx.error("stage1 metrics.parquet has no rows"))?;
 
         let decompose = ctx.input("decompose")?;

@@ -14,7 +14,8 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use serde_json::{json, Value};
-use slora_federation::{run_fedavg, FederationError, RoundMetrics};
+use slora_federation::{run_fedavg, FederationError};
+use slora_metrics::RoundMetrics;
 
 use super::federated as fed;
 use super::summaries::{StageSummary, TunePoint, TuneSummary, TunedMethod};

@@ -1,5 +1,6 @@
 //! Learning-curve figures: accuracy vs round, test loss vs round, accuracy vs cumulative upload.
 
+use crate::metrics::or_nan;
 use plotters::coord::ranged1d::{AsRangedCoord, ValueFormatter};
 use plotters::prelude::*;
 use plotters::style::text_anchor::{HPos, Pos, VPos};
@@ -159,7 +160,7 @@ fn integer_label(v: &f64) -> String {
 fn accuracy_range(curves: &[Curve], extra: &[f64]) -> std::ops::Range<f64> {
     let values = curves
         .iter()
-        .flat_map(|c| c.points.iter().map(|p| 100.0 * p.accuracy))
+        .flat_map(|c| c.points.iter().map(|p| 100.0 * or_nan(p.accuracy)))
         .filter(|v| v.is_finite())
         .chain(extra.iter().copied());
     let r = padded_range(values, 0.08);
@@ -180,7 +181,7 @@ pub fn accuracy_vs_round(curves: &[Curve], bands: &[(String, Vec<(f64, f64, f64)
         y_desc: "Test accuracy (%)",
         series: curves
             .iter()
-            .map(|c| (c.method.clone(), c.evaluated().map(|p| (f64::from(p.round), 100.0 * p.accuracy)).collect()))
+            .map(|c| (c.method.clone(), c.evaluated().map(|p| (f64::from(p.round), 100.0 * or_nan(p.accuracy))).collect()))
             .collect(),
         y_range: accuracy_range(curves, &extra),
         hlines,
@@ -194,7 +195,7 @@ pub fn accuracy_vs_round(curves: &[Curve], bands: &[(String, Vec<(f64, f64, f64)
 /// Test loss vs federated round.
 pub fn loss_vs_round(curves: &[Curve]) -> Result<String> {
     let (x, labels) = round_axis(curves);
-    let r = padded_range(curves.iter().flat_map(|c| c.points.iter().map(|p| p.loss)), 0.08);
+    let r = padded_range(curves.iter().flat_map(|c| c.points.iter().map(|p| or_nan(p.loss))), 0.08);
     LineChart {
         id: "loss_vs_round",
         caption: "Test loss vs communication round".into(),
@@ -202,7 +203,7 @@ pub fn loss_vs_round(curves: &[Curve]) -> Result<String> {
         y_desc: "Test cross-entropy loss",
         series: curves
             .iter()
-            .map(|c| (c.method.clone(), c.evaluated().map(|p| (f64::from(p.round), p.loss)).collect()))
+            .map(|c| (c.method.clone(), c.evaluated().map(|p| (f64::from(p.round), or_nan(p.loss))).collect()))
             .collect(),
         y_range: r.start.max(0.0)..r.end,
         hlines: Vec::new(),
@@ -223,7 +224,7 @@ pub fn accuracy_vs_bytes(curves: &[Curve], target: Option<&(f64, String)>) -> Re
             let pts = c
                 .evaluated()
                 .filter(|p| p.cum_bytes_up > 0)
-                .map(|p| (p.cum_bytes_up as f64, 100.0 * p.accuracy))
+                .map(|p| (p.cum_bytes_up as f64, 100.0 * or_nan(p.accuracy)))
                 .collect();
             (c.method.clone(), pts)
         })

@@ -1,4 +1,6 @@
-//! Per-round metrics (the `metrics.parquet` schema of ARCHITECTURE.md) and their Parquet I/O.
+//! The `metrics.parquet` row: one evaluation of one method after one round, and its Parquet read
+//! and write. Federation writes it (the engine, the server); the report reads it. One type, one
+//! schema, at the bottom of the crate graph.
 //!
 //! Columns: `method` Utf8, `round` UInt32 (round 0 = before training), `accuracy` / `loss` Float64 (null
 //! in rounds without evaluation), `train_loss` Float64 (null in round 0), `bytes_up_per_client`,
@@ -7,6 +9,8 @@
 //! only, on every test row), `full_test_rows`, `bytes_up_head_per_client`, `bytes_down_head_per_client`,
 //! `bytes_down_switch_per_client`, `cum_bytes_down` UInt64, `train_seconds`, `server_seconds` Float64.
 //! A file without the audit columns (written before they existed) reads them as 0 / null.
+
+#![deny(missing_docs)]
 
 use std::fs::File;
 use std::path::Path;
@@ -20,7 +24,45 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use parquet::arrow::ArrowWriter;
 use serde::{Deserialize, Serialize};
 
-use crate::error::{FederationError, Result};
+use std::path::PathBuf;
+
+/// Reading or writing `metrics.parquet` failed.
+#[derive(Debug, thiserror::Error)]
+pub enum MetricsError {
+    /// The file system.
+    #[error("{path}: {source}")]
+    Io {
+        /// The file.
+        path: PathBuf,
+        /// The cause.
+        source: std::io::Error,
+    },
+    /// The Parquet encoder or decoder.
+    #[error("{path}: parquet: {message}")]
+    Parquet {
+        /// The file.
+        path: PathBuf,
+        /// What failed.
+        message: String,
+    },
+    /// A column is missing or has the wrong type.
+    #[error("{path}: {message}")]
+    BadFile {
+        /// The file.
+        path: PathBuf,
+        /// What is wrong.
+        message: String,
+    },
+}
+
+impl MetricsError {
+    fn io(path: &Path, source: std::io::Error) -> Self {
+        MetricsError::Io { path: path.to_path_buf(), source }
+    }
+}
+
+/// Results of this crate.
+pub type Result<T, E = MetricsError> = std::result::Result<T, E>;
 
 /// One row of `metrics.parquet`.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -165,10 +207,10 @@ pub fn write_parquet(path: &Path, rows: &[RoundMetrics]) -> Result<()> {
         Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.train_seconds))),
         Arc::new(Float64Array::from_iter_values(rows.iter().map(|r| r.server_seconds))),
     ];
-    let pq = |e: &dyn std::fmt::Display| FederationError::Parquet { path: path.into(), message: e.to_string() };
+    let pq = |e: &dyn std::fmt::Display| MetricsError::Parquet { path: path.into(), message: e.to_string() };
     let batch = RecordBatch::try_new(schema.clone(), columns).map_err(|e| pq(&e))?;
     // Atomic and durable; nothing half-written stays behind.
-    let io_error = |e: std::io::Error| FederationError::io(path, e);
+    let io_error = |e: std::io::Error| MetricsError::io(path, e);
     slora_fsio::write_atomic_with::<WriteError>(path, |file| {
         let mut writer = ArrowWriter::try_new(file, schema, None).map_err(|e| pq(&e))?;
         writer.write(&batch).map_err(|e| pq(&e))?;
@@ -176,25 +218,25 @@ pub fn write_parquet(path: &Path, rows: &[RoundMetrics]) -> Result<()> {
     })
     .map_err(|e: WriteError| match e {
         WriteError::Io(e) => io_error(e),
-        WriteError::Federation(e) => e,
+        WriteError::Metrics(e) => e,
     })
 }
 
 /// Reads a `metrics.parquet` written by [`write_parquet`].
 pub fn read_parquet(path: &Path) -> Result<Vec<RoundMetrics>> {
-    let pq = |e: &dyn std::fmt::Display| FederationError::Parquet { path: path.into(), message: e.to_string() };
-    let file = File::open(path).map_err(|e| FederationError::io(path, e))?;
+    let pq = |e: &dyn std::fmt::Display| MetricsError::Parquet { path: path.into(), message: e.to_string() };
+    let file = File::open(path).map_err(|e| MetricsError::io(path, e))?;
     let reader = ParquetRecordBatchReaderBuilder::try_new(file).map_err(|e| pq(&e))?.build().map_err(|e| pq(&e))?;
     let mut rows = Vec::new();
     for batch in reader {
         let batch = batch.map_err(|e| pq(&e))?;
         let col = |name: &str| {
-            batch.column_by_name(name).ok_or_else(|| FederationError::BadFile {
+            batch.column_by_name(name).ok_or_else(|| MetricsError::BadFile {
                 path: path.into(),
                 message: format!("missing column `{name}`"),
             })
         };
-        let bad = |name: &str| FederationError::BadFile { path: path.into(), message: format!("column `{name}` has the wrong type") };
+        let bad = |name: &str| MetricsError::BadFile { path: path.into(), message: format!("column `{name}` has the wrong type") };
         let method = col("method")?.as_string_opt::<i32>().ok_or_else(|| bad("method"))?;
         let u32c = |n: &str| -> Result<_> { col(n)?.as_primitive_opt::<UInt32Type>().cloned().ok_or_else(|| bad(n)) };
         let u64c = |n: &str| -> Result<_> { col(n)?.as_primitive_opt::<UInt64Type>().cloned().ok_or_else(|| bad(n)) };
@@ -385,7 +427,7 @@ mod tests {
 /// The two ways writing `metrics.parquet` fails: the file system, or the Parquet encoder.
 enum WriteError {
     Io(std::io::Error),
-    Federation(FederationError),
+    Metrics(MetricsError),
 }
 
 impl From<std::io::Error> for WriteError {
@@ -394,8 +436,8 @@ impl From<std::io::Error> for WriteError {
     }
 }
 
-impl From<FederationError> for WriteError {
-    fn from(e: FederationError) -> Self {
-        WriteError::Federation(e)
+impl From<MetricsError> for WriteError {
+    fn from(e: MetricsError) -> Self {
+        WriteError::Metrics(e)
     }
 }
