@@ -114,16 +114,15 @@ fn every_relative_link_resolves() {
 /// comment, a pipe or a redirection.
 fn pipeline_args(line: &str) -> Option<Vec<String>> {
     let line = line.trim().trim_start_matches("$ ");
-    let rest = ["pipeline ", "target/debug/pipeline ", "cargo run -- ", "/work/cache/pipeline "]
+    let rest = ["pipeline ", "target/debug/pipeline ", "cargo run -- "]
         .iter()
         .find_map(|p| line.strip_prefix(p))?;
     // Elided or templated commands (`pipeline … baselines`, `pipeline [--config FILE] …`) are prose.
     if rest.contains('…') || rest.starts_with('[') || rest.contains("...") {
         return None;
     }
-    let cut = rest;
-    let end = [" #", " |", " >", " &&", " ;", " 2>"].iter().filter_map(|s| cut.find(s)).min().unwrap_or(cut.len());
-    shlex::split(&cut[..end])
+    let end = [" #", " |", " >", " &&", " ;", " 2>"].iter().filter_map(|s| rest.find(s)).min().unwrap_or(rest.len());
+    shlex::split(&rest[..end])
 }
 
 fn commands(page: &Path) -> Vec<(String, Vec<String>)> {

@@ -13,7 +13,7 @@ use clap::Parser;
 use slora_pipeline::cli::Cli;
 
 mod support;
-use support::{python, root, run};
+use support::{root, run};
 
 /// The CI config's overrides the tests run with: SLoRA's two stages and one baseline keep the runs
 /// short while covering every stage.
@@ -45,10 +45,8 @@ fn joined(v: &serde_json::Value) -> String {
 #[test]
 fn the_python_api_runs_what_the_cli_runs() -> anyhow::Result<()> {
     let root = root();
-    let (deps, target) = support::target_dirs()?;
     let work = tempfile::tempdir()?;
-    let module = support::package(&deps, &work.path().join("module"))?;
-    let python = python(&target)?;
+    let (python, module) = support::python_and_package(work.path())?;
     let config = root.join("configs/ci.toml");
     let sets: Vec<String> = SETS.iter().map(|s| s.to_string()).collect();
 
@@ -84,10 +82,8 @@ fn the_python_api_runs_what_the_cli_runs() -> anyhow::Result<()> {
 #[test]
 fn the_example_notebook_executes_on_the_ci_config() -> anyhow::Result<()> {
     let root = root();
-    let (deps, target) = support::target_dirs()?;
     let work = tempfile::tempdir()?;
-    let module = support::package(&deps, &work.path().join("module"))?;
-    let python = python(&target)?;
+    let (python, module) = support::python_and_package(work.path())?;
     let executed = work.path().join("executed.ipynb");
     // The notebook reads its settings from the environment when set (its first cell), so CI runs it
     // on the CI config, in a scratch artifacts folder.

@@ -29,7 +29,7 @@ use slora_pipeline::runner::{Force, Runner};
 use slora_pipeline::{Config, Store};
 
 mod support;
-use support::{python, root, run};
+use support::{root, run};
 
 /// Flower's side of the overrides (the methods come from the run config).
 const OVERRIDES: [&str; 2] = ["partition.clients=3", "federation.clients_per_round=2"];
@@ -57,10 +57,8 @@ fn mean(values: &serde_json::Value) -> f64 {
 #[test]
 fn flower_deployment_reproduces_the_in_process_runs_and_survives_faults() -> anyhow::Result<()> {
     let root = root();
-    let (deps, target) = support::target_dirs()?;
     let work = tempfile::tempdir()?;
-    let module = support::package(&deps, &work.path().join("module"))?;
-    let python = python(&target)?;
+    let (python, module) = support::python_and_package(work.path())?;
     // Who may hold a partition (the partition query, the node-partitions file, the registration
     // tool): Python unit tests against a scripted Grid and a scripted `flwr`.
     let unit = run(Command::new(&python).args(["-m", "unittest", "discover", "-s", "tests", "-p", "test_*.py"]).current_dir(root.join("flower")).env("PYTHONPATH", root.join("flower")));

@@ -303,12 +303,14 @@ pub fn run(ctx: &StudyContext, args: &StudyArgs) -> Result<PathBuf, PipelineErro
         let force = if ctx.force { Force::Stages(vec!["tune".into()]) } else { Force::Nothing };
         crate::runner::run_stages_with(&tune_cfg, &root, &opts(force), &["tune"])?;
         let store = Store::open(&root)?;
+        // Every point's rates come from the one tune artifact of the tune point.
+        let mut tune = None;
         for (_, _, cfg) in &mut planned {
-            *cfg = crate::rates::Rates::look_up(cfg, &tune_cfg, &store)?.into_config()?;
+            let rates = crate::rates::Rates::look_up(cfg, &tune_cfg, &store)?;
+            tune = tune.or_else(|| rates.tune().cloned());
+            *cfg = rates.into_config()?;
         }
-        let planned_tune = plan_stage(&tune_cfg.for_seed(tune_cfg.run.replicate_seeds()[0]), lookup_stage("tune")?.as_ref())?;
-        let grids = store
-            .lookup("tune", &planned_tune.key)
+        let grids = tune
             .and_then(|a| TuneSummary::of(&a).ok())
             .map(|s| tune_choices(&s))
             .unwrap_or_default();

@@ -18,8 +18,16 @@ pub fn run(cmd: &mut Command) -> anyhow::Result<String> {
     Ok(String::from_utf8_lossy(&out.stdout).into_owned())
 }
 
+/// The tests' Python ([`python`]) and the folder to put on its `PYTHONPATH` for `import slora`
+/// ([`package`], made under `dir`).
+pub fn python_and_package(dir: &Path) -> anyhow::Result<(PathBuf, PathBuf)> {
+    let (deps, target) = target_dirs()?;
+    let module = package(&deps, &dir.join("module"))?;
+    Ok((python(&target)?, module))
+}
+
 /// The test binary's folder (target/debug/deps) and the target folder.
-pub fn target_dirs() -> anyhow::Result<(PathBuf, PathBuf)> {
+fn target_dirs() -> anyhow::Result<(PathBuf, PathBuf)> {
     let exe = std::env::current_exe()?;
     let deps = exe.parent().expect("the test binary's folder").to_path_buf();
     let target = deps.parent().and_then(Path::parent).expect("the target folder").to_path_buf();
@@ -28,7 +36,7 @@ pub fn target_dirs() -> anyhow::Result<(PathBuf, PathBuf)> {
 
 /// A Python with tests/requirements.txt: `SLORA_TEST_PYTHON` when set, else a venv in the target
 /// folder, made (pip, once) for this content of the requirements file.
-pub fn python(target: &Path) -> anyhow::Result<PathBuf> {
+fn python(target: &Path) -> anyhow::Result<PathBuf> {
     // Two tests of one binary may ask at once: one makes the venv, the other waits for it.
     static MAKING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let _making = MAKING.lock().unwrap_or_else(|e| e.into_inner());
@@ -53,7 +61,7 @@ pub fn python(target: &Path) -> anyhow::Result<PathBuf> {
 /// The `slora` package in `dir` (made): the Python sources of crates/python/python/slora and the
 /// library this very build made (target/debug/deps/libslora.so) as its `_native` module — the
 /// layout maturin gives the wheel. Returns the folder to put on `PYTHONPATH`.
-pub fn package(deps: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
+fn package(deps: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
     let library = deps.join("libslora.so");
     anyhow::ensure!(library.exists(), "{} is missing: build crates/python with its `python` feature (on by default)", library.display());
     let package = dir.join("slora");
