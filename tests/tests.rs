@@ -4,6 +4,7 @@ mod comparisons;
 mod docs;
 mod federation;
 mod foundation;
+mod privacy;
 mod report;
 mod reliability;
 mod studies;

@@ -58,6 +58,11 @@ pub struct FedAvgConfig {
     pub client_ranks: Vec<usize>,
     /// Refuse a reply whose update lies farther than this (L2) from its download (`None`: off).
     pub max_update_norm: Option<f64>,
+    /// Client-level differential privacy (DP-FedAvg, [`crate::privacy`]); `None`: off.
+    pub privacy: Option<crate::privacy::ClientDp>,
+    /// Record what the server receives in this many seeded rounds ([`crate::privacy::recorded_rounds`]),
+    /// in the checkpoint folder's `uploads/` (0: off; a run without checkpoints records nothing).
+    pub record_uploads: u32,
 }
 
 /// How the server combines a round's replies into the next global state.
@@ -142,6 +147,20 @@ impl FedAvgConfig {
         }
         if !self.client_ranks.is_empty() && matches!(self.aggregation, Aggregation::Alternating | Aggregation::SharedA) {
             return bad("federation.client_ranks", "LoRA-A² and FedSA-LoRA train one global rank (set no client_ranks)".into());
+        }
+        if let Some(dp) = &self.privacy {
+            dp.validate()?;
+            if dp.noise_at == crate::privacy::NoiseAt::Server {
+                if matches!(self.aggregation, Aggregation::ExactLora { .. } | Aggregation::FlexLora { .. }) {
+                    return bad(
+                        "privacy.mode",
+                        "\"central\" adds noise to the sum of the clipped updates, but FedEx-LoRA's residual and FlexLoRA's SVD use each client's factors, whose products the clipping does not bound; use \"local\"".into(),
+                    );
+                }
+                if !self.client_ranks.is_empty() {
+                    return bad("privacy.mode", "\"central\" averages updates of one shape; heterogeneous federation.client_ranks need \"local\"".into());
+                }
+            }
         }
         if test.is_empty() {
             return Err(FederationError::EmptyTest);

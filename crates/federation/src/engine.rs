@@ -114,6 +114,11 @@ fn run<L: Learner>(
             let train_seconds = client_start.elapsed().as_secs_f64();
             // What the method keeps on the client (FedSA-LoRA's B and head) is not sent.
             let (sent, kept): (State, State) = update.state.into_iter().partition(|(name, _)| server.uploads(name));
+            // DP-FedAvg: the client clips what it sends (and under local DP noises it).
+            let sent = match &cfg.privacy {
+                Some(dp) => crate::privacy::privatize_upload(&sent, &global, dp, cfg.seed, plan.round, client)?,
+                None => sent,
+            };
             let reply = crate::server::Reply {
                 client,
                 round: plan.round,

@@ -8,6 +8,7 @@
 
 pub mod aggregate;
 pub mod alternating;
+pub mod audit;
 pub mod checkpoint;
 pub mod classifier;
 pub mod client;
@@ -20,6 +21,7 @@ pub mod exact;
 pub mod interrupt;
 pub mod learner;
 pub mod mask;
+pub mod privacy;
 pub mod ranks;
 pub mod sampling;
 pub mod seeds;
@@ -37,5 +39,6 @@ pub use engine::{run_fedavg, run_fedavg_personal, FedOutcome};
 pub use evaluation::{evaluate, length_sorted_batches, Evaluation};
 pub use error::{FederationError, Result};
 pub use learner::{EvalSums, Learner, Shard};
+pub use privacy::{ClientDp, NoiseAt};
 pub use mask::{mask_round, MaskRoundConfig, MaskRoundOutcome, MaskTarget};
 pub use server::{FedAvgServer, PersonalEvaluation, Refusal, Reply, RoundPlan, MAX_CLAIMED_ROWS};

@@ -23,6 +23,11 @@ pub enum Stream {
     /// The federated Stage-1 mask: client sampling (parts = []), a client's row order ([client]),
     /// tie-breaking per matrix ([matrix, 1]).
     MaskRound = 5,
+    /// DP-FedAvg's Gaussian noise ([`crate::privacy`]): parts = [round, client + 1] for a client's
+    /// upload (local DP), [round, 0] for the round's sum (central DP).
+    PrivacyNoise = 6,
+    /// Which rounds record their uploads for the privacy audit: parts = [round_offset].
+    UploadRecord = 7,
 }
 
 const GOLDEN: u64 = 0x9E37_79B9_7F4A_7C15;

@@ -23,6 +23,7 @@ use crate::config::{Aggregation, FedAvgConfig};
 use crate::evaluation::{evaluate, length_sorted_batches, Evaluation};
 use crate::alternating::frozen_factor;
 use crate::exact::{is_base_offset, ProductSum};
+use crate::privacy::{ClippedSum, NoiseAt};
 use crate::error::{FederationError, Result};
 use crate::learner::{Learner, Shard};
 use slora_metrics::RoundMetrics;
@@ -90,6 +91,8 @@ struct OpenRound {
     start: Instant,
     sum: WeightedAverage,
     products: Option<ProductSum>,
+    /// Central DP's sum of clipped updates (which then replaces `sum`).
+    clipped: Option<ClippedSum>,
     train_loss_sum: f64,
     train_rows: u64,
     bytes_up: u64,
@@ -126,7 +129,14 @@ pub struct FedAvgServer<'a> {
     refuse_unchanged: bool,
     /// Every refused reply of this run, in order.
     refusals: Vec<Refusal>,
+    /// Central DP: replies whose update was above the clipping norm, over this server's rounds.
+    clipped_updates: usize,
+    /// Where and in which rounds what the server receives is recorded (`federation.record_uploads`).
+    recording: Option<(std::path::PathBuf, std::collections::BTreeSet<u32>)>,
 }
+
+/// The folder under a run's checkpoint folder that holds its recorded uploads.
+pub const UPLOADS_DIR: &str = "uploads";
 
 /// Prefix of a kept client tensor in a checkpoint: `client-kept.<client>.<name>`, and
 /// `client-kept.<client>.rows` for its row count.
@@ -180,7 +190,13 @@ impl<'a> FedAvgServer<'a> {
             max_update_norm: cfg.max_update_norm,
             refuse_unchanged: false,
             refusals: Vec::new(),
+            clipped_updates: 0,
+            recording: None,
         };
+        if let (Some(store), true) = (checkpoints, cfg.record_uploads > 0) {
+            let rounds = crate::privacy::recorded_rounds(cfg.seed, cfg.round_offset, cfg.rounds, cfg.record_uploads);
+            server.recording = Some((store.dir().join(UPLOADS_DIR), rounds));
+        }
         // The learner holds its seeded initial state here, resumed or not: what a client keeps
         // before its first round.
         if cfg.aggregation == Aggregation::SharedA {
@@ -223,6 +239,16 @@ impl<'a> FedAvgServer<'a> {
             store.save(0, &server.checkpoint_state()?, &server.metrics, server.wall)?;
         }
         Ok(server)
+    }
+
+    /// Central DP's settings, when the server adds the noise.
+    fn central_dp(&self) -> Option<crate::privacy::ClientDp> {
+        self.cfg.privacy.filter(|dp| dp.noise_at == NoiseAt::Server)
+    }
+
+    /// Under central DP, the replies (over this server's rounds) whose update the server clipped.
+    pub fn clipped_updates(&self) -> usize {
+        self.clipped_updates
     }
 
     /// The settings of this run.
@@ -357,6 +383,7 @@ impl<'a> FedAvgServer<'a> {
             digests: BTreeMap::new(),
             sum: WeightedAverage::new(),
             products: matches!(self.cfg.aggregation, Aggregation::ExactLora { .. } | Aggregation::FlexLora { .. }).then(ProductSum::new),
+            clipped: self.central_dp().map(|_| ClippedSum::new()),
             train_loss_sum: 0.0,
             train_rows: 0,
             bytes_up: 0,
@@ -553,9 +580,18 @@ impl<'a> FedAvgServer<'a> {
             Some(_) => Cow::Owned(crate::ranks::pad(update, &self.global)?),
             None => Cow::Borrowed(update),
         };
+        // Central DP: the update from the client's download, clipped by the server whatever the
+        // client did, enters an equal-weight sum instead.
+        let delta = match self.central_dp() {
+            Some(_) => Some(crate::privacy::delta(update, &self.download(client)?)?),
+            None => None,
+        };
         let open = self.open.as_mut().expect("screened: a round is open");
         let server_start = Instant::now();
-        open.sum.add(&padded, weight)?;
+        match (open.clipped.as_mut(), delta, self.cfg.privacy) {
+            (Some(clipped), Some(delta), Some(dp)) => clipped.add(delta, dp.clip_norm)?,
+            _ => open.sum.add(&padded, weight)?,
+        }
         if let Some(products) = open.products.as_mut() {
             products.add(&padded, weight)?;
         }
@@ -573,6 +609,26 @@ impl<'a> FedAvgServer<'a> {
         };
         open.bytes_up_head += state_bytes_where(update, |n| learner.is_head(n));
         open.accepted.push(client);
+        let round = open.plan.round;
+        self.record(round, client, update)?;
+        Ok(())
+    }
+
+    /// Records an accepted reply of a recorded round: the update as the server sees it (upload −
+    /// download), and once per round what the round sent.
+    fn record(&self, round: u32, client: usize, update: &State) -> Result<()> {
+        let Some((dir, rounds)) = &self.recording else { return Ok(()) };
+        if !rounds.contains(&round) {
+            return Ok(());
+        }
+        let round_dir = crate::privacy::recorded_round_dir(dir, round);
+        let download = self.download(client)?;
+        let sent = round_dir.join(crate::privacy::RECORDED_DOWNLOAD);
+        if !sent.exists() {
+            crate::checkpoint::write_safetensors(&sent, &download)?;
+        }
+        let delta = crate::privacy::delta(update, &download)?;
+        crate::checkpoint::write_safetensors(&round_dir.join(crate::privacy::recorded_upload_file(client)), &delta)?;
         Ok(())
     }
 
@@ -581,8 +637,8 @@ impl<'a> FedAvgServer<'a> {
     /// checkpointed. `clients` in the row counts the replies averaged.
     pub fn finish_round<L: Learner>(&mut self, learner: &mut L) -> Result<&RoundMetrics> {
         let open = self.open.take().ok_or_else(|| FederationError::StateMismatch("no round is open".into()))?;
-        let OpenRound { plan, start, sum, products, train_loss_sum, train_rows, bytes_up, bytes_up_head, train_seconds, mut server_seconds, .. } = open;
-        let replies = sum.clients() as u64;
+        let OpenRound { plan, start, sum, products, clipped, train_loss_sum, train_rows, bytes_up, bytes_up_head, train_seconds, mut server_seconds, .. } = open;
+        let replies = clipped.as_ref().map_or(sum.clients(), ClippedSum::clients) as u64;
         if replies == 0 {
             return Err(FederationError::StateMismatch(format!("round {}: no client update to average", plan.round)));
         }
@@ -595,7 +651,15 @@ impl<'a> FedAvgServer<'a> {
         let bytes_down = state_down / plan.chosen.len() as u64 + plan.switch_bytes;
         let bytes_down_head = state_bytes_where(&self.global, |n| learner.is_head(n) && self.uploads_in(n, None));
         let server_start = Instant::now();
-        let mean = sum.finish()?;
+        let mean = match (clipped, self.cfg.privacy) {
+            // DP-FedAvg: the global tensors moved by the noised sum over the fixed denominator.
+            (Some(clipped), Some(dp)) => {
+                self.clipped_updates += clipped.clipped();
+                let noise_seed = crate::privacy::noise_seed(self.cfg.seed, plan.round, None);
+                crate::privacy::apply(&self.global, &clipped.finish(&dp, self.cfg.clients_per_round, noise_seed)?)?
+            }
+            _ => sum.finish()?,
+        };
         self.global = match (products, self.cfg.aggregation) {
             (Some(products), Aggregation::ExactLora { scale }) => products.finish(mean, &self.global, scale)?,
             (Some(products), Aggregation::FlexLora { scale }) => products.finish_svd(mean, scale)?.0,

@@ -171,5 +171,7 @@ pub fn toy_config(rounds: u32) -> crate::config::FedAvgConfig {
         aggregation: crate::config::Aggregation::Mean,
         client_ranks: Vec::new(),
         max_update_norm: None,
+        privacy: None,
+        record_uploads: 0,
     }
 }

@@ -72,6 +72,8 @@ pub enum Command {
     Baselines,
     /// Tables and plots.
     Report,
+    /// What the server learns from each method's recorded uploads (federation.record_uploads).
+    Audit,
     /// Every stage, in order.
     All,
     /// Each stage: up to date / stale (why) / missing.
@@ -111,6 +113,7 @@ impl Command {
             Command::Stage2 => "stage2",
             Command::Baselines => "baselines",
             Command::Report => "report",
+            Command::Audit => "audit",
             _ => return None,
         })
     }

@@ -14,6 +14,7 @@ pub mod fsutil;
 pub mod hashing;
 pub mod planning;
 pub mod preflight;
+pub mod privacy;
 pub mod progress;
 pub mod rates;
 pub mod runner;

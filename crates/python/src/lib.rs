@@ -189,6 +189,9 @@ pub struct Client {
     seed: u64,
     local_epochs: u32,
     batch_size: usize,
+    /// DP-FedAvg's client half: clip what it sends (and under local DP noise it), as the
+    /// in-process engine's clients do.
+    privacy: Option<slora_federation::ClientDp>,
 }
 
 /// Accuracy and mean loss of a state on a shard.
@@ -219,6 +222,7 @@ impl Client {
             seed: cfg.run.seed,
             local_epochs: cfg.federation.local_epochs as u32,
             batch_size: cfg.federation.batch_size,
+            privacy: slora_pipeline::privacy::client_dp(&cfg),
         })
     }
 
@@ -257,7 +261,11 @@ impl Client {
     pub fn fit(&mut self, global: &State, round: u32, client: usize) -> Result<(State, Vec<(f64, usize)>)> {
         let local = LocalRound { seed: self.seed, round, client, local_epochs: self.local_epochs, batch_size: self.batch_size };
         let update = local_update(&mut self.learner, &self.shard, global, &local, || {})?;
-        Ok((update.state, update.step_losses))
+        let sent = match &self.privacy {
+            Some(dp) => slora_federation::privacy::privatize_upload(&update.state, global, dp, self.seed, round, client)?,
+            None => update.state,
+        };
+        Ok((sent, update.step_losses))
     }
 }
 

@@ -98,6 +98,7 @@ pub fn demo_inputs() -> ReportInputs {
 
     ReportInputs {
         personal: Vec::new(),
+        privacy: None,
         run_name: "demo".into(),
         setup: vec![
             ("Data".into(), "synthetic demo input (not measured)".into()),

@@ -48,6 +48,8 @@ pub struct ReportInputs {
     pub switch_cost: Option<serde_json::Value>,
     /// A personalised method's evaluation per seed (FedSA-LoRA); empty without one.
     pub personal: Vec<crate::summary::PersonalRun>,
+    /// DP-FedAvg's settings and ε, when the run was private.
+    pub privacy: Option<crate::privacy::PrivacySummary>,
 }
 
 /// One figure: an SVG document with a number-less title and a caption.
@@ -177,6 +179,7 @@ pub fn build_report(inputs: &ReportInputs) -> Result<(Report, Summary)> {
     let runs = seed_runs(inputs)?;
     let mut summary = Summary::from_replicates(&inputs.run_name, &runs, &inputs.trainable_params, &inputs.options);
     summary.personal = crate::summary::personal_summaries(&inputs.personal);
+    summary.privacy = inputs.privacy.clone();
     let curves = mean_curves(&runs);
     let replicated = summary.replicated();
     let target_line = summary.time_to_target.first().map(|t| (t.target_accuracy, target_label(&inputs.options.target)));
@@ -276,6 +279,9 @@ pub fn build_report(inputs: &ReportInputs) -> Result<(Report, Summary)> {
     }
     sections.push(Section { id: "results".into(), heading: "Results".into(), blocks: results });
     sections.push(costs_section(&summary, inputs.switch_cost.as_ref()));
+    if let Some(p) = &summary.privacy {
+        sections.push(crate::privacy::privacy_section(p, &summary));
+    }
 
     // Time to target.
     let ttt_blocks = if summary.time_to_target.is_empty() {

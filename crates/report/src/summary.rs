@@ -126,6 +126,9 @@ pub struct Summary {
     /// A personalised method's (FedSA-LoRA's) evaluation on each client's held-out rows.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub personal: Vec<PersonalSummary>,
+    /// DP-FedAvg's settings and the accountant's (ε, δ), when the run was private.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privacy: Option<crate::privacy::PrivacySummary>,
 }
 
 /// One seed's personalised evaluation of a method (as its stage measured it).
@@ -304,6 +307,7 @@ impl Summary {
             paired_differences,
             per_seed,
             personal: Vec::new(),
+            privacy: None,
         }
     }
 

@@ -144,6 +144,10 @@ fn schema() -> Table {
             adapter.insert(key.to_string(), Value::Array(vec![Value::String(String::new())]));
         }
     }
+    // Sections the default leaves out of its serialisation (off: out of every key).
+    if let Ok(Value::Table(privacy)) = Value::try_from(super::PrivacyConfig::default()) {
+        t.insert("privacy".to_string(), Value::Table(privacy));
+    }
     // Keys the default leaves out of its serialisation (so that they stay out of cache keys until
     // set), with a value of their type.
     let mut add = |section: &str, key: &str, value: Value| {
@@ -176,6 +180,7 @@ fn schema() -> Table {
     add("tune", "fedex-lora", Value::Array(vec![Value::Float(1e-3)]));
     add("federation", "client_ranks", Value::Array(Vec::new()));
     add("federation", "max_update_norm", Value::Float(0.0));
+    add("federation", "record_uploads", Value::Integer(0));
     add("baselines", "fedsa_lora_lr", Value::Float(1e-3));
     add("tune", "fedsa-lora", Value::Array(vec![Value::Float(1e-3)]));
     t

@@ -47,6 +47,10 @@ pub struct Config {
     pub tune: TuneConfig,
     /// `[report]`.
     pub report: ReportConfig,
+    /// `[privacy]`: client-level differential privacy (off by default, and then left out of the
+    /// serialised config, so that no cache key changes).
+    #[serde(skip_serializing_if = "PrivacyConfig::is_off")]
+    pub privacy: PrivacyConfig,
     /// The folder relative paths in the file were resolved against (the config file's folder, or the
     /// current directory without a file). Not a config key.
     #[serde(skip)]
@@ -360,6 +364,15 @@ pub struct FederationConfig {
     /// default: no bound; left out of the keys).
     #[serde(skip_serializing_if = "is_zero_f64")]
     pub max_update_norm: f64,
+    /// Record what the server receives in this many seeded rounds of every run (each sampled
+    /// client's update, and the state the round sent), for `pipeline audit` (0, the default: off;
+    /// left out of the keys).
+    #[serde(skip_serializing_if = "is_zero_usize")]
+    pub record_uploads: usize,
+}
+
+fn is_zero_usize(v: &usize) -> bool {
+    *v == 0
 }
 
 fn is_zero_f64(v: &f64) -> bool {
@@ -372,7 +385,7 @@ fn is_one(n: &usize) -> bool {
 
 impl Default for FederationConfig {
     fn default() -> Self {
-        Self { clients_per_round: 4, local_epochs: 1, batch_size: 32, eval_every: 1, eval_max_rows: 0, full_test_last_k: 1, client_ranks: Vec::new(), max_update_norm: 0.0 }
+        Self { clients_per_round: 4, local_epochs: 1, batch_size: 32, eval_every: 1, eval_max_rows: 0, full_test_last_k: 1, client_ranks: Vec::new(), max_update_norm: 0.0, record_uploads: 0 }
     }
 }
 
@@ -815,6 +828,47 @@ impl TuneConfig {
     }
 }
 
+/// `[privacy]`: DP-FedAvg (McMahan et al., 2018) with an RDP accountant.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct PrivacyConfig {
+    /// `C`: each client's update (all uploaded tensors together) is clipped to this L2 norm
+    /// (0, the default: privacy off).
+    pub clip_norm: f64,
+    /// `σ`: Gaussian noise of standard deviation `σ·C` per coordinate.
+    pub noise_multiplier: f64,
+    /// When > 0, `σ` is the smallest noise multiplier whose run (every round, at the sampling rate
+    /// clients_per_round / clients) the accountant puts at this ε; `noise_multiplier` must be 0.
+    pub target_epsilon: f64,
+    /// `central` (noise once on the server's sum) or `local` (noise on every upload).
+    pub mode: PrivacyMode,
+    /// The δ of the accountant's (ε, δ) (0: 1 / partition.clients).
+    pub delta: f64,
+}
+
+impl Default for PrivacyConfig {
+    fn default() -> Self {
+        Self { clip_norm: 0.0, noise_multiplier: 0.0, target_epsilon: 0.0, mode: PrivacyMode::Central, delta: 0.0 }
+    }
+}
+
+impl PrivacyConfig {
+    /// Privacy is off (no clipping, no noise).
+    pub fn is_off(&self) -> bool {
+        self.clip_norm == 0.0
+    }
+}
+
+/// Where DP-FedAvg adds its noise.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum PrivacyMode {
+    /// On the server's sum of clipped updates (the released model is private).
+    Central,
+    /// On each client's clipped update (private against the server).
+    Local,
+}
+
 /// `[report]`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -847,7 +901,7 @@ macro_rules! display_as_serde_name {
         }
     )*};
 }
-display_as_serde_name!(PartitionScheme, Schedule, DecomposeInit, BaselineMethod, StageOneMask);
+display_as_serde_name!(PartitionScheme, Schedule, DecomposeInit, BaselineMethod, StageOneMask, PrivacyMode);
 
 impl Config {
     /// Every learning-rate key set to `"tuned"`, with the method whose tuned rate it takes.

@@ -160,6 +160,7 @@ impl Config {
         if !(bound >= 0.0 && bound.is_finite()) {
             return fail("federation.max_update_norm", "a number >= 0 (0: no bound)", bound);
         }
+        self.validate_privacy()?;
         let ranks = &self.federation.client_ranks;
         if !ranks.is_empty() {
             if ranks.contains(&0) {

@@ -122,6 +122,7 @@ impl Stage for Baselines {
                 }
                 _ => (fed::run_federated(ctx, &mut learner, &data, &fedcfg, &store, &lr_key)?, None),
             };
+            fed::publish_uploads(&store, out, &name)?;
             if let Some(dir) = adapter_dir(*method) {
                 let adapter = PeftAdapter::from_classifier(learner.model(), Some(&cfg.model.source))?;
                 save_adapter(&out.join(dir), &adapter)?;

@@ -32,6 +32,11 @@ pub fn federated_params(cfg: &Config) -> Value {
     if cfg.optim.precision == crate::config::Precision::Bf16 {
         params["bf16_numerics"] = json!(BF16_NUMERICS);
     }
+    // Only when on, so that no key changes; with the σ the runs use (the accountant's choice for
+    // a target ε).
+    if let Some(dp) = crate::privacy::client_dp(cfg) {
+        params["privacy"] = json!({ "settings": cfg.privacy, "noise_multiplier": dp.noise_multiplier });
+    }
     params
 }
 
@@ -201,6 +206,8 @@ pub fn fedavg_config(cfg: &Config, method: &str, rounds: usize, round_offset: u3
         aggregation: slora_federation::Aggregation::Mean,
         client_ranks: f.client_ranks.clone(),
         max_update_norm: (f.max_update_norm > 0.0).then_some(f.max_update_norm),
+        privacy: crate::privacy::client_dp(cfg),
+        record_uploads: f.record_uploads as u32,
     }
 }
 
@@ -358,6 +365,12 @@ pub fn write_metrics(out: &Path, rows: &[slora_metrics::RoundMetrics]) -> Result
     Ok(slora_metrics::write_parquet(&out.join("metrics.parquet"), rows)?)
 }
 
+/// Whether a trainable tensor is the head's by its name alone (not an adapter tensor): for a
+/// method without a learner at hand.
+pub fn is_head_name(name: &str) -> bool {
+    !name.ends_with(".sparse_delta") && !name.ends_with(".lora_A.weight") && !name.ends_with(".lora_B.weight")
+}
+
 /// The head tensors of a trainable state (everything that is not an adapter tensor).
 pub fn head_tensors(state: &slora_federation::State) -> slora_federation::State {
     state
@@ -380,4 +393,35 @@ pub fn inspect_metrics(artifact: &crate::store::Artifact) -> Result<(Value, Stri
         "metrics": slora_metrics::rows_json(&rows),
     });
     Ok((value, text))
+}
+
+/// The folder of an artifact that holds each method's recorded uploads (`federation.record_uploads`).
+pub const UPLOADS_DIR: &str = "uploads";
+
+/// Puts the uploads a run recorded in its checkpoint folder (`store`) into the stage's output as
+/// `uploads/<method>/round-…/…` for `pipeline audit`: hard links (the checkpoint folder and the
+/// output are on one disk), copies where linking fails. Nothing to do when the run recorded none.
+pub fn publish_uploads(store: &CheckpointStore, out: &Path, method: &str) -> Result<(), PipelineError> {
+    let from = store.dir().join(slora_federation::server::UPLOADS_DIR);
+    if !from.is_dir() {
+        return Ok(());
+    }
+    let to = out.join(UPLOADS_DIR).join(method);
+    let rounds = std::fs::read_dir(&from).map_err(|e| PipelineError::stage("uploads", format!("{}: {e}", from.display())))?;
+    for round in rounds.flatten().filter(|e| e.path().is_dir()) {
+        let dest = to.join(round.file_name());
+        std::fs::create_dir_all(&dest).map_err(|e| PipelineError::stage("uploads", format!("{}: {e}", dest.display())))?;
+        for file in std::fs::read_dir(round.path()).map_err(|e| PipelineError::stage("uploads", format!("{}: {e}", round.path().display())))?.flatten() {
+            let name = file.file_name();
+            // A temporary file of an interrupted write is not a record.
+            if name.to_string_lossy().starts_with('.') {
+                continue;
+            }
+            let target = dest.join(&name);
+            if std::fs::hard_link(file.path(), &target).is_err() {
+                std::fs::copy(file.path(), &target).map_err(|e| PipelineError::stage("uploads", format!("{}: {e}", target.display())))?;
+            }
+        }
+    }
+    Ok(())
 }

@@ -3,6 +3,7 @@
 //! Adding a stage = `pub mod <name>;` plus one line in [`registry`] (and its name in [`PLAN`]; a
 //! test checks they agree).
 
+pub mod audit;
 pub mod base_model;
 pub mod baselines;
 pub mod decompose;
@@ -18,7 +19,8 @@ use crate::stage::Stage;
 
 /// Every stage of the pipeline, in run order (`pipeline all` runs them in this order).
 /// `tune` runs when a learning rate is `"tuned"` (and on `pipeline tune`), not as part of `all`'s list.
-pub const PLAN: &[&str] = &["partition", "tune", "stage1", "decompose", "stage2", "baselines", "report"];
+/// `audit` runs on `pipeline audit` (and in a study whose runs record their uploads).
+pub const PLAN: &[&str] = &["partition", "tune", "stage1", "decompose", "stage2", "baselines", "report", "audit"];
 
 /// What `pipeline all` (and each sweep point) runs: [`PLAN`] without `tune`, which runs first by
 /// itself when a learning rate is `"tuned"`.
@@ -34,6 +36,7 @@ pub fn registry() -> Vec<Box<dyn Stage>> {
         Box::new(stage2::Stage2),
         Box::new(baselines::Baselines),
         Box::new(report::Report),
+        Box::new(audit::Audit),
     ]
 }
 

@@ -198,6 +198,7 @@ fn gather_inputs(ctx: &StageCtx) -> Result<ReportInputs, PipelineError> {
         tuning: ctx.tuning.as_ref().map(|a| a.manifest.summary.clone()),
         switch_cost: Some(serde_json::to_value(&s2.switch)?),
         personal,
+        privacy: crate::privacy::plan(cfg)?,
     })
 }
 
@@ -239,6 +240,7 @@ pub fn render_external(cfg: &Config, partition_dir: &Path, metrics_file: &Path, 
         config_toml: cfg.to_toml(),
         artifact_keys: BTreeMap::from([("partition".to_string(), partition.key.clone())]),
         personal: Vec::new(),
+        privacy: crate::privacy::plan(cfg)?,
         replicates: Vec::new(),
         options: SummaryOptions { last_k: cfg.report.last_k, target, rates: run.rates.clone() },
         tuning: None,

@@ -91,7 +91,9 @@ impl Stage for Stage1 {
             mask_round = Some(outcome);
         }
         let mut learner = ClassifierLearner::new(model, fed::optim_settings(cfg, cfg.stage1.lr.value()));
-        let outcome = fed::run_federated(ctx, &mut learner, &data, &fedcfg, &fed::checkpoint_store(ctx, &fedcfg.method)?, "stage1.lr")?;
+        let store = fed::checkpoint_store(ctx, &fedcfg.method)?;
+        let outcome = fed::run_federated(ctx, &mut learner, &data, &fedcfg, &store, "stage1.lr")?;
+        fed::publish_uploads(&store, out, &fedcfg.method)?;
         let model = learner.model();
 
         // The sparse update: indices from the model's masks, values from the final global state.

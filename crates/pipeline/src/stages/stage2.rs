@@ -80,7 +80,9 @@ impl Stage for Stage2 {
         let switch = switch_cost(&Stage1Summary::of(stage1)?);
         fedcfg.switch_bytes_per_client = switch.sparse_bytes;
         fedcfg.setup_server_seconds = DecomposeSummary::of(decompose)?.svd_seconds;
-        let outcome = fed::run_federated(ctx, &mut learner, &data, &fedcfg, &fed::checkpoint_store(ctx, &fedcfg.method)?, "stage2.lr")?;
+        let store = fed::checkpoint_store(ctx, &fedcfg.method)?;
+        let outcome = fed::run_federated(ctx, &mut learner, &data, &fedcfg, &store, "stage2.lr")?;
+        fed::publish_uploads(&store, out, &fedcfg.method)?;
 
         let model = learner.model();
         let adapter = PeftAdapter::from_classifier(model, Some(&cfg.model.source))?;
