@@ -19,40 +19,12 @@
 use std::collections::BTreeSet;
 
 use candle_core::DType;
-use serde::{Deserialize, Serialize};
 
 use crate::aggregate::State;
 use crate::client::{local_update, LocalRound};
 use crate::error::Result;
 use crate::learner::{Learner, Shard};
-
-/// A recovered set against the truth.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
-pub struct SetRecovery {
-    /// Members the attack recovered.
-    pub recovered: usize,
-    /// Members of the true set.
-    pub truth: usize,
-    /// Recovered members that are true.
-    pub hits: usize,
-}
-
-impl SetRecovery {
-    /// `recovered` against `truth`.
-    pub fn of(recovered: &BTreeSet<u32>, truth: &BTreeSet<u32>) -> Self {
-        Self { recovered: recovered.len(), truth: truth.len(), hits: recovered.intersection(truth).count() }
-    }
-
-    /// hits / recovered (`None` when nothing was recovered).
-    pub fn precision(&self) -> Option<f64> {
-        (self.recovered > 0).then(|| self.hits as f64 / self.recovered as f64)
-    }
-
-    /// hits / truth (`None` for an empty truth).
-    pub fn recall(&self) -> Option<f64> {
-        (self.truth > 0).then(|| self.hits as f64 / self.truth as f64)
-    }
-}
+pub use slora_privacy::SetRecovery;
 
 /// Every token id of a client's round: its rows' tokens (one local epoch or more reads every row).
 pub fn token_set(shard: &Shard) -> BTreeSet<u32> {

@@ -574,6 +574,70 @@ impl<'a> FedAvgServer<'a> {
                 return Err(FederationError::Refused { round, client: reply.client, reason });
             }
         };
+        self.add_screened(learner, reply, weight)
+    }
+
+    /// Adds a round's replies as secure aggregation (Flower's SecAgg+) delivers them: `replies`
+    /// are their fields in the clear, and `mean`, the weighted mean Σ nᵢ·uploadᵢ / Σ nᵢ of their
+    /// uploads, is all the server sees of their updates (each reply's `update` field is not read:
+    /// `mean` stands for it). `total_weight` is the Σ nᵢ the aggregation weighted by.
+    ///
+    /// Every reply is screened as [`Self::accept`] screens it, with `mean` as its update (its
+    /// names, shapes, dtype, finiteness and the update-norm bound: a mean of updates within the
+    /// bound is within it), the clients must be distinct, and `total_weight` must be the sum of
+    /// their weights (their registered rows). An aggregate cannot be split, so if any reply is
+    /// refused, all are: each is recorded as refused with the reason, and nothing changes. The
+    /// server cannot clip what it cannot see, so central DP and the aggregations that need each
+    /// upload (FedEx-LoRA's and FlexLoRA's products, LoRA-A²'s and FedSA-LoRA's factors) are
+    /// refused by key.
+    pub fn accept_aggregate<L: Learner>(&mut self, learner: &L, replies: &[Reply<'_>], mean: &State, total_weight: u64) -> Result<()> {
+        if self.central_dp().is_some() {
+            let message = "central DP clips each reply at the server, which sees only their sum under secure aggregation".into();
+            return Err(FederationError::InvalidConfig { key: "privacy.mode", message });
+        }
+        if self.cfg.aggregation != Aggregation::Mean {
+            let message = format!("{:?} needs each reply's upload; secure aggregation gives only their mean", self.cfg.aggregation);
+            return Err(FederationError::InvalidConfig { key: "aggregation", message });
+        }
+        let clients: Vec<usize> = replies.iter().map(|r| r.client).collect();
+        let mut weights = Vec::with_capacity(replies.len());
+        let mut refused: Option<(usize, String)> = None;
+        for (i, reply) in replies.iter().enumerate() {
+            if clients[..i].contains(&reply.client) {
+                refused = Some((reply.client, format!("client {} appears twice", reply.client)));
+                break;
+            }
+            match self.screen(&Reply { update: mean, ..*reply }) {
+                Ok(w) => weights.push(w),
+                Err(reason) => {
+                    refused = Some((reply.client, format!("client {}: {reason}", reply.client)));
+                    break;
+                }
+            }
+        }
+        if refused.is_none() && replies.is_empty() {
+            refused = Some((0, "no replies".into()));
+        }
+        let sum: u64 = weights.iter().sum();
+        if refused.is_none() && sum != total_weight {
+            refused = Some((clients[0], format!("it was weighted by {total_weight} rows; its clients' registered rows sum to {sum}")));
+        }
+        if let Some((client, why)) = refused {
+            let round = self.open.as_ref().map_or(0, |o| o.plan.round);
+            let reason = format!("the secure aggregate of clients {clients:?} is refused: {why}");
+            for &c in &clients {
+                self.refusals.push(Refusal { round, client: c, reason: reason.clone() });
+            }
+            return Err(FederationError::Refused { round, client, reason });
+        }
+        for (reply, weight) in replies.iter().zip(weights) {
+            self.add_screened(learner, &Reply { update: mean, ..*reply }, weight)?;
+        }
+        Ok(())
+    }
+
+    /// Adds a screened reply to the open round with FedAvg weight `weight`.
+    fn add_screened<L: Learner>(&mut self, learner: &L, reply: &Reply<'_>, weight: u64) -> Result<()> {
         let (client, update) = (reply.client, reply.update);
         // A lower-rank reply enters the sums zero-padded to the global rank.
         let padded = match self.client_rank(client) {
@@ -901,6 +965,75 @@ mod tests {
         let m = server.metrics();
         assert_eq!(m[2].cum_bytes_up, m[1].cum_bytes_up + 2 * m[2].bytes_up_per_client);
         assert!(m[2].accuracy.is_some());
+        Ok(())
+    }
+
+    /// Secure aggregation: a round accepted as one aggregate (the replies' fields and only the
+    /// weighted mean of their uploads) is the round accepted reply by reply, bit for bit. An
+    /// aggregate with a wrong total weight, a stale reply, a repeated client or a shape the global
+    /// state lacks is refused as a whole (every client recorded) and changes nothing; central DP
+    /// is refused by key.
+    #[test]
+    fn an_aggregate_is_the_round_of_its_replies_or_refused_whole() -> anyhow::Result<()> {
+        let (clients, test) = toy_data(6, 4, 30);
+        let cfg = toy_config(2);
+        let rows: Vec<u64> = clients.iter().map(|s| s.len() as u64).collect();
+        fn start<'t>(test: &'t Shard, rows: &[u64], cfg: &FedAvgConfig) -> anyhow::Result<(ToyLearner, FedAvgServer<'t>)> {
+            let mut learner = ToyLearner::new(toy_vocab(4), 4, 20.0);
+            let mut server = FedAvgServer::start(&mut learner, rows.len(), Cow::Borrowed(test), None, cfg, None)?;
+            server.register_rows(rows.to_vec())?;
+            Ok((learner, server))
+        }
+        let (mut plain_learner, mut plain) = start(&test, &rows, &cfg)?;
+        let (mut secure_learner, mut secure) = start(&test, &rows, &cfg)?;
+        while let Some(plan) = plain.begin_round() {
+            assert_eq!(secure.begin_round().as_ref(), Some(&plan));
+            let mut replies = Vec::new();
+            for &client in &plan.chosen {
+                let (state, losses, digest) = honest(&mut plain, &clients, &cfg, plan.round, client);
+                replies.push((client, state, losses, digest));
+            }
+            let mut sum = WeightedAverage::new();
+            for (client, state, losses, digest) in &replies {
+                let reply = Reply { client: *client, round: plan.round, base_digest: digest, update: state, samples: rows[*client], step_losses: losses, train_seconds: 0.5 };
+                plain.accept(&plain_learner, &reply)?;
+                sum.add(state, rows[*client])?;
+            }
+            let mean = sum.finish()?;
+            let total: u64 = plan.chosen.iter().map(|&c| rows[c]).sum();
+            let fields: Vec<Reply<'_>> = replies
+                .iter()
+                .map(|(client, _, losses, digest)| Reply { client: *client, round: plan.round, base_digest: digest, update: &mean, samples: rows[*client], step_losses: losses, train_seconds: 0.5 })
+                .collect();
+            let refusals = secure.refusals().len();
+            let stale: Vec<Reply<'_>> = fields.iter().enumerate().map(|(i, r)| Reply { round: if i == 1 { plan.round + 1 } else { plan.round }, ..*r }).collect();
+            let twice: Vec<Reply<'_>> = vec![fields[0], fields[1], fields[0]];
+            let mut misshapen = mean.clone();
+            let name = mean.keys().next().unwrap().clone();
+            misshapen.insert(name, Tensor::zeros(3, DType::F32, &Device::Cpu)?);
+            for (want, replies, mean, total) in [
+                ("weighted by 1 rows", &fields, &mean, 1),
+                ("for round", &stale, &mean, total),
+                ("appears twice", &twice, &mean, total),
+                ("should be F32", &fields, &misshapen, total),
+            ] {
+                let e = secure.accept_aggregate(&secure_learner, replies, mean, total).unwrap_err().to_string();
+                assert!(e.contains("the secure aggregate of clients") && e.contains(want), "want `{want}`: {e}");
+            }
+            assert_eq!(secure.refusals().len(), refusals + 3 + 3 + 3 + 3, "every client of each refused aggregate is recorded");
+            secure.accept_aggregate(&secure_learner, &fields, &mean, total)?;
+            let (p, s) = (plain.finish_round(&mut plain_learner)?.clone(), secure.finish_round(&mut secure_learner)?.clone());
+            assert!(p.same_results(&s), "round {}: {p:?} vs {s:?}", plan.round);
+            for (name, t) in plain.global() {
+                assert_eq!(t.flatten_all()?.to_vec1::<f32>()?, secure.global()[name].flatten_all()?.to_vec1::<f32>()?, "{name}");
+            }
+        }
+        let mut central = toy_config(1);
+        central.privacy = Some(crate::privacy::ClientDp { clip_norm: 1.0, noise_multiplier: 0.0, noise_at: NoiseAt::Server });
+        let (learner, mut server) = start(&test, &rows, &central)?;
+        server.begin_round().unwrap();
+        let e = server.accept_aggregate(&learner, &[], &State::new(), 0).unwrap_err().to_string();
+        assert!(e.contains("privacy.mode"), "{e}");
         Ok(())
     }
 

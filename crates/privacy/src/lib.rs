@@ -21,8 +21,10 @@
 
 pub mod accountant;
 pub mod error;
+pub mod leakage;
 
 pub use accountant::{
     default_orders, epsilon, epsilon_from_rdp, noise_for_epsilon, rdp, Epsilon, SampledGaussian,
 };
 pub use error::PrivacyError;
+pub use leakage::{MethodLeakage, SetRecovery};

@@ -277,6 +277,26 @@ pub struct Server {
     learner: ClassifierLearner,
     run: FedAvgServer<'static>,
     switch: Option<Switch>,
+    /// Each client's registered training rows (the partition's).
+    rows: Vec<u64>,
+}
+
+/// A reply's fields in the clear under secure aggregation: everything but its update, which
+/// reaches the server only inside the aggregate ([`Server::accept_aggregate`]).
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReplyFields {
+    /// The replying client (partition id).
+    pub client: usize,
+    /// The round it says it trained.
+    pub round: u32,
+    /// The digest of the state it says it trained from.
+    pub base_digest: String,
+    /// The rows it says it trained on.
+    pub samples: u64,
+    /// Each local step's `(mean loss, rows)`.
+    pub step_losses: Vec<(f64, usize)>,
+    /// Seconds it says it trained.
+    pub train_seconds: f64,
 }
 
 impl Server {
@@ -347,10 +367,59 @@ impl Server {
                 rows.len()
             )));
         }
-        run.register_rows(rows[..clients].iter().map(|&r| r as u64).collect())?;
+        let rows: Vec<u64> = rows[..clients].iter().map(|&r| r as u64).collect();
+        run.register_rows(rows.clone())?;
         // Every method a deployment runs moves what it uploads on every local step.
         run.refuse_unchanged_updates(true);
-        Ok(Self { learner, run, switch })
+        Ok(Self { learner, run, switch, rows })
+    }
+
+    /// Each client's registered training rows (its FedAvg weight).
+    pub fn rows(&self) -> &[u64] {
+        &self.rows
+    }
+
+    /// Whether this run can take its rounds as secure aggregates ([`Self::accept_aggregate`]), or
+    /// why not, by key: the server sees only the weighted mean of the uploads, so a method whose
+    /// server needs each upload (FedEx-LoRA's and FlexLoRA's products, LoRA-A²'s selected
+    /// components) and central DP (the server clips each reply) are refused.
+    pub fn check_secure_aggregation(&self) -> Result<()> {
+        let cfg = self.run.config();
+        if cfg.privacy.is_some_and(|dp| dp.noise_at == slora_federation::NoiseAt::Server) {
+            return Err(BindingError::Invalid(
+                "privacy.mode = \"central\": the server clips each reply, but under secure aggregation (run-config `secagg`) it sees only their sum; \
+                 use privacy.mode = \"local\" (each client clips and noises its update before it is masked) or secagg = false"
+                    .into(),
+            ));
+        }
+        if cfg.aggregation != slora_federation::Aggregation::Mean {
+            return Err(BindingError::Invalid(format!(
+                "methods: `{}` under secure aggregation (run-config `secagg`): its server needs each reply's upload ({:?}), not only their mean; secagg runs fft, lora, ffa-lora, sft and slora",
+                cfg.method, cfg.aggregation
+            )));
+        }
+        Ok(())
+    }
+
+    /// Adds a round's replies as secure aggregation delivers them: their fields in the clear and
+    /// `mean`, the weighted mean of their uploads (all the server sees of them), weighted by
+    /// `total_weight` rows in all. Every reply is screened with `mean` as its update; if any is
+    /// refused, all are (see [`FedAvgServer::accept_aggregate`]).
+    pub fn accept_aggregate(&mut self, replies: &[ReplyFields], mean: &State, total_weight: u64) -> Result<()> {
+        self.check_secure_aggregation()?;
+        let replies: Vec<slora_federation::Reply<'_>> = replies
+            .iter()
+            .map(|r| slora_federation::Reply {
+                client: r.client,
+                round: r.round,
+                base_digest: &r.base_digest,
+                update: mean,
+                samples: r.samples,
+                step_losses: &r.step_losses,
+                train_seconds: r.train_seconds,
+            })
+            .collect();
+        Ok(self.run.accept_aggregate(&self.learner, &replies, mean, total_weight)?)
     }
 
     /// The global state (the next round's start; the final state once every round ran).

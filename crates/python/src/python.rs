@@ -182,6 +182,29 @@ impl PyServer {
         self.inner.accept(client, round, base_digest, &update, samples, &step_losses, train_seconds).map_err(err)
     }
 
+    /// Adds a round's secure aggregate: `replies` as `(client, round, base digest, claimed rows,
+    /// step losses, seconds)` (their fields in the clear), `mean` the weighted mean of their
+    /// uploads, `total_weight` the rows it was weighted by. Raises `ValueError` with the reason
+    /// when it is refused (every client of it is, and nothing changes).
+    #[allow(clippy::type_complexity)]
+    fn accept_aggregate(&mut self, replies: Vec<(usize, u32, String, u64, Vec<(f64, usize)>, f64)>, mean: &Bound<'_, PyDict>, total_weight: u64) -> PyResult<()> {
+        let replies: Vec<crate::ReplyFields> = replies
+            .into_iter()
+            .map(|(client, round, base_digest, samples, step_losses, train_seconds)| crate::ReplyFields { client, round, base_digest, samples, step_losses, train_seconds })
+            .collect();
+        self.inner.accept_aggregate(&replies, &state_from_py(mean)?, total_weight).map_err(err)
+    }
+
+    /// Raises `ValueError`, naming the key, when this run cannot take secure aggregates.
+    fn check_secure_aggregation(&self) -> PyResult<()> {
+        self.inner.check_secure_aggregation().map_err(err)
+    }
+
+    /// Each client's registered training rows.
+    fn rows(&self) -> Vec<u64> {
+        self.inner.rows().to_vec()
+    }
+
     /// The replies refused so far: `(round, client, reason)`.
     fn refusals(&self) -> Vec<(u32, usize, String)> {
         self.inner.refusals().iter().map(|r| (r.round, r.client, r.reason.clone())).collect()

@@ -2,6 +2,7 @@
 //! noise does to each method's upload.
 
 use serde::{Deserialize, Serialize};
+pub use slora_privacy::{MethodLeakage, SetRecovery};
 
 use crate::report::{Block, CaptionedTable, Section};
 use crate::summary::Summary;

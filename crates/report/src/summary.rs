@@ -129,6 +129,10 @@ pub struct Summary {
     /// DP-FedAvg's settings and the accountant's (ε, δ), when the run was private.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub privacy: Option<crate::privacy::PrivacySummary>,
+    /// What `pipeline audit` recovered from each method's recorded uploads (a study's point that
+    /// records them; empty otherwise).
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub leakage: BTreeMap<String, crate::privacy::MethodLeakage>,
 }
 
 /// One seed's personalised evaluation of a method (as its stage measured it).
@@ -308,6 +312,7 @@ impl Summary {
             per_seed,
             personal: Vec::new(),
             privacy: None,
+            leakage: BTreeMap::new(),
         }
     }
 

@@ -13,6 +13,8 @@ use crate::runner::{run_stages_with, Force, RunOptions, RunOutputs};
 use crate::stages::report::SUMMARY_FILE;
 use crate::stages::ALL;
 
+const AUDIT: &str = "audit";
+
 /// Runs points one after another. Under `--force` every stage is rebuilt once: a stage whose key
 /// an earlier point already rebuilt (points sharing a partition, or a run) is reused, not rebuilt
 /// again.
@@ -45,9 +47,19 @@ impl PointRunner {
         } else {
             Force::Nothing
         };
-        let outputs = run_stages_with(cfg, root, &RunOptions { force, no_rebuild: self.no_rebuild }, ALL)?;
+        let options = RunOptions { force, no_rebuild: self.no_rebuild };
+        let outputs = run_stages_with(cfg, root, &options, ALL)?;
         let report = outputs.report_artifact.as_ref().ok_or_else(|| PipelineError::config("the point published no report"))?;
-        let summary = Summary::read(&report.join(SUMMARY_FILE)).map_err(|e| PipelineError::config(e.to_string()))?;
+        let mut summary = Summary::read(&report.join(SUMMARY_FILE)).map_err(|e| PipelineError::config(e.to_string()))?;
+        // A point whose runs record their uploads is audited too, and its leakage joins its summary.
+        if cfg.federation.record_uploads > 0 {
+            let audited = run_stages_with(cfg, root, &options, &[AUDIT])?;
+            let dir = audited.stages.iter().find(|(s, _, _)| s == AUDIT).map(|(_, _, d)| d.clone()).ok_or_else(|| PipelineError::config("the point's audit left no artifact"))?;
+            let path = dir.join(crate::stages::audit::AUDIT_FILE);
+            let text = std::fs::read_to_string(&path).map_err(|e| PipelineError::stage(AUDIT, format!("{}: {e}", path.display())))?;
+            let audit: crate::stages::audit::AuditSummary = serde_json::from_str(&text).map_err(|e| PipelineError::stage(AUDIT, format!("{}: {e}", path.display())))?;
+            summary.leakage = audit.methods;
+        }
         Ok((outputs, summary))
     }
 }

@@ -95,6 +95,9 @@ struct StudyFile {
     /// `flexlora-beats-zero-padding`, `mixed-ranks-cost`: `[[uniform rank, mixed ranks], …]` by label.
     #[serde(default)]
     rank_pairs: Vec<(String, String)>,
+    /// `slora-leaks-less`, `slora-loses-less-under-dp`: `[[no DP, DP], …]` by label.
+    #[serde(default)]
+    privacy_pairs: Vec<(String, String)>,
     /// Claim 1's contrast: `ends` or `slope`.
     #[serde(default)]
     gap_contrast: GapContrast,
@@ -187,7 +190,7 @@ fn read_study(path: &Path) -> Result<StudyFile, PipelineError> {
             return bad(format!("{key} = {l:?} is not a point label"));
         }
     }
-    for (key, pairs) in [("drift_pairs", &file.drift_pairs), ("rank_pairs", &file.rank_pairs)] {
+    for (key, pairs) in [("drift_pairs", &file.drift_pairs), ("rank_pairs", &file.rank_pairs), ("privacy_pairs", &file.privacy_pairs)] {
         if let Some(l) = pairs.iter().flat_map(|(a, b)| [a, b]).find(|l| !labels.contains(l.as_str())) {
             return bad(format!("{key}: {l:?} is not a point label"));
         }
@@ -363,6 +366,7 @@ pub fn run(ctx: &StudyContext, args: &StudyArgs) -> Result<PathBuf, PipelineErro
         command: format!("pipeline study {}{}", args.study, if args.smoke { " --smoke" } else { "" }),
         drift_pairs: file.drift_pairs.clone(),
         rank_pairs: file.rank_pairs.clone(),
+        privacy_pairs: file.privacy_pairs.clone(),
         gap_contrast: file.gap_contrast,
         chance,
         floor_pp: file.floor_pp,

@@ -12,7 +12,8 @@ use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
-use slora_federation::audit::{self as attacks, SetRecovery, ShadowProbe};
+use slora_federation::audit::{self as attacks, ShadowProbe};
+use slora_report::privacy::SetRecovery;
 use slora_federation::{ClassifierLearner, Learner, Shard, State};
 
 use super::federated::{self as fed, UPLOADS_DIR};
@@ -50,29 +51,7 @@ pub struct UploadAudit {
     pub probe_guess: Option<u32>,
 }
 
-/// One method's leakage over every recorded upload of every seed.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-pub struct MethodLeakage {
-    /// Uploads attacked.
-    pub uploads: usize,
-    /// Mean token precision over the uploads that carry the embeddings and yield a token.
-    pub token_precision: Option<f64>,
-    /// Mean token recall (`None`: the method never sends the embeddings).
-    pub token_recall: Option<f64>,
-    /// Mean label precision over the uploads that yield a label.
-    pub label_precision: Option<f64>,
-    /// Mean label recall (`None`: the method never sends the output bias).
-    pub label_recall: Option<f64>,
-    /// A guess of as many labels at random: the mean of |true labels| / labels (`None`: no label
-    /// attack).
-    pub label_precision_chance: Option<f64>,
-    /// The probe's share of right dominant-label guesses (`None`: not probed).
-    pub probe_accuracy: Option<f64>,
-    /// Guesses it made.
-    pub probe_guesses: usize,
-    /// 1 / labels.
-    pub probe_chance: f64,
-}
+pub use slora_report::privacy::MethodLeakage;
 
 /// `audit.json`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -240,30 +219,17 @@ fn audit_method(cfg: &Config, dir: &Path, method: &str, seed: u64, data: &fed::D
     Ok(rows)
 }
 
-fn mean(values: impl Iterator<Item = f64>) -> Option<f64> {
-    let v: Vec<f64> = values.collect();
-    (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
-}
-
-/// Per method, the means over its recorded uploads.
+/// Per method, its recorded uploads' scores.
 fn leakage(uploads: &[UploadAudit], num_labels: usize) -> BTreeMap<String, MethodLeakage> {
     let methods: BTreeSet<&str> = uploads.iter().map(|u| u.method.as_str()).collect();
     methods
         .into_iter()
         .map(|m| {
             let rows: Vec<&UploadAudit> = uploads.iter().filter(|u| u.method == m).collect();
-            let guesses: Vec<(u32, u32)> = rows.iter().filter_map(|u| Some((u.probe_guess?, u.dominant?))).collect();
-            let leak = MethodLeakage {
-                uploads: rows.len(),
-                token_precision: mean(rows.iter().filter_map(|u| u.tokens?.precision())),
-                token_recall: mean(rows.iter().filter_map(|u| u.tokens?.recall())),
-                label_precision: mean(rows.iter().filter_map(|u| u.labels?.precision())),
-                label_recall: mean(rows.iter().filter_map(|u| u.labels?.recall())),
-                label_precision_chance: mean(rows.iter().filter_map(|u| Some(u.labels?.truth as f64 / num_labels as f64))),
-                probe_accuracy: (!guesses.is_empty()).then(|| guesses.iter().filter(|(g, d)| g == d).count() as f64 / guesses.len() as f64),
-                probe_guesses: guesses.len(),
-                probe_chance: 1.0 / num_labels.max(1) as f64,
-            };
+            let leak = MethodLeakage::of(
+                num_labels,
+                rows.iter().map(|u| (u.tokens, u.labels, u.dominant.zip(u.probe_guess).map(|(d, g)| d == g))),
+            );
             (m.to_string(), leak)
         })
         .collect()

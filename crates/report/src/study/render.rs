@@ -112,7 +112,31 @@ pub fn build_study_report(
                 svg: plots::accuracy_vs_upload(&upload)?,
             }));
         }
-        StudyAxis::Heterogeneity | StudyAxis::Single => {}
+        StudyAxis::Heterogeneity | StudyAxis::Single | StudyAxis::Privacy => {}
+    }
+    if points.iter().any(|p| p.summary.privacy.is_some()) {
+        results.push(Block::Table(CaptionedTable {
+            id: "privacy".into(),
+            title: "Privacy per point".into(),
+            caption: "DP-FedAvg at each point: where the noise is added, the clipping norm C, the noise multiplier σ (the \
+                      accountant's choice for the point's ε), and the (ε, δ) of the released model by the RDP accountant \
+                      over every round at the sampling rate clients per round / clients."
+                .into(),
+            table: super::tables::privacy_table(points),
+        }));
+    }
+    if points.iter().any(|p| !p.summary.leakage.is_empty()) {
+        results.push(Block::Table(CaptionedTable {
+            id: "leakage".into(),
+            title: "What the server learns (pipeline audit)".into(),
+            caption: "Per point and method, over every recorded upload of every seed: token recall of the embedding-row \
+                      attack (– : the method does not send the embeddings), label precision of the output-bias attack \
+                      against a guess of as many labels at random, and the shadow-client probe's right guesses of the \
+                      client's dominant label against 1 / labels. Rules: `crates/federation/src/audit.rs`. Under central \
+                      DP the server still sees each clipped update: only local DP (or secure aggregation) hides it."
+                .into(),
+            table: super::tables::leakage_table(points),
+        }));
     }
     if let (StudyAxis::Density, Some(reference)) = (settings.axis, claim_point(points, settings.claim_point.as_deref())) {
         results.push(Block::Table(CaptionedTable {

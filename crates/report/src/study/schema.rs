@@ -21,6 +21,10 @@ pub enum Claim {
     FlexloraBeatsZeroPadding,
     /// Heterogeneous client ranks cost accuracy against every client at one rank.
     MixedRanksCost,
+    /// SLoRA's uploads reveal less about a client's data than FFT's (the audit's attacks).
+    SloraLeaksLess,
+    /// Under client-level DP SLoRA loses less accuracy than FFT (its uploads carry less noise).
+    SloraLosesLessUnderDp,
 }
 
 impl Claim {
@@ -33,6 +37,8 @@ impl Claim {
             Claim::DriftOpensGap => "More local epochs per round (client drift) widen LoRA's gap to FFT",
             Claim::FlexloraBeatsZeroPadding => "With heterogeneous client ranks, FlexLoRA beats zero-padded LoRA averaging (HetLoRA's naive scheme)",
             Claim::MixedRanksCost => "Heterogeneous client ranks cost accuracy against every client at one rank (judged on zero-padded LoRA)",
+            Claim::SloraLeaksLess => "SLoRA's uploads reveal less about a client's data (tokens, labels, dominant label) than FFT's, to an honest but curious server",
+            Claim::SloraLosesLessUnderDp => "Under client-level DP (DP-FedAvg) SLoRA loses less accuracy than FFT: the noise lands only on what a method sends",
         }
     }
 }
@@ -113,6 +119,8 @@ pub enum StudyAxis {
     Heterogeneity,
     /// Stage-1 density (accuracy against total upload).
     Density,
+    /// The privacy budget ε (no DP first).
+    Privacy,
     /// One setting (no axis).
     Single,
 }
@@ -123,6 +131,7 @@ impl StudyAxis {
         match self {
             StudyAxis::Heterogeneity => "Label heterogeneity across clients (least to most)",
             StudyAxis::Density => "Stage-1 setting (study point)",
+            StudyAxis::Privacy => "Privacy budget (ε at δ = 1 / clients; ∞ = no DP)",
             StudyAxis::Single => "Setting",
         }
     }
@@ -155,6 +164,11 @@ pub struct StudySettings {
     /// heterogeneous ranks]`; both are judged on the last pair.
     #[serde(default)]
     pub rank_pairs: Vec<(String, String)>,
+    /// `slora-leaks-less` and `slora-loses-less-under-dp`: pairs of point labels `[no DP, DP]` at the
+    /// same setting. Leakage is judged at the first label of the first pair; the accuracy lost to DP
+    /// at each pair, the verdict at the last (the strictest ε).
+    #[serde(default)]
+    pub privacy_pairs: Vec<(String, String)>,
     /// Claim 1's contrast, stated in the study file before the run.
     #[serde(default)]
     pub gap_contrast: GapContrast,

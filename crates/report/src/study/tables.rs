@@ -201,6 +201,46 @@ pub fn versus_reference_table(points: &[StudyPoint], reference: &StudyPoint) -> 
     right_aligned(point_headers(&format!("Against {}", reference.label), points), rows)
 }
 
+/// Per point, the DP settings and the accountant's ε.
+pub fn privacy_table(points: &[StudyPoint]) -> TextTable {
+    let rows = points
+        .iter()
+        .map(|p| match &p.summary.privacy {
+            Some(dp) => vec![
+                p.label.clone(),
+                dp.mode.clone(),
+                format!("{}", dp.clip_norm),
+                format!("{:.4}", dp.noise_multiplier),
+                if dp.epsilon.is_finite() { format!("{:.3}", dp.epsilon) } else { "∞".into() },
+                format!("{}", dp.delta),
+                dp.epsilon_against_server.map_or("–".into(), |e| format!("{e:.1}")),
+            ],
+            None => vec![p.label.clone(), "off".into(), "–".into(), "–".into(), "∞".into(), "–".into(), "–".into()],
+        })
+        .collect();
+    right_aligned(["Point", "DP", "C", "σ", "ε", "δ", "ε against the server"].iter().map(|h| h.to_string()).collect(), rows)
+}
+
+/// Per point and method, the audit's three attacks.
+pub fn leakage_table(points: &[StudyPoint]) -> TextTable {
+    let pct = |v: Option<f64>| v.map_or("–".to_string(), |x| format!("{:.1}", 100.0 * x));
+    let mut rows = Vec::new();
+    for p in points {
+        for (m, l) in &p.summary.leakage {
+            rows.push(vec![
+                p.label.clone(),
+                method_label(m),
+                l.uploads.to_string(),
+                pct(l.token_recall),
+                format!("{} / {}", pct(l.label_precision), pct(l.label_precision_chance)),
+                format!("{} / {}", pct(l.probe_accuracy), pct(Some(l.probe_chance))),
+            ]);
+        }
+    }
+    let headers = ["Point", "Method", "Uploads", "Token recall %", "Label precision % / chance", "Probe accuracy % / chance"];
+    right_aligned(headers.iter().map(|h| h.to_string()).collect(), rows)
+}
+
 /// The verdicts as a table.
 pub fn verdict_table(verdicts: &[ClaimVerdict]) -> TextTable {
     TextTable {

@@ -24,6 +24,17 @@
 //!   rank (the same partition per seed). Judged on zero-padded LoRA, the scheme without a remedy:
 //!   reproduced when the interval is below 0; not reproduced when it is above 0 or inside ±margin;
 //!   else inconclusive. Every method's difference is shown.
+//! - **SLoRA leaks less than FFT**, at the no-DP point of the first `privacy_pairs` entry, from the
+//!   audit's three attacks (tokens: recall; labels: precision above chance; the shadow probe:
+//!   right dominant-label guesses), each per recorded upload, SLoRA's two stages pooled: FFT − SLoRA
+//!   with a 95 % normal interval (unpaired: the uploads are different clients' rounds). An attack
+//!   says "less" when the interval is above +margin, "more" below −margin, "same" inside ±margin.
+//!   Reproduced when some attack says less and none says more; not reproduced when one says more
+//!   or all say the same; else inconclusive.
+//! - **SLoRA loses less under DP**, per `privacy_pairs` entry `[no DP, DP]`: per seed, FFT's drop
+//!   (no DP − DP) minus SLoRA's. Judged at the last pair: reproduced when the interval is above 0;
+//!   not reproduced when it is below 0 or inside ±margin; inconclusive otherwise, and also when
+//!   FFT and SLoRA both sit within `floor_pp` of chance under DP (both at the floor).
 
 use std::collections::BTreeMap;
 
@@ -412,6 +423,133 @@ pub fn judge_time_cut(points: &[StudyPoint], point: &StudyPoint) -> ClaimVerdict
     ClaimVerdict { claim, verdict, evidence: format!("{numbers}: {why}.") }
 }
 
+/// Mean difference `a − b` of two groups of per-upload scores (in pp) with a 95 % normal
+/// interval (unpaired), `None` when either group is empty.
+fn unpaired_pp(a: &[f64], b: &[f64]) -> Option<(f64, f64, f64)> {
+    if a.is_empty() || b.is_empty() {
+        return None;
+    }
+    let stats = |v: &[f64]| {
+        let n = v.len() as f64;
+        let m = v.iter().sum::<f64>() / n;
+        let var = if v.len() > 1 { v.iter().map(|x| (x - m).powi(2)).sum::<f64>() / (n - 1.0) } else { 0.0 };
+        (m, var / n)
+    };
+    let ((ma, va), (mb, vb)) = (stats(a), stats(b));
+    let (d, h) = (100.0 * (ma - mb), 100.0 * 1.96 * (va + vb).sqrt());
+    Some((d, d - h, d + h))
+}
+
+/// SLoRA's leakage: its two stages' uploads pooled.
+fn slora_leakage(point: &StudyPoint) -> Option<crate::privacy::MethodLeakage> {
+    let parts: Vec<&crate::privacy::MethodLeakage> = ["slora-stage1", "slora-stage2"].iter().filter_map(|m| point.summary.leakage.get(*m)).collect();
+    crate::privacy::MethodLeakage::pooled(&parts)
+}
+
+/// Does SLoRA leak less than FFT (see the module docs)?
+pub fn judge_slora_leaks_less(points: &[StudyPoint], pairs: &[(String, String)], margin_pp: f64) -> ClaimVerdict {
+    let claim = Claim::SloraLeaksLess;
+    let Some(point) = pairs.first().and_then(|(no_dp, _)| points.iter().find(|p| &p.label == no_dp)) else {
+        return ClaimVerdict { claim, verdict: Verdict::Inconclusive, evidence: "no privacy pair ran (privacy_pairs)".into() };
+    };
+    let (Some(fft), Some(slora)) = (point.summary.leakage.get(FFT), slora_leakage(point)) else {
+        return ClaimVerdict { claim, verdict: Verdict::Inconclusive, evidence: format!("at {}: no audit of FFT and SLoRA (federation.record_uploads)", point.label) };
+    };
+    let attacks: [(&str, &Vec<f64>, &Vec<f64>); 3] = [
+        ("token recall", &fft.token_recall_per_upload, &slora.token_recall_per_upload),
+        ("label precision above chance", &fft.label_excess_per_upload, &slora.label_excess_per_upload),
+        ("dominant label from the probe", &fft.probe_hits, &slora.probe_hits),
+    ];
+    let (mut less, mut more, mut same, mut parts) = (0, 0, 0, Vec::new());
+    for (name, a, b) in attacks {
+        let Some((d, lo, hi)) = unpaired_pp(a, b) else {
+            parts.push(format!("{name}: not measured"));
+            continue;
+        };
+        let word = if lo > margin_pp {
+            less += 1;
+            "SLoRA less"
+        } else if hi < -margin_pp {
+            more += 1;
+            "SLoRA more"
+        } else if lo > -margin_pp && hi < margin_pp {
+            same += 1;
+            "the same"
+        } else {
+            "unclear"
+        };
+        let mean = |v: &Vec<f64>| 100.0 * v.iter().sum::<f64>() / v.len().max(1) as f64;
+        parts.push(format!("{name}: FFT {:.1} %, SLoRA {:.1} %, FFT − SLoRA {d:+.1} pp [{lo:+.1}, {hi:+.1}] ({word})", mean(a), mean(b)));
+    }
+    let (verdict, why) = if more > 0 {
+        (Verdict::NotReproduced, "an attack recovers more from SLoRA".to_string())
+    } else if less > 0 {
+        (Verdict::Reproduced, "an attack recovers less from SLoRA and none recovers more".to_string())
+    } else if same == attacks.len() {
+        (Verdict::NotReproduced, format!("every attack recovers the same within ±{margin_pp} pp"))
+    } else {
+        (Verdict::Inconclusive, "the intervals cannot tell".to_string())
+    };
+    ClaimVerdict {
+        claim,
+        verdict,
+        evidence: format!(
+            "At {} ({} FFT and {} SLoRA uploads): {}: {why}.",
+            point.label,
+            fft.uploads,
+            slora.uploads,
+            parts.join("; ")
+        ),
+    }
+}
+
+/// Does SLoRA lose less accuracy than FFT under DP (see the module docs)?
+pub fn judge_slora_loses_less_under_dp(points: &[StudyPoint], pairs: &[(String, String)], margin_pp: f64, chance: Option<f64>, floor_pp: f64) -> ClaimVerdict {
+    let claim = Claim::SloraLosesLessUnderDp;
+    let find = |l: &str| points.iter().find(|p| p.label == l);
+    let mut parts = Vec::new();
+    let mut last = None;
+    for (a, b) in pairs {
+        let (Some(no_dp), Some(dp)) = (find(a), find(b)) else { continue };
+        let drop = |m: &str| -> BTreeMap<u64, f64> {
+            let (x, y) = (super::points::finals(no_dp, m), super::points::finals(dp, m));
+            x.iter().filter_map(|(s, v)| Some((*s, 100.0 * (v - y.get(s)?)))).collect()
+        };
+        let (f, sl) = (drop(FFT), drop(SLORA));
+        let did: Vec<f64> = f.iter().filter_map(|(s, v)| Some(v - sl.get(s)?)).collect();
+        let i = mean_ci(&did);
+        let methods: Vec<String> = study_methods(&[no_dp.clone(), dp.clone()])
+            .iter()
+            .filter(|m| dp.summary.methods.contains_key(*m) && no_dp.summary.methods.contains_key(*m))
+            .map(|m| format!("{} {}", method_label(m), fmt_interval(&super::points::across_points_pp(no_dp, dp, m))))
+            .collect();
+        parts.push(format!("{b} against {a}: FFT's drop − SLoRA's {}; each method's drop: {}", fmt_interval(&i), methods.join(", ")));
+        let at_floor = |m: &str| {
+            let v: Vec<f64> = super::points::finals(dp, m).into_values().collect();
+            match (chance, v.is_empty()) {
+                (Some(c), false) => 100.0 * (v.iter().sum::<f64>() / v.len() as f64 - c) <= floor_pp,
+                _ => false,
+            }
+        };
+        last = Some((b.clone(), i, at_floor(FFT) && at_floor(SLORA)));
+    }
+    let Some((label, i, floor)) = last else {
+        return ClaimVerdict { claim, verdict: Verdict::Inconclusive, evidence: "no privacy pair ran (privacy_pairs)".into() };
+    };
+    let (verdict, why) = if floor {
+        (Verdict::Inconclusive, format!("FFT and SLoRA are both within {floor_pp} pp of chance at {label}: both at the floor"))
+    } else {
+        match i.bounds() {
+            None => (Verdict::Inconclusive, "one seed: no interval".to_string()),
+            Some((lo, _)) if lo > 0.0 => (Verdict::Reproduced, "the interval is above 0".to_string()),
+            Some((_, hi)) if hi < 0.0 => (Verdict::NotReproduced, "SLoRA loses more: the interval is below 0".to_string()),
+            Some((lo, hi)) if lo > -margin_pp && hi < margin_pp => (Verdict::NotReproduced, format!("the interval lies within ±{margin_pp} pp")),
+            Some(_) => (Verdict::Inconclusive, "the interval contains 0".to_string()),
+        }
+    };
+    ClaimVerdict { claim, verdict, evidence: format!("Accuracy lost to DP, paired by seed (pp): {}; judged at {label}: {why}.", parts.join("; ")) }
+}
+
 /// Every tested claim's verdict.
 pub fn judge(settings: &StudySettings, points: &[StudyPoint]) -> Vec<ClaimVerdict> {
     let at = claim_point(points, settings.claim_point.as_deref());
@@ -425,6 +563,10 @@ pub fn judge(settings: &StudySettings, points: &[StudyPoint]) -> Vec<ClaimVerdic
             (Claim::DriftOpensGap, _) => judge_drift_opens_gap(points, &settings.drift_pairs, settings.margin_pp),
             (Claim::FlexloraBeatsZeroPadding, _) => judge_flexlora_beats_zero_padding(points, &settings.rank_pairs, settings.margin_pp),
             (Claim::MixedRanksCost, _) => judge_mixed_ranks_cost(points, &settings.rank_pairs, settings.margin_pp),
+            (Claim::SloraLeaksLess, _) => judge_slora_leaks_less(points, &settings.privacy_pairs, settings.margin_pp),
+            (Claim::SloraLosesLessUnderDp, _) => {
+                judge_slora_loses_less_under_dp(points, &settings.privacy_pairs, settings.margin_pp, settings.chance, settings.floor_pp)
+            }
             (c, None) => ClaimVerdict { claim: *c, verdict: Verdict::Inconclusive, evidence: "no claim point".into() },
         })
         .collect()
@@ -590,5 +732,64 @@ mod tests {
         // One hit without its benchmarked time: every method falls back to the recorded seconds.
         p.summary.time_to_target[0].per_seed[0].1.as_mut().unwrap().benchmark_seconds = None;
         assert_eq!(TimeBasis::at(&p), TimeBasis::Recorded);
+    }
+
+    fn leak(tokens: &[f64], labels: &[f64], probe: &[f64]) -> crate::privacy::MethodLeakage {
+        crate::privacy::MethodLeakage {
+            uploads: tokens.len(),
+            token_precision: None,
+            token_recall: None,
+            label_precision: None,
+            label_recall: None,
+            label_precision_chance: None,
+            probe_accuracy: None,
+            probe_guesses: probe.len(),
+            probe_chance: 0.05,
+            token_recall_per_upload: tokens.to_vec(),
+            label_excess_per_upload: labels.to_vec(),
+            probe_hits: probe.to_vec(),
+        }
+    }
+
+    #[test]
+    fn slora_leaks_less_only_when_an_attack_recovers_less_and_none_more() {
+        let pairs = vec![("no DP".to_string(), "ε=2".to_string())];
+        let with = |fft: crate::privacy::MethodLeakage, s1: crate::privacy::MethodLeakage, s2: crate::privacy::MethodLeakage| {
+            let mut p = point("no DP", &[("fft", &[0.5, 0.5, 0.5])], &[]);
+            p.summary.leakage.insert("fft".into(), fft);
+            p.summary.leakage.insert("slora-stage1".into(), s1);
+            p.summary.leakage.insert("slora-stage2".into(), s2);
+            judge_slora_leaks_less(&[p], &pairs, 1.0)
+        };
+        // FFT's tokens leak, SLoRA's cannot; labels and probe the same: reproduced.
+        let v = with(leak(&[1.0; 4], &[0.3; 4], &[1.0, 0.0, 1.0, 0.0]), leak(&[0.0; 2], &[0.3; 2], &[1.0, 0.0]), leak(&[0.0; 2], &[0.3; 2], &[1.0, 0.0]));
+        assert_eq!(v.verdict, Verdict::Reproduced, "{}", v.evidence);
+        // The probe recovers more from SLoRA (every guess right against none): not reproduced.
+        let v = with(leak(&[1.0; 4], &[0.3; 4], &[0.0; 4]), leak(&[0.0; 2], &[0.3; 2], &[1.0; 2]), leak(&[0.0; 2], &[0.3; 2], &[1.0; 2]));
+        assert_eq!(v.verdict, Verdict::NotReproduced, "{}", v.evidence);
+        // Every attack the same: not reproduced.
+        let v = with(leak(&[0.0; 4], &[0.3; 4], &[1.0; 4]), leak(&[0.0; 2], &[0.3; 2], &[1.0; 2]), leak(&[0.0; 2], &[0.3; 2], &[1.0; 2]));
+        assert_eq!(v.verdict, Verdict::NotReproduced, "{}", v.evidence);
+        assert!(v.evidence.contains("the same"), "{}", v.evidence);
+        // Only noisy differences: inconclusive.
+        let v = with(leak(&[0.0; 4], &[0.3; 4], &[1.0, 0.0, 1.0, 0.0]), leak(&[0.0; 2], &[0.3; 2], &[0.0, 1.0]), leak(&[0.0; 2], &[0.3; 2], &[1.0, 0.0]));
+        assert_eq!(v.verdict, Verdict::Inconclusive, "{}", v.evidence);
+    }
+
+    #[test]
+    fn dp_loss_compares_the_drops_paired_by_seed_and_refuses_the_floor() {
+        let pairs = vec![("no DP".to_string(), "ε=2".to_string())];
+        let no_dp = point("no DP", &[("fft", &[0.60, 0.62, 0.61]), ("slora", &[0.58, 0.60, 0.59])], &[]);
+        let dp = point("ε=2", &[("fft", &[0.30, 0.33, 0.31]), ("slora", &[0.50, 0.52, 0.51])], &[]);
+        let v = judge_slora_loses_less_under_dp(&[no_dp.clone(), dp], &pairs, 1.0, Some(0.05), 3.0);
+        assert_eq!(v.verdict, Verdict::Reproduced, "{}", v.evidence);
+        // SLoRA drops more: not reproduced.
+        let worse = point("ε=2", &[("fft", &[0.55, 0.57, 0.56]), ("slora", &[0.30, 0.31, 0.33])], &[]);
+        assert_eq!(judge_slora_loses_less_under_dp(&[no_dp.clone(), worse], &pairs, 1.0, Some(0.05), 3.0).verdict, Verdict::NotReproduced);
+        // Both at chance under DP: the comparison is at the floor.
+        let floor = point("ε=2", &[("fft", &[0.05, 0.06, 0.05]), ("slora", &[0.06, 0.05, 0.05])], &[]);
+        let v = judge_slora_loses_less_under_dp(&[no_dp, floor], &pairs, 1.0, Some(0.05), 3.0);
+        assert_eq!(v.verdict, Verdict::Inconclusive, "{}", v.evidence);
+        assert!(v.evidence.contains("floor"), "{}", v.evidence);
     }
 }
