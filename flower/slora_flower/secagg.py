@@ -70,11 +70,10 @@ class Recorder:
     SecAgg+ stage it answers, each Array it carries (record, key, dtype, shape) and, in the
     collect stage, the dtype of the masked vectors; and the bytes of every message each way."""
 
-    def __init__(self, grid, audit_dir: str = "", round_: int = 0):
+    def __init__(self, grid):
         self._grid = grid
         self.received, self.masked = [], {}
         self.bytes_down, self.bytes_up = {}, {}
-        self._audit, self._round = audit_dir, round_
 
     def __getattr__(self, name):
         return getattr(self._grid, name)
@@ -167,11 +166,12 @@ class _Round(Strategy):
         return None
 
 
-def _fields(fitres) -> tuple:
-    """A reply's fields in the clear, as `slora.Server.accept_aggregate` takes them."""
+def _fields(pid: int, fitres) -> tuple:
+    """The fields in the clear of client `pid`'s reply (the partition its node holds, not what
+    the reply says), as `slora.Server.accept_aggregate` takes them."""
     m = fitres.metrics
     losses = [(float(loss), int(rows)) for loss, rows in zip(json.loads(str(m["step-losses"])), json.loads(str(m["step-rows"])), strict=True)]
-    return int(m["client"]), int(m["round"]), str(m["base-digest"]), int(fitres.num_examples), losses, float(m["train-seconds"])
+    return pid, int(m["round"]), str(m["base-digest"]), int(fitres.num_examples), losses, float(m["train-seconds"])
 
 
 def run_round(server, method: str, grid, nodes, settings: dict, context, plan, switch, norm: dict) -> dict:
@@ -179,7 +179,7 @@ def run_round(server, method: str, grid, nodes, settings: dict, context, plan, s
     server (`accept_aggregate`). Returns what the ServerApp's ledger records (as the plain round)."""
     round_, _, chosen, _ = plan
     sent = [pid for pid in chosen if nodes.node_of(pid) is not None]
-    recorder = Recorder(grid, settings["secagg-audit-dir"], round_)
+    recorder = Recorder(grid)
     if switch is not None:
         # Stage 2 resumed mid-way: a node without the switch payload gets it first.
         missing = [nodes.node_of(pid) for pid in sent if nodes.node_of(pid) not in nodes.has_switch]
@@ -213,17 +213,19 @@ def run_round(server, method: str, grid, nodes, settings: dict, context, plan, s
             workflow(recorder, legacy)
         except Exception as e:  # a hostile or broken reply: no reply can raise past this handler
             halted = f"SecAgg+ failed: {type(e).__name__}: {e}"
-    contributors, fields, mean = [], [], None
-    if halted is None and strategy.aggregate is None:
+    if halted is None and (strategy.aggregate is None or workflow.total_weight is None):
         halted = "SecAgg+ halted (too few nodes answered a stage; see the log)"
+    total = workflow.total_weight
+    by_pid = {nodes.pid_of.get(node): fitres for node, fitres in strategy.results}
+    contributors = [pid for pid in chosen if pid in by_pid]
+    fields, mean, clipped = [], None, {}
     if halted is None:
-        by_pid = {nodes.pid_of.get(node): fitres for node, fitres in strategy.results}
-        contributors = [pid for pid in chosen if pid in by_pid]
         try:
-            fields = [_fields(by_pid[pid]) for pid in contributors]
-            if strategy.workflow_total_weight % scale:
-                raise ValueError(f"the total weight {strategy.workflow_total_weight} is not a multiple of the weight scale {scale}")
-        except Exception as e:
+            fields = [_fields(pid, by_pid[pid]) for pid in contributors]
+            clipped = {pid: int(by_pid[pid].metrics["secagg-clipped"]) for pid in contributors}
+            if total % scale:
+                raise ValueError(f"the total weight {total} is not a multiple of the weight scale {scale}")
+        except Exception as e:  # one malformed reply spoils the aggregate it is in
             halted = f"a malformed reply in the aggregate: {type(e).__name__}: {e}"
     if halted is not None:
         refused = [{"client": pid, "reason": halted} for pid in (contributors or sent)]
@@ -234,16 +236,12 @@ def run_round(server, method: str, grid, nodes, settings: dict, context, plan, s
             norm["bound"] = settings["max-update-norm-factor"] * server.update_norm(contributors[0], mean)
             server.set_max_update_norm(norm["bound"])
         try:
-            server.accept_aggregate(fields, mean, strategy.workflow_total_weight // scale)
+            server.accept_aggregate(fields, mean, total // scale)
             accepted = contributors
-        except Exception as e:
+        except Exception as e:  # the server's reason (ValueError)
             refused = [{"client": pid, "reason": str(e)} for pid in contributors]
-    clipped = {}
-    for pid, (_, fitres) in zip(contributors, [(pid, by_pid[pid]) for pid in contributors] if halted is None else []):
-        clipped[pid] = int(fitres.metrics.get("secagg-clipped", -1))
     if any(v != 0 for v in clipped.values()):
         log(WARNING, "%s round %s: clients clipped coordinates to ±secagg-clipping-range %g: %s", method, round_, c, clipped)
-    total = strategy.workflow_total_weight
     _audit(settings["secagg-audit-dir"], round_, method, recorder, nodes, download, mean)
     return {
         "sent": sent,

@@ -31,6 +31,7 @@ from flwr.serverapp import Grid, ServerApp
 
 import slora
 
+from . import secagg
 from .nodes import Nodes, load_node_partitions
 from .wire import from_record, message_bytes, to_record
 
@@ -70,88 +71,100 @@ def _norm_bound(server, parsed: dict, factor: float):
     return factor * median
 
 
-def _run_rounds(server, method: str, grid: Grid, nodes: Nodes, settings: dict, ledger: dict, switch=None) -> None:
-    bound = None
+def _plain_round(server, method: str, grid: Grid, nodes: Nodes, settings: dict, plan, switch, norm: dict) -> dict:
+    """One round with every reply in the clear: send, wait, check each reply, accept it or refuse it."""
+    round_, _, chosen, _ = plan
+    global_record = to_record(server.global_state())
+    sent, messages = [], []
+    for pid in chosen:
+        node = nodes.node_of(pid)
+        if node is None:
+            continue
+        content = RecordDict({"global": global_record, "config": ConfigRecord({"method": method, "round": round_, "client": pid})})
+        if switch is not None and node not in nodes.has_switch:
+            content["switch"] = switch
+        messages.append(Message(content, node, "train", group_id=str(round_)))
+        sent.append(pid)
+    bytes_down = [message_bytes(m) for m in messages]
+    replies = list(grid.send_and_receive(messages, timeout=settings["round-timeout"]))
+    by_pid, refused = {}, []
+    for reply in replies:
+        node = reply.metadata.src_node_id
+        pid = nodes.pid_of.get(node)
+        if pid is None:
+            log(WARNING, "%s round %s: a reply from node %s, which holds no known partition, is ignored", method, round_, node)
+            continue
+        if reply.has_error():
+            refused.append({"client": pid, "reason": f"error reply: {reply.error.reason}"})
+            continue
+        by_pid[pid] = reply
+    bytes_up, accepted, parsed = [], [], {}
+    for pid in chosen:  # the sampled order: the in-process engine's order of addition
+        reply = by_pid.get(pid)
+        if reply is None:
+            continue
+        bytes_up.append(message_bytes(reply))
+        try:
+            parsed[pid] = _parse_reply(reply)
+        except Exception as e:  # no reply can raise past this handler
+            refused.append({"client": pid, "reason": f"malformed reply: {type(e).__name__}: {e}"})
+    if norm.get("bound") is None and settings["max-update-norm-factor"] > 0:
+        norm["bound"] = _norm_bound(server, parsed, settings["max-update-norm-factor"])
+        server.set_max_update_norm(norm["bound"])
+    for pid in chosen:
+        if pid not in parsed:
+            continue
+        try:
+            server.accept(pid, *parsed[pid])
+            accepted.append(pid)
+            if switch is not None:
+                nodes.has_switch.add(by_pid[pid].metadata.src_node_id)
+        except Exception as e:  # the server's reason (ValueError), or a value Python cannot pass
+            refused.append({"client": pid, "reason": str(e)})
+    return {"sent": sent, "replied": sorted(by_pid), "accepted": accepted, "refused": refused, "flower_bytes_down": bytes_down, "flower_bytes_up": bytes_up}
+
+
+def _run_rounds(server, method: str, grid: Grid, nodes: Nodes, settings: dict, ledger: dict, context: Context, switch=None) -> None:
+    norm = {"bound": None}
+    if settings["secagg"]:
+        server.check_secure_aggregation()  # central DP and per-upload aggregations, refused by key
     while (plan := server.begin_round()) is not None:
         round_, _, chosen, switch_bytes = plan
         nodes.refresh()
-        global_record = to_record(server.global_state())
-        sent, messages = [], []
-        for pid in chosen:
-            node = nodes.node_of(pid)
-            if node is None:
-                continue
-            content = RecordDict({"global": global_record, "config": ConfigRecord({"method": method, "round": round_, "client": pid})})
-            if switch is not None and node not in nodes.has_switch:
-                content["switch"] = switch
-            messages.append(Message(content, node, "train", group_id=str(round_)))
-            sent.append(pid)
-        bytes_down = [message_bytes(m) for m in messages]
-        replies = list(grid.send_and_receive(messages, timeout=settings["round-timeout"]))
-        by_pid, refused = {}, []
-        for reply in replies:
-            node = reply.metadata.src_node_id
-            pid = nodes.pid_of.get(node)
-            if pid is None:
-                log(WARNING, "%s round %s: a reply from node %s, which holds no known partition, is ignored", method, round_, node)
-                continue
-            if reply.has_error():
-                refused.append({"client": pid, "reason": f"error reply: {reply.error.reason}"})
-                continue
-            by_pid[pid] = reply
-        bytes_up, accepted, parsed = [], [], {}
-        for pid in chosen:  # the sampled order: the in-process engine's order of addition
-            reply = by_pid.get(pid)
-            if reply is None:
-                continue
-            bytes_up.append(message_bytes(reply))
-            try:
-                parsed[pid] = _parse_reply(reply)
-            except Exception as e:  # no reply can raise past this handler
-                refused.append({"client": pid, "reason": f"malformed reply: {type(e).__name__}: {e}"})
-        if bound is None and settings["max-update-norm-factor"] > 0:
-            bound = _norm_bound(server, parsed, settings["max-update-norm-factor"])
-            server.set_max_update_norm(bound)
-        for pid in chosen:
-            if pid not in parsed:
-                continue
-            try:
-                server.accept(pid, *parsed[pid])
-                accepted.append(pid)
-                if switch is not None:
-                    nodes.has_switch.add(by_pid[pid].metadata.src_node_id)
-            except Exception as e:  # the server's reason (ValueError), or a value Python cannot pass
-                refused.append({"client": pid, "reason": str(e)})
-        for r in refused:
-            log(WARNING, "%s round %s: refused the reply of client %s: %s", method, round_, r["client"], r["reason"])
+        if settings["secagg"]:
+            r = secagg.run_round(server, method, grid, nodes, settings, context, plan, switch, norm)
+        else:
+            r = _plain_round(server, method, grid, nodes, settings, plan, switch, norm)
+        for x in r["refused"]:
+            log(WARNING, "%s round %s: refused the reply of client %s: %s", method, round_, x["client"], x["reason"])
         # A majority of the sampled clients by default: one bad node cannot set the global state.
         need = settings["min-replies"] or len(chosen) // 2 + 1
-        if len(accepted) < need:
-            raise RuntimeError(f"{method} round {round_}: {len(accepted)} accepted replies < min-replies {need} (sampled {chosen}, sent {sent})")
+        if len(r["accepted"]) < need:
+            raise RuntimeError(f"{method} round {round_}: {len(r['accepted'])} accepted replies < min-replies {need} (sampled {chosen}, sent {r['sent']})")
         row = server.finish_round()
-        _record(
-            ledger,
-            {
-                "method": method,
-                "round": round_,
-                "sampled": chosen,
-                "sent": sent,
-                "replied": sorted(by_pid),
-                "accepted": accepted,
-                "refused": refused,
-                "flower_bytes_down": bytes_down,
-                "flower_bytes_up": bytes_up,
-                "accounted_bytes_down_per_client": row["bytes_down_per_client"],
-                "accounted_bytes_up_per_client": row["bytes_up_per_client"],
-                "switch_bytes_per_client": switch_bytes,
-                "max_update_norm": bound,
-                "partition_conflicts": nodes.conflicts[:],
-                "accuracy": row["accuracy"],
-                "train_loss": row["train_loss"],
-                "wall_seconds": row["wall_seconds"],
-            },
-        )
-        log(INFO, "%s round %s: sampled %s, accepted %s, train loss %.4f, accuracy %s", method, round_, chosen, accepted, row["train_loss"], row["accuracy"])
+        entry = {
+            "method": method,
+            "round": round_,
+            "sampled": chosen,
+            "sent": r["sent"],
+            "replied": r["replied"],
+            "accepted": r["accepted"],
+            "refused": r["refused"],
+            "flower_bytes_down": r["flower_bytes_down"],
+            "flower_bytes_up": r["flower_bytes_up"],
+            "accounted_bytes_down_per_client": row["bytes_down_per_client"],
+            "accounted_bytes_up_per_client": row["bytes_up_per_client"],
+            "switch_bytes_per_client": switch_bytes,
+            "max_update_norm": norm["bound"],
+            "partition_conflicts": nodes.conflicts[:],
+            "accuracy": row["accuracy"],
+            "train_loss": row["train_loss"],
+            "wall_seconds": row["wall_seconds"],
+        }
+        if "secagg" in r:
+            entry["secagg"] = r["secagg"]
+        _record(ledger, entry)
+        log(INFO, "%s round %s: sampled %s, accepted %s, train loss %.4f, accuracy %s", method, round_, chosen, r["accepted"], row["train_loss"], row["accuracy"])
         if settings["stop-after-round"] == round_:
             # Test aid (run-config): a ServerApp that dies here, after the round's checkpoint.
             raise RuntimeError(f"stop-after-round: stopping after round {round_} as asked")
@@ -217,6 +230,14 @@ def main(grid: Grid, context: Context) -> None:
         "stop-after-round": int(rc.get("stop-after-round", 0)),
         "max-update-norm-factor": float(rc.get("max-update-norm-factor", 10.0)),  # 0: no bound
         "node-partitions": str(rc.get("node-partitions", "")),  # "": partitions as the nodes say
+        # Secure aggregation (Flower's SecAgg+, slora_flower/secagg.py): the ServerApp sees only
+        # each round's weighted mean update.
+        "secagg": bool(rc.get("secagg", False)),
+        "secagg-clipping-range": float(rc.get("secagg-clipping-range", 1.0)),
+        "secagg-quantization-range": int(rc.get("secagg-quantization-range", 1 << 22)),
+        "secagg-num-shares": rc.get("secagg-num-shares", 1.0),
+        "secagg-threshold": rc.get("secagg-threshold", 0.67),
+        "secagg-audit-dir": str(rc.get("secagg-audit-dir", "")),  # test aid: what the ServerApp received
     }
     num_clients = int(rc.get("num-clients", 0)) or None
     checkpoints = os.path.join(out_dir, "checkpoints")
@@ -232,21 +253,21 @@ def main(grid: Grid, context: Context) -> None:
             nodes = nodes or _nodes(grid, settings, stage1.num_clients())
             if not nodes.pid_of:
                 nodes.wait_for(stage1.num_clients(), float(rc.get("wait-for-nodes", 120.0)))
-            _run_rounds(stage1, "slora-stage1", grid, nodes, settings, ledger)
+            _run_rounds(stage1, "slora-stage1", grid, nodes, settings, ledger, context)
             switch = to_record(stage1.switch_payload())
             stage2 = slora.Server(config, "slora-stage2", data_dir, overrides, num_clients, checkpoints, stage1)
             if stage2.completed_rounds() == 0:
                 # A Stage 2 resumed mid-way sends the payload with its train messages instead, to
                 # every node that has not acknowledged it since this ServerApp started.
                 _broadcast_switch(grid, nodes, switch, "slora-stage2", settings["round-timeout"], ledger)
-            _run_rounds(stage2, "slora-stage2", grid, nodes, settings, ledger, switch=switch)
+            _run_rounds(stage2, "slora-stage2", grid, nodes, settings, ledger, context, switch=switch)
             servers += [stage1, stage2]
         else:
             server = slora.Server(config, method, data_dir, overrides, num_clients, checkpoints)
             nodes = nodes or _nodes(grid, settings, server.num_clients())
             if not nodes.pid_of:
                 nodes.wait_for(server.num_clients(), float(rc.get("wait-for-nodes", 120.0)))
-            _run_rounds(server, method, grid, nodes, settings, ledger)
+            _run_rounds(server, method, grid, nodes, settings, ledger, context)
             servers.append(server)
 
     metrics_file = os.path.join(out_dir, "metrics.parquet")
