@@ -7,7 +7,9 @@ node-config keys:
 - `shard`: the client's Parquet file itself (`labels.json` beside it).
 
 Every message builds the method's model with the Rust core, trains or answers, and returns; the
-SuperNode keeps only the switch payload (SLoRA's ΔW) in the node's context between messages.
+SuperNode keeps only the switch payload (SLoRA's ΔW) in the node's context between messages, and,
+under secure aggregation (run-config `secagg`), the SecAgg+ keys and shares of the round in
+progress (Flower's `secaggplus_mod` keeps them there).
 """
 
 import os
@@ -16,10 +18,13 @@ import time
 import numpy as np
 
 from flwr.app import ArrayRecord, ConfigRecord, Context, Message, MetricRecord, RecordDict
+from flwr.client.mod import secaggplus_mod
 from flwr.clientapp import ClientApp
+from flwr.common.secure_aggregation.secaggplus_constants import RECORD_KEY_CONFIGS
 
 import slora
 
+from . import secagg
 from .wire import from_record, to_record
 
 app = ClientApp()
@@ -64,17 +69,13 @@ def switch(msg: Message, context: Context) -> Message:
     return Message(RecordDict({"config": ConfigRecord({"partition-id": _partition_id(context)})}), reply_to=msg)
 
 
-@app.train()
-def train(msg: Message, context: Context) -> Message:
-    """One local round of the message's method from its global state: the update, the rows (the FedAvg
-    weight) and every step's loss."""
+def _fit(context: Context, config, global_state: dict) -> tuple:
+    """One local round of the method `config` names, as the client `config` names (which must
+    be this node's partition): `(update, step losses, rows, seconds, pid, round)`."""
     pid = _partition_id(context)
-    config = msg.content["config"]
     method, round_, client = str(config["method"]), int(config["round"]), int(config["client"])
     if client != pid:
         raise ValueError(f"asked to train as client {client}, but this node is partition-id {pid}")
-    if "switch" in msg.content:
-        context.state[SWITCH] = msg.content["switch"]
     stage1 = None
     if method == STAGE2:
         if SWITCH not in context.state:
@@ -82,9 +83,21 @@ def train(msg: Message, context: Context) -> Message:
         stage1 = from_record(context.state[SWITCH])
     start = time.perf_counter()
     model = slora.Client(str(context.run_config["config"]), method, _shard(context, pid), _overrides(context), stage1)
-    global_state = from_record(msg.content["global"])
     update, losses = model.fit(global_state, round_, pid)
-    seconds = time.perf_counter() - start
+    return update, losses, model.rows(), time.perf_counter() - start, pid, round_
+
+
+@app.train()
+def train(msg: Message, context: Context) -> Message:
+    """One local round of the message's method from its global state: the update, the rows (the FedAvg
+    weight) and every step's loss. Under secure aggregation (run-config `secagg`), Flower's
+    `secaggplus_mod` runs the protocol's four stages and masks what `_secure_fit` returns."""
+    if RECORD_KEY_CONFIGS in msg.content.config_records:
+        return secaggplus_mod(msg, context, _secure_fit)
+    if "switch" in msg.content:
+        context.state[SWITCH] = msg.content["switch"]
+    global_state = from_record(msg.content["global"])
+    update, losses, rows, seconds, pid, round_ = _fit(context, msg.content["config"], global_state)
     if int(context.node_config.get("inject-fault-round", 0)) == round_:
         # Test aid (node-config): this round's reply has a first tensor that lost its last entry,
         # which the server must refuse.
@@ -92,7 +105,7 @@ def train(msg: Message, context: Context) -> Message:
         update[name] = update[name].reshape(-1)[:-1].copy()
     metrics = MetricRecord(
         {
-            "num-examples": model.rows(),
+            "num-examples": rows,
             "train-seconds": seconds,
             "step-losses": [float(loss) for loss, _ in losses],
             "step-rows": [int(rows) for _, rows in losses],
@@ -103,6 +116,24 @@ def train(msg: Message, context: Context) -> Message:
     content = RecordDict({"update": to_record(update), "metrics": metrics, "config": echo})
     content = _hostile(context, round_, content)
     return Message(content, reply_to=msg)
+
+
+def _secure_fit(msg: Message, context: Context) -> Message:
+    """The collect stage of SecAgg+: train, and reply with the update for the mod to mask."""
+
+    def fit(global_state: dict, config) -> tuple:
+        update, losses, rows, seconds, pid, round_ = _fit(context, config, global_state)
+        audit = str(context.node_config.get("secagg-audit-dir", ""))
+        if audit:
+            # Test aid (node-config): this client's upload and download, kept on its own host for
+            # the deployment test's comparison (the ServerApp never reads it).
+            os.makedirs(audit, exist_ok=True)
+            arrays = {**{f"upload/{n}": v for n, v in update.items()}, **{f"download/{n}": v for n, v in global_state.items()}}
+            np.savez(os.path.join(audit, f"{config['method']}-round-{round_:05d}-client-{pid:05d}.npz"), rows=np.array(rows), **arrays)
+        echo = {"client": pid, "round": round_, "base-digest": slora.state_digest(global_state)}
+        return update, losses, rows, seconds, echo
+
+    return secagg.client_reply(msg, fit)
 
 
 def _hostile(context: Context, round_: int, content: RecordDict) -> RecordDict:

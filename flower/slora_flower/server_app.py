@@ -276,7 +276,7 @@ def main(grid: Grid, context: Context) -> None:
     with open(ledger["path"]) as f:
         rounds = [json.loads(line) for line in f]  # this run's and any earlier (resumed) run's
     with open(os.path.join(out_dir, "deployment.json"), "w") as f:
-        json.dump({"methods": methods, "node_partitions": settings["node-partitions"] or None, "wall_seconds": wall, "resumed_from": {s.method(): s.resumed_from() for s in servers}, "rounds": rounds}, f, indent=1)
+        json.dump({"methods": methods, "node_partitions": settings["node-partitions"] or None, "secagg": settings["secagg"], "wall_seconds": wall, "resumed_from": {s.method(): s.resumed_from() for s in servers}, "rounds": rounds}, f, indent=1)
     with open(os.path.join(out_dir, "deployment.md"), "w") as f:
         f.write(_deployment_md(servers, rounds, wall))
     refused = sum(len(r.get("refused", [])) for r in rounds)
@@ -285,7 +285,8 @@ def main(grid: Grid, context: Context) -> None:
         (
             "Deployment",
             f"Flower {flwr.__version__}, methods {', '.join(methods)}: {len(set(nodes.pid_of.values()))} SuperNodes at the end; round timeout {settings['round-timeout']:g} s, "
-            f"min-replies {settings['min-replies']}; {missing} sampled replies missing, {refused} refused (deployment.md)",
+            f"min-replies {settings['min-replies']}; {missing} sampled replies missing, {refused} refused (deployment.md)"
+            + ("; secure aggregation (Flower's SecAgg+): the server saw only each round's weighted mean update" if settings["secagg"] else ""),
         )
     ]
     slora.render_report(config, data_dir, metrics_file, servers, os.path.join(out_dir, "report"), overrides, setup)

@@ -11,6 +11,11 @@ Flower's Fleet protocol, then `flwr run` of this app. Scenarios:
 - `faults`: a SuperNode killed mid-run (and restarted, so it rejoins), one SuperNode whose replies
   is malformed once (node-config `inject-fault-round`), and the ServerApp stopped and started again (it
   resumes from its round checkpoints).
+- `secagg`: the methods under secure aggregation (Flower's SecAgg+, run-config `secagg=true`), every
+  client every round. Each client keeps its upload on its own host and the ServerApp keeps what it
+  received (test aids `secagg-audit-dir`); `check_secagg` then compares every round's aggregate
+  with the plain FedAvg of those uploads, against the bound, and each masked vector with its
+  client's update.
 
 Prints one JSON line per scenario with the wall time of `flwr run` and what happened.
 """
@@ -205,6 +210,8 @@ def scenario(args, name: str) -> dict:
         time.sleep(2)
         if name == "hostile":
             return hostile(args, d, out, result)
+        if name == "secagg":
+            return secagg(args, d, out, result)
         for pid in range(args.clients):
             d.supernode(pid, f"inject-fault-round={args.fault_round}" if name == "faults" and pid == args.faulty else "")
         if name != "faults":
@@ -259,6 +266,89 @@ def hostile(args, d: Deployment, out: Path, result: dict) -> dict:
     return result
 
 
+def secagg(args, d: Deployment, out: Path, result: dict) -> dict:
+    """The methods under SecAgg+ with every client every round (k = clients), Stage 1 and Stage 2 one
+    round each, then `check_secagg` on what the run kept."""
+    server_audit, client_audit = d.work / "audit-server", d.work / "audit-clients"
+    for pid in range(args.clients):
+        d.supernode(pid, f'secagg-audit-dir="{client_audit}"')
+    overrides = f"{args.overrides} federation.clients_per_round={args.clients} stage1.rounds=1 stage2.rounds=1"
+    extra = f'secagg=true secagg-clipping-range={args.secagg_clipping_range} secagg-audit-dir="{server_audit}" round-timeout=120'
+    result.update(d.run(out, args.methods, extra, overrides=overrides))
+    if result["exit"] == 0:
+        result["rounds"] = check_secagg(args, out, server_audit, client_audit)
+    return result
+
+
+def _prefixed(npz, prefix: str) -> dict:
+    return {k[len(prefix) :]: npz[k] for k in npz.files if k.startswith(prefix)}
+
+
+def check_secagg(args, out: Path, server_audit: Path, client_audit: Path) -> list:
+    """Per SecAgg+ round: the aggregate the ServerApp handed its server against the plain FedAvg
+    (`slora.fedavg`, the server's own weighted mean) of the uploads its clients kept, per coordinate,
+    against the bound 2kc/Σqᵢ plus one float32 spacing (both sides are rounded to float32) and 1e-12
+    for float64 arithmetic; whether every client trained from the state the server sent (and the
+    next round's download is this round's aggregate); and each masked vector the ServerApp received,
+    decoded as if it were the only one, against its client's update (a correlation near 0)."""
+    sys.path.insert(0, args.module_dir)
+    import numpy as np
+
+    import slora
+
+    rounds = [json.loads(line) for line in (out / "rounds.jsonl").read_text().splitlines()]
+    checked, previous = [], {}
+    for r in rounds:
+        if "secagg" not in r:
+            continue
+        s, method, round_ = r["secagg"], r["method"], r["round"]
+        c, t = s["clipping_range"], s["quantization_range"]
+        server = np.load(server_audit / f"{method}-round-{round_:05d}-server.npz")
+        download, mean = _prefixed(server, "download/"), _prefixed(server, "mean/")
+        names = sorted(download)
+        uploads, same_download, correlations, decoded_error = [], True, [], []
+        for pid in s["contributors"]:
+            kept = np.load(client_audit / f"{method}-round-{round_:05d}-client-{pid:05d}.npz")
+            upload, down, rows = _prefixed(kept, "upload/"), _prefixed(kept, "download/"), int(kept["rows"])
+            same_download &= all(np.array_equal(down[n], download[n]) for n in names)
+            uploads.append((upload, rows))
+            delta = np.concatenate([(upload[n].astype(np.float64) - down[n].astype(np.float64)).ravel() for n in names])
+            masked = np.load(server_audit / f"{method}-round-{round_:05d}-masked-client-{pid:05d}.npz")
+            vectors = [masked[f"arr_{i}"] for i in range(len(masked.files))]
+            weight = round(rows / s["max_weight"] * t) / t
+            decoded = (np.concatenate([v.ravel() for v in vectors[1:]]).astype(np.float64) * (2 * c / t) - c) / weight
+            correlations.append(float(abs(np.corrcoef(decoded, delta)[0, 1])))
+            decoded_error.append(float(np.linalg.norm(decoded - delta) / max(np.linalg.norm(delta), 1e-30)))
+        plain = slora.fedavg(uploads)
+        bound = s["bound_per_coordinate"]
+        worst, worst_ratio = 0.0, 0.0
+        for n in names:
+            a, b = mean[n].astype(np.float64), plain[n].astype(np.float64)
+            err = np.abs(a - b)
+            allowed = bound + np.spacing(np.maximum(np.abs(mean[n]), np.abs(plain[n])).astype(np.float32)).astype(np.float64) + 1e-12
+            worst, worst_ratio = max(worst, float(err.max())), max(worst_ratio, float((err / allowed).max()))
+        chained = method not in previous or all(np.array_equal(previous[method][n], download[n]) for n in names)
+        previous[method] = mean
+        largest = max(float(np.abs(u[n].astype(np.float64) - download[n].astype(np.float64)).max()) for u, _ in uploads for n in names)
+        checked.append(
+            {
+                "method": method,
+                "round": round_,
+                "clients": len(uploads),
+                "coordinates": int(sum(download[n].size for n in names)),
+                "bound": bound,
+                "max_error": worst,
+                "max_error_over_allowed": worst_ratio,
+                "largest_update_coordinate": largest,
+                "same_download": bool(same_download),
+                "chained": bool(chained),
+                "max_abs_correlation": max(correlations),
+                "min_decoded_relative_error": min(decoded_error),
+            }
+        )
+    return checked
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--python", required=True, help="the venv's python (flwr and numpy installed)")
@@ -276,7 +366,8 @@ def main() -> None:
     p.add_argument("--faulty", type=int, default=1, help="faults: the partition whose reply is malformed")
     p.add_argument("--fault-round", type=int, default=3, help="faults: the round of the malformed reply, after which the ServerApp stops")
     p.add_argument("--hostile", type=int, default=2, help="hostile: the partition whose node sends bad replies")
-    p.add_argument("scenarios", nargs="+", choices=["plain", "tls", "auth", "faults", "hostile"])
+    p.add_argument("--secagg-clipping-range", type=float, default=0.25, help="secagg: SecAgg+'s clipping range of the weighted updates")
+    p.add_argument("scenarios", nargs="+", choices=["plain", "tls", "auth", "faults", "hostile", "secagg"])
     args = p.parse_args()
     for name in args.scenarios:
         print(json.dumps(scenario(args, name)), flush=True)

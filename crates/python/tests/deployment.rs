@@ -171,3 +171,78 @@ fn stage2_without_stage1_and_unknown_methods_are_refused_by_name() {
     let e = slora::build_learner(&cfg, slora::Method::Stage2, 20, None).err().unwrap().to_string();
     assert!(e.contains("needs Stage 1"), "{e}");
 }
+
+/// One method's run with every round taken as one secure aggregate, as the Flower app's SecAgg+
+/// rounds hand it to the server: the replies' fields in the clear and only the weighted mean of
+/// their uploads (here exact: what SecAgg+ unmasks, without its quantisation).
+fn deployed_securely(config: &Path, sets: &[String], method: &str, partition: &Path) -> anyhow::Result<slora::Server> {
+    let mut server = slora::Server::open(config, sets, method, partition, None, None, None)?;
+    server.check_secure_aggregation()?;
+    while let Some(plan) = server.begin_round() {
+        let global = server.global().clone();
+        let digest = slora_federation::state_digest(&global);
+        let (mut uploads, mut fields) = (Vec::new(), Vec::new());
+        for &c in &plan.chosen {
+            let shard = partition.join(slora_data::shard::client_file_name(c));
+            let mut client = slora::Client::open(config, sets, method, &shard, None)?;
+            let (update, step_losses) = client.fit(&global, plan.round, c)?;
+            let rows = client.rows() as u64;
+            uploads.push((update, rows));
+            fields.push(slora::ReplyFields { client: c, round: plan.round, base_digest: digest.clone(), samples: rows, step_losses, train_seconds: 0.0 });
+        }
+        let mean = slora::fedavg(&uploads)?;
+        let total: u64 = uploads.iter().map(|(_, n)| n).sum();
+        server.accept_aggregate(&fields, &mean, total)?;
+        server.finish_round()?;
+    }
+    Ok(server)
+}
+
+/// Secure aggregation's server path without the network: every round taken as one aggregate
+/// reproduces the in-process run bit for bit, plain and under local DP (each client clips and
+/// noises its update before the sum, so local DP composes with the aggregate). A wrong total
+/// weight is refused for every client of the aggregate, and the round stays open. Central DP (the
+/// server clips each reply, which it cannot see) and FedEx-LoRA (its server sums each reply's
+/// B·A) are refused by key.
+#[test]
+fn a_round_taken_as_one_secure_aggregate_is_the_in_process_round() -> anyhow::Result<()> {
+    let config = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../configs/ci.toml");
+    let local_dp = ["privacy.clip_norm=0.05", "privacy.noise_multiplier=0.5", "privacy.mode=\"local\""];
+    for extra in [&[][..], &local_dp[..]] {
+        let mut sets = vec!["baselines.methods=[\"lora\"]".to_string()];
+        sets.extend(extra.iter().map(|s| s.to_string()));
+        let overrides = sets.iter().map(|s| parse_set(s)).collect::<Result<Vec<_>, _>>()?;
+        let cfg = Config::load(Some(&config), &overrides)?;
+        let (_dir, partition, in_process) = run_in_process(&cfg, &["baselines"])?;
+        let server = deployed_securely(&config, &sets, "lora", &partition.dir)?;
+        assert_same_rows(server.metrics(), &in_process["lora"]);
+        println!("lora {extra:?} as secure aggregates: {} rounds bit for bit", server.metrics().len() - 1);
+    }
+
+    let (config, sets, cfg) = ci_config("baselines.methods=[\"lora\"]")?;
+    let dir = tempfile::tempdir()?;
+    let partition = Runner::new(&cfg, &Store::open(dir.path())?, Force::Nothing).run("partition")?;
+    let mut server = slora::Server::open(&config, &sets, "lora", &partition.dir, None, None, None)?;
+    let plan = server.begin_round().expect("a round");
+    let global = server.global().clone();
+    let digest = slora_federation::state_digest(&global);
+    let c = plan.chosen[0];
+    let mut client = slora::Client::open(&config, &sets, "lora", &partition.file(&slora_data::shard::client_file_name(c)), None)?;
+    let (update, step_losses) = client.fit(&global, plan.round, c)?;
+    let rows = client.rows() as u64;
+    let fields = [slora::ReplyFields { client: c, round: plan.round, base_digest: digest, samples: rows, step_losses, train_seconds: 0.0 }];
+    let e = server.accept_aggregate(&fields, &update, rows + 1).unwrap_err().to_string();
+    assert!(e.contains("the secure aggregate of clients") && e.contains(&format!("weighted by {} rows", rows + 1)), "{e}");
+    assert_eq!(server.refusals().len(), 1);
+    server.accept_aggregate(&fields, &update, rows)?;
+    assert_eq!(server.finish_round()?.clients, 1);
+
+    for (set, key) in [("privacy.clip_norm=0.05", "privacy.mode"), ("baselines.methods=[\"fedex-lora\"]", "methods")] {
+        let sets = vec![set.to_string()];
+        let method = if key == "methods" { "fedex-lora" } else { "lora" };
+        let server = slora::Server::open(&config, &sets, method, &partition.dir, None, None, None)?;
+        let e = server.check_secure_aggregation().unwrap_err().to_string();
+        assert!(e.starts_with(key) && e.contains("secure aggregation"), "{e}");
+    }
+    Ok(())
+}

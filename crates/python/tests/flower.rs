@@ -204,3 +204,103 @@ fn flower_deployment_reproduces_the_in_process_runs_and_survives_faults() -> any
     assert!(lora[6].final_accuracy().unwrap() > 1.5 / 20.0, "above chance despite the hostile node");
     Ok(())
 }
+
+/// Secure aggregation on 127.0.0.1 (`flower/tests/deployment.py … secagg`): SLoRA (one Stage-1
+/// round, the switch, one Stage-2 round) and LoRA (two rounds) under Flower's SecAgg+ with all
+/// three clients every round.
+///
+/// - The aggregate is the plain run's to the quantisation: per round and coordinate, the state the
+///   ServerApp handed `slora.Server` differs from the plain FedAvg of the uploads the clients kept
+///   (`slora.fedavg`, the server's own weighted mean) by at most 2kc/Σqᵢ (k clients, clipping range
+///   c, Σqᵢ the total weight the workflow unmasked: L·Σnᵢ) plus one float32 spacing and 1e-12; the
+///   bound is recomputed here from the ledger, and Σqᵢ checked against the registered rows.
+/// - The ServerApp never sees an individual update: every reply its code got back (the `Recorder`
+///   around its Grid) carries no array at all; the collect stage's replies carry int64 masked
+///   vectors, each of which, decoded as if it were alone, is uncorrelated with its client's update;
+///   the legacy strategy saw the aggregate alone.
+#[test]
+fn flower_secure_aggregation_matches_the_plain_aggregate_and_never_shows_an_update() -> anyhow::Result<()> {
+    let root = root();
+    let work = tempfile::tempdir()?;
+    let (python, module) = support::python_and_package(work.path())?;
+    let config = root.join("configs/ci.toml");
+    let sets: Vec<String> = OVERRIDES.iter().map(|s| s.to_string()).collect();
+    let cfg = Config::load(Some(&config), &sets.iter().map(|s| parse_set(s)).collect::<Result<Vec<_>, _>>()?)?;
+    let store = Store::open(&work.path().join("artifacts"))?;
+    let partition = Runner::new(&cfg, &store, Force::Nothing).run("partition")?;
+    use slora_pipeline::stages::summaries::{PartitionSummary, StageSummary};
+    let rows: Vec<u64> = PartitionSummary::of(&partition)?.rows_per_client.iter().map(|&r| r as u64).collect();
+
+    let out = work.path().join("out");
+    let stdout = run(Command::new(&python)
+        .arg(root.join("flower/tests/deployment.py"))
+        .arg("--python")
+        .arg(&python)
+        .arg("--module-dir")
+        .arg(&module)
+        .arg("--config")
+        .arg(&config)
+        .args(["--overrides", &OVERRIDES.join(" ")])
+        .arg("--partition-dir")
+        .arg(&partition.dir)
+        .args(["--clients", "3", "--methods", "slora,lora"])
+        .arg("--work")
+        .arg(work.path().join("deploy"))
+        .arg("--out")
+        .arg(&out)
+        .arg("secagg"))?;
+    let result: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())?;
+    println!("secagg: {result}");
+    assert_eq!(result["exit"], 0, "the SecAgg+ run completed: {result}");
+
+    let ledger = std::fs::read_to_string(out.join("secagg/rounds.jsonl"))?;
+    let rounds: Vec<serde_json::Value> = ledger.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
+    let secure: Vec<&serde_json::Value> = rounds.iter().filter(|r| r.get("secagg").is_some()).collect();
+    assert_eq!(secure.len(), 4, "slora-stage1 1, slora-stage2 1, lora 2 rounds: {ledger}");
+    for r in &secure {
+        let s = &r["secagg"];
+        let what = format!("{} round {}", r["method"], r["round"]);
+        let clients: Vec<usize> = serde_json::from_value(s["contributors"].clone())?;
+        assert_eq!(clients, [0, 1, 2], "{what}: every client in the aggregate");
+        assert_eq!(r["accepted"], s["contributors"], "{what}: the aggregate accepted");
+        let (c, t, total) = (s["clipping_range"].as_f64().unwrap(), s["quantization_range"].as_u64().unwrap(), s["total_weight"].as_u64().unwrap());
+        let max_rows = *rows[..3].iter().max().unwrap();
+        let scale = 1u64 << (63 - (t / max_rows).leading_zeros());
+        assert_eq!(s["weight_scale"].as_u64(), Some(scale), "{what}");
+        assert_eq!(total, scale * rows[..3].iter().sum::<u64>(), "{what}: Σqᵢ = L·Σ registered rows");
+        let bound = 2.0 * clients.len() as f64 * c / total as f64;
+        assert!((s["bound_per_coordinate"].as_f64().unwrap() - bound).abs() <= 1e-15 * bound, "{what}: the bound 2kc/Σqᵢ");
+        assert!(s["clipped"].as_object().unwrap().values().all(|v| v == 0), "{what}: no coordinate clipped to ±c: {}", s["clipped"]);
+        assert_eq!(s["individual_parameters_seen"], 0, "{what}: the legacy strategy saw the aggregate alone");
+        let received = s["received"].as_array().unwrap();
+        for x in received {
+            assert_eq!(x["arrays"], serde_json::json!([]), "{what}: a reply to the ServerApp carried arrays: {x}");
+            assert_eq!(x["error"], false, "{what}: {x}");
+        }
+        let masked: Vec<&serde_json::Value> = received.iter().filter(|x| x["stage"] == "collect_masked_vectors").collect();
+        assert_eq!(masked.len(), 3, "{what}: one masked vector per client");
+        assert!(masked.iter().all(|x| x["masked"] == serde_json::json!(["int64"])), "{what}: {masked:?}");
+    }
+    let checked = result["rounds"].as_array().expect("the checked rounds");
+    assert_eq!(checked.len(), 4);
+    for r in checked {
+        let what = format!("{} round {}", r["method"], r["round"]);
+        let (err, bound, ratio) = (r["max_error"].as_f64().unwrap(), r["bound"].as_f64().unwrap(), r["max_error_over_allowed"].as_f64().unwrap());
+        println!("{what}: {} coordinates, largest update coordinate {:.3e}; max |secagg − plain| {err:.3e}, bound 2kc/Σq {bound:.3e} (+ float32 spacing): {ratio:.3} of the allowance", r["coordinates"], r["largest_update_coordinate"].as_f64().unwrap());
+        assert!(ratio <= 1.0, "{what}: beyond the bound: {r}");
+        assert!(r["largest_update_coordinate"].as_f64().unwrap() > 10.0 * bound, "{what}: the updates are far above the quantisation");
+        assert_eq!(r["same_download"], true, "{what}: every client trained from the state the server sent");
+        assert_eq!(r["chained"], true, "{what}: the next round started from this aggregate");
+        assert!(r["max_abs_correlation"].as_f64().unwrap() < 0.05, "{what}: a masked vector resembles its update: {r}");
+        assert!(r["min_decoded_relative_error"].as_f64().unwrap() > 10.0, "{what}: {r}");
+    }
+    let metrics = metrics_by_method(&out.join("secagg/metrics.parquet"))?;
+    for method in ["slora-stage1", "slora-stage2", "lora"] {
+        let m = &metrics[method];
+        assert!(m[1..].iter().all(|row| row.clients == 3), "{method}: {:?}", m.iter().map(|r| r.clients).collect::<Vec<_>>());
+        println!("{method} under SecAgg+: final accuracy {:?}", m.last().unwrap().final_accuracy());
+    }
+    let html = std::fs::read_to_string(out.join("secagg/report/index.html"))?;
+    assert!(html.contains("SecAgg+"), "the deployment line in the report says so");
+    Ok(())
+}

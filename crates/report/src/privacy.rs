@@ -1,12 +1,10 @@
-//! The report's privacy section: the DP-FedAvg settings, the accountant's (ε, δ), and what the
-//! noise does to each method's upload.
+//! What a report knows of privacy: the DP-FedAvg settings and the accountant's (ε, δ) of a run
+//! ([`PrivacySummary`]), and what the audit recovered per method ([`MethodLeakage`]). Plain data:
+//! the report's Privacy section renders it (`report`).
 
 use serde::{Deserialize, Serialize};
 pub use slora_privacy::{MethodLeakage, SetRecovery};
 
-use crate::report::{Block, CaptionedTable, Section};
-use crate::summary::Summary;
-use crate::tables::{Align, TextTable};
 
 /// What the accountant says of a run's privacy (`summary.json`'s `privacy`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -48,63 +46,4 @@ impl PrivacySummary {
             _ => self.noise_multiplier * d.sqrt() / m,
         }
     }
-}
-
-fn eps(e: f64) -> String {
-    if e.is_finite() {
-        format!("{e:.3}")
-    } else {
-        "∞".into()
-    }
-}
-
-/// The section: settings, ε, and per method the noise against the signal.
-pub fn privacy_section(p: &PrivacySummary, summary: &Summary) -> Section {
-    let mut blocks = vec![Block::Paragraph(format!(
-        "Client-level differential privacy (DP-FedAvg, McMahan et al. 2018), {} DP: each client's update (its upload minus \
-         its download, every uploaded tensor together) is clipped to L2 norm C = {}, and Gaussian noise of standard \
-         deviation σ·C = {} × {} per coordinate is added {}. {}The accountant puts the released model at ε = {} for δ = {} \
-         (Rényi order {}){}. {}.",
-        p.mode,
-        p.clip_norm,
-        p.noise_multiplier,
-        p.clip_norm,
-        if p.mode == "local" {
-            "to every upload before it leaves its client; the server's aggregation is unchanged (post-processing)"
-        } else {
-            "once to the sum of the round's clipped updates, which the server averages with equal weights over the fixed \
-             denominator m (the clients sampled per round)"
-        },
-        match p.target_epsilon {
-            Some(t) => format!("σ is the smallest noise multiplier the accountant puts at ε ≤ {t} over the run. "),
-            None => String::new(),
-        },
-        eps(p.epsilon),
-        p.delta,
-        p.order,
-        match p.epsilon_against_server {
-            Some(s) => format!(", and against the server itself, which sees each upload of a client's rounds, at ε = {}", eps(s)),
-            None => String::new(),
-        },
-        p.accountant
-    ))];
-    let mut rows = Vec::new();
-    for (method, s) in &summary.methods {
-        // f32 uploads: 4 bytes a coordinate.
-        let d = s.bytes_up_per_client / 4;
-        rows.push(vec![crate::metrics::method_label(method), d.to_string(), format!("{:.3}", p.noise_to_signal(d))]);
-    }
-    blocks.push(Block::Table(CaptionedTable {
-        id: "privacy-noise".into(),
-        title: "Noise against signal".into(),
-        caption: format!(
-            "Per method: the coordinates one client sends in its last round (bytes / 4), and the expected norm of the noise in \
-             the round's mean update over the largest signal one client can contribute (C/m under central DP): σ·√d/m \
-             under central DP, σ·√(d/m) under local DP, with m = {}. The noise lands only on what a method sends, so a 1 % \
-             sparse update carries a tenth of a dense one's noise norm for the same σ, and a LoRA update less still.",
-            p.clients_per_round
-        ),
-        table: TextTable { headers: vec!["Method".into(), "Coordinates sent".into(), "Noise / signal".into()], rows, align: vec![Align::Left, Align::Right, Align::Right] },
-    }));
-    Section { id: "privacy".into(), heading: "Privacy".into(), blocks }
 }
