@@ -698,8 +698,10 @@ fn privacy_section(p: &crate::privacy::PrivacySummary, summary: &Summary) -> Sec
         caption: format!(
             "Per method: the coordinates one client sends in its last round (bytes / 4), and the expected norm of the noise in \
              the round's mean update over the largest signal one client can contribute (C/m under central DP): σ·√d/m \
-             under central DP, σ·√(d/m) under local DP, with m = {}. The noise lands only on what a method sends, so a 1 % \
-             sparse update carries a tenth of a dense one's noise norm for the same σ, and a LoRA update less still.",
+             under central DP, σ·√(d/m) under local DP, with m = {}. The noise lands only on what a method sends: \
+             for the same σ the noise norm grows as √d, and FFT's whole-model update carries √(D/d) times the noise of a \
+             sparse or LoRA update of d coordinates. The dense head, which every method but FedSA-LoRA sends, sets a floor \
+             under d. Above 1, a round's noise outweighs anything one client can add.",
             p.clients_per_round
         ),
         table: TextTable { headers: vec!["Method".into(), "Coordinates sent".into(), "Noise / signal".into()], rows, align: vec![Align::Left, Align::Right, Align::Right] },
