@@ -321,3 +321,34 @@ fn ranks_study_runs_mixed_client_ranks_and_judges_them() {
         assert!(up(p, "slora") > 0.0);
     }
 }
+
+#[test]
+fn privacy_study_audits_every_point_and_judges_leakage_and_dp() {
+    let dir = fresh_dir("study-privacy");
+    let (json, _) = run_study(&dir, "privacy");
+    check_study(&json, &dir, "privacy", 4, &["accuracy_vs_point"]);
+    assert_eq!(claims(&json), ["slora-leaks-less", "slora-loses-less-under-dp"]);
+    let points = json["points"].as_array().unwrap();
+    for p in points {
+        let leakage = &p["summary"]["leakage"];
+        for m in ["fft", "lora", "slora-stage1", "slora-stage2"] {
+            assert!(leakage[m]["uploads"].as_u64().unwrap() > 0, "{}: {m} audited", p["label"]);
+        }
+        // FFT's tokens leak without DP and under central DP (the server still sees each clipped
+        // update); under local DP the noise moves every row.
+        let fft_precision = leakage["fft"]["token_precision"].as_f64().unwrap();
+        if p["label"] == "local ε=8" {
+            assert!(fft_precision < 0.2, "{fft_precision}");
+        } else {
+            assert_eq!(fft_precision, 1.0, "{}", p["label"]);
+        }
+        assert!(leakage["lora"]["token_recall"].is_null());
+    }
+    assert!(points[0]["summary"]["privacy"].is_null(), "no DP at the first point");
+    let eps: Vec<f64> = points[1..].iter().map(|p| p["summary"]["privacy"]["epsilon"].as_f64().unwrap()).collect();
+    assert!((eps[0] - 8.0).abs() < 1e-3 && (eps[1] - 2.0).abs() < 1e-3 && (eps[2] - 8.0).abs() < 1e-3, "{eps:?}");
+    let leaks = &json["verdicts"][0];
+    assert!(leaks["evidence"].as_str().unwrap().contains("token recall: FFT 100.0 %, SLoRA 0.0 %"), "{leaks}");
+    let md = std::fs::read_to_string(report_dir(&dir, "privacy").join("report.md")).unwrap();
+    assert!(md.contains("What the server learns") && md.contains("Privacy per point"), "{md}");
+}
