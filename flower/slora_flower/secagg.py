@@ -68,11 +68,12 @@ def error_bound(clients: int, clipping_range: float, total_weight: int) -> float
 class Recorder:
     """The ServerApp's Grid, recording every reply its code receives: per reply, its node, the
     SecAgg+ stage it answers, each Array it carries (record, key, dtype, shape) and, in the
-    collect stage, the dtype of the masked vectors; and the bytes of every message each way."""
+    collect stage, the dtype of the masked vectors (kept, with `keep_masked`, for the audit); and
+    the bytes of every message each way."""
 
-    def __init__(self, grid):
+    def __init__(self, grid, keep_masked: bool = False):
         self._grid = grid
-        self.received, self.masked = [], {}
+        self.received, self.masked, self._keep = [], {}, keep_masked
         self.bytes_down, self.bytes_up = {}, {}
 
     def __getattr__(self, name):
@@ -103,7 +104,8 @@ class Recorder:
                 try:
                     vectors = [bytes_to_ndarray(b) for b in configs[Key.MASKED_PARAMETERS]]
                     entry["masked"] = sorted({str(v.dtype) for v in vectors})
-                    self.masked[node] = vectors
+                    if self._keep:
+                        self.masked[node] = vectors
                 except Exception as e:  # a hostile reply: the workflow refuses it
                     entry["masked"] = [f"unreadable: {type(e).__name__}"]
         self.received.append(entry)
@@ -179,7 +181,7 @@ def run_round(server, method: str, grid, nodes, settings: dict, context, plan, s
     server (`accept_aggregate`). Returns what the ServerApp's ledger records (as the plain round)."""
     round_, _, chosen, _ = plan
     sent = [pid for pid in chosen if nodes.node_of(pid) is not None]
-    recorder = Recorder(grid)
+    recorder = Recorder(grid, keep_masked=bool(settings["secagg-audit-dir"]))
     if switch is not None:
         # Stage 2 resumed mid-way: a node without the switch payload gets it first.
         missing = [nodes.node_of(pid) for pid in sent if nodes.node_of(pid) not in nodes.has_switch]
@@ -187,6 +189,8 @@ def run_round(server, method: str, grid, nodes, settings: dict, context, plan, s
             acks = recorder.send_and_receive([Message(RecordDict({"switch": switch}), node, "query.switch") for node in missing], timeout=settings["round-timeout"])
             nodes.has_switch.update(r.metadata.src_node_id for r in acks if not r.has_error())
     c, t = float(settings["secagg-clipping-range"]), int(settings["secagg-quantization-range"])
+    if not (np.isfinite(c) and c > 0):
+        raise ValueError(f"run-config secagg-clipping-range = {c}: must be a finite number > 0")
     if t * max(len(chosen), 1) >= MODULUS:
         raise ValueError(f"run-config secagg-quantization-range = {t}: {len(chosen)} clients × {t} overflow the modulus 2^32")
     scale = weight_scale(t, max(server.rows()))

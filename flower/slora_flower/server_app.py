@@ -8,6 +8,10 @@ whose tensors do not match the global state, is refused with its reason logged a
 round goes on with the replies it accepted (at least `min-replies`). Every round is checkpointed in
 `out-dir`, and a restarted ServerApp resumes there.
 
+With run-config `secagg` (slora_flower/secagg.py), every round runs Flower's SecAgg+ instead: the
+ServerApp receives only masked vectors and the fields in the clear, and hands the server the
+unmasked weighted mean of the round's updates (`slora.Server.accept_aggregate`).
+
 SLoRA: Stage-1 rounds (the masked values and the head travel), then the switch (every node receives
 Stage 1's ΔW values once and rebuilds the corrected base by the same decomposition the server runs),
 then Stage-2 LoRA rounds.
@@ -207,6 +211,14 @@ def _mean(values: list) -> str:
     return f"{sum(values) / len(values):.0f}" if values else "–"
 
 
+def _flag(key: str, value) -> bool:
+    """A run-config switch: a TOML bool, or its text."""
+    text = str(value).strip().lower()
+    if isinstance(value, bool) or text in ("true", "false"):
+        return value is True or text == "true"
+    raise ValueError(f"run-config `{key}` = {value!r}: give true or false")
+
+
 def _nodes(grid: Grid, settings: dict, num_clients: int) -> Nodes:
     path = settings["node-partitions"]
     bound = load_node_partitions(path, num_clients) if path else None
@@ -232,7 +244,7 @@ def main(grid: Grid, context: Context) -> None:
         "node-partitions": str(rc.get("node-partitions", "")),  # "": partitions as the nodes say
         # Secure aggregation (Flower's SecAgg+, slora_flower/secagg.py): the ServerApp sees only
         # each round's weighted mean update.
-        "secagg": bool(rc.get("secagg", False)),
+        "secagg": _flag("secagg", rc.get("secagg", False)),
         "secagg-clipping-range": float(rc.get("secagg-clipping-range", 1.0)),
         "secagg-quantization-range": int(rc.get("secagg-quantization-range", 1 << 22)),
         "secagg-num-shares": rc.get("secagg-num-shares", 1.0),

@@ -60,9 +60,9 @@ pub struct FedAvgConfig {
     pub max_update_norm: Option<f64>,
     /// Client-level differential privacy (DP-FedAvg, [`crate::privacy`]); `None`: off.
     pub privacy: Option<crate::privacy::ClientDp>,
-    /// Record what the server receives in this many seeded rounds ([`crate::privacy::recorded_rounds`]),
-    /// in the checkpoint folder's `uploads/` (0: off; a run without checkpoints records nothing).
-    pub record_uploads: u32,
+    /// The global rounds whose replies the server records ([`crate::privacy::recorded_rounds`]),
+    /// in the checkpoint folder's `uploads/` (empty: none; a run without checkpoints records nothing).
+    pub record_rounds: std::collections::BTreeSet<u32>,
 }
 
 /// How the server combines a round's replies into the next global state.
@@ -159,6 +159,12 @@ impl FedAvgConfig {
                 }
                 if !self.client_ranks.is_empty() {
                     return bad("privacy.mode", "\"central\" averages updates of one shape; heterogeneous federation.client_ranks need \"local\"".into());
+                }
+                if self.aggregation == Aggregation::SharedA {
+                    return bad(
+                        "privacy.mode",
+                        "\"central\" noises what clients upload, but FedSA-LoRA's evaluated model also holds the row-weighted mean of every client's kept B and head, which nobody clips or noises; use \"local\"".into(),
+                    );
                 }
             }
         }

@@ -41,6 +41,11 @@ pub struct ClientDp {
     pub noise_multiplier: f64,
     /// Where the noise is added.
     pub noise_at: NoiseAt,
+    /// Draw the noise from the operating system's entropy instead of the run seed. A deployment
+    /// must: anyone who knows a seeded run's config can regenerate its noise and subtract it, so
+    /// the guarantee holds only while the randomness is secret. A simulation draws it from the run
+    /// seed (and σ and the mode), so that it is reproducible and resumes to the same bits.
+    pub secret_noise: bool,
 }
 
 impl ClientDp {
@@ -72,11 +77,12 @@ pub fn delta(upload: &State, download: &State) -> Result<State> {
         .collect()
 }
 
-/// The L2 norm of every tensor of `state` together (summed in f64 over per-tensor f32 sums).
+/// The L2 norm of every tensor of `state` together, summed in f64 (an f32 sum over millions of
+/// squares drifts by about 1e-4 relative, enough to leave a clipped update above C).
 pub fn l2_norm(state: &State) -> Result<f64> {
     let mut sum = 0f64;
     for t in state.values() {
-        sum += f64::from(t.to_dtype(DType::F32)?.sqr()?.sum_all()?.to_scalar::<f32>()?);
+        sum += t.to_dtype(DType::F64)?.sqr()?.sum_all()?.to_scalar::<f64>()?;
     }
     Ok(sum.sqrt())
 }
@@ -107,12 +113,19 @@ pub fn gaussian_noise(like: &State, std: f64, seed: u64) -> Result<State> {
 }
 
 /// The noise seed of client `client`'s upload in `round` (local DP), or of the round's sum
-/// (`client = None`, central DP).
-pub fn noise_seed(run_seed: u64, round: u32, client: Option<usize>) -> u64 {
-    match client {
-        Some(c) => seeds::derive(run_seed, Stream::PrivacyNoise, &[u64::from(round), c as u64 + 1]),
-        None => seeds::derive(run_seed, Stream::PrivacyNoise, &[u64::from(round), 0]),
+/// (`client = None`, central DP). Seeded runs mix σ and the mode in, so that two runs of one seed
+/// at different ε do not share a noise vector (their difference would cancel it); a secret-noise
+/// run draws from the operating system's entropy.
+pub fn noise_seed(dp: &ClientDp, run_seed: u64, round: u32, client: Option<usize>) -> u64 {
+    if dp.secret_noise {
+        return rand::random();
     }
+    let mode = match dp.noise_at {
+        NoiseAt::Server => 1,
+        NoiseAt::Client => 2,
+    };
+    let who = client.map_or(0, |c| c as u64 + 1);
+    seeds::derive(run_seed, Stream::PrivacyNoise, &[u64::from(round), who, dp.noise_multiplier.to_bits(), mode])
 }
 
 /// `base + delta` per tensor, in `base`'s dtype.
@@ -133,7 +146,7 @@ pub fn privatize_upload(upload: &State, download: &State, dp: &ClientDp, run_see
     let (clipped, _) = clip(delta(upload, download)?, dp.clip_norm)?;
     let sent = match dp.noise_at {
         NoiseAt::Client if dp.noise_multiplier > 0.0 => {
-            let noise = gaussian_noise(&clipped, dp.noise_std(), noise_seed(run_seed, round, Some(client)))?;
+            let noise = gaussian_noise(&clipped, dp.noise_std(), noise_seed(dp, run_seed, round, Some(client)))?;
             add(&clipped, &noise)?
         }
         _ => clipped,
@@ -198,26 +211,28 @@ impl ClippedSum {
     }
 }
 
-/// The ratio of the expected noise norm in the round's mean update to the largest signal a
-/// client can contribute: `σ·√d / m` for `d` sent coordinates and `m` clients per round under
-/// central DP (`σ·√(d/m)` under local DP, where each of the `m` uploads carries its own noise).
-/// A 1 % sparse upload sends a hundredth of the coordinates, so the same `σ` buries its update
-/// under a tenth of the noise.
+/// The expected noise norm in a round's mean update over the most one client can move that mean
+/// (C/m, with `m` clients per round): `σ·√d` for `d` sent coordinates under central DP (one draw of
+/// σC per coordinate on the sum, divided by m), `σ·√(d·m)` under local DP (m draws averaged). A 1 %
+/// sparse matrix sends a hundredth of the coordinates, so the same σ buries it under a tenth of
+/// the dense matrix's noise.
 pub fn noise_to_signal(dp: &ClientDp, sent_coordinates: u64, clients_per_round: usize) -> f64 {
     let d = sent_coordinates as f64;
     let m = clients_per_round as f64;
     match dp.noise_at {
-        NoiseAt::Server => dp.noise_multiplier * d.sqrt() / m,
-        NoiseAt::Client => dp.noise_multiplier * (d / m).sqrt(),
+        NoiseAt::Server => dp.noise_multiplier * d.sqrt(),
+        NoiseAt::Client => dp.noise_multiplier * (d * m).sqrt(),
     }
 }
 
-/// The global rounds of a run (`round_offset + 1 ..= round_offset + rounds`) whose uploads are
-/// recorded for the audit: `count` of them (all when `count >= rounds`), drawn from the run seed.
-pub fn recorded_rounds(run_seed: u64, round_offset: u32, rounds: u32, count: u32) -> std::collections::BTreeSet<u32> {
-    let mut rng = seeds::rng(run_seed, Stream::UploadRecord, &[u64::from(round_offset)]);
+/// The global rounds whose uploads are recorded for the audit: `count` of a method's `rounds`
+/// (1 ..= rounds; all when `count >= rounds`), drawn from the run seed alone, so that every method
+/// of a seed records the same rounds (the same sampled clients: comparable upload by upload), and
+/// SLoRA's two stages the parts of them that fall in each.
+pub fn recorded_rounds(run_seed: u64, rounds: u32, count: u32) -> std::collections::BTreeSet<u32> {
+    let mut rng = seeds::rng(run_seed, Stream::UploadRecord, &[0]);
     let take = count.min(rounds) as usize;
-    rand::seq::index::sample(&mut rng, rounds as usize, take).into_iter().map(|i| round_offset + 1 + i as u32).collect()
+    rand::seq::index::sample(&mut rng, rounds as usize, take).into_iter().map(|i| 1 + i as u32).collect()
 }
 
 /// The folder of round `round`'s records under a run's `uploads/`.
@@ -282,7 +297,7 @@ mod tests {
     #[test]
     fn the_noise_has_standard_deviation_sigma_times_c() -> anyhow::Result<()> {
         let like = state(&[("w", vec![0.0; 150_000]), ("b", vec![0.0; 50_000])]);
-        let dp = ClientDp { clip_norm: 0.5, noise_multiplier: 1.3, noise_at: NoiseAt::Server };
+        let dp = ClientDp { clip_norm: 0.5, noise_multiplier: 1.3, noise_at: NoiseAt::Server, secret_noise: false };
         let noise = gaussian_noise(&like, dp.noise_std(), 9)?;
         let all: Vec<f64> = noise.values().flat_map(|t| t.to_vec1::<f32>().unwrap()).map(f64::from).collect();
         let n = all.len() as f64;
@@ -299,7 +314,7 @@ mod tests {
     /// without noise it is exactly the clipped mean over m.
     #[test]
     fn the_central_sum_clips_each_update_and_divides_by_the_fixed_denominator() -> anyhow::Result<()> {
-        let dp = ClientDp { clip_norm: 1.0, noise_multiplier: 0.0, noise_at: NoiseAt::Server };
+        let dp = ClientDp { clip_norm: 1.0, noise_multiplier: 0.0, noise_at: NoiseAt::Server, secret_noise: false };
         let mut sum = ClippedSum::new();
         sum.add(state(&[("w", vec![3.0, 4.0])]), dp.clip_norm)?; // norm 5 → [0.6, 0.8]
         sum.add(state(&[("w", vec![0.1, 0.0])]), dp.clip_norm)?; // inside
@@ -316,7 +331,7 @@ mod tests {
     fn a_local_dp_upload_is_clipped_and_noised_around_its_download() -> anyhow::Result<()> {
         let download = state(&[("w", vec![1.0; 4000])]);
         let upload = state(&[("w", vec![3.0; 4000])]); // update norm 2·√4000
-        let local = ClientDp { clip_norm: 0.5, noise_multiplier: 0.0, noise_at: NoiseAt::Client };
+        let local = ClientDp { clip_norm: 0.5, noise_multiplier: 0.0, noise_at: NoiseAt::Client, secret_noise: false };
         let sent = privatize_upload(&upload, &download, &local, 1, 2, 3)?;
         assert!((l2_norm(&delta(&sent, &download)?)? - 0.5).abs() < 1e-5);
         let noisy = ClientDp { noise_multiplier: 2.0, ..local };
@@ -333,11 +348,13 @@ mod tests {
 
     #[test]
     fn sparse_uploads_carry_less_noise_for_the_same_sigma() {
-        let dp = ClientDp { clip_norm: 1.0, noise_multiplier: 1.0, noise_at: NoiseAt::Server };
+        let dp = ClientDp { clip_norm: 1.0, noise_multiplier: 1.0, noise_at: NoiseAt::Server, secret_noise: false };
         let dense = noise_to_signal(&dp, 1_000_000, 4);
         let sparse = noise_to_signal(&dp, 10_000, 4);
         assert!((dense / sparse - 10.0).abs() < 1e-9);
-        assert!((dense - 250.0).abs() < 1e-9);
+        assert!((dense - 1000.0).abs() < 1e-9);
+        let local = ClientDp { noise_at: NoiseAt::Client, ..dp };
+        assert!((noise_to_signal(&local, 1_000_000, 4) - 2000.0).abs() < 1e-9);
     }
 
     /// A toy run under central DP without noise: every round moves the global state by the mean
@@ -350,7 +367,7 @@ mod tests {
         use crate::toy::{toy_config, toy_data, toy_vocab, ToyLearner};
         let (clients, test) = toy_data(6, 4, 30);
         let mut cfg = toy_config(3);
-        cfg.privacy = Some(ClientDp { clip_norm: 0.05, noise_multiplier: 0.0, noise_at: NoiseAt::Server });
+        cfg.privacy = Some(ClientDp { clip_norm: 0.05, noise_multiplier: 0.0, noise_at: NoiseAt::Server, secret_noise: false });
         let mut learner = ToyLearner::new(toy_vocab(4), 4, 20.0);
         let mut states = vec![crate::learner::Learner::trainable_state(&learner)?];
         for rounds in 1..=3 {
@@ -366,14 +383,14 @@ mod tests {
         // One client a round and a C no update reaches: FedAvg's round exactly (to f32 rounding).
         cfg.clients_per_round = 1;
         cfg.rounds = 2;
-        cfg.privacy = Some(ClientDp { clip_norm: 1e9, noise_multiplier: 0.0, noise_at: NoiseAt::Server });
+        cfg.privacy = Some(ClientDp { clip_norm: 1e9, noise_multiplier: 0.0, noise_at: NoiseAt::Server, secret_noise: false });
         let private = run_fedavg(&mut learner, &clients, &test, None, &cfg, None)?;
         let mut plain_cfg = cfg.clone();
         plain_cfg.privacy = None;
         let plain = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients, &test, None, &plain_cfg, None)?;
         assert!(l2_norm(&delta(&private.state, &plain.state)?)? < 1e-5 * l2_norm(&plain.state)?);
         // Noise: seeded, and it changes the run.
-        cfg.privacy = Some(ClientDp { clip_norm: 0.05, noise_multiplier: 1.0, noise_at: NoiseAt::Server });
+        cfg.privacy = Some(ClientDp { clip_norm: 0.05, noise_multiplier: 1.0, noise_at: NoiseAt::Server, secret_noise: false });
         let a = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients, &test, None, &cfg, None)?;
         let b = run_fedavg(&mut ToyLearner::new(toy_vocab(4), 4, 20.0), &clients, &test, None, &cfg, None)?;
         assert_eq!(l2_norm(&delta(&a.state, &b.state)?)?, 0.0);

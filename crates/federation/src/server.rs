@@ -193,9 +193,8 @@ impl<'a> FedAvgServer<'a> {
             clipped_updates: 0,
             recording: None,
         };
-        if let (Some(store), true) = (checkpoints, cfg.record_uploads > 0) {
-            let rounds = crate::privacy::recorded_rounds(cfg.seed, cfg.round_offset, cfg.rounds, cfg.record_uploads);
-            server.recording = Some((store.dir().join(UPLOADS_DIR), rounds));
+        if let (Some(store), false) = (checkpoints, cfg.record_rounds.is_empty()) {
+            server.recording = Some((store.dir().join(UPLOADS_DIR), cfg.record_rounds.clone()));
         }
         // The learner holds its seeded initial state here, resumed or not: what a client keeps
         // before its first round.
@@ -719,7 +718,7 @@ impl<'a> FedAvgServer<'a> {
             // DP-FedAvg: the global tensors moved by the noised sum over the fixed denominator.
             (Some(clipped), Some(dp)) => {
                 self.clipped_updates += clipped.clipped();
-                let noise_seed = crate::privacy::noise_seed(self.cfg.seed, plan.round, None);
+                let noise_seed = crate::privacy::noise_seed(&dp, self.cfg.seed, plan.round, None);
                 crate::privacy::apply(&self.global, &clipped.finish(&dp, self.cfg.clients_per_round, noise_seed)?)?
             }
             _ => sum.finish()?,
@@ -1029,7 +1028,7 @@ mod tests {
             }
         }
         let mut central = toy_config(1);
-        central.privacy = Some(crate::privacy::ClientDp { clip_norm: 1.0, noise_multiplier: 0.0, noise_at: NoiseAt::Server });
+        central.privacy = Some(crate::privacy::ClientDp { clip_norm: 1.0, noise_multiplier: 0.0, noise_at: NoiseAt::Server, secret_noise: false });
         let (learner, mut server) = start(&test, &rows, &central)?;
         server.begin_round().unwrap();
         let e = server.accept_aggregate(&learner, &[], &State::new(), 0).unwrap_err().to_string();

@@ -172,6 +172,6 @@ pub fn toy_config(rounds: u32) -> crate::config::FedAvgConfig {
         client_ranks: Vec::new(),
         max_update_norm: None,
         privacy: None,
-        record_uploads: 0,
+        record_rounds: Default::default(),
     }
 }

@@ -39,14 +39,23 @@ fn accountant_error(key: &str, e: slora_privacy::PrivacyError) -> PipelineError 
 }
 
 /// The noise multiplier of the config: `privacy.noise_multiplier`, or the accountant's choice for
-/// `privacy.target_epsilon`.
+/// `privacy.target_epsilon`: under central DP for the released model (the sampled Gaussian over
+/// every round), under local DP for the guarantee against the server (each upload a Gaussian
+/// mechanism of multiplier σ/2, over the most rounds a client takes part in).
 pub fn noise_multiplier(cfg: &Config) -> Result<f64, PipelineError> {
     let p = &cfg.privacy;
-    if p.target_epsilon > 0.0 {
-        return slora_privacy::noise_for_epsilon(p.target_epsilon, sampling_rate(cfg), rounds(cfg), delta(cfg)).map_err(|e| accountant_error("privacy.target_epsilon", e));
+    if p.target_epsilon <= 0.0 {
+        return Ok(p.noise_multiplier);
     }
-    Ok(p.noise_multiplier)
+    let chosen = match p.mode {
+        PrivacyMode::Central => slora_privacy::noise_for_epsilon(p.target_epsilon, sampling_rate(cfg), rounds(cfg), delta(cfg)),
+        PrivacyMode::Local => slora_privacy::noise_for_epsilon(p.target_epsilon, 1.0, most_participations(cfg), delta(cfg)).map(|half| 2.0 * half),
+    };
+    chosen.map_err(|e| accountant_error("privacy.target_epsilon", e))
 }
+
+/// The δ the report also states ε at: the usual bound, well below 1 / clients.
+pub const STRICT_DELTA: f64 = 1e-5;
 
 /// The DP-FedAvg settings every federated run of `cfg` hands its server (`None`: privacy off).
 /// Call after [`Config::validate`] (which checks that the noise can be chosen).
@@ -63,6 +72,7 @@ pub fn client_dp(cfg: &Config) -> Option<ClientDp> {
             PrivacyMode::Central => NoiseAt::Server,
             PrivacyMode::Local => NoiseAt::Client,
         },
+        secret_noise: cfg.privacy.secret_noise,
     })
 }
 
@@ -71,16 +81,26 @@ pub fn plan(cfg: &Config) -> Result<Option<PrivacyPlan>, PipelineError> {
     let Some(dp) = client_dp(cfg) else { return Ok(None) };
     let sigma = noise_multiplier(cfg)?;
     let (q, t, d) = (sampling_rate(cfg), rounds(cfg), delta(cfg));
-    let model = slora_privacy::epsilon(&[slora_privacy::SampledGaussian { noise_multiplier: sigma, sampling_rate: q, steps: t }], d)
-        .map_err(|e| accountant_error("privacy", e))?;
-    let against_server = match dp.noise_at {
-        NoiseAt::Server => None,
-        NoiseAt::Client => {
-            let most = most_participations(cfg);
-            let e = slora_privacy::epsilon(&[slora_privacy::SampledGaussian { noise_multiplier: sigma / 2.0, sampling_rate: 1.0, steps: most }], d)
-                .map_err(|e| accountant_error("privacy", e))?;
-            Some(e.epsilon)
-        }
+    let most = most_participations(cfg);
+    let eps = |delta: f64| -> Result<slora_privacy::Epsilon, PipelineError> {
+        let mechanism = match dp.noise_at {
+            // Add/remove one client: the sampled Gaussian over every round.
+            NoiseAt::Server => slora_privacy::SampledGaussian { noise_multiplier: sigma, sampling_rate: q, steps: t },
+            // Replace one client's data: its uploads, each a Gaussian of sensitivity 2C, over the
+            // rounds it takes part in; the released model is post-processing of them.
+            NoiseAt::Client => slora_privacy::SampledGaussian { noise_multiplier: sigma / 2.0, sampling_rate: 1.0, steps: most },
+        };
+        slora_privacy::epsilon(&[mechanism], delta).map_err(|e| accountant_error("privacy", e))
+    };
+    let (at_delta, strict) = (eps(d)?, eps(STRICT_DELTA)?);
+    let accountant = match dp.noise_at {
+        NoiseAt::Server => format!(
+            "add/remove one client; Rényi DP of the Poisson-subsampled Gaussian mechanism (Mironov et al. 2019) at q = {}/{} over {t} rounds, converted to (ε, δ) as dp-accounting's RdpAccountant does. The runs sample exactly {} clients a round without replacement, accounted as Poisson sampling at the same rate: the usual approximation of DP-FL papers, not an upper bound in general (Lebeda et al. 2024)",
+            cfg.federation.clients_per_round, cfg.partition.clients, cfg.federation.clients_per_round
+        ),
+        NoiseAt::Client => format!(
+            "replace one client's data; each of its uploads is a Gaussian mechanism of sensitivity 2C (multiplier σ/2), composed over the most rounds any client takes part in ({most}), without amplification by sampling (the server knows who took part); the released model is post-processing of the uploads, so the same ε bounds it"
+        ),
     };
     Ok(Some(PrivacyPlan {
         mode: cfg.privacy.mode.to_string(),
@@ -91,13 +111,13 @@ pub fn plan(cfg: &Config) -> Result<Option<PrivacyPlan>, PipelineError> {
         delta: d,
         sampling_rate: q,
         rounds: t,
-        epsilon: model.epsilon,
-        order: model.order,
-        epsilon_against_server: against_server,
-        accountant: format!(
-            "Rényi DP of the Poisson-subsampled Gaussian mechanism (Mironov et al. 2019) at q = {}/{} over {t} rounds, converted to (ε, δ) as dp-accounting's RdpAccountant does; the runs sample exactly {} clients a round without replacement, accounted as Poisson sampling at the same rate (the usual approximation)",
-            cfg.federation.clients_per_round, cfg.partition.clients, cfg.federation.clients_per_round
-        ),
+        epsilon: at_delta.epsilon,
+        order: at_delta.order,
+        epsilon_against_server: (dp.noise_at == NoiseAt::Client).then_some(at_delta.epsilon),
+        epsilon_at_strict_delta: Some(strict.epsilon),
+        strict_delta: Some(STRICT_DELTA),
+        secret_noise: dp.secret_noise,
+        accountant,
     }))
 }
 
@@ -160,6 +180,13 @@ impl Config {
             if !self.federation.client_ranks.is_empty() {
                 return fail("privacy.mode", "\"local\" with federation.client_ranks (central DP averages updates of one shape)", "\"central\"".into());
             }
+            if self.baselines.methods.contains(&BaselineMethod::FedsaLora) {
+                return fail(
+                    "privacy.mode",
+                    "\"local\" with fedsa-lora in baselines.methods (its evaluated model holds the row-weighted mean of the clients' kept B and head, which nobody clips or noises)",
+                    "\"central\"".into(),
+                );
+            }
         }
         noise_multiplier(self)?;
         Ok(())
@@ -186,6 +213,7 @@ mod tests {
             (vec![("privacy.noise_multiplier", "1.0"), ("privacy.target_epsilon", "2.0")], "privacy.noise_multiplier"),
             (vec![("privacy.delta", "1.5")], "privacy.delta"),
             (vec![("baselines.methods", "[\"lora\", \"flexlora\"]")], "privacy.mode"),
+            (vec![("baselines.methods", "[\"lora\", \"fedsa-lora\"]")], "privacy.mode"),
             (vec![("stage1.mask", "\"federated-importance\"")], "stage1.mask"),
             (vec![("partition.scheme", "\"natural\""), ("partition.id_column", "\"a\"")], "partition.scheme"),
         ] {
@@ -212,7 +240,14 @@ mod tests {
         assert_eq!(client_dp(&cfg).unwrap().noise_multiplier, p.noise_multiplier);
         let local = private(&[("privacy.mode", "\"local\""), ("privacy.noise_multiplier", "2.0")])?;
         let l = plan(&local)?.unwrap();
-        assert!(l.epsilon_against_server.unwrap() > l.epsilon, "the server sees every upload: no amplification");
+        assert_eq!(l.epsilon_against_server, Some(l.epsilon), "local DP's guarantee is against the server");
+        let central = private(&[("privacy.noise_multiplier", "2.0")])?;
+        assert!(l.epsilon > plan(&central)?.unwrap().epsilon, "the server sees every upload: no amplification");
+        assert!(p.epsilon_at_strict_delta.unwrap() > p.epsilon, "a smaller δ costs ε");
+        // A local target ε is met against the server.
+        let target = private(&[("privacy.mode", "\"local\""), ("privacy.target_epsilon", "8.0")])?;
+        let t = plan(&target)?.unwrap();
+        assert!((t.epsilon - 8.0).abs() < 1e-3 && t.epsilon <= 8.0 + 1e-9, "{t:?}");
         Ok(())
     }
 }

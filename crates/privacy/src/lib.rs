@@ -27,4 +27,4 @@ pub use accountant::{
     default_orders, epsilon, epsilon_from_rdp, noise_for_epsilon, rdp, Epsilon, SampledGaussian,
 };
 pub use error::PrivacyError;
-pub use leakage::{MethodLeakage, SetRecovery};
+pub use leakage::{MethodLeakage, SetRecovery, UploadScores};

@@ -314,6 +314,9 @@ impl Server {
         stage1: Option<&Server>,
     ) -> Result<Self> {
         let cfg = load_config(config, overrides)?;
+        if !cfg.privacy.is_off() && !cfg.privacy.secret_noise {
+            tracing::warn!("privacy: the noise is drawn from the run seed, which anyone who holds the run config can regenerate and subtract; set privacy.secret_noise = true in a real deployment");
+        }
         if !cfg.federation.client_ranks.is_empty() {
             // The ServerApp sends one global state to every node: per-rank downloads are not wired.
             return Err(BindingError::Invalid(format!(

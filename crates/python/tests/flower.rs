@@ -280,6 +280,10 @@ fn flower_secure_aggregation_matches_the_plain_aggregate_and_never_shows_an_upda
         let masked: Vec<&serde_json::Value> = received.iter().filter(|x| x["stage"] == "collect_masked_vectors").collect();
         assert_eq!(masked.len(), 3, "{what}: one masked vector per client");
         assert!(masked.iter().all(|x| x["masked"] == serde_json::json!(["int64"])), "{what}: {masked:?}");
+        // Bytes: SecAgg+'s four exchanges against the pipeline's accounting of one upload.
+        let (down, up) = (mean(&r["flower_bytes_down"]), mean(&r["flower_bytes_up"]));
+        let (acc_down, acc_up) = (r["accounted_bytes_down_per_client"].as_f64().unwrap(), r["accounted_bytes_up_per_client"].as_f64().unwrap());
+        println!("{what}: Flower bytes per client down {down:.0} (accounted {acc_down:.0}), up {up:.0} (accounted {acc_up:.0}, ×{:.2})", up / acc_up);
     }
     let checked = result["rounds"].as_array().expect("the checked rounds");
     assert_eq!(checked.len(), 4);

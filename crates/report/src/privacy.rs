@@ -29,21 +29,32 @@ pub struct PrivacySummary {
     pub epsilon: f64,
     /// The Rényi order that gave `epsilon`.
     pub order: f64,
-    /// Local DP: ε against the server, which sees every upload.
+    /// Local DP: ε against the server, which sees every upload (the same as `epsilon`: the
+    /// released model is post-processing of the uploads).
     pub epsilon_against_server: Option<f64>,
+    /// ε at `strict_delta`, the usual δ well below 1 / clients.
+    #[serde(default)]
+    pub epsilon_at_strict_delta: Option<f64>,
+    /// See `epsilon_at_strict_delta`.
+    #[serde(default)]
+    pub strict_delta: Option<f64>,
+    /// The noise came from the operating system's entropy (else from the run seed: reproducible,
+    /// and private only against whoever does not hold the config).
+    #[serde(default)]
+    pub secret_noise: bool,
     /// How ε was computed, in words.
     pub accountant: String,
 }
 
 impl PrivacySummary {
-    /// The expected noise norm in the round's mean update over the largest signal one client can
-    /// put there, for an upload of `coordinates` values: `σ·√d / m` under central DP (one noise
-    /// draw on the sum, divided by m), `σ·√(d/m)` under local DP (m draws averaged).
+    /// The expected noise norm in a round's mean update over the most one client can move that
+    /// mean (C/m), for an upload of `coordinates` values: `σ·√d` under central DP (one draw of σC on
+    /// the sum, divided by m), `σ·√(d·m)` under local DP (m draws averaged).
     pub fn noise_to_signal(&self, coordinates: u64) -> f64 {
         let (d, m) = (coordinates as f64, f64::from(self.clients_per_round.max(1)));
         match self.mode.as_str() {
-            "local" => self.noise_multiplier * (d / m).sqrt(),
-            _ => self.noise_multiplier * d.sqrt() / m,
+            "local" => self.noise_multiplier * (d * m).sqrt(),
+            _ => self.noise_multiplier * d.sqrt(),
         }
     }
 }

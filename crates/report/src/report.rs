@@ -658,11 +658,16 @@ fn eps(e: f64) -> String {
 
 /// The section: settings, ε, and per method the noise against the signal.
 fn privacy_section(p: &crate::privacy::PrivacySummary, summary: &Summary) -> Section {
+    let strict = match (p.epsilon_at_strict_delta, p.strict_delta) {
+        (Some(e), Some(d)) => format!(" (ε = {} at δ = {d:e}; δ = 1 / clients admits a mechanism that publishes one client's data whole)", eps(e)),
+        _ => String::new(),
+    };
     let mut blocks = vec![Block::Paragraph(format!(
         "Client-level differential privacy (DP-FedAvg, McMahan et al. 2018), {} DP: each client's update (its upload minus \
          its download, every uploaded tensor together) is clipped to L2 norm C = {}, and Gaussian noise of standard \
-         deviation σ·C = {} × {} per coordinate is added {}. {}The accountant puts the released model at ε = {} for δ = {} \
-         (Rényi order {}){}. {}.",
+         deviation σ·C = {} × {} per coordinate is added {}. {}The accountant puts {} at ε = {} for δ = {} (Rényi order {}){strict}: \
+         {}. {} The per-step losses, row counts and training seconds every reply carries, and each round's training loss in \
+         the metrics, are not covered.",
         p.mode,
         p.clip_norm,
         p.noise_multiplier,
@@ -677,14 +682,16 @@ fn privacy_section(p: &crate::privacy::PrivacySummary, summary: &Summary) -> Sec
             Some(t) => format!("σ is the smallest noise multiplier the accountant puts at ε ≤ {t} over the run. "),
             None => String::new(),
         },
+        if p.mode == "local" { "every client's uploads, against the server itself, and so the released model," } else { "the released model" },
         eps(p.epsilon),
         p.delta,
         p.order,
-        match p.epsilon_against_server {
-            Some(s) => format!(", and against the server itself, which sees each upload of a client's rounds, at ε = {}", eps(s)),
-            None => String::new(),
+        p.accountant,
+        if p.secret_noise {
+            "The noise came from the operating system's entropy."
+        } else {
+            "The noise was drawn from the run seed (reproducible): the guarantee holds only against whoever does not hold the config."
         },
-        p.accountant
     ))];
     let mut rows = Vec::new();
     for (method, s) in &summary.methods {
@@ -697,11 +704,11 @@ fn privacy_section(p: &crate::privacy::PrivacySummary, summary: &Summary) -> Sec
         title: "Noise against signal".into(),
         caption: format!(
             "Per method: the coordinates one client sends in its last round (bytes / 4), and the expected norm of the noise in \
-             the round's mean update over the largest signal one client can contribute (C/m under central DP): σ·√d/m \
-             under central DP, σ·√(d/m) under local DP, with m = {}. The noise lands only on what a method sends: \
-             for the same σ the noise norm grows as √d, and FFT's whole-model update carries √(D/d) times the noise of a \
-             sparse or LoRA update of d coordinates. The dense head, which every method but FedSA-LoRA sends, sets a floor \
-             under d. Above 1, a round's noise outweighs anything one client can add.",
+             the round's mean update over the most one client can move that mean (C/m): σ·√d under central DP, σ·√(d·m) \
+             under local DP, with m = {}. The noise lands only on what a method sends: for the same σ the noise norm grows \
+             as √d, and FFT's whole-model update carries √(D/d) times the noise of a sparse or LoRA update of d \
+             coordinates. The dense head, which every method but FedSA-LoRA sends, sets a floor under d. Above 1, a \
+             round's noise outweighs anything one client can add.",
             p.clients_per_round
         ),
         table: TextTable { headers: vec!["Method".into(), "Coordinates sent".into(), "Noise / signal".into()], rows, align: vec![Align::Left, Align::Right, Align::Right] },

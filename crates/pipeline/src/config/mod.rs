@@ -844,11 +844,14 @@ pub struct PrivacyConfig {
     pub mode: PrivacyMode,
     /// The δ of the accountant's (ε, δ) (0: 1 / partition.clients).
     pub delta: f64,
+    /// Draw the noise from the operating system's entropy (a deployment must: seeded noise can be
+    /// regenerated, and subtracted, by anyone who holds the config). Off: seeded, reproducible.
+    pub secret_noise: bool,
 }
 
 impl Default for PrivacyConfig {
     fn default() -> Self {
-        Self { clip_norm: 0.0, noise_multiplier: 0.0, target_epsilon: 0.0, mode: PrivacyMode::Central, delta: 0.0 }
+        Self { clip_norm: 0.0, noise_multiplier: 0.0, target_epsilon: 0.0, mode: PrivacyMode::Central, delta: 0.0, secret_noise: false }
     }
 }
 

@@ -41,8 +41,15 @@ pub struct UploadAudit {
     pub round: u32,
     /// Client (partition id).
     pub client: usize,
-    /// Token recovery (`None`: the upload does not carry the word embeddings).
+    /// Token recovery (`None`: the upload does not carry the word embeddings, or weight decay
+    /// moves every row).
     pub tokens: Option<SetRecovery>,
+    /// Rows of the word-embedding matrix, when the upload carries it.
+    #[serde(default)]
+    pub vocabulary: Option<usize>,
+    /// The L2 norm of the update as received (what the clipping norm is chosen against).
+    #[serde(default)]
+    pub update_norm: f64,
     /// Label recovery (`None`: the upload does not carry the output bias).
     pub labels: Option<SetRecovery>,
     /// The client's true dominant label, and the probe's guess (`None`: no probe for the method).
@@ -91,6 +98,9 @@ impl Stage for Audit {
             true => vec![(ctx.config.run.seed, ctx.inputs.clone())],
             false => ctx.replicates.iter().map(|r| (r.seed, r.inputs.clone())).collect(),
         };
+        if !ctx.config.federation.client_ranks.is_empty() {
+            return Err(ctx.error("federation.client_ranks: the audit's shadow clients train one rank; audit a run whose clients share the global rank"));
+        }
         let mut uploads = Vec::new();
         let mut num_labels = 0;
         for (seed, inputs) in &replicates {
@@ -129,7 +139,7 @@ impl Stage for Audit {
 /// The attacks' rules, as `audit.json` and the report state them.
 pub fn rules() -> BTreeMap<String, String> {
     BTreeMap::from([
-        ("tokens".to_string(), "the rows of the word-embedding update that are not all zero (a row no token of the round touched gets an update of exactly zero under a fresh AdamW without weight decay); scored against every token of the client's shard".to_string()),
+        ("tokens".to_string(), "the rows of the word-embedding update that are not all zero (a row no token of the round touched gets an update of exactly zero under a fresh AdamW without weight decay; with optim.weight_decay > 0 every row moves and the attack is not run); scored against every token of the client's shard, precision against the share of the vocabulary those tokens are".to_string()),
         ("labels".to_string(), "the labels whose output-layer bias went up (its gradient Σ(p − y) is negative for a label the client holds); scored against the client's label set".to_string()),
         ("probe".to_string(), format!("one shadow client per label trains from the round's download on up to {SHADOW_ROWS_PER_LABEL} test rows of that label; the guess of a client's dominant label is the label whose shadow update (without the head) has the highest cosine similarity to the client's update without the head")),
     ])
@@ -199,10 +209,14 @@ fn audit_method(cfg: &Config, dir: &Path, method: &str, seed: u64, data: &fed::D
             let update: State = slora_federation::read_safetensors(&round_dir.join(slora_federation::privacy::recorded_upload_file(client)))?;
             let shard = data.clients.get(client).ok_or_else(|| err(format!("{}: client {client} is not in the partition", round_dir.display())))?;
             let is_head = |n: &str| learner.as_deref().map_or_else(|| fed::is_head_name(n), |l| l.is_head(n));
-            let tokens = match attacks::embedding_tensor(&update) {
+            let embedding = attacks::embedding_tensor(&update);
+            let vocabulary = embedding.and_then(|e| update[e].dims().first().copied());
+            // Weight decay moves every row a round touches or not: the rule does not apply.
+            let tokens = match embedding.filter(|_| cfg.optim.weight_decay == 0.0) {
                 Some(e) => attacks::recover_tokens(&update, e)?.map(|r| SetRecovery::of(&r, &attacks::token_set(shard))),
                 None => None,
             };
+            let update_norm = slora_federation::privacy::l2_norm(&update)?;
             let labels = match attacks::output_bias(&update, data.num_labels, is_head) {
                 Some(b) => attacks::recover_labels(&update, b)?.map(|r| SetRecovery::of(&r, &attacks::label_set(shard))),
                 None => None,
@@ -211,7 +225,7 @@ fn audit_method(cfg: &Config, dir: &Path, method: &str, seed: u64, data: &fed::D
                 Some(p) => p.guess(&update, is_head)?,
                 None => None,
             };
-            rows.push(UploadAudit { seed, method: method.to_string(), round, client, tokens, labels, dominant: attacks::dominant_label(shard), probe_guess });
+            rows.push(UploadAudit { seed, method: method.to_string(), round, client, tokens, vocabulary, update_norm, labels, dominant: attacks::dominant_label(shard), probe_guess });
         }
         bar.inc(1);
     }
@@ -228,11 +242,21 @@ fn leakage(uploads: &[UploadAudit], num_labels: usize) -> BTreeMap<String, Metho
             let rows: Vec<&UploadAudit> = uploads.iter().filter(|u| u.method == m).collect();
             let leak = MethodLeakage::of(
                 num_labels,
-                rows.iter().map(|u| (u.tokens, u.labels, u.dominant.zip(u.probe_guess).map(|(d, g)| d == g))),
+                rows.iter().map(|u| slora_privacy::UploadScores {
+                    tokens: u.tokens,
+                    vocabulary: u.vocabulary,
+                    labels: u.labels,
+                    probe_hit: u.dominant.zip(u.probe_guess).map(|(d, g)| d == g),
+                }),
             );
             (m.to_string(), leak)
         })
         .collect()
+}
+
+fn median(mut v: Vec<f64>) -> Option<f64> {
+    v.sort_by(f64::total_cmp);
+    (!v.is_empty()).then(|| if v.len() % 2 == 1 { v[v.len() / 2] } else { (v[v.len() / 2 - 1] + v[v.len() / 2]) / 2.0 })
 }
 
 fn pct(v: Option<f64>) -> String {
@@ -242,20 +266,22 @@ fn pct(v: Option<f64>) -> String {
 /// `audit.md`: the leakage table and the rules.
 pub fn markdown(s: &AuditSummary) -> String {
     let mut t = String::from("# What the server learns from each method's uploads\n\n");
-    t.push_str("| Method | Uploads | Token precision | Token recall | Label precision | Label recall | Label chance | Probe accuracy | Probe chance |\n");
-    t.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|\n");
+    t.push_str("| Method | Uploads | Token precision | Token chance | Token recall | Label precision | Label recall | Label chance | Probe accuracy | Probe chance | Median update norm |\n");
+    t.push_str("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|\n");
     for (m, l) in &s.methods {
         t.push_str(&format!(
-            "| {m} | {} | {} | {} | {} | {} | {} | {} ({}) | {} |\n",
+            "| {m} | {} | {} | {} | {} | {} | {} | {} | {} ({}) | {} | {} |\n",
             l.uploads,
             pct(l.token_precision),
+            pct(l.token_precision_chance),
             pct(l.token_recall),
             pct(l.label_precision),
             pct(l.label_recall),
             pct(l.label_precision_chance),
             pct(l.probe_accuracy),
             l.probe_guesses,
-            pct(Some(l.probe_chance))
+            pct(Some(l.probe_chance)),
+            median(s.uploads.iter().filter(|u| &u.method == m).map(|u| u.update_norm).collect()).map_or("–".into(), |n| format!("{n:.3}"))
         ));
     }
     t.push_str("\n– : the upload does not carry what the attack reads (or no probe for the method).\n\nRules:\n");

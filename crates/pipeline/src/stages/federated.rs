@@ -34,6 +34,10 @@ pub fn federated_params(cfg: &Config) -> Value {
     }
     // Only when on, so that no key changes; with the σ the runs use (the accountant's choice for
     // a target ε).
+    // Which rounds record (the same global rounds for every method of a seed), by revision.
+    if cfg.federation.record_uploads > 0 {
+        params["record_rounds_rule"] = json!(2);
+    }
     if let Some(dp) = crate::privacy::client_dp(cfg) {
         params["privacy"] = json!({ "settings": cfg.privacy, "noise_multiplier": dp.noise_multiplier });
     }
@@ -207,7 +211,10 @@ pub fn fedavg_config(cfg: &Config, method: &str, rounds: usize, round_offset: u3
         client_ranks: f.client_ranks.clone(),
         max_update_norm: (f.max_update_norm > 0.0).then_some(f.max_update_norm),
         privacy: crate::privacy::client_dp(cfg),
-        record_uploads: f.record_uploads as u32,
+        record_rounds: match f.record_uploads {
+            0 => Default::default(),
+            k => slora_federation::privacy::recorded_rounds(cfg.run.seed, (cfg.stage1.rounds + cfg.stage2.rounds) as u32, k as u32),
+        },
     }
 }
 

@@ -119,8 +119,10 @@ pub fn build_study_report(
             id: "privacy".into(),
             title: "Privacy per point".into(),
             caption: "DP-FedAvg at each point: where the noise is added, the clipping norm C, the noise multiplier σ (the \
-                      accountant's choice for the point's ε), and the (ε, δ) of the released model by the RDP accountant \
-                      over every round at the sampling rate clients per round / clients."
+                      accountant's choice for the point's ε), and the RDP accountant's (ε, δ): under central DP for the \
+                      released model, over every round at the sampling rate clients per round / clients; under local DP \
+                      against the server, which sees every upload (and so for the released model too). δ = 1 / clients is \
+                      weak to the point of vacuous: ε at δ = 1e-5 is beside it."
                 .into(),
             table: super::tables::privacy_table(points),
         }));
@@ -129,8 +131,10 @@ pub fn build_study_report(
         results.push(Block::Table(CaptionedTable {
             id: "leakage".into(),
             title: "What the server learns (pipeline audit)".into(),
-            caption: "Per point and method, over every recorded upload of every seed: token recall of the embedding-row \
-                      attack (– : the method does not send the embeddings), label precision of the output-bias attack \
+            caption: "Per point and method, over every recorded upload of every seed: the embedding-row attack's token \
+                      precision, against the share of the vocabulary a client's tokens are (what naming every row scores), \
+                      and recall (– : the method does not send the embeddings, so this attack reads nothing; noise that \
+                      moves every row makes the recall 100 % and the precision chance), label precision of the output-bias attack \
                       against a guess of as many labels at random, and the shadow-client probe's right guesses of the \
                       client's dominant label against 1 / labels. Rules: `crates/federation/src/audit.rs`. Under central \
                       DP the server still sees each clipped update: only local DP (or secure aggregation) hides it."

@@ -203,6 +203,7 @@ pub fn versus_reference_table(points: &[StudyPoint], reference: &StudyPoint) -> 
 
 /// Per point, the DP settings and the accountant's ε.
 pub fn privacy_table(points: &[StudyPoint]) -> TextTable {
+    let eps = |e: f64| if e.is_finite() { format!("{e:.3}") } else { "∞".into() };
     let rows = points
         .iter()
         .map(|p| match &p.summary.privacy {
@@ -211,14 +212,16 @@ pub fn privacy_table(points: &[StudyPoint]) -> TextTable {
                 dp.mode.clone(),
                 format!("{}", dp.clip_norm),
                 format!("{:.4}", dp.noise_multiplier),
-                if dp.epsilon.is_finite() { format!("{:.3}", dp.epsilon) } else { "∞".into() },
+                eps(dp.epsilon),
                 format!("{}", dp.delta),
-                dp.epsilon_against_server.map_or("–".into(), |e| format!("{e:.1}")),
+                dp.epsilon_at_strict_delta.map_or("–".into(), eps),
+                if dp.mode == "local" { "the server (replace one)".into() } else { "the released model (add/remove one)".into() },
             ],
-            None => vec![p.label.clone(), "off".into(), "–".into(), "–".into(), "∞".into(), "–".into(), "–".into()],
+            None => vec![p.label.clone(), "off".into(), "–".into(), "–".into(), "∞".into(), "–".into(), "∞".into(), "–".into()],
         })
         .collect();
-    right_aligned(["Point", "DP", "C", "σ", "ε", "δ", "ε against the server"].iter().map(|h| h.to_string()).collect(), rows)
+    let headers = ["Point", "DP", "C", "σ", "ε", "δ", "ε at δ = 1e-5", "against"];
+    right_aligned(headers.iter().map(|h| h.to_string()).collect(), rows)
 }
 
 /// Per point and method, the audit's three attacks.
@@ -231,13 +234,13 @@ pub fn leakage_table(points: &[StudyPoint]) -> TextTable {
                 p.label.clone(),
                 method_label(m),
                 l.uploads.to_string(),
-                pct(l.token_recall),
+                format!("{} / {} / {}", pct(l.token_precision), pct(l.token_precision_chance), pct(l.token_recall)),
                 format!("{} / {}", pct(l.label_precision), pct(l.label_precision_chance)),
                 format!("{} / {}", pct(l.probe_accuracy), pct(Some(l.probe_chance))),
             ]);
         }
     }
-    let headers = ["Point", "Method", "Uploads", "Token recall %", "Label precision % / chance", "Probe accuracy % / chance"];
+    let headers = ["Point", "Method", "Uploads", "Token precision % / chance / recall", "Label precision % / chance", "Probe accuracy % / chance"];
     right_aligned(headers.iter().map(|h| h.to_string()).collect(), rows)
 }
 
