@@ -64,6 +64,17 @@ fn the_audit_recovers_fft_tokens_exactly_none_from_lora_and_labels_above_chance(
         assert!(l["label_precision"].as_f64().unwrap() > l["label_precision_chance"].as_f64().unwrap(), "{m}: {l}");
     }
     assert_eq!(a["methods"]["fft"]["token_recall"], 1.0);
+    // `status` lists the audit when the runs record their uploads (and only then: the other
+    // suites check the plain list).
+    let mut cmd = crate::common::pipeline_in(dir.path());
+    cmd.arg("--config").arg(dir.path().join("tiny.toml"));
+    for s in ["partition.scheme=\"pathological\"", "partition.classes_per_client=1", "federation.record_uploads=1"] {
+        cmd.args(["--set", s]);
+    }
+    let out = cmd.args(["status", "--json"]).output().unwrap();
+    let status: Value = serde_json::from_slice(&out.stdout).unwrap();
+    let audit = status["stages"].as_array().unwrap().iter().find(|s| s["stage"] == "audit").unwrap_or_else(|| panic!("{status}"));
+    assert_eq!(audit["state"], "up-to-date", "{audit}");
 }
 
 #[test]

@@ -47,8 +47,9 @@ pub struct StageStatus {
 pub fn status(cfg: &Config, store: &Store) -> Result<Vec<StageStatus>, PipelineError> {
     let lock = store.read_lock();
     let mut out = Vec::new();
-    // `tune` is part of the plan only when a learning rate came from it.
-    for name in PLAN.iter().filter(|n| **n != "tune" || !cfg.tuned_from.is_empty()) {
+    // `tune` is part of the plan only when a learning rate came from it, `audit` only when the runs
+    // record what the server receives.
+    for name in PLAN.iter().filter(|n| (**n != "tune" || !cfg.tuned_from.is_empty()) && (**n != "audit" || audits(cfg))) {
         out.push(stage_status(cfg, store, &lock, name)?);
     }
     Ok(out)
@@ -59,7 +60,7 @@ pub fn status(cfg: &Config, store: &Store) -> Result<Vec<StageStatus>, PipelineE
 pub fn status_awaiting_tune(cfg: &Config, store: &Store, keys: &[&str]) -> Result<Vec<StageStatus>, PipelineError> {
     let lock = store.read_lock();
     let mut out = Vec::new();
-    for name in PLAN {
+    for name in PLAN.iter().filter(|n| **n != "audit" || audits(cfg)) {
         if !lookup_stage(name)?.keyed_by_rates() {
             out.push(stage_status(cfg, store, &lock, name)?);
         } else {
@@ -68,6 +69,11 @@ pub fn status_awaiting_tune(cfg: &Config, store: &Store, keys: &[&str]) -> Resul
         }
     }
     Ok(out)
+}
+
+/// Whether the config's runs record their uploads, so that `audit` is part of its plan.
+fn audits(cfg: &Config) -> bool {
+    cfg.federation.record_uploads > 0
 }
 
 fn stage_status(cfg: &Config, store: &Store, lock: &crate::store::PipelineLock, name: &str) -> Result<StageStatus, PipelineError> {
