@@ -54,6 +54,29 @@ fn mean(values: &serde_json::Value) -> f64 {
     v.iter().sum::<f64>() / v.len().max(1) as f64
 }
 
+/// `flower/tests/deployment.py` on the CI config with `OVERRIDES`, three clients, SLoRA and LoRA,
+/// its SuperLink and SuperNodes under `work/deploy` and its results under `out`; the caller adds
+/// its options and scenarios.
+fn deployment_script(python: &Path, module: &Path, config: &Path, partition_dir: &Path, work: &Path, out: &Path) -> Command {
+    let mut cmd = Command::new(python);
+    cmd.arg(root().join("flower/tests/deployment.py"))
+        .arg("--python")
+        .arg(python)
+        .arg("--module-dir")
+        .arg(module)
+        .arg("--config")
+        .arg(config)
+        .args(["--overrides", &OVERRIDES.join(" ")])
+        .arg("--partition-dir")
+        .arg(partition_dir)
+        .args(["--clients", "3", "--methods", "slora,lora"])
+        .arg("--work")
+        .arg(work.join("deploy"))
+        .arg("--out")
+        .arg(out);
+    cmd
+}
+
 #[test]
 fn flower_deployment_reproduces_the_in_process_runs_and_survives_faults() -> anyhow::Result<()> {
     let root = root();
@@ -83,22 +106,8 @@ fn flower_deployment_reproduces_the_in_process_runs_and_survives_faults() -> any
     let in_process_seconds = clock.elapsed().as_secs_f64();
 
     let out = work.path().join("out");
-    let stdout = run(Command::new(&python)
-        .arg(root.join("flower/tests/deployment.py"))
-        .arg("--python")
-        .arg(&python)
-        .arg("--module-dir")
-        .arg(&module)
-        .arg("--config")
-        .arg(&config)
-        .args(["--overrides", &OVERRIDES.join(" ")])
-        .arg("--partition-dir")
-        .arg(&partition.dir)
-        .args(["--clients", "3", "--methods", "slora,lora", "--tls-methods", "lora"])
-        .arg("--work")
-        .arg(work.path().join("deploy"))
-        .arg("--out")
-        .arg(&out)
+    let stdout = run(deployment_script(&python, &module, &config, &partition.dir, work.path(), &out)
+        .args(["--tls-methods", "lora"])
         .args(["plain", "tls", "auth", "faults", "hostile"]))?;
     let results: Vec<serde_json::Value> = stdout.lines().map(serde_json::from_str).collect::<Result<_, _>>()?;
     println!("in-process SLoRA + LoRA: {in_process_seconds:.1} s; Flower: {results:?}");
@@ -232,23 +241,7 @@ fn flower_secure_aggregation_matches_the_plain_aggregate_and_never_shows_an_upda
     let rows: Vec<u64> = PartitionSummary::of(&partition)?.rows_per_client.iter().map(|&r| r as u64).collect();
 
     let out = work.path().join("out");
-    let stdout = run(Command::new(&python)
-        .arg(root.join("flower/tests/deployment.py"))
-        .arg("--python")
-        .arg(&python)
-        .arg("--module-dir")
-        .arg(&module)
-        .arg("--config")
-        .arg(&config)
-        .args(["--overrides", &OVERRIDES.join(" ")])
-        .arg("--partition-dir")
-        .arg(&partition.dir)
-        .args(["--clients", "3", "--methods", "slora,lora"])
-        .arg("--work")
-        .arg(work.path().join("deploy"))
-        .arg("--out")
-        .arg(&out)
-        .arg("secagg"))?;
+    let stdout = run(deployment_script(&python, &module, &config, &partition.dir, work.path(), &out).arg("secagg"))?;
     let result: serde_json::Value = serde_json::from_str(stdout.lines().last().unwrap_or_default())?;
     println!("secagg: {result}");
     assert_eq!(result["exit"], 0, "the SecAgg+ run completed: {result}");

@@ -382,7 +382,7 @@ pub fn is_head_name(name: &str) -> bool {
 pub fn head_tensors(state: &slora_federation::State) -> slora_federation::State {
     state
         .iter()
-        .filter(|(k, _)| !k.ends_with(".sparse_delta") && !k.ends_with(".lora_A.weight") && !k.ends_with(".lora_B.weight"))
+        .filter(|(k, _)| is_head_name(k))
         .map(|(k, v)| (k.clone(), v.clone()))
         .collect()
 }
