@@ -11,14 +11,7 @@ use slora_federation::{ClassifierLearner, Learner, OptimSettings, Schedule};
 use slora_model::optim::AdamWConfig;
 use slora_model::{Classifier, EncoderConfig, Mode, ModelFiles, TrainSpec, Weights};
 
-use crate::common::{shared, tiny_toml};
-
-fn fresh_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use crate::common::{shared, tiny_toml, ScratchDir};
 
 /// Runs `pipeline --config dir/tiny.toml ARGS`; panics with stderr on failure; returns stderr.
 fn run_ok(dir: &Path, args: &[&str]) -> String {
@@ -94,7 +87,7 @@ fn tune_selects_on_validation_rows_and_ignores_the_test_set() {
     let tune = "[tune]\nfft = []\nsft = []\nlora = [1e-5, 3e-3]\nrounds = 2\nlast_k = 2\n";
     let mut results = Vec::new();
     for (name, max_test) in [("tune-a", 100), ("tune-b", 60)] {
-        let dir = fresh_dir(name);
+        let dir = ScratchDir::new(name);
         std::fs::write(dir.join("tiny.toml"), tiny_toml(7, 200, max_test, tune)).unwrap();
         if name == "tune-a" {
             // Before tune has run, status says what waits for it instead of failing.
@@ -146,7 +139,7 @@ fn tune_selects_on_validation_rows_and_ignores_the_test_set() {
 
 #[test]
 fn two_seeds_are_two_cached_runs_and_the_report_ci_is_the_t_interval() {
-    let dir = fresh_dir("replicates");
+    let dir = ScratchDir::new("replicates");
     std::fs::write(dir.join("tiny.toml"), tiny_toml(7, 120, 100, "[baselines]\nmethods = [\"fft\", \"lora\"]\n")).unwrap();
     let sets = ["--set", "federation.eval_max_rows=50"];
     let summary_of = |seeds: &str| {
@@ -205,9 +198,9 @@ fn two_seeds_are_two_cached_runs_and_the_report_ci_is_the_t_interval() {
 }
 
 /// `method` and LoRA as the tiny config's baselines: the artifact, and each one's metrics rows
-/// (the same rounds).
-fn beside_lora(method: &str) -> (PathBuf, Vec<slora_metrics::RoundMetrics>, Vec<slora_metrics::RoundMetrics>) {
-    let dir = fresh_dir(method);
+/// (the same rounds). The folder comes back too: the artifact lives as long as it does.
+fn beside_lora(method: &str) -> (ScratchDir, PathBuf, Vec<slora_metrics::RoundMetrics>, Vec<slora_metrics::RoundMetrics>) {
+    let dir = ScratchDir::new(method);
     std::fs::write(dir.join("tiny.toml"), tiny_toml(7, 120, 60, &format!("[baselines]\nmethods = [\"{method}\", \"lora\"]\n"))).unwrap();
     run_ok(&dir, &["baselines"]);
     let base = artifact(&dir, "baselines");
@@ -215,7 +208,7 @@ fn beside_lora(method: &str) -> (PathBuf, Vec<slora_metrics::RoundMetrics>, Vec<
     let of = |m: &str| rows.iter().filter(|r| r.method == m).cloned().collect::<Vec<_>>();
     let (theirs, lora) = (of(method), of("lora"));
     assert!(theirs.len() >= 3 && theirs.len() == lora.len());
-    (base, theirs, lora)
+    (dir, base, theirs, lora)
 }
 
 /// MiniLM-L3's config and weights from ../shared.
@@ -302,7 +295,7 @@ fn ffa_lora_trains_b_only_and_its_average_is_exact() -> anyhow::Result<()> {
 
 #[test]
 fn ffa_lora_baseline_runs_exports_and_keeps_its_init() {
-    let dir = fresh_dir("ffa-lora");
+    let dir = ScratchDir::new("ffa-lora");
     std::fs::write(dir.join("tiny.toml"), tiny_toml(7, 120, 60, "[baselines]\nmethods = [\"ffa-lora\", \"lora\"]\nffa_lora_lr = 3e-3\n"))
         .unwrap();
     run_ok(&dir, &["baselines"]);
@@ -521,7 +514,7 @@ fn lora_a2_alternates_the_frozen_factor_and_uploads_its_top_rank_components() ->
 /// alone), the server keeps the frozen factor, and the run ends in an ordinary peft adapter.
 #[test]
 fn lora_a2_baseline_runs_and_uploads_less_than_half_of_lora() {
-    let (base, a2, lora) = beside_lora("lora-a2");
+    let (_dir, base, a2, lora) = beside_lora("lora-a2");
     let (cfg, weights) = minilm().unwrap();
     let (fresh, _) = Classifier::new(&cfg, &weights, &TrainSpec::new(Mode::Lora(slora_model::LoraSpec::new(8, 16.0)), 2, 7)).unwrap();
     let b_bytes: u64 = factors(&fresh).values().map(|(_, b)| 4 * b.elem_count() as u64).sum();
@@ -539,7 +532,7 @@ fn lora_a2_baseline_runs_and_uploads_less_than_half_of_lora() {
 /// server's SVD split (A = Vᵀ has orthonormal rows; B = U·S / scale has orthogonal columns).
 #[test]
 fn flexlora_baseline_sends_svd_factors() {
-    let (base, flex, lora) = beside_lora("flexlora");
+    let (_dir, base, flex, lora) = beside_lora("flexlora");
     for (x, l) in flex.iter().zip(&lora).skip(1) {
         assert_eq!((x.bytes_up_per_client, x.bytes_down_per_client), (l.bytes_up_per_client, l.bytes_down_per_client), "round {}", x.round);
     }
@@ -571,7 +564,7 @@ fn flexlora_baseline_sends_svd_factors() {
 /// `[out, in]` offset per adapted matrix once a residual exists (round 2 on), counted from the shapes.
 #[test]
 fn fedex_lora_baseline_charges_its_dense_offsets_on_the_download() {
-    let dir = fresh_dir("fedex-lora");
+    let dir = ScratchDir::new("fedex-lora");
     std::fs::write(dir.join("tiny.toml"), tiny_toml(7, 120, 60, "[baselines]\nmethods = [\"fedex-lora\", \"lora\"]\n")).unwrap();
     // LoRA alone first: adding FedEx-LoRA re-keys the stage, and LoRA's finished run is resumed from
     // its run cache instead of trained again.
@@ -609,7 +602,7 @@ fn fedex_lora_baseline_charges_its_dense_offsets_on_the_download() {
 /// Issue 13: `stage1.mask = "federated-importance"` end to end on the tiny config.
 #[test]
 fn federated_mask_has_the_random_masks_size_is_charged_and_is_reused_by_sft() {
-    let dir = fresh_dir("federated-mask");
+    let dir = ScratchDir::new("federated-mask");
     std::fs::write(
         dir.join("tiny.toml"),
         tiny_toml(7, 120, 60, "[baselines]\nmethods = [\"sft\"]\nsft_lr = 1e-3\n"),
@@ -651,7 +644,7 @@ fn federated_mask_has_the_random_masks_size_is_charged_and_is_reused_by_sft() {
     assert_eq!(rows[1].cum_bytes_up, r0.cum_bytes_up + 2 * rows[1].bytes_up_per_client);
     // Deterministic: a fresh run elsewhere learns the same mask and the same metrics.
     let saved = slora_federation::read_safetensors(&stage1.join("sparse_delta.safetensors")).unwrap();
-    let again_dir = fresh_dir("federated-mask-again");
+    let again_dir = ScratchDir::new("federated-mask-again");
     std::fs::copy(dir.join("tiny.toml"), again_dir.join("tiny.toml")).unwrap();
     run_ok(&again_dir, &[fed[0], fed[1], fed[2], fed[3], "stage1"]);
     let again = slora_federation::read_safetensors(&artifact(&again_dir, "stage1").join("sparse_delta.safetensors")).unwrap();
@@ -727,7 +720,7 @@ fn a_low_rank_client_in_a_high_rank_model_trains_a_true_low_rank_lora() -> anyho
 /// of the head plus each client's rank's factors, counted here from a fresh model's shapes.
 #[test]
 fn heterogeneous_client_ranks_charge_each_clients_rank_both_ways() {
-    let dir = fresh_dir("client-ranks");
+    let dir = ScratchDir::new("client-ranks");
     std::fs::write(dir.join("tiny.toml"), tiny_toml(7, 120, 60, "[baselines]\nmethods = [\"lora\", \"flexlora\"]\n")).unwrap();
     let ranks = ["--set", "federation.client_ranks=[4, 8]"];
     run_ok(&dir, &[ranks[0], ranks[1], "baselines"]);
@@ -784,7 +777,7 @@ fn heterogeneous_client_ranks_charge_each_clients_rank_both_ways() {
 /// run cache's checkpoint after the stage is re-keyed, are bit-identical.
 #[test]
 fn fedsa_lora_shares_only_a_and_is_measured_on_each_clients_own_rows() {
-    let dir = fresh_dir("fedsa-lora");
+    let dir = ScratchDir::new("fedsa-lora");
     std::fs::write(
         dir.join("tiny.toml"),
         tiny_toml(7, 120, 60, "[baselines]\nmethods = [\"fedsa-lora\", \"lora\"]\n").replace("[partition]\n", "[partition]\nvalidation_fraction = 0.25\n"),
@@ -858,7 +851,7 @@ fn fedsa_lora_shares_only_a_and_is_measured_on_each_clients_own_rows() {
 /// LoRA uploads exactly its factors and that head, counted from the checkpoint's shapes.
 #[test]
 fn roberta_runs_the_pipeline_with_only_the_model_source_changed() {
-    let dir = fresh_dir("roberta");
+    let dir = ScratchDir::new("roberta");
     let fixture = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/roberta-tiny");
     std::fs::write(dir.join("tiny.toml"), tiny_toml(7, 120, 60, "[baselines]\nmethods = [\"lora\", \"flexlora\"]\n")).unwrap();
     let source = format!("model.source={}", fixture.display());

@@ -9,14 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
-use crate::common::repo;
-
-fn fresh_dir(name: &str) -> PathBuf {
-    let dir = Path::new(env!("CARGO_TARGET_TMPDIR")).join(name);
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::create_dir_all(&dir).unwrap();
-    dir
-}
+use crate::common::{repo, ScratchDir};
 
 /// `pipeline --artifacts DIR/artifacts --set report.dir=DIR/reports study <study> --smoke`.
 fn study_cmd(dir: &Path, study: &str) -> Command {
@@ -73,7 +66,7 @@ fn check_study(json: &Value, dir: &Path, study: &str, points: usize, figures: &[
 
 #[test]
 fn heterogeneity_and_density_studies_run_and_share_the_cache() {
-    let dir = fresh_dir("study-heterogeneity");
+    let dir = ScratchDir::new("study-heterogeneity");
     let (json, _) = run_study(&dir, "heterogeneity");
     check_study(&json, &dir, "heterogeneity", 6, &["accuracy_vs_point", "gap_vs_point", "accuracy_vs_round-iid", "accuracy_vs_round-1-label-client"]);
     assert_eq!(claims(&json), ["gap-grows", "slora-closes-gap", "time-cut"]);
@@ -113,7 +106,7 @@ fn heterogeneity_and_density_studies_run_and_share_the_cache() {
 
 #[test]
 fn news_study_runs_with_rates_tuned_once() {
-    let dir = fresh_dir("study-news");
+    let dir = ScratchDir::new("study-news");
     let (json, stderr) = run_study(&dir, "news");
     check_study(&json, &dir, "news", 1, &[]);
     assert!(stderr.contains("tune: done"), "{stderr}");
@@ -165,11 +158,11 @@ fn committed(artifacts: &Path, stage: &str) -> usize {
 
 #[test]
 fn a_study_killed_twice_finishes_with_identical_tables() {
-    let clean = fresh_dir("study-clean");
+    let clean = ScratchDir::new("study-clean");
     let (json, _) = run_study(&clean, "homogeneous");
     check_study(&json, &clean, "homogeneous", 1, &["accuracy_vs_point", "gap_vs_point", "accuracy_vs_round-iid"]);
 
-    let killed = fresh_dir("study-killed");
+    let killed = ScratchDir::new("study-killed");
     let art = killed.join("artifacts");
     // Once inside tune (its first grid point checkpointed), then inside the second seed's Stage 1.
     for (stage, count) in [("tune", 0usize), ("stage1", 1usize)] {
@@ -201,7 +194,7 @@ fn plan_json(dir: &Path) -> Value {
 
 #[test]
 fn the_plan_covers_every_run_and_prices_it_with_measured_step_times() {
-    let dir = fresh_dir("study-plan");
+    let dir = ScratchDir::new("study-plan");
     let plan = plan_json(&dir);
     let runs = plan["runs"].as_array().unwrap();
     // The smoke study: 6 points × 2 seeds; SLoRA's two stages plus the point's baselines
@@ -262,7 +255,7 @@ fn the_plan_covers_every_run_and_prices_it_with_measured_step_times() {
 
 #[test]
 fn drift_and_convergence_studies_run_and_show_their_plans() {
-    let dir = fresh_dir("study-drift");
+    let dir = ScratchDir::new("study-drift");
     let (json, _) = run_study(&dir, "drift");
     check_study(&json, &dir, "drift", 4, &[]);
     assert_eq!(claims(&json), ["drift-opens-gap"]);
@@ -274,7 +267,7 @@ fn drift_and_convergence_studies_run_and_show_their_plans() {
     let md = std::fs::read_to_string(report_dir(&dir, "drift").join("report.md")).unwrap();
     assert!(md.contains("Cost plan against measured time"), "{md}");
 
-    let dir = fresh_dir("study-convergence");
+    let dir = ScratchDir::new("study-convergence");
     let (json, stderr) = run_study(&dir, "convergence");
     check_study(&json, &dir, "convergence", 6, &["accuracy_vs_point", "gap_vs_point"]);
     assert!(stderr.contains("tune: done"), "{stderr}");
@@ -305,7 +298,7 @@ fn drift_and_convergence_studies_run_and_show_their_plans() {
 
 #[test]
 fn ranks_study_runs_mixed_client_ranks_and_judges_them() {
-    let dir = fresh_dir("study-ranks");
+    let dir = ScratchDir::new("study-ranks");
     let (json, _) = run_study(&dir, "ranks");
     check_study(&json, &dir, "ranks", 2, &[]);
     assert_eq!(claims(&json), ["flexlora-beats-zero-padding", "mixed-ranks-cost"]);
@@ -324,7 +317,7 @@ fn ranks_study_runs_mixed_client_ranks_and_judges_them() {
 
 #[test]
 fn privacy_study_audits_every_point_and_judges_leakage_and_dp() {
-    let dir = fresh_dir("study-privacy");
+    let dir = ScratchDir::new("study-privacy");
     let (json, _) = run_study(&dir, "privacy");
     check_study(&json, &dir, "privacy", 4, &["accuracy_vs_point"]);
     assert_eq!(claims(&json), ["slora-leaks-less", "slora-loses-less-under-dp"]);
