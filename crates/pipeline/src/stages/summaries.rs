@@ -252,9 +252,13 @@ pub struct ModuleSpectrum {
 pub struct SwitchCheck {
     /// Largest |Δ logit|.
     pub max_abs_logit_change: f64,
+    /// Largest |logit| before the switch, the tolerance's scale (absent from manifests older than
+    /// it, whose tolerance was an absolute 1e-4).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_abs_logit: Option<f64>,
     /// Rows checked.
     pub rows: usize,
-    /// The tolerance.
+    /// The tolerance applied: `SWITCH_TOLERANCE` × max(1, `max_abs_logit`).
     pub tolerance: f64,
     /// Within the tolerance.
     pub passed: bool,
