@@ -194,12 +194,15 @@ pub fn format_seconds(s: f64) -> String {
     if !s.is_finite() {
         return "–".into();
     }
-    if s < 60.0 {
+    // Round to the unit shown before splitting, or 539.7 s prints as "8 min 60 s".
+    if s < 59.95 {
         format!("{s:.1} s")
-    } else if s < 3600.0 {
-        format!("{} min {:02.0} s", (s / 60.0).floor(), s % 60.0)
+    } else if s < 3599.5 {
+        let whole = s.round() as u64;
+        format!("{} min {:02} s", whole / 60, whole % 60)
     } else {
-        format!("{} h {:02.0} min", (s / 3600.0).floor(), (s % 3600.0) / 60.0)
+        let minutes = (s / 60.0).round() as u64;
+        format!("{} h {:02} min", minutes / 60, minutes % 60)
     }
 }
 
@@ -236,5 +239,11 @@ mod tests {
         assert_eq!(format_count(640), "640");
         assert_eq!(format_seconds(42.04), "42.0 s");
         assert_eq!(format_seconds(276.0), "4 min 36 s");
+        // No 60 in the smaller unit: each value rounds up into the next one.
+        assert_eq!(format_seconds(59.96), "1 min 00 s");
+        assert_eq!(format_seconds(539.7), "9 min 00 s");
+        assert_eq!(format_seconds(3599.6), "1 h 00 min");
+        assert_eq!(format_seconds(7199.0), "2 h 00 min");
+        assert_eq!(format_seconds(3725.0), "1 h 02 min");
     }
 }

@@ -90,6 +90,8 @@ pub fn time_table(points: &[StudyPoint]) -> TextTable {
             std::iter::once(format!("{} client training to target", method_label(&m)))
                 .chain(points.iter().map(|p| match p.summary.time_to_target.iter().find(|t| t.method == m) {
                     Some(t) => match &t.hit {
+                        // A target the untrained model already meets (FFT at chance under DP) times nothing.
+                        Some(h) if h.round == 0 => format!("met before training ({}/{} seeds)", t.reached, t.seeds),
                         Some(h) => format!("{} ({}/{} seeds)", format_seconds(h.client_train_seconds), t.reached, t.seeds),
                         None => format!("not reached (0/{})", t.seeds),
                     },
@@ -292,5 +294,16 @@ mod tests {
         assert_eq!(slora[1], "reference");
         assert!(slora[2].starts_with("+2.33 pp ["), "{slora:?}");
         assert!(t.rows.iter().all(|r| !r[0].starts_with("FFT")), "FFT ran at the reference point only: no rows");
+    }
+
+    #[test]
+    fn a_target_met_before_training_times_nothing() {
+        let mut p = point("DP", &[("fft", &[0.05, 0.05]), ("lora", &[0.3, 0.3])], &[("fft", &[Some(0.0), Some(0.0)]), ("lora", &[Some(80.0), None])]);
+        let fft = p.summary.time_to_target.iter_mut().find(|t| t.method == "fft").unwrap();
+        fft.hit.as_mut().unwrap().round = 0;
+        let t = time_table(&[p]);
+        let cell = |m: &str| t.rows.iter().find(|r| r[0].starts_with(m)).unwrap()[1].clone();
+        assert_eq!(cell("FFT client"), "met before training (2/2 seeds)");
+        assert_eq!(cell("LoRA client"), "1 min 20 s (1/2 seeds)");
     }
 }
