@@ -344,4 +344,5 @@ fn privacy_study_audits_every_point_and_judges_leakage_and_dp() {
     assert!(leaks["evidence"].as_str().unwrap().contains("token recall: FFT 100.0 %, SLoRA 0.0 %"), "{leaks}");
     let md = std::fs::read_to_string(report_dir(&dir, "privacy").join("report.md")).unwrap();
     assert!(md.contains("What the server learns") && md.contains("Privacy per point"), "{md}");
+    assert!(md.contains("The leakage attacks are the exception"), "the findings say which intervals are not over seeds");
 }

@@ -9,7 +9,7 @@ use crate::report::{Block, CaptionedTable, Figure, Report, Section};
 use crate::tables::{Align, TextTable};
 
 use super::points::{claim_point, paired_pp, study_methods};
-use super::schema::{ClaimVerdict, PlanRow, StudyAxis, StudyPoint, StudySettings};
+use super::schema::{Claim, ClaimVerdict, PlanRow, StudyAxis, StudyPoint, StudySettings};
 use super::tables::{accuracy_table, budget_table, gap_table, plan_table, time_table, upload_table, verdict_table, versus_reference_table};
 
 fn series(points: &[StudyPoint], value: impl Fn(&StudyPoint, &str) -> Option<(f64, Option<f64>)>, skip_fft: bool) -> (SweepSeries, SweepSeries) {
@@ -47,9 +47,16 @@ pub fn build_study_report(
         return Err(ReportError::Invalid("a study needs at least one point".into()));
     }
     let labels: Vec<String> = points.iter().map(|p| p.label.clone()).collect();
+    // The leakage claim pools uploads, not seeds, so the sentence on intervals names the exception.
+    let leakage = if verdicts.iter().any(|v| v.claim == Claim::SloraLeaksLess) {
+        " The leakage attacks are the exception: their rates are over recorded uploads, compared with 95 % normal \
+         intervals, unpaired."
+    } else {
+        ""
+    };
     let mut findings = vec![Block::Paragraph(format!(
         "{} Every figure below is the mean over seeds with its 95 % Student-t interval; differences are paired \
-         by seed. Verdict rules: see `crates/report/src/study/verdicts.rs` (margin {} pp).",
+         by seed.{leakage} Verdict rules: see `crates/report/src/study/verdicts.rs` (margin {} pp).",
         settings.title, settings.margin_pp
     ))];
     findings.push(Block::Table(CaptionedTable {
